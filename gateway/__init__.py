@@ -1,0 +1,3 @@
+"""Community IoT edge gateway runtime."""
+
+__version__ = "0.1.0"

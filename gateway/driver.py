@@ -1,0 +1,134 @@
+"""The driver contract: what a device family's folder under drivers/ provides.
+
+A driver package exposes one `DriverInfo` object, registered as an entry point in the
+`community_gateway.drivers` group.  The runtime validates every device's `driver:`
+section with `DriverInfo.settings_model` before anything connects, then builds one
+driver instance per driver type with all the devices of that type (a Modbus bus is
+shared by many meters), and runs it as an asyncio task.
+
+Rules a driver follows:
+- `__init__` only assigns; all I/O happens in `run()`.
+- `run()` streams messages with `ctx.emit(...)`, which returns once the message is
+  durable in the outbox, and reports reachability with `ctx.set_available(...)`.
+- A fault of one device must not stop the others; `run()` returns only when cancelled.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from gateway.model import DeviceRef, Kind, Message
+
+__all__ = [
+    "CommandError",
+    "DeviceSpec",
+    "Driver",
+    "DriverContext",
+    "DriverHealth",
+    "DriverInfo",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One configured device, already validated, with its driver's own settings."""
+
+    ref: DeviceRef
+    settings: BaseModel
+    driver: str
+    name: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.ref.id
+
+    @property
+    def kind(self) -> Kind:
+        return self.ref.kind
+
+
+class DriverContext(Protocol):
+    """What the runtime offers a driver.  Nothing else of the runtime is reachable."""
+
+    @property
+    def logger(self) -> logging.Logger: ...
+
+    def now(self) -> datetime:
+        """Current UTC time, for message timestamps."""
+        ...
+
+    async def emit(self, message: Message) -> None:
+        """Hand a message to the outbox; returns once it is committed to disk."""
+        ...
+
+    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+        """Report a device reachable or not; published retained on its availability topic."""
+        ...
+
+
+@dataclass(slots=True)
+class DriverHealth:
+    """Figures a driver reports for the gateway's health message."""
+
+    errors: int = 0
+    last_error: str = ""
+    devices_online: int = 0
+    devices_total: int = 0
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "devices_online": self.devices_online,
+            "devices_total": self.devices_total,
+            **self.extra,
+        }
+
+
+class CommandError(Exception):
+    """A device command was refused; the message goes back to the caller as is."""
+
+
+class Driver(abc.ABC):
+    """Base class of every driver instance."""
+
+    def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
+        self.devices = {d.id: d for d in devices}
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Talk to the devices until cancelled, emitting messages through the context."""
+
+    @abc.abstractmethod
+    def health(self) -> DriverHealth:
+        """Counters for the health topic; cheap, called from the event loop."""
+
+    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> Any:
+        """Run a device command (for example a relay output).  Drivers without any refuse."""
+        raise CommandError(f"driver of device {device_id!r} has no command {name!r}")
+
+
+DriverFactory = Callable[[Sequence[DeviceSpec], DriverContext], Driver]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverInfo:
+    """The entry-point object of a driver package."""
+
+    name: str
+    summary: str
+    settings_model: type[BaseModel]
+    factory: DriverFactory
+    kinds: frozenset[Kind]
+    folder: Path  # the driver's folder: README.md and sample.yaml live there
+    read_once: Callable[[DeviceSpec], Awaitable[Any]] | None = None
