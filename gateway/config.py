@@ -83,10 +83,7 @@ class TlsConfig(_Strict):
 
     ca_file: Path | None = None  # None: the system's trusted CAs
     cert_file: Path | None = None
-    key_file: SecretRef | None = None
-    server_name: str | None = None  # when the certificate names another host than `url`
-
-    _no_inline_key = field_validator("key_file", mode="before")(_refuse_inline)
+    key_file: Path | None = None  # a file only readable by the gateway's user
 
     def model_post_init(self, _: Any) -> None:
         if (self.cert_file is None) != (self.key_file is None):
@@ -311,7 +308,6 @@ def _resolve_paths(value: Any, base: Path) -> Any:
 def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
     refs: list[tuple[tuple[str | int, ...], SecretRef | None]] = [
         (("broker", "password"), cfg.broker.password),
-        (("broker", "tls", "key_file"), cfg.broker.tls.key_file if cfg.broker.tls else None),
     ]
     problems = []
     for path, ref in refs:
@@ -321,7 +317,7 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
             problems.append(src.problem((*path, "file"), f"secret file {ref.file} not found"))
     tls = cfg.broker.tls
     if tls is not None:
-        for key in ("ca_file", "cert_file"):
+        for key in ("ca_file", "cert_file", "key_file"):
             p = getattr(tls, key)
             if p is not None and not p.is_file():
                 problems.append(src.problem(("broker", "tls", key), f"file {p} not found"))

@@ -29,6 +29,8 @@ from gateway.model import DeviceRef, Kind, Message
 
 __all__ = [
     "CommandError",
+    "PointValue",
+    "ReadResult",
     "DeviceSpec",
     "Driver",
     "DriverContext",
@@ -118,6 +120,31 @@ class Driver(abc.ABC):
         raise CommandError(f"driver of device {device_id!r} has no command {name!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class PointValue:
+    """One point of a one-off installer read: value, unit, and the raw bytes or registers."""
+
+    name: str
+    value: float | int | bool | str | None
+    unit: str = ""
+    raw: str = ""
+    note: str = ""  # e.g. "counter went backwards", "exception 2: illegal data address"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What `gateway read DEVICE` prints: every point, or the exact fault and what to check."""
+
+    device_id: str
+    points: tuple[PointValue, ...] = ()
+    fault: str = ""
+    hint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.fault
+
+
 DriverFactory = Callable[[Sequence[DeviceSpec], DriverContext], Driver]
 
 
@@ -131,4 +158,9 @@ class DriverInfo:
     factory: DriverFactory
     kinds: frozenset[Kind]
     folder: Path  # the driver's folder: README.md and sample.yaml live there
-    read_once: Callable[[DeviceSpec], Awaitable[Any]] | None = None
+    # Installer read of one device, used by `gateway read` and `gateway check`.
+    read_once: Callable[[DeviceSpec], Awaitable[ReadResult]] | None = None
+    # Extra click commands the driver contributes: `scan` goes under `gateway scan NAME`,
+    # the others become top-level commands (e.g. `gateway plan`).
+    scan_command: Any = None
+    cli_commands: tuple[Any, ...] = ()

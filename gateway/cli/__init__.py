@@ -1,0 +1,55 @@
+"""The `gateway` command line: one module per command group, registered here explicitly."""
+
+from __future__ import annotations
+
+import click
+
+from gateway import __version__
+from gateway.cli import core
+from gateway.logsetup import setup_logging
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gateway")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Overrides the config's logging.level.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Text for people, JSON lines for log shippers; overrides the config.",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+    """Community IoT edge gateway: device drivers, durable outbox, MQTT uplink."""
+    ctx.obj = {"log_level": log_level, "log_format": log_format}
+    setup_logging(log_level or "info", log_format or "text")
+
+
+@main.group()
+def scan() -> None:
+    """Find devices on a bus (installers)."""
+
+
+for command in core.COMMANDS:
+    main.add_command(command)
+
+
+def _attach_driver_commands() -> None:
+    # Driver-contributed commands come from the same entry points as the drivers.
+    from gateway.registry import available_drivers
+
+    for info in available_drivers().values():
+        if info.scan_command is not None:
+            scan.add_command(info.scan_command, info.name)
+        for command in info.cli_commands:
+            main.add_command(command)
+
+
+_attach_driver_commands()

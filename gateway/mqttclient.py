@@ -1,0 +1,102 @@
+"""The paho-mqtt adapter: builds a configured client and explains connection failures.
+
+Everything paho-specific that more than one module needs (the publisher, `gateway
+check`, the ticket service) lives here, so the rest of the code never sets TLS or
+credentials on a client itself.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from gateway.config import BrokerConfig, MqttProtocol
+
+__all__ = ["build_client", "explain_connect_error", "publish_properties", "reason_text"]
+
+
+def build_client(cfg: BrokerConfig, client_id: str) -> mqtt.Client:
+    """A paho client with protocol, TLS and credentials from the config; not connected.
+
+    TLS never falls back to plain text: an mqtts:// URL always verifies the server
+    certificate and host name, and a failure is an error to report, not to work around.
+    """
+    protocol = mqtt.MQTTv5 if cfg.protocol is MqttProtocol.MQTT5 else mqtt.MQTTv311
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+        clean_session=None if protocol == mqtt.MQTTv5 else True,
+    )
+    if cfg.uses_tls:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls.ca_file) if cfg.tls and cfg.tls.ca_file else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cfg.tls is not None and cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
+            context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
+        client.tls_set_context(context)
+    if cfg.username is not None:
+        password = cfg.password.read() if cfg.password is not None else None
+        client.username_pw_set(cfg.username, password)
+    client.max_inflight_messages_set(cfg.max_inflight)
+    # The gateway's outbox already holds everything unacknowledged; paho's own queue
+    # only has to hold what the publisher hands it while disconnected.
+    client.max_queued_messages_set(0)
+    return client
+
+
+def publish_properties(**values: Any) -> Properties:
+    """PUBLISH properties from keyword names, e.g. ResponseTopic=..., CorrelationData=b'...'."""
+    props = Properties(PacketTypes.PUBLISH)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+_VERIFY_HINTS: list[tuple[str, str]] = [
+    ("expired", "the broker's certificate has expired: renew it, or check this gateway's clock"),
+    ("not yet valid", "the certificate is not valid yet: this gateway's clock is probably wrong"),
+    ("Hostname mismatch", "the certificate does not name this host: use the host name the certificate was issued for in broker.url"),
+    ("IP address mismatch", "the certificate does not name this IP address: use the host name it was issued for"),
+    ("unable to get local issuer", "the broker's certificate is signed by a CA this gateway does not trust: set broker.tls.ca_file to that CA"),
+    ("self-signed", "the broker's certificate is self-signed or from an unknown CA: set broker.tls.ca_file to the CA that signed it"),
+]
+
+
+def explain_connect_error(exc: BaseException) -> str:
+    """One line an installer can act on, for an exception raised while connecting."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or str(exc)
+        for needle, hint in _VERIFY_HINTS:
+            if needle.lower() in detail.lower():
+                return f"TLS certificate check failed ({detail}): {hint}"
+        return f"TLS certificate check failed: {detail}"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if "CERTIFICATE_REQUIRED" in reason.upper() or "ALERT_CERTIFICATE_REQUIRED" in reason.upper():
+            return "the broker requires a client certificate: set broker.tls.cert_file and key_file"
+        if "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
+            return f"the broker refused this gateway's client certificate ({reason}): is it signed by the CA the broker trusts?"
+        return f"TLS handshake failed: {reason}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: is the broker running and listening on that port?"
+    if isinstance(exc, TimeoutError):
+        return "no answer from the broker (timeout): check the address, firewall and network"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot reach the broker: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def reason_text(reason_code: Any) -> str:
+    """Readable CONNACK refusal, with what to do for the common ones."""
+    text = str(reason_code)
+    if "Not authorized" in text or "Bad user name or password" in text:
+        return f"the broker refused the credentials ({text}): check broker.username and the password file"
+    return f"the broker refused the connection: {text}"
+

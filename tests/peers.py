@@ -1,0 +1,125 @@
+"""Real peers for tests: a Mosquitto broker and socat pty pairs, each on its own port/path."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Mosquitto", "PtyPair", "free_port", "pty_pair", "wait_for"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll `predicate()` until true or timeout; returns the last result's truth."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():  # type: ignore[operator]
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto broker of the test's own, on a free loopback port.
+
+    `stop()` sends SIGTERM (the broker saves its persistence file, as a real service stop
+    does); `kill()` sends SIGKILL. `start()` again reuses the port and persistence.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    persistence: bool = True
+    extra: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _write_conf(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Started as root, mosquitto drops to its own user: it must own its files.
+        with contextlib.suppress(KeyError, PermissionError):
+            shutil.chown(self.workdir, "mosquitto")
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "log_dest none",
+            self.extra,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> None:
+        conf = self._write_conf()
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if not wait_for(self._accepts, timeout=10):
+            err = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto did not start on port {self.port}: {err}")
+
+    def _accepts(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def _end(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._end(signal.SIGKILL)
+
+
+@dataclass
+class PtyPair:
+    """Two linked pseudo-terminals from socat: what one end writes, the other reads."""
+
+    a: Path
+    b: Path
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def pty_pair(workdir: Path) -> Iterator[PtyPair]:
+    a, b = workdir / "ttyA", workdir / "ttyB"
+    proc = subprocess.Popen(
+        ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_for(lambda: a.exists() and b.exists(), timeout=5):
+            raise RuntimeError("socat did not create the pty pair")
+        yield PtyPair(a, b, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        for p in (a, b):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
