@@ -1,0 +1,525 @@
+"""The durable outbox between drivers and the uplinks: SQLite in WAL mode, group commit.
+
+Drivers `put` messages; the future resolves with the message's `seq` once the row is
+committed (fsync'ed at every commit with `SyncMode.FULL`, at checkpoints with `NORMAL`).
+Uplinks (the MQTT publisher, an InfluxDB sink) each read with their own `OutboxReader`
+and `ack` what they delivered; a row is deleted when every consumer that accepted it
+has acknowledged it.  Delivery is at-least-once: what was not acknowledged is read
+again after a restart.
+
+One writer thread owns the write connection.  It waits for the first queued request,
+takes everything queued behind it, and commits the lot as one transaction.  A batch of
+telemetry only lingers up to `commit_interval_ms` to gather more (fewer writes to the
+SD card); an event, or a `meta_increment`, commits at once (alarm latency).
+
+`seq` is per gateway and strictly increasing: the next value is stored in the same
+transaction as the rows, so it survives restarts and kill -9 and is never reused.  A
+message no configured consumer accepts is not stored and gets no seq: its future
+resolves with -1.  A message whose `build_payload` raises fails alone and consumes no
+seq.
+
+The store is bounded by `max_messages`: the oldest telemetry is dropped first and
+counted (`dropped_telemetry`, persisted); events are never dropped, even if events
+alone exceed the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway import outbox_sql as sql
+from gateway.config import SyncMode
+from gateway.model import Priority
+
+__all__ = [
+    "Consumer",
+    "Outbox",
+    "OutboxError",
+    "OutboxItem",
+    "OutboxReader",
+    "OutboxStats",
+    "Row",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000  # requests per transaction: bounds the time a commit holds the writer
+_WARN_EVERY_S = 60.0
+
+
+class OutboxError(Exception):
+    """A batch could not be committed (disk full, I/O error); its `__cause__` says why."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message to store; `build_payload(seq)` runs in the writer thread once seq is known."""
+
+    priority: Priority
+    channel: str
+    device_kind: str
+    topic: str
+    build_payload: Callable[[int], bytes]
+
+
+def _accept_all(item: OutboxItem) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """An uplink that takes messages from the outbox; `accepts` picks the ones it wants."""
+
+    name: str
+    accepts: Callable[[OutboxItem], bool] = _accept_all
+
+
+@dataclass(frozen=True)
+class Row:
+    """A stored message as a consumer reads it."""
+
+    id: int
+    seq: int
+    priority: Priority
+    topic: str
+    payload: bytes
+    created: float
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Health figures; the rates are averages since `open()`.
+
+    `disk_write_bytes_per_hour` is what the whole process made the kernel write to
+    storage (/proc/self/io), None where the kernel does not tell.
+    """
+
+    depth: int
+    depth_events: int
+    depth_telemetry: int
+    oldest_age_s: float | None
+    dropped_telemetry: int
+    accepted_total: int
+    commits_total: int
+    bytes_written_per_hour: float
+    disk_write_bytes_per_hour: float | None
+
+
+@dataclass(slots=True)
+class _Put:
+    item: OutboxItem
+    future: concurrent.futures.Future[int]
+    created: float
+
+
+@dataclass(slots=True)
+class _Ack:
+    mask: int
+    ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Increment:
+    key: str
+    future: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+
+
+_Request = _Put | _Ack | _Increment
+_STOP = None  # queued by close(): everything queued before it is still committed
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """Counters the writer publishes after each commit; replaced whole, read lock-free."""
+
+    depth: Mapping[Priority, int]
+    oldest_created: float | None = None
+    dropped_telemetry: int = 0
+    accepted: int = 0
+    commits: int = 0
+    bytes_written: int = 0
+
+
+def _read_write_bytes() -> int | None:
+    try:
+        with open("/proc/self/io", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class Outbox:
+    """The gateway's durable message store; see the module docstring for the semantics.
+
+    put/aput/ack/stats/meta_increment are safe from any thread.  One Outbox is opened
+    once and closed once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_messages: int,
+        commit_interval_ms: int,
+        sync: SyncMode,
+        consumers: Sequence[Consumer],
+    ) -> None:
+        names = [c.name for c in consumers]
+        if not consumers or len(set(names)) != len(names):
+            raise ValueError(f"outbox consumers need distinct names, at least one: {names}")
+        if len(names) > sql.MAX_CONSUMERS:
+            raise ValueError(f"at most {sql.MAX_CONSUMERS} outbox consumers")
+        if max_messages < 1 or commit_interval_ms < 0:
+            raise ValueError("max_messages must be >= 1 and commit_interval_ms >= 0")
+        self.path = path
+        self.max_messages = max_messages
+        self.commit_interval_ms = commit_interval_ms
+        self.sync = sync
+        self.consumers = tuple(consumers)
+        self._masks: dict[str, int] = {}
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "is it open?" with enqueueing
+        self._state = "new"  # new -> open -> closed
+        self._thread: threading.Thread | None = None
+        self._listeners: tuple[Callable[[], None], ...] = ()
+        self._snap = _Snapshot(depth={p: 0 for p in Priority})
+        self._opened_at = 0.0
+        self._io_at_open: int | None = None
+        # Writer-thread state, set by open().
+        self._next_seq = 0
+        self._retry_acks: list[_Ack] = []
+        self._warned_drop = self._warned_events = -math.inf
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the file and schema, release removed consumers, start the writer thread."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"outbox {self.path} was already opened")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sql.connect(self.path, sync=self.sync)
+            try:
+                sql.init_schema(conn)
+                self._masks = sql.reconcile_consumers(conn, [c.name for c in self.consumers])
+                state = sql.load_state(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._next_seq = state.next_seq
+            self._snap = _Snapshot(
+                depth=state.depth,
+                oldest_created=state.oldest_created,
+                dropped_telemetry=state.dropped_telemetry,
+            )
+            self._opened_at = time.monotonic()
+            self._io_at_open = _read_write_bytes()
+            self._thread = threading.Thread(
+                target=self._run, args=(conn,), name="outbox-writer", daemon=True
+            )
+            self._thread.start()
+            self._state = "open"
+        log.info(
+            "outbox %s open: %d messages stored, next seq %d",
+            self.path, sum(state.depth.values()), state.next_seq,
+        )
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer, checkpoint the WAL.  Idempotent."""
+        with self._lock:
+            if self._state != "open":
+                self._state = "closed"
+                return
+            self._state = "closed"
+            self._queue.put(_STOP)
+        assert self._thread is not None
+        self._thread.join()
+
+    # -- producers ----------------------------------------------------------------
+
+    def put(self, item: OutboxItem) -> concurrent.futures.Future[int]:
+        """Queue a message; the future resolves with its seq once committed (-1: not stored)."""
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._enqueue(_Put(item, fut, time.time()))
+        return fut
+
+    async def aput(self, item: OutboxItem) -> int:
+        """`put` for asyncio code: returns the seq once the message is committed."""
+        return await asyncio.wrap_future(self.put(item))
+
+    def meta_increment(self, key: str) -> int:
+        """Add one to a durable counter (e.g. the MQTT session) and return it once committed."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("meta_increment would wait for itself in the writer thread")
+        request = _Increment(key)
+        self._enqueue(request)
+        return request.future.result()
+
+    def _enqueue(self, request: _Request) -> None:
+        with self._lock:
+            if self._state != "open":
+                raise RuntimeError(f"outbox {self.path} is not open ({self._state})")
+            self._queue.put(request)
+
+    # -- consumers ----------------------------------------------------------------
+
+    def reader(self) -> OutboxReader:
+        """A read connection for one thread at a time; WAL readers do not block the writer."""
+        if self._state != "open":
+            raise RuntimeError(f"outbox {self.path} is not open ({self._state})")
+        return OutboxReader(sql.connect(self.path, sync=None), dict(self._masks))
+
+    def ack(self, consumer: str, ids: Iterable[int]) -> None:
+        """Mark rows delivered by `consumer`; applied with the next commit."""
+        mask = self._masks[consumer]
+        ids = tuple(ids)
+        if ids:
+            self._enqueue(_Ack(mask, ids))
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` in the writer thread after each commit that stored rows; keep it short."""
+        with self._lock:
+            self._listeners = (*self._listeners, fn)
+
+    def stats(self) -> OutboxStats:
+        """Current figures, from counters the writer keeps; no database access."""
+        snap = self._snap
+        hours = max(time.monotonic() - self._opened_at, 1.0) / 3600
+        disk: float | None = None
+        now_io = _read_write_bytes()
+        if self._state != "new" and self._io_at_open is not None and now_io is not None:
+            disk = (now_io - self._io_at_open) / hours
+        return OutboxStats(
+            depth=sum(snap.depth.values()),
+            depth_events=snap.depth[Priority.EVENT],
+            depth_telemetry=snap.depth[Priority.TELEMETRY],
+            oldest_age_s=None if snap.oldest_created is None
+            else max(0.0, time.time() - snap.oldest_created),
+            dropped_telemetry=snap.dropped_telemetry,
+            accepted_total=snap.accepted,
+            commits_total=snap.commits,
+            bytes_written_per_hour=snap.bytes_written / hours if self._state != "new" else 0.0,
+            disk_write_bytes_per_hour=disk,
+        )
+
+    # -- writer thread --------------------------------------------------------------
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._collect()
+            try:
+                self._commit(conn, batch)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                log.exception("outbox writer failed on a batch of %d requests", len(batch))
+                _fail(batch, exc)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            log.exception("outbox checkpoint at close failed")
+        conn.close()
+        if self._retry_acks:
+            log.warning("outbox closed with acknowledgements not stored: rows will be resent")
+
+    def _collect(self) -> tuple[list[_Request], bool]:
+        """Wait for a request, then gather what follows it; returns (batch, stop seen)."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        urgent = _urgent(first)
+        deadline = time.monotonic() + self.commit_interval_ms / 1000
+        while len(batch) < MAX_BATCH:
+            remaining = 0.0 if urgent else deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    request = self._queue.get(timeout=remaining)
+                else:
+                    request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is _STOP:
+                return batch, True
+            batch.append(request)
+            urgent = urgent or _urgent(request)
+        return batch, False
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        staged: list[tuple[concurrent.futures.Future[int], sql.NewRow]] = []
+        increments = [r for r in batch if isinstance(r, _Increment)]
+        acks = self._retry_acks + [r for r in batch if isinstance(r, _Ack)]
+        self._retry_acks = []
+        # Payloads are built before the transaction opens: a failing one fails alone.
+        seq = self._next_seq
+        for put in (r for r in batch if isinstance(r, _Put)):
+            if not put.future.set_running_or_notify_cancel():
+                continue  # cancelled before it was stored: it never will be
+            try:
+                row = self._new_row(put, seq)
+            except Exception as exc:
+                put.future.set_exception(exc)
+                continue
+            if row is None:
+                put.future.set_result(-1)
+                continue
+            staged.append((put.future, row))
+            seq += 1
+        if not staged and not acks and not increments:
+            return
+        snap = self._snap
+        try:
+            out = sql.write_batch(
+                conn,
+                [row for _, row in staged],
+                seq,
+                [(a.mask, a.ids) for a in acks],
+                [i.key for i in increments],
+                snap.depth,
+                self.max_messages,
+            )
+        except sqlite3.Error as exc:
+            log.error(
+                "outbox commit failed (%s): %d messages refused, %d acknowledgements kept"
+                " for the next commit", exc, len(staged), sum(len(a.ids) for a in acks),
+            )
+            self._retry_acks = acks
+            self._next_seq = _stored_next_seq(conn, self._next_seq)
+            for fut in [f for f, _ in staged] + [i.future for i in increments]:
+                error = OutboxError(f"outbox commit failed: {exc}")
+                error.__cause__ = exc
+                fut.set_exception(error)
+            return
+        self._next_seq = seq
+        self._snap = _Snapshot(
+            depth=out.depth,
+            oldest_created=out.oldest_created,
+            dropped_telemetry=snap.dropped_telemetry + out.dropped,
+            accepted=snap.accepted + len(staged),
+            commits=snap.commits + 1,
+            bytes_written=snap.bytes_written
+            + sum(len(r.payload) + len(r.topic.encode()) for _, r in staged),
+        )
+        self._warn_about_bound(out)
+        for fut, row in staged:
+            fut.set_result(row.seq)
+        for inc in increments:
+            inc.future.set_result(out.counters[inc.key])
+        if staged:
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("outbox listener %r failed", listener)
+
+    def _new_row(self, put: _Put, seq: int) -> sql.NewRow | None:
+        item = put.item
+        pending = 0
+        for consumer in self.consumers:
+            if consumer.accepts(item):
+                pending |= self._masks[consumer.name]
+        if not pending:
+            return None
+        payload = item.build_payload(seq)
+        if not isinstance(payload, bytes):
+            raise TypeError(f"build_payload returned {type(payload).__name__}, not bytes")
+        return sql.NewRow(
+            seq=seq,
+            prio=Priority(item.priority),
+            channel=item.channel,
+            device_kind=item.device_kind,
+            topic=item.topic,
+            payload=payload,
+            created=put.created,
+            pending=pending,
+        )
+
+    def _warn_about_bound(self, out: sql.BatchOutcome) -> None:
+        now = time.monotonic()
+        if out.dropped and now - self._warned_drop >= _WARN_EVERY_S:
+            self._warned_drop = now
+            log.warning(
+                "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
+                self.max_messages, self._snap.dropped_telemetry,
+            )
+        events = out.depth[Priority.EVENT]
+        if events > self.max_messages and now - self._warned_events >= _WARN_EVERY_S:
+            self._warned_events = now
+            log.warning(
+                "outbox holds %d undelivered events, over its bound of %d: events are kept",
+                events, self.max_messages,
+            )
+
+
+class OutboxReader:
+    """A read connection on the outbox; use it from one thread at a time."""
+
+    _SELECT = (
+        "SELECT id, seq, prio, topic, payload, created FROM messages"
+        " WHERE prio = ? AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
+    )
+
+    def __init__(self, conn: sqlite3.Connection, masks: Mapping[str, int]) -> None:
+        self._conn = conn
+        self._masks = masks
+
+    def next_batch(self, consumer: str, after: dict[Priority, int], limit: int) -> list[Row]:
+        """Rows still pending for `consumer`: events first, then telemetry, each by id.
+
+        `after[p]` is the last id already read of priority p (missing: 0).
+        """
+        mask = self._masks[consumer]
+        rows: list[Row] = []
+        self._conn.execute("BEGIN")  # one snapshot for both priorities
+        try:
+            for prio in sorted(Priority):
+                if len(rows) >= limit:
+                    break
+                cursor = self._conn.execute(
+                    self._SELECT, (int(prio), after.get(prio, 0), mask, limit - len(rows))
+                )
+                rows.extend(
+                    Row(id=i, seq=s, priority=Priority(p), topic=t, payload=bytes(b), created=c)
+                    for i, s, p, t, b, c in cursor
+                )
+        finally:
+            self._conn.execute("COMMIT")
+        return rows
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _urgent(request: _Request) -> bool:
+    if isinstance(request, _Put):
+        return request.item.priority == Priority.EVENT
+    return isinstance(request, _Increment)
+
+
+def _fail(batch: list[_Request], exc: BaseException) -> None:
+    for request in batch:
+        fut = request.future if isinstance(request, _Put | _Increment) else None
+        if fut is not None and not fut.done():
+            fut.set_exception(OutboxError(f"outbox writer failed: {exc!r}"))
+
+
+def _stored_next_seq(conn: sqlite3.Connection, fallback: int) -> int:
+    # A failed COMMIT may still have reached the disk (e.g. an fsync error after the
+    # write): take the stored value if it is higher, so no seq is handed out twice.
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        return max(fallback, int(row[0]))
+    except sqlite3.Error:
+        return fallback

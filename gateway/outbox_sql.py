@@ -1,0 +1,274 @@
+"""The outbox's SQL: schema, consumer bits, and the one transaction each batch commits.
+
+Everything here takes a `sqlite3.Connection` opened by `connect` (autocommit mode, so
+transactions are explicit) and is called from one thread at a time; `gateway.outbox`
+owns the threads and the futures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import SyncMode
+from gateway.model import Priority
+
+__all__ = [
+    "MAX_CONSUMERS",
+    "BatchOutcome",
+    "NewRow",
+    "StoredState",
+    "connect",
+    "init_schema",
+    "load_state",
+    "reconcile_consumers",
+    "write_batch",
+]
+
+log = logging.getLogger("gateway.outbox")
+
+SCHEMA_VERSION = 1
+# `pending` is a signed 64-bit integer: bits 0..62 keep it positive.
+MAX_CONSUMERS = 63
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    prio INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    device_kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    pending INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_prio_id ON messages (prio, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, bit INTEGER UNIQUE);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('dropped_telemetry', 0);
+"""
+
+_INSERT = (
+    "INSERT INTO messages (seq, prio, channel, device_kind, topic, payload, created, pending)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
+    """Open the database; `sync` set means the single write connection, None a reader.
+
+    Autocommit mode (isolation_level=None): every transaction is an explicit BEGIN, so
+    nothing is committed behind the writer's back.  check_same_thread is off because a
+    connection is handed from the thread that opens it to the one that uses it; each is
+    still used by one thread at a time.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if sync is None:
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode!r})")
+        # FULL fsyncs the WAL at every commit (survives power loss); NORMAL only at
+        # checkpoints (survives a crash of the process, not of the machine).
+        conn.execute(f"PRAGMA synchronous = {'FULL' if sync is SyncMode.FULL else 'NORMAL'}")
+        # After a checkpoint, shrink a WAL that grew during a backlog: SD cards are small.
+        conn.execute("PRAGMA journal_size_limit = 8388608")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def init_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing; refuse a file written by a newer schema."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"outbox schema version {version} is newer than this gateway's ({SCHEMA_VERSION})"
+        )
+    try:
+        # One script, one transaction: executescript() would commit a BEGIN issued before it.
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def reconcile_consumers(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:
+    """Give every configured consumer a bit; release the rows of consumers no longer there.
+
+    Returns name -> mask.  A new consumer only sees messages stored from now on.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        known: dict[str, int] = dict(conn.execute("SELECT name, bit FROM consumers").fetchall())
+        gone = [name for name in known if name not in names]
+        for name in gone:
+            mask = 1 << known.pop(name)
+            conn.execute(
+                "UPDATE messages SET pending = pending & ~? WHERE (pending & ?) != 0", (mask, mask)
+            )
+            conn.execute("DELETE FROM consumers WHERE name = ?", (name,))
+        if gone:
+            released = conn.execute("DELETE FROM messages WHERE pending = 0").rowcount
+            log.info(
+                "outbox consumers %s are no longer configured: %d messages only they held deleted",
+                ", ".join(sorted(gone)),
+                released,
+            )
+        used = set(known.values())
+        for name in names:
+            if name not in known:
+                bit = min(set(range(MAX_CONSUMERS)) - used)
+                used.add(bit)
+                known[name] = bit
+                conn.execute("INSERT INTO consumers (name, bit) VALUES (?, ?)", (name, bit))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return {name: 1 << known[name] for name in names}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the writer keeps in memory between commits, as read from the file."""
+
+    next_seq: int
+    dropped_telemetry: int
+    depth: Mapping[Priority, int]
+    oldest_created: float | None
+
+
+def load_state(conn: sqlite3.Connection) -> StoredState:
+    """Read the counters and per-priority depth (one index scan; done at open only)."""
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    counts = dict(conn.execute("SELECT prio, COUNT(*) FROM messages GROUP BY prio").fetchall())
+    return StoredState(
+        next_seq=int(meta["next_seq"]),
+        dropped_telemetry=int(meta["dropped_telemetry"]),
+        depth={p: int(counts.get(int(p), 0)) for p in Priority},
+        oldest_created=_oldest_created(conn),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A message ready to insert: its payload is already built with its seq."""
+
+    seq: int
+    prio: Priority
+    channel: str
+    device_kind: str
+    topic: str
+    payload: bytes
+    created: float
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one committed batch changed."""
+
+    depth: Mapping[Priority, int]
+    dropped: int  # oldest telemetry deleted to keep the bound
+    oldest_created: float | None
+    counters: Mapping[str, int]  # meta key -> value after increment, in request order
+
+
+def write_batch(
+    conn: sqlite3.Connection,
+    rows: Sequence[NewRow],
+    next_seq: int,
+    acks: Iterable[tuple[int, Sequence[int]]],
+    increments: Sequence[str],
+    depth: Mapping[Priority, int],
+    max_messages: int,
+) -> BatchOutcome:
+    """Insert, acknowledge, enforce the bound and commit, as one transaction.
+
+    `acks` holds (consumer mask, row ids).  `next_seq` is stored in the same transaction
+    as the rows carrying the seqs below it, so a seq is never handed out twice.  On any
+    error the transaction is rolled back and the error raised: nothing of the batch
+    is stored.
+    """
+    new_depth = dict(depth)
+    counters: dict[str, int] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if rows:
+            conn.executemany(
+                _INSERT,
+                [
+                    (r.seq, int(r.prio), r.channel, r.device_kind, r.topic, r.payload,
+                     r.created, r.pending)
+                    for r in rows
+                ],
+            )
+            for r in rows:
+                new_depth[r.prio] += 1
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+        for mask, ids in acks:
+            id_list = json.dumps(list(ids))
+            conn.execute(
+                "UPDATE messages SET pending = pending & ~? "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (mask, id_list),
+            )
+            deleted = conn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+                " AND pending = 0 RETURNING prio",
+                (id_list,),
+            ).fetchall()
+            for (prio,) in deleted:
+                new_depth[Priority(prio)] -= 1
+        dropped = 0
+        excess = sum(new_depth.values()) - max_messages
+        if excess > 0 and new_depth[Priority.TELEMETRY] > 0:
+            dropped = conn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE prio = ?"
+                " ORDER BY id LIMIT ?)",
+                (int(Priority.TELEMETRY), excess),
+            ).rowcount
+            new_depth[Priority.TELEMETRY] -= dropped
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (dropped,)
+            )
+        for key in increments:
+            (value,) = conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key)"
+                " DO UPDATE SET value = value + 1 RETURNING value",
+                (key,),
+            ).fetchone()
+            counters[key] = int(value)
+        oldest = _oldest_created(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return BatchOutcome(new_depth, dropped, oldest, counters)
+
+
+def _oldest_created(conn: sqlite3.Connection) -> float | None:
+    # ids grow with time, so the lowest id is the oldest row: one primary-key lookup.
+    row = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
+    return None if row is None else float(row[0])
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # After some I/O errors SQLite has already rolled back; ROLLBACK would then fail.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("outbox rollback failed")
