@@ -1,0 +1,126 @@
+"""A simulated meter's readings as a pure function of the wall-clock time.
+
+The demand is the profile's hourly curve (straight lines between the hourly factors,
+scaled so the daily mean is the profile's `mean`) plus a wobble: in each noise step of
+w seconds, `amplitude x sin(2 pi tau / w)` with an amplitude drawn from the seed.  One
+full sine integrates to zero, so the counter has a closed form:
+
+    counter(t) = per_demand_hour x (integral of demand from EPOCH to t) / 3600
+
+It costs the same at any t, never goes backwards, agrees with the reported power
+(energy is the integral of power), and continues where it was after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from gateway.model import Reading
+
+from .noise import noise, salt
+from .profile import Profile, ReadingSource
+
+__all__ = ["EPOCH", "MeterModel"]
+
+# Counters read zero at this instant (local time at the configured offset): the
+# simulated meters were "installed" then, so counters look like a few years of use.
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_EPOCH_S = EPOCH.timestamp()
+_DAY = 86400.0
+_HOUR = 3600.0
+_TWO_PI = 2 * math.pi
+
+
+class MeterModel:
+    """Demand and readings of one meter: a profile, a size, a seed and a device id."""
+
+    __slots__ = ("_amp", "_cum", "_g", "_keys", "_mean", "_offset_s", "_step", "profile")
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        device_id: str,
+        seed: int = 0,
+        scale: float = 1.0,
+        utc_offset_s: float = 0.0,
+    ) -> None:
+        self.profile = profile
+        d = profile.demand
+        norm = 24 / sum(d.hourly)
+        self._g = [f * norm for f in (*d.hourly, d.hourly[0])]
+        # _cum[h]: integral of the curve from midnight to the start of hour h.
+        self._cum = [0.0]
+        for h in range(24):
+            self._cum.append(self._cum[-1] + (self._g[h] + self._g[h + 1]) / 2 * _HOUR)
+        self._mean = d.mean * scale
+        self._amp = d.noise
+        self._step = d.noise_step_s
+        self._offset_s = utc_offset_s
+        self._keys = (seed, salt(device_id))
+
+    def _x(self, ts: datetime) -> float:
+        return ts.timestamp() - _EPOCH_S + self._offset_s
+
+    def _curve(self, x: float) -> float:
+        day_s = x % _DAY
+        h = min(int(day_s // _HOUR), 23)
+        g0 = self._g[h]
+        return g0 + (self._g[h + 1] - g0) * (day_s - h * _HOUR) / _HOUR
+
+    def _curve_integral(self, x: float) -> float:
+        days, day_s = divmod(x, _DAY)
+        h = min(int(day_s // _HOUR), 23)
+        s = day_s - h * _HOUR
+        g0 = self._g[h]
+        return days * self._cum[24] + self._cum[h] + g0 * s + (self._g[h + 1] - g0) * s * s / 7200
+
+    def _wobble(self, x: float) -> tuple[float, float]:
+        """The wobble at x, and its integral since the start of x's noise step."""
+        if self._amp == 0:
+            return 0.0, 0.0
+        k = math.floor(x / self._step)
+        start = k * self._step
+        amp = self._amp * self._curve(start) * noise(*self._keys, k)
+        phase = _TWO_PI * (x - start) / self._step
+        return amp * math.sin(phase), amp * self._step / _TWO_PI * (1 - math.cos(phase))
+
+    def _demand_at(self, x: float) -> tuple[float, float]:
+        """Demand at x, and its integral since EPOCH in demand-unit hours."""
+        wobble, wobble_integral = self._wobble(x)
+        demand = self._mean * (self._curve(x) + wobble)
+        if x <= 0:
+            return demand, 0.0  # a gateway whose clock is not set yet: hold counters at zero
+        return demand, self._mean * (self._curve_integral(x) + wobble_integral) / _HOUR
+
+    def demand(self, ts: datetime) -> float:
+        """Instantaneous demand in the profile's unit (W, m³/h)."""
+        return self._demand_at(self._x(ts))[0]
+
+    def demand_hours(self, ts: datetime) -> float:
+        """Integral of demand since EPOCH, in demand-unit hours (Wh, m³); 0 before EPOCH."""
+        return self._demand_at(self._x(ts))[1]
+
+    def readings(self, ts: datetime) -> tuple[Reading, ...]:
+        """Every reading of the profile at `ts`, rounded as the meter reports it."""
+        x = self._x(ts)
+        demand, hours = self._demand_at(x)
+        step = math.floor(x / self._step)
+        steady = {
+            r.name: (r.value or 0.0) * (1 + r.noise * noise(*self._keys, salt(r.name), step))
+            for r in self.profile.readings
+            if r.source is ReadingSource.STEADY
+        }
+        out = []
+        for r in self.profile.readings:
+            if r.source is ReadingSource.DEMAND:
+                value = demand
+            elif r.source is ReadingSource.COUNTER:
+                value = (r.per_demand_hour or 0.0) * hours
+            elif r.source is ReadingSource.STEADY:
+                value = steady[r.name]
+            else:
+                value = demand / steady[r.divisor or ""]
+            out.append(Reading(r.name, round(value, r.digits), r.unit, r.value_type))
+        return tuple(out)
