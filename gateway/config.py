@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
-from gateway.yamlsource import Located, Problem, load_located
+from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
 
 __all__ = [
     "CONFIG_VERSION",
@@ -67,9 +67,7 @@ class SecretRef(_Strict):
 
 def _refuse_inline(value: Any) -> Any:
     if isinstance(value, str):
-        raise ValueError(
-            "secrets are never written inline; use {file: PATH} or {env: VARIABLE}"
-        )
+        raise ValueError("secrets are never written inline; use {file: PATH} or {env: VARIABLE}")
     return value
 
 
@@ -124,7 +122,12 @@ class BrokerConfig(_Strict):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+        if (
+            not value
+            or any(c in value for c in "+#")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
             raise ValueError("a topic prefix has no '+', '#', nor leading or trailing '/'")
         return value
 
@@ -338,20 +341,28 @@ def _device_specs(
     for i, dev in enumerate(cfg.devices):
         if dev.id in seen:
             problems.append(
-                src.problem(("devices", i, "id"), f"duplicate id {dev.id!r} (also devices[{seen[dev.id]}])")
+                src.problem(
+                    ("devices", i, "id"), f"duplicate id {dev.id!r} (also devices[{seen[dev.id]}])"
+                )
             )
         seen.setdefault(dev.id, i)
         info = drivers.get(dev.driver.type)
         if info is None:
             known = ", ".join(sorted(drivers)) or "none installed"
             problems.append(
-                src.problem(("devices", i, "driver", "type"), f"unknown driver {dev.driver.type!r} (known: {known})")
+                src.problem(
+                    ("devices", i, "driver", "type"),
+                    f"unknown driver {dev.driver.type!r} (known: {known})",
+                )
             )
             continue
         if dev.kind not in info.kinds:
             kinds = ", ".join(sorted(str(k) for k in info.kinds))
             problems.append(
-                src.problem(("devices", i, "kind"), f"driver {info.name} does not handle kind {dev.kind} (it handles: {kinds})")
+                src.problem(
+                    ("devices", i, "kind"),
+                    f"driver {info.name} does not handle kind {dev.kind} (it handles: {kinds})",
+                )
             )
         raw = dict(dev.driver.model_extra or {})
         try:
@@ -376,8 +387,8 @@ def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> Loa
         src = load_located(path)
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
-    except ValueError as exc:
-        raise ConfigError([Problem(str(path), None, "", str(exc).split(": ", 1)[-1])]) from exc
+    except YamlSyntaxError as exc:
+        raise ConfigError([exc.problem]) from exc
     if not isinstance(src.data, dict):
         raise ConfigError([src.problem((), "the file must be a YAML mapping (key: value)")])
     if "version" not in src.data:

@@ -29,13 +29,13 @@ from gateway.model import DeviceRef, Kind, Message
 
 __all__ = [
     "CommandError",
-    "PointValue",
-    "ReadResult",
     "DeviceSpec",
     "Driver",
     "DriverContext",
     "DriverHealth",
     "DriverInfo",
+    "PointValue",
+    "ReadResult",
 ]
 
 

@@ -8,6 +8,7 @@ is documented in docs/mqtt-api.md and checked against gateway/schemas/*.json.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -175,6 +176,11 @@ class Reading:
     unit: Unit = Unit.NONE
     type: ValueType = ValueType.GAUGE
 
+    def __post_init__(self) -> None:
+        # NaN and infinity are not JSON; a meter returning them has a fault, not a value.
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError(f"reading {self.name!r} is {self.value}, not a finite number")
+
     def as_dict(self) -> dict[str, Any]:
         return {"value": self.value, "unit": str(self.unit), "type": str(self.type)}
 
@@ -273,4 +279,4 @@ def encode(
         if boot_id is not None:
             doc["boot_id"] = boot_id
     doc.update(msg.body())
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -12,8 +12,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.config import BrokerConfig, MqttProtocol
 
@@ -35,7 +35,8 @@ def build_client(cfg: BrokerConfig, client_id: str) -> mqtt.Client:
     )
     if cfg.uses_tls:
         context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls.ca_file) if cfg.tls and cfg.tls.ca_file else None
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(cfg.tls.ca_file) if cfg.tls and cfg.tls.ca_file else None,
         )
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if cfg.tls is not None and cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
@@ -62,10 +63,22 @@ def publish_properties(**values: Any) -> Properties:
 _VERIFY_HINTS: list[tuple[str, str]] = [
     ("expired", "the broker's certificate has expired: renew it, or check this gateway's clock"),
     ("not yet valid", "the certificate is not valid yet: this gateway's clock is probably wrong"),
-    ("Hostname mismatch", "the certificate does not name this host: use the host name the certificate was issued for in broker.url"),
-    ("IP address mismatch", "the certificate does not name this IP address: use the host name it was issued for"),
-    ("unable to get local issuer", "the broker's certificate is signed by a CA this gateway does not trust: set broker.tls.ca_file to that CA"),
-    ("self-signed", "the broker's certificate is self-signed or from an unknown CA: set broker.tls.ca_file to the CA that signed it"),
+    (
+        "Hostname mismatch",
+        "the certificate does not name this host: use the host name the certificate was issued for in broker.url",
+    ),
+    (
+        "IP address mismatch",
+        "the certificate does not name this IP address: use the host name it was issued for",
+    ),
+    (
+        "unable to get local issuer",
+        "the broker's certificate is signed by a CA this gateway does not trust: set broker.tls.ca_file to that CA",
+    ),
+    (
+        "self-signed",
+        "the broker's certificate is self-signed or from an unknown CA: set broker.tls.ca_file to the CA that signed it",
+    ),
 ]
 
 
@@ -79,7 +92,10 @@ def explain_connect_error(exc: BaseException) -> str:
         return f"TLS certificate check failed: {detail}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
-        if "CERTIFICATE_REQUIRED" in reason.upper() or "ALERT_CERTIFICATE_REQUIRED" in reason.upper():
+        if (
+            "CERTIFICATE_REQUIRED" in reason.upper()
+            or "ALERT_CERTIFICATE_REQUIRED" in reason.upper()
+        ):
             return "the broker requires a client certificate: set broker.tls.cert_file and key_file"
         if "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
             return f"the broker refused this gateway's client certificate ({reason}): is it signed by the CA the broker trusts?"
@@ -99,4 +115,3 @@ def reason_text(reason_code: Any) -> str:
     if "Not authorized" in text or "Bad user name or password" in text:
         return f"the broker refused the credentials ({text}): check broker.username and the password file"
     return f"the broker refused the connection: {text}"
-

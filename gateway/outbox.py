@@ -234,7 +234,9 @@ class Outbox:
             self._state = "open"
         log.info(
             "outbox %s open: %d messages stored, next seq %d",
-            self.path, sum(state.depth.values()), state.next_seq,
+            self.path,
+            sum(state.depth.values()),
+            state.next_seq,
         )
 
     def close(self) -> None:
@@ -306,7 +308,8 @@ class Outbox:
             depth=sum(snap.depth.values()),
             depth_events=snap.depth[Priority.EVENT],
             depth_telemetry=snap.depth[Priority.TELEMETRY],
-            oldest_age_s=None if snap.oldest_created is None
+            oldest_age_s=None
+            if snap.oldest_created is None
             else max(0.0, time.time() - snap.oldest_created),
             dropped_telemetry=snap.dropped_telemetry,
             accepted_total=snap.accepted,
@@ -393,7 +396,10 @@ class Outbox:
         except sqlite3.Error as exc:
             log.error(
                 "outbox commit failed (%s): %d messages refused, %d acknowledgements kept"
-                " for the next commit", exc, len(staged), sum(len(a.ids) for a in acks),
+                " for the next commit",
+                exc,
+                len(staged),
+                sum(len(a.ids) for a in acks),
             )
             self._retry_acks = acks
             self._next_seq = _stored_next_seq(conn, self._next_seq)
@@ -452,14 +458,16 @@ class Outbox:
             self._warned_drop = now
             log.warning(
                 "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
-                self.max_messages, self._snap.dropped_telemetry,
+                self.max_messages,
+                self._snap.dropped_telemetry,
             )
         events = out.depth[Priority.EVENT]
         if events > self.max_messages and now - self._warned_events >= _WARN_EVERY_S:
             self._warned_events = now
             log.warning(
                 "outbox holds %d undelivered events, over its bound of %d: events are kept",
-                events, self.max_messages,
+                events,
+                self.max_messages,
             )
 
 

@@ -210,8 +210,16 @@ def write_batch(
             conn.executemany(
                 _INSERT,
                 [
-                    (r.seq, int(r.prio), r.channel, r.device_kind, r.topic, r.payload,
-                     r.created, r.pending)
+                    (
+                        r.seq,
+                        int(r.prio),
+                        r.channel,
+                        r.device_kind,
+                        r.topic,
+                        r.payload,
+                        r.created,
+                        r.pending,
+                    )
                     for r in rows
                 ],
             )

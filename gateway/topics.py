@@ -46,7 +46,7 @@ class Topics:
     def command_path(self, topic: str) -> str | None:
         """'…/cmd/alarms/a1/ack' -> 'alarms/a1/ack'; None for a topic that is not ours."""
         head = f"{self.base}/cmd/"
-        return topic[len(head):] if topic.startswith(head) else None
+        return topic[len(head) :] if topic.startswith(head) else None
 
     def reply(self, path: str) -> str:
         """Reply topic for MQTT 3.1.1 clients, which have no response-topic property."""

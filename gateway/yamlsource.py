@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Located", "Problem", "format_path", "load_located"]
+__all__ = ["Located", "Problem", "YamlSyntaxError", "format_path", "load_located"]
 
 Path_ = tuple[str | int, ...]
 
@@ -47,6 +47,14 @@ class Located:
         return Problem(self.file, self.line_of(path), format_path(path), message)
 
 
+class YamlSyntaxError(ValueError):
+    """The file is not YAML; `problem` says where."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
 def format_path(path: Path_) -> str:
     """('devices', 3, 'driver', 'port') -> 'devices[3].driver.port'."""
     out = ""
@@ -77,7 +85,7 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: yaml.S
 
 
 def load_located(path: Path) -> Located:
-    """Parse a YAML file; raises ValueError with file and line on a syntax error."""
+    """Parse a YAML file; raises YamlSyntaxError with file and line on a syntax error."""
     text = path.read_text(encoding="utf-8")
     loader = yaml.SafeLoader(text)
     try:
@@ -86,8 +94,10 @@ def load_located(path: Path) -> Located:
         data = {} if node is None else _build(node, (), lines, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}{line}: not valid YAML: {exc.problem}") from exc
+        line = mark.line + 1 if mark else None
+        raise YamlSyntaxError(
+            Problem(str(path), line, "", f"not valid YAML: {exc.problem}")
+        ) from exc
     finally:
         loader.dispose()
     return Located(str(path), data, lines)

@@ -76,7 +76,11 @@ class Mosquitto:
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         if not wait_for(self._accepts, timeout=10):
-            err = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
+            err = (
+                self.proc.stderr.read().decode()
+                if self.proc.poll() is not None and self.proc.stderr
+                else ""
+            )
             raise RuntimeError(f"mosquitto did not start on port {self.port}: {err}")
 
     def _accepts(self) -> bool:

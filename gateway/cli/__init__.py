@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
-from gateway.cli import core
+from gateway.cli import core, watch
 from gateway.logsetup import setup_logging
 
 __all__ = ["main"]
@@ -37,7 +37,7 @@ def scan() -> None:
     """Find devices on a bus (installers)."""
 
 
-for command in core.COMMANDS:
+for command in [*core.COMMANDS, *watch.COMMANDS]:
     main.add_command(command)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.logsetup import setup_logging
 
 __all__ = ["COMMANDS", "config_option", "load_or_exit"]
 
@@ -50,10 +51,49 @@ def devices(config_path: Path) -> None:
     rows = [("ID", "KIND", "DRIVER", "BUILDING", "FLOOR", "UNIT", "NAME")]
     for d in loaded.devices:
         loc = d.ref.location
-        rows.append((d.id, str(d.kind), d.driver, loc.building, loc.floor or "", loc.unit or "", d.name))
+        rows.append(
+            (d.id, str(d.kind), d.driver, loc.building, loc.floor or "", loc.unit or "", d.name)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-COMMANDS: list[click.Command] = [validate, devices]
+@click.command()
+@config_option
+@click.option("--broker-url", help="Use this broker instead of the config's (demo, tests).")
+@click.pass_context
+def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
+    """Run the gateway until SIGTERM or Ctrl-C."""
+    loaded = load_or_exit(config_path)
+    opts = ctx.find_root().obj or {}
+    log_cfg = loaded.config.logging
+    setup_logging(
+        opts.get("log_level") or log_cfg.level, opts.get("log_format") or str(log_cfg.format)
+    )
+    from gateway.service import serve
+
+    sys.exit(serve(loaded, broker_url=broker_url))
+
+
+@click.command()
+@config_option
+def outbox(config_path: Path) -> None:
+    """Show the outbox: depth, oldest message, drops, bytes written."""
+    from gateway.runtime import build_outbox
+
+    loaded = load_or_exit(config_path)
+    box = build_outbox(loaded)
+    box.open()
+    try:
+        s = box.stats()
+    finally:
+        box.close()
+    age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.0f} s"
+    click.echo(f"outbox      {loaded.config.outbox.path}")
+    click.echo(f"depth       {s.depth} ({s.depth_events} events, {s.depth_telemetry} telemetry)")
+    click.echo(f"oldest      {age}")
+    click.echo(f"dropped     {s.dropped_telemetry} telemetry (events are never dropped)")
+
+
+COMMANDS: list[click.Command] = [validate, devices, run, outbox]

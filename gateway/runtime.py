@@ -1,0 +1,249 @@
+"""The gateway process: outbox, uplink, drivers and health, started and stopped in order.
+
+Start: open the outbox (so nothing a driver emits can be lost), start the uplink, then
+the drivers.  Stop: cancel the drivers, let the outbox commit what they handed it, let
+the uplink publish what it can for a moment, close the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.commands import Command, CommandFailed, CommandRouter
+from gateway.config import LoadedConfig
+from gateway.driver import DeviceSpec, Driver, DriverContext
+from gateway.model import Identity, Message, encode, format_ts
+from gateway.outbox import Consumer, Outbox, OutboxItem
+from gateway.registry import available_drivers
+from gateway.topics import Topics
+from gateway.uplink import CONSUMER, Reply, Uplink
+
+__all__ = ["Gateway", "build_outbox"]
+
+log = logging.getLogger(__name__)
+
+
+def build_outbox(loaded: LoadedConfig, extra: list[Consumer] | None = None) -> Outbox:
+    """The outbox of a config, with the MQTT consumer and any sinks'."""
+    cfg = loaded.config.outbox
+    return Outbox(
+        cfg.path,
+        max_messages=cfg.max_messages,
+        commit_interval_ms=cfg.commit_interval_ms,
+        sync=cfg.sync,
+        consumers=[Consumer(CONSUMER), *(extra or [])],
+    )
+
+
+class _Context(DriverContext):
+    """What one driver instance sees of the runtime."""
+
+    def __init__(self, gw: Gateway, name: str, devices: list[DeviceSpec]) -> None:
+        self._gw = gw
+        self._devices = {d.id: d.ref for d in devices}
+        self._logger = logging.getLogger(f"drivers.{name}")
+
+    @property
+    def logger(self) -> logging.Logger:
+        return self._logger
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def emit(self, message: Message) -> None:
+        if message.device.id not in self._devices:
+            raise KeyError(f"driver emitted for device {message.device.id!r}, which is not its own")
+        await self._gw.outbox.aput(self._gw.item_for(message))
+
+    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+        ref = self._devices[device_id]
+        self._gw.uplink.set_availability(ref, available, reason)
+
+
+class Gateway:
+    """One running gateway; `run()` returns when `stop` is set."""
+
+    def __init__(self, loaded: LoadedConfig, *, broker_url: str | None = None) -> None:
+        cfg = loaded.config
+        self.loaded = loaded
+        self.identity: Identity = cfg.identity
+        broker = (
+            cfg.broker if broker_url is None else cfg.broker.model_copy(update={"url": broker_url})
+        )
+        self.topics = Topics(broker.topic_prefix, self.identity)
+        self.clock = Clock(cfg.clock.check)
+        self.started = datetime.now(UTC)
+        self.outbox = build_outbox(loaded)
+        self.router = CommandRouter()
+        self.uplink = Uplink(
+            broker, self.identity, self.outbox, started=self.started, on_command=self._on_command
+        )
+        self.drivers: dict[str, Driver] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_beat = time.monotonic()
+        self.on_ready: Callable[[], None] | None = None
+
+    # ---- messages --------------------------------------------------------------------
+
+    def item_for(self, message: Message) -> OutboxItem:
+        return OutboxItem(
+            priority=message.priority,
+            channel=message.channel,
+            device_kind=str(message.device.kind),
+            topic=self.topics.device(message.device.id, message.channel),
+            build_payload=partial(self._encode, message),
+        )
+
+    def _encode(self, message: Message, seq: int) -> bytes:
+        # Runs in the outbox's writer thread when the seq is assigned.
+        state = self.clock.state()
+        return encode(
+            message,
+            self.identity,
+            seq,
+            state,
+            uptime_ms=self.clock.uptime_ms(),
+            boot_id=self.clock.boot_id,
+        )
+
+    # ---- commands --------------------------------------------------------------------
+
+    def _on_command(self, path: str, payload: bytes, reply: Reply) -> None:
+        # Called in the uplink thread; the work runs on the event loop.
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.router.handle(path, payload), self._loop)
+        fut.add_done_callback(lambda f: self.uplink.reply(reply, f.result()))
+
+    async def _cmd_ping(self, cmd: Command) -> tuple[str, Any]:
+        return "done", {"pong": True, "session": self.uplink.session, "version": __version__}
+
+    async def _cmd_device(self, cmd: Command) -> tuple[str, Any]:
+        if len(cmd.parts) != 3:
+            raise CommandFailed("device commands are cmd/devices/{device}/{command}")
+        _, device_id, name = cmd.parts
+        try:
+            spec = self.loaded.device(device_id)
+        except KeyError as exc:
+            raise CommandFailed(f"unknown device {device_id!r}") from exc
+        driver = self.drivers.get(spec.driver)
+        if driver is None:
+            raise CommandFailed(f"driver {spec.driver} of {device_id!r} is not running")
+        try:
+            result = await driver.command(device_id, name, cmd.args)
+        except Exception as exc:
+            raise CommandFailed(str(exc)) from exc
+        return "done", result
+
+    # ---- health ----------------------------------------------------------------------
+
+    def health_doc(self) -> dict[str, Any]:
+        s = self.outbox.stats()
+        return {
+            "schema": {"name": "community.health", "version": 1},
+            "site": self.identity.site,
+            "gateway": self.identity.gateway,
+            "ts": format_ts(datetime.now(UTC)),
+            "session": self.uplink.session,
+            # Host uptime on the same clock as an unsynced message's uptime_ms, so the
+            # platform can place such messages once a synced health message arrives.
+            "uptime_s": round(self.clock.uptime_ms() / 1000, 1),
+            "boot_id": self.clock.boot_id,
+            "clock": str(self.clock.state()),
+            "outbox": {
+                "depth": s.depth,
+                "depth_events": s.depth_events,
+                "depth_telemetry": s.depth_telemetry,
+                "oldest_age_s": None if s.oldest_age_s is None else round(s.oldest_age_s, 1),
+                "dropped_telemetry": s.dropped_telemetry,
+                "accepted_total": s.accepted_total,
+                "commits_total": s.commits_total,
+                "bytes_written_per_hour": round(s.bytes_written_per_hour),
+                "disk_write_bytes_per_hour": None
+                if s.disk_write_bytes_per_hour is None
+                else round(s.disk_write_bytes_per_hour),
+            },
+            "publish": self.uplink.stats().as_dict(),
+            "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},
+        }
+
+    async def _health_loop(self) -> None:
+        interval = self.loaded.config.health.interval_s
+        while True:
+            await asyncio.sleep(interval)
+            self.uplink.publish_health(self.health_doc())
+
+    async def _beat(self) -> None:
+        # Proves the event loop itself is not stuck (for the systemd watchdog).
+        while True:
+            self._last_beat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def alive(self) -> bool:
+        """True while the event loop and the uplink thread both make progress."""
+        return time.monotonic() - self._last_beat < 10 and self.uplink.alive()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _start_drivers(self) -> list[asyncio.Task[None]]:
+        infos = available_drivers()
+        tasks = []
+        by_driver: dict[str, list[DeviceSpec]] = {}
+        for spec in self.loaded.devices:
+            by_driver.setdefault(spec.driver, []).append(spec)
+        for name, specs in by_driver.items():
+            driver = infos[name].factory(specs, _Context(self, name, specs))
+            self.drivers[name] = driver
+            tasks.append(asyncio.create_task(self._supervise(name, driver), name=f"driver:{name}"))
+        return tasks
+
+    async def _supervise(self, name: str, driver: Driver) -> None:
+        # A driver that crashes is restarted after a pause; the others keep running.
+        while True:
+            try:
+                await driver.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("driver %s crashed; restarting it in 5 s", name)
+                await asyncio.sleep(5)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.router.register("ping", self._cmd_ping)
+        self.router.register("devices", self._cmd_device)
+        self.outbox.open()
+        try:
+            self.uplink.start()
+            tasks = self._start_drivers()
+            tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+            tasks.append(asyncio.create_task(self._beat(), name="beat"))
+            log.info(
+                "gateway %s/%s running: %d devices, %d drivers",
+                self.identity.site,
+                self.identity.gateway,
+                len(self.loaded.devices),
+                len(self.drivers),
+            )
+            if self.on_ready is not None:
+                self.on_ready()
+            await stop.wait()
+            log.info("stopping: drivers first, then the uplink, then the outbox")
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await asyncio.to_thread(self.uplink.stop, 2.0)
+        finally:
+            self.outbox.close()

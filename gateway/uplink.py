@@ -1,0 +1,504 @@
+"""The MQTT uplink: publishes the outbox at QoS 1 and keeps the gateway's retained state.
+
+One thread owns the paho client and runs its network loop with its own `select`, so
+paho is never touched from two threads.  Other threads talk to it through a queue of
+actions and a wake-up pipe: the outbox wakes it after a commit, the runtime hands it
+availability changes, health figures and command replies.
+
+Delivery: rows are read from the outbox (events before telemetry), published with
+QoS 1, and acknowledged to the outbox only on PUBACK, which deletes them.  After a
+reconnect every row still in the outbox is sent again from the start: at-least-once,
+duplicates carry the same msg_id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import random
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway import __version__
+from gateway.config import BrokerConfig, MqttProtocol
+from gateway.model import DeviceRef, Identity, Priority, format_ts
+from gateway.mqttclient import build_client, explain_connect_error, publish_properties, reason_text
+from gateway.outbox import Outbox, OutboxReader
+from gateway.topics import Topics
+
+__all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "Uplink"]
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "mqtt"
+MAX_COMMAND_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Where a command's reply goes: MQTT 5 response topic, or the 3.1.1 reply topic."""
+
+    topic: str
+    correlation: bytes | None
+
+
+# (command path, payload, reply) -> None; the handler answers later through Uplink.reply.
+CommandHandler = Callable[[str, bytes, Reply], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStats:
+    """Figures for the health message's `publish` section."""
+
+    published_total: int
+    acked_total: int
+    rate_per_s: float
+    inflight: int
+    connected: bool
+    connects_total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "published_total": self.published_total,
+            "acked_total": self.acked_total,
+            "rate_per_s": round(self.rate_per_s, 1),
+            "inflight": self.inflight,
+            "connected": self.connected,
+            "connects_total": self.connects_total,
+        }
+
+
+class _Backoff:
+    """Exponential backoff with jitter, so a site's gateways don't reconnect in step."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high, self.attempt = low, high, 0
+
+    def next(self) -> float:
+        delay = min(self.high, self.low * 2**self.attempt)
+        self.attempt += 1
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Uplink:
+    """Publishes the outbox and the gateway's retained state to the broker."""
+
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        identity: Identity,
+        outbox: Outbox,
+        *,
+        started: datetime,
+        on_command: CommandHandler | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self.outbox = outbox
+        self.topics = Topics(cfg.topic_prefix, identity)
+        self.started = started
+        self.on_command = on_command
+        self.client_id = cfg.client_id or f"{identity.site}.{identity.gateway}"
+        self.session = 0
+        self._actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop = threading.Event()
+        self._flush_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._connected = False
+        self._heartbeat = time.monotonic()
+        self._availability: dict[str, tuple[DeviceRef, bool, str, datetime]] = {}
+        # Publishing state, touched by the uplink thread only.
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._after: dict[Priority, int] = {p: 0 for p in Priority}
+        self._more = True  # the outbox may hold rows we have not read yet
+        self._acked: list[int] = []
+        self._published = 0
+        self._acked_total = 0
+        self._connects = 0
+        self._rate = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self._last_error = ""
+
+    # ---- called from other threads -------------------------------------------------
+
+    def start(self) -> None:
+        self.outbox.add_listener(self.wake)
+        self._thread = threading.Thread(target=self._main, name="uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_s: float = 2.0) -> None:
+        """Publish what can be published within `flush_s`, say offline, disconnect."""
+        self._flush_deadline = time.monotonic() + flush_s
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=flush_s + 5)
+        with contextlib.suppress(OSError):
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def alive(self) -> bool:
+        """True while the uplink thread is looping (for the systemd watchdog)."""
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and time.monotonic() - self._heartbeat < 15
+        )
+
+    def set_availability(self, device: DeviceRef, online: bool, reason: str) -> None:
+        self._call(lambda: self._set_availability(device, online, reason))
+
+    def publish_health(self, doc: dict[str, Any]) -> None:
+        self._call(lambda: self._publish_now(self.topics.health, doc, qos=0, retain=False))
+
+    def reply(self, reply: Reply, doc: dict[str, Any]) -> None:
+        self._call(lambda: self._send_reply(reply, doc))
+
+    def stats(self) -> PublishStats:
+        return PublishStats(
+            self._published,
+            self._acked_total,
+            self._rate,
+            len(self._inflight),
+            self._connected,
+            self._connects,
+        )
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        self._actions.put(fn)
+        self.wake()
+
+    # ---- the uplink thread -----------------------------------------------------------
+
+    def _main(self) -> None:
+        reader = self.outbox.reader()
+        backoff = _Backoff(self.cfg.reconnect.min_delay_s, self.cfg.reconnect.max_delay_s)
+        try:
+            while not self._stop.is_set():
+                client = self._connect()
+                if client is None:
+                    self._sleep(backoff.next())
+                    continue
+                backoff.reset()
+                self._serve(client, reader)
+                if not self._stop.is_set():
+                    self._sleep(backoff.next())
+        except Exception:
+            log.exception("uplink thread failed; the watchdog will restart the gateway")
+            raise
+        finally:
+            reader.close()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._heartbeat = time.monotonic()
+            self._wait(min(left, 1.0), None)
+            self._run_actions()
+
+    def _report(self, message: str) -> None:
+        # The same failure every few seconds for an hour is one log line, not a thousand.
+        if message != self._last_error:
+            log.warning("broker %s: %s; retrying with backoff", self.cfg.url, message)
+            self._last_error = message
+
+    def _connect(self) -> mqtt.Client | None:
+        self.session = self.outbox.meta_increment("mqtt_session")
+        client = build_client(self.cfg, self.client_id)
+        client.will_set(
+            self.topics.status,
+            self._status_doc("offline", "last will"),
+            qos=1,
+            retain=True,
+        )
+        result: dict[str, Any] = {}
+
+        def on_connect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            result["rc"] = rc
+
+        client.on_connect = on_connect
+        try:
+            if self.cfg.protocol is MqttProtocol.MQTT5:
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=True)
+            else:  # 3.1.1: clean session is set on the client (build_client)
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+            deadline = time.monotonic() + 10
+            while "rc" not in result and time.monotonic() < deadline and not self._stop.is_set():
+                client.loop(timeout=0.1)
+        except Exception as exc:  # DNS, refused, TLS: every one is reported, then retried
+            self._report(explain_connect_error(exc))
+            sock = client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            return None
+        rc = result.get("rc")
+        if rc is None or rc.is_failure:
+            self._report(reason_text(rc) if rc is not None else "no CONNACK within 10 s")
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            return None
+        if self._last_error:
+            log.info("broker %s: connected again (session %d)", self.cfg.url, self.session)
+        else:
+            log.info("broker %s: connected (session %d)", self.cfg.url, self.session)
+        self._last_error = ""
+        return client
+
+    def _serve(self, client: mqtt.Client, reader: OutboxReader) -> None:
+        self._client = client
+        self._connects += 1
+        self._connected = True
+        self._inflight.clear()
+        self._after = {p: 0 for p in Priority}  # resend everything still in the outbox
+        self._more = True
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
+        client.subscribe(self.topics.commands, qos=1)
+        client.subscribe(self.topics.status, qos=1)
+        for device, online, reason, ts in self._availability.values():
+            self._publish_availability(device, online, reason, ts)
+        flushing = False
+        while self._connected:
+            self._heartbeat = time.monotonic()
+            if self._stop.is_set():
+                if not flushing:
+                    flushing = True
+                if time.monotonic() > self._flush_deadline or (
+                    not self._inflight and not self._more
+                ):
+                    self._say_goodbye(client)
+                    break
+            self._wait(0.5, client)
+            self._run_actions()
+            self._pump(client, reader)
+            self._commit_acks()
+            self._measure()
+        self._connected = False
+        self._commit_acks()
+
+    def _wait(self, timeout: float, client: mqtt.Client | None) -> None:
+        rlist: list[Any] = [self._wake_r]
+        wlist: list[Any] = []
+        sock = client.socket() if client is not None else None
+        if sock is not None:
+            rlist.append(sock)
+            if client is not None and client.want_write():
+                wlist.append(sock)
+        try:
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except (OSError, ValueError):
+            readable, writable = [], []
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+            self._more = True
+        if client is None:
+            return
+        if sock is not None and sock in readable:
+            client.loop_read()
+        if sock is not None and sock in writable:
+            client.loop_write()
+        if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+            self._connected = False
+
+    def _run_actions(self) -> None:
+        while True:
+            try:
+                action = self._actions.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                action()
+            except Exception:
+                log.exception("uplink action failed")
+
+    def _pump(self, client: mqtt.Client, reader: OutboxReader) -> None:
+        room = self.cfg.max_inflight - len(self._inflight)
+        while self._connected and self._more and room > 0:
+            rows = reader.next_batch(CONSUMER, self._after, min(room, 200))
+            if not rows:
+                self._more = False
+                return
+            for row in rows:
+                info = client.publish(row.topic, row.payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._connected = False
+                    return
+                self._inflight[info.mid] = row.id
+                self._after[row.priority] = row.id
+                self._published += 1
+            room -= len(rows)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        row_id = self._inflight.pop(mid, None)
+        if row_id is None:
+            return  # a direct publish (status, availability, reply)
+        if rc is not None and getattr(rc, "is_failure", False):
+            # The broker refused this message (e.g. not authorised for the topic). It stays
+            # in the outbox and is tried again after the next reconnect.
+            log.warning("broker refused outbox row %d: %s", row_id, rc)
+            return
+        self._acked.append(row_id)
+        self._acked_total += 1
+        self._more = True  # room in the window again
+
+    def _commit_acks(self) -> None:
+        if self._acked:
+            self.outbox.ack(CONSUMER, self._acked)
+            self._acked = []
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if self._connected and not self._stop.is_set():
+            self._report(f"connection lost ({rc})")
+        self._connected = False
+
+    def _measure(self) -> None:
+        t0, n0 = self._rate_mark
+        now = time.monotonic()
+        if now - t0 >= 1.0:
+            self._rate = (self._acked_total - n0) / (now - t0)
+            self._rate_mark = (now, self._acked_total)
+
+    def _say_goodbye(self, client: mqtt.Client) -> None:
+        info = client.publish(
+            self.topics.status, self._status_doc("offline", "clean shutdown"), qos=1, retain=True
+        )
+        deadline = time.monotonic() + 1.0
+        while not info.is_published() and time.monotonic() < deadline:
+            self._wait(0.05, client)
+        client.disconnect()
+        client.loop_write()
+
+    # ---- retained state and commands ---------------------------------------------------
+
+    def _status_doc(self, state: str, reason: str = "") -> bytes:
+        doc: dict[str, Any] = {
+            "schema": {"name": "community.status", "version": 1},
+            "state": state,
+            "session": self.session,
+            "site": self.identity.site,
+            "gateway": self.identity.gateway,
+            "version": __version__,
+            "started": format_ts(self.started),
+            "ts": format_ts(datetime.now(UTC)),
+        }
+        if reason:
+            doc["reason"] = reason
+        return json.dumps(doc).encode()
+
+    def _publish_now(
+        self, topic: str, doc: dict[str, Any] | bytes, *, qos: int, retain: bool
+    ) -> None:
+        if not self._connected:
+            return
+        payload = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _set_availability(self, device: DeviceRef, online: bool, reason: str) -> None:
+        known = self._availability.get(device.id)
+        if known is not None and known[1] == online and known[2] == reason:
+            return
+        ts = datetime.now(UTC)
+        self._availability[device.id] = (device, online, reason, ts)
+        self._publish_availability(device, online, reason, ts)
+
+    def _publish_availability(
+        self, device: DeviceRef, online: bool, reason: str, ts: datetime
+    ) -> None:
+        doc = {
+            "schema": {"name": "community.availability", "version": 1},
+            "state": "online" if online else "offline",
+            "reason": reason,
+            "session": self.session,
+            "site": self.identity.site,
+            "gateway": self.identity.gateway,
+            "device": device.as_dict(),
+            "ts": format_ts(ts),
+        }
+        self._publish_now(self.topics.availability(device.id), doc, qos=1, retain=True)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.status:
+            self._repair_status(bytes(msg.payload))
+            return
+        path = self.topics.command_path(msg.topic)
+        if path is None:
+            return
+        reply = self._reply_route(msg, path)
+        if len(msg.payload) > MAX_COMMAND_BYTES:
+            self._send_reply(
+                reply,
+                _error(
+                    path,
+                    None,
+                    f"payload is {len(msg.payload)} bytes; the limit is {MAX_COMMAND_BYTES}",
+                ),
+            )
+            return
+        if self.on_command is None:
+            self._send_reply(reply, _error(path, None, "this gateway takes no commands"))
+            return
+        self.on_command(path, bytes(msg.payload), reply)
+
+    def _reply_route(self, msg: mqtt.MQTTMessage, path: str) -> Reply:
+        props = getattr(msg, "properties", None)
+        topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if self.cfg.protocol is MqttProtocol.MQTT5 and topic:
+            return Reply(topic, correlation)
+        return Reply(self.topics.reply(path), None)
+
+    def _send_reply(self, reply: Reply, doc: dict[str, Any]) -> None:
+        if not self._connected:
+            return
+        doc.setdefault("ts", format_ts(datetime.now(UTC)))
+        payload = json.dumps(doc, ensure_ascii=False).encode()
+        if self.cfg.protocol is MqttProtocol.MQTT5 and reply.correlation is not None:
+            props = publish_properties(CorrelationData=reply.correlation)
+            self._client.publish(reply.topic, payload, qos=1, properties=props)
+        else:
+            self._client.publish(reply.topic, payload, qos=1)
+
+    def _repair_status(self, payload: bytes) -> None:
+        # A last will of an older session can arrive after our birth (the broker noticed
+        # the old connection late). It would mark a live gateway offline: say online again.
+        try:
+            doc = json.loads(payload)
+            state, session = doc["state"], int(doc["session"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if state == "offline" and session < self.session and not self._stop.is_set():
+            log.info("late last will of session %d seen; publishing online again", session)
+            self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
+
+
+def _error(path: str, request_id: str | None, message: str) -> dict[str, Any]:
+    return {
+        "schema": {"name": "community.reply", "version": 1},
+        "request_id": request_id,
+        "command": path,
+        "ok": False,
+        "status": "error",
+        "error": message,
+    }

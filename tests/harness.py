@@ -1,0 +1,164 @@
+"""End-to-end helpers: the real `gateway` process and a real MQTT subscriber."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.peers import wait_for
+
+__all__ = ["GatewayProc", "Received", "Subscriber", "write_config"]
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def write_config(
+    path: Path, broker_url: str, devices: list[dict[str, Any]], **sections: Any
+) -> Path:
+    """A gateway config file for a test: unique site/gateway ids, outbox in the test's dir."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        "site": {"id": "test-site"},
+        "gateway": {"id": f"gw-{uuid.uuid4().hex[:8]}"},
+        "broker": {"url": broker_url, "topic_prefix": f"t{uuid.uuid4().hex[:8]}/v1"},
+        "outbox": {"path": str(path.parent / "outbox.db"), "commit_interval_ms": 20},
+        "clock": {"check": "trust"},
+        "health": {"interval_s": 1},
+        "devices": devices,
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key].update(value)
+        else:
+            doc[key] = value
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def topic_base(config: Path) -> str:
+    doc = yaml.safe_load(config.read_text())
+    return f"{doc['broker']['topic_prefix']}/{doc['site']['id']}/{doc['gateway']['id']}"
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class Subscriber:
+    """A real MQTT client that records everything under a topic filter.
+
+    It keeps its session on the broker (fixed client id, no clean start, long session
+    expiry), as a platform consumer would, so messages published while it is
+    reconnecting after a broker restart are still delivered to it.
+    """
+
+    port: int
+    topic: str
+    client_id: str = field(default_factory=lambda: f"sub-{uuid.uuid4().hex[:8]}")
+    messages: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.connected = threading.Event()
+        self.client.reconnect_delay_set(0.1, 0.5)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            client.subscribe(self.topic, qos=1)
+            self.connected.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(
+                Received(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
+            )
+
+    def start(self) -> Subscriber:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async(
+            "127.0.0.1", self.port, keepalive=5, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+        assert self.connected.wait(10), "subscriber could not connect"
+        time.sleep(0.2)  # let the SUBACK arrive
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.messages)
+
+    def matching(self, suffix: str) -> list[Received]:
+        return [m for m in self.snapshot() if m.topic.endswith(suffix)]
+
+    def wait(self, predicate: Any, timeout: float = 15.0) -> bool:
+        return wait_for(lambda: predicate(self.snapshot()), timeout=timeout, interval=0.05)
+
+
+@dataclass
+class GatewayProc:
+    """`gateway run` as a real process, so it can be SIGTERMed or SIGKILLed."""
+
+    config: Path
+    broker_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProc:
+        cmd = [GATEWAY, "--log-level", "info", "run", "-c", str(self.config)]
+        if self.broker_url:
+            cmd += ["--broker-url", self.broker_url]
+        log = open(self.config.parent / "gateway.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=log, env={**os.environ, **self.extra_env}
+        )
+        return self
+
+    def log(self) -> str:
+        return (self.config.parent / "gateway.log").read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
