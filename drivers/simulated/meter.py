@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from gateway.model import Reading
 
-from .noise import noise, salt
+from .noise import noise_after, prefix, salt
 from .profile import Profile, ReadingSource
 
 __all__ = ["EPOCH", "MeterModel"]
@@ -35,7 +35,18 @@ _TWO_PI = 2 * math.pi
 class MeterModel:
     """Demand and readings of one meter: a profile, a size, a seed and a device id."""
 
-    __slots__ = ("_amp", "_cum", "_g", "_keys", "_mean", "_offset_s", "_step", "profile")
+    __slots__ = (
+        "_amp",
+        "_cum",
+        "_g",
+        "_mean",
+        "_noise",
+        "_offset_s",
+        "_plan",
+        "_steady",
+        "_step",
+        "profile",
+    )
 
     def __init__(
         self,
@@ -58,7 +69,17 @@ class MeterModel:
         self._amp = d.noise
         self._step = d.noise_step_s
         self._offset_s = utc_offset_s
-        self._keys = (seed, salt(device_id))
+        self._noise = prefix(seed, salt(device_id))
+        self._steady = {
+            r.name: (r.value or 0.0, r.noise, prefix(seed, salt(device_id), salt(r.name)))
+            for r in profile.readings
+            if r.source is ReadingSource.STEADY
+        }
+        # What readings() does for each reading, worked out once.
+        self._plan = [
+            (r.name, r.source, r.unit, r.value_type, r.digits, r.per_demand_hour or 0.0, r.divisor)
+            for r in profile.readings
+        ]
 
     def _x(self, ts: datetime) -> float:
         return ts.timestamp() - _EPOCH_S + self._offset_s
@@ -82,7 +103,7 @@ class MeterModel:
             return 0.0, 0.0
         k = math.floor(x / self._step)
         start = k * self._step
-        amp = self._amp * self._curve(start) * noise(*self._keys, k)
+        amp = self._amp * self._curve(start) * noise_after(self._noise, k)
         phase = _TWO_PI * (x - start) / self._step
         return amp * math.sin(phase), amp * self._step / _TWO_PI * (1 - math.cos(phase))
 
@@ -108,19 +129,18 @@ class MeterModel:
         demand, hours = self._demand_at(x)
         step = math.floor(x / self._step)
         steady = {
-            r.name: (r.value or 0.0) * (1 + r.noise * noise(*self._keys, salt(r.name), step))
-            for r in self.profile.readings
-            if r.source is ReadingSource.STEADY
+            name: value * (1 + amp * noise_after(state, step)) if amp else value
+            for name, (value, amp, state) in self._steady.items()
         }
         out = []
-        for r in self.profile.readings:
-            if r.source is ReadingSource.DEMAND:
+        for name, source, unit, value_type, digits, per_hour, divisor in self._plan:
+            if source is ReadingSource.DEMAND:
                 value = demand
-            elif r.source is ReadingSource.COUNTER:
-                value = (r.per_demand_hour or 0.0) * hours
-            elif r.source is ReadingSource.STEADY:
-                value = steady[r.name]
+            elif source is ReadingSource.COUNTER:
+                value = per_hour * hours
+            elif source is ReadingSource.STEADY:
+                value = steady[name]
             else:
-                value = demand / steady[r.divisor or ""]
-            out.append(Reading(r.name, round(value, r.digits), r.unit, r.value_type))
+                value = demand / steady[divisor or ""]
+            out.append(Reading(name, round(value, digits), unit, value_type))
         return tuple(out)

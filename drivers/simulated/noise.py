@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["noise", "salt", "unit_interval"]
+__all__ = ["noise", "noise_after", "prefix", "salt", "unit_interval"]
 
 _MASK = (1 << 64) - 1
 
@@ -42,3 +42,17 @@ def noise(*keys: int) -> float:
 def salt(text: str) -> int:
     """A stable integer for a name (device id, reading name) to use as a noise key."""
     return zlib.crc32(text.encode("utf-8"))
+
+
+def prefix(*keys: int) -> int:
+    """The state after `keys`, so that `noise_after(prefix(*a), k) == noise(*a, k)`.
+
+    Hashing a device's fixed keys once instead of on every reading matters at 5000
+    readings a second.
+    """
+    return _hash(keys)
+
+
+def noise_after(state: int, key: int) -> float:
+    """`noise(*keys, key)` for `state = prefix(*keys)`: a number in [-1, 1)."""
+    return 2.0 * ((_mix(state ^ (key & _MASK)) >> 11) / float(1 << 53)) - 1.0
