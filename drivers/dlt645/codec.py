@@ -124,7 +124,9 @@ class Frame:
         if not 0 <= self.control <= 0xFF:
             raise ValueError(f"control code {self.control} is not one byte")
         if len(self.data) > MAX_DATA:
-            raise ValueError(f"data of {len(self.data)} bytes does not fit a frame (max {MAX_DATA})")
+            raise ValueError(
+                f"data of {len(self.data)} bytes does not fit a frame (max {MAX_DATA})"
+            )
 
     @property
     def function(self) -> int:

@@ -37,7 +37,9 @@ class BusSettings(BaseModel):
     @classmethod
     def _baud(cls, value: int) -> int:
         if value not in (1200, 2400, 4800, 9600, 19200):
-            raise ValueError("DL/T 645 meters use 1200, 2400, 4800, 9600 or 19200 baud (2400 is typical)")
+            raise ValueError(
+                "DL/T 645 meters use 1200, 2400, 4800, 9600 or 19200 baud (2400 is typical)"
+            )
         return value
 
 
@@ -61,7 +63,9 @@ class Dlt645Settings(BaseModel):
         if isinstance(value, int):
             # YAML reads 000012345678 as a number and drops the zeros (or, with only
             # digits 0-7, as octal): the label's digits are lost either way.
-            raise ValueError('write the address in quotes, as on the label: address: "000012345678"')
+            raise ValueError(
+                'write the address in quotes, as on the label: address: "000012345678"'
+            )
         if isinstance(value, str) and not re.fullmatch(r"\d{12}", value):
             raise ValueError(
                 f"address {value!r} must be the 12 digits printed on the meter's label "

@@ -12,7 +12,11 @@ def test_offline_after_n_failures_once_then_online_again() -> None:
     assert h.succeeded() is Transition.ONLINE
     assert h.succeeded() is Transition.NONE
     assert [h.failed() for _ in range(5)] == [
-        Transition.NONE, Transition.NONE, Transition.OFFLINE, Transition.NONE, Transition.NONE
+        Transition.NONE,
+        Transition.NONE,
+        Transition.OFFLINE,
+        Transition.NONE,
+        Transition.NONE,
     ]
     assert h.succeeded() is Transition.ONLINE
     assert h.failures == 0
@@ -40,11 +44,13 @@ def test_counter_going_backwards_is_reported_once_and_not_accepted() -> None:
     assert g.check("energy_total", Decimal("100.00")) == (True, None)
     assert g.check("energy_total", Decimal("100.00")) == (True, None)
     assert g.check("energy_total", Decimal("99.50")) == (
-        False, Anomaly("energy_total", Decimal("100.00"), Decimal("99.50"))
+        False,
+        Anomaly("energy_total", Decimal("100.00"), Decimal("99.50")),
     )
     assert g.check("energy_total", Decimal("99.60")) == (False, None)
     assert g.check("energy_t1", Decimal("5")) == (True, None)  # other counters unaffected
     assert g.check("energy_total", Decimal("100.10")) == (True, None)
     assert g.check("energy_total", Decimal("90")) == (
-        False, Anomaly("energy_total", Decimal("100.10"), Decimal("90"))
+        False,
+        Anomaly("energy_total", Decimal("100.10"), Decimal("90")),
     )
