@@ -1,0 +1,27 @@
+"""DL/T 645-2007 electricity meters on RS-485: energy, voltage, current, power, power factor.
+
+See README.md in this folder for wiring and configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drivers.dlt645.cli import scan
+from drivers.dlt645.driver import Dlt645Driver, read_once
+from drivers.dlt645.settings import Dlt645Settings
+from gateway.driver import DriverInfo
+from gateway.model import Kind
+
+__all__ = ["DRIVER"]
+
+DRIVER = DriverInfo(
+    name="dlt645",
+    summary="DL/T 645-2007 electricity meters on an RS-485 bus",
+    settings_model=Dlt645Settings,
+    factory=Dlt645Driver,
+    kinds=frozenset({Kind.METER}),
+    folder=Path(__file__).parent,
+    read_once=read_once,
+    scan_command=scan,
+)

@@ -1,0 +1,273 @@
+"""The DL/T 645 driver: one task per serial bus, meters polled one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from drivers.dlt645.link import LinkError, SerialLink
+from drivers.dlt645.poll import PollResult, fault_hint, poll_meter
+from drivers.dlt645.settings import BusSettings, Dlt645Settings
+from drivers.dlt645.state import CounterGuard, MeterHealth, Transition
+from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
+from gateway.model import Event, EventType, Reading, Telemetry, ValueType
+
+__all__ = ["Dlt645Driver", "read_once"]
+
+# After an unexpected error in a bus task, wait before starting it again.
+_RESTART_DELAY_S = 5.0
+
+
+def settings_of(spec: DeviceSpec) -> Dlt645Settings:
+    return cast(Dlt645Settings, spec.settings)
+
+
+@dataclass(slots=True)
+class _Meter:
+    spec: DeviceSpec
+    settings: Dlt645Settings
+    health: MeterHealth
+    guard: CounterGuard = field(default_factory=CounterGuard)
+    due: float = 0.0
+    ever_answered: bool = False
+    refused: set[str] = field(default_factory=set)  # readings already logged as refused
+
+
+class Dlt645Driver(Driver):
+    """Polls DL/T 645-2007 meters; every meter on a port shares one serialised link."""
+
+    def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        self._meters: dict[str, _Meter] = {}
+        self._links: list[SerialLink] = []
+        self._stats = DriverHealth(devices_total=len(devices))
+        self._polls = 0
+        self._timeouts = 0
+
+    async def run(self) -> None:
+        by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
+        for spec in self.devices.values():
+            by_port[settings_of(spec).bus.port].append(spec)
+        async with asyncio.TaskGroup() as group:
+            for port, specs in by_port.items():
+                group.create_task(self._keep_bus(port, specs), name=f"dlt645 {port}")
+
+    def health(self) -> DriverHealth:
+        s = self._stats
+        s.devices_online = sum(1 for m in self._meters.values() if m.health.online)
+        s.extra = {
+            "polls": self._polls,
+            "timeouts": self._timeouts,
+            "noise_bytes": sum(link.noise_bytes for link in self._links),
+        }
+        return s
+
+    def _error(self, text: str) -> None:
+        self._stats.errors += 1
+        self._stats.last_error = text
+
+    async def _keep_bus(self, port: str, specs: list[DeviceSpec]) -> None:
+        # A bug met on one bus must not stop the other buses nor end the driver.
+        while True:
+            try:
+                await self._run_bus(port, specs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.ctx.logger.exception("dlt645 bus %s failed; restarting it", port)
+                await asyncio.sleep(_RESTART_DELAY_S)
+
+    def _admit(self, specs: list[DeviceSpec]) -> tuple[BusSettings, list[_Meter]]:
+        """The bus settings (the first meter's) and the meters that agree with them."""
+        bus = settings_of(specs[0]).bus
+        admitted: list[_Meter] = []
+        addresses: dict[str, str] = {}
+        for spec in specs:
+            s = settings_of(spec)
+            reason = ""
+            if s.bus != bus:
+                reason = (
+                    f"bus settings differ from meter {specs[0].id} on the same port {bus.port}: "
+                    "every meter on one port must use the same baud, parity and stop bits"
+                )
+            elif s.address in addresses:
+                reason = f"address {s.address} is also used by {addresses[s.address]} on {bus.port}"
+            if reason:
+                self.ctx.logger.error("dlt645 meter %s not polled: %s", spec.id, reason)
+                self.ctx.set_available(spec.id, False, reason)
+                self._error(reason)
+                continue
+            addresses[s.address] = spec.id
+            meter = self._meters.get(spec.id) or _Meter(
+                spec, s, MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s)
+            )
+            self._meters[spec.id] = meter
+            admitted.append(meter)
+        return bus, admitted
+
+    async def _run_bus(self, port: str, specs: list[DeviceSpec]) -> None:
+        bus, meters = self._admit(specs)
+        if not meters:
+            return
+        link = SerialLink(bus, self.ctx.logger)
+        self._links.append(link)
+        open_error = ""
+        try:
+            while True:
+                meter = min(meters, key=lambda m: m.due)
+                await asyncio.sleep(max(0.0, meter.due - time.monotonic()))
+                if not link.is_open:
+                    try:
+                        link.open()
+                    except LinkError as exc:
+                        if str(exc) != open_error:
+                            self.ctx.logger.warning("dlt645: %s", exc)
+                            open_error = str(exc)
+                        await self._failed(meter, str(exc))
+                        continue
+                    if open_error:
+                        self.ctx.logger.info("dlt645: %s is open again", port)
+                    open_error = ""
+                try:
+                    result = await poll_meter(link, meter.settings)
+                except LinkError as exc:
+                    link.close()
+                    await self._failed(meter, str(exc))
+                    continue
+                await self._handle(meter, result)
+        finally:
+            link.close()
+
+    def _schedule(self, meter: _Meter) -> None:
+        now = time.monotonic()
+        # Keep the cadence of a healthy meter; never schedule in the past after a slow poll.
+        meter.due = max(meter.due + meter.health.next_delay(), now)
+
+    async def _handle(self, meter: _Meter, result: PollResult) -> None:
+        self._polls += 1
+        if not result.answered:
+            self._timeouts += 1
+            await self._failed(meter, result.failure)
+            return
+        spec = meter.spec
+        was_offline = meter.health.online is False
+        meter.ever_answered = True
+        if meter.health.succeeded() is Transition.ONLINE:
+            self.ctx.set_available(spec.id, True)
+            if was_offline:
+                self.ctx.logger.info("dlt645 meter %s (%s) answers again", spec.id, result.address)
+        if result.failure:
+            self._timeouts += 1
+            self._error(f"{spec.id}: {result.failure}")
+        self._log_refusals(meter, result)
+        await self._publish(meter, result)
+        self._schedule(meter)
+
+    def _log_refusals(self, meter: _Meter, result: PollResult) -> None:
+        for r in result.results:
+            if r.error and r.value is None and not r.error.startswith("not read"):
+                self._error(f"{meter.spec.id}: {r.error}")
+                if r.item.name not in meter.refused:
+                    meter.refused.add(r.item.name)
+                    self.ctx.logger.warning(
+                        "dlt645 meter %s: %s; check that this meter model has %s "
+                        "(single-phase meters have no phase B or C)",
+                        meter.spec.id,
+                        r.error,
+                        r.item.name,
+                    )
+
+    async def _publish(self, meter: _Meter, result: PollResult) -> None:
+        spec = meter.spec
+        now = self.ctx.now()
+        readings: list[Reading] = []
+        for value in result.values:
+            item = value.item
+            if item.type is ValueType.COUNTER:
+                publish, anomaly = meter.guard.check(item.name, value.exact)
+                if anomaly is not None:
+                    self.ctx.logger.warning(
+                        "dlt645 meter %s: counter %s went backwards from %s to %s; not published "
+                        "(meter replaced or reset, or another meter at address %s?)",
+                        spec.id,
+                        item.name,
+                        anomaly.previous,
+                        anomaly.current,
+                        result.address,
+                    )
+                    data = {
+                        "reading": item.name,
+                        "previous": float(anomaly.previous),
+                        "current": float(anomaly.current),
+                        "unit": str(item.canonical_unit),
+                    }
+                    await self.ctx.emit(Event(spec.ref, now, EventType.METER_COUNTER_ANOMALY, data))
+                if not publish:
+                    continue
+            readings.append(Reading(item.name, value.canonical, item.canonical_unit, item.type))
+        if readings:
+            await self.ctx.emit(Telemetry(spec.ref, now, tuple(readings)))
+
+    async def _failed(self, meter: _Meter, reason: str) -> None:
+        spec = meter.spec
+        self._error(f"{spec.id}: {reason}")
+        transition = meter.health.failed()
+        self._schedule(meter)
+        if transition is not Transition.OFFLINE:
+            self.ctx.logger.debug("dlt645 meter %s: %s", spec.id, reason)
+            return
+        hint = fault_hint(meter.settings, meter.ever_answered)
+        n = meter.health.failures
+        self.ctx.logger.warning(
+            "dlt645 meter %s (address %s) offline after %d failed polls: %s; %s",
+            spec.id,
+            meter.settings.address,
+            n,
+            reason,
+            hint,
+        )
+        self.ctx.set_available(spec.id, False, reason)
+        data = {"reason": reason, "check": hint, "failures": n, "address": meter.settings.address}
+        await self.ctx.emit(Event(spec.ref, self.ctx.now(), EventType.DEVICE_FAULT, data))
+
+
+async def read_once(spec: DeviceSpec) -> ReadResult:
+    """Read every configured value of one meter once, for `gateway read`."""
+    settings = settings_of(spec)
+    link = SerialLink(settings.bus, logging.getLogger(__name__))
+    try:
+        link.open()
+    except LinkError as exc:
+        return ReadResult(
+            spec.id,
+            fault=str(exc),
+            hint="check the port name (ls /dev/ttyUSB* /dev/ttyS*) and that no other program, "
+            "such as the running gateway service, holds the port",
+        )
+    try:
+        result = await poll_meter(link, settings)
+    except LinkError as exc:
+        return ReadResult(
+            spec.id, fault=str(exc), hint="check the USB/RS-485 adapter and its cable"
+        )
+    finally:
+        link.close()
+    if not result.answered:
+        return ReadResult(spec.id, fault=result.failure, hint=fault_hint(settings, False))
+    points = []
+    for r in result.results:
+        unit = str(r.item.canonical_unit)
+        if r.value is None:
+            points.append(PointValue(r.item.name, None, unit, note=r.error))
+            continue
+        converted = r.item.unit != unit
+        note = f"{r.value.exact} {r.item.unit} on the wire" if converted else ""
+        points.append(
+            PointValue(r.item.name, r.value.canonical, unit, raw=r.value.raw.hex(" "), note=note)
+        )
+    return ReadResult(spec.id, tuple(points))

@@ -1,0 +1,33 @@
+"""`gateway scan dlt645`: the broadcast address read an installer runs at commissioning."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from drivers.dlt645.cli import scan
+from drivers.dlt645.tests.responder import Bus, SimMeter
+from tests.peers import PtyPair
+
+
+def test_scan_prints_the_address_as_on_the_label(ptys: PtyPair) -> None:
+    with Bus(ptys.b, [SimMeter("000012345678")]) as bus:
+        result = CliRunner().invoke(scan, ["--port", str(ptys.a), "--baud", "2400"])
+    assert result.exit_code == 0, result.output
+    assert "meter address 000012345678" in result.output
+    assert "on the wire: 78 56 34 12 00 00" in result.output
+    assert 'address: "000012345678"' in result.output
+    assert [r.address for r in bus.requests] == ["aaaaaaaaaaaa"]
+
+
+def test_scan_with_two_meters_says_to_connect_one(ptys: PtyPair) -> None:
+    with Bus(ptys.b, [SimMeter("000012345678"), SimMeter("000087654321")]):
+        result = CliRunner().invoke(scan, ["--port", str(ptys.a), "--timeout", "0.5"])
+    assert result.exit_code == 1
+    assert "no reply within 0.5 s" in result.output
+    assert "only ONE meter connected" in result.output
+
+
+def test_scan_of_a_missing_port(tmp_path: object) -> None:
+    result = CliRunner().invoke(scan, ["--port", "/dev/nonexistent-dlt645"])
+    assert result.exit_code == 1
+    assert "cannot open /dev/nonexistent-dlt645" in result.output
