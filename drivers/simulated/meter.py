@@ -5,7 +5,7 @@ scaled so the daily mean is the profile's `mean`) plus a wobble: in each noise s
 w seconds, `amplitude x sin(2 pi tau / w)` with an amplitude drawn from the seed.  One
 full sine integrates to zero, so the counter has a closed form:
 
-    counter(t) = per_demand_hour x (integral of demand from EPOCH to t) / 3600
+    counter(t) = per_demand_hour x (integral of demand from installation to t) / 3600
 
 It costs the same at any t, never goes backwards, agrees with the reported power
 (energy is the integral of power), and continues where it was after a restart.
@@ -18,14 +18,16 @@ from datetime import UTC, datetime
 
 from gateway.model import Reading
 
-from .noise import noise_after, prefix, salt
+from .noise import noise_after, prefix, salt, unit_interval
 from .profile import Profile, ReadingSource
 
 __all__ = ["EPOCH", "MeterModel"]
 
-# Counters read zero at this instant (local time at the configured offset): the
-# simulated meters were "installed" then, so counters look like a few years of use.
+# Each simulated meter was "installed", its counter at zero, at some instant of the
+# year after EPOCH (fixed by seed and device id), so counters look like a few years of
+# use and two flats of the same size do not show the same counter.
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_INSTALL_SPREAD_S = 365 * 86400.0
 _EPOCH_S = EPOCH.timestamp()
 _DAY = 86400.0
 _HOUR = 3600.0
@@ -39,6 +41,7 @@ class MeterModel:
         "_amp",
         "_cum",
         "_g",
+        "_installed",
         "_mean",
         "_noise",
         "_offset_s",
@@ -75,11 +78,18 @@ class MeterModel:
             for r in profile.readings
             if r.source is ReadingSource.STEADY
         }
+        install_x = unit_interval(seed, salt(device_id), salt("installed")) * _INSTALL_SPREAD_S
+        self._installed = (install_x, self._integral(install_x))
         # What readings() does for each reading, worked out once.
         self._plan = [
             (r.name, r.source, r.unit, r.value_type, r.digits, r.per_demand_hour or 0.0, r.divisor)
             for r in profile.readings
         ]
+
+    @property
+    def installed(self) -> datetime:
+        """When this meter's counter was at zero."""
+        return datetime.fromtimestamp(self._installed[0] + _EPOCH_S - self._offset_s, UTC)
 
     def _x(self, ts: datetime) -> float:
         return ts.timestamp() - _EPOCH_S + self._offset_s
@@ -107,20 +117,25 @@ class MeterModel:
         phase = _TWO_PI * (x - start) / self._step
         return amp * math.sin(phase), amp * self._step / _TWO_PI * (1 - math.cos(phase))
 
+    def _integral(self, x: float) -> float:
+        """Integral of curve and wobble from EPOCH to x, in factor-seconds."""
+        return self._curve_integral(x) + self._wobble(x)[1]
+
     def _demand_at(self, x: float) -> tuple[float, float]:
-        """Demand at x, and its integral since EPOCH in demand-unit hours."""
+        """Demand at x, and its integral since installation in demand-unit hours."""
         wobble, wobble_integral = self._wobble(x)
         demand = self._mean * (self._curve(x) + wobble)
-        if x <= 0:
-            return demand, 0.0  # a gateway whose clock is not set yet: hold counters at zero
-        return demand, self._mean * (self._curve_integral(x) + wobble_integral) / _HOUR
+        if x <= self._installed[0]:
+            return demand, 0.0  # e.g. a gateway whose clock is not set yet: counters at zero
+        integral = self._curve_integral(x) + wobble_integral - self._installed[1]
+        return demand, self._mean * integral / _HOUR
 
     def demand(self, ts: datetime) -> float:
         """Instantaneous demand in the profile's unit (W, m³/h)."""
         return self._demand_at(self._x(ts))[0]
 
     def demand_hours(self, ts: datetime) -> float:
-        """Integral of demand since EPOCH, in demand-unit hours (Wh, m³); 0 before EPOCH."""
+        """Integral of demand since installation, in demand-unit hours (Wh, m³); 0 before."""
         return self._demand_at(self._x(ts))[1]
 
     def readings(self, ts: datetime) -> tuple[Reading, ...]:

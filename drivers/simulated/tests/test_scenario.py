@@ -273,11 +273,17 @@ def test_counter_continues_across_a_restart() -> None:
     assert float(meter(seed=1).readings(later)[0].value) > float(before.readings(DAY_START)[0].value)
 
 
-def test_counter_reads_years_of_use_and_zero_before_the_epoch() -> None:
-    value = meter().readings(datetime(2026, 1, 1, tzinfo=UTC))[0].value
-    assert value == pytest.approx(731 * 9.6)  # 2024 and 2025, 9.6 kWh a day
-    assert meter().readings(datetime(1970, 1, 1, tzinfo=UTC))[0].value == 0
-    assert meter().demand_hours(EPOCH) == 0
+def test_counter_reads_years_of_use_from_its_installation_on() -> None:
+    m = meter()
+    assert EPOCH <= m.installed < EPOCH + timedelta(days=365)
+    assert m.demand_hours(m.installed - timedelta(seconds=1)) == 0
+    assert m.demand_hours(m.installed + timedelta(days=2)) == pytest.approx(2 * 9600, rel=0.02)
+    assert meter().readings(datetime(1970, 1, 1, tzinfo=UTC))[0].value == 0  # clock not set yet
+    value = float(m.readings(datetime(2026, 1, 1, tzinfo=UTC))[0].value)
+    assert 366 * 9.6 < value < 731 * 9.6  # installed during 2024, 9.6 kWh a day
+    # Flats of the same size were not all installed on the same day.
+    counters = {meter(device_id=f"m-{i}").readings(DAY_START)[0].value for i in range(10)}
+    assert len(counters) == 10
 
 
 def test_utc_offset_moves_the_curve_to_local_time() -> None:
