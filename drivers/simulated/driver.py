@@ -196,7 +196,7 @@ class SimulatedDriver(Driver):
         self._counts["injected"] += 1
         self.ctx.logger.info("injected %s on simulated device %s", event, device_id)
 
-    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> Any:
+    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> None:
         """`inject` with {"type": "smoke.alarm", "data": {...}}; other commands are refused."""
         if name != "inject":
             return await super().command(device_id, name, args)
@@ -208,7 +208,7 @@ class SimulatedDriver(Driver):
         if not isinstance(data, Mapping):
             raise CommandError("inject's 'data' must be an object")
         await self.inject(device_id, args["type"], data)
-        return {"injected": str(args["type"])}
+        return None  # the event itself is the result; docs/mqtt-api.md shows no `result`
 
     def health(self) -> DriverHealth:
         """Errors, devices online, and how many messages of each sort were emitted."""

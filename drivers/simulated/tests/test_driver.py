@@ -121,20 +121,19 @@ def test_inject_emits_at_once_through_the_command_path() -> None:
     ctx = Recorder()
     driver = SimulatedDriver([spec("smoke-1", "smoke"), spec("sos-1", "elderly_alarm")], ctx)
 
-    async def scenario() -> Any:
+    async def scenario() -> None:
         task = asyncio.create_task(driver.run())
         await asyncio.sleep(0.05)
         before = datetime.now(UTC)
-        result = await driver.command("smoke-1", "inject", {"type": "smoke.alarm", "data": {"test": True}})
+        await driver.command("smoke-1", "inject", {"type": "smoke.alarm", "data": {"test": True}})
         await driver.inject("sos-1", EventType.ELDERLY_SOS, {"button": "pendant"})
         assert len(ctx.messages) == 2  # emitted before the calls returned
         assert all(m.ts >= before for m in ctx.messages)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        return result
 
-    assert asyncio.run(scenario()) == {"injected": "smoke.alarm"}
+    asyncio.run(scenario())
     smoke, sos = ctx.messages
     assert isinstance(smoke, Event) and smoke.type is EventType.SMOKE_ALARM
     assert smoke.device.id == "smoke-1" and dict(smoke.data) == {"test": True}
