@@ -7,6 +7,7 @@ is documented in docs/mqtt-api.md and checked against gateway/schemas/*.json.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -185,8 +186,14 @@ class Reading:
         return {"value": self.value, "unit": str(self.unit), "type": str(self.type)}
 
 
+# A random 64-bit prefix per process and a counter: unique like a uuid4, but without a
+# getrandom() call per message, which showed in the profile at thousands of messages/s.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _aware(ts: datetime) -> None:

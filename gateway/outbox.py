@@ -120,6 +120,9 @@ class _Put:
     item: OutboxItem
     future: concurrent.futures.Future[int]
     created: float
+    # For aput: the asyncio future to settle, resolved for a whole batch with one
+    # call_soon_threadsafe per loop instead of one wake-up of the loop per message.
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[int]] | None = None
 
 
 @dataclass(slots=True)
@@ -260,7 +263,10 @@ class Outbox:
 
     async def aput(self, item: OutboxItem) -> int:
         """`put` for asyncio code: returns the seq once the message is committed."""
-        return await asyncio.wrap_future(self.put(item))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[int] = loop.create_future()
+        self._enqueue(_Put(item, concurrent.futures.Future(), time.time(), (loop, waiter)))
+        return await waiter
 
     def meta_increment(self, key: str) -> int:
         """Add one to a durable counter (e.g. the MQTT session) and return it once committed."""
@@ -361,6 +367,12 @@ class Outbox:
         return batch, False
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        try:
+            self._commit_batch(conn, batch)
+        finally:
+            _settle_waiters(batch)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
         staged: list[tuple[concurrent.futures.Future[int], sql.NewRow]] = []
         increments = [r for r in batch if isinstance(r, _Increment)]
         acks = self._retry_acks + [r for r in batch if isinstance(r, _Ack)]
@@ -508,6 +520,36 @@ class OutboxReader:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _settle_waiters(batch: list[_Request]) -> None:
+    """Hand the outcome of every aput in the batch to its event loop, one call per loop."""
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], concurrent.futures.Future[int]]]
+    ] = {}
+    for request in batch:
+        if isinstance(request, _Put) and request.waiter is not None and request.future.done():
+            loop, waiter = request.waiter
+            by_loop.setdefault(loop, []).append((waiter, request.future))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_apply_outcomes, pairs)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _apply_outcomes(
+    pairs: list[tuple[asyncio.Future[int], concurrent.futures.Future[int]]],
+) -> None:
+    for waiter, fut in pairs:
+        if waiter.done():
+            continue  # the awaiting task was cancelled
+        if fut.cancelled():
+            waiter.cancel()
+        elif (exc := fut.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(fut.result())
 
 
 def _urgent(request: _Request) -> bool:

@@ -335,6 +335,9 @@ class Uplink:
 
     def _pump(self, client: mqtt.Client, reader: OutboxReader) -> None:
         room = self.cfg.max_inflight - len(self._inflight)
+        # Refill in chunks, not after every PUBACK: one outbox query per quarter window.
+        if self._inflight and room < max(1, self.cfg.max_inflight // 4):
+            return
         while self._connected and self._more and room > 0:
             rows = reader.next_batch(CONSUMER, self._after, min(room, 200))
             if not rows:

@@ -44,6 +44,7 @@ def write_config(
             doc[key].update(value)
         else:
             doc[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
