@@ -56,6 +56,7 @@ class Dlt645Driver(Driver):
         async with asyncio.TaskGroup() as group:
             for port, specs in by_port.items():
                 group.create_task(self._keep_bus(port, specs), name=f"dlt645 {port}")
+        await asyncio.Future()  # the contract: return only when cancelled
 
     def health(self) -> DriverHealth:
         s = self._stats
@@ -76,6 +77,7 @@ class Dlt645Driver(Driver):
         while True:
             try:
                 await self._run_bus(port, specs)
+                return  # no meter on this port could be admitted: nothing to poll
             except asyncio.CancelledError:
                 raise
             except Exception:
