@@ -80,6 +80,7 @@ class SimulatedDriver(Driver):
         self._counts = {"events": 0, "telemetry": 0, "injected": 0, "late_skipped": 0}
         self._errors = 0
         self._last_error = ""
+        self._faults: dict[str, str] = {}  # device id -> its current fault, logged once
         # Set by run(): the scheduler's state.
         self._sims: list[_Sim] = []
         self._heap: list[tuple[float, int]] = []
@@ -148,12 +149,19 @@ class SimulatedDriver(Driver):
         sim = self._sims[i]
         due = sim.next
         assert due is not None
+        device_id = sim.spec.id
         try:
             await self._act(sim, due.action)
         except Exception as exc:  # one device's fault must not stop the others
             self._errors += 1
-            self._last_error = f"{sim.spec.id}: {exc}"
-            self.ctx.logger.warning("simulated device %s failed: %s", sim.spec.id, exc)
+            self._last_error = f"{device_id}: {exc}"
+            # Once per distinct fault: at 10 Hz a persistent one would flood the log.
+            if self._faults.get(device_id) != str(exc):
+                self._faults[device_id] = str(exc)
+                self.ctx.logger.warning("simulated device %s failed: %s", device_id, exc)
+        else:
+            if self._faults.pop(device_id, None) is not None:
+                self.ctx.logger.info("simulated device %s works again", device_id)
         self._advance(i)
 
     async def _act(self, sim: _Sim, action: Availability | ScriptedEvent | TelemetryTick) -> None:

@@ -239,7 +239,7 @@ class FailingFor(Recorder):
         await super().emit(message)
 
 
-def test_one_failing_device_does_not_stop_the_others() -> None:
+def test_one_failing_device_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     ctx = FailingFor("bad")
     driver = SimulatedDriver(
         [
@@ -248,11 +248,16 @@ def test_one_failing_device_does_not_stop_the_others() -> None:
         ],
         ctx,
     )
-    asyncio.run(run_for(driver, 0.5))
+    with caplog.at_level("INFO", logger=ctx.logger.name):
+        asyncio.run(run_for(driver, 0.5))
     assert len(of(ctx.messages, "good")) >= 7
     health = driver.health()
     assert health.errors >= 7
     assert health.last_error == "bad: outbox refused the message"
+    # The same fault again and again is logged once, not twenty times a second.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "simulated device bad failed: outbox refused the message"
+    ]
 
 
 def test_cancelling_run_leaves_no_task_behind() -> None:
