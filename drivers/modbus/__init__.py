@@ -1,0 +1,26 @@
+"""Modbus RTU and TCP meters and panels: profiles as data, one shared connection per bus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.driver import DriverInfo
+from gateway.model import Kind
+
+from .cli import plan_command, scan_command
+from .driver import ModbusDriver, read_once
+from .settings import ModbusSettings, validate_group
+
+__all__ = ["DRIVER", "ModbusDriver", "ModbusSettings", "validate_group"]
+
+DRIVER = DriverInfo(
+    name="modbus",
+    summary="Modbus RTU/TCP meters and fire panel inputs, described by profiles",
+    settings_model=ModbusSettings,
+    factory=ModbusDriver,
+    kinds=frozenset({Kind.METER, Kind.SMOKE}),
+    folder=Path(__file__).parent,
+    read_once=read_once,
+    scan_command=scan_command,
+    cli_commands=(plan_command,),
+)
