@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import queue
@@ -532,10 +533,8 @@ def _settle_waiters(batch: list[_Request]) -> None:
             loop, waiter = request.waiter
             by_loop.setdefault(loop, []).append((waiter, request.future))
     for loop, pairs in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_apply_outcomes, pairs)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
 
 
 def _apply_outcomes(

@@ -20,7 +20,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b = Mosquitto(tmp_path / "broker")
     b.start()
     yield b
-    b.kill()
+    b.remove()
 
 
 @pytest.fixture

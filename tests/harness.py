@@ -86,13 +86,18 @@ class Subscriber:
         )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.connected = threading.Event()
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.subscribed = threading.Event()
+        self.client.reconnect_delay_set(1, 2)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not rc.is_failure:
             client.subscribe(self.topic, qos=1)
             self.connected.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -111,7 +116,8 @@ class Subscriber:
         )
         self.client.loop_start()
         assert self.connected.wait(10), "subscriber could not connect"
-        time.sleep(0.2)  # let the SUBACK arrive
+        # Only after the SUBACK is the subscription part of the session the broker keeps.
+        assert self.subscribed.wait(10), "subscriber got no SUBACK"
         return self
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class Mosquitto:
     persistence: bool = True
     extra: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    # Started as root, mosquitto drops to its own user, which cannot enter pytest's
+    # 0700 tmp tree: its persistence lives in a folder of its own under /tmp instead,
+    # kept across restarts of this broker so sessions survive them.
+    store: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mosquitto-test-")))
 
     @property
     def url(self) -> str:
@@ -53,9 +58,8 @@ class Mosquitto:
 
     def _write_conf(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # Started as root, mosquitto drops to its own user: it must own its files.
-        with contextlib.suppress(KeyError, PermissionError):
-            shutil.chown(self.workdir, "mosquitto")
+        with contextlib.suppress(KeyError, PermissionError, LookupError):
+            shutil.chown(self.store, "mosquitto")
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
@@ -63,7 +67,7 @@ class Mosquitto:
             "max_queued_messages 0",
             "max_inflight_messages 0",
             f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
+            f"persistence_location {self.store}/",
             "log_dest none",
             self.extra,
         ]
@@ -98,6 +102,11 @@ class Mosquitto:
 
     def kill(self) -> None:
         self._end(signal.SIGKILL)
+
+    def remove(self) -> None:
+        """Kill the broker and delete its persistence folder."""
+        self.kill()
+        shutil.rmtree(self.store, ignore_errors=True)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.schemas import validator
 from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
-from tests.peers import Mosquitto
+from tests.peers import Mosquitto, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -335,13 +335,13 @@ def test_late_last_will_of_an_older_session_is_repaired(tmp_path: Path, broker: 
         gw.terminate()
 
 
-def test_messages_wait_in_order_for_broker(tmp_path: Path) -> None:
-    """Events overtake a telemetry backlog: the alarm is not stuck behind readings."""
+def test_an_alarm_overtakes_a_telemetry_backlog(tmp_path: Path) -> None:
+    """Events go before telemetry: the alarm is not stuck behind a backlog of readings."""
     broker = Mosquitto(tmp_path / "broker")
     config = write_config(
         tmp_path / "gw.yaml",
         broker.url,
-        [*meters(3, 50), smoke(at_s=2.5)],
+        [*meters(3, 50), smoke(at_s=1.5)],
         broker={
             "url": broker.url,
             "max_inflight": 10,
@@ -352,9 +352,19 @@ def test_messages_wait_in_order_for_broker(tmp_path: Path) -> None:
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/#").start()
     broker.stop()
     gw = GatewayProc(config).start()
-    time.sleep(3)
-    broker.start()
+
+    def stored(prio: int) -> int:
+        with sqlite3.connect(config.parent / "outbox.db") as db:
+            return int(
+                db.execute("SELECT count(*) FROM messages WHERE prio = ?", (prio,)).fetchone()[0]
+            )
+
     try:
+        assert wait_for(
+            lambda: (config.parent / "outbox.db").exists() and stored(0) == 1, timeout=15
+        )
+        assert stored(1) > 100, "no telemetry backlog to overtake"
+        broker.start()
         assert sub.wait(lambda ms: any(m.topic.endswith("/events") for m in ms)), gw.log()
     finally:
         gw.terminate()
