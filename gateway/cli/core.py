@@ -96,4 +96,37 @@ def outbox(config_path: Path) -> None:
     click.echo(f"dropped     {s.dropped_telemetry} telemetry (events are never dropped)")
 
 
-COMMANDS: list[click.Command] = [validate, devices, run, outbox]
+@click.command()
+@click.argument("device_id")
+@config_option
+def read(device_id: str, config_path: Path) -> None:
+    """Read one device once: every point with value, unit and raw data, or the exact fault."""
+    import asyncio
+
+    from gateway.registry import available_drivers
+
+    loaded = load_or_exit(config_path)
+    try:
+        spec = loaded.device(device_id)
+    except KeyError:
+        known = ", ".join(d.id for d in loaded.devices)
+        click.echo(f"no device {device_id!r} in {config_path} (devices: {known})", err=True)
+        sys.exit(2)
+    info = available_drivers()[spec.driver]
+    if info.read_once is None:
+        click.echo(f"driver {spec.driver} cannot read a device on demand", err=True)
+        sys.exit(2)
+    result = asyncio.run(info.read_once(spec))
+    if not result.ok:
+        click.echo(f"{device_id}: FAULT {result.fault}", err=True)
+        if result.hint:
+            click.echo(f"  check: {result.hint}", err=True)
+        sys.exit(1)
+    rows = [("POINT", "VALUE", "UNIT", "RAW", "NOTE")]
+    rows += [(p.name, "" if p.value is None else str(p.value), p.unit, p.raw, p.note) for p in result.points]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+COMMANDS: list[click.Command] = [validate, devices, run, outbox, read]

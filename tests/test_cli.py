@@ -1,0 +1,68 @@
+"""The installer-facing commands, run as the installed `gateway` program."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.harness import GATEWAY
+from tests.peers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "config" / "demo.yaml")
+
+
+def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GATEWAY, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_devices_lists_every_configured_device() -> None:
+    out = gateway("devices", "-c", DEMO)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "DRIVER", "BUILDING", "FLOOR", "UNIT", "NAME"]
+    assert any(line.split()[:4] == ["smoke-b2-stair-1", "smoke", "simulated", "2"] for line in lines)
+    assert len(lines) == 1 + 22
+
+
+def test_read_prints_every_point_or_names_the_unknown_device() -> None:
+    out = gateway("read", "meter-b1-101-elec", "-c", DEMO)
+    assert out.returncode == 0, out.stderr
+    points = {line.split()[0]: line.split()[1:3] for line in out.stdout.splitlines()[1:]}
+    assert points["energy_import"][1] == "kWh" and float(points["energy_import"][0]) > 0
+    assert points["power"][1] == "W"
+    missing = gateway("read", "nope", "-c", DEMO)
+    assert missing.returncode == 2 and "no device 'nope'" in missing.stderr
+
+
+def test_outbox_reports_an_empty_new_outbox(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db")))
+    out = gateway("outbox", "-c", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "depth       0 (0 events, 0 telemetry)" in out.stdout
+    assert "dropped     0 telemetry" in out.stdout
+
+
+def test_version() -> None:
+    assert gateway("--version").stdout.strip() == "gateway, version 0.1.0"
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db")))
+    proc = subprocess.Popen(
+        [GATEWAY, "--log-format", "json", "run", "-c", str(config), "--broker-url", f"mqtt://127.0.0.1:{free_port()}"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    records = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    assert any("connection refused" in r["msg"] for r in records), "the broker fault is logged"
