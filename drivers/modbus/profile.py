@@ -32,6 +32,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "Table",
+    "cross_problems",
     "load_profile",
     "load_profile_file",
     "profile_names",
@@ -175,9 +176,7 @@ class Point(_Strict):
         return out
 
 
-class Profile(_Strict):
-    """A device model: its points and the limits its firmware puts on one read."""
-
+class _ProfileFields(_Strict):
     model: str = Field(min_length=1, description="manufacturer and model, as on the label")
     kind: Kind
     source: str = Field(min_length=10, description="the published document the map comes from")
@@ -194,24 +193,15 @@ class Profile(_Strict):
             raise ValueError(f"a Modbus profile is for a meter or smoke device, not {value}")
         return value
 
+
+class Profile(_ProfileFields):
+    """A device model: its points and the limits its firmware puts on one read."""
+
     @model_validator(mode="after")
     def _points(self) -> Self:
-        problems: list[str] = []
-        seen: set[str] = set()
-        for p in self.points:
-            if p.name in seen:
-                problems.append(f"point name {p.name!r} appears twice")
-            seen.add(p.name)
-            for event in (p.on_true, p.on_false):
-                if event is not None and not event.startswith((_FAMILIES[self.kind], "device.")):
-                    problems.append(f"point {p.name}: {event} is not an event of a {self.kind}")
-            for _, _, count in p.spans():
-                limit = self.max_bits_per_read if p.table.is_bits else self.max_registers_per_read
-                if count > limit:
-                    problems.append(f"point {p.name} needs {count} per read, above {limit}")
-        problems.extend(_overlaps(self.points))
+        problems = cross_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(message for _, message in problems))
         return self
 
     def point(self, name: str) -> Point:
@@ -221,25 +211,47 @@ class Profile(_Strict):
         raise KeyError(name)
 
 
-def _overlaps(points: tuple[Point, ...]) -> list[str]:
+def cross_problems(profile: _ProfileFields) -> list[tuple[int, str]]:
+    """(point index, message) for what no single point shows: names, events, overlaps."""
+    problems: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, p in enumerate(profile.points):
+        if p.name in seen:
+            problems.append((i, f"point name {p.name!r} appears twice"))
+        seen.add(p.name)
+        for event in (p.on_true, p.on_false):
+            if event is not None and not event.startswith((_FAMILIES[profile.kind], "device.")):
+                problems.append((i, f"point {p.name}: {event} is not an event of a {profile.kind}"))
+        for _, _, count in p.spans():
+            limit = profile.max_bits_per_read if p.table.is_bits else profile.max_registers_per_read
+            if count > limit:
+                problems.append((i, f"point {p.name} needs {count} per read, above {limit}"))
+    problems.extend(_overlaps(profile.points))
+    return problems
+
+
+def _overlaps(points: tuple[Point, ...]) -> list[tuple[int, str]]:
     """Points that claim the same register (or the same bit of one register)."""
-    owners: dict[tuple[Table, int], list[tuple[str, int | None]]] = defaultdict(list)
-    for p in points:
+    owners: dict[tuple[Table, int], list[tuple[int, int | None]]] = defaultdict(list)
+    for i, p in enumerate(points):
         for table, address, count in p.spans():
             for a in range(address, address + count):
-                owners[(table, a)].append((p.name, p.bit))
+                owners[(table, a)].append((i, p.bit))
     problems = []
     for (table, address), who in sorted(owners.items()):
-        for i, (name_a, bit_a) in enumerate(who):
-            for name_b, bit_b in who[i + 1 :]:
+        for k, (a, bit_a) in enumerate(who):
+            for b, bit_b in who[k + 1 :]:
                 if bit_a is not None and bit_b is not None and bit_a != bit_b:
                     continue  # two bits of one status register
-                if name_a == name_b:
+                name_a, name_b = points[a].name, points[b].name
+                if a == b:
                     problems.append(
-                        f"point {name_a}'s fraction overlaps its value at {table} {address}"
+                        (a, f"point {name_a}'s fraction overlaps its value at {table} {address}")
                     )
                 else:
-                    problems.append(f"points {name_a} and {name_b} overlap at {table} {address}")
+                    problems.append(
+                        (b, f"points {name_a} and {name_b} overlap at {table} {address}")
+                    )
     return problems
 
 
@@ -265,10 +277,15 @@ def load_profile_file(path: Path) -> Profile:
         problems = []
         for err in exc.errors():
             loc: tuple[Any, ...] = tuple(err["loc"])
+            if not loc:
+                continue  # cross-point problems: located below, point by point
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             problems.append(src.problem(loc, msg))
+        if not problems:
+            fields = _ProfileFields.model_validate(src.data)
+            problems = [src.problem(("points", i), m) for i, m in cross_problems(fields)]
         raise ProfileError(problems) from exc
 
 

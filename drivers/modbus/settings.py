@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,6 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from gateway.driver import DeviceSpec
@@ -169,13 +168,13 @@ class ModbusSettings(_Strict):
             )
         return value
 
-    @model_validator(mode="after")
-    def _unit(self) -> Self:
-        if isinstance(self.bus, SerialBus) and not 1 <= self.unit_id <= 247:
-            raise ValueError(
-                f"unit_id {self.unit_id}: an RS-485 device has an address from 1 to 247"
-            )
-        return self
+    @field_validator("unit_id")
+    @classmethod
+    def _unit(cls, value: int, info: ValidationInfo) -> int:
+        # `bus` is declared first, so it is validated by now (absent if it was wrong).
+        if isinstance(info.data.get("bus"), SerialBus) and not 1 <= value <= 247:
+            raise ValueError(f"{value}: an RS-485 device has an address from 1 to 247")
+        return value
 
     @property
     def profile_model(self) -> Profile:

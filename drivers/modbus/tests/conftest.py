@@ -1,0 +1,26 @@
+"""Fixtures of the Modbus driver's tests: shared peers and a context that keeps history."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import RecordingContext, ptys, recording_ctx
+
+__all__ = ["HistoryContext", "ctx", "ptys", "recording_ctx"]
+
+
+class HistoryContext(RecordingContext):
+    """A recording context that also keeps every availability change, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[str, bool, str]] = []
+
+    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+        super().set_available(device_id, available, reason)
+        self.changes.append((device_id, available, reason))
+
+
+@pytest.fixture
+def ctx() -> HistoryContext:
+    return HistoryContext()
