@@ -332,4 +332,3 @@ def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on(opener: Opene
 
     stored = read_all(opener())
     assert [r.seq for r in stored] == [1, 2]
-
