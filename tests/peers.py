@@ -46,6 +46,7 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     persistence: bool = True
     extra: str = ""
+    preamble: str = ""  # global options that must come before the first listener
     proc: subprocess.Popen[bytes] | None = None
     # Started as root, mosquitto drops to its own user, which cannot enter pytest's
     # 0700 tmp tree: its persistence lives in a folder of its own under /tmp instead,
@@ -62,6 +63,7 @@ class Mosquitto:
             shutil.chown(self.store, "mosquitto")
         conf = self.workdir / "mosquitto.conf"
         lines = [
+            self.preamble,
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "max_queued_messages 0",
