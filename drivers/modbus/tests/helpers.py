@@ -9,11 +9,25 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from drivers.modbus import DRIVER, ModbusDriver
+from drivers.modbus.decode import ByteOrder, DataType, encode
+from drivers.modbus.plan import plan_device
+from drivers.modbus.profile import load_profile
 from gateway.config import load_config
 from gateway.driver import DeviceSpec, DriverContext
 from gateway.model import Event, EventType, Message, Telemetry
 
-__all__ = ["config_file", "events", "running", "specs", "telemetry", "wait_until"]
+from .peers import PeerUnit, float32_words
+
+__all__ = [
+    "config_file",
+    "events",
+    "meter_unit",
+    "readings",
+    "running",
+    "specs",
+    "telemetry",
+    "wait_until",
+]
 
 HEAD = """\
 version: 1
@@ -70,3 +84,31 @@ def events(messages: list[Message], device: str, kind: EventType | None = None) 
         for m in messages
         if isinstance(m, Event) and m.device.id == device and (kind is None or m.type is kind)
     ]
+
+
+def meter_unit(unit: int, profile: str, **values: float | bool) -> PeerUnit:
+    """A peer unit implementing every register the profile's reads cover, with `values`
+    (by point name, in the device's raw units) and zero elsewhere.
+
+    float32 values are encoded by pymodbus, so those tests do not check the driver's
+    decoder against itself; other types use the driver's encoder (tested on vectors).
+    """
+    prof = load_profile(profile)
+    peer = PeerUnit(unit)
+    for read in plan_device(prof.points, max_gap=prof.max_gap, profile=prof).reads:
+        peer.fill(read.table, read.start, read.count)
+    for name, value in values.items():
+        p = prof.point(name)
+        if p.decode is DataType.FLOAT32 and p.order is ByteOrder.ABCD:
+            words = float32_words(float(value))
+        elif p.decode is DataType.BOOL:
+            words = [1 if value else 0]
+        else:
+            words = encode(value, p.decode, p.order)
+        peer.set(p.table, p.address, words)
+    return peer
+
+
+def readings(t: Telemetry) -> dict[str, tuple[float | int | bool | str, str, str]]:
+    """name -> (value, unit, type) of one telemetry message."""
+    return {r.name: (r.value, str(r.unit), str(r.type)) for r in t.readings}
