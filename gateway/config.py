@@ -8,7 +8,6 @@ Relative paths in the file are relative to the file's own folder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
+from gateway.secrets import SecretRef, refuse_inline
 from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
 
 __all__ = [
@@ -42,33 +42,6 @@ Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(_Strict):
-    """A secret read from a file or an environment variable, never written inline."""
-
-    file: Path | None = None
-    env: str | None = None
-
-    def model_post_init(self, _: Any) -> None:
-        if (self.file is None) == (self.env is None):
-            raise ValueError("give exactly one of 'file' or 'env'")
-
-    def read(self) -> str:
-        """The secret's value, without a trailing newline."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise LookupError(f"environment variable {self.env} is not set")
-            return value
-        assert self.file is not None
-        return self.file.read_text(encoding="utf-8").rstrip("\r\n")
-
-
-def _refuse_inline(value: Any) -> Any:
-    if isinstance(value, str):
-        raise ValueError("secrets are never written inline; use {file: PATH} or {env: VARIABLE}")
-    return value
 
 
 class MqttProtocol(StrEnum):
@@ -107,7 +80,7 @@ class BrokerConfig(_Strict):
     max_inflight: int = Field(100, ge=1, le=1000)
     reconnect: ReconnectConfig = ReconnectConfig()
 
-    _no_inline_password = field_validator("password", mode="before")(_refuse_inline)
+    _no_inline_password = field_validator("password", mode="before")(refuse_inline)
 
     @field_validator("url")
     @classmethod
