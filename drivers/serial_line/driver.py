@@ -1,0 +1,199 @@
+"""The serial-line driver: one reader per receiver port, signals dispatched by code."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
+from drivers.serial_line.port import PortClosed, ReceiverPort
+from drivers.serial_line.settings import SerialLineSettings
+from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth
+from gateway.model import Event
+
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "SerialLineDriver"]
+
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 60.0
+# Unknown codes are logged once each; noise can invent many, so stop remembering at some point.
+_MAX_REMEMBERED_CODES = 1000
+
+
+def settings_of(spec: DeviceSpec) -> SerialLineSettings:
+    return cast(SerialLineSettings, spec.settings)
+
+
+@dataclass(slots=True)
+class _Receiver:
+    """One port, its profile, and the devices whose codes it hears."""
+
+    path: str
+    baud: int
+    parser: Parser
+    dedupe: Deduper
+    owners: dict[str, DeviceSpec]
+    splitter: LineSplitter = field(default_factory=LineSplitter)
+    logged_problems: set[ProblemKind] = field(default_factory=set)
+    logged_codes: set[str] = field(default_factory=set)
+    online: bool = False
+
+
+class SerialLineDriver(Driver):
+    """Reads RF receivers that print one line per signal; emits alarm events per device."""
+
+    def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        self._receivers: list[_Receiver] = []
+        self._stats = DriverHealth(devices_total=len(devices))
+        self._counts: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
+        for spec in self.devices.values():
+            by_port[settings_of(spec).port].append(spec)
+        async with asyncio.TaskGroup() as group:
+            for path, specs in by_port.items():
+                receiver = self._admit(path, specs)
+                if receiver is not None:
+                    self._receivers.append(receiver)
+                    group.create_task(self._keep(receiver), name=f"serial_line {path}")
+        await asyncio.Future()  # the contract: return only when cancelled
+
+    def health(self) -> DriverHealth:
+        s = self._stats
+        s.devices_online = sum(len(r.owners) for r in self._receivers if r.online)
+        s.extra = {
+            key: self._counts[key]
+            for key in ("lines", "events", "repeats", "unknown_code", *map(str, ProblemKind))
+        }
+        return s
+
+    def _error(self, text: str) -> None:
+        self._stats.errors += 1
+        self._stats.last_error = text
+
+    def _admit(self, path: str, specs: list[DeviceSpec]) -> _Receiver | None:
+        """The port's receiver (settings of its first device) and the devices that agree."""
+        first = settings_of(specs[0])
+        owners: dict[str, DeviceSpec] = {}
+        for spec in specs:
+            s = settings_of(spec)
+            reason = ""
+            if (s.profile, s.line_baud, s.window_s) != (
+                first.profile,
+                first.line_baud,
+                first.window_s,
+            ):
+                reason = (
+                    f"profile, baud or dedupe_s differ from device {specs[0].id} on the same "
+                    f"port {path}: one receiver has one profile and one baud rate"
+                )
+            elif s.code in owners:
+                reason = f"code {s.code} is also used by {owners[s.code].id} on {path}"
+            if reason:
+                self.ctx.logger.error("serial_line device %s not used: %s", spec.id, reason)
+                self.ctx.set_available(spec.id, False, reason)
+                self._error(reason)
+                continue
+            owners[s.code] = spec
+        if not owners:
+            return None
+        return _Receiver(
+            path, first.line_baud, Parser(first.receiver), Deduper(first.window_s), owners
+        )
+
+    def _set_all(self, receiver: _Receiver, available: bool, reason: str = "") -> None:
+        receiver.online = available
+        for spec in receiver.owners.values():
+            self.ctx.set_available(spec.id, available, reason)
+
+    async def _keep(self, receiver: _Receiver) -> None:
+        """Keep the port open: on loss mark its devices unavailable and retry with backoff."""
+        delay = BACKOFF_MIN_S
+        last_reason = ""
+        while True:
+            port = ReceiverPort(receiver.path, receiver.baud)
+            try:
+                port.open()
+                if last_reason:
+                    self.ctx.logger.info("serial_line: %s is open again", receiver.path)
+                last_reason = ""
+                delay = BACKOFF_MIN_S
+                self._set_all(receiver, True)
+                receiver.splitter.reset()
+                await self._read(receiver, port)
+            except PortClosed as exc:
+                reason = str(exc)
+                self._error(reason)
+                if reason != last_reason:
+                    self.ctx.logger.warning("serial_line: %s; retrying", reason)
+                    self._set_all(receiver, False, reason)
+                last_reason = reason
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not end the receiver: its devices are alarms.
+                self.ctx.logger.exception("serial_line: reader of %s failed", receiver.path)
+                self._set_all(receiver, False, "internal error; see the gateway log")
+            finally:
+                port.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _read(self, receiver: _Receiver, port: ReceiverPort) -> None:
+        while True:
+            chunk = await port.read()
+            for item in receiver.splitter.feed(chunk):
+                if isinstance(item, Problem):
+                    self._problem(receiver, item)
+                    continue
+                self._counts["lines"] += 1
+                parsed = receiver.parser.parse(item)
+                if isinstance(parsed, Problem):
+                    self._problem(receiver, parsed)
+                elif isinstance(parsed, Signal):
+                    await self._signal(receiver, parsed)
+
+    def _problem(self, receiver: _Receiver, problem: Problem) -> None:
+        self._counts[str(problem.kind)] += 1
+        self._error(f"{receiver.path}: {problem.detail}")
+        if problem.kind in receiver.logged_problems:
+            self.ctx.logger.debug("serial_line %s: %s", receiver.path, problem.detail)
+            return
+        receiver.logged_problems.add(problem.kind)
+        self.ctx.logger.warning(
+            "serial_line %s: %s (%s; logged once, counted in health; "
+            "check the baud rate and the profile)",
+            receiver.path,
+            problem.detail,
+            problem.kind,
+        )
+
+    async def _signal(self, receiver: _Receiver, signal: Signal) -> None:
+        spec = receiver.owners.get(signal.code)
+        if spec is None:
+            self._counts["unknown_code"] += 1
+            if (
+                signal.code not in receiver.logged_codes
+                and len(receiver.logged_codes) < _MAX_REMEMBERED_CODES
+            ):
+                receiver.logged_codes.add(signal.code)
+                self.ctx.logger.warning(
+                    "serial_line %s: transmitter %s (%s) belongs to no device; "
+                    'to use it, add a device with code: "%s"',
+                    receiver.path,
+                    signal.code,
+                    signal.function or signal.event,
+                    signal.code,
+                )
+            return
+        if not receiver.dedupe.is_new(signal.code, signal.event, time.monotonic()):
+            self._counts["repeats"] += 1
+            return
+        self._counts["events"] += 1
+        data = {"code": signal.code, "signal": signal.function or str(signal.event)}
+        await self.ctx.emit(Event(spec.ref, self.ctx.now(), signal.event, data))

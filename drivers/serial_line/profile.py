@@ -1,0 +1,102 @@
+"""Receiver profiles: how one model of RF receiver prints signals, as validated data.
+
+A profile is one YAML file in `profiles/`; supporting another receiver is adding a file.
+Each rule is a regular expression over one line with a named group `code` (the
+transmitter) and either a fixed `event` or a group `fn` looked up in `functions`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.model import EventType
+
+__all__ = ["PROFILE_DIR", "Profile", "Rule", "load_profile", "profile_names"]
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+class Rule(_Strict):
+    """One line shape: a regex naming the transmitter `code`, and the event it means."""
+
+    match: str = Field(min_length=1)
+    event: EventType | None = None
+    functions: dict[str, EventType] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _groups(self) -> Self:
+        groups = _compile(self.match).groupindex
+        if "code" not in groups:
+            raise ValueError(f"rule {self.match!r} has no named group (?P<code>...)")
+        if (self.event is None) == (self.functions is None):
+            raise ValueError(f"rule {self.match!r} needs exactly one of `event` or `functions`")
+        if self.functions is not None and "fn" not in groups:
+            raise ValueError(f"rule {self.match!r} has `functions` but no named group (?P<fn>...)")
+        return self
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.match)  # re caches compiled patterns
+
+
+class Profile(_Strict):
+    """A receiver model: line rules, chatter to ignore, default baud, repeat window."""
+
+    description: str = Field(min_length=1)
+    baud: int = Field(9600, gt=0)
+    dedupe_s: float = Field(3.0, ge=0, le=600, description="repeats closer than this are one")
+    code_pattern: str = Field(min_length=1, description="what a transmitter code looks like")
+    ignore: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _code_pattern(cls, value: str) -> str:
+        _compile(value)
+        return value
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            _compile(pattern)
+        return value
+
+    def code_ok(self, code: str) -> bool:
+        return re.fullmatch(self.code_pattern, code) is not None
+
+
+@cache
+def profile_names() -> tuple[str, ...]:
+    """Names of the profiles shipped in `profiles/`, sorted."""
+    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+
+
+@cache
+def load_profile(name: str) -> Profile:
+    """The validated profile `name`; KeyError if there is no such file."""
+    if name not in profile_names():
+        raise KeyError(name)
+    path = PROFILE_DIR / f"{name}.yaml"
+    try:
+        return Profile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        # A broken profile is a bug in this package, not in the user's config: name the file.
+        raise ValueError(f"profile {path} is invalid:\n{exc}") from exc
