@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
-from gateway.cli import core, watch
+from gateway.cli import core, installer, watch
 from gateway.logsetup import setup_logging
 
 __all__ = ["main"]
@@ -38,6 +38,8 @@ def scan() -> None:
 
 
 for command in [*core.COMMANDS, *watch.COMMANDS]:
+    main.add_command(command)
+for command in installer.COMMANDS:
     main.add_command(command)
 
 

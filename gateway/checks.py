@@ -1,0 +1,451 @@
+"""What `gateway check` verifies before an installer leaves a site, one result per check.
+
+Each check returns `CheckResult`s; nothing here prints.  Order matters: a check whose
+prerequisite failed is reported as skipped with the reason, so the first failure is
+the one to fix.  Everything uses the gateway's own code paths: `load_config` for the
+file, `build_client` for TLS and credentials, each driver's `read_once` for devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import select
+import socket
+import ssl
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import BaseModel
+
+from gateway.clock import Clock
+from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
+from gateway.driver import DeviceSpec, DriverInfo, ReadResult
+from gateway.model import ClockState
+from gateway.mqttclient import build_client, explain_connect_error, reason_text
+from gateway.topics import Topics
+
+__all__ = [
+    "CheckResult",
+    "Status",
+    "check_broker",
+    "check_clock",
+    "check_config",
+    "check_devices",
+    "check_outbox_dir",
+    "check_serial_ports",
+    "run_all",
+    "serial_ports_of",
+]
+
+TIMEOUT_S = 5.0
+
+
+class Status(StrEnum):
+    OK = "OK"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of the report: what was checked, how it went, and what to do if it failed."""
+
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status is Status.FAIL
+
+
+def _ok(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, Status.OK, detail)
+
+
+def _fail(name: str, detail: str, hint: str = "") -> CheckResult:
+    return CheckResult(name, Status.FAIL, detail, hint)
+
+
+def _skip(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, Status.SKIP, detail)
+
+
+# ---- config ---------------------------------------------------------------------------
+
+
+def check_config(path: Path) -> tuple[CheckResult, LoadedConfig | None, list[str]]:
+    """Validate the file; returns the result, the config, and every problem line."""
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        n = len(exc.problems)
+        result = _fail(
+            "config",
+            f"{path}: {n} problem{'s' if n != 1 else ''}",
+            f"gateway validate -c {path} lists them with their line numbers",
+        )
+        return result, None, [str(p) for p in exc.problems]
+    n = len(loaded.devices)
+    return _ok("config", f"{path} is valid ({n} device{'s' if n != 1 else ''})"), loaded, []
+
+
+def check_outbox_dir(loaded: LoadedConfig) -> CheckResult:
+    """The outbox's folder exists (or can be made) and this user may write there."""
+    path = loaded.config.outbox.path
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return _fail(
+            "outbox",
+            f"{existing} is not writable by this user, so {path} cannot be created",
+            "on an installed gateway outbox.path is /var/lib/community-gateway/outbox.db; "
+            "run the check as the service user: sudo -u community-gateway gateway check ...",
+        )
+    return _ok("outbox", f"{path} can be written")
+
+
+def check_clock(loaded: LoadedConfig) -> CheckResult:
+    """Is the system clock set by NTP?  Wrong time breaks TLS and timestamps."""
+    mode = loaded.config.clock.check
+    if mode is ClockCheck.TRUST:
+        return _ok("clock", "not checked (clock.check: trust)")
+    if Clock(mode).state() is ClockState.SYNCED:
+        return _ok("clock", "synchronised by NTP")
+    return _fail(
+        "clock",
+        "not synchronised: messages are marked unsynced and TLS may fail as 'not yet valid'",
+        "timedatectl shows the NTP service; the gateway needs to reach an NTP server (UDP 123)",
+    )
+
+
+# ---- broker ---------------------------------------------------------------------------
+
+
+def _errors_from(client: mqtt.Client) -> list[str]:
+    # paho catches an SSL error raised on a read after the handshake and only logs it;
+    # its log is then the one place the reason survives.
+    errors: list[str] = []
+
+    def on_log(_c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            errors.append(buf)
+
+    client.on_log = on_log
+    return errors
+
+
+def _explain_logged(errors: list[str]) -> str | None:
+    for text in errors:
+        # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."
+        found = re.search(r"\[SSL: (\w+)\]", text)
+        if found:
+            exc = ssl.SSLError(1, text.split(": ", 1)[-1])
+            exc.reason = found.group(1)  # what the ssl module sets on a real one
+            return explain_connect_error(exc)
+    return None
+
+
+class _Session:
+    """One paho connection driven step by step from this thread, with its outcomes."""
+
+    def __init__(self, cfg: BrokerConfig, client_id: str) -> None:
+        self.client = build_client(cfg, client_id)
+        self.client.connect_timeout = TIMEOUT_S
+        self.errors = _errors_from(self.client)
+        self.connack: Any = None
+        self.lost = False
+        self.granted: list[Any] | None = None
+        self.received = threading.Event()
+        self.payload = b""
+        self.tls_error: ssl.SSLError | None = None
+        self.started = time.monotonic()
+        if cfg.uses_tls:
+            self.client.on_socket_open = self._listen_for_verdict
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def _listen_for_verdict(self, _c: Any, _u: Any, sock: Any) -> None:
+        # With TLS 1.3 the broker judges our client certificate (missing, unknown CA)
+        # only after the handshake, and says so in an alert.  paho is about to send
+        # CONNECT; if it did, the broker's close could reset the connection before the
+        # alert is read ("EOF occurred in violation of protocol").  So listen first,
+        # for a few round trips: the broker sends nothing else before CONNECT.
+        wait = min(2.0, max(0.25, 2 * (time.monotonic() - self.started)))
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return
+            try:
+                sock.recv(1)
+            except ssl.SSLWantReadError:
+                continue  # a session ticket, handled inside the TLS layer
+            except ssl.SSLError as exc:
+                self.tls_error = exc
+                return
+            except OSError:
+                return
+            return
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connack = rc
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+        self.lost = True
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        self.granted = list(codes)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.payload = bytes(msg.payload)
+        self.received.set()
+
+    def pump_until(self, done: Callable[[], bool], timeout: float = TIMEOUT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done() and not self.lost and time.monotonic() < deadline:
+            if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                self.lost = True
+        return done()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+            self.client.loop(timeout=0.1)
+
+
+def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
+    """Reachable, TLS verified, credentials accepted, and a message comes back."""
+    where = f"{cfg.host}:{cfg.port}"
+    results: list[CheckResult] = []
+    try:
+        with socket.create_connection((cfg.host, cfg.port), timeout=TIMEOUT_S):
+            pass
+    except OSError as exc:
+        results.append(_fail("broker reachable", f"{where}: {explain_connect_error(exc)}"))
+        return [*results, *_skipped_after("broker reachable", cfg)]
+    results.append(_ok("broker reachable", f"{where} accepts connections"))
+
+    # Never the gateway's own client id: the broker would disconnect the running gateway.
+    session = _Session(
+        cfg, f"{topics.identity.site}.{topics.identity.gateway}-check-{uuid.uuid4().hex[:6]}"
+    )
+    try:
+        try:
+            session.started = time.monotonic()
+            session.client.connect(cfg.host, cfg.port, keepalive=30)
+        except Exception as exc:
+            name = "TLS" if isinstance(exc, ssl.SSLError) else "broker reachable"
+            results.append(_fail(name, explain_connect_error(exc)))
+            return [*results, *_skipped_after(name, cfg)]
+        session.pump_until(lambda: session.connack is not None)
+        if session.connack is None:
+            tls_reason = None
+            if session.tls_error is not None:
+                tls_reason = explain_connect_error(session.tls_error)
+            elif cfg.uses_tls:
+                tls_reason = _explain_logged(session.errors)
+            if tls_reason is not None:
+                results.append(_fail("TLS", tls_reason))
+                return [*results, *_skipped_after("TLS", cfg)]
+            results.append(
+                _fail(
+                    "MQTT connect",
+                    f"no CONNACK from {where} within {TIMEOUT_S:.0f} s",
+                    "is this port an MQTT listener (1883 plain, 8883 TLS)?",
+                )
+            )
+            return [*results, *_skipped_after("MQTT connect", cfg)]
+        if cfg.uses_tls:
+            results.append(_ok("TLS", _tls_detail(cfg)))
+        if session.connack.is_failure:
+            results.append(_fail("credentials", reason_text(session.connack)))
+            return [*results, _skip("publish and read back", "not connected")]
+        who = f"as {cfg.username}" if cfg.username else "without a user name"
+        results.append(_ok("credentials", f"accepted {who}"))
+        results.append(_read_back(session, topics))
+    finally:
+        session.close()
+    return results
+
+
+def _tls_detail(cfg: BrokerConfig) -> str:
+    ca = cfg.tls.ca_file if cfg.tls and cfg.tls.ca_file else "the system's CAs"
+    mutual = " with this gateway's client certificate" if cfg.tls and cfg.tls.cert_file else ""
+    return f"certificate of {cfg.host} verified against {ca}{mutual}"
+
+
+def _skipped_after(failed: str, cfg: BrokerConfig) -> list[CheckResult]:
+    names = ["TLS"] if cfg.uses_tls else []
+    names += ["credentials", "publish and read back"]
+    return [_skip(n, f"needs '{failed}' first") for n in names if n != failed]
+
+
+def _read_back(session: _Session, topics: Topics) -> CheckResult:
+    name = "publish and read back"
+    topic = f"{topics.base}/check/{uuid.uuid4().hex}"
+    session.client.subscribe(topic, qos=1)
+    if not session.pump_until(lambda: session.granted is not None):
+        return _fail(name, f"no answer to SUBSCRIBE {topic}")
+    assert session.granted is not None
+    if any(getattr(code, "is_failure", False) for code in session.granted):
+        return _fail(
+            name,
+            f"the broker refused the subscription to {topic} ({session.granted[0]})",
+            f"the broker's ACL must let this gateway use {topics.base}/#",
+        )
+    payload = f"gateway check {time.time():.3f}".encode()
+    info = session.client.publish(topic, payload, qos=1)
+    if not session.pump_until(session.received.is_set):
+        published = "acknowledged" if info.is_published() else "not acknowledged"
+        return _fail(
+            name,
+            f"a message to {topic} was {published} but never came back",
+            f"the broker's ACL must let this gateway publish and subscribe under {topics.base}/",
+        )
+    if session.payload != payload:
+        return _fail(name, f"a different message came back on {topic}")
+    return _ok(name, f"a QoS 1 message on {topics.base}/check/… came back")
+
+
+# ---- serial ports and devices -----------------------------------------------------------
+
+
+def _ports_in(value: Any) -> Iterator[str]:
+    # Drivers name serial ports in a `port` field of their settings (bus.port for Modbus
+    # and DL/T 645); a TCP port number is an int and is not a device path.
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            field = getattr(value, name)
+            if name == "port" and isinstance(field, str) and field.startswith("/"):
+                yield field
+            else:
+                yield from _ports_in(field)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _ports_in(item)
+
+
+def serial_ports_of(loaded: LoadedConfig) -> dict[str, list[str]]:
+    """Serial device paths the config names, each with the ids of the devices using it."""
+    ports: dict[str, list[str]] = {}
+    for spec in loaded.devices:
+        for port in dict.fromkeys(_ports_in(spec.settings)):
+            ports.setdefault(port, []).append(spec.id)
+    return ports
+
+
+def check_serial_ports(loaded: LoadedConfig) -> list[CheckResult]:
+    """Every serial port of the config exists and this user may read and write it."""
+    results = []
+    for port, users in serial_ports_of(loaded).items():
+        name = f"serial {port}"
+        used_by = f"used by {', '.join(users)}"
+        if not os.path.exists(port):
+            results.append(
+                _fail(
+                    name,
+                    f"not found ({used_by})",
+                    "is the USB adapter plugged in? `gateway ports` lists the ports of this "
+                    "machine; prefer the stable /dev/serial/by-id/... name",
+                )
+            )
+            continue
+        st = os.stat(port)
+        if not stat.S_ISCHR(st.st_mode):
+            results.append(_fail(name, f"is not a character device ({used_by})"))
+            continue
+        if not os.access(port, os.R_OK | os.W_OK):
+            group = _group_name(st.st_gid)
+            results.append(
+                _fail(
+                    name,
+                    f"no read/write permission for this user ({used_by})",
+                    f"the port belongs to group {group}: sudo usermod -aG {group} USER, "
+                    "then log in again (the service user is in dialout already)",
+                )
+            )
+            continue
+        results.append(_ok(name, f"present, read/write allowed ({used_by})"))
+    return results
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+async def _read_all(
+    loaded: LoadedConfig, drivers: dict[str, DriverInfo], timeout_s: float
+) -> list[CheckResult]:
+    results = []
+    # One device after the other: devices of one RS-485 bus must not be read at once.
+    for spec in loaded.devices:
+        results.append(await _read_one(spec, drivers.get(spec.driver), timeout_s))
+    return results
+
+
+async def _read_one(spec: DeviceSpec, info: DriverInfo | None, timeout_s: float) -> CheckResult:
+    name = f"device {spec.id}"
+    if info is None or info.read_once is None:
+        return _skip(name, f"driver {spec.driver} cannot read a device on demand")
+    try:
+        result: ReadResult = await asyncio.wait_for(info.read_once(spec), timeout_s)
+    except TimeoutError:
+        return _fail(name, f"no result within {timeout_s:.0f} s", "check wiring and address")
+    except Exception as exc:
+        return _fail(name, f"{type(exc).__name__}: {exc}")
+    if not result.ok:
+        return _fail(name, result.fault, result.hint)
+    shown = ", ".join(
+        f"{p.name}={p.value}{' ' + p.unit if p.unit else ''}" for p in result.points[:3]
+    )
+    more = f" (+{len(result.points) - 3} more)" if len(result.points) > 3 else ""
+    return _ok(name, f"{spec.driver}: {shown}{more}")
+
+
+def check_devices(
+    loaded: LoadedConfig, drivers: dict[str, DriverInfo] | None = None, timeout_s: float = 15.0
+) -> list[CheckResult]:
+    """Read every device once through its driver's `read_once`."""
+    if drivers is None:
+        from gateway.registry import available_drivers
+
+        drivers = available_drivers()
+    return asyncio.run(_read_all(loaded, drivers, timeout_s))
+
+
+# ---- everything -------------------------------------------------------------------------
+
+
+def run_all(path: Path) -> tuple[list[CheckResult], list[str]]:
+    """Every check in order; returns the results and the config's problem lines, if any."""
+    config_result, loaded, problems = check_config(path)
+    if loaded is None:
+        return [config_result], problems
+    cfg = loaded.config
+    results = [config_result, check_outbox_dir(loaded), check_clock(loaded)]
+    results += check_broker(cfg.broker, Topics(cfg.broker.topic_prefix, cfg.identity))
+    results += check_serial_ports(loaded)
+    results += check_devices(loaded)
+    return results, []
