@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.secrets import SecretRef, refuse_inline
+from gateway.sinks.settings import SinksConfig
 from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
 
 __all__ = [
@@ -206,6 +207,7 @@ class GatewayConfig(_Strict):
     health: HealthConfig = HealthConfig()
     clock: ClockConfig = ClockConfig()
     logging: LoggingConfig = LoggingConfig()
+    sinks: SinksConfig = SinksConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("version")
@@ -282,8 +284,10 @@ def _resolve_paths(value: Any, base: Path) -> Any:
 
 
 def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
+    influx = cfg.sinks.influxdb
     refs: list[tuple[tuple[str | int, ...], SecretRef | None]] = [
         (("broker", "password"), cfg.broker.password),
+        (("sinks", "influxdb", "token"), influx.token if influx is not None else None),
     ]
     problems = []
     for path, ref in refs:
