@@ -1,0 +1,283 @@
+"""The InfluxDB sink: meter telemetry from the outbox, written to an InfluxDB v2 endpoint.
+
+One thread reads the outbox with the sink's own cursor, turns rows into points
+(`influx_mapping`), and writes them in batches of up to `batch_size`, at the latest
+`flush_interval_s` after the first row of a batch was read.  A row is acknowledged to
+the outbox only once the write that holds it succeeded.
+
+A failed write keeps its batch and is retried, the same batch, with exponential
+backoff and jitter for as long as it takes: the outbox keeps every unacknowledged row,
+so an outage loses nothing (up to the outbox's bound) and the MQTT uplink, a consumer
+of its own, is not held up.  Only a write the server answers with 400 or 422 is not
+retried: the server has refused those points themselves (InfluxDB stores the valid
+points of such a batch and names the others), and sending them again cannot succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
+from influxdb_client.rest import ApiException
+
+from gateway.model import Priority
+from gateway.outbox import Consumer, Outbox, OutboxReader, Row
+from gateway.sinks import meter_telemetry
+from gateway.sinks.influx_mapping import PRECISION, InvalidPayload, to_points
+from gateway.sinks.settings import InfluxConfig
+
+__all__ = ["CONSUMER", "InfluxSink"]
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "influx"
+_REFUSED = frozenset({400, 422})  # the points themselves are bad: never accepted on retry
+_ADDRESS = re.compile(r" object at 0x[0-9a-f]+")
+
+
+class _Backoff:
+    """Exponential backoff with jitter, so the gateways of a site don't retry in step."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high, self.attempt = low, high, 0
+
+    def next(self) -> float:
+        delay = min(self.high, self.low * 2**self.attempt)
+        self.attempt += 1
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class _Batch:
+    """Rows read and not yet acknowledged, with their points."""
+
+    ids: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    started: float = 0.0  # monotonic time the first row was read
+    oldest_created: float | None = None  # wall time the oldest row was stored
+
+    def add(self, row: Row, lines: list[str]) -> None:
+        if not self.ids:
+            self.started = time.monotonic()
+            self.oldest_created = row.created
+        self.ids.append(row.id)
+        self.lines.extend(lines)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _TokenUnreadable(Exception):
+    """The token's file or environment variable cannot be read (yet)."""
+
+
+class InfluxSink:
+    """Writes meter telemetry from the outbox to InfluxDB; see the module docstring."""
+
+    name = CONSUMER
+
+    def __init__(self, cfg: InfluxConfig) -> None:
+        self.cfg = cfg
+        self._outbox: Outbox | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stop_deadline = math.inf
+        self._client: InfluxDBClient | None = None
+        self._api: WriteApi | None = None
+        self._batch = _Batch()
+        self._last_error = ""
+        # Figures for health, written by the sink thread only.
+        self._written = 0
+        self._acked = 0
+        self._refused = 0
+        self._invalid = 0
+        self._errors = 0
+
+    # ---- the Sink protocol -----------------------------------------------------------
+
+    def consumer(self) -> Consumer:
+        return Consumer(self.name, meter_telemetry)
+
+    def start(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        outbox.add_listener(self._wake.set)
+        self._thread = threading.Thread(target=self._main, name="sink-influx", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop_deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "influx sink still writing after %.1f s; unwritten rows stay queued", timeout
+                )
+
+    def health(self) -> dict[str, int | float | str]:
+        oldest = self._batch.oldest_created
+        return {
+            "written_total": self._written,
+            "acked_total": self._acked,
+            "refused_total": self._refused,
+            "invalid_total": self._invalid,
+            "errors_total": self._errors,
+            "last_error": self._last_error,
+            "batch": len(self._batch),
+            "lag_s": 0.0 if oldest is None else round(max(0.0, time.time() - oldest), 1),
+        }
+
+    # ---- the sink thread -----------------------------------------------------------
+
+    def _main(self) -> None:
+        assert self._outbox is not None
+        reader = self._outbox.reader()
+        try:
+            self._loop(reader)
+        except Exception:
+            log.exception("influx sink failed; its rows stay in the outbox until a restart")
+        finally:
+            reader.close()
+            self._close_client()
+
+    def _loop(self, reader: OutboxReader) -> None:
+        cfg = self.cfg
+        backoff = _Backoff(cfg.retry.min_delay_s, cfg.retry.max_delay_s)
+        after = {p: 0 for p in Priority}
+        failing = False
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and (failing or time.monotonic() > self._stop_deadline):
+                return  # what is left stays in the outbox for the next start
+            self._wake.clear()  # before reading: a commit after the read wakes us again
+            room = cfg.batch_size - len(self._batch)
+            if room > 0:
+                for row in reader.next_batch(self.name, after, room):
+                    after[row.priority] = row.id
+                    self._batch.add(row, self._points(row))
+            batch = self._batch
+            if not batch:
+                if stopping:
+                    return
+                self._wake.wait()
+                continue
+            age = time.monotonic() - batch.started
+            if len(batch) < cfg.batch_size and age < cfg.flush_interval_s and not stopping:
+                self._wake.wait(cfg.flush_interval_s - age)  # gather more rows
+                continue
+            if self._write(batch.lines):
+                failing = False
+                backoff.reset()
+                if not self._ack(batch):
+                    return
+            else:
+                failing = True
+                self._stop.wait(backoff.next())
+
+    def _points(self, row: Row) -> list[str]:
+        try:
+            return to_points(row.payload, self.cfg.measurement)
+        except InvalidPayload as exc:
+            # Should not happen: the runtime encodes every payload.  Acknowledged with its
+            # batch so that it cannot block the sink.
+            self._invalid += 1
+            log.error("outbox row %d (seq %d) skipped by the influx sink: %s", row.id, row.seq, exc)
+            return []
+
+    def _write(self, lines: list[str]) -> bool:
+        """Write the points; True when they are stored, or refused for good."""
+        if not lines:
+            return True
+        try:
+            self._write_api().write(
+                bucket=self.cfg.bucket, org=self.cfg.org, record=lines, write_precision=PRECISION
+            )
+        except ApiException as exc:
+            if exc.status not in _REFUSED:
+                return self._failed(exc)
+            self._refused += len(lines)
+            log.error(
+                "influx %s refused %d points, not retried: %s",
+                self.cfg.url,
+                len(lines),
+                _reason(exc),
+            )
+            return True
+        except Exception as exc:  # connection, timeout, unreadable token: all retried
+            return self._failed(exc)
+        if self._last_error:
+            log.info("influx %s: writing again", self.cfg.url)
+            self._last_error = ""
+        self._written += len(lines)
+        return True
+
+    def _failed(self, exc: Exception) -> bool:
+        self._errors += 1
+        self._close_client()  # the next attempt starts afresh and re-reads the token
+        reason = _reason(exc)
+        # The same failure at every retry for an hour is one log line, not hundreds.
+        if reason != self._last_error:
+            log.warning("influx %s: %s; retrying with backoff", self.cfg.url, reason)
+            self._last_error = reason
+        return False
+
+    def _write_api(self) -> WriteApi:
+        if self._api is None:
+            try:
+                token = self.cfg.token.read() if self.cfg.token is not None else None
+            except (OSError, LookupError) as exc:
+                raise _TokenUnreadable(f"cannot read the token: {exc}") from exc
+            self._client = InfluxDBClient(
+                url=self.cfg.url,
+                token=token or "",  # empty: no Authorization header
+                org=self.cfg.org,
+                timeout=int(self.cfg.timeout_s * 1000),
+            )
+            self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        return self._api
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                log.debug("closing the influx client failed", exc_info=True)
+        self._client = None
+        self._api = None
+
+    def _ack(self, batch: _Batch) -> bool:
+        """Acknowledge the batch and start a new one; False once the outbox is closed."""
+        assert self._outbox is not None
+        try:
+            self._outbox.ack(self.name, batch.ids)
+        except RuntimeError:
+            # Closed while the last write ran: the rows are written again after a restart.
+            return False
+        self._acked += len(batch)
+        self._batch = _Batch()
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, stable description of a failed write, the same for the same cause."""
+    if isinstance(exc, ApiException):
+        message = ""
+        try:
+            message = str(json.loads(exc.body or "")["message"])
+        except (ValueError, KeyError, TypeError):
+            message = (exc.body or exc.reason or "").strip()[:200]
+        return f"HTTP {exc.status}: {message}" if message else f"HTTP {exc.status}"
+    return _ADDRESS.sub("", str(exc)) or type(exc).__name__
