@@ -1,8 +1,9 @@
 """The gateway process: outbox, uplink, drivers and health, started and stopped in order.
 
-Start: open the outbox (so nothing a driver emits can be lost), start the uplink, then
-the drivers.  Stop: cancel the drivers, let the outbox commit what they handed it, let
-the uplink publish what it can for a moment, close the outbox.
+Start: open the outbox (so nothing a driver emits can be lost), start the uplink and
+the sinks, then the drivers.  Stop: cancel the drivers, let the outbox commit what they
+handed it, let the uplink and the sinks deliver what they can for a moment, close the
+outbox.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -24,6 +25,7 @@ from gateway.driver import DeviceSpec, Driver, DriverContext
 from gateway.model import Identity, Message, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
+from gateway.sinks import Sink, build_sinks
 from gateway.topics import Topics
 from gateway.uplink import CONSUMER, Reply, Uplink
 
@@ -32,15 +34,21 @@ __all__ = ["Gateway", "build_outbox"]
 log = logging.getLogger(__name__)
 
 
-def build_outbox(loaded: LoadedConfig, extra: list[Consumer] | None = None) -> Outbox:
-    """The outbox of a config, with the MQTT consumer and any sinks'."""
+def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> Outbox:
+    """The outbox of a config, with the MQTT consumer and every configured sink's.
+
+    Everything that opens the outbox must build it here: `Outbox.open` deletes the
+    pending rows of any consumer it is not given.  `sinks` None: the config's sinks.
+    """
     cfg = loaded.config.outbox
+    if sinks is None:
+        sinks = build_sinks(loaded.config)
     return Outbox(
         cfg.path,
         max_messages=cfg.max_messages,
         commit_interval_ms=cfg.commit_interval_ms,
         sync=cfg.sync,
-        consumers=[Consumer(CONSUMER), *(extra or [])],
+        consumers=[Consumer(CONSUMER), *(s.consumer() for s in sinks)],
     )
 
 
@@ -82,7 +90,8 @@ class Gateway:
         self.topics = Topics(broker.topic_prefix, self.identity)
         self.clock = Clock(cfg.clock.check)
         self.started = datetime.now(UTC)
-        self.outbox = build_outbox(loaded)
+        self.sinks = build_sinks(cfg)
+        self.outbox = build_outbox(loaded, self.sinks)
         self.router = CommandRouter()
         self.uplink = Uplink(
             broker, self.identity, self.outbox, started=self.started, on_command=self._on_command
@@ -148,7 +157,7 @@ class Gateway:
 
     def health_doc(self) -> dict[str, Any]:
         s = self.outbox.stats()
-        return {
+        doc: dict[str, Any] = {
             "schema": {"name": "community.health", "version": 1},
             "site": self.identity.site,
             "gateway": self.identity.gateway,
@@ -175,6 +184,9 @@ class Gateway:
             "publish": self.uplink.stats().as_dict(),
             "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},
         }
+        if self.sinks:  # absent, as before, on gateways without sinks
+            doc["sinks"] = {sink.name: sink.health() for sink in self.sinks}
+        return doc
 
     async def _health_loop(self) -> None:
         interval = self.loaded.config.health.interval_s
@@ -225,6 +237,8 @@ class Gateway:
         self.outbox.open()
         try:
             self.uplink.start()
+            for sink in self.sinks:
+                sink.start(self.outbox)
             tasks = self._start_drivers()
             tasks.append(asyncio.create_task(self._health_loop(), name="health"))
             tasks.append(asyncio.create_task(self._beat(), name="beat"))
@@ -238,12 +252,15 @@ class Gateway:
             if self.on_ready is not None:
                 self.on_ready()
             await stop.wait()
-            log.info("stopping: drivers first, then the uplink, then the outbox")
+            log.info("stopping: drivers first, then the uplink and sinks, then the outbox")
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await asyncio.to_thread(self.uplink.stop, 2.0)
+            await asyncio.gather(
+                asyncio.to_thread(self.uplink.stop, 2.0),
+                *(asyncio.to_thread(sink.stop, 2.0) for sink in self.sinks),
+            )
         finally:
             self.outbox.close()
