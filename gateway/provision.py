@@ -7,6 +7,7 @@ files next to the config (`secrets/`), never into the YAML, with owner-only mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -155,11 +156,18 @@ def service_owner() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _chmod(path: Path, mode: int) -> None:
+    # A boot partition (FAT, mounted by a laptop) has no modes and refuses chmod; first
+    # boot applies the modes when it moves the files into /etc/community-gateway.
+    with contextlib.suppress(PermissionError):
+        os.chmod(path, mode)
+
+
 def _write_private(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    _chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
     if owner is not None:
         os.chown(path, *owner)
 
@@ -174,8 +182,8 @@ def make_csr(key: Path, csr: Path, common_name: str) -> None:
         capture_output=True,
         umask=0o077,  # the key is never readable by others, not even for a moment
     )
-    os.chmod(key, 0o600)
-    os.chmod(csr, 0o644)  # public: it goes to the platform's CA
+    _chmod(key, 0o600)
+    _chmod(csr, 0o644)  # public: it goes to the platform's CA
 
 
 def provision(
@@ -189,7 +197,7 @@ def provision(
     secrets = out / "secrets"
     for d in (out, secrets):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(d, 0o700)
+        _chmod(d, 0o700)
         if owner is not None:
             os.chown(d, *owner)
     written = Written(config)

@@ -13,12 +13,16 @@
 #   --skip-venv   do not build the virtualenv (quick tests of everything else)
 #
 # What goes where (docs/install.md):
-#   /opt/community-gateway/venv          the program (pip install of this checkout)
+#   /opt/community-gateway/venv          the program (pip install of this checkout),
+#                                        linked as /usr/local/bin/gateway
 #   /etc/community-gateway/gateway.yaml  the config, copied from systemd/gateway.example.yaml
 #                                        only when absent; secrets/ next to it (all 0600/0700)
 #   /var/lib/community-gateway           state: the outbox (the service's only writable place)
 #   /etc/systemd/system/community-gateway{,-firstboot}.service, enabled
 set -euo pipefail
+# The program must be readable by the service user whatever root's umask is; private
+# files and folders get their modes explicitly.
+umask 022
 
 NAME=community-gateway
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -184,6 +188,8 @@ install_files() {
     [ -z "$OWNER" ] || chown "$OWNER" "$ETC/gateway.yaml"
   fi
   put "$SRC/docs/install.md" "$OPT/docs/install.md" 0644
+  # `gateway check`, `gateway ports` ... on the PATH of installers and admins.
+  link "/opt/$NAME/venv/bin/gateway" "$ROOT/usr/local/bin/gateway"
   put "$SRC/systemd/$SERVICE" "$UNITS/$SERVICE" 0644
   put "$SRC/systemd/$FIRSTBOOT" "$UNITS/$FIRSTBOOT" 0644
   # Debian has no gpio group; Raspberry Pi OS has, and owns /dev/gpiochip* with it.
@@ -216,6 +222,9 @@ uninstall() {
   fi
   rm -f "$WANTS/$SERVICE" "$WANTS/$FIRSTBOOT" "$UNITS/$SERVICE" "$UNITS/$FIRSTBOOT"
   rm -rf "$DROPIN" "$OPT"
+  if [ "$(readlink "$ROOT/usr/local/bin/gateway" 2>/dev/null)" = "/opt/$NAME/venv/bin/gateway" ]; then
+    rm -f "$ROOT/usr/local/bin/gateway"
+  fi
   live_systemd && systemctl daemon-reload
   say "removed the program and its units"
   if [ "$PURGE" = 1 ]; then

@@ -69,6 +69,8 @@ def test_install_lays_out_the_tree_and_a_second_run_changes_nothing(tmp_path: Pa
         assert mode(installed) == 0o644
         link = root / UNITS / "multi-user.target.wants" / unit
         assert os.readlink(link) == f"/etc/systemd/system/{unit}"
+    command = os.readlink(root / "usr/local/bin/gateway")
+    assert command == "/opt/community-gateway/venv/bin/gateway"
     etc = root / "etc/community-gateway"
     assert mode(etc) == 0o700 and mode(etc / "secrets") == 0o700
     assert mode(root / "var/lib/community-gateway") == 0o700
@@ -130,6 +132,7 @@ def test_uninstall_keeps_data_unless_purged(tmp_path: Path) -> None:
     result = install(root, "--uninstall")
     assert "kept /etc/community-gateway and /var/lib/community-gateway" in result.stdout
     assert not (root / "opt/community-gateway").exists()
+    assert not (root / "usr/local/bin/gateway").is_symlink()
     assert not list((root / UNITS).rglob("community-gateway*"))
     assert (root / "etc/community-gateway/gateway.yaml").exists()
     assert outbox.read_bytes() == b"messages waiting"
