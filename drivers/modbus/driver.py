@@ -215,7 +215,9 @@ class ModbusDriver(Driver):
     def _went_offline(self, dev: _Device, fault: Fault) -> Event:
         reason = f"{fault.detail} ({dev.health.failures} polls in a row)"
         self.ctx.set_available(dev.spec.id, False, reason)
-        self.ctx.logger.warning("modbus device %s is offline: %s", dev.where, reason)
+        # A port fault was logged once for the whole bus; each meter only notes its state.
+        level = logging.INFO if fault.kind is FaultKind.PORT else logging.WARNING
+        self.ctx.logger.log(level, "modbus device %s is offline: %s", dev.where, reason)
         data: dict[str, Any] = {
             "fault": str(fault.kind),
             "detail": fault.detail,

@@ -139,17 +139,21 @@ class Link:
         if client is not None:
             client.close()
         self._client = client = self._new_client(timeout)
+        error = ""
         try:
             async with asyncio.timeout(max(timeout, 1.0) + 1.0):
                 ok = await client.connect()
         except TimeoutError:
             ok = False
+        except Exception as exc:  # termios.error, SerialException: the port refuses a setting
+            ok, error = False, f"{type(exc).__name__}: {exc}"
         if not ok:
             client.close()
             self._client = None
             self._retry_at = loop.time() + self._connect_delay
             self._connect_delay = min(self._connect_delay * 2, _CONNECT_BACKOFF_MAX_S)
-            raise self._port_fault(self._why_not_open())
+            detail = self._why_not_open()
+            raise self._port_fault(f"{detail} ({error})" if error else detail)
         if self._port_fault_logged:
             self.logger.info("modbus bus %s: connected again", self.describe())
             self.stats.reconnects += 1
