@@ -296,7 +296,10 @@ def profile_names() -> list[str]:
 
 @cache
 def load_profile(name: str) -> Profile:
-    """The shipped profile `name` (profiles/NAME.yaml), validated once per process."""
+    """A shipped profile by name (profiles/NAME.yaml), or a site's own profile by absolute
+    path (/etc/gateway/profiles/my_meter.yaml); validated once per process."""
+    if name.startswith("/"):
+        return load_profile_file(Path(name))
     if name not in profile_names():
         raise KeyError(f"no profile {name!r} (known: {', '.join(profile_names())})")
     return load_profile_file(PROFILE_DIR / f"{name}.yaml")

@@ -24,7 +24,7 @@ from pydantic import (
 from gateway.driver import DeviceSpec
 from gateway.model import Kind
 
-from .profile import Profile, load_profile, profile_names
+from .profile import Profile, ProfileError, load_profile, profile_names
 
 __all__ = [
     "BusKey",
@@ -147,7 +147,10 @@ class ModbusSettings(_Strict):
 
     bus: Bus
     unit_id: int = Field(ge=0, le=255, description="1-247 on RS-485")
-    profile: str = Field(description="a file name in drivers/modbus/profiles, without .yaml")
+    profile: str = Field(
+        description="a shipped profile's name (profiles/NAME.yaml without .yaml), "
+        "or the absolute path of a site's own profile file"
+    )
     poll_interval_s: float = Field(10.0, ge=0.05, le=86400)
     max_gap: int | None = Field(
         None, ge=0, le=124, description="largest hole a read may span, in registers"
@@ -158,10 +161,19 @@ class ModbusSettings(_Strict):
     @field_validator("profile")
     @classmethod
     def _profile(cls, value: str, info: ValidationInfo) -> str:
-        if value not in profile_names():
-            raise ValueError(f"unknown profile {value!r} (known: {', '.join(profile_names())})")
+        if value.startswith("/"):
+            try:
+                prof = load_profile(value)
+            except ProfileError as exc:
+                raise ValueError(f"profile file {value} is not valid:\n{exc}") from None
+        elif value not in profile_names():
+            raise ValueError(
+                f"unknown profile {value!r} (known: {', '.join(profile_names())}; "
+                "or give the absolute path of a profile file)"
+            )
+        else:
+            prof = load_profile(value)
         kind = _kind(info)
-        prof = load_profile(value)
         if kind is not None and prof.kind is not kind:
             raise ValueError(
                 f"profile {value} is for a {prof.kind} device, and this one is a {kind}"

@@ -142,3 +142,21 @@ def test_default_inter_frame_gap_is_three_and_a_half_characters() -> None:
     assert SerialBus(port="/dev/x", baud=9600, parity="E").gap_s == pytest.approx(3.5 * 11 / 9600)
     assert SerialBus(port="/dev/x", baud=115200).gap_s == pytest.approx(0.00175)
     assert SerialBus(port="/dev/x", inter_frame_gap_ms=20).gap_s == pytest.approx(0.02)
+
+
+def test_a_site_profile_is_given_by_absolute_path_and_validated_up_front(tmp_path: Path) -> None:
+    mine = tmp_path / "acme_em1.yaml"
+    mine.write_text(
+        "model: ACME EM1\nkind: meter\nsource: ACME EM1 manual, Modbus register table\n"
+        "points:\n  - {name: voltage, table: input, address: 0, decode: uint16, scale: 0.1, unit: V}\n"
+    )
+    (spec,) = specs(tmp_path, METER.replace("eastron_sdm120", str(mine)))
+    assert isinstance(spec.settings, ModbusSettings)
+    assert spec.settings.profile_model.model == "ACME EM1"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(mine.read_text().replace("unit: V", "unit: volts"))
+    (found,) = problems(tmp_path, METER.replace("eastron_sdm120", str(broken)))
+    assert "devices[0].driver.profile: profile file" in found
+    assert f"{broken}:5 points[0].unit" in found
+    (relative,) = problems(tmp_path, METER.replace("eastron_sdm120", "acme_em1.yaml"))
+    assert "give the absolute path of a profile file" in relative
