@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,3 +338,42 @@ def test_plan_command_shows_the_reads(tmp_path: Path) -> None:
     other = CliRunner().invoke(gateway_main, ["plan", "door", "-c", str(path)])
     assert other.exit_code != 0
     assert "uses the simulated driver, not modbus" in other.output
+
+
+def test_gateway_read_prints_every_point_or_the_fault_and_what_to_check(tmp_path: Path) -> None:
+    gateway = shutil.which("gateway", path=str(Path(sys.executable).parent))
+    assert gateway is not None, "the gateway program is not installed in this venv"
+    port = free_port()
+    peer = ModbusPeer([meter_unit(1, "eastron_sdm120", voltage=230.2, energy_import=1234.5)])
+    path = config_file(
+        tmp_path,
+        device("flat", "eastron_sdm120", 1, tcp(port))
+        + device("gone", "eastron_sdm120", 4, tcp(port)),
+    )
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            gateway, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    async def scenario() -> list[tuple[int, str, str]]:
+        await peer.start_tcp(port)
+        try:
+            return [
+                await cli("read", "flat", "-c", str(path)),
+                await cli("read", "gone", "-c", str(path)),
+            ]
+        finally:
+            await peer.stop()
+
+    (code, out, err), (dead_code, _, dead_err) = asyncio.run(scenario())
+    assert code == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert len(rows) == 13
+    assert rows["voltage"][:5] == ["voltage", "230.2", "V", "0x4366", "0x3333"]
+    assert rows["energy_import"][:5] == ["energy_import", "1234.5", "kWh", "0x449A", "0x5000"]
+    assert dead_code == 1
+    assert "gone: FAULT no reply from unit 4 within 0.3 s (input 0+32)" in dead_err
+    assert "check: " in dead_err
