@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from drivers.modbus.driver import read_once
 from drivers.modbus.profile import Table
 from gateway.cli import main as gateway_main
+from gateway.driver import ReadResult
 from gateway.model import EventType
 from tests.peers import free_port
 
@@ -300,7 +301,7 @@ def test_read_once_shows_values_units_raw_registers_or_the_fault(tmp_path: Path)
     )
     ok_spec, dead_spec = specs(tmp_path, devs)
 
-    async def scenario() -> tuple[object, object]:
+    async def scenario() -> tuple[ReadResult, ReadResult]:
         await peer.start_tcp(port)
         try:
             return await read_once(ok_spec), await read_once(dead_spec)
@@ -308,16 +309,16 @@ def test_read_once_shows_values_units_raw_registers_or_the_fault(tmp_path: Path)
             await peer.stop()
 
     ok, dead = asyncio.run(scenario())
-    points = {p.name: p for p in ok.points}  # type: ignore[attr-defined]
-    assert ok.ok  # type: ignore[attr-defined]
+    points = {p.name: p for p in ok.points}
+    assert ok.ok
     v = points["voltage_l1"]
     assert (v.value, v.unit, v.raw) == (230.1, "V", "0x450F 0xD000")
     assert "holding 8198 (0x2006) float32" in v.note
     assert points["energy_import"].note.endswith("counter")
     f = points["frequency"]
     assert f.value is None and "exception 2 (illegal data address)" in f.note
-    assert dead.fault == "no reply from unit 9 within 0.3 s (holding 4126+12)"  # type: ignore[attr-defined]
-    assert "unit id" in dead.hint  # type: ignore[attr-defined]
+    assert dead.fault == "no reply from unit 9 within 0.3 s (holding 4126+12)"
+    assert "unit id" in dead.hint
 
 
 def test_plan_command_shows_the_reads(tmp_path: Path) -> None:
