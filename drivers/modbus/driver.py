@@ -85,6 +85,7 @@ class _Device:
     health: DeviceHealth
     guards: dict[str, CounterGuard]
     flags: dict[str, bool] = field(default_factory=dict)
+    bad_points: dict[str, str] = field(default_factory=dict)  # logged until they decode again
     next_due: float = 0.0
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -237,7 +238,8 @@ class ModbusDriver(Driver):
         for d in decoded:
             p = d.point
             if d.value is None:
-                if not d.read_failed and dev.health.first_time(f"point:{p.name}:{d.error}"):
+                if not d.read_failed and p.name not in dev.bad_points:
+                    dev.bad_points[p.name] = d.error
                     self._counts["point_errors"] += 1
                     self.ctx.logger.warning(
                         "modbus device %s: point %s not published: %s; check the profile's "
@@ -247,6 +249,8 @@ class ModbusDriver(Driver):
                         d.error,
                     )
                 continue
+            if dev.bad_points.pop(p.name, None) is not None:
+                self.ctx.logger.info("modbus device %s: point %s decodes again", dev.where, p.name)
             if p.emit is Emit.EVENT:
                 events.extend(self._edges(dev, p, bool(d.value), ts))
                 continue

@@ -378,3 +378,33 @@ def test_gateway_read_prints_every_point_or_the_fault_and_what_to_check(tmp_path
     assert dead_code == 1
     assert "gone: FAULT no reply from unit 4 within 0.3 s (input 0+32)" in dead_err
     assert "check: " in dead_err
+
+
+def test_a_point_the_meter_reports_as_nan_is_left_out_and_logged_once(
+    tmp_path: Path, ctx: HistoryContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    unit = meter_unit(1, "eastron_sdm120", voltage=230.0)
+    unit.set(Table.INPUT, 0x0046, [0x7FC0, 0x0000])  # frequency: NaN, "not available"
+    peer = ModbusPeer([unit])
+
+    async def scenario() -> None:
+        await peer.start_tcp(port)
+        try:
+            async with running(specs(tmp_path, device("m", "eastron_sdm120", 1, tcp(port))), ctx):
+                await wait_until(lambda: len(telemetry(ctx.messages, "m")) >= 4)
+                await peer.set(1, Table.INPUT, 0x0046, float32_words(50.0))
+                await wait_until(lambda: "frequency" in readings(telemetry(ctx.messages, "m")[-1]))
+        finally:
+            await peer.stop()
+
+    with caplog.at_level(logging.INFO, logger="test.driver"):
+        asyncio.run(scenario())
+    published = [readings(t).get("frequency") for t in telemetry(ctx.messages, "m")]
+    assert published[:4] == [None] * 4
+    assert published[-1] == (50.0, "Hz", "gauge")
+    logs = [r.getMessage() for r in caplog.records if "frequency" in r.getMessage()]
+    assert len(logs) == 2, logs
+    assert "point frequency not published: the meter reports no value (nan)" in logs[0]
+    assert "point frequency decodes again" in logs[1]
+    assert ctx.availability["m"] == (True, "")
