@@ -98,6 +98,7 @@ class InfluxSink:
         self._api: WriteApi | None = None
         self._batch = _Batch()
         self._last_error = ""
+        self._last_cause = ""  # what a failure is logged once for; see _failed
         # Figures for health, written by the sink thread only.
         self._written = 0
         self._acked = 0
@@ -220,18 +221,20 @@ class InfluxSink:
             return self._failed(exc)
         if self._last_error:
             log.info("influx %s: writing again", self.cfg.url)
-            self._last_error = ""
+            self._last_error = self._last_cause = ""
         self._written += len(lines)
         return True
 
     def _failed(self, exc: Exception) -> bool:
         self._errors += 1
         self._close_client()  # the next attempt starts afresh and re-reads the token
-        reason = _reason(exc)
-        # The same failure at every retry for an hour is one log line, not hundreds.
-        if reason != self._last_error:
-            log.warning("influx %s: %s; retrying with backoff", self.cfg.url, reason)
-            self._last_error = reason
+        self._last_error = _reason(exc)
+        # The same failure at every retry for an hour is one log line, not hundreds.  An
+        # HTTP error counts as the same by its status: bodies may name the client's port.
+        cause = f"HTTP {exc.status}" if isinstance(exc, ApiException) else self._last_error
+        if cause != self._last_cause:
+            log.warning("influx %s: %s; retrying with backoff", self.cfg.url, self._last_error)
+            self._last_cause = cause
         return False
 
     def _write_api(self) -> WriteApi:
@@ -272,7 +275,7 @@ class InfluxSink:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, stable description of a failed write, the same for the same cause."""
+    """A failed write in words: the server's message, or the client's error."""
     if isinstance(exc, ApiException):
         message = ""
         try:
