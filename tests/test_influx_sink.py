@@ -65,6 +65,7 @@ class VictoriaMetrics:
     """`victoria-metrics` on a free loopback port, its storage in the test's folder."""
 
     workdir: Path
+    args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -82,6 +83,7 @@ class VictoriaMetrics:
                 f"-storageDataPath={self.workdir / 'data'}",
                 "-retentionPeriod=1d",
                 "-search.latencyOffset=0s",
+                *self.args,
             ],
             stdout=log,
             stderr=log,
@@ -104,6 +106,9 @@ class VictoriaMetrics:
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Every stored series matching a selector, as `/api/v1/export` returns them."""
+        # Without a flush, a query made before new series are searchable caches "none"
+        # for about 10 s; the flush makes everything received so far searchable at once.
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
         query = urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as resp:
             return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
@@ -394,6 +399,35 @@ def test_sink_writes_in_batches_and_a_bad_row_does_not_block_it(
     assert wait_for(lambda: len(vm.samples()) == 250, timeout=10, interval=0.3), len(vm.samples())
     got = {ts: v for (_, ts), v in vm.samples().items()}
     assert got == {start + i: float(i) for i in range(250)}
+
+
+def test_points_the_server_refuses_are_logged_once_and_do_not_block_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # VictoriaMetrics answers 400 to a line over its limit, as InfluxDB does to a point
+    # with a field type conflict: sending it again can never succeed.
+    vm = VictoriaMetrics(tmp_path / "vm", args=["-influx.maxLineSize=400"])
+    vm.start()
+    sink = InfluxSink(sink_config(vm.url, batch_size=1))
+    box = open_outbox(tmp_path, sink)
+    start = int(time.time() * 1000) - 60_000
+    try:
+        many = tuple(Reading(f"register_{i}", float(i)) for i in range(40))
+        box.put(item(Telemetry(meter_ref(), TS, many))).result(5)
+        for i in range(5):
+            ts = datetime.fromtimestamp((start + i) / 1000, UTC)
+            box.put(item(Telemetry(meter_ref(), ts, (Reading("power", float(i)),)))).result(5)
+        sink.start(box)
+        assert wait_for(lambda: not pending_for(tmp_path / "outbox.db", "influx"), timeout=15)
+        health = sink.health()
+        sink.stop(2.0)
+        assert wait_for(lambda: len(vm.samples()) == 5, timeout=10, interval=0.3)
+    finally:
+        box.close()
+        vm.stop()
+    assert (health["refused_total"], health["written_total"], health["acked_total"]) == (1, 5, 6)
+    refusals = [r for r in caplog.records if "not retried" in r.getMessage()]
+    assert len(refusals) == 1 and "HTTP 400" in refusals[0].getMessage()
 
 
 def test_sink_stops_promptly_during_an_outage_and_keeps_its_rows(tmp_path: Path) -> None:
