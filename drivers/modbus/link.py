@@ -27,6 +27,9 @@ __all__ = ["Link", "LinkStats", "quiet_pymodbus"]
 
 _CONNECT_BACKOFF_MIN_S = 0.5
 _CONNECT_BACKOFF_MAX_S = 30.0
+# pymodbus's own reply timeout, only a backstop: above the largest timeout_s a device may
+# have (10 s), since each request is cut at its own device's timeout here.
+_PYMODBUS_TIMEOUT_S = 11.0
 
 
 def quiet_pymodbus() -> None:
@@ -84,9 +87,8 @@ class Link:
             self._rx_bytes = max(self._rx_bytes, len(data))
         return data
 
-    def _new_client(self, timeout: float) -> AnyClient:
-        # pymodbus's own timeout is a backstop above every caller's; retries and
-        # reconnects are ours (backoff per device, one log line per fault).
+    def _new_client(self) -> AnyClient:
+        # Retries and reconnects are ours (backoff per device, one log line per fault).
         if isinstance(self.bus, SerialBus):
             return AsyncModbusSerialClient(
                 self.bus.port,
@@ -95,7 +97,7 @@ class Link:
                 bytesize=self.bus.bytesize,
                 parity=str(self.bus.parity),
                 stopbits=self.bus.stopbits,
-                timeout=timeout + 1.0,
+                timeout=_PYMODBUS_TIMEOUT_S,
                 retries=0,
                 reconnect_delay=0,
                 trace_packet=self._trace,
@@ -105,7 +107,7 @@ class Link:
             self.bus.host,
             port=self.bus.port,
             framer=framer,
-            timeout=timeout + 1.0,
+            timeout=_PYMODBUS_TIMEOUT_S,
             retries=0,
             reconnect_delay=0,
             trace_packet=self._trace,
@@ -138,7 +140,7 @@ class Link:
             raise self._port_fault(self._why_not_open() + " (retrying)")
         if client is not None:
             client.close()
-        self._client = client = self._new_client(timeout)
+        self._client = client = self._new_client()
         error = ""
         try:
             async with asyncio.timeout(max(timeout, 1.0) + 1.0):
