@@ -408,3 +408,35 @@ def test_a_point_the_meter_reports_as_nan_is_left_out_and_logged_once(
     assert "point frequency not published: the meter reports no value (nan)" in logs[0]
     assert "point frequency decodes again" in logs[1]
     assert ctx.availability["m"] == (True, "")
+
+
+def test_a_restarted_tcp_device_is_reconnected(tmp_path: Path, ctx: HistoryContext) -> None:
+    port = free_port()
+    extra = "    offline_after: 2\n    backoff_max_s: 0.4\n"
+
+    def changes() -> list[bool]:
+        return [up for d, up, _ in ctx.changes if d == "m"]
+
+    async def scenario() -> None:
+        peer = await ModbusPeer([meter_unit(1, "eastron_sdm120", voltage=230.0)]).start_tcp(port)
+        spec = specs(tmp_path, device("m", "eastron_sdm120", 1, tcp(port), extra=extra))
+        async with running(spec, ctx):
+            await wait_until(lambda: bool(telemetry(ctx.messages, "m")))
+            await peer.stop()  # the meter's Ethernet module reboots
+            await wait_until(lambda: changes() == [True, False])
+            peer = await ModbusPeer([meter_unit(1, "eastron_sdm120", voltage=231.0)]).start_tcp(
+                port
+            )
+            try:
+                await wait_until(lambda: changes() == [True, False, True], timeout=15)
+                await wait_until(
+                    lambda: readings(telemetry(ctx.messages, "m")[-1])["voltage"][0] == 231.0
+                )
+            finally:
+                await peer.stop()
+
+    asyncio.run(scenario())
+    (fault,) = events(ctx.messages, "m", EventType.DEVICE_FAULT)
+    assert fault.data["fault"] == "port"
+    assert f"127.0.0.1:{port}" in fault.data["detail"]
+    assert "firewall" in fault.data["hint"]
