@@ -1,0 +1,204 @@
+"""The zigbee2mqtt driver: device state and availability from zigbee2mqtt's MQTT topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from drivers.zigbee2mqtt.client import (
+    Connected,
+    Disconnected,
+    Inbound,
+    Received,
+    SubscriberClient,
+)
+from drivers.zigbee2mqtt.mapping import (
+    Availability,
+    DeviceState,
+    Problem,
+    ProblemKind,
+    parse_availability,
+)
+from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
+from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth
+from gateway.model import Event
+
+__all__ = ["Zigbee2MqttDriver"]
+
+# After an unexpected error while serving a broker, wait before starting again.
+_RESTART_DELAY_S = 5.0
+# Problems are logged once per topic and kind; bound the memory of what was logged.
+_MAX_LOGGED = 1000
+
+
+def settings_of(spec: DeviceSpec) -> Zigbee2MqttSettings:
+    return cast(Zigbee2MqttSettings, spec.settings)
+
+
+@dataclass(slots=True)
+class _Device:
+    spec: DeviceSpec
+    state: DeviceState
+    z2m_online: bool | None = None  # what zigbee2mqtt last said; None: it said nothing
+
+
+@dataclass(slots=True)
+class _Broker:
+    """The devices served by one broker, by the topics zigbee2mqtt publishes them on."""
+
+    host: str
+    port: int
+    state_topics: dict[str, _Device] = field(default_factory=dict)
+    availability_topics: dict[str, _Device] = field(default_factory=dict)
+    connected: bool = False
+    reason: str = ""
+
+    @property
+    def subscriptions(self) -> list[str]:
+        bases = {settings_of(d.spec).base_topic for d in self.state_topics.values()}
+        return [f"{base}/#" for base in sorted(bases)]
+
+
+class Zigbee2MqttDriver(Driver):
+    """Subscribes to zigbee2mqtt; one MQTT client per broker, shared by all its devices."""
+
+    def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        self._brokers: list[_Broker] = []
+        self._online: dict[str, bool] = {}
+        self._stats = DriverHealth(devices_total=len(devices))
+        self._counts: Counter[str] = Counter()
+        self._logged: set[tuple[str, ProblemKind]] = set()
+
+    async def run(self) -> None:
+        by_broker: dict[tuple[str, int], list[DeviceSpec]] = defaultdict(list)
+        for spec in self.devices.values():
+            s = settings_of(spec)
+            by_broker[(s.host, s.port)].append(spec)
+        async with asyncio.TaskGroup() as group:
+            for (host, port), specs in by_broker.items():
+                broker = self._admit(host, port, specs)
+                if broker.state_topics:
+                    self._brokers.append(broker)
+                    group.create_task(self._keep(broker), name=f"zigbee2mqtt {host}:{port}")
+        await asyncio.Future()  # the contract: return only when cancelled
+
+    def health(self) -> DriverHealth:
+        s = self._stats
+        s.devices_online = sum(self._online.values())
+        s.extra = {
+            "connected": sum(b.connected for b in self._brokers),
+            **{k: self._counts[k] for k in ("messages", "events", "disconnects")},
+            **{str(k): self._counts[str(k)] for k in ProblemKind},
+        }
+        return s
+
+    def _error(self, text: str) -> None:
+        self._stats.errors += 1
+        self._stats.last_error = text
+
+    def _set(self, device: _Device, available: bool, reason: str = "") -> None:
+        self._online[device.spec.id] = available
+        self.ctx.set_available(device.spec.id, available, reason)
+
+    def _admit(self, host: str, port: int, specs: list[DeviceSpec]) -> _Broker:
+        broker = _Broker(host, port)
+        for spec in specs:
+            s = settings_of(spec)
+            topic = f"{s.base_topic}/{s.friendly_name}"
+            if topic in broker.state_topics:
+                other = broker.state_topics[topic].spec.id
+                reason = f"friendly_name {s.friendly_name!r} is also used by {other}"
+                self.ctx.logger.error("zigbee2mqtt device %s not used: %s", spec.id, reason)
+                self.ctx.set_available(spec.id, False, reason)
+                self._error(reason)
+                continue
+            device = _Device(spec, DeviceState(s.profile))
+            broker.state_topics[topic] = device
+            broker.availability_topics[f"{topic}/availability"] = device
+        return broker
+
+    async def _keep(self, broker: _Broker) -> None:
+        # A bug met while handling one message must not end the alarms of every device.
+        while True:
+            client = SubscriberClient(broker.host, broker.port, broker.subscriptions)
+            client.start()
+            try:
+                while True:
+                    await self._handle(broker, await client.inbox.get())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.ctx.logger.exception(
+                    "zigbee2mqtt: serving %s:%d failed", broker.host, broker.port
+                )
+            finally:
+                client.stop()
+            await asyncio.sleep(_RESTART_DELAY_S)
+
+    async def _handle(self, broker: _Broker, item: Inbound) -> None:
+        if isinstance(item, Connected):
+            if broker.reason:
+                self.ctx.logger.info(
+                    "zigbee2mqtt: connected to %s:%d again", broker.host, broker.port
+                )
+            broker.connected, broker.reason = True, ""
+            # zigbee2mqtt's retained availability follows right after the subscription.
+            for device in broker.state_topics.values():
+                self._set(
+                    device,
+                    device.z2m_online is not False,
+                    "" if device.z2m_online is not False else "zigbee2mqtt reports it offline",
+                )
+        elif isinstance(item, Disconnected):
+            if broker.connected:
+                self._counts["disconnects"] += 1
+            broker.connected = False
+            self._error(item.reason)
+            if item.reason != broker.reason:
+                self.ctx.logger.warning("zigbee2mqtt: %s; retrying", item.reason)
+                for device in broker.state_topics.values():
+                    self._set(device, False, item.reason)
+            broker.reason = item.reason
+        else:
+            await self._message(broker, item)
+
+    async def _message(self, broker: _Broker, item: Received) -> None:
+        self._counts["messages"] += 1
+        if (device := broker.state_topics.get(item.topic)) is not None:
+            found, problems = device.state.apply(item.payload, retained=item.retained)
+            for problem in problems:
+                self._problem(item.topic, problem)
+            s = settings_of(device.spec)
+            for f in found:
+                self._counts["events"] += 1
+                data = {"friendly_name": s.friendly_name, "key": f.key, "value": f.value}
+                await self.ctx.emit(Event(device.spec.ref, self.ctx.now(), f.event, data))
+        elif (device := broker.availability_topics.get(item.topic)) is not None:
+            said = parse_availability(item.payload)
+            if isinstance(said, Problem):
+                self._problem(item.topic, said)
+                return
+            device.z2m_online = said is Availability.ONLINE
+            if broker.connected:
+                reason = "" if device.z2m_online else "zigbee2mqtt reports it offline"
+                self._set(device, device.z2m_online, reason)
+        # Anything else is zigbee2mqtt's own (bridge/...) or a device of no one's.
+
+    def _problem(self, topic: str, problem: Problem) -> None:
+        self._counts[str(problem.kind)] += 1
+        self._error(f"{topic}: {problem.detail}")
+        key = (topic, problem.kind)
+        if key in self._logged or len(self._logged) >= _MAX_LOGGED:
+            self.ctx.logger.debug("zigbee2mqtt %s: %s", topic, problem.detail)
+            return
+        self._logged.add(key)
+        self.ctx.logger.warning(
+            "zigbee2mqtt %s: %s (%s; logged once per topic, counted in health)",
+            topic,
+            problem.detail,
+            problem.kind,
+        )

@@ -1,0 +1,206 @@
+"""Zigbee mappings as data, and the pure code applying them to zigbee2mqtt messages.
+
+A mapping (one YAML file in `profiles/`) names the keys of a device's zigbee2mqtt state
+that become events: `state` keys give an event when their value changes (zigbee2mqtt
+republishes the whole state on every report), `actions` keys give one every time.
+Nothing here does I/O: `DeviceState.apply` takes the payload bytes and returns events
+and problems, and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.model import EventType, Kind
+
+__all__ = [
+    "DEFAULT_MAPPING",
+    "PROFILE_DIR",
+    "Availability",
+    "DeviceState",
+    "Found",
+    "Mapping",
+    "Problem",
+    "ProblemKind",
+    "load_mapping",
+    "mapping_names",
+    "parse_availability",
+]
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+DEFAULT_MAPPING = {Kind.SMOKE: "smoke", Kind.ELDERLY_ALARM: "sos_button", Kind.DOOR: "door"}
+
+# zigbee2mqtt values are JSON booleans or strings; the table's keys say which.
+Table = dict[bool | str, EventType]
+
+
+class Mapping(BaseModel):
+    """Which zigbee2mqtt keys of one device family become which events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(min_length=1)
+    state: dict[str, Table] = Field(default_factory=dict)
+    actions: dict[str, Table] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if not self.state and not self.actions:
+            raise ValueError("a mapping needs at least one `state` or `actions` key")
+        if both := set(self.state) & set(self.actions):
+            raise ValueError(f"{', '.join(sorted(both))} cannot be both a state and an action")
+        for key, table in {**self.state, **self.actions}.items():
+            if not table:
+                raise ValueError(f"key {key!r} maps no value to an event")
+            if len({type(v) for v in table}) > 1:
+                raise ValueError(f"key {key!r} mixes boolean and text values")
+        return self
+
+    @property
+    def events(self) -> frozenset[EventType]:
+        return frozenset(
+            e for t in (*self.state.values(), *self.actions.values()) for e in t.values()
+        )
+
+
+@cache
+def mapping_names() -> tuple[str, ...]:
+    """Names of the mappings shipped in `profiles/`, sorted."""
+    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+
+
+@cache
+def load_mapping(name: str) -> Mapping:
+    """The validated mapping `name`; KeyError if there is no such file."""
+    if name not in mapping_names():
+        raise KeyError(name)
+    path = PROFILE_DIR / f"{name}.yaml"
+    try:
+        return Mapping.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        raise ValueError(f"mapping {path} is invalid:\n{exc}") from exc
+
+
+class ProblemKind(StrEnum):
+    """Why a message gave no event; each is logged once per topic and counted in health."""
+
+    MALFORMED = "malformed"  # not JSON, or not the shape zigbee2mqtt publishes
+    UNEXPECTED_TYPE = "unexpected_type"  # a mapped key with a value of another type
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: ProblemKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An event a message means, with what caused it."""
+
+    event: EventType
+    key: str
+    value: bool | str
+
+
+_SHOWN = 60
+
+
+def _shown(payload: bytes) -> str:
+    text = payload.decode("utf-8", "backslashreplace")
+    return repr(text[:_SHOWN] + ("…" if len(text) > _SHOWN else ""))
+
+
+def _decode_object(payload: bytes) -> dict[str, Any] | Problem:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return Problem(ProblemKind.MALFORMED, f"not JSON: {_shown(payload)}")
+    if not isinstance(doc, dict):
+        return Problem(ProblemKind.MALFORMED, f"not a JSON object: {_shown(payload)}")
+    return doc
+
+
+def _wrong_type(table: Table, key: str, value: Any) -> Problem | None:
+    """A Problem if `value` is not of the type of the table's values (bool is not int)."""
+    wanted = type(next(iter(table)))
+    if type(value) is wanted:
+        return None
+    name = "true/false" if wanted is bool else "text"
+    return Problem(
+        ProblemKind.UNEXPECTED_TYPE, f"{key!r} is {_shown(repr(value).encode())}, expected {name}"
+    )
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """The last known state of one device; turns each message into events on change."""
+
+    mapping: Mapping
+    last: dict[str, bool | str] = field(default_factory=dict)
+
+    def apply(self, payload: bytes, *, retained: bool = False) -> tuple[list[Found], list[Problem]]:
+        """Events and problems of one state message.
+
+        The first value of a state key counts as a change: after a restart the
+        platform learns the current state (an alarm still on is reported again).
+        A retained message replays an old one, so its actions are not new presses.
+        """
+        doc = _decode_object(payload)
+        if isinstance(doc, Problem):
+            return [], [doc]
+        found: list[Found] = []
+        problems: list[Problem] = []
+        for key, table in self.mapping.state.items():
+            value = doc.get(key)
+            if value is None:
+                continue
+            if problem := _wrong_type(table, key, value):
+                problems.append(problem)
+                continue
+            if self.last.get(key) == value:
+                continue
+            self.last[key] = value
+            if value in table:
+                found.append(Found(table[value], key, value))
+        if retained:
+            return found, problems
+        for key, table in self.mapping.actions.items():
+            value = doc.get(key)
+            if value is None or value == "":  # zigbee2mqtt clears `action` after a press
+                continue
+            if problem := _wrong_type(table, key, value):
+                problems.append(problem)
+            elif value in table:
+                found.append(Found(table[value], key, value))
+        return found, problems
+
+
+class Availability(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+def parse_availability(payload: bytes) -> Availability | Problem:
+    """`{"state": "online"}` (zigbee2mqtt 1.x with JSON availability, 2.x) or plain `online`."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text in ("online", "offline"):
+        return Availability(text)
+    doc = _decode_object(payload)
+    if isinstance(doc, Problem):
+        return doc
+    state = doc.get("state")
+    if state in ("online", "offline"):
+        return Availability(state)
+    return Problem(
+        ProblemKind.MALFORMED, f"availability is neither online nor offline: {_shown(payload)}"
+    )
