@@ -312,3 +312,34 @@ def test_retained_state_is_reported_once_and_a_retained_press_is_not_replayed(
     z2m.close()
     assert types(ctx, "smoke-101") == [EventType.SMOKE_ALARM]  # an alarm still on is reported
     assert types(ctx, "sos-101") == [EventType.ELDERLY_SOS]  # only the marker's live press
+
+
+def test_a_broker_not_up_yet_at_start_is_waited_for(
+    tmp_path: Path, broker: Mosquitto, recording_ctx: RecordingContext
+) -> None:
+    """At boot the gateway may start before Mosquitto; the devices follow the broker."""
+    ctx = recording_ctx
+    specs = load(tmp_path, broker)
+    broker.stop()
+
+    async def main() -> None:
+        driver = DRIVER.factory(specs, ctx)
+        task = asyncio.create_task(driver.run())
+        try:
+            await until(lambda: set(ctx.availability) == set(IDS))
+            for available, reason in ctx.availability.values():
+                assert not available and "cannot connect to zigbee2mqtt's broker" in reason
+            await asyncio.to_thread(broker.start)
+            await until(lambda: all_available(ctx), timeout=15)
+            z2m = Z2M(broker)
+            try:
+                await marker(z2m, ctx)
+            finally:
+                z2m.close()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert types(ctx, "sos-101") == [EventType.ELDERLY_SOS]
