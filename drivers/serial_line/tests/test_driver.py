@@ -284,3 +284,35 @@ def test_two_devices_claiming_one_code_keep_the_first(
     assert events(ctx)[0].device.id == "pendant-101"
     available, reason = ctx.availability["pendant-copy"]
     assert not available and "also used by pendant-101" in reason
+
+
+def test_a_receiver_plugged_in_after_start_is_found(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    ctx = recording_ctx
+    specs = standard(tmp_path, tmp_path / "ttyA")  # the link socat will create
+
+    async def main() -> None:
+        driver = DRIVER.factory(specs, ctx)
+        task = asyncio.create_task(driver.run())
+        peers = contextlib.ExitStack()
+        try:
+            await until(lambda: len(ctx.availability) == 3)
+            for available, reason in ctx.availability.values():
+                assert not available and f"cannot open {tmp_path / 'ttyA'}" in reason
+            pair = await asyncio.to_thread(peers.enter_context, pty_pair(tmp_path))
+            await until(lambda: all(a for a, _ in ctx.availability.values()), timeout=8)
+            rx = Receiver(pair.b)
+            try:
+                rx.line(f"RX {PENDANT} SOS")
+                await until(lambda: len(events(ctx)) == 1)
+            finally:
+                rx.close()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            peers.close()
+
+    asyncio.run(main())
+    assert [e.type for e in events(ctx, "pendant-101")] == [EventType.ELDERLY_SOS]
