@@ -1,0 +1,89 @@
+"""The sample config validates and the README shows it; wrong wiring is refused with the key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from drivers.gpio import DRIVER
+from drivers.gpio.settings import Contact, GpioSettings, Role
+from gateway.config import ConfigError, load_config
+from gateway.model import Kind
+
+SAMPLE = DRIVER.folder / "sample.yaml"
+
+
+def test_sample_config_is_valid_and_shows_door_smoke_and_sos() -> None:
+    loaded = load_config(SAMPLE, drivers={"gpio": DRIVER})
+    assert {d.kind for d in loaded.devices} == {Kind.DOOR, Kind.SMOKE, Kind.ELDERLY_ALARM}
+    assert loaded.config.broker.url == "mqtt://127.0.0.1:1883"
+    door = loaded.device("door-b1-lobby").settings
+    assert isinstance(door, GpioSettings)
+    assert door.rex_contact is Contact.NO  # an unquoted YAML `no` is not false here
+    assert (door.role, door.rex_line, door.grant_window_s, door.held_open_s) == (
+        Role.DOOR_CONTACT,
+        27,
+        10,
+        30,
+    )
+
+
+def test_readme_shows_the_sample_config_as_it_is() -> None:
+    readme = (DRIVER.folder / "README.md").read_text(encoding="utf-8")
+    assert SAMPLE.read_text(encoding="utf-8") in readme
+
+
+HEAD = """\
+version: 1
+site: {id: s}
+gateway: {id: g}
+broker: {url: "mqtt://127.0.0.1:1883"}
+devices:
+  - id: d1
+    kind: KIND
+    location: {building: "1"}
+    driver:
+      type: gpio
+"""  # the driver's own keys start on line 11
+
+
+def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
+    path = tmp_path / "bad.yaml"
+    path.write_text(HEAD.replace("KIND", kind) + textwrap.indent(textwrap.dedent(driver), " " * 6))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, drivers={"gpio": DRIVER})
+    return [str(p).replace(f"{path}:", "bad.yaml:") for p in info.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("kind", "driver", "expected"),
+    [
+        (
+            "smoke",
+            "line: 4\nrole: sos_button\n",
+            "devices[0].driver.role: sos_button is not a role of a smoke device (allowed: smoke_relay)",
+        ),
+        (
+            "smoke",
+            "line: 4\nrole: smoke_relay\nheld_open_s: 5\n",
+            "devices[0].driver: held_open_s only apply to role door_contact",
+        ),
+        (
+            "door",
+            "line: 4\nrole: door_contact\nrex_line: 4\n",
+            "devices[0].driver: rex_line 4 is the door contact's own line",
+        ),
+        (
+            "door",
+            "line: 4\nrole: door_contact\ncontact: normally_closed\n",
+            "devices[0].driver.contact: ",
+        ),
+    ],
+)
+def test_wrong_wiring_is_refused_with_key_path(
+    tmp_path: Path, kind: str, driver: str, expected: str
+) -> None:
+    found = problems(tmp_path, kind, driver)
+    assert len(found) == 1 and expected in found[0], found

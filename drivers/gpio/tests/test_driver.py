@@ -1,0 +1,282 @@
+"""The driver glue in real time: a fake chip feeds edges through the real GpioDriver.run()."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drivers.gpio import DRIVER, GpioDriver
+from drivers.gpio.driver import read_once
+from drivers.gpio.settings import Bias
+from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, open_gpiod
+from gateway.config import load_config
+from gateway.driver import DeviceSpec
+from gateway.model import Event, EventType
+from tests.conftest import RecordingContext
+
+E = EventType
+
+
+class FakeChip:
+    """Stands in for a libgpiod line request: levels plus a stream of stamped edges."""
+
+    def __init__(self, levels: Mapping[int, int]) -> None:
+        self.levels = dict(levels)
+        self.queue: asyncio.Queue[Edge | None] = asyncio.Queue()
+        self.closed = False
+        self.requested: dict[int, LineConfig] = {}
+
+    def set(self, offset: int, level: int) -> None:
+        self.levels[offset] = level
+        self.queue.put_nowait((offset, level, time.monotonic_ns()))
+
+    def unplug(self) -> None:
+        self.queue.put_nowait(None)
+
+    def read(self, offset: int) -> int:
+        return self.levels[offset]
+
+    async def __aiter__(self) -> AsyncIterator[Edge]:
+        while True:
+            edge = await self.queue.get()
+            if edge is None:
+                raise ChipUnavailable("/dev/gpiochip0: No such device")
+            yield edge
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Opener:
+    """Hands out `chip` after failing `failures` times the way a missing chip fails."""
+
+    def __init__(self, chip: FakeChip, failures: int = 0) -> None:
+        self.chip = chip
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, path: str, lines: Mapping[int, LineConfig]) -> FakeChip:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ChipUnavailable(f"no {path}: is this a Raspberry Pi? is the user in group gpio?")
+        self.chip.requested = dict(lines)
+        return self.chip
+
+
+def specs(tmp_path: Path, *devices: tuple[str, str, dict[str, Any]]) -> list[DeviceSpec]:
+    doc = {
+        "version": 1,
+        "site": {"id": "s"},
+        "gateway": {"id": "g"},
+        "broker": {"url": "mqtt://127.0.0.1:1883"},
+        "devices": [
+            {
+                "id": i,
+                "kind": kind,
+                "location": {"building": "1"},
+                "driver": {"type": "gpio", **drv},
+            }
+            for i, kind, drv in devices
+        ],
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return list(load_config(path, drivers={"gpio": DRIVER}).devices)
+
+
+def types(ctx: RecordingContext, device_id: str | None = None) -> list[EventType]:
+    return [
+        m.type for m in ctx.messages if isinstance(m, Event) and device_id in (None, m.device.id)
+    ]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+async def with_driver(driver: GpioDriver, body: Callable[[], Any]) -> None:
+    task = asyncio.create_task(driver.run())
+    try:
+        await body()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+DOOR = (
+    "door",
+    "door",
+    {
+        "line": 17,
+        "role": "door_contact",
+        "contact": "nc",
+        "rex_line": 27,
+        "debounce_ms": 10,
+        "held_open_s": 0.4,
+    },
+)
+SMOKE = ("smoke", "smoke", {"line": 22, "role": "smoke_relay", "contact": "nc", "debounce_ms": 10})
+SOS = ("sos", "elderly_alarm", {"line": 23, "role": "sos_button", "debounce_ms": 30})
+# At rest with pull-ups: NC contacts closed (0), NO contacts open (1).
+REST = {17: 0, 27: 1, 22: 0, 23: 1}
+
+
+def test_door_forced_held_open_and_exit_button(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    chip = FakeChip(REST)
+    driver = GpioDriver(specs(tmp_path, DOOR), recording_ctx, opener=Opener(chip))
+
+    async def body() -> None:
+        await until(lambda: recording_ctx.availability.get("door") == (True, ""))
+        chip.set(17, 1)  # opened with nobody pressing the exit button
+        await until(lambda: E.DOOR_HELD_OPEN in types(recording_ctx))
+        chip.set(17, 0)
+        await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
+        chip.set(27, 0)  # exit button pressed...
+        chip.set(27, 1)  # ...and released within the debounce: a 2 ms press is noise
+        await asyncio.sleep(0.05)
+        chip.set(27, 0)
+        await asyncio.sleep(0.05)
+        chip.set(27, 1)
+        chip.set(17, 1)
+        await asyncio.sleep(0.05)
+        chip.set(17, 0)
+        await until(lambda: types(recording_ctx).count(E.DOOR_CLOSED) == 2)
+
+    asyncio.run(with_driver(driver, body))
+    assert types(recording_ctx) == [
+        E.DOOR_OPENED,
+        E.DOOR_FORCED,
+        E.DOOR_HELD_OPEN,
+        E.DOOR_CLOSED,
+        E.DOOR_REQUEST_TO_EXIT,
+        E.DOOR_OPENED,
+        E.DOOR_CLOSED,
+    ]
+    # Each line is requested with its wiring, so the kernel can pull it up and debounce.
+    assert chip.requested == {17: LineConfig(Bias.PULL_UP, 10), 27: LineConfig(Bias.PULL_UP, 10)}
+
+
+def test_a_grant_from_outside_lets_the_door_open(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    chip = FakeChip(REST)
+    driver = GpioDriver(specs(tmp_path, DOOR), recording_ctx, opener=Opener(chip))
+
+    async def body() -> None:
+        await until(lambda: recording_ctx.availability.get("door") == (True, ""))
+        driver.grant("door")  # as the card reader will
+        chip.set(17, 1)
+        await asyncio.sleep(0.05)
+        chip.set(17, 0)
+        await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
+
+    asyncio.run(with_driver(driver, body))
+    assert types(recording_ctx) == [E.DOOR_OPENED, E.DOOR_CLOSED]
+
+
+def test_smoke_relay_and_a_held_sos_button(tmp_path: Path, recording_ctx: RecordingContext) -> None:
+    chip = FakeChip(REST)
+    driver = GpioDriver(specs(tmp_path, SMOKE, SOS), recording_ctx, opener=Opener(chip))
+
+    async def body() -> None:
+        await until(lambda: len(recording_ctx.availability) == 2)
+        chip.set(22, 1)  # NC relay opens: alarm
+        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+        chip.set(22, 0)
+        # A resident presses and holds the button; it bounces on the way down.
+        for level in (0, 1, 0, 1, 0):
+            chip.set(23, level)
+        await asyncio.sleep(0.3)
+        chip.set(23, 1)
+        await asyncio.sleep(0.1)
+
+    asyncio.run(with_driver(driver, body))
+    assert types(recording_ctx, "smoke") == [E.SMOKE_ALARM, E.SMOKE_CLEARED]
+    assert types(recording_ctx, "sos") == [E.ELDERLY_SOS]
+    sos = next(m for m in recording_ctx.messages if m.device.id == "sos")
+    assert isinstance(sos, Event) and sos.data == {"input": "sos_button"}
+    assert driver.health().extra["events"] == 3
+
+
+def test_smoke_relay_in_alarm_at_start_is_reported(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    chip = FakeChip({**REST, 22: 1})
+    driver = GpioDriver(specs(tmp_path, SMOKE), recording_ctx, opener=Opener(chip))
+
+    async def body() -> None:
+        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+
+    asyncio.run(with_driver(driver, body))
+
+
+def test_missing_chip_is_explained_logged_once_and_retried(
+    tmp_path: Path, recording_ctx: RecordingContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    chip = FakeChip(REST)
+    opener = Opener(chip, failures=3)
+    driver = GpioDriver(
+        specs(tmp_path, SMOKE), recording_ctx, opener=opener, retry_min_s=0.02, retry_max_s=0.05
+    )
+
+    async def body() -> None:
+        await until(lambda: opener.calls >= 2)
+        assert recording_ctx.availability["smoke"] == (
+            False,
+            "no /dev/gpiochip0: is this a Raspberry Pi? is the user in group gpio?",
+        )
+        await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
+        chip.set(22, 1)
+        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+        chip.unplug()  # the HAT is pulled: unavailable again, then back
+        await until(lambda: recording_ctx.availability["smoke"][0] is False)
+        await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
+
+    with caplog.at_level(logging.INFO, logger=recording_ctx.logger.name):
+        asyncio.run(with_driver(driver, body))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0] == (
+        "gpio inputs on /dev/gpiochip0 unavailable, retrying: "
+        "no /dev/gpiochip0: is this a Raspberry Pi? is the user in group gpio?"
+    )
+    assert len(warnings) == 2  # three failed opens, one line; the unplug, one more
+    assert chip.closed
+    # The relay stayed in alarm over the reconnect: no second alarm.
+    assert types(recording_ctx) == [E.SMOKE_ALARM]
+
+
+def test_real_libgpiod_on_a_machine_without_the_chip(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    path = str(tmp_path / "gpiochip7")
+    with pytest.raises(
+        ChipUnavailable,
+        match=r"^no .*gpiochip7: is this a Raspberry Pi\? is the user in group gpio\?$",
+    ):
+        open_gpiod(path, {3: LineConfig(Bias.PULL_UP, 10)})
+    spec = specs(tmp_path, ("s", "smoke", {**SMOKE[2], "chip": path}))[0]
+    result = asyncio.run(read_once(spec))
+    assert not result.ok and "gpiochip7" in result.fault
+
+
+def test_read_once_names_each_input_state(tmp_path: Path) -> None:
+    chip = FakeChip({**REST, 17: 1})
+    door = specs(tmp_path, DOOR)[0]
+    result = asyncio.run(read_once(door, opener=Opener(chip)))
+    assert [(p.name, p.value, p.raw) for p in result.points] == [
+        ("door_contact", "open", "line 17 level 1"),
+        ("request_to_exit", "released", "line 27 level 1"),
+    ]
+    assert chip.closed
