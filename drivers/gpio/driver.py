@@ -82,6 +82,7 @@ class GpioDriver(Driver):
         self._retry = (retry_min_s, retry_max_s)
         self._online: dict[str, bool] = {}
         self._faults: dict[str, str] = {}  # chip -> its current fault, logged once
+        self._connected: dict[str, bool] = {}  # chip -> its lines were read since the last fault
         self._doors: dict[str, DoorLogic] = {}
         self._errors = 0
         self._last_error = ""
@@ -141,10 +142,10 @@ class GpioDriver(Driver):
                 self._fault(chip, specs, str(exc))
             except Exception as exc:  # one chip's bug must not stop the others
                 self._fault(chip, specs, f"{chip}: {type(exc).__name__}: {exc}")
+            if self._connected.pop(chip, False):
+                delay = self._retry[0]  # it worked until now: a fresh fault, retry soon
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry[1])
-            if chip not in self._faults:
-                delay = self._retry[0]
 
     def _fault(self, chip: str, specs: list[DeviceSpec], reason: str) -> None:
         self._errors += 1
@@ -168,6 +169,7 @@ class GpioDriver(Driver):
             self.ctx.logger.info("gpio inputs on %s work again", chip)
         for spec in specs:
             self._set_available(spec, True)
+        self._connected[chip] = True
 
         queue: asyncio.Queue[Edge | Exception] = asyncio.Queue()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -255,6 +256,56 @@ def test_missing_chip_is_explained_logged_once_and_retried(
     assert chip.closed
     # The relay stayed in alarm over the reconnect: no second alarm.
     assert types(recording_ctx) == [E.SMOKE_ALARM]
+
+
+class Timed(Opener):
+    def __init__(self, chip: FakeChip, failures: int) -> None:
+        super().__init__(chip, failures)
+        self.times: list[float] = []
+
+    def __call__(self, path: str, lines: Mapping[int, LineConfig]) -> FakeChip:
+        self.times.append(time.monotonic())
+        return super().__call__(path, lines)
+
+
+def test_retries_back_off_and_start_over_after_a_good_spell(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    chip = FakeChip(REST)
+    opener = Timed(chip, failures=4)
+    driver = GpioDriver(
+        specs(tmp_path, SMOKE), recording_ctx, opener=opener, retry_min_s=0.05, retry_max_s=0.2
+    )
+
+    async def body() -> None:
+        await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
+        opener.failures = 1_000  # unplugged for good now
+        chip.unplug()
+        await until(lambda: opener.calls >= 7)
+
+    asyncio.run(with_driver(driver, body))
+    gaps = [b - a for a, b in itertools.pairwise(opener.times)]
+    # 0.05, 0.1, 0.2, 0.2 (the cap), connected; then 0.05 again after the fresh fault
+    for gap, expected in zip(gaps, [0.05, 0.1, 0.2, 0.2, 0.05, 0.1], strict=True):
+        assert expected - 0.005 <= gap < expected + 0.08, gaps  # room for a loaded machine
+
+
+def test_two_devices_on_one_line_are_refused(
+    tmp_path: Path, recording_ctx: RecordingContext
+) -> None:
+    chip = FakeChip(REST)
+    other = ("sos2", "elderly_alarm", {**SOS[2], "line": 22})
+    driver = GpioDriver(specs(tmp_path, SMOKE, other), recording_ctx, opener=Opener(chip))
+
+    async def body() -> None:
+        await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
+
+    asyncio.run(with_driver(driver, body))
+    assert recording_ctx.availability["sos2"] == (
+        False,
+        "line 22 of /dev/gpiochip0 is already used by device smoke",
+    )
+    assert list(chip.requested) == [22]
 
 
 def test_real_libgpiod_on_a_machine_without_the_chip(
