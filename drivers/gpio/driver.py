@@ -254,7 +254,14 @@ class GpioDriver(Driver):
             # Kernel timestamps are monotonic; the message carries wall time of the edge.
             age = max(0.0, time.monotonic() - e.ts)
             wall = self.ctx.now() - timedelta(seconds=age)
-            await self.ctx.emit(Event(spec.ref, wall, EventType(e.type), dict(e.data)))
+            try:
+                await self.ctx.emit(Event(spec.ref, wall, EventType(e.type), dict(e.data)))
+            except Exception as exc:
+                # The outbox refusing one event is no reason to drop the chip and its lines.
+                self._errors += 1
+                self._last_error = f"{spec.id}: {exc}"
+                self.ctx.logger.error("gpio device %s: %s lost: %s", spec.id, e.type, exc)
+                continue
             self._events += 1
 
 

@@ -19,7 +19,7 @@ from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, open_gpiod
 from gateway.config import load_config
 from gateway.driver import DeviceSpec
-from gateway.model import Event, EventType
+from gateway.model import Event, EventType, Message
 from tests.conftest import RecordingContext
 
 E = EventType
@@ -306,6 +306,33 @@ def test_two_devices_on_one_line_are_refused(
         "line 22 of /dev/gpiochip0 is already used by device smoke",
     )
     assert list(chip.requested) == [22]
+
+
+class RefusesSmoke(RecordingContext):
+    """An outbox that refuses the smoke detector's messages, as a full disk would."""
+
+    async def emit(self, message: Message) -> None:
+        if message.device.id == "smoke":
+            raise OSError("database or disk is full")
+        await super().emit(message)
+
+
+def test_an_event_the_outbox_refuses_does_not_stop_the_other_inputs(tmp_path: Path) -> None:
+    ctx = RefusesSmoke()
+    chip = FakeChip(REST)
+    opener = Opener(chip)
+    driver = GpioDriver(specs(tmp_path, SMOKE, SOS), ctx, opener=opener)
+
+    async def body() -> None:
+        await until(lambda: ctx.availability.get("sos") == (True, ""))
+        chip.set(22, 1)
+        await until(lambda: driver.health().errors == 1)
+        chip.set(23, 0)
+        await until(lambda: E.ELDERLY_SOS in types(ctx))
+
+    asyncio.run(with_driver(driver, body))
+    assert opener.calls == 1 and ctx.availability["smoke"] == (True, "")
+    assert driver.health().last_error == "smoke: database or disk is full"
 
 
 def test_real_libgpiod_on_a_machine_without_the_chip(
