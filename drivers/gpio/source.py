@@ -8,6 +8,7 @@ event loop's `add_reader`, so no thread blocks on the chip.  Tests fake only thi
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "GpiodSource",
     "LineConfig",
     "Opener",
+    "explain",
     "open_gpiod",
 ]
 
@@ -60,6 +62,8 @@ def explain(chip: str, exc: OSError) -> str:
         return f"no {chip}: is this a Raspberry Pi? is the user in group gpio?"
     if isinstance(exc, PermissionError):
         return f"no access to {chip}: add the gateway's user to group gpio"
+    if exc.errno == errno.EBUSY:
+        return f"{chip}: a line is held by another program; `gpioinfo` shows its consumer"
     return f"{chip}: {exc.strerror or exc}"
 
 

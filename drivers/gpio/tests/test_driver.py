@@ -16,7 +16,7 @@ import yaml
 from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
-from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, open_gpiod
+from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, explain, open_gpiod
 from gateway.config import load_config
 from gateway.driver import DeviceSpec
 from gateway.model import Event, EventType, Message
@@ -335,9 +335,7 @@ def test_an_event_the_outbox_refuses_does_not_stop_the_other_inputs(tmp_path: Pa
     assert driver.health().last_error == "smoke: database or disk is full"
 
 
-def test_real_libgpiod_on_a_machine_without_the_chip(
-    tmp_path: Path, recording_ctx: RecordingContext
-) -> None:
+def test_real_libgpiod_on_a_machine_without_the_chip(tmp_path: Path) -> None:
     path = str(tmp_path / "gpiochip7")
     with pytest.raises(
         ChipUnavailable,
@@ -347,6 +345,20 @@ def test_real_libgpiod_on_a_machine_without_the_chip(
     spec = specs(tmp_path, ("s", "smoke", {**SMOKE[2], "chip": path}))[0]
     result = asyncio.run(read_once(spec))
     assert not result.ok and "gpiochip7" in result.fault
+
+
+def test_a_chip_the_user_may_not_open_says_which_group(tmp_path: Path) -> None:
+    chip = tmp_path / "gpiochip0"
+    chip.touch()
+    denied = PermissionError(13, "Permission denied")
+    assert (
+        explain(str(chip), denied) == f"no access to {chip}: add the gateway's user to group gpio"
+    )
+    busy = OSError(16, "Device or resource busy")
+    assert explain(str(chip), busy) == (
+        f"{chip}: a line is held by another program; `gpioinfo` shows its consumer"
+    )
+    assert explain(str(chip), OSError(5, "Input/output error")) == f"{chip}: Input/output error"
 
 
 def test_read_once_names_each_input_state(tmp_path: Path) -> None:
