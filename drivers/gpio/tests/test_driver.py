@@ -7,6 +7,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,7 @@ def test_a_grant_from_outside_lets_the_door_open(
 def test_smoke_relay_and_a_held_sos_button(tmp_path: Path, recording_ctx: RecordingContext) -> None:
     chip = FakeChip(REST)
     driver = GpioDriver(specs(tmp_path, SMOKE, SOS), recording_ctx, opener=Opener(chip))
+    pressed: list[datetime] = []
 
     async def body() -> None:
         await until(lambda: len(recording_ctx.availability) == 2)
@@ -199,6 +201,7 @@ def test_smoke_relay_and_a_held_sos_button(tmp_path: Path, recording_ctx: Record
         # A resident presses and holds the button; it bounces on the way down.
         for level in (0, 1, 0, 1, 0):
             chip.set(23, level)
+        pressed.append(datetime.now(UTC))
         await asyncio.sleep(0.3)
         chip.set(23, 1)
         await asyncio.sleep(0.1)
@@ -208,6 +211,8 @@ def test_smoke_relay_and_a_held_sos_button(tmp_path: Path, recording_ctx: Record
     assert types(recording_ctx, "sos") == [E.ELDERLY_SOS]
     sos = next(m for m in recording_ctx.messages if m.device.id == "sos")
     assert isinstance(sos, Event) and sos.data == {"input": "sos_button"}
+    # Stamped when the button went down, not when the 30 ms debounce let it through.
+    assert abs(sos.ts - pressed[0]) < timedelta(milliseconds=10)
     assert driver.health().extra["events"] == 3
 
 
