@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -20,7 +21,8 @@ from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, explain, open_gpiod
 from gateway.config import load_config
 from gateway.driver import DeviceSpec
-from gateway.model import Event, EventType, Message
+from gateway.model import ClockState, Event, EventType, Identity, Message, encode
+from gateway.schemas import validator
 from tests.conftest import RecordingContext
 
 E = EventType
@@ -166,6 +168,10 @@ def test_door_forced_held_open_and_exit_button(
         E.DOOR_OPENED,
         E.DOOR_CLOSED,
     ]
+    # What the platform receives is valid against the published event schema.
+    check = validator("event")
+    for n, m in enumerate(recording_ctx.messages):
+        check.validate(json.loads(encode(m, Identity("s", "g"), n + 1, ClockState.SYNCED)))
     # Each line is requested with its wiring, so the kernel can pull it up and debounce.
     assert chip.requested == {17: LineConfig(Bias.PULL_UP, 10), 27: LineConfig(Bias.PULL_UP, 10)}
 
