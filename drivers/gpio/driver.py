@@ -124,6 +124,8 @@ class GpioDriver(Driver):
                 by_chip[chip][i.offset] = i
                 if i.door is not None:
                     self._doors[spec.id] = i.door
+        if not by_chip:  # every device refused; run() still returns only when cancelled
+            await asyncio.Event().wait()
         async with asyncio.TaskGroup() as group:
             for chip, chip_inputs in by_chip.items():
                 group.create_task(self._chip_loop(chip, chip_inputs))

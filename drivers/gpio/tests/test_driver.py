@@ -381,3 +381,11 @@ def test_read_once_names_each_input_state(tmp_path: Path) -> None:
         ("request_to_exit", "released", "line 27 level 1"),
     ]
     assert chip.closed
+
+
+def test_run_returns_only_when_cancelled_even_with_nothing_to_watch(
+    recording_ctx: RecordingContext,
+) -> None:
+    # The driver contract (gateway/driver.py): run() returns only when cancelled.
+    driver = GpioDriver([], recording_ctx, opener=Opener(FakeChip({})))
+    asyncio.run(with_driver(driver, lambda: asyncio.sleep(0.05)))
