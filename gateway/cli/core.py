@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.driver import ReadResult
 from gateway.logsetup import setup_logging
 
 __all__ = ["COMMANDS", "config_option", "load_or_exit"]
@@ -116,7 +117,12 @@ def read(device_id: str, config_path: Path) -> None:
     if info.read_once is None:
         click.echo(f"driver {spec.driver} cannot read a device on demand", err=True)
         sys.exit(2)
-    result = asyncio.run(info.read_once(spec))
+    read_once = info.read_once
+
+    async def once() -> ReadResult:
+        return await read_once(spec)
+
+    result = asyncio.run(once())
     if not result.ok:
         click.echo(f"{device_id}: FAULT {result.fault}", err=True)
         if result.hint:
