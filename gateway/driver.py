@@ -115,6 +115,13 @@ class Driver(abc.ABC):
     def health(self) -> DriverHealth:
         """Counters for the health topic; cheap, called from the event loop."""
 
+    def observe(self, message: Message) -> None:
+        """Another driver's message, now durable (e.g. a reader's grant for a door contact).
+
+        Runs on the event loop and must not block.  Most drivers ignore it.
+        """
+        return None
+
     async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> Any:
         """Run a device command (for example a relay output).  Drivers without any refuse."""
         raise CommandError(f"driver of device {device_id!r} has no command {name!r}")

@@ -71,6 +71,9 @@ class OutboxItem:
     device_kind: str
     topic: str
     build_payload: Callable[[int], bytes]
+    # Published with the MQTT retain flag: the broker keeps the last one for new
+    # subscribers (alarm states).  An empty payload then clears the retained message.
+    retain: bool = False
 
 
 def _accept_all(item: OutboxItem) -> bool:
@@ -95,6 +98,7 @@ class Row:
     topic: str
     payload: bytes
     created: float
+    retain: bool = False
 
 
 @dataclass(frozen=True)
@@ -463,6 +467,7 @@ class Outbox:
             payload=payload,
             created=put.created,
             pending=pending,
+            retain=item.retain,
         )
 
     def _warn_about_bound(self, out: sql.BatchOutcome) -> None:
@@ -488,7 +493,7 @@ class OutboxReader:
     """A read connection on the outbox; use it from one thread at a time."""
 
     _SELECT = (
-        "SELECT id, seq, prio, topic, payload, created FROM messages"
+        "SELECT id, seq, prio, topic, payload, created, retain FROM messages"
         " WHERE prio = ? AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
     )
 
@@ -512,8 +517,16 @@ class OutboxReader:
                     self._SELECT, (int(prio), after.get(prio, 0), mask, limit - len(rows))
                 )
                 rows.extend(
-                    Row(id=i, seq=s, priority=Priority(p), topic=t, payload=bytes(b), created=c)
-                    for i, s, p, t, b, c in cursor
+                    Row(
+                        id=i,
+                        seq=s,
+                        priority=Priority(p),
+                        topic=t,
+                        payload=bytes(b),
+                        created=c,
+                        retain=bool(r),
+                    )
+                    for i, s, p, t, b, c, r in cursor
                 )
         finally:
             self._conn.execute("COMMIT")

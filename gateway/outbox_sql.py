@@ -31,7 +31,7 @@ __all__ = [
 
 log = logging.getLogger("gateway.outbox")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # `pending` is a signed 64-bit integer: bits 0..62 keep it positive.
 MAX_CONSUMERS = 63
 
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS messages (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     created REAL NOT NULL,
-    pending INTEGER NOT NULL
+    pending INTEGER NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_prio_id ON messages (prio, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -54,8 +55,9 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('dropped_teleme
 """
 
 _INSERT = (
-    "INSERT INTO messages (seq, prio, channel, device_kind, topic, payload, created, pending)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages"
+    " (seq, prio, channel, device_kind, topic, payload, created, pending, retain)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -94,10 +96,15 @@ def init_schema(conn: sqlite3.Connection) -> None:
         raise RuntimeError(
             f"outbox schema version {version} is newer than this gateway's ({SCHEMA_VERSION})"
         )
+    # Version 2 added `retain` (alarm states are retained messages); a version-1 file
+    # keeps its rows, which were all published without retain.
+    migrate = (
+        "ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;" if version == 1 else ""
+    )
     try:
         # One script, one transaction: executescript() would commit a BEGIN issued before it.
         conn.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            f"BEGIN IMMEDIATE; {migrate} {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         )
     except BaseException:
         _rollback(conn)
@@ -174,6 +181,7 @@ class NewRow:
     payload: bytes
     created: float
     pending: int
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +227,7 @@ def write_batch(
                         r.payload,
                         r.created,
                         r.pending,
+                        int(r.retain),
                     )
                     for r in rows
                 ],

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -22,14 +22,23 @@ from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import LoadedConfig
 from gateway.driver import DeviceSpec, Driver, DriverContext
-from gateway.model import Identity, Message, encode, format_ts
+from gateway.model import DeviceRef, Identity, Message, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
 from gateway.sinks import Sink, build_sinks
 from gateway.topics import Topics
 from gateway.uplink import CONSUMER, Reply, Uplink
 
-__all__ = ["Gateway", "build_outbox"]
+__all__ = ["AvailabilityObserver", "Gateway", "MessageObserver", "Service", "build_outbox"]
+
+# Runtime parts that react to what the drivers report (the alarm engine, the inactivity
+# check, the local web console) register these.  They run on the event loop, after the
+# message is durable in the outbox, and must not block: slow work goes to a task.
+MessageObserver = Callable[[Message], None]
+AvailabilityObserver = Callable[[DeviceRef, bool, str], None]
+# A long-running part of the gateway besides the drivers, started after the uplink and
+# cancelled before it stops (same order as the drivers).
+Service = Callable[[], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class _Context(DriverContext):
 
     def __init__(self, gw: Gateway, name: str, devices: list[DeviceSpec]) -> None:
         self._gw = gw
+        self._name = name
         self._devices = {d.id: d.ref for d in devices}
         self._logger = logging.getLogger(f"drivers.{name}")
 
@@ -71,10 +81,12 @@ class _Context(DriverContext):
         if message.device.id not in self._devices:
             raise KeyError(f"driver emitted for device {message.device.id!r}, which is not its own")
         await self._gw.outbox.aput(self._gw.item_for(message))
+        self._gw.observe(message, source=self._name)
 
     def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
         ref = self._devices[device_id]
         self._gw.uplink.set_availability(ref, available, reason)
+        self._gw.observe_availability(ref, available, reason)
 
 
 class Gateway:
@@ -100,6 +112,37 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
         self.on_ready: Callable[[], None] | None = None
+        self.message_observers: list[MessageObserver] = []
+        self.availability_observers: list[AvailabilityObserver] = []
+        self.services: dict[str, Service] = {}
+
+    # ---- observers -------------------------------------------------------------------
+
+    def observe(self, message: Message, *, source: str = "") -> None:
+        """Tell the observers and the other drivers about a message now in the outbox."""
+        # A broken observer must not lose the driver its message (it is already stored)
+        # nor stop the next observer.
+        for observer in self.message_observers:
+            try:
+                observer(message)
+            except Exception:
+                log.exception("observer %r failed on a message of %s", observer, message.device.id)
+        for name, driver in self.drivers.items():
+            if name == source:
+                continue
+            try:
+                driver.observe(message)
+            except Exception:
+                log.exception(
+                    "driver %s failed to observe a message of %s", name, message.device.id
+                )
+
+    def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+        for observer in self.availability_observers:
+            try:
+                observer(ref, available, reason)
+            except Exception:
+                log.exception("availability observer %r failed on %s", observer, ref.id)
 
     # ---- messages --------------------------------------------------------------------
 
@@ -230,6 +273,17 @@ class Gateway:
                 log.exception("driver %s crashed; restarting it in 5 s", name)
                 await asyncio.sleep(5)
 
+    async def _supervise_service(self, name: str, service: Service) -> None:
+        while True:
+            try:
+                await service()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting it in 5 s", name)
+                await asyncio.sleep(5)
+
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self.router.register("ping", self._cmd_ping)
@@ -239,7 +293,11 @@ class Gateway:
             self.uplink.start()
             for sink in self.sinks:
                 sink.start(self.outbox)
-            tasks = self._start_drivers()
+            tasks = [
+                asyncio.create_task(self._supervise_service(name, service), name=name)
+                for name, service in self.services.items()
+            ]
+            tasks += self._start_drivers()
             tasks.append(asyncio.create_task(self._health_loop(), name="health"))
             tasks.append(asyncio.create_task(self._beat(), name="beat"))
             log.info(

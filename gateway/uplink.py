@@ -344,7 +344,7 @@ class Uplink:
                 self._more = False
                 return
             for row in rows:
-                info = client.publish(row.topic, row.payload, qos=1)
+                info = client.publish(row.topic, row.payload, qos=1, retain=row.retain)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self._connected = False
                     return

@@ -355,9 +355,11 @@ def test_an_alarm_overtakes_a_telemetry_backlog(tmp_path: Path) -> None:
 
     def stored(prio: int) -> int:
         with sqlite3.connect(config.parent / "outbox.db") as db:
-            return int(
-                db.execute("SELECT count(*) FROM messages WHERE prio = ?", (prio,)).fetchone()[0]
-            )
+            try:
+                query = db.execute("SELECT count(*) FROM messages WHERE prio = ?", (prio,))
+            except sqlite3.OperationalError:  # the file exists, its tables not yet
+                return 0
+            return int(query.fetchone()[0])
 
     try:
         assert wait_for(

@@ -332,3 +332,48 @@ def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on(opener: Opene
 
     stored = read_all(opener())
     assert [r.seq for r in stored] == [1, 2]
+
+
+def test_retain_flag_is_stored_and_read_back(opener: Opener) -> None:
+    outbox = opener()
+    plain = item(EVENT, "plain")
+    kept = OutboxItem(
+        priority=EVENT,
+        channel="alarms",
+        device_kind="smoke",
+        topic="t/alarm",
+        build_payload=lambda seq: b"{}",
+        retain=True,
+    )
+    put_all(outbox, [plain, kept])
+    rows = read_all(outbox)
+    assert [(r.topic, r.retain) for r in rows] == [("t/plain", False), ("t/alarm", True)]
+
+
+def test_a_version_1_outbox_is_migrated_and_keeps_its_rows(opener: Opener) -> None:
+    import sqlite3
+
+    # A file as gateways before the retain column wrote it.
+    opener.path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(opener.path)
+    conn.executescript(
+        """
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,
+            prio INTEGER NOT NULL, channel TEXT NOT NULL, device_kind TEXT NOT NULL,
+            topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL,
+            pending INTEGER NOT NULL);
+        CREATE INDEX messages_prio_id ON messages (prio, id);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        CREATE TABLE consumers (name TEXT PRIMARY KEY, bit INTEGER UNIQUE);
+        INSERT INTO meta VALUES ('next_seq', 8), ('dropped_telemetry', 0);
+        INSERT INTO consumers VALUES ('mqtt', 0);
+        INSERT INTO messages (seq, prio, channel, device_kind, topic, payload, created, pending)
+            VALUES (7, 0, 'events', 'door', 't/old', X'7B7D', 1.0, 1);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    outbox = opener()
+    put_all(outbox, [item(EVENT, "new")])
+    rows = read_all(outbox)
+    assert [(r.topic, r.seq, r.retain) for r in rows] == [("t/old", 7, False), ("t/new", 8, False)]
