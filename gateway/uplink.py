@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import queue
-import random
 import select
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway import __version__
+from gateway.backoff import Backoff
 from gateway.config import BrokerConfig, MqttProtocol
 from gateway.model import DeviceRef, Identity, Priority, format_ts
 from gateway.mqttclient import build_client, explain_connect_error, publish_properties, reason_text
@@ -76,21 +76,6 @@ class PublishStats:
             "connected": self.connected,
             "connects_total": self.connects_total,
         }
-
-
-class _Backoff:
-    """Exponential backoff with jitter, so a site's gateways don't reconnect in step."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high, self.attempt = low, high, 0
-
-    def next(self) -> float:
-        delay = min(self.high, self.low * 2**self.attempt)
-        self.attempt += 1
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Uplink:
@@ -190,7 +175,7 @@ class Uplink:
 
     def _main(self) -> None:
         reader = self.outbox.reader()
-        backoff = _Backoff(self.cfg.reconnect.min_delay_s, self.cfg.reconnect.max_delay_s)
+        backoff = Backoff(self.cfg.reconnect.min_delay_s, self.cfg.reconnect.max_delay_s)
         try:
             while not self._stop.is_set():
                 client = self._connect()

@@ -8,14 +8,13 @@ transmitter) and either a fixed `event` or a group `fn` looked up in `functions`
 from __future__ import annotations
 
 import re
-from functools import cache
 from pathlib import Path
 from typing import Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.model import EventType
+from gateway.profiles import ProfileLibrary
 
 __all__ = ["PROFILE_DIR", "Profile", "Rule", "load_profile", "profile_names"]
 
@@ -83,20 +82,14 @@ class Profile(_Strict):
         return re.fullmatch(self.code_pattern, code) is not None
 
 
-@cache
+_LIBRARY = ProfileLibrary(PROFILE_DIR, Profile)
+
+
 def profile_names() -> tuple[str, ...]:
     """Names of the profiles shipped in `profiles/`, sorted."""
-    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+    return _LIBRARY.names
 
 
-@cache
 def load_profile(name: str) -> Profile:
     """The validated profile `name`; KeyError if there is no such file."""
-    if name not in profile_names():
-        raise KeyError(name)
-    path = PROFILE_DIR / f"{name}.yaml"
-    try:
-        return Profile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as exc:
-        # A broken profile is a bug in this package, not in the user's config: name the file.
-        raise ValueError(f"profile {path} is invalid:\n{exc}") from exc
+    return _LIBRARY.load(name)

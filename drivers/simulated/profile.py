@@ -8,14 +8,13 @@ factors; each reading names how it follows from that demand (see `ReadingSource`
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.model import Unit, ValueType
+from gateway.profiles import ProfileLibrary
 
 __all__ = [
     "PROFILE_DIR",
@@ -124,7 +123,9 @@ class Profile(_Strict):
         steady = {r.name for r in self.readings if r.source is ReadingSource.STEADY}
         for r in self.readings:
             if r.source is ReadingSource.DEMAND and r.unit != self.demand.unit:
-                raise ValueError(f"reading {r.name} is the demand, so its unit is {self.demand.unit}")
+                raise ValueError(
+                    f"reading {r.name} is the demand, so its unit is {self.demand.unit}"
+                )
             if r.divisor is not None and r.divisor not in steady:
                 raise ValueError(f"reading {r.name} divides by {r.divisor!r}, not a steady reading")
         if not any(r.source is ReadingSource.COUNTER for r in self.readings):
@@ -132,20 +133,14 @@ class Profile(_Strict):
         return self
 
 
-@cache
+_LIBRARY = ProfileLibrary(PROFILE_DIR, Profile)
+
+
 def profile_names() -> tuple[str, ...]:
     """Names of the profiles shipped in `profiles/`, sorted."""
-    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+    return _LIBRARY.names
 
 
-@cache
 def load_profile(name: str) -> Profile:
     """The validated profile `name`; KeyError if there is no such file."""
-    if name not in profile_names():
-        raise KeyError(name)
-    path = PROFILE_DIR / f"{name}.yaml"
-    try:
-        return Profile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as exc:
-        # A broken profile is a bug in this package, not in the user's config: name the file.
-        raise ValueError(f"profile {path} is invalid:\n{exc}") from exc
+    return _LIBRARY.load(name)

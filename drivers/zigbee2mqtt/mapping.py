@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.model import EventType, Kind
+from gateway.profiles import ProfileLibrary
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -72,22 +71,17 @@ class Mapping(BaseModel):
         )
 
 
-@cache
+_LIBRARY = ProfileLibrary(PROFILE_DIR, Mapping)
+
+
 def mapping_names() -> tuple[str, ...]:
     """Names of the mappings shipped in `profiles/`, sorted."""
-    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+    return _LIBRARY.names
 
 
-@cache
 def load_mapping(name: str) -> Mapping:
     """The validated mapping `name`; KeyError if there is no such file."""
-    if name not in mapping_names():
-        raise KeyError(name)
-    path = PROFILE_DIR / f"{name}.yaml"
-    try:
-        return Mapping.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as exc:
-        raise ValueError(f"mapping {path} is invalid:\n{exc}") from exc
+    return _LIBRARY.load(name)
 
 
 class ProblemKind(StrEnum):

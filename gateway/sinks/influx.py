@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -28,6 +27,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
 from influxdb_client.rest import ApiException
 
+from gateway.backoff import Backoff
 from gateway.model import Priority
 from gateway.outbox import Consumer, Outbox, OutboxReader, Row
 from gateway.sinks import meter_telemetry
@@ -41,21 +41,6 @@ log = logging.getLogger(__name__)
 CONSUMER = "influx"
 _REFUSED = frozenset({400, 422})  # the points themselves are bad: never accepted on retry
 _ADDRESS = re.compile(r" object at 0x[0-9a-f]+")
-
-
-class _Backoff:
-    """Exponential backoff with jitter, so the gateways of a site don't retry in step."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high, self.attempt = low, high, 0
-
-    def next(self) -> float:
-        delay = min(self.high, self.low * 2**self.attempt)
-        self.attempt += 1
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass
@@ -156,7 +141,7 @@ class InfluxSink:
 
     def _loop(self, reader: OutboxReader) -> None:
         cfg = self.cfg
-        backoff = _Backoff(cfg.retry.min_delay_s, cfg.retry.max_delay_s)
+        backoff = Backoff(cfg.retry.min_delay_s, cfg.retry.max_delay_s)
         after = {p: 0 for p in Priority}
         failing = False
         while True:
