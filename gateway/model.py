@@ -97,6 +97,7 @@ class EventType(StrEnum):
     DEVICE_FAULT = "device.fault"
     DEVICE_BATTERY_LOW = "device.battery_low"
     DEVICE_TAMPER = "device.tamper"
+    ACTIVITY_MOTION = "activity.motion"
 
 
 class Priority(IntEnum):
