@@ -354,6 +354,24 @@ def _device_specs(
     return specs, problems
 
 
+def _cross_device_problems(
+    src: Located, cfg: GatewayConfig, specs: list[DeviceSpec], drivers: dict[str, DriverInfo]
+) -> list[Problem]:
+    # Each driver checks its devices against the others (a shared bus, a reader a door
+    # takes grants from); run only once every device is valid on its own.
+    index = {dev.id: i for i, dev in enumerate(cfg.devices)}
+    problems: list[Problem] = []
+    for name, info in sorted(drivers.items()):
+        mine = [s for s in specs if s.driver == name]
+        if info.check_devices is None or not mine:
+            continue
+        for p in info.check_devices(mine, specs):
+            problems.append(
+                src.problem(("devices", index[p.device_id], "driver", *p.path), p.message)
+            )
+    return problems
+
+
 def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> LoadedConfig:
     """Read and validate a config file completely; raises ConfigError listing every problem."""
     if drivers is None:
@@ -381,6 +399,8 @@ def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> Loa
     problems = _check_secrets(src, cfg)
     specs, device_problems = _device_specs(src, cfg, drivers)
     problems.extend(device_problems)
+    if not device_problems:
+        problems.extend(_cross_device_problems(src, cfg, specs, drivers))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedConfig(path=path, config=cfg, devices=tuple(specs))

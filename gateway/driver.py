@@ -29,6 +29,8 @@ from gateway.model import DeviceRef, Kind, Message
 
 __all__ = [
     "CommandError",
+    "DeviceCheck",
+    "DeviceProblem",
     "DeviceSpec",
     "Driver",
     "DriverContext",
@@ -156,6 +158,24 @@ DriverFactory = Callable[[Sequence[DeviceSpec], DriverContext], Driver]
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceProblem:
+    """A problem of one device that only shows against other devices (e.g. a shared bus).
+
+    `path` is the key path inside the device's `driver:` section, so `gateway validate`
+    can give the line.
+    """
+
+    device_id: str
+    path: tuple[str | int, ...]
+    message: str
+
+
+# Config-time check across devices: (this driver's devices, every device) -> problems.
+# Runs in `gateway validate` before anything connects.
+DeviceCheck = Callable[[Sequence[DeviceSpec], Sequence[DeviceSpec]], list[DeviceProblem]]
+
+
+@dataclass(frozen=True, slots=True)
 class DriverInfo:
     """The entry-point object of a driver package."""
 
@@ -171,3 +191,4 @@ class DriverInfo:
     # the others become top-level commands (e.g. `gateway plan`).
     scan_command: Any = None
     cli_commands: tuple[Any, ...] = ()
+    check_devices: DeviceCheck | None = None

@@ -9,7 +9,7 @@ from gateway.model import Kind
 
 from .cli import plan_command, scan_command
 from .driver import ModbusDriver, read_once
-from .settings import ModbusSettings, validate_group
+from .settings import ModbusSettings, check_devices, validate_group
 
 __all__ = ["DRIVER", "ModbusDriver", "ModbusSettings", "validate_group"]
 
@@ -23,4 +23,5 @@ DRIVER = DriverInfo(
     read_once=read_once,
     scan_command=scan_command,
     cli_commands=(plan_command,),
+    check_devices=check_devices,
 )

@@ -130,11 +130,14 @@ class ModbusDriver(Driver):
         """Poll every bus until cancelled."""
         quiet_pymodbus()
         excluded: set[str] = set()
-        for device_id, message in group_problems(list(self.devices.values())):
-            # gateway validate reports these; a gateway started anyway must not mix up meters.
-            self.ctx.logger.error("modbus device %s not polled: %s", device_id, message)
-            self.ctx.set_available(device_id, False, message)
-            excluded.add(device_id)
+        for problem in group_problems(list(self.devices.values())):
+            # gateway validate reports these; a gateway given devices some other way (a
+            # test, a library user) must still not mix up meters.
+            self.ctx.logger.error(
+                "modbus device %s not polled: %s", problem.device_id, problem.message
+            )
+            self.ctx.set_available(problem.device_id, False, problem.message)
+            excluded.add(problem.device_id)
         buses: dict[BusKey, list[_Device]] = {}
         for spec in self.devices.values():
             if spec.id in excluded:

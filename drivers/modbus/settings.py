@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.driver import DeviceSpec
+from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
 from .profile import Profile, ProfileError, load_profile, profile_names
@@ -34,6 +34,7 @@ __all__ = [
     "SerialBus",
     "TcpBus",
     "bits_per_char",
+    "check_devices",
     "group_problems",
     "validate_group",
 ]
@@ -203,9 +204,9 @@ _LINE = ("baud", "parity", "stopbits", "bytesize", "inter_frame_gap_ms")
 _TCP = ("framer", "inter_frame_gap_ms")
 
 
-def group_problems(devices: Sequence[DeviceSpec]) -> list[tuple[str, str]]:
-    """(device id, message) for each problem between Modbus devices sharing one bus."""
-    problems: list[tuple[str, str]] = []
+def group_problems(devices: Sequence[DeviceSpec]) -> list[DeviceProblem]:
+    """Each problem between Modbus devices sharing one bus, with the key it is about."""
+    problems: list[DeviceProblem] = []
     first: dict[BusKey, DeviceSpec] = {}
     units: dict[tuple[BusKey, int], str] = {}
     for spec in devices:
@@ -221,8 +222,9 @@ def group_problems(devices: Sequence[DeviceSpec]) -> list[tuple[str, str]]:
             mine, theirs = getattr(s.bus, name), getattr(ref_settings.bus, name)
             if mine != theirs:
                 problems.append(
-                    (
+                    DeviceProblem(
                         spec.id,
+                        ("bus", name),
                         f"bus.{name} is {mine}, but {ref.id} on the same bus "
                         f"({s.bus.describe()}) has {theirs}; devices on one bus share its settings",
                     )
@@ -230,8 +232,9 @@ def group_problems(devices: Sequence[DeviceSpec]) -> list[tuple[str, str]]:
         other = units.setdefault((key, s.unit_id), spec.id)
         if other != spec.id:
             problems.append(
-                (
+                DeviceProblem(
                     spec.id,
+                    ("unit_id",),
                     f"unit_id {s.unit_id} is already used by {other} on "
                     f"{s.bus.describe()}; each device on a bus needs its own address",
                 )
@@ -245,4 +248,11 @@ def validate_group(devices: Sequence[DeviceSpec]) -> list[str]:
     Each message starts with the id of the device it is about ("meter-2: ...").  Devices
     of other drivers are ignored, so the whole config's devices may be passed.
     """
-    return [f"{device}: {message}" for device, message in group_problems(devices)]
+    return [f"{p.device_id}: {p.message}" for p in group_problems(devices)]
+
+
+def check_devices(
+    mine: Sequence[DeviceSpec], everyone: Sequence[DeviceSpec]
+) -> list[DeviceProblem]:
+    """The driver's config-time check (`DriverInfo.check_devices`): buses agree."""
+    return group_problems(mine)

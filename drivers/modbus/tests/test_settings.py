@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,10 @@ def test_group_devices_on_one_port_must_share_line_settings_and_not_unit_ids(
             _device(6, "{host: 10.0.0.5, framer: socket}", 2),  # one endpoint, two framings
         ]
     )
-    assert validate_group(specs(tmp_path, devices)) == [
+    # The driver's own check, without load_config's (which would refuse the file).
+    unchecked = {"modbus": replace(DRIVER, check_devices=None)}
+    loaded = load_config(config_file(tmp_path, devices), unchecked)
+    assert validate_group(loaded.devices) == [
         "m2: bus.baud is 19200, but m1 on the same bus (/dev/ttyUSB0 19200 8N1) has 9600; "
         "devices on one bus share its settings",
         "m3: unit_id 1 is already used by m1 on /dev/ttyUSB0 9600 8N1; each device on a bus "
@@ -160,3 +164,18 @@ def test_a_site_profile_is_given_by_absolute_path_and_validated_up_front(tmp_pat
     assert f"{broken}:5 points[0].unit" in found
     (relative,) = problems(tmp_path, METER.replace("eastron_sdm120", "acme_em1.yaml"))
     assert "give the absolute path of a profile file" in relative
+
+
+def test_gateway_validate_reports_bus_conflicts_at_their_lines(tmp_path: Path) -> None:
+    devices = "".join(
+        [
+            _device(1, "{port: /dev/ttyUSB0, baud: 9600}", 1),
+            _device(2, "{port: /dev/ttyUSB0, baud: 19200}", 2),
+            _device(3, "{port: /dev/ttyUSB0, baud: 9600}", 1),
+        ]
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file(tmp_path, devices), drivers={"modbus": DRIVER})
+    text = str(info.value)
+    assert "devices[1].driver.bus.baud" in text and "m1 on the same bus" in text
+    assert "devices[2].driver.unit_id" in text and "already used by m1" in text
