@@ -1,9 +1,4 @@
-"""Installer commands: `gateway plan DEVICE` and `gateway scan modbus`.
-
-gateway.cli is imported inside the commands, not here: its package attaches every
-driver's commands when imported, and this module is imported while the driver itself
-loads, so an import here would load the driver registry in the middle of loading it.
-"""
+"""Installer commands: `gateway plan DEVICE` and `gateway scan modbus`."""
 
 from __future__ import annotations
 
@@ -14,6 +9,8 @@ from pathlib import Path
 
 import click
 from pydantic import ValidationError
+
+from gateway.cliutil import config_option, load_or_exit
 
 from .faults import FaultKind, LinkFault
 from .link import Link, quiet_pymodbus
@@ -45,24 +42,11 @@ def parse_ids(text: str, *, lowest: int = 1, highest: int = 247) -> list[int]:
     return sorted(ids)
 
 
-# The same option as gateway.cli.core.config_option (see the module docstring).
-_config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The gateway's YAML config file.",
-)
-
-
 @click.command("plan")
 @click.argument("device")
-@_config_option
+@config_option
 def plan_command(device: str, config_path: Path) -> None:
     """Show the reads a Modbus device is polled with, and what they cost on the wire."""
-    from gateway.cli.core import load_or_exit
-
     loaded = load_or_exit(config_path)
     try:
         spec = loaded.device(device)

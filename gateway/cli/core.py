@@ -7,32 +7,11 @@ from pathlib import Path
 
 import click
 
-from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.cliutil import config_option, load_or_exit
 from gateway.driver import ReadResult
 from gateway.logsetup import setup_logging
 
 __all__ = ["COMMANDS", "config_option", "load_or_exit"]
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The gateway's YAML config file.",
-)
-
-
-def load_or_exit(path: Path) -> LoadedConfig:
-    """Load the config or print every problem and exit 2."""
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        n = len(exc.problems)
-        click.echo(f"{path}: {n} problem{'s' if n != 1 else ''}, nothing was started", err=True)
-        sys.exit(2)
 
 
 @click.command()
@@ -129,7 +108,10 @@ def read(device_id: str, config_path: Path) -> None:
             click.echo(f"  check: {result.hint}", err=True)
         sys.exit(1)
     rows = [("POINT", "VALUE", "UNIT", "RAW", "NOTE")]
-    rows += [(p.name, "" if p.value is None else str(p.value), p.unit, p.raw, p.note) for p in result.points]
+    rows += [
+        (p.name, "" if p.value is None else str(p.value), p.unit, p.raw, p.note)
+        for p in result.points
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
