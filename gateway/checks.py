@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import select
 import socket
 import ssl
 import stat
@@ -32,7 +30,7 @@ from gateway.clock import Clock
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
 from gateway.driver import DeviceSpec, DriverInfo, ReadResult
 from gateway.model import ClockState
-from gateway.mqttclient import build_client, explain_connect_error, reason_text
+from gateway.mqttclient import ConnectDiagnosis, build_client, explain_connect_error, reason_text
 from gateway.topics import Topics
 
 __all__ = [
@@ -136,73 +134,22 @@ def check_clock(loaded: LoadedConfig) -> CheckResult:
 # ---- broker ---------------------------------------------------------------------------
 
 
-def _errors_from(client: mqtt.Client) -> list[str]:
-    # paho catches an SSL error raised on a read after the handshake and only logs it;
-    # its log is then the one place the reason survives.
-    errors: list[str] = []
-
-    def on_log(_c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
-            errors.append(buf)
-
-    client.on_log = on_log
-    return errors
-
-
-def _explain_logged(errors: list[str]) -> str | None:
-    for text in errors:
-        # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."
-        found = re.search(r"\[SSL: (\w+)\]", text)
-        if found:
-            exc = ssl.SSLError(1, text.split(": ", 1)[-1])
-            exc.reason = found.group(1)  # what the ssl module sets on a real one
-            return explain_connect_error(exc)
-    return None
-
-
 class _Session:
     """One paho connection driven step by step from this thread, with its outcomes."""
 
     def __init__(self, cfg: BrokerConfig, client_id: str) -> None:
         self.client = build_client(cfg, client_id)
         self.client.connect_timeout = TIMEOUT_S
-        self.errors = _errors_from(self.client)
+        self.diagnosis = ConnectDiagnosis(self.client, tls=cfg.uses_tls)
         self.connack: Any = None
         self.lost = False
         self.granted: list[Any] | None = None
         self.received = threading.Event()
         self.payload = b""
-        self.tls_error: ssl.SSLError | None = None
-        self.started = time.monotonic()
-        if cfg.uses_tls:
-            self.client.on_socket_open = self._listen_for_verdict
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-
-    def _listen_for_verdict(self, _c: Any, _u: Any, sock: Any) -> None:
-        # With TLS 1.3 the broker judges our client certificate (missing, unknown CA)
-        # only after the handshake, and says so in an alert.  paho is about to send
-        # CONNECT; if it did, the broker's close could reset the connection before the
-        # alert is read ("EOF occurred in violation of protocol").  So listen first,
-        # for a few round trips: the broker sends nothing else before CONNECT.
-        wait = min(2.0, max(0.25, 2 * (time.monotonic() - self.started)))
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([sock], [], [], left)
-            if not readable:
-                return
-            try:
-                sock.recv(1)
-            except ssl.SSLWantReadError:
-                continue  # a session ticket, handled inside the TLS layer
-            except ssl.SSLError as exc:
-                self.tls_error = exc
-                return
-            except OSError:
-                return
-            return
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.connack = rc
@@ -248,7 +195,7 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
     )
     try:
         try:
-            session.started = time.monotonic()
+            session.diagnosis.started = time.monotonic()
             session.client.connect(cfg.host, cfg.port, keepalive=30)
         except Exception as exc:
             name = "TLS" if isinstance(exc, ssl.SSLError) else "broker reachable"
@@ -256,11 +203,7 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
             return [*results, *_skipped_after(name, cfg)]
         session.pump_until(lambda: session.connack is not None)
         if session.connack is None:
-            tls_reason = None
-            if session.tls_error is not None:
-                tls_reason = explain_connect_error(session.tls_error)
-            elif cfg.uses_tls:
-                tls_reason = _explain_logged(session.errors)
+            tls_reason = session.diagnosis.explain() if cfg.uses_tls else None
             if tls_reason is not None:
                 results.append(_fail("TLS", tls_reason))
                 return [*results, *_skipped_after("TLS", cfg)]

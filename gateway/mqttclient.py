@@ -7,7 +7,10 @@ credentials on a client itself.
 
 from __future__ import annotations
 
+import re
+import select
 import ssl
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -17,7 +20,13 @@ from paho.mqtt.properties import Properties
 
 from gateway.config import BrokerConfig, MqttProtocol
 
-__all__ = ["build_client", "explain_connect_error", "publish_properties", "reason_text"]
+__all__ = [
+    "ConnectDiagnosis",
+    "build_client",
+    "explain_connect_error",
+    "publish_properties",
+    "reason_text",
+]
 
 
 def build_client(cfg: BrokerConfig, client_id: str) -> mqtt.Client:
@@ -115,3 +124,58 @@ def reason_text(reason_code: Any) -> str:
     if "Not authorized" in text or "Bad user name or password" in text:
         return f"the broker refused the credentials ({text}): check broker.username and the password file"
     return f"the broker refused the connection: {text}"
+
+
+class ConnectDiagnosis:
+    """Finds why a connection attempt got no CONNACK when paho itself does not say.
+
+    With TLS 1.3 the broker judges the client certificate (missing, unknown CA) only
+    after the handshake, in an alert.  paho either loses that alert (the broker's close
+    resets the connection first: "EOF occurred in violation of protocol") or catches the
+    SSL error on a read and only logs it.  So: read the alert before paho sends CONNECT,
+    and keep paho's error log lines.  Attach before `connect()`.
+    """
+
+    def __init__(self, client: mqtt.Client, *, tls: bool) -> None:
+        self.errors: list[str] = []
+        self.tls_error: ssl.SSLError | None = None
+        self.started = time.monotonic()
+        client.on_log = self._on_log
+        if tls:
+            client.on_socket_open = self._listen_for_verdict
+
+    def _on_log(self, _c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self.errors.append(buf)
+
+    def _listen_for_verdict(self, _c: Any, _u: Any, sock: Any) -> None:
+        # The broker sends nothing else before CONNECT: listen for a few round trips.
+        wait = min(2.0, max(0.25, 2 * (time.monotonic() - self.started)))
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return
+            try:
+                sock.recv(1)
+            except ssl.SSLWantReadError:
+                continue  # a session ticket, handled inside the TLS layer
+            except ssl.SSLError as exc:
+                self.tls_error = exc
+                return
+            except OSError:
+                return
+            return
+
+    def explain(self) -> str | None:
+        """The TLS reason an installer can act on, or None if nothing was seen."""
+        if self.tls_error is not None:
+            return explain_connect_error(self.tls_error)
+        for text in self.errors:
+            # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."
+            found = re.search(r"\[SSL: (\w+)\]", text)
+            if found:
+                exc = ssl.SSLError(1, text.split(": ", 1)[-1])
+                exc.reason = found.group(1)  # what the ssl module sets on a real one
+                return explain_connect_error(exc)
+        return None

@@ -32,7 +32,13 @@ from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.config import BrokerConfig, MqttProtocol
 from gateway.model import DeviceRef, Identity, Priority, format_ts
-from gateway.mqttclient import build_client, explain_connect_error, publish_properties, reason_text
+from gateway.mqttclient import (
+    ConnectDiagnosis,
+    build_client,
+    explain_connect_error,
+    publish_properties,
+    reason_text,
+)
 from gateway.outbox import Outbox, OutboxReader
 from gateway.topics import Topics
 
@@ -220,6 +226,7 @@ class Uplink:
             result["rc"] = rc
 
         client.on_connect = on_connect
+        diagnosis = ConnectDiagnosis(client, tls=self.cfg.uses_tls)
         try:
             if self.cfg.protocol is MqttProtocol.MQTT5:
                 client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=True)
@@ -227,7 +234,8 @@ class Uplink:
                 client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
             deadline = time.monotonic() + 10
             while "rc" not in result and time.monotonic() < deadline and not self._stop.is_set():
-                client.loop(timeout=0.1)
+                if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    break  # the broker closed the connection: no CONNACK will come
         except Exception as exc:  # DNS, refused, TLS: every one is reported, then retried
             self._report(explain_connect_error(exc))
             sock = client.socket()
@@ -237,7 +245,13 @@ class Uplink:
             return None
         rc = result.get("rc")
         if rc is None or rc.is_failure:
-            self._report(reason_text(rc) if rc is not None else "no CONNACK within 10 s")
+            if rc is not None:
+                self._report(reason_text(rc))
+            else:
+                self._report(
+                    diagnosis.explain()
+                    or "the broker closed the connection or sent no CONNACK within 10 s"
+                )
             with contextlib.suppress(Exception):
                 client.disconnect()
             return None

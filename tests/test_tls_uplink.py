@@ -55,7 +55,14 @@ def tls_broker(tmp_path: Path) -> Any:
 
 
 def config_for(
-    tmp_path: Path, broker: Mosquitto, pki: Pki, port: int, *, ca: Path, password: str
+    tmp_path: Path,
+    broker: Mosquitto,
+    pki: Pki,
+    port: int,
+    *,
+    ca: Path,
+    password: str,
+    client_cert: bool = True,
 ) -> Path:
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
@@ -66,8 +73,11 @@ def config_for(
         "password": {"file": str(secrets / "broker-password")},
         "tls": {
             "ca_file": str(ca),
-            "cert_file": str(pki.client_cert),
-            "key_file": str(pki.client_key),
+            **(
+                {"cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+                if client_cert
+                else {}
+            ),
         },
         "reconnect": {"min_delay_s": 0.2, "max_delay_s": 0.5},
     }
@@ -90,6 +100,8 @@ def test_mutual_tls_and_password_deliver(tmp_path: Path, tls_broker: Any) -> Non
     [
         ("ca", "set broker.tls.ca_file to the CA that signed it"),
         ("password", "the broker refused the credentials"),
+        # Refused after the TLS 1.3 handshake, in an alert paho only logs.
+        ("cert", "the broker requires a client certificate"),
     ],
 )
 def test_wrong_ca_or_password_is_reported_and_never_falls_back(
@@ -103,6 +115,7 @@ def test_wrong_ca_or_password_is_reported_and_never_falls_back(
         port,
         ca=pki.other_ca if wrong == "ca" else pki.ca,
         password="wrong" if wrong == "password" else "right-password",
+        client_cert=wrong != "cert",
     )
     sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
     gw = GatewayProc(config).start()
