@@ -5,41 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
 from drivers.serial_line import DRIVER
 from drivers.serial_line.settings import SerialLineSettings
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.model import Kind
+from tests.driverkit import config_problems, one_device_config
 
 FOLDER = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, driver: dict[str, Any], kind: str = "elderly_alarm") -> Path:
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": [
-            {
-                "id": "sos-1",
-                "kind": kind,
-                "location": {"building": "1"},
-                "driver": {"type": "serial_line", **driver},
-            }
-        ],
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return one_device_config(tmp_path, "serial_line", driver, kind=kind, device_id="sos-1")
 
 
 def problems(path: Path) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_config(path, drivers={"serial_line": DRIVER})
-    return str(info.value)
+    return config_problems(path, DRIVER)
 
 
 def test_the_sample_config_validates() -> None:

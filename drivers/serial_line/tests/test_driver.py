@@ -16,8 +16,9 @@ import yaml
 from drivers.serial_line import DRIVER
 from gateway.config import load_config
 from gateway.driver import DeviceSpec, DriverHealth
-from gateway.model import Event, EventType
+from gateway.model import EventType
 from tests.conftest import RecordingContext
+from tests.driverkit import events, run_driver, until
 from tests.peers import PtyPair, pty_pair
 
 PENDANT, DETECTOR, SPARE = "1A2B3C", "00BEEF", "C0FFEE"
@@ -77,20 +78,6 @@ class Receiver:
             os.close(self.fd)
 
 
-def events(ctx: RecordingContext, device_id: str | None = None) -> list[Event]:
-    return [
-        m
-        for m in ctx.messages
-        if isinstance(m, Event) and (device_id is None or m.device.id == device_id)
-    ]
-
-
-async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not done():
-            await asyncio.sleep(0.01)
-
-
 def run(
     specs: list[DeviceSpec],
     ctx: RecordingContext,
@@ -98,22 +85,8 @@ def run(
     timeout: float = 20.0,
 ) -> DriverHealth:
     """Run the driver until its port is open, then the script; return the driver's health."""
-
-    async def main() -> DriverHealth:
-        driver = DRIVER.factory(specs, ctx)
-        task = asyncio.create_task(driver.run())
-        try:
-            async with asyncio.timeout(timeout):
-                await until(lambda: any(a for a, _ in ctx.availability.values()))
-                await script()
-                assert not task.done(), task
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        return driver.health()
-
-    return asyncio.run(main())
+    ready = lambda: any(a for a, _ in ctx.availability.values())  # noqa: E731
+    return run_driver(DRIVER, specs, ctx, ready, script, timeout)
 
 
 async def marker(rx: Receiver, ctx: RecordingContext) -> None:

@@ -6,40 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from drivers.zigbee2mqtt import DRIVER
 from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.model import Kind
+from tests.driverkit import config_problems, one_device_config
 
 FOLDER = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, driver: dict[str, Any], kind: str = "smoke") -> Path:
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": [
-            {
-                "id": "dev-1",
-                "kind": kind,
-                "location": {"building": "1"},
-                "driver": {"type": "zigbee2mqtt", **driver},
-            }
-        ],
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return one_device_config(tmp_path, "zigbee2mqtt", driver, kind=kind, device_id="dev-1")
 
 
 def problems(path: Path) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_config(path, drivers={"zigbee2mqtt": DRIVER})
-    return str(info.value)
+    return config_problems(path, DRIVER)
 
 
 def test_the_sample_config_validates() -> None:

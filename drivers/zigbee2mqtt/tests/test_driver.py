@@ -17,8 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from drivers.zigbee2mqtt import DRIVER
 from gateway.config import load_config
 from gateway.driver import DeviceSpec, DriverHealth
-from gateway.model import Event, EventType
+from gateway.model import EventType
 from tests.conftest import RecordingContext
+from tests.driverkit import event_types as types
+from tests.driverkit import events, run_driver, until
 from tests.peers import Mosquitto
 
 pytestmark = pytest.mark.broker
@@ -75,24 +77,6 @@ class Z2M:
         self.client.loop_stop()
 
 
-def events(ctx: RecordingContext, device_id: str | None = None) -> list[Event]:
-    return [
-        m
-        for m in ctx.messages
-        if isinstance(m, Event) and (device_id is None or m.device.id == device_id)
-    ]
-
-
-def types(ctx: RecordingContext, device_id: str) -> list[EventType]:
-    return [e.type for e in events(ctx, device_id)]
-
-
-async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not done():
-            await asyncio.sleep(0.01)
-
-
 def all_available(ctx: RecordingContext) -> bool:
     return set(ctx.availability) == set(IDS) and all(a for a, _ in ctx.availability.values())
 
@@ -104,22 +88,7 @@ def run(
     timeout: float = 30.0,
 ) -> DriverHealth:
     """Run the driver until it is subscribed, then the script; return the driver's health."""
-
-    async def main() -> DriverHealth:
-        driver = DRIVER.factory(specs, ctx)
-        task = asyncio.create_task(driver.run())
-        try:
-            async with asyncio.timeout(timeout):
-                await until(lambda: all_available(ctx))
-                await script()
-                assert not task.done(), task
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        return driver.health()
-
-    return asyncio.run(main())
+    return run_driver(DRIVER, specs, ctx, lambda: all_available(ctx), script, timeout)
 
 
 async def marker(z2m: Z2M, ctx: RecordingContext) -> None:
