@@ -21,6 +21,7 @@ from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.secrets import SecretRef, refuse_inline
 from gateway.sinks.settings import SinksConfig
+from gateway.wellness_settings import WellnessConfig, wellness_problems
 from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
 
 __all__ = [
@@ -208,6 +209,7 @@ class GatewayConfig(_Strict):
     clock: ClockConfig = ClockConfig()
     logging: LoggingConfig = LoggingConfig()
     sinks: SinksConfig = SinksConfig()
+    wellness: WellnessConfig = WellnessConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("version")
@@ -401,6 +403,7 @@ def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> Loa
     problems.extend(device_problems)
     if not device_problems:
         problems.extend(_cross_device_problems(src, cfg, specs, drivers))
+        problems.extend(src.problem(p, m) for p, m in wellness_problems(cfg.wellness, specs))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedConfig(path=path, config=cfg, devices=tuple(specs))

@@ -28,6 +28,7 @@ from gateway.registry import available_drivers
 from gateway.sinks import Sink, build_sinks
 from gateway.topics import Topics
 from gateway.uplink import CONSUMER, Reply, Uplink
+from gateway.wellness import Wellness
 
 __all__ = ["AvailabilityObserver", "Gateway", "MessageObserver", "Service", "build_outbox"]
 
@@ -80,8 +81,7 @@ class _Context(DriverContext):
     async def emit(self, message: Message) -> None:
         if message.device.id not in self._devices:
             raise KeyError(f"driver emitted for device {message.device.id!r}, which is not its own")
-        await self._gw.outbox.aput(self._gw.item_for(message))
-        self._gw.observe(message, source=self._name)
+        await self._gw.emit(message, source=self._name)
 
     def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
         ref = self._devices[device_id]
@@ -115,6 +115,10 @@ class Gateway:
         self.message_observers: list[MessageObserver] = []
         self.availability_observers: list[AvailabilityObserver] = []
         self.services: dict[str, Service] = {}
+        if cfg.wellness.checks:
+            wellness = Wellness(cfg.wellness, loaded.devices, partial(self.emit, source="wellness"))
+            self.message_observers.append(wellness.observe)
+            self.services["wellness"] = wellness.run
 
     # ---- observers -------------------------------------------------------------------
 
@@ -145,6 +149,14 @@ class Gateway:
                 log.exception("availability observer %r failed on %s", observer, ref.id)
 
     # ---- messages --------------------------------------------------------------------
+
+    async def emit(self, message: Message, *, source: str = "") -> None:
+        """Store a message in the outbox, then tell the observers and the other drivers.
+
+        Drivers emit through their context; runtime services (the inactivity check) here.
+        """
+        await self.outbox.aput(self.item_for(message))
+        self.observe(message, source=source)
 
     def item_for(self, message: Message) -> OutboxItem:
         return OutboxItem(

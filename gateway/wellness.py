@@ -40,6 +40,8 @@ __all__ = ["Decision", "FlatWatch", "MeterMemory", "Wellness", "classify"]
 
 log = logging.getLogger(__name__)
 
+_MAX_SLEEP_S = 1.0
+
 Emit = Callable[[Message], Awaitable[None]]
 
 
@@ -225,7 +227,9 @@ class Wellness:
             while not self._pending.empty():
                 await self._send(self._pending.get_nowait())
             dues = [d for f in self._flats if (d := f.watch.due) is not None]
-            timeout = None if not dues else max(0.0, min(dues) - self._clock())
+            # Re-read the clock at least every second: the loop's own timer need not be
+            # the clock the watches run on (a test's, or one that jumped).
+            timeout = min([_MAX_SLEEP_S, *(max(0.0, d - self._clock()) for d in dues)])
             self._wake.clear()
             if not self._pending.empty():
                 continue

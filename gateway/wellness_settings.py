@@ -21,8 +21,8 @@ __all__ = [
     "InactivityCheck",
     "WellnessConfig",
     "activity_devices",
-    "check_devices",
     "parse_duration",
+    "wellness_problems",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\s*$")
@@ -124,7 +124,7 @@ def activity_devices(check: InactivityCheck, devices: Sequence[DeviceSpec]) -> t
     )
 
 
-def check_devices(
+def wellness_problems(
     cfg: WellnessConfig, devices: Sequence[DeviceSpec]
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """(key path, message) for every device a check names that is missing or wrong."""

@@ -42,7 +42,8 @@ _FAMILIES: Mapping[Kind, tuple[str, ...]] = {
     Kind.DOOR: ("door.", "access."),
     Kind.SMOKE: ("smoke.",),
     Kind.METER: ("meter.",),
-    Kind.ELDERLY_ALARM: ("elderly.",),
+    # A motion sensor in a flat belongs to its elderly-care kit (the inactivity check).
+    Kind.ELDERLY_ALARM: ("elderly.", "activity."),
 }
 EVENTS_OF_KIND: Mapping[Kind, tuple[EventType, ...]] = MappingProxyType(
     {
