@@ -351,3 +351,15 @@ def test_gateway_raises_and_clears_inactivity_on_the_broker(
     finally:
         assert gw.terminate() == 0
         sub.stop()
+
+
+def test_zigbee_occupancy_is_motion() -> None:
+    from drivers.zigbee2mqtt.mapping import DeviceState, load_mapping
+
+    state = DeviceState(load_mapping("motion"))
+    seen = [state.apply(p)[0] for p in (b'{"occupancy":true}', b'{"occupancy":true}')]
+    assert [[f.event for f in found] for found in seen] == [[E.ACTIVITY_MOTION], []]
+    found, _ = state.apply(b'{"occupancy":false}')
+    assert found == []  # the sensor's own timeout is no activity
+    found, _ = state.apply(b'{"occupancy":true}')
+    assert [f.event for f in found] == [E.ACTIVITY_MOTION]
