@@ -21,6 +21,7 @@ from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.secrets import SecretRef, refuse_inline
 from gateway.sinks.settings import SinksConfig
+from gateway.web.settings import WebConfig
 from gateway.wellness_settings import WellnessConfig, wellness_problems
 from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
 
@@ -209,6 +210,7 @@ class GatewayConfig(_Strict):
     clock: ClockConfig = ClockConfig()
     logging: LoggingConfig = LoggingConfig()
     sinks: SinksConfig = SinksConfig()
+    web: WebConfig = WebConfig()
     wellness: WellnessConfig = WellnessConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 

@@ -115,6 +115,11 @@ class Gateway:
         self.message_observers: list[MessageObserver] = []
         self.availability_observers: list[AvailabilityObserver] = []
         self.services: dict[str, Service] = {}
+        if cfg.web.enabled:
+            # Imported only when enabled: a gateway without screens never loads aiohttp.
+            from gateway.web.service import attach
+
+            attach(self)
         if cfg.wellness.checks:
             wellness = Wellness(cfg.wellness, loaded.devices, partial(self.emit, source="wellness"))
             self.message_observers.append(wellness.observe)

@@ -1,0 +1,185 @@
+"""What the screens show live: devices (availability, last value) and alarms, with a fan-out
+to every open server-sent-events stream.
+
+Fed by the gateway's message and availability observers and by the alarm engine's
+`listen`; all on the event loop, nothing blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.driver import DeviceSpec
+from gateway.model import DeviceRef, Event, Message, Telemetry, format_ts
+
+__all__ = ["DeviceState", "Hub", "LiveState", "building_banner"]
+
+log = logging.getLogger(__name__)
+
+# Alarm types that concern everybody in a building, shown on the kiosk (type and place
+# only).  Care and wellness alarms are about one resident and never appear there.
+BUILDING_WIDE = frozenset({"fire"})
+_CONDITION_PRESENT = frozenset({"active", "acknowledged"})
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """One row of the devices table."""
+
+    id: str
+    kind: str
+    name: str
+    location: dict[str, str]
+    available: bool | None = None  # None: not reported since the gateway started
+    reason: str = ""
+    last_value: str = ""
+    last_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "location": self.location,
+            "available": self.available,
+            "reason": self.reason,
+            "last_value": self.last_value,
+            "last_at": self.last_at,
+        }
+
+
+def _describe(message: Message) -> str:
+    if isinstance(message, Telemetry):
+        parts = []
+        for r in message.readings:
+            value = f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value)
+            parts.append(f"{r.name} {value}{' ' + str(r.unit) if str(r.unit) else ''}")
+        return ", ".join(parts)
+    assert isinstance(message, Event)
+    return str(message.type)
+
+
+def building_banner(alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kiosk's alarm banner: building-wide alarms still present, type and place only."""
+    out = []
+    seen = set()
+    for doc in alarms:
+        if doc.get("type") not in BUILDING_WIDE or doc.get("state") not in _CONDITION_PRESENT:
+            continue
+        loc = (doc.get("device") or {}).get("location") or {}
+        # Building and floor only: no unit, which could be a resident's flat.
+        entry = (str(doc["type"]), str(loc.get("building", "")), loc.get("floor"))
+        if entry in seen:
+            continue
+        seen.add(entry)
+        out.append(
+            {
+                "type": entry[0],
+                "building": entry[1],
+                "floor": None if entry[2] is None else str(entry[2]),
+            }
+        )
+    return out
+
+
+class Hub:
+    """Fan-out of (event, data) pairs to each open stream; a slow stream is dropped."""
+
+    def __init__(self, max_queue: int = 256) -> None:
+        self._queues: set[asyncio.Queue[tuple[str, Any] | None]] = set()
+        self._max = max_queue
+
+    def subscribe(self) -> asyncio.Queue[tuple[str, Any] | None]:
+        q: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(self._max)
+        self._queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[tuple[str, Any] | None]) -> None:
+        self._queues.discard(q)
+
+    def publish(self, event: str, data: Any) -> None:
+        for q in list(self._queues):
+            try:
+                q.put_nowait((event, data))
+            except asyncio.QueueFull:
+                # The browser is not reading (a tablet asleep): end its stream; it
+                # reconnects and starts from a fresh snapshot instead of stale backlog.
+                self._queues.discard(q)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+                q.put_nowait(None)
+
+    def close(self) -> None:
+        for q in list(self._queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+        self._queues.clear()
+
+
+class LiveState:
+    """Devices and alarms as the screens show them, and the hubs that stream changes."""
+
+    def __init__(self, devices: list[DeviceSpec], alarms: Any | None) -> None:
+        self.devices = {
+            d.id: DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
+            for d in devices
+        }
+        self.alarms = alarms  # gateway.alarms.AlarmEngine, or None when not running
+        self.console = Hub()
+        self.kiosk = Hub()
+        self._unlisten: Callable[[], None] | None = None
+        self._banner: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        if self.alarms is not None:
+            self._unlisten = self.alarms.listen(self.on_alarm)
+        self._banner = building_banner(self.alarm_snapshot())
+
+    def stop(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        self.console.close()
+        self.kiosk.close()
+
+    def alarm_snapshot(self) -> list[dict[str, Any]]:
+        if self.alarms is None:
+            return []
+        docs: list[dict[str, Any]] = self.alarms.snapshot(recent=50)
+        return docs
+
+    def banner(self) -> list[dict[str, Any]]:
+        return list(self._banner)
+
+    # ---- observers -------------------------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        state = self.devices.get(message.device.id)
+        if state is None:
+            return
+        state.last_value = _describe(message)
+        state.last_at = format_ts(message.ts)
+        self.console.publish("device", state.as_dict())
+
+    def on_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+        state = self.devices.get(ref.id)
+        if state is None:
+            return
+        state.available = available
+        state.reason = reason
+        if not state.last_at:
+            state.last_at = format_ts(datetime.now(UTC))
+        self.console.publish("device", state.as_dict())
+
+    def on_alarm(self, doc: dict[str, Any]) -> None:
+        self.console.publish("alarm", doc)
+        banner = building_banner(self.alarm_snapshot())
+        if banner != self._banner:
+            self._banner = banner
+            self.kiosk.publish("banner", banner)

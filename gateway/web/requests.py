@@ -1,0 +1,314 @@
+"""Resident service requests: validation, short codes, a SQLite store, and the MQTT side.
+
+A request is stored (with its status history) in a small SQLite file so codes and
+statuses survive restarts, and published to the platform through the outbox on
+`{base}/requests/{code}` (QoS 1, channel "requests", priority EVENT), so a request made
+while the uplink is down is delivered when it returns.  The platform sends status
+updates as the `requests/{code}/status` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.commands import Command, CommandFailed
+from gateway.model import Identity, Priority, format_ts
+from gateway.outbox import Outbox, OutboxItem
+from gateway.topics import Topics
+
+__all__ = [
+    "CODE_ALPHABET",
+    "Category",
+    "RequestError",
+    "RequestStatus",
+    "RequestStore",
+    "ServiceRequest",
+    "StatusEntry",
+    "new_code",
+    "normalise_code",
+]
+
+# No 0/O, 1/I/L, 2/Z, 5/S, 8/B: easy to read aloud and to type on a kiosk keypad.
+CODE_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
+CODE_LEN = 6
+MAX_TEXT = 500
+MAX_FLAT = 16
+MAX_PHONE = 24
+MAX_NOTE = 500
+_PHONE = re.compile(r"^[0-9+\- ]*$")
+_CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LEN}}}$")
+
+
+class Category(StrEnum):
+    """What a resident asks for."""
+
+    REPAIR = "repair"
+    CLEANING = "cleaning"
+    ASSISTANCE = "assistance"  # help for an elderly or disabled resident
+    FEEDBACK = "feedback"  # complaint or suggestion
+
+
+class RequestStatus(StrEnum):
+    """Where a request is; `filed` until the platform says it received it."""
+
+    FILED = "filed"
+    RECEIVED = "received"
+    ASSIGNED = "assigned"
+    DONE = "done"
+
+
+class RequestError(ValueError):
+    """A request form field is wrong; `field` names it for the form."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LEN))
+
+
+def normalise_code(text: str) -> str | None:
+    """A code as typed (spaces, lower case) in canonical form, or None if it cannot be one."""
+    code = re.sub(r"[\s-]", "", text).upper()
+    return code if _CODE.match(code) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEntry:
+    status: RequestStatus
+    note: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRequest:
+    """A filed request as stored and published."""
+
+    code: str
+    kiosk: str
+    category: Category
+    flat: str
+    phone: str
+    text: str
+    lang: str
+    created_at: str
+
+    @staticmethod
+    def validate(
+        *, kiosk: str, category: str, flat: str, phone: str, text: str, lang: str
+    ) -> ServiceRequest:
+        """A request from form fields, or RequestError naming the first wrong field."""
+        try:
+            cat = Category(category)
+        except ValueError as exc:
+            raise RequestError("category", "choose one of the buttons") from exc
+        flat, phone, text = flat.strip(), phone.strip(), text.strip()
+        if len(flat) > MAX_FLAT:
+            raise RequestError("flat", f"at most {MAX_FLAT} characters")
+        if len(phone) > MAX_PHONE or not _PHONE.match(phone):
+            raise RequestError("phone", f"digits, '+', '-' and spaces, at most {MAX_PHONE}")
+        if len(text) > MAX_TEXT:
+            raise RequestError("text", f"at most {MAX_TEXT} characters")
+        if any(ord(c) < 32 and c not in "\n\t" for c in flat + phone + text):
+            raise RequestError("text", "control characters are not allowed")
+        return ServiceRequest(
+            code=new_code(),
+            kiosk=kiosk,
+            category=cat,
+            flat=flat,
+            phone=phone,
+            text=text,
+            lang=lang,
+            created_at=format_ts(datetime.now(UTC)),
+        )
+
+    def document(self, identity: Identity) -> dict[str, Any]:
+        """The `community.service_request` v1 message (gateway/schemas/service-request.json)."""
+        return {
+            "schema": {"name": "community.service_request", "version": 1},
+            "site": identity.site,
+            "gateway": identity.gateway,
+            "kiosk": self.kiosk,
+            "code": self.code,
+            "category": str(self.category),
+            "flat": self.flat or None,
+            "phone": self.phone or None,
+            "text": self.text,
+            "lang": self.lang,
+            "created_at": self.created_at,
+        }
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    code TEXT PRIMARY KEY, kiosk TEXT NOT NULL, category TEXT NOT NULL, flat TEXT NOT NULL,
+    phone TEXT NOT NULL, text TEXT NOT NULL, lang TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS request_status (
+    id INTEGER PRIMARY KEY, code TEXT NOT NULL REFERENCES requests(code),
+    status TEXT NOT NULL, note TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS request_status_code ON request_status(code);
+"""
+
+
+class RequestStore:
+    """Service requests and their status history in SQLite; the blocking work in a thread."""
+
+    def __init__(self, path: Path, outbox: Outbox, topics: Topics) -> None:
+        self.path = path
+        self._outbox = outbox
+        self._topics = topics
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        # Opened on first use: a status command can arrive as soon as the uplink is up,
+        # possibly before the web service has started.
+        with self._lock:
+            if self._db is None:
+                self.open()
+            assert self._db is not None
+            return self._db
+
+    # ---- filing ----------------------------------------------------------------------
+
+    def _insert(self, req: ServiceRequest) -> ServiceRequest:
+        db = self._conn()
+        with self._lock:
+            # A fresh code on the rare collision: 25^6 is about 244 million codes.
+            for _ in range(20):
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(
+                        "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?)",
+                        (
+                            req.code,
+                            req.kiosk,
+                            str(req.category),
+                            req.flat,
+                            req.phone,
+                            req.text,
+                            req.lang,
+                            req.created_at,
+                        ),
+                    )
+                    db.execute(
+                        "INSERT INTO request_status (code, status, note, at) VALUES (?,?,?,?)",
+                        (req.code, str(RequestStatus.FILED), "", req.created_at),
+                    )
+                    db.execute("COMMIT")
+                    return req
+                except sqlite3.IntegrityError:
+                    db.execute("ROLLBACK")
+                    req = ServiceRequest(**{**_fields(req), "code": new_code()})
+            raise RuntimeError("could not find a free request code")
+
+    async def file(self, req: ServiceRequest) -> ServiceRequest:
+        """Store a request, then hand it to the outbox; returns it with its final code."""
+        req = await asyncio.to_thread(self._insert, req)
+        payload = json.dumps(
+            req.document(self._topics.identity), ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        await self._outbox.aput(
+            OutboxItem(
+                priority=Priority.EVENT,
+                channel="requests",
+                device_kind="kiosk",
+                topic=self._topics_request(req.code),
+                build_payload=lambda _seq: payload,
+            )
+        )
+        return req
+
+    def _topics_request(self, code: str) -> str:
+        return f"{self._topics.base}/requests/{code}"
+
+    # ---- status ----------------------------------------------------------------------
+
+    def _history(self, code: str) -> tuple[ServiceRequest, list[StatusEntry]] | None:
+        db = self._conn()
+        with self._lock:
+            row = db.execute(
+                "SELECT code, kiosk, category, flat, phone, text, lang, created_at "
+                "FROM requests WHERE code = ?",
+                (code,),
+            ).fetchone()
+            if row is None:
+                return None
+            rows = db.execute(
+                "SELECT status, note, at FROM request_status WHERE code = ? ORDER BY id",
+                (code,),
+            ).fetchall()
+        req = ServiceRequest(row[0], row[1], Category(row[2]), *row[3:])
+        return req, [StatusEntry(RequestStatus(s), n, a) for s, n, a in rows]
+
+    async def history(self, code: str) -> tuple[ServiceRequest, list[StatusEntry]] | None:
+        """The request with this code and its statuses, oldest first; None if unknown."""
+        return await asyncio.to_thread(self._history, code)
+
+    def _add_status(self, code: str, status: RequestStatus, note: str) -> str | None:
+        db = self._conn()
+        at = format_ts(datetime.now(UTC))
+        with self._lock:
+            if db.execute("SELECT 1 FROM requests WHERE code = ?", (code,)).fetchone() is None:
+                return None
+            db.execute(
+                "INSERT INTO request_status (code, status, note, at) VALUES (?,?,?,?)",
+                (code, str(status), note, at),
+            )
+        return at
+
+    async def command(self, cmd: Command) -> tuple[str, Any]:
+        """The `requests/{code}/status` command of the platform: record a status update."""
+        if len(cmd.parts) != 3 or cmd.parts[2] != "status":
+            raise CommandFailed("request commands are cmd/requests/{code}/status")
+        code = cmd.parts[1]
+        if normalise_code(code) != code:
+            raise CommandFailed(f"{code!r} is not a request code")
+        unknown = set(cmd.args) - {"status", "note"}
+        if unknown:
+            raise CommandFailed(f"unknown field {sorted(unknown)[0]!r}")
+        raw = cmd.args.get("status")
+        if raw is None:
+            raise CommandFailed("field 'status' required")
+        allowed = [s for s in RequestStatus if s is not RequestStatus.FILED]
+        if raw not in [str(s) for s in allowed]:
+            names = ", ".join(str(s) for s in allowed)
+            raise CommandFailed(f"field 'status' must be one of {names}")
+        note = cmd.args.get("note", "")
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            raise CommandFailed(f"field 'note' must be a string of at most {MAX_NOTE} characters")
+        at = await asyncio.to_thread(self._add_status, code, RequestStatus(raw), note)
+        if at is None:
+            raise CommandFailed(f"unknown request {code!r}")
+        return "done", {"code": code, "status": raw, "at": at}
+
+
+def _fields(req: ServiceRequest) -> dict[str, Any]:
+    return {name: getattr(req, name) for name in ServiceRequest.__slots__}

@@ -1,0 +1,466 @@
+"""The aiohttp application: routes of the staff console and the kiosk, and their guards.
+
+Every console route needs a session cookie; every POST needs a CSRF token (the
+session's for the console, a double-submit cookie for the sign-in form and the kiosk,
+which have no session).  Sign-in failures are rate-limited per client address and
+per staff id, kiosk requests per kiosk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.model import Identity
+from gateway.web import pages
+from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
+from gateway.web.i18n import t
+from gateway.web.live import LiveState
+from gateway.web.requests import (
+    Category,
+    RequestError,
+    RequestStore,
+    ServiceRequest,
+    normalise_code,
+)
+from gateway.web.settings import Lang, WebConfig
+from gateway.web.staff import StaffError, StaffFile, StaffMember, verify_secret
+
+__all__ = ["SESSION_COOKIE", "WebApp"]
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "gw_session"
+SIGNIN_COOKIE = "gw_signin_csrf"
+KIOSK_COOKIE = "gw_kiosk_csrf"
+STATIC = Path(__file__).parent / "static"
+_HEARTBEAT_S = 15.0
+# A hash to check against when the staff id is unknown, so that an unknown id takes as
+# long to refuse as a wrong PIN and does not reveal which ids exist.
+_DUMMY_HASH = (
+    "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class _StaffCache:
+    """The staff file, re-read when it changes, so `gateway staff add` needs no restart."""
+
+    file: StaffFile
+    mtime: float | None = None
+    members: dict[str, StaffMember] | None = None
+
+    def get(self) -> dict[str, StaffMember]:
+        try:
+            mtime = self.file.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if self.members is None or mtime != self.mtime:
+            try:
+                self.members = self.file.load()
+            except StaffError as exc:
+                log.error("staff file unusable, nobody can sign in: %s", exc)
+                self.members = {}
+            self.mtime = mtime
+        return self.members
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    resp.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    )
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "no-referrer")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith(("/console", "/signin", "/kiosk")):
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+class WebApp:
+    """The console and kiosk routes over the gateway's live state and request store."""
+
+    def __init__(
+        self,
+        cfg: WebConfig,
+        *,
+        identity: Identity,
+        live: LiveState,
+        store: RequestStore,
+        staff: StaffFile,
+    ) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self.live = live
+        self.store = store
+        self.staff = _StaffCache(staff)
+        self.sessions = SessionStore(cfg.session_idle_s)
+        lim = cfg.signin
+        self.signin_limit = FailureLimiter(lim.max_failures, lim.window_s, lim.lockout_s)
+        self.kiosk_limit = WindowLimiter(cfg.kiosk.max_requests, cfg.kiosk.window_s)
+        self.secure_cookies = cfg.tls is not None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
+        r = app.router
+        r.add_get("/", self.root)
+        r.add_static("/static/", STATIC, append_version=False)
+        r.add_get("/signin", self.signin_form)
+        r.add_post("/signin", self.signin)
+        r.add_post("/signout", self.signout)
+        r.add_get("/console", self.console)
+        r.add_get("/console/state", self.console_state)
+        r.add_get("/console/events", self.console_events)
+        r.add_post("/console/alarms/{alarm_id}/ack", self.ack)
+        r.add_get("/kiosk/{kiosk}", self.kiosk_home)
+        r.add_get("/kiosk/{kiosk}/new/{category}", self.kiosk_form)
+        r.add_post("/kiosk/{kiosk}/requests", self.kiosk_file)
+        r.add_get("/kiosk/{kiosk}/filed/{code}", self.kiosk_filed)
+        r.add_get("/kiosk/{kiosk}/status", self.kiosk_status)
+        r.add_get("/kiosk/{kiosk}/events", self.kiosk_events)
+        return app
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _cookie(self, resp: web.StreamResponse, name: str, value: str, path: str = "/") -> None:
+        resp.set_cookie(
+            name, value, path=path, httponly=True, samesite="Strict", secure=self.secure_cookies
+        )
+
+    def _session(self, request: web.Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(SESSION_COOKIE))
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        try:
+            data = await request.post()
+        except ValueError as exc:  # malformed body
+            raise web.HTTPBadRequest(text=f"malformed form: {exc}") from exc
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    @staticmethod
+    def _csrf_refused(what: str) -> web.Response:
+        log.warning("refused a %s without a valid CSRF token", what)
+        return web.Response(status=403, text="403: missing or wrong CSRF token")
+
+    def _require_session(self, request: web.Request) -> Session:
+        s = self._session(request)
+        if s is None:
+            if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+                raise web.HTTPSeeOther("/signin")
+            raise web.HTTPUnauthorized(text="401: sign in first")
+        return s
+
+    async def root(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther(f"/kiosk/{self.cfg.kiosk.ids[0]}")
+
+    # ---- sign in / out ---------------------------------------------------------------
+
+    async def signin_form(self, request: web.Request) -> web.StreamResponse:
+        if self._session(request) is not None:
+            raise web.HTTPSeeOther("/console")
+        token = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(24)
+        resp = _html(pages.signin_page(token))
+        self._cookie(resp, SIGNIN_COOKIE, token, path="/signin")
+        return resp
+
+    async def signin(self, request: web.Request) -> web.StreamResponse:
+        form = await self._form(request)
+        cookie = request.cookies.get(SIGNIN_COOKIE)
+        if cookie is None or not tokens_match(form.get("csrf"), cookie):
+            return self._csrf_refused("sign-in")
+        staff_id = form.get("staff_id", "").strip()[:64]
+        secret = form.get("secret", "")
+        ip = request.remote or "?"
+        keys = [f"ip:{ip}", f"id:{staff_id}"]
+        locked = max(self.signin_limit.locked_for(k) for k in keys)
+        if locked > 0:
+            log.warning("sign-in of %r from %s refused: locked for %.0f s", staff_id, ip, locked)
+            resp = _html(
+                pages.signin_page(
+                    cookie,
+                    error=f"Too many failed attempts. Try again in {int(locked) + 1} s.",
+                    staff_id=staff_id,
+                ),
+                status=429,
+            )
+            resp.headers["Retry-After"] = str(int(locked) + 1)
+            return resp
+        member = self.staff.get().get(staff_id)
+        ok = await asyncio.to_thread(
+            verify_secret, secret, member.hash if member is not None else _DUMMY_HASH
+        )
+        if member is None or not ok:
+            for k in keys:
+                self.signin_limit.failure(k)
+            log.warning("failed sign-in of %r from %s", staff_id, ip)
+            return _html(
+                pages.signin_page(cookie, error="Wrong staff id or PIN.", staff_id=staff_id),
+                status=401,
+            )
+        for k in keys:
+            self.signin_limit.success(k)
+        session = self.sessions.create(member.id, member.name or member.id)
+        log.info("staff %s signed in from %s", member.id, ip)
+        resp = web.HTTPSeeOther("/console")
+        self._cookie(resp, SESSION_COOKIE, session.token)
+        resp.del_cookie(SIGNIN_COOKIE, path="/signin")
+        raise resp
+
+    async def signout(self, request: web.Request) -> web.StreamResponse:
+        s = self._require_session(request)
+        form = await self._form(request)
+        if not tokens_match(form.get("csrf") or request.headers.get("X-CSRF-Token"), s.csrf):
+            return self._csrf_refused("sign-out")
+        self.sessions.drop(s.token)
+        log.info("staff %s signed out", s.staff_id)
+        resp = web.HTTPSeeOther("/signin")
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        raise resp
+
+    # ---- console ---------------------------------------------------------------------
+
+    async def console(self, request: web.Request) -> web.StreamResponse:
+        s = self._require_session(request)
+        return _html(
+            pages.console_page(
+                staff_name=s.name,
+                csrf=s.csrf,
+                alarms=self.live.alarm_snapshot(),
+                devices=self.live.devices.values(),
+                engine_running=self.live.alarms is not None,
+                site=self.identity.site,
+            )
+        )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "alarms": self.live.alarm_snapshot(),
+            "devices": [d.as_dict() for d in self.live.devices.values()],
+        }
+
+    async def console_state(self, request: web.Request) -> web.StreamResponse:
+        self._require_session(request)
+        return web.json_response(self._state())
+
+    async def console_events(self, request: web.Request) -> web.StreamResponse:
+        self._require_session(request)
+        return await self._stream(request, self.live.console, "snapshot", self._state)
+
+    async def ack(self, request: web.Request) -> web.StreamResponse:
+        s = self._require_session(request)
+        form = await self._form(request)
+        if not tokens_match(form.get("csrf") or request.headers.get("X-CSRF-Token"), s.csrf):
+            return self._csrf_refused("acknowledgement")
+        wants_json = "application/json" in request.headers.get("Accept", "")
+        alarm_id = request.match_info["alarm_id"]
+        engine = self.live.alarms
+        if engine is None:
+            return web.Response(status=503, text="503: the alarm engine is not running")
+        try:
+            outcome = await engine.acknowledge(
+                alarm_id, by=s.staff_id, note=form.get("note", ""), via="web"
+            )
+        except LookupError:
+            return self._ack_error(wants_json, 404, f"no alarm {alarm_id!r}")
+        except ValueError as exc:
+            return self._ack_error(wants_json, 400, str(exc))
+        log.info("staff %s acknowledged alarm %s (%s)", s.staff_id, alarm_id, outcome.status)
+        if wants_json:
+            return web.json_response({"status": outcome.status, "alarm": outcome.alarm})
+        raise web.HTTPSeeOther("/console")
+
+    @staticmethod
+    def _ack_error(wants_json: bool, status: int, text: str) -> web.Response:
+        if wants_json:
+            return web.json_response({"error": text}, status=status)
+        return _html(pages.message_page("Not acknowledged", text, "/console"), status=status)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        hub: Any,
+        first_event: str,
+        first: Callable[[], Any],
+        transform: Callable[[Any], Any] = lambda data: data,
+    ) -> web.StreamResponse:
+        """Server-sent events: a snapshot first, then each change, and a heartbeat."""
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        q = hub.subscribe()
+        try:
+            await resp.write(_sse(first_event, transform(first())))
+            while True:
+                try:
+                    item = await asyncio.wait_for(q.get(), _HEARTBEAT_S)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if item is None:  # gateway stopping, or the client fell behind
+                    break
+                event, data = item
+                await resp.write(_sse(event, transform(data)))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            hub.unsubscribe(q)
+        return resp
+
+    # ---- kiosk -----------------------------------------------------------------------
+
+    def _kiosk_id(self, request: web.Request) -> str:
+        kiosk = request.match_info["kiosk"]
+        if kiosk not in self.cfg.kiosk.ids:
+            raise web.HTTPNotFound(text=f"404: no kiosk {kiosk!r}")
+        return kiosk
+
+    def _lang(self, request: web.Request, form: dict[str, str] | None = None) -> Lang:
+        raw = (form or {}).get("lang") or request.query.get("lang", "")
+        try:
+            return Lang(raw)
+        except ValueError:
+            return self.cfg.kiosk.default_lang
+
+    async def kiosk_home(self, request: web.Request) -> web.StreamResponse:
+        kiosk = self._kiosk_id(request)
+        return _html(pages.kiosk_home_page(kiosk, self._lang(request), self.live.banner()))
+
+    def _kiosk_form(
+        self,
+        request: web.Request,
+        kiosk: str,
+        lang: Lang,
+        category: Category,
+        *,
+        error: str = "",
+        values: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        token = request.cookies.get(KIOSK_COOKIE) or secrets.token_urlsafe(24)
+        resp = _html(
+            pages.kiosk_form_page(
+                kiosk, lang, category, token, self.live.banner(), error=error, values=values
+            ),
+            status=status,
+        )
+        self._cookie(resp, KIOSK_COOKIE, token, path="/kiosk/")
+        return resp
+
+    async def kiosk_form(self, request: web.Request) -> web.StreamResponse:
+        kiosk = self._kiosk_id(request)
+        try:
+            category = Category(request.match_info["category"])
+        except ValueError as exc:
+            raise web.HTTPNotFound(text="404: no such kind of request") from exc
+        return self._kiosk_form(request, kiosk, self._lang(request), category)
+
+    async def kiosk_file(self, request: web.Request) -> web.StreamResponse:
+        kiosk = self._kiosk_id(request)
+        form = await self._form(request)
+        cookie = request.cookies.get(KIOSK_COOKIE)
+        if cookie is None or not tokens_match(form.get("csrf"), cookie):
+            return self._csrf_refused("kiosk request")
+        lang = self._lang(request, form)
+        try:
+            req = ServiceRequest.validate(
+                kiosk=kiosk,
+                category=form.get("category", ""),
+                flat=form.get("flat", ""),
+                phone=form.get("phone", ""),
+                text=form.get("text", ""),
+                lang=str(lang),
+            )
+        except RequestError as exc:
+            category = Category(form["category"]) if exc.field != "category" else None
+            if category is None:
+                raise web.HTTPSeeOther(f"/kiosk/{kiosk}?lang={lang}") from exc
+            return self._kiosk_form(
+                request,
+                kiosk,
+                lang,
+                category,
+                error=f"{t('bad_input', lang)}: {exc}",
+                values=form,
+                status=400,
+            )
+        if not self.kiosk_limit.allow(kiosk):
+            log.warning("kiosk %s: request refused by the rate limit", kiosk)
+            return self._kiosk_form(
+                request,
+                kiosk,
+                lang,
+                req.category,
+                error=t("too_many", lang),
+                values=form,
+                status=429,
+            )
+        req = await self.store.file(req)
+        log.info("kiosk %s: %s request %s filed", kiosk, req.category, req.code)
+        raise web.HTTPSeeOther(f"/kiosk/{kiosk}/filed/{req.code}?lang={lang}")
+
+    async def kiosk_filed(self, request: web.Request) -> web.StreamResponse:
+        kiosk = self._kiosk_id(request)
+        lang = self._lang(request)
+        code = normalise_code(request.match_info["code"])
+        found = await self.store.history(code) if code else None
+        if found is None:
+            raise web.HTTPSeeOther(f"/kiosk/{kiosk}/status?lang={lang}")
+        req, history = found
+        return _html(pages.kiosk_filed_page(kiosk, lang, req, history, self.live.banner()))
+
+    async def kiosk_status(self, request: web.Request) -> web.StreamResponse:
+        kiosk = self._kiosk_id(request)
+        lang = self._lang(request)
+        typed = request.query.get("code", "")[:32]
+        code = normalise_code(typed)
+        found = await self.store.history(code) if code else None
+        return _html(
+            pages.kiosk_status_page(
+                kiosk,
+                lang,
+                self.live.banner(),
+                code=typed,
+                found=found,
+                not_found=bool(typed) and found is None,
+            )
+        )
+
+    async def kiosk_events(self, request: web.Request) -> web.StreamResponse:
+        self._kiosk_id(request)
+        lang = self._lang(request)
+        return await self._stream(
+            request,
+            self.live.kiosk,
+            "banner",
+            self.live.banner,
+            lambda banner: pages.banner_lines(banner, lang),
+        )
+
+
+def _sse(event: str, data: Any) -> bytes:
+    # json.dumps never emits a raw newline, so one data: line carries the whole document.
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {text}\n\n".encode()

@@ -1,0 +1,104 @@
+"""Wires the local web into a Gateway: observers, the `requests` commands, the service.
+
+`attach(gw)` is called by the runtime when `web.enabled` is set.  The web server is a
+`Gateway.services` entry, so it starts after the uplink, stops before it, and is
+restarted by the runtime's supervisor if it ever crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.web.live import LiveState
+from gateway.web.requests import RequestStore
+from gateway.web.server import WebApp
+from gateway.web.settings import WebConfig
+from gateway.web.staff import StaffFile
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+__all__ = ["WebService", "attach", "staff_file_of"]
+
+log = logging.getLogger(__name__)
+
+
+def staff_file_of(cfg: WebConfig, state_dir: Path) -> StaffFile:
+    """The staff file a config names, by default staff.json in the gateway's state dir."""
+    return StaffFile(cfg.staff_file or state_dir / "staff.json")
+
+
+class WebService:
+    """The web server of one gateway; `run` serves until cancelled."""
+
+    def __init__(self, gw: Gateway) -> None:
+        config = gw.loaded.config
+        self.cfg = config.web
+        self.gw = gw
+        self.live = LiveState(list(gw.loaded.devices), alarms=None)
+        self.store = RequestStore(
+            self.cfg.db_path or config.gateway.state_dir / "web.db", gw.outbox, gw.topics
+        )
+        self.web = WebApp(
+            self.cfg,
+            identity=gw.identity,
+            live=self.live,
+            store=self.store,
+            staff=staff_file_of(self.cfg, config.gateway.state_dir),
+        )
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        tls = self.cfg.tls
+        if tls is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise RuntimeError(
+                f"web.tls: cannot load {tls.cert_file} / {tls.key_file}: {exc}"
+            ) from exc
+        return ctx
+
+    async def run(self) -> None:
+        # The alarm engine is looked up now, not at attach time: the runtime may create
+        # it after the web was attached.
+        self.live.alarms = getattr(self.gw, "alarms", None)
+        if self.live.alarms is None:
+            log.warning("web: no alarm engine in this gateway; the console shows devices only")
+        self.live.start()
+        runner = web.AppRunner(self.web.app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.cfg.bind, self.cfg.port, ssl_context=self._ssl())
+            try:
+                await site.start()
+            except OSError as exc:
+                raise RuntimeError(
+                    f"web: cannot listen on {self.cfg.bind}:{self.cfg.port}: {exc.strerror}"
+                ) from exc
+            scheme = "https" if self.cfg.tls else "http"
+            log.info("web: console and kiosk on %s://%s:%d", scheme, self.cfg.bind, self.cfg.port)
+            await asyncio.Event().wait()
+        finally:
+            # End the event streams first so the runner need not wait for them.
+            self.live.stop()
+            await runner.cleanup()
+            self.store.close()
+
+
+def attach(gw: Gateway) -> WebService:
+    """Register the web with a gateway that has not started yet."""
+    svc = WebService(gw)
+    gw.message_observers.append(svc.live.on_message)
+    gw.availability_observers.append(svc.live.on_availability)
+    gw.router.register("requests", svc.store.command)
+    gw.services["web"] = svc.run
+    return svc

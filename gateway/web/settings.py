@@ -1,0 +1,86 @@
+"""The `web:` section of the gateway config: where the local web listens, and its limits.
+
+Validated with the rest of the config, before anything listens.  Relative paths are
+relative to the config file's folder, like every other path in the file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["KioskConfig", "Lang", "SigninLimit", "WebConfig", "WebTls"]
+
+KioskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lang(StrEnum):
+    """Languages of the kiosk screen."""
+
+    ZH = "zh"
+    EN = "en"
+
+
+class WebTls(_Strict):
+    """HTTPS with the installer's certificate and key (PEM files)."""
+
+    cert_file: Path
+    key_file: Path  # readable only by the gateway's user
+
+
+class SigninLimit(_Strict):
+    """Failed sign-ins allowed per client address and per staff id before a lockout."""
+
+    max_failures: int = Field(5, ge=1, le=100)
+    window_s: float = Field(300.0, gt=0)
+    lockout_s: float = Field(60.0, gt=0)
+
+
+class KioskConfig(_Strict):
+    """The resident kiosk(s): one screen per id, at /kiosk/{id}."""
+
+    ids: list[KioskId] = Field(default_factory=lambda: ["lobby"], min_length=1)
+    default_lang: Lang = Lang.ZH
+    # Service requests one kiosk accepts per window; more are refused with a message.
+    max_requests: int = Field(10, ge=1, le=1000)
+    window_s: float = Field(600.0, gt=0)
+
+    @field_validator("ids")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("kiosk ids must be unique")
+        return value
+
+
+class WebConfig(_Strict):
+    """The staff console and the resident kiosk, served by the gateway process."""
+
+    enabled: bool = False
+    # Loopback by default so that turning the web on never exposes it by surprise; a
+    # lobby kiosk or office PC on the LAN needs the installer to set the LAN address
+    # (or 0.0.0.0) on purpose.
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    tls: WebTls | None = None
+    # None: staff.json in the gateway's state_dir.
+    staff_file: Path | None = None
+    # None: web.db in the gateway's state_dir (service requests and their statuses).
+    db_path: Path | None = None
+    session_idle_s: float = Field(8 * 3600, gt=0)
+    signin: SigninLimit = SigninLimit()
+    kiosk: KioskConfig = KioskConfig()
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("bind must be one address, e.g. 127.0.0.1, 192.168.1.10 or 0.0.0.0")
+        return value

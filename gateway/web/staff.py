@@ -1,0 +1,174 @@
+"""Staff accounts: a JSON secrets file of ids, names and scrypt hashes of PINs/passwords.
+
+The file (mode 0600) holds `{"version": 1, "staff": [{"id", "name", "hash"}]}`; a hash is
+`scrypt$N$r$p$salt$key` (base64), so the parameters travel with it and can be raised
+later without invalidating old entries.  Nothing here ever stores or logs a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "MIN_SECRET_LEN",
+    "StaffError",
+    "StaffFile",
+    "StaffMember",
+    "hash_secret",
+    "verify_secret",
+]
+
+MIN_SECRET_LEN = 6
+MAX_SECRET_LEN = 128
+# scrypt cost: about 50 ms and 16 MiB per check on a small ARM board; with the sign-in
+# rate limit that keeps guessing a 6-digit PIN far slower than anyone would notice.
+_N, _R, _P = 2**14, 8, 1
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class StaffError(Exception):
+    """The staff file or a staff entry is wrong; the text says what and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    """One staff account as stored (the hash, never the secret)."""
+
+    id: str
+    name: str
+    hash: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_secret(secret: str) -> str:
+    """A salted scrypt hash of `secret`, with its parameters, ready for the staff file."""
+    check_secret(secret)
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """True if `secret` matches the stored hash; False for a malformed hash too."""
+    if len(secret) > MAX_SECRET_LEN:
+        return False  # and no scrypt of megabytes of input from a hostile client
+    try:
+        algo, n, r, p, salt, key = stored.split("$")
+        if algo != "scrypt":
+            return False
+        want = base64.b64decode(key)
+        got = hashlib.scrypt(
+            secret.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(want),
+            maxmem=64 * 1024 * 1024,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def check_id(staff_id: str) -> None:
+    if not _ID.match(staff_id):
+        raise StaffError(
+            f"staff id {staff_id!r} must be 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def check_secret(secret: str) -> None:
+    if not MIN_SECRET_LEN <= len(secret) <= MAX_SECRET_LEN:
+        raise StaffError(
+            f"a PIN or password has {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters "
+            f"(this one has {len(secret)})"
+        )
+
+
+class StaffFile:
+    """The staff secrets file: load, add, remove; written atomically with mode 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, StaffMember]:
+        """Every account by id; an absent file is an empty list, a broken one StaffError."""
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StaffError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StaffError(f"{self.path}: not JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise StaffError(f'{self.path}: expected an object with "version": 1')
+        entries = doc.get("staff")
+        if not isinstance(entries, list):
+            raise StaffError(f'{self.path}: "staff" must be a list')
+        out: dict[str, StaffMember] = {}
+        for i, entry in enumerate(entries):
+            where = f"{self.path}: staff[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"id", "name", "hash"}:
+                raise StaffError(f"{where}: needs exactly the keys id, name, hash")
+            if not all(isinstance(entry[k], str) for k in ("id", "name", "hash")):
+                raise StaffError(f"{where}: id, name and hash are strings")
+            try:
+                check_id(entry["id"])
+            except StaffError as exc:
+                raise StaffError(f"{where}: {exc}") from exc
+            if entry["id"] in out:
+                raise StaffError(f"{where}: duplicate id {entry['id']!r}")
+            if not entry["hash"].startswith("scrypt$"):
+                raise StaffError(f"{where}: hash is not an scrypt hash (never store a PIN)")
+            out[entry["id"]] = StaffMember(entry["id"], entry["name"], entry["hash"])
+        return out
+
+    def _save(self, members: dict[str, StaffMember]) -> None:
+        doc = {
+            "version": 1,
+            "staff": [{"id": m.id, "name": m.name, "hash": m.hash} for m in members.values()],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        # Created 0600 from the start: the hashes are never readable by others, not even
+        # for the moment before a chmod.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def add(self, staff_id: str, name: str, secret: str, *, replace: bool = False) -> None:
+        """Add an account (or replace its name and secret with `replace`)."""
+        check_id(staff_id)
+        members = self.load()
+        if staff_id in members and not replace:
+            raise StaffError(f"staff id {staff_id!r} exists; use --replace to set a new PIN")
+        members[staff_id] = StaffMember(staff_id, name, hash_secret(secret))
+        self._save(members)
+
+    def remove(self, staff_id: str) -> None:
+        members = self.load()
+        if staff_id not in members:
+            raise StaffError(f"no staff id {staff_id!r} in {self.path}")
+        del members[staff_id]
+        self._save(members)
