@@ -146,7 +146,12 @@ class WebApp:
         )
 
     def _session(self, request: web.Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        s = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if s is not None and s.staff_id not in self.staff.get():
+            # Account removed with `gateway staff remove`: its sessions end now.
+            self.sessions.drop_staff(s.staff_id)
+            return None
+        return s
 
     async def _form(self, request: web.Request) -> dict[str, str]:
         try:
