@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.alarms.settings import AlarmsConfig, alarms_problems
 from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.secrets import SecretRef, refuse_inline
@@ -212,6 +213,7 @@ class GatewayConfig(_Strict):
     sinks: SinksConfig = SinksConfig()
     web: WebConfig = WebConfig()
     wellness: WellnessConfig = WellnessConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("version")
@@ -406,6 +408,7 @@ def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> Loa
     if not device_problems:
         problems.extend(_cross_device_problems(src, cfg, specs, drivers))
         problems.extend(src.problem(p, m) for p, m in wellness_problems(cfg.wellness, specs))
+        problems.extend(src.problem(p, m) for p, m in alarms_problems(cfg.alarms, specs))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedConfig(path=path, config=cfg, devices=tuple(specs))

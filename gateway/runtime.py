@@ -18,6 +18,8 @@ from functools import partial
 from typing import Any
 
 from gateway import __version__
+from gateway.alarms.engine import AlarmEngine
+from gateway.alarms.wiring import attach as attach_alarms
 from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import LoadedConfig
@@ -115,6 +117,8 @@ class Gateway:
         self.message_observers: list[MessageObserver] = []
         self.availability_observers: list[AvailabilityObserver] = []
         self.services: dict[str, Service] = {}
+        # Before the web console, which uses it.
+        self.alarms: AlarmEngine = attach_alarms(self)
         if cfg.web.enabled:
             # Imported only when enabled: a gateway without screens never loads aiohttp.
             from gateway.web.service import attach

@@ -1,0 +1,343 @@
+"""The alarm engine in the running gateway: the book's changes stored, published, announced.
+
+Every change is stored first (durable), then its document handed to the outbox as a
+retained message on `{base}/alarms/{alarm_id}` (an empty retained payload follows the
+closed document, so the broker forgets it), then the listeners (the local web console)
+get it.  `run()` is the engine's service: it restores the open alarms and their timers,
+republishes what a crash kept from the outbox, and then applies the timers, the
+acknowledgements queued by `gateway ack`, and the escalation output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gateway.model import DeviceRef, Event, Identity, Message, Priority
+from gateway.outbox import Outbox, OutboxItem
+from gateway.topics import Topics
+
+from .book import AlarmBook
+from .model import Alarm, AlarmState, Change, DeviceInfo, Via
+from .rules import OFFLINE, ONLINE
+from .settings import AlarmsConfig
+from .store import AlarmStore
+
+__all__ = [
+    "CHANNEL",
+    "AckOutcome",
+    "AlarmEngine",
+    "OutputSwitch",
+    "UnknownAlarm",
+    "check_ack_fields",
+]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "alarms"
+MAX_BY = 64
+MAX_NOTE = 500
+_POLL_S = 0.5  # how often queued `gateway ack`s are looked for (the brief says <= 1 s)
+
+# Switches the escalation output (a buzzer relay) on (True) or off (False).
+OutputSwitch = Callable[[bool], Awaitable[None]]
+Listener = Callable[[dict[str, Any]], None]
+
+
+class UnknownAlarm(LookupError):
+    """No alarm with that id on this gateway."""
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """Result of an acknowledgement: "accepted" or "already_acknowledged", and the document."""
+
+    status: str
+    alarm: dict[str, Any]
+
+
+def check_ack_fields(by: object, note: object) -> tuple[str, str]:
+    """`by` and `note` as the contract allows them; ValueError naming the field otherwise."""
+    if not isinstance(by, str):
+        raise ValueError(f"field 'by' must be a string, not {type(by).__name__}")
+    if not 1 <= len(by) <= MAX_BY:
+        raise ValueError(f"field 'by' must be 1-{MAX_BY} characters (got {len(by)})")
+    if not isinstance(note, str):
+        raise ValueError(f"field 'note' must be a string, not {type(note).__name__}")
+    if len(note) > MAX_NOTE:
+        raise ValueError(f"field 'note' must be at most {MAX_NOTE} characters (got {len(note)})")
+    return by, note
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlarmEngine:
+    """The gateway's alarms: observer of messages and availability, and a service.
+
+    Used on the event loop only.  Constructor only assigns; `start()` (called by
+    `run()`, or by the first observed signal) opens the store.
+    """
+
+    def __init__(
+        self,
+        cfg: AlarmsConfig,
+        *,
+        path: Path,
+        topics: Topics,
+        devices: Mapping[str, DeviceInfo],
+        outbox: Outbox,
+        output: OutputSwitch | None = None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.topics = topics
+        self.identity: Identity = topics.identity
+        self.devices = dict(devices)
+        self.outbox = outbox
+        self.output = output
+        self.now = now
+        self.store = AlarmStore(path)
+        self._book: AlarmBook | None = None
+        self._listeners: list[Listener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
+        self._output_state: bool | None = None  # None: unknown, set it at the next tick
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._book is not None
+
+    def start(self) -> None:
+        """Open the store, restore open alarms and timers, republish unpublished revs."""
+        if self._book is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.store.open()
+        restored = self.store.open_alarms()
+        self._book = AlarmBook(
+            self.cfg.rule_set(),
+            self.cfg.escalation,
+            self.cfg.damping_s,
+            self.store.new_id,
+            restored,
+        )
+        if restored:
+            log.info("alarms: %d open alarms restored from %s", len(restored), self.path)
+        self._republish()
+
+    def close(self) -> None:
+        self._book = None
+        self.store.close()
+
+    async def run(self) -> None:
+        """The engine's service: timers, queued acknowledgements, output, until cancelled."""
+        self.start()
+        assert self._wake is not None
+        try:
+            while True:
+                book = self._require()
+                now = self.now()
+                self._commit(book.tick(now))
+                self._apply_queued_acks()
+                self._republish()
+                await self._sync_output(book.output_wanted())
+                deadline = book.next_deadline()
+                delay = _POLL_S
+                if deadline is not None:
+                    delay = min(delay, max(0.01, (deadline - self.now()).total_seconds()))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+        finally:
+            self.close()
+
+    def _require(self) -> AlarmBook:
+        if self._book is None:
+            self.start()
+        assert self._book is not None
+        return self._book
+
+    # ---- inputs -------------------------------------------------------------------
+
+    def observe(self, message: Message) -> None:
+        """Message observer: events raise and clear alarms."""
+        if isinstance(message, Event):
+            self._signal(message.device, str(message.type))
+
+    def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+        """Availability observer: offline raises a maintenance alarm, online clears it."""
+        self._signal(ref, ONLINE if available else OFFLINE)
+
+    def _signal(self, ref: DeviceRef, signal: str) -> None:
+        device = self.devices.get(ref.id) or DeviceInfo.of(ref)
+        self._commit(self._require().signal(device, signal, self.now()))
+
+    async def acknowledge(self, alarm_id: str, *, by: str, note: str = "", via: str) -> AckOutcome:
+        """Acknowledge an alarm (the in-process API; MQTT and `gateway ack` come here too).
+
+        Raises UnknownAlarm for an id this gateway never had, ValueError for a bad
+        `by`, `note` or `via`.  Returns once the change is durable; its document goes
+        out through the outbox (so also later, when the uplink is down now).
+        """
+        return self._acknowledge(alarm_id, by=by, note=note, via=via)
+
+    def _acknowledge(self, alarm_id: str, *, by: str, note: str, via: str) -> AckOutcome:
+        by, note = check_ack_fields(by, note)
+        try:
+            how = Via(via)
+        except ValueError:
+            raise ValueError(f"via must be one of {', '.join(v.value for v in Via)}") from None
+        status, alarm, changes = self._require().acknowledge(alarm_id, by, note, how, self.now())
+        if status == "unknown":
+            closed = self.store.get(alarm_id)
+            if closed is None:
+                raise UnknownAlarm(f"unknown alarm {alarm_id!r}")
+            # A closed alarm was acknowledged (closing needs it): same answer as a repeat.
+            return AckOutcome("already_acknowledged", closed.document(self.identity))
+        self._commit(changes)
+        assert alarm is not None
+        if status == "accepted":
+            log.info("alarm %s acknowledged by %s via %s", alarm_id, by, how)
+        return AckOutcome(status, alarm.document(self.identity))
+
+    def _apply_queued_acks(self) -> None:
+        for pending in self.store.pending_acks():
+            try:
+                outcome = self._acknowledge(
+                    pending.alarm_id, by=pending.by, note=pending.note, via=pending.via
+                )
+            except UnknownAlarm as exc:
+                self.store.finish_ack(pending.id, "unknown", str(exc))
+            except ValueError as exc:
+                self.store.finish_ack(pending.id, "error", str(exc))
+            else:
+                self.store.finish_ack(pending.id, outcome.status, json.dumps(outcome.alarm))
+
+    # ---- outputs ------------------------------------------------------------------
+
+    def snapshot(self, recent: int = 50) -> list[dict[str, Any]]:
+        """Documents of every alarm not closed, then the `recent` last closed; newest first."""
+        if self._book is None:
+            return []
+        open_ = sorted(self._book.open_alarms(), key=lambda a: a.raised_at, reverse=True)
+        closed = self.store.recent_closed(recent) if recent > 0 else []
+        return [a.document(self.identity) for a in [*open_, *closed]]
+
+    def listen(self, callback: Listener) -> Callable[[], None]:
+        """Call `callback(document)` after every published change; returns the unsubscribe."""
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _commit(self, changes: Iterable[Change]) -> None:
+        changes = list(changes)
+        if not changes:
+            return
+        # Durable before anyone hears of it: a crash after this is repaired at start.
+        self.store.save(changes)
+        for ch in changes:
+            if not ch.publish:
+                continue
+            log.info(
+                "alarm %s %s: %s %s of %s (rev %d)",
+                ch.alarm.id,
+                ch.what,
+                ch.alarm.severity,
+                ch.alarm.type,
+                ch.alarm.device.id,
+                ch.alarm.rev,
+            )
+            self._publish(ch.alarm)
+            doc = ch.alarm.document(self.identity)
+            for listener in list(self._listeners):
+                try:
+                    listener(doc)
+                except Exception:  # a broken listener must not stop the others
+                    log.exception("alarm listener %r failed", listener)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _publish(self, alarm: Alarm) -> None:
+        payload = json.dumps(
+            alarm.document(self.identity), ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        topic = self.topics.alarm(alarm.id)
+        items = [self._item(topic, payload, alarm.device.kind)]
+        if alarm.state is AlarmState.CLOSED:
+            items.append(self._item(topic, b"", alarm.device.kind))  # the broker forgets it
+        try:
+            futures = [self.outbox.put(item) for item in items]
+        except Exception as exc:  # outbox closed or failing: run() tries again
+            log.warning("alarm %s rev %d not queued for publishing: %s", alarm.id, alarm.rev, exc)
+            return
+        self._inflight[alarm.id] = alarm.rev
+        loop = self._loop
+        assert loop is not None
+
+        def done(fut: Any) -> None:
+            loop.call_soon_threadsafe(self._published, alarm.id, alarm.rev, fut.exception())
+
+        futures[-1].add_done_callback(done)
+
+    @staticmethod
+    def _item(topic: str, payload: bytes, kind: str) -> OutboxItem:
+        return OutboxItem(
+            priority=Priority.EVENT,
+            channel=CHANNEL,
+            device_kind=kind,
+            topic=topic,
+            build_payload=partial(_fixed, payload),
+            retain=True,
+        )
+
+    def _published(self, alarm_id: str, rev: int, error: BaseException | None) -> None:
+        if self._inflight.get(alarm_id) == rev:
+            del self._inflight[alarm_id]
+        if error is not None:
+            log.warning("alarm %s rev %d not stored in the outbox: %s", alarm_id, rev, error)
+            return
+        if self._book is not None:
+            self.store.mark_published(alarm_id, rev)
+
+    def _republish(self) -> None:
+        """Hand the outbox every latest rev it has not taken (after a crash or an error)."""
+        for alarm in self.store.unpublished():
+            if self._inflight.get(alarm.id, 0) >= alarm.rev:
+                continue
+            log.info("alarm %s: publishing rev %d again", alarm.id, alarm.rev)
+            self._publish(alarm)
+
+    async def _sync_output(self, want: bool) -> None:
+        if self.output is None or self._output_state is want:
+            return
+        try:
+            await self.output(want)
+        except Exception as exc:  # retried at the next tick
+            log.warning("alarm output could not be switched %s: %s", "on" if want else "off", exc)
+            return
+        self._output_state = want
+        log.info("alarm output switched %s", "on" if want else "off")
+
+
+def _fixed(payload: bytes, seq: int) -> bytes:
+    return payload

@@ -1,0 +1,205 @@
+"""One alarm's state, its stored record, and the document published for it (schema alarm.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gateway.model import DeviceRef, Identity, format_ts
+
+from .rules import AlarmType, Severity
+
+__all__ = ["Ack", "Alarm", "AlarmState", "Change", "DeviceInfo", "Via", "parse_ts"]
+
+
+class AlarmState(StrEnum):
+    """`cleared`: the condition is gone but nobody acknowledged yet; `closed`: both."""
+
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+    CLOSED = "closed"
+
+
+class Via(StrEnum):
+    """Where an acknowledgement came from."""
+
+    MQTT = "mqtt"
+    CLI = "cli"
+    WEB = "web"
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """The device an alarm is about, as people read it: copied into the alarm when raised."""
+
+    id: str
+    kind: str
+    name: str
+    location: dict[str, str]
+
+    @classmethod
+    def of(cls, ref: DeviceRef, name: str = "") -> DeviceInfo:
+        return cls(ref.id, str(ref.kind), name, ref.location.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "location": dict(self.location),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Who acknowledged an alarm, when, how, with what note."""
+
+    by: str
+    note: str
+    at: datetime
+    via: Via
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"by": self.by, "note": self.note, "at": format_ts(self.at), "via": str(self.via)}
+
+
+@dataclass(slots=True)
+class Alarm:
+    """A mutable alarm inside the engine; `Change.alarm` holds frozen-in-time copies."""
+
+    id: str
+    type: AlarmType
+    severity: Severity
+    device: DeviceInfo
+    cause: str
+    rule: str
+    raised_at: datetime
+    updated_at: datetime
+    last_seen_at: datetime
+    rev: int = 1
+    state: AlarmState = AlarmState.ACTIVE
+    count: int = 1
+    escalation: int = 0
+    ack: Ack | None = None
+    cleared_at: datetime | None = None
+    closed_at: datetime | None = None
+    # Timers, stored so that a restart keeps them (not published).
+    escalate_at: datetime | None = None
+    clear_due_at: datetime | None = None  # a clear signal waiting out the damping time
+    clear_signal_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.device.id, str(self.type))
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not AlarmState.CLOSED
+
+    def copy(self) -> Alarm:
+        return replace(self)
+
+    def document(self, identity: Identity) -> dict[str, Any]:
+        """The published document (gateway/schemas/alarm.json)."""
+        return {
+            "schema": {"name": "community.alarm", "version": 1},
+            "site": identity.site,
+            "gateway": identity.gateway,
+            "alarm_id": self.id,
+            "rev": self.rev,
+            "type": str(self.type),
+            "severity": str(self.severity),
+            "state": str(self.state),
+            "acknowledged": self.ack is not None,
+            "cleared": self.state in (AlarmState.CLEARED, AlarmState.CLOSED),
+            "device": self.device.as_dict(),
+            "cause": self.cause,
+            "rule": self.rule,
+            "raised_at": format_ts(self.raised_at),
+            "updated_at": format_ts(self.updated_at),
+            "last_seen_at": format_ts(self.last_seen_at),
+            "count": self.count,
+            "escalation": self.escalation,
+            "ack": None if self.ack is None else self.ack.as_dict(),
+            "cleared_at": _ts(self.cleared_at),
+            "closed_at": _ts(self.closed_at),
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, timers included, as JSON-able data for the store."""
+        rec = asdict(self)
+        for key, value in rec.items():
+            if isinstance(value, datetime):
+                rec[key] = value.isoformat()
+        rec["type"], rec["severity"], rec["state"] = (
+            str(self.type),
+            str(self.severity),
+            str(self.state),
+        )
+        if self.ack is not None:
+            rec["ack"] = {
+                **asdict(self.ack),
+                "at": self.ack.at.isoformat(),
+                "via": str(self.ack.via),
+            }
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Alarm:
+        ack = rec.get("ack")
+        times = {
+            k: parse_ts(rec.get(k))
+            for k in (
+                "cleared_at",
+                "closed_at",
+                "escalate_at",
+                "clear_due_at",
+                "clear_signal_at",
+            )
+        }
+        return cls(
+            id=rec["id"],
+            type=AlarmType(rec["type"]),
+            severity=Severity(rec["severity"]),
+            device=DeviceInfo(**rec["device"]),
+            cause=rec["cause"],
+            rule=rec["rule"],
+            raised_at=datetime.fromisoformat(rec["raised_at"]),
+            updated_at=datetime.fromisoformat(rec["updated_at"]),
+            last_seen_at=datetime.fromisoformat(rec["last_seen_at"]),
+            rev=rec["rev"],
+            state=AlarmState(rec["state"]),
+            count=rec["count"],
+            escalation=rec["escalation"],
+            ack=None
+            if ack is None
+            else Ack(ack["by"], ack["note"], datetime.fromisoformat(ack["at"]), Via(ack["via"])),
+            extra=dict(rec.get("extra") or {}),
+            **times,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of one alarm: what happened, and the alarm right after it.
+
+    `publish` is False for a change that only moves a timer (a clear waiting out the
+    damping time): it is stored, but the document did not change.
+    """
+
+    alarm: Alarm
+    what: str  # raised, repeated, acknowledged, cleared, closed, escalated, clear_pending, ...
+    before: AlarmState | None
+    publish: bool = True

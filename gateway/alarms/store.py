@@ -1,0 +1,251 @@
+"""The alarm database: SQLite in WAL mode, synchronous FULL, like the outbox.
+
+One row per alarm (its whole record as JSON, plus the columns queries need), every
+change in `transitions`, and `published_rev` per alarm: a crash between storing a
+change and the outbox taking its document is repaired at start by publishing again.
+`pending_acks` holds acknowledgements typed with `gateway ack` in another process; only
+the running engine applies them, so transitions are written by one process alone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import Alarm, AlarmState, Change
+
+__all__ = ["AlarmStore", "PendingAck"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (
+    id TEXT PRIMARY KEY,
+    num INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    published_rev INTEGER NOT NULL DEFAULT 0,
+    closed_order INTEGER,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (state) WHERE state != 'closed';
+CREATE INDEX IF NOT EXISTS alarms_closed ON alarms (closed_order) WHERE closed_order IS NOT NULL;
+CREATE INDEX IF NOT EXISTS alarms_unpublished ON alarms (num) WHERE published_rev < rev;
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    before TEXT,
+    after TEXT NOT NULL,
+    at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_acks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id TEXT NOT NULL,
+    by TEXT NOT NULL,
+    note TEXT NOT NULL,
+    via TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    status TEXT,
+    detail TEXT,
+    done_at REAL
+);
+"""
+
+_TOKEN_CHARS = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAck:
+    """An acknowledgement queued by `gateway ack`, and its result once applied."""
+
+    id: int
+    alarm_id: str
+    by: str
+    note: str
+    via: str
+    status: str | None = None  # accepted, already_acknowledged, unknown, error
+    detail: str | None = None
+
+
+class AlarmStore:
+    """The alarm database of one gateway; use from one thread (the event loop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self.token = ""
+        self._next = 1
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"alarm store {self.path} is not open")
+        return self._conn
+
+    def open(self, *, create: bool = True) -> None:
+        """Open (and with `create`, make) the database; reads the id token and counter."""
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"no alarm database at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        for stmt in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(stmt)
+        with self._tx():
+            row = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()
+            if row is None:
+                # Ids must be unique per gateway forever, also after the database is
+                # lost and made again: a fresh random token, then a counter.
+                token = "".join(secrets.choice(_TOKEN_CHARS) for _ in range(6))
+                conn.execute("INSERT INTO meta VALUES ('token', ?)", (token,))
+                conn.execute("INSERT INTO meta VALUES ('next', '1')")
+        self.token = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()[0]
+        self._next = int(conn.execute("SELECT value FROM meta WHERE key='next'").fetchone()[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _tx(self) -> _Tx:
+        return _Tx(self.conn)
+
+    # ---- alarms -------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """The next alarm id; the counter is stored with the alarm that uses it."""
+        n = self._next
+        self._next += 1
+        return f"{self.token}-{n}"
+
+    def save(self, changes: Sequence[Change]) -> None:
+        """Store the changes (rows and transitions) in one durable transaction."""
+        if not changes:
+            return
+        with self._tx() as c:
+            for ch in changes:
+                a = ch.alarm
+                rec = json.dumps(a.to_record(), separators=(",", ":"))
+                num = int(a.id.rsplit("-", 1)[1])
+                c.execute(
+                    "INSERT INTO alarms (id, num, device_id, type, state, rev, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET state=excluded.state, rev=excluded.rev,"
+                    " record=excluded.record",
+                    (a.id, num, a.device.id, str(a.type), str(a.state), a.rev, rec),
+                )
+                if a.state is AlarmState.CLOSED:
+                    c.execute(
+                        "UPDATE alarms SET closed_order ="
+                        " (SELECT coalesce(max(closed_order), 0) + 1 FROM alarms)"
+                        " WHERE id = ? AND closed_order IS NULL",
+                        (a.id,),
+                    )
+                c.execute(
+                    "INSERT INTO transitions (alarm_id, rev, what, before, after, at, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.id,
+                        a.rev,
+                        ch.what,
+                        None if ch.before is None else str(ch.before),
+                        str(a.state),
+                        a.updated_at.isoformat(),
+                        rec,
+                    ),
+                )
+            c.execute("UPDATE meta SET value = ? WHERE key = 'next'", (str(self._next),))
+
+    def mark_published(self, alarm_id: str, rev: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE alarms SET published_rev = max(published_rev, ?) WHERE id = ?",
+                (rev, alarm_id),
+            )
+
+    def _alarms(self, where: str, args: Sequence[Any] = ()) -> list[Alarm]:
+        rows = self.conn.execute(f"SELECT record FROM alarms {where}", args).fetchall()
+        return [Alarm.from_record(json.loads(r[0])) for r in rows]
+
+    def open_alarms(self) -> list[Alarm]:
+        return self._alarms("WHERE state != 'closed' ORDER BY num")
+
+    def recent_closed(self, n: int) -> list[Alarm]:
+        """The `n` most recently closed alarms, newest first."""
+        return self._alarms(
+            "WHERE closed_order IS NOT NULL ORDER BY closed_order DESC LIMIT ?", (n,)
+        )
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        found = self._alarms("WHERE id = ?", (alarm_id,))
+        return found[0] if found else None
+
+    def unpublished(self) -> list[Alarm]:
+        """Alarms whose latest rev never reached the outbox, oldest first."""
+        return self._alarms("WHERE published_rev < rev ORDER BY num")
+
+    def transitions(self, alarm_id: str) -> list[tuple[int, str, str]]:
+        """(rev, what, state after) of every stored change of one alarm, in order."""
+        rows = self.conn.execute(
+            "SELECT rev, what, after FROM transitions WHERE alarm_id = ? ORDER BY id", (alarm_id,)
+        ).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    # ---- acknowledgements queued by another process ------------------------------
+
+    def queue_ack(self, alarm_id: str, by: str, note: str, via: str) -> int:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO pending_acks (alarm_id, by, note, via, queued_at) VALUES (?,?,?,?,?)",
+                (alarm_id, by, note, via, time.time()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def pending_acks(self) -> list[PendingAck]:
+        rows = self.conn.execute(
+            "SELECT id, alarm_id, by, note, via FROM pending_acks WHERE status IS NULL ORDER BY id"
+        ).fetchall()
+        return [PendingAck(*r) for r in rows]
+
+    def finish_ack(self, ack_id: int, status: str, detail: str = "") -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE pending_acks SET status = ?, detail = ?, done_at = ? WHERE id = ?",
+                (status, detail, time.time(), ack_id),
+            )
+
+    def ack_result(self, ack_id: int) -> PendingAck | None:
+        row = self.conn.execute(
+            "SELECT id, alarm_id, by, note, via, status, detail FROM pending_acks WHERE id = ?",
+            (ack_id,),
+        ).fetchone()
+        return None if row is None else PendingAck(*row)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
