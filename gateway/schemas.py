@@ -31,6 +31,8 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "health",
     "command-request",
     "command-reply",
+    "alarm",
+    "alarm-ack",
 )
 
 
