@@ -33,6 +33,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "command-reply",
     "alarm",
     "alarm-ack",
+    "ticket",
 )
 
 

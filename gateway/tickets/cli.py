@@ -1,0 +1,279 @@
+"""`gateway tickets`: run the reference ticket service, list tickets, acknowledge one."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from gateway.config import BrokerConfig, ConfigError, ReconnectConfig
+
+from .routing import load_routes
+from .service import ServiceConfig, TicketService
+from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
+
+__all__ = ["percentile", "tickets"]
+
+_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="The ticket service's SQLite file.",
+)
+
+
+@click.group()
+def tickets() -> None:
+    """Reference ticket service (central side): one ticket per alarm, routed to a team."""
+
+
+def _default_client_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"tickets-{host}"
+
+
+@tickets.command()
+@click.option("--broker", "broker_url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="SQLite file of the tickets; instances sharing the load share this file.",
+)
+@click.option("--prefix", default="community/v1", show_default=True, help="Topic prefix.")
+@click.option(
+    "--group", default="tickets", show_default=True, help="Shared subscription group name."
+)
+@click.option(
+    "--routes",
+    "routes_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="YAML file mapping alarm types to teams (docs/tickets.md).",
+)
+@click.option(
+    "--client-id",
+    default=None,
+    help="MQTT client id; its broker session queues alarms while the service is down. "
+    "Each instance needs its own. [default: tickets-HOSTNAME]",
+)
+def serve(
+    broker_url: str,
+    db_path: Path,
+    prefix: str,
+    group: str,
+    routes_path: Path | None,
+    client_id: str | None,
+) -> None:
+    """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
+    client_id = client_id or _default_client_id()
+    for name, value in (("--client-id", client_id), ("--group", group)):
+        if not _LEVEL.match(value):
+            raise click.BadParameter(
+                f"{value!r}: 1-64 letters, digits, '_', '.', '-' (it becomes a topic level)",
+                param_hint=name,
+            )
+    try:
+        broker = BrokerConfig(
+            url=broker_url,
+            topic_prefix=prefix,
+            client_id=client_id,
+            reconnect=ReconnectConfig(min_delay_s=1, max_delay_s=10),
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        hint = "--prefix" if err["loc"] and err["loc"][0] == "topic_prefix" else "--broker"
+        raise click.BadParameter(err["msg"].removeprefix("Value error, "), param_hint=hint) from exc
+    try:
+        routes = load_routes(routes_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{routes_path}: not started", err=True)
+        sys.exit(2)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    TicketService(ServiceConfig(broker, db_path, client_id, group), routes).run(stop)
+
+
+def _ago(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _row(t: Ticket) -> dict[str, Any]:
+    device = t.alarm.get("device") or {}
+    return {
+        "ticket": t.ticket_id,
+        "state": str(t.state),
+        "team": t.team,
+        "type": t.alarm_type,
+        "severity": t.severity,
+        "site": t.site,
+        "gateway": t.gateway,
+        "alarm_id": t.alarm_id,
+        "alarm_state": t.alarm_state,
+        "alarm_rev": t.alarm_rev,
+        "device": device.get("id"),
+        "location": device.get("location"),
+        "raised_at": t.raised_at,
+        "opened_at": t.event()["opened_at"],
+        "open_s": round(t.open_latency_s, 3),
+        "acknowledged_by": t.acknowledged_by,
+        "ack_note": t.ack_note,
+        "ack_s": None if t.ack_latency_s is None else round(t.ack_latency_s, 3),
+        "ack_error": t.last_ack_error,
+        "resolved_at": t.event()["resolved_at"],
+    }
+
+
+@tickets.command("list")
+@db_option
+@click.option("--state", type=click.Choice([s.value for s in TicketState]), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_(db_path: Path, state: str | None, limit: int, as_json: bool) -> None:
+    """Tickets, newest first, with raised → opened and raised → acknowledged times."""
+    store = TicketStore(db_path)
+    try:
+        found = store.tickets(TicketState(state) if state else None, limit)
+    finally:
+        store.close()
+    if as_json:
+        for t in found:
+            click.echo(json.dumps(_row(t), ensure_ascii=False))
+        return
+    if not found:
+        click.echo("no tickets")
+        return
+    click.echo(
+        f"{'TICKET':9} {'STATE':12} {'TEAM':12} {'TYPE':11} {'SEV':8} {'GATEWAY':24} "
+        f"{'ALARM':14} {'DEVICE':18} {'OPENED':19} {'OPEN_S':>7} {'ACK_S':>8}  BY"
+    )
+    for t in found:
+        r = _row(t)
+        click.echo(
+            f"{r['ticket']:9} {r['state']:12} {r['team']:12} {r['type']:11} {r['severity']:8} "
+            f"{t.site + '/' + t.gateway:24} {t.alarm_id:14} {r['device'] or '-'!s:18} "
+            f"{_ago(t.opened_ts):19} {_secs(r['open_s']):>7} {_secs(r['ack_s']):>8}  "
+            f"{t.acknowledged_by or '-'}"
+            + (f"  (ack error: {t.last_ack_error})" if t.last_ack_error else "")
+        )
+
+
+@tickets.command()
+@click.argument("ticket")
+@click.option("--by", required=True, help="Staff id of who acknowledges (1-64 characters).")
+@click.option("--note", default="", help="What they are doing about it (at most 500 characters).")
+@db_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the gateway's answer.",
+)
+def ack(ticket: str, by: str, note: str, db_path: Path, wait: float) -> None:
+    """Acknowledge TICKET: the service sends it to the gateway that raised the alarm."""
+    try:
+        number = parse_ticket_id(ticket)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TICKET") from exc
+    store = TicketStore(db_path)
+    try:
+        try:
+            current = store.get(number)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if current.acknowledged_by is not None:
+            click.echo(
+                f"{current.ticket_id} is already acknowledged by {current.acknowledged_by}"
+                f" ({current.state})"
+            )
+            return
+        try:
+            request_id = store.request_ack(number, by, note, time.time())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        deadline = time.monotonic() + wait
+        while True:
+            req = store.ack_request(request_id)
+            assert req is not None
+            if req.status is not AckStatus.PENDING or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        store.close()
+    where = f"{req.site}/{req.gateway} alarm {req.alarm_id}"
+    if req.status is AckStatus.ERROR:
+        raise click.ClickException(f"{current.ticket_id}: {where} refused it: {req.error}")
+    if req.status is AckStatus.PENDING:
+        sent = "sent, no answer yet" if req.attempts else "not sent yet (is the service running?)"
+        click.echo(
+            f"{current.ticket_id}: acknowledgement queued ({sent}); the ticket service "
+            f"keeps sending it to {where} until the gateway answers. Request {request_id}."
+        )
+        return
+    click.echo(f"{current.ticket_id}: {where} answered {req.status}; acknowledged by {by}")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) by nearest rank, or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@tickets.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def stats(db_path: Path, as_json: bool) -> None:
+    """Ticket counts, and raised → opened / acknowledged times (p50, p99)."""
+    store = TicketStore(db_path)
+    try:
+        every = store.tickets()
+    finally:
+        store.close()
+    opened = [t.open_latency_s for t in every]
+    acked = [t.ack_latency_s for t in every if t.ack_latency_s is not None]
+    out: dict[str, Any] = {
+        "tickets": len(every),
+        "by_state": {s.value: sum(t.state is s for t in every) for s in TicketState},
+        "by_team": {
+            team: sum(t.team == team for t in every) for team in sorted({t.team for t in every})
+        },
+        "open_s": {"p50": percentile(opened, 0.5), "p99": percentile(opened, 0.99)},
+        "ack_s": {"p50": percentile(acked, 0.5), "p99": percentile(acked, 0.99)},
+    }
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(
+        f"tickets: {out['tickets']}  " + "  ".join(f"{k}={v}" for k, v in out["by_state"].items())
+    )
+    click.echo("teams:   " + "  ".join(f"{k}={v}" for k, v in out["by_team"].items()))
+    click.echo(
+        f"raised → opened:       p50 {_secs(out['open_s']['p50'])} s  p99 {_secs(out['open_s']['p99'])} s"
+    )
+    click.echo(
+        f"raised → acknowledged: p50 {_secs(out['ack_s']['p50'])} s  p99 {_secs(out['ack_s']['p99'])} s"
+        f"  ({len(acked)} acknowledged)"
+    )

@@ -1,0 +1,132 @@
+"""The alarm documents the service reads, checked before anything is stored.
+
+Only the fields a ticket needs are modelled; unknown fields are ignored so a later
+minor addition to the alarm contract does not stop ticketing.  Everything modelled is
+checked strictly: a document that fails is skipped with a reason, never half-applied.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "MAX_ALARM_BYTES",
+    "AlarmAck",
+    "AlarmDoc",
+    "AlarmState",
+    "BadAlarm",
+    "parse_alarm",
+    "parse_ts",
+]
+
+# A real alarm document is about 700 bytes; anything near this is not one.
+MAX_ALARM_BYTES = 64 * 1024
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class BadAlarm(ValueError):
+    """A message on an alarm topic that is not a usable alarm document; says why."""
+
+
+class AlarmState(StrEnum):
+    """The alarm's state at the gateway."""
+
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+    CLOSED = "closed"
+
+
+class _SchemaRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["community.alarm"]
+    version: Literal[1]
+
+
+class AlarmAck(BaseModel):
+    """Who acknowledged an alarm, and how."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    by: str = Field(min_length=1, max_length=64)
+    note: str = Field("", max_length=500)
+    at: str | None = None
+    via: str | None = None
+
+
+class AlarmDoc(BaseModel):
+    """One alarm state message (`community.alarm` version 1), as far as tickets need it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: _SchemaRef = Field(alias="schema")
+    site: str = Field(pattern=_ID)
+    gateway: str = Field(pattern=_ID)
+    alarm_id: str = Field(pattern=_ID)
+    rev: int = Field(ge=0)
+    type: str = Field(min_length=1, max_length=64)
+    severity: Literal["critical", "high", "medium", "low"]
+    state: AlarmState
+    acknowledged: bool
+    cleared: bool
+    raised_at: str
+    device: dict[str, Any] = Field(default_factory=dict)
+    cause: str | None = None
+    ack: AlarmAck | None = None
+
+    def raised_ts(self) -> float:
+        return parse_ts(self.raised_at)
+
+    def as_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+def parse_ts(text: str) -> float:
+    """Unix seconds of a contract timestamp such as 2026-11-27T04:00:00.123Z."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "document"
+    msg = "field required" if err["type"] == "missing" else err["msg"]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def parse_alarm(site: str, gateway: str, alarm_id: str, payload: bytes) -> AlarmDoc:
+    """The alarm document in `payload` published on that gateway's alarm topic.
+
+    Raises BadAlarm saying what is wrong: too big, not JSON, a field missing or of the
+    wrong type, or a document about another alarm than its topic names.
+    """
+    if len(payload) > MAX_ALARM_BYTES:
+        raise BadAlarm(f"{len(payload)} bytes, more than the {MAX_ALARM_BYTES} an alarm may have")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadAlarm(f"not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BadAlarm(f"a JSON {type(raw).__name__}, not an object")
+    try:
+        doc = AlarmDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise BadAlarm(_first_error(exc)) from exc
+    if (doc.site, doc.gateway, doc.alarm_id) != (site, gateway, alarm_id):
+        raise BadAlarm(
+            f"document is about {doc.site}/{doc.gateway}/{doc.alarm_id}, "
+            f"the topic names {site}/{gateway}/{alarm_id}"
+        )
+    try:
+        doc.raised_ts()
+    except ValueError as exc:
+        raise BadAlarm(f"raised_at: {doc.raised_at!r} is not a timestamp") from exc
+    if doc.acknowledged and doc.ack is None:
+        raise BadAlarm("acknowledged is true but there is no ack")
+    return doc

@@ -1,0 +1,428 @@
+"""The ticket service: alarms in from every gateway, one ticket each, acknowledgements out.
+
+Threads: paho's network thread only queues what arrives (messages, PUBACKs, connects);
+the service thread owns the database and does everything else, so SQLite is used from
+one thread and the order of work is the order of arrival.
+
+Delivery: the service keeps a persistent MQTT 5 session (fixed client id, no clean
+start, a session expiry), so alarms published while it is down wait at the broker.
+Incoming alarms are acknowledged to the broker (manual PUBACK) only after the ticket
+change is committed: a crash between the two means a redelivery, which the rev-ordered
+upsert ignores, never a lost alarm.
+
+Alarms arrive on the shared subscription `$share/{group}/{prefix}/+/+/alarms/+`, so
+several instances split the load.  Retained messages are never sent on a shared
+subscription (MQTT 5, 4.8.2), so at start, and whenever the broker lost our session,
+the service also subscribes plainly to `{prefix}/+/+/alarms/+` to read every gateway's
+retained alarm state, and unsubscribes once no retained message came for a while.
+
+Ticket events go out retained on `{prefix}/central/tickets/{ticket_id}`; a ticket is
+marked published when its PUBACK comes, and whatever is unpublished after a reconnect
+or a restart is published again (the current state, carrying its `version`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gateway.config import BrokerConfig
+from gateway.mqttclient import build_client, publish_properties
+
+from .documents import AlarmDoc, BadAlarm, parse_alarm
+from .routing import Routes
+from .store import Ticket, TicketStore
+
+__all__ = ["ServiceConfig", "TicketService", "TicketTopics"]
+
+log = logging.getLogger(__name__)
+
+MAX_REPLY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TicketTopics:
+    """The service's topics under a prefix (docs/mqtt-api.md, "Tickets")."""
+
+    prefix: str
+    group: str
+    client_id: str
+
+    @property
+    def alarms(self) -> str:
+        return f"{self.prefix}/+/+/alarms/+"
+
+    @property
+    def shared_alarms(self) -> str:
+        return f"$share/{self.group}/{self.alarms}"
+
+    @property
+    def shared_replies(self) -> str:
+        """Replies of gateways on MQTT 3.1.1, which cannot use our response topic."""
+        return f"$share/{self.group}/{self.prefix}/+/+/reply/alarms/+/ack"
+
+    @property
+    def replies(self) -> str:
+        """This instance's MQTT 5 response topic for ack commands."""
+        return f"{self.prefix}/central/ticket-service/{self.client_id}/replies"
+
+    def ticket(self, ticket_id: str) -> str:
+        return f"{self.prefix}/central/tickets/{ticket_id}"
+
+    def ack_command(self, site: str, gateway: str, alarm_id: str) -> str:
+        return f"{self.prefix}/{site}/{gateway}/cmd/alarms/{alarm_id}/ack"
+
+    def split(self, topic: str) -> tuple[str, ...] | None:
+        """The levels after the prefix, or None for a topic outside it."""
+        head = self.prefix + "/"
+        return tuple(topic[len(head) :].split("/")) if topic.startswith(head) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """How one service instance connects and where it keeps its tickets."""
+
+    broker: BrokerConfig
+    db: Path
+    client_id: str
+    group: str = "tickets"
+    session_expiry_s: int = 7 * 24 * 3600
+    reconcile_quiet_s: float = 1.0
+    poll_s: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    mid: int
+    qos: int
+    correlation: bytes | None
+
+
+class TicketService:
+    """One instance of the reference ticket service; `run` until `stop` is set."""
+
+    def __init__(self, cfg: ServiceConfig, routes: Routes) -> None:
+        self.cfg = cfg
+        self.routes = routes
+        self.topics = TicketTopics(cfg.broker.topic_prefix, cfg.group, cfg.client_id)
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._connected = False
+        self._bad_topics: set[str] = set()
+        self._reconciling = False  # the plain subscription for retained alarms is on
+        self._ever_connected = False
+        self._last_retained = 0.0
+        self._publishing: dict[int, tuple[int, int]] = {}  # mid -> (ticket, version)
+        self._in_flight: dict[int, int] = {}  # ticket -> version being published
+        self._published: list[tuple[int, int]] = []
+        self.client: mqtt.Client | None = None
+        self.store: TicketStore | None = None
+
+    # ---- paho's thread: queue only --------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the ticket service: %s", rc)
+            return
+        self._inbox.put(("connected", bool(flags.session_present)))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._inbox.put(("disconnected", str(rc)))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        self._inbox.put(
+            (
+                "message",
+                _Message(
+                    msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, correlation
+                ),
+            )
+        )
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        self._inbox.put(("puback", mid))
+
+    # ---- the service thread ---------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then serve until `stop` is set; disconnects keeping the session."""
+        self.store = TicketStore(self.cfg.db)
+        client = build_client(self.cfg.broker, self.cfg.client_id)
+        client.manual_ack_set(True)  # PUBACK after the commit, see the module docstring
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        rc = self.cfg.broker.reconnect
+        client.reconnect_delay_set(int(max(1, rc.min_delay_s)), int(max(1, rc.max_delay_s)))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self.client = client
+        client.connect_async(
+            self.cfg.broker.host,
+            self.cfg.broker.port,
+            keepalive=self.cfg.broker.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        client.loop_start()
+        log.info(
+            "ticket service %s: broker %s, prefix %s, group %s, database %s",
+            self.cfg.client_id,
+            self.cfg.broker.url,
+            self.topics.prefix,
+            self.cfg.group,
+            self.cfg.db,
+        )
+        next_tick = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    kind, value = self._inbox.get(timeout=self.cfg.poll_s)
+                    self._handle(kind, value)
+                    # Drain what is queued before the periodic work, in arrival order.
+                    for _ in range(500):
+                        kind, value = self._inbox.get_nowait()
+                        self._handle(kind, value)
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if self._published or now >= next_tick:
+                    self._tick()
+                    next_tick = now + self.cfg.poll_s
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            self.store.close()
+
+    def _handle(self, kind: str, value: Any) -> None:
+        if kind == "message":
+            self._message(value)
+        elif kind == "puback":
+            done = self._publishing.pop(value, None)
+            if done is not None:
+                self._published.append(done)
+                if self._in_flight.get(done[0]) == done[1]:
+                    del self._in_flight[done[0]]
+        elif kind == "connected":
+            self._connected_now(session_present=value)
+        elif kind == "disconnected":
+            if self._connected:
+                log.warning("lost the broker (%s); reconnecting", value)
+            self._connected = False
+
+    def _connected_now(self, *, session_present: bool) -> None:
+        assert self.client is not None
+        self._connected = True
+        # After a reconnect paho resends its own unacknowledged publishes, but a ticket
+        # changed meanwhile must go out in its newest version: publish afresh.
+        self._publishing.clear()
+        self._in_flight.clear()
+        opts = SubscribeOptions(qos=1)
+        self.client.subscribe(
+            [
+                (self.topics.shared_alarms, opts),
+                (self.topics.shared_replies, opts),
+                (self.topics.replies, opts),
+            ]
+        )
+        if not session_present or not self._ever_connected:
+            self.client.subscribe(self.topics.alarms, qos=1)
+            self._reconciling = True
+            self._ever_connected = True
+            self._last_retained = time.monotonic()
+            log.info(
+                "connected (%s); reading retained alarms to reconcile",
+                "session resumed" if session_present else "new session",
+            )
+        else:
+            log.info("connected again, session resumed")
+
+    def _tick(self) -> None:
+        assert self.store is not None and self.client is not None
+        if self._published:
+            self.store.mark_published(self._published)
+            self._published = []
+        if not self._connected:
+            return
+        quiet = time.monotonic() - self._last_retained >= self.cfg.reconcile_quiet_s
+        if self._reconciling and quiet:
+            self.client.unsubscribe(self.topics.alarms)
+            self._reconciling = False  # until the broker loses our session
+            log.info("retained alarms read; following the shared subscription only")
+        self._send_acks()
+        self._publish_tickets()
+
+    # ---- alarms and replies in ------------------------------------------------------
+
+    def _message(self, msg: _Message) -> None:
+        assert self.client is not None
+        try:
+            self._dispatch(msg)
+        except sqlite3.Error:
+            # Not acknowledged: the broker delivers it again after a reconnect.
+            log.exception("database error on %s; message left unacknowledged", msg.topic)
+            return
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
+
+    def _dispatch(self, msg: _Message) -> None:
+        levels = self.topics.split(msg.topic)
+        if msg.topic == self.topics.replies or (
+            levels is not None
+            and len(levels) == 6
+            and levels[2:4] == ("reply", "alarms")
+            and levels[5] == "ack"
+        ):
+            self._reply(msg)
+        elif levels is not None and len(levels) == 4 and levels[2] == "alarms":
+            if msg.retain and self._reconciling:
+                self._last_retained = time.monotonic()
+            self._alarm(msg, levels[0], levels[1], levels[3])
+        else:
+            log.debug("ignoring message on %s", msg.topic)
+
+    def _alarm(self, msg: _Message, site: str, gateway: str, alarm_id: str) -> None:
+        assert self.store is not None
+        if not msg.payload:
+            return  # a closed alarm's retained state being removed
+        try:
+            doc = parse_alarm(site, gateway, alarm_id, msg.payload)
+        except BadAlarm as exc:
+            if msg.topic not in self._bad_topics:
+                if len(self._bad_topics) > 10_000:
+                    self._bad_topics.clear()
+                self._bad_topics.add(msg.topic)
+                log.warning("skipping a malformed alarm on %s: %s", msg.topic, exc)
+            return
+        self._bad_topics.discard(msg.topic)
+        self._apply(doc, self.routes.team_for(doc.type))
+
+    def _apply(self, doc: AlarmDoc, team: str) -> None:
+        assert self.store is not None
+        applied = self.store.apply_alarm(doc, team, time.time())
+        t = applied.ticket
+        if applied.outcome == "opened":
+            log.info(
+                "%s opened for %s alarm %s/%s/%s (%s), team %s, %.0f ms after it was raised",
+                t.ticket_id,
+                t.alarm_type,
+                t.site,
+                t.gateway,
+                t.alarm_id,
+                t.alarm_state,
+                t.team,
+                t.open_latency_s * 1000,
+            )
+        elif applied.outcome == "updated":
+            log.info(
+                "%s: alarm rev %d is %s; ticket %s",
+                t.ticket_id,
+                t.alarm_rev,
+                t.alarm_state,
+                t.state,
+            )
+
+    def _reply(self, msg: _Message) -> None:
+        assert self.store is not None
+        if len(msg.payload) > MAX_REPLY_BYTES:
+            log.warning("skipping a %d-byte reply on %s", len(msg.payload), msg.topic)
+            return
+        try:
+            reply = json.loads(msg.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("skipping a reply that is not JSON on %s", msg.topic)
+            return
+        if not isinstance(reply, dict):
+            log.warning("skipping a reply that is not a JSON object on %s", msg.topic)
+            return
+        request_id = reply.get("request_id")
+        if not isinstance(request_id, str) and msg.correlation:
+            request_id = msg.correlation.decode(errors="replace")
+        if not isinstance(request_id, str):
+            log.warning("skipping a reply without request_id on %s", msg.topic)
+            return
+        ticket = self.store.record_reply(request_id, reply, time.time())
+        if ticket is None:
+            log.debug("reply %s is for no request of ours", request_id)
+            return
+        if reply.get("ok") is True:
+            log.info(
+                "%s: gateway answered %s to acknowledgement %s",
+                ticket.ticket_id,
+                reply.get("status"),
+                request_id,
+            )
+        else:
+            log.warning(
+                "%s: gateway refused acknowledgement %s: %s",
+                ticket.ticket_id,
+                request_id,
+                reply.get("error"),
+            )
+        result = reply.get("result")
+        if isinstance(result, dict) and result:
+            # The reply carries the alarm as it now is: apply it like any alarm message.
+            try:
+                doc = parse_alarm(
+                    ticket.site, ticket.gateway, ticket.alarm_id, json.dumps(result).encode()
+                )
+            except BadAlarm as exc:
+                log.warning("%s: the reply's alarm document is unusable: %s", ticket.ticket_id, exc)
+                return
+            self._apply(doc, ticket.team)
+
+    # ---- acknowledgements and ticket events out -------------------------------------
+
+    def _send_acks(self) -> None:
+        assert self.store is not None and self.client is not None
+        for req in self.store.claim_due_acks(time.time()):
+            payload = {"by": req.by, "note": req.note, "request_id": req.request_id}
+            props = publish_properties(
+                ResponseTopic=self.topics.replies, CorrelationData=req.request_id.encode()
+            )
+            self.client.publish(
+                self.topics.ack_command(req.site, req.gateway, req.alarm_id),
+                json.dumps(payload, ensure_ascii=False),
+                qos=1,
+                properties=props,
+            )
+            log.info(
+                "%s: sent acknowledgement %s by %s to %s/%s (attempt %d)",
+                f"T-{req.ticket_number:06d}",
+                req.request_id,
+                req.by,
+                req.site,
+                req.gateway,
+                req.attempts + 1,
+            )
+
+    def _publish_tickets(self) -> None:
+        assert self.store is not None and self.client is not None
+        for ticket in self.store.unpublished():
+            if self._in_flight.get(ticket.number, 0) >= ticket.version:
+                continue
+            info = self._publish_ticket(ticket)
+            self._publishing[info.mid] = (ticket.number, ticket.version)
+            self._in_flight[ticket.number] = ticket.version
+
+    def _publish_ticket(self, ticket: Ticket) -> mqtt.MQTTMessageInfo:
+        assert self.client is not None
+        body = json.dumps(ticket.event(), ensure_ascii=False, separators=(",", ":"))
+        return self.client.publish(self.topics.ticket(ticket.ticket_id), body, qos=1, retain=True)

@@ -1,0 +1,490 @@
+"""The ticket database: one ticket per alarm, its acknowledgement requests and timings.
+
+SQLite in WAL mode with `synchronous=FULL`: a ticket that was reported opened survives
+a power cut.  Several service processes (and the `gateway tickets` commands) may share
+one file; every change runs in a `BEGIN IMMEDIATE` transaction, and the UNIQUE key on
+(site, gateway, alarm_id) is what guarantees one ticket per alarm whichever process
+sees the alarm first.  Alarm documents are applied in `rev` order: one not newer than
+the rev already applied changes nothing, so redelivery and the two subscription paths
+(shared and retained) are harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.model import format_ts
+
+from .documents import AlarmDoc
+
+__all__ = [
+    "AckRequest",
+    "AckStatus",
+    "Applied",
+    "Ticket",
+    "TicketState",
+    "TicketStore",
+    "format_ticket_id",
+    "parse_ticket_id",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    alarm_id TEXT NOT NULL,
+    team TEXT NOT NULL,
+    state TEXT NOT NULL,
+    alarm_type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    alarm_state TEXT NOT NULL,
+    alarm_rev INTEGER NOT NULL,
+    alarm TEXT NOT NULL,
+    raised_at TEXT NOT NULL,
+    raised_ts REAL NOT NULL,
+    opened_ts REAL NOT NULL,
+    acknowledged_ts REAL,
+    acknowledged_by TEXT,
+    ack_note TEXT,
+    resolved_ts REAL,
+    last_ack_error TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    published_version INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (site, gateway, alarm_id)
+);
+CREATE INDEX IF NOT EXISTS tickets_unpublished ON tickets(id)
+    WHERE version > published_version;
+CREATE INDEX IF NOT EXISTS tickets_state ON tickets(state, id);
+CREATE TABLE IF NOT EXISTS ack_requests (
+    request_id TEXT PRIMARY KEY,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    by TEXT NOT NULL,
+    note TEXT NOT NULL,
+    requested_ts REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ts REAL NOT NULL,
+    sent_ts REAL,
+    replied_ts REAL,
+    reply TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS ack_requests_due ON ack_requests(next_attempt_ts)
+    WHERE status = 'pending';
+"""
+
+# Retry an unanswered ack command after 5 s, doubling to at most a minute: a gateway
+# that is offline gets it from its broker session anyway, the retry covers the rest.
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 60.0
+
+
+class TicketState(StrEnum):
+    """open → acknowledged → resolved; a ticket whose alarm clears unacknowledged is resolved."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class AckStatus(StrEnum):
+    """Where a staff acknowledgement stands: waiting for the gateway, or its answer."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ERROR = "error"
+
+
+def format_ticket_id(number: int) -> str:
+    """1 -> 'T-000001'."""
+    return f"T-{number:06d}"
+
+
+def parse_ticket_id(text: str) -> int:
+    """'T-000123', 't-123' or '123' -> 123; ValueError otherwise."""
+    digits = text.strip().upper().removeprefix("T-")
+    if not digits.isdigit():
+        raise ValueError(f"{text!r} is not a ticket id; they look like T-000123")
+    return int(digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One ticket as stored."""
+
+    number: int
+    site: str
+    gateway: str
+    alarm_id: str
+    team: str
+    state: TicketState
+    alarm_type: str
+    severity: str
+    alarm_state: str
+    alarm_rev: int
+    alarm: dict[str, Any]
+    raised_at: str
+    raised_ts: float
+    opened_ts: float
+    acknowledged_ts: float | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    resolved_ts: float | None
+    last_ack_error: str | None
+    version: int
+
+    @property
+    def ticket_id(self) -> str:
+        return format_ticket_id(self.number)
+
+    @property
+    def open_latency_s(self) -> float:
+        """Alarm raised (gateway clock) to ticket opened (service clock)."""
+        return self.opened_ts - self.raised_ts
+
+    @property
+    def ack_latency_s(self) -> float | None:
+        """Alarm raised to acknowledged, or None while nobody acknowledged it."""
+        return None if self.acknowledged_ts is None else self.acknowledged_ts - self.raised_ts
+
+    def event(self) -> dict[str, Any]:
+        """The ticket event document (gateway/schemas/ticket.json)."""
+
+        def ts(value: float | None) -> str | None:
+            return None if value is None else _fmt(value)
+
+        return {
+            "schema": {"name": "community.ticket", "version": 1},
+            "ticket_id": self.ticket_id,
+            "version": self.version,
+            "state": str(self.state),
+            "team": self.team,
+            "alarm": {
+                "site": self.site,
+                "gateway": self.gateway,
+                "alarm_id": self.alarm_id,
+                "rev": self.alarm_rev,
+                "type": self.alarm_type,
+                "severity": self.severity,
+                "state": self.alarm_state,
+                "device": self.alarm.get("device", {}),
+                "raised_at": self.raised_at,
+            },
+            "opened_at": _fmt(self.opened_ts),
+            "acknowledged_at": ts(self.acknowledged_ts),
+            "acknowledged_by": self.acknowledged_by,
+            "ack_error": self.last_ack_error,
+            "resolved_at": ts(self.resolved_ts),
+            "timings": {
+                "open_s": round(self.open_latency_s, 3),
+                "ack_s": None if self.ack_latency_s is None else round(self.ack_latency_s, 3),
+            },
+        }
+
+
+def _fmt(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return format_ts(datetime.fromtimestamp(unix, UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """A staff acknowledgement to deliver to the gateway that raised the alarm."""
+
+    request_id: str
+    ticket_number: int
+    by: str
+    note: str
+    requested_ts: float
+    status: AckStatus
+    attempts: int
+    error: str | None
+    site: str
+    gateway: str
+    alarm_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one alarm document did: `opened`, `updated` or `stale` (nothing)."""
+
+    outcome: str
+    ticket: Ticket
+
+
+_TICKET_COLUMNS = (
+    "id, site, gateway, alarm_id, team, state, alarm_type, severity, alarm_state, alarm_rev,"
+    " alarm, raised_at, raised_ts, opened_ts, acknowledged_ts, acknowledged_by, ack_note,"
+    " resolved_ts, last_ack_error, version"
+)
+
+
+def _ticket(row: sqlite3.Row) -> Ticket:
+    values = list(row)
+    values[5] = TicketState(values[5])
+    values[10] = json.loads(values[10])
+    return Ticket(*values)
+
+
+class TicketStore:
+    """The SQLite file of tickets; one instance per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
+        # read-then-write never upgrades a shared lock and deadlocks with a peer process.
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- alarms -------------------------------------------------------------------
+
+    def apply_alarm(self, doc: AlarmDoc, team: str, now: float) -> Applied:
+        """Open the alarm's ticket, or bring it up to this document if `rev` is newer."""
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE site=? AND gateway=? AND alarm_id=?",
+                (doc.site, doc.gateway, doc.alarm_id),
+            ).fetchone()
+            if row is None:
+                state = TicketState.OPEN
+                if doc.cleared:
+                    state = TicketState.RESOLVED
+                elif doc.acknowledged:
+                    state = TicketState.ACKNOWLEDGED
+                ack = doc.ack if doc.acknowledged else None
+                cur = db.execute(
+                    "INSERT INTO tickets (site, gateway, alarm_id, team, state, alarm_type,"
+                    " severity, alarm_state, alarm_rev, alarm, raised_at, raised_ts, opened_ts,"
+                    " acknowledged_ts, acknowledged_by, ack_note, resolved_ts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        doc.site,
+                        doc.gateway,
+                        doc.alarm_id,
+                        team,
+                        str(state),
+                        doc.type,
+                        doc.severity,
+                        str(doc.state),
+                        doc.rev,
+                        doc.as_json(),
+                        doc.raised_at,
+                        doc.raised_ts(),
+                        now,
+                        now if ack else None,
+                        ack.by if ack else None,
+                        ack.note if ack else None,
+                        now if doc.cleared else None,
+                    ),
+                )
+                return Applied("opened", self._get(db, int(cur.lastrowid or 0)))
+            old = _ticket(row)
+            if doc.rev <= old.alarm_rev:
+                return Applied("stale", old)
+            state = old.state
+            if doc.acknowledged and state is TicketState.OPEN:
+                state = TicketState.ACKNOWLEDGED
+            if doc.cleared:
+                state = TicketState.RESOLVED
+            ack = doc.ack if doc.acknowledged and old.acknowledged_ts is None else None
+            db.execute(
+                "UPDATE tickets SET state=?, alarm_state=?, alarm_rev=?, alarm=?, severity=?,"
+                " acknowledged_ts=COALESCE(acknowledged_ts, ?),"
+                " acknowledged_by=COALESCE(acknowledged_by, ?), ack_note=COALESCE(ack_note, ?),"
+                " resolved_ts=COALESCE(resolved_ts, ?), version=version+1 WHERE id=?",
+                (
+                    str(state),
+                    str(doc.state),
+                    doc.rev,
+                    doc.as_json(),
+                    doc.severity,
+                    now if ack else None,
+                    ack.by if ack else None,
+                    ack.note if ack else None,
+                    now if doc.cleared else None,
+                    old.number,
+                ),
+            )
+            return Applied("updated", self._get(db, old.number))
+
+    # ---- reading ------------------------------------------------------------------
+
+    def _get(self, db: sqlite3.Connection, number: int) -> Ticket:
+        row = db.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id=?", (number,)).fetchone()
+        if row is None:
+            raise LookupError(f"no ticket {format_ticket_id(number)}")
+        return _ticket(row)
+
+    def get(self, number: int) -> Ticket:
+        """The ticket; LookupError if there is none with that number."""
+        return self._get(self.db, number)
+
+    def find(self, site: str, gateway: str, alarm_id: str) -> Ticket | None:
+        row = self.db.execute(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE site=? AND gateway=? AND alarm_id=?",
+            (site, gateway, alarm_id),
+        ).fetchone()
+        return None if row is None else _ticket(row)
+
+    def tickets(self, state: TicketState | None = None, limit: int | None = None) -> list[Ticket]:
+        """Tickets, newest first, optionally of one state only."""
+        sql = f"SELECT {_TICKET_COLUMNS} FROM tickets"
+        args: list[Any] = []
+        if state is not None:
+            sql += " WHERE state=?"
+            args.append(str(state))
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_ticket(r) for r in self.db.execute(sql, args)]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
+
+    # ---- ticket events ------------------------------------------------------------
+
+    def unpublished(self, limit: int = 200) -> list[Ticket]:
+        """Tickets whose current version has not been published (PUBACKed) yet."""
+        rows = self.db.execute(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE version > published_version"
+            " ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [_ticket(r) for r in rows]
+
+    def mark_published(self, done: list[tuple[int, int]]) -> None:
+        """Record that these (ticket number, version) events reached the broker."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE tickets SET published_version=MAX(published_version, ?) WHERE id=?",
+                [(version, number) for number, version in done],
+            )
+
+    # ---- acknowledgements ---------------------------------------------------------
+
+    def request_ack(self, number: int, by: str, note: str, now: float) -> str:
+        """Queue a staff acknowledgement of ticket `number`; returns its request id."""
+        if not 1 <= len(by) <= 64:
+            raise ValueError("--by must be 1 to 64 characters")
+        if len(note) > 500:
+            raise ValueError(f"--note is {len(note)} characters; at most 500")
+        request_id = f"{format_ticket_id(number)}.{uuid.uuid4().hex[:12]}"
+        with self._write() as db:
+            self._get(db, number)
+            db.execute(
+                "INSERT INTO ack_requests (request_id, ticket_id, by, note, requested_ts, status,"
+                " next_attempt_ts) VALUES (?,?,?,?,?,?,?)",
+                (request_id, number, by, note, now, str(AckStatus.PENDING), now),
+            )
+        return request_id
+
+    def _ack(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[AckRequest]:
+        rows = db.execute(
+            "SELECT a.request_id, a.ticket_id, a.by, a.note, a.requested_ts, a.status,"
+            " a.attempts, a.error, t.site, t.gateway, t.alarm_id"
+            f" FROM ack_requests a JOIN tickets t ON t.id = a.ticket_id WHERE {where}",
+            args,
+        ).fetchall()
+        return [
+            AckRequest(r[0], r[1], r[2], r[3], r[4], AckStatus(r[5]), r[6], r[7], r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    def ack_request(self, request_id: str) -> AckRequest | None:
+        found = self._ack(self.db, "a.request_id=?", (request_id,))
+        return found[0] if found else None
+
+    def claim_due_acks(self, now: float, limit: int = 50) -> list[AckRequest]:
+        """Pending acks due for (re)sending; each is pushed back by its retry delay."""
+        with self._write() as db:
+            due = self._ack(
+                db,
+                "a.status='pending' AND a.next_attempt_ts <= ? ORDER BY a.next_attempt_ts LIMIT ?",
+                (now, limit),
+            )
+            for req in due:
+                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2**req.attempts)
+                db.execute(
+                    "UPDATE ack_requests SET attempts=attempts+1, sent_ts=?, next_attempt_ts=?"
+                    " WHERE request_id=?",
+                    (now, now + delay, req.request_id),
+                )
+        return due
+
+    def record_reply(self, request_id: str, reply: dict[str, Any], now: float) -> Ticket | None:
+        """Record the gateway's reply to an ack command; the ticket, or None if unknown.
+
+        A success is final: a later `already_acknowledged` (the answer to a retry) or a
+        late error does not overwrite `accepted`.
+        """
+        with self._write() as db:
+            found = self._ack(db, "a.request_id=?", (request_id,))
+            if not found:
+                return None
+            req = found[0]
+            final = {AckStatus.ACCEPTED, AckStatus.ALREADY_ACKNOWLEDGED}
+            ok = reply.get("ok") is True
+            status = str(reply.get("status", ""))
+            if req.status not in final:
+                if not ok:
+                    new = AckStatus.ERROR
+                elif status == AckStatus.ALREADY_ACKNOWLEDGED:
+                    new = AckStatus.ALREADY_ACKNOWLEDGED
+                else:
+                    new = AckStatus.ACCEPTED
+                error = None if ok else str(reply.get("error") or "error without a reason")
+                db.execute(
+                    "UPDATE ack_requests SET status=?, replied_ts=?, reply=?, error=? WHERE request_id=?",
+                    (str(new), now, json.dumps(reply), error, request_id),
+                )
+                if ok:
+                    by = req.by
+                    result = reply.get("result")
+                    if new is AckStatus.ALREADY_ACKNOWLEDGED and isinstance(result, dict):
+                        ack = result.get("ack")
+                        if isinstance(ack, dict) and isinstance(ack.get("by"), str):
+                            by = ack["by"]
+                    db.execute(
+                        "UPDATE tickets SET"
+                        " state=CASE state WHEN 'open' THEN 'acknowledged' ELSE state END,"
+                        " acknowledged_ts=COALESCE(acknowledged_ts, ?),"
+                        " acknowledged_by=COALESCE(acknowledged_by, ?),"
+                        " ack_note=COALESCE(ack_note, ?), last_ack_error=NULL,"
+                        " version=version+1 WHERE id=?",
+                        (now, by, req.note, req.ticket_number),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE tickets SET last_ack_error=?, version=version+1 WHERE id=?",
+                        (error, req.ticket_number),
+                    )
+            return self._get(db, req.ticket_number)
