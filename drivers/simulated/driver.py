@@ -80,7 +80,8 @@ class SimulatedDriver(Driver):
         self._counts = {"events": 0, "telemetry": 0, "injected": 0, "late_skipped": 0}
         self._errors = 0
         self._last_error = ""
-        self._faults: dict[str, str] = {}  # device id -> its current fault, logged once
+        self._faults: dict[str, str] = {}
+        self._outputs: dict[str, bool] = {}  # device id -> relay output on  # device id -> its current fault, logged once
         # Set by run(): the scheduler's state.
         self._sims: list[_Sim] = []
         self._heap: list[tuple[float, int]] = []
@@ -204,8 +205,20 @@ class SimulatedDriver(Driver):
         self._counts["injected"] += 1
         self.ctx.logger.info("injected %s on simulated device %s", event, device_id)
 
-    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> None:
-        """`inject` with {"type": "smoke.alarm", "data": {...}}; other commands are refused."""
+    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> Any:
+        """`inject` with {"type": "smoke.alarm", "data": {...}}; `on`/`off` of an output.
+
+        `on` and `off` play a relay output (the alarm engine's office buzzer): the state
+        is logged and counted in health (`outputs_on`).  Other commands are refused.
+        """
+        if name in ("on", "off"):
+            if device_id not in self.devices:
+                raise CommandError(f"no simulated device {device_id!r}")
+            if args:
+                raise CommandError(f"{name} takes no fields")
+            self._outputs[device_id] = name == "on"
+            self.ctx.logger.info("simulated output %s switched %s", device_id, name)
+            return {"output": name}
         if name != "inject":
             return await super().command(device_id, name, args)
         if unknown := sorted(set(args) - {"type", "data"}):
@@ -225,7 +238,7 @@ class SimulatedDriver(Driver):
             last_error=self._last_error,
             devices_online=sum(self._online.values()),
             devices_total=len(self.devices),
-            extra=dict(self._counts),
+            extra={**self._counts, "outputs_on": sum(self._outputs.values())},
         )
 
 
