@@ -1,8 +1,10 @@
 """The GPIO driver's asyncio glue: one loop per chip turns edges into events.
 
-Each chip gets one line request for all its inputs and one loop that waits for the
-next edge or the next deadline (a debounce settling, a door held open), whichever
-comes first.  A chip that cannot be opened marks its devices unavailable, is logged
+Each chip gets one line request for all its inputs and relay outputs, and one loop that
+waits for the next edge or the next deadline (a debounce settling, a door held open),
+whichever comes first.  Relay commands write through the chip's current request.
+Access grants of the readers a door contact names (`grant_from`) arrive through
+`observe()`, from the other drivers' messages.  A chip that cannot be opened marks its devices unavailable, is logged
 once, and is retried with backoff; the other chips go on.
 """
 
@@ -11,15 +13,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
-from gateway.model import Event, EventType
+from gateway.driver import (
+    CommandError,
+    DeviceSpec,
+    Driver,
+    DriverContext,
+    DriverHealth,
+    PointValue,
+    ReadResult,
+)
+from gateway.model import Event, EventType, Message
 
 from .contact import ROLE_EVENTS, Debouncer, active_level
 from .door import DoorEvent, DoorLogic
+from .relay import Relay, parse_command
 from .settings import Contact, GpioSettings, Role
 from .source import ChipUnavailable, Edge, EdgeSource, LineConfig, Opener, open_gpiod
 
@@ -66,7 +78,7 @@ def _inputs(spec: DeviceSpec) -> list[_Input]:
 
 
 class GpioDriver(Driver):
-    """Watches dry contacts on GPIO lines and emits door, smoke and SOS events."""
+    """Watches dry contacts on GPIO lines (door, smoke and SOS events) and drives relays."""
 
     def __init__(
         self,
@@ -84,6 +96,15 @@ class GpioDriver(Driver):
         self._faults: dict[str, str] = {}  # chip -> its current fault, logged once
         self._connected: dict[str, bool] = {}  # chip -> its lines were read since the last fault
         self._doors: dict[str, DoorLogic] = {}
+        self._relays: dict[str, Relay] = {}
+        self._sources: dict[str, EdgeSource] = {}  # chip -> its request while it works
+        self._grants: dict[str, list[str]] = {}  # reader id -> the doors it grants
+        for spec in self.devices.values():
+            s = _settings(spec)
+            if s.role is Role.RELAY:
+                self._relays[spec.id] = Relay(spec, s.chip, s.line, s.active)
+            for reader in s.grant_from:
+                self._grants.setdefault(reader, []).append(spec.id)
         self._errors = 0
         self._last_error = ""
         self._events = 0
@@ -91,6 +112,51 @@ class GpioDriver(Driver):
     def grant(self, device_id: str) -> None:
         """An access grant from outside (e.g. a card reader): the next opening is not forced."""
         self._doors[device_id].grant(time.monotonic())
+
+    def observe(self, message: Message) -> None:
+        """A reader's `access.granted` grants the doors that name it in `grant_from`."""
+        if not isinstance(message, Event) or message.type is not EventType.ACCESS_GRANTED:
+            return
+        for door in self._grants.get(message.device.id, ()):
+            if door in self._doors:  # not started (a line clash): nothing to grant
+                self.grant(door)
+
+    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> Any:
+        """`on`, `off` and `pulse` (`seconds`, default 1) for a relay output."""
+        relay = self._relays.get(device_id)
+        if relay is None:
+            raise CommandError(f"gpio device {device_id!r} is an input; only relays take commands")
+        on, seconds = parse_command(device_id, name, args)
+        self._switch(relay, on)
+        if relay.pulse is not None:
+            relay.pulse.cancel()
+            relay.pulse = None
+        if seconds is None:
+            return {"state": "on" if on else "off"}
+        relay.pulse = asyncio.create_task(self._pulse_off(relay, seconds))
+        return {"state": "on", "off_after_s": seconds}
+
+    def _switch(self, relay: Relay, on: bool) -> None:
+        source = self._sources.get(relay.chip)
+        if source is None:
+            reason = self._faults.get(relay.chip, "its chip is not open yet")
+            raise CommandError(f"relay {relay.spec.id} cannot switch: {reason}")
+        try:
+            source.write(relay.offset, relay.level(on))
+        except ChipUnavailable as exc:
+            raise CommandError(f"relay {relay.spec.id} cannot switch: {exc}") from exc
+        relay.on = on
+        self.ctx.logger.info("relay %s switched %s", relay.spec.id, "on" if on else "off")
+
+    async def _pulse_off(self, relay: Relay, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        relay.pulse = None
+        try:
+            self._switch(relay, False)
+        except CommandError as exc:
+            # Requested again after the fault, the line starts off.
+            relay.on = False
+            self.ctx.logger.warning("end of pulse: %s", exc)
 
     def health(self) -> DriverHealth:
         return DriverHealth(
@@ -106,39 +172,60 @@ class GpioDriver(Driver):
         self.ctx.set_available(spec.id, available, reason)
 
     async def run(self) -> None:
-        """Watch every chip's inputs until cancelled."""
+        """Watch every chip's inputs and serve its relays until cancelled."""
         by_chip: defaultdict[str, dict[int, _Input]] = defaultdict(dict)
+        relays: defaultdict[str, dict[int, Relay]] = defaultdict(dict)
+        used: defaultdict[str, dict[int, str]] = defaultdict(dict)  # chip -> line -> device
         for spec in self.devices.values():
             self._online[spec.id] = False
             chip = _settings(spec).chip
-            inputs = _inputs(spec)
-            clash = next(
-                (by_chip[chip][i.offset] for i in inputs if i.offset in by_chip[chip]), None
-            )
+            relay = self._relays.get(spec.id)
+            inputs = _inputs(spec) if relay is None else []
+            offsets = [i.offset for i in inputs] if relay is None else [relay.offset]
+            clash = next((o for o in offsets if o in used[chip]), None)
             if clash is not None:
-                reason = f"line {clash.offset} of {chip} is already used by device {clash.spec.id}"
+                reason = f"line {clash} of {chip} is already used by device {used[chip][clash]}"
                 self.ctx.logger.error("gpio device %s not started: %s", spec.id, reason)
                 self._set_available(spec, False, reason)
                 continue
+            used[chip].update((o, spec.id) for o in offsets)
+            if relay is not None:
+                relays[chip][relay.offset] = relay
             for i in inputs:
                 by_chip[chip][i.offset] = i
                 if i.door is not None:
                     self._doors[spec.id] = i.door
-        if not by_chip:  # every device refused; run() still returns only when cancelled
-            await asyncio.Event().wait()
-        async with asyncio.TaskGroup() as group:
-            for chip, chip_inputs in by_chip.items():
-                group.create_task(self._chip_loop(chip, chip_inputs))
+        try:
+            if not used:  # every device refused; run() still returns only when cancelled
+                await asyncio.Event().wait()
+            async with asyncio.TaskGroup() as group:
+                for chip in used:
+                    group.create_task(self._chip_loop(chip, by_chip[chip], relays[chip]))
+        finally:
+            for relay in self._relays.values():
+                if relay.pulse is not None:
+                    relay.pulse.cancel()
 
-    async def _chip_loop(self, chip: str, inputs: dict[int, _Input]) -> None:
-        specs = list({i.spec.id: i.spec for i in inputs.values()}.values())
+    async def _chip_loop(
+        self, chip: str, inputs: dict[int, _Input], relays: dict[int, Relay]
+    ) -> None:
+        specs = list(
+            {
+                **{i.spec.id: i.spec for i in inputs.values()},
+                **{r.spec.id: r.spec for r in relays.values()},
+            }.values()
+        )
         delay = self._retry[0]
         while True:
             try:
-                source = self._opener(chip, {o: i.config for o, i in inputs.items()})
+                # Relays are requested at the state last commanded (off at first).
+                lines = {o: i.config for o, i in inputs.items()}
+                lines.update((o, r.config) for o, r in relays.items())
+                source = self._opener(chip, lines)
                 try:
                     await self._serve(chip, source, inputs, specs)
                 finally:
+                    self._sources.pop(chip, None)
                     source.close()
             except ChipUnavailable as exc:
                 self._fault(chip, specs, str(exc))
@@ -157,7 +244,7 @@ class GpioDriver(Driver):
         # Once per distinct fault: retried every minute, it would fill the log.
         if self._faults.get(chip) != reason:
             self._faults[chip] = reason
-            self.ctx.logger.warning("gpio inputs on %s unavailable, retrying: %s", chip, reason)
+            self.ctx.logger.warning("gpio lines on %s unavailable, retrying: %s", chip, reason)
 
     async def _serve(
         self, chip: str, source: EdgeSource, inputs: dict[int, _Input], specs: list[DeviceSpec]
@@ -167,8 +254,9 @@ class GpioDriver(Driver):
             level = source.read(i.offset)
             i.debouncer = Debouncer(level, i.config.debounce_ms * 1_000_000)
             await self._baseline(i, level == i.active_level, now)
+        self._sources[chip] = source
         if self._faults.pop(chip, None) is not None:
-            self.ctx.logger.info("gpio inputs on %s work again", chip)
+            self.ctx.logger.info("gpio lines on %s work again", chip)
         for spec in specs:
             self._set_available(spec, True)
         self._connected[chip] = True
@@ -274,12 +362,19 @@ def _describe(role: Role, active: bool) -> str:
         Role.SMOKE_RELAY: ("normal", "alarm"),
         Role.SOS_BUTTON: ("released", "pressed"),
         Role.PULL_CORD: ("released", "pulled"),
+        Role.RELAY: ("off", "on"),
     }[role][active]
 
 
 async def read_once(spec: DeviceSpec, opener: Opener = open_gpiod) -> ReadResult:
     """Read the device's inputs once, for `gateway read`: what each line says now."""
     s = _settings(spec)
+    if s.role is Role.RELAY:
+        return ReadResult(
+            spec.id,
+            fault="a relay output is not read: requesting its line would switch it",
+            hint="switch it with the device commands on, off and pulse",
+        )
     inputs = _inputs(spec)
     try:
         source = opener(s.chip, {i.offset: i.config for i in inputs})

@@ -1,4 +1,4 @@
-"""The `driver:` section of a GPIO input: which line, how it is wired, and what it means.
+"""The `driver:` section of a GPIO line: which line, how it is wired, and what it means.
 
 Validated before anything touches a chip.  The device's kind comes from the validation
 context (`{"kind": ...}`, given by gateway.config), so a smoke relay cannot be declared
@@ -7,15 +7,16 @@ on a door.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
-__all__ = ["ROLES_OF_KIND", "Bias", "Contact", "GpioSettings", "Role"]
+__all__ = ["ROLES_OF_KIND", "Active", "Bias", "Contact", "GpioSettings", "Role", "check_devices"]
 
 
 class Role(StrEnum):
@@ -26,6 +27,7 @@ class Role(StrEnum):
     SMOKE_RELAY = "smoke_relay"
     SOS_BUTTON = "sos_button"
     PULL_CORD = "pull_cord"
+    RELAY = "relay"  # an output: a buzzer, a light, a door strike; switched by commands
 
 
 class Contact(StrEnum):
@@ -43,12 +45,23 @@ class Bias(StrEnum):
     NONE = "none"  # an external pull-up: the contact goes to GND
 
 
+class Active(StrEnum):
+    """The level that switches a relay output on: relay boards are often active-low."""
+
+    HIGH = "high"
+    LOW = "low"
+
+
+# A relay output fits any kind: it is filed under what it serves (an office buzzer for
+# the elderly alarms, a sounder for the smoke detectors).
 ROLES_OF_KIND: Mapping[Kind, tuple[Role, ...]] = {
-    Kind.DOOR: (Role.DOOR_CONTACT, Role.REQUEST_TO_EXIT),
-    Kind.SMOKE: (Role.SMOKE_RELAY,),
-    Kind.ELDERLY_ALARM: (Role.SOS_BUTTON, Role.PULL_CORD),
-    Kind.METER: (),
+    Kind.DOOR: (Role.DOOR_CONTACT, Role.REQUEST_TO_EXIT, Role.RELAY),
+    Kind.SMOKE: (Role.SMOKE_RELAY, Role.RELAY),
+    Kind.ELDERLY_ALARM: (Role.SOS_BUTTON, Role.PULL_CORD, Role.RELAY),
+    Kind.METER: (Role.RELAY,),
 }
+_INPUT_KEYS = frozenset({"contact", "bias", "debounce_ms"})
+_DOOR_KEYS = frozenset({"rex_line", "rex_contact", "grant_window_s", "held_open_s", "grant_from"})
 
 
 def _kind(info: ValidationInfo) -> Kind | None:
@@ -59,7 +72,7 @@ def _kind(info: ValidationInfo) -> Kind | None:
 
 
 class GpioSettings(BaseModel):
-    """One dry-contact input (and for a door, optionally its request-to-exit input)."""
+    """One dry-contact input (a door also its exit button), or one relay output."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,6 +89,11 @@ class GpioSettings(BaseModel):
     rex_contact: Contact = Contact.NO
     grant_window_s: float = Field(10.0, gt=0, le=300)
     held_open_s: float = Field(30.0, gt=0, le=86400)
+    # Access readers (their device ids) whose `access.granted` lets this door open;
+    # checked against the configured devices by `check_devices`.
+    grant_from: tuple[str, ...] = ()
+    # Relay outputs only.
+    active: Active = Active.HIGH
 
     @field_validator("contact", "rex_contact", mode="before")
     @classmethod
@@ -94,14 +112,15 @@ class GpioSettings(BaseModel):
 
     @model_validator(mode="after")
     def _door_only(self) -> Self:
-        door_keys = {
-            "rex_line",
-            "rex_contact",
-            "grant_window_s",
-            "held_open_s",
-        } & self.model_fields_set
+        door_keys = _DOOR_KEYS & self.model_fields_set
         if self.role is not Role.DOOR_CONTACT and door_keys:
             raise ValueError(f"{', '.join(sorted(door_keys))} only apply to role door_contact")
+        if self.role is Role.RELAY and (keys := _INPUT_KEYS & self.model_fields_set):
+            raise ValueError(f"{', '.join(sorted(keys))} only apply to inputs, not a relay")
+        if self.role is not Role.RELAY and "active" in self.model_fields_set:
+            raise ValueError("active only applies to role relay")
+        if len(set(self.grant_from)) != len(self.grant_from):
+            raise ValueError("grant_from names a reader twice")
         if self.rex_line is not None and self.rex_line == self.line:
             raise ValueError(f"rex_line {self.rex_line} is the door contact's own line")
         return self
@@ -109,3 +128,25 @@ class GpioSettings(BaseModel):
     @property
     def debounce_ns(self) -> int:
         return self.debounce_ms * 1_000_000
+
+
+def check_devices(mine: Sequence[DeviceSpec], every: Sequence[DeviceSpec]) -> list[DeviceProblem]:
+    """Each door contact's `grant_from` names existing door devices other than itself."""
+    kinds = {d.id: d.ref.kind for d in every}
+    problems = []
+    for spec in mine:
+        settings = spec.settings
+        if not isinstance(settings, GpioSettings):
+            continue
+        for i, reader in enumerate(settings.grant_from):
+            kind = kinds.get(reader)
+            if kind is None:
+                msg = f"no device {reader!r} (grant_from names the access readers of this door)"
+            elif reader == spec.id:
+                msg = "a door cannot grant itself; name its access reader"
+            elif kind is not Kind.DOOR:
+                msg = f"device {reader!r} is of kind {kind}, not a door (an access reader)"
+            else:
+                continue
+            problems.append(DeviceProblem(spec.id, ("grant_from", i), msg))
+    return problems

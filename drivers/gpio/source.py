@@ -1,4 +1,4 @@
-"""The only I/O of this driver: edges and levels of lines on one GPIO chip, via libgpiod.
+"""The only I/O of this driver: edges, levels and outputs of lines on one GPIO chip (libgpiod).
 
 `EdgeSource` is the small interface the driver uses; `GpiodSource` implements it with
 libgpiod's v2 API, reading edge events from the request's file descriptor with the
@@ -33,10 +33,12 @@ Edge = tuple[int, int, int]  # (line offset, level 0/1, kernel timestamp in ns, 
 
 @dataclass(frozen=True, slots=True)
 class LineConfig:
-    """How one input line is requested."""
+    """How one line is requested: an input with its bias and debounce, or an output."""
 
     bias: Bias
     debounce_ms: int
+    # An output line, and the level it is driven to when requested; None: an input.
+    output: int | None = None
 
 
 class ChipUnavailable(Exception):
@@ -44,11 +46,13 @@ class ChipUnavailable(Exception):
 
 
 class EdgeSource(Protocol):
-    """Edges of the requested lines, as they happen, and their current levels."""
+    """Edges of the requested input lines as they happen, their levels, and outputs."""
 
     def __aiter__(self) -> AsyncIterator[Edge]: ...
 
     def read(self, offset: int) -> int: ...
+
+    def write(self, offset: int, level: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -74,6 +78,7 @@ class GpiodSource:
         # Imported here so the pure parts and the tests load where libgpiod cannot.
         import gpiod
         from gpiod.line import Bias as GBias
+        from gpiod.line import Direction, Value
         from gpiod.line import Edge as GEdge
 
         biases = {
@@ -81,12 +86,17 @@ class GpiodSource:
             Bias.PULL_DOWN: GBias.PULL_DOWN,
             Bias.NONE: GBias.DISABLED,
         }
+        self._values = (Value.INACTIVE, Value.ACTIVE)
         config: dict[Any, Any] = {
             offset: gpiod.LineSettings(
                 edge_detection=GEdge.BOTH,
                 bias=biases[cfg.bias],
                 # The kernel debounces in software where the chip cannot; ours runs too.
                 debounce_period=timedelta(milliseconds=cfg.debounce_ms),
+            )
+            if cfg.output is None
+            else gpiod.LineSettings(
+                direction=Direction.OUTPUT, output_value=self._values[cfg.output]
             )
             for offset, cfg in lines.items()
         }
@@ -100,6 +110,12 @@ class GpiodSource:
     def read(self, offset: int) -> int:
         try:
             return int(self._request.get_value(offset).value)
+        except OSError as exc:
+            raise ChipUnavailable(explain(self.chip, exc)) from exc
+
+    def write(self, offset: int, level: int) -> None:
+        try:
+            self._request.set_value(offset, self._values[level])
         except OSError as exc:
             raise ChipUnavailable(explain(self.chip, exc)) from exc
 

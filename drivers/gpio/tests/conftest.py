@@ -1,5 +1,5 @@
-"""The project's recording driver context, for this folder's driver tests."""
+"""The project's recording driver context and Mosquitto broker, for this folder's tests."""
 
-from tests.conftest import recording_ctx
+from tests.conftest import broker, recording_ctx
 
-__all__ = ["recording_ctx"]
+__all__ = ["broker", "recording_ctx"]

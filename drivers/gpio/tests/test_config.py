@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drivers.gpio import DRIVER
-from drivers.gpio.settings import Contact, GpioSettings, Role
+from drivers.gpio.settings import Active, Contact, GpioSettings, Role
 from gateway.config import ConfigError, load_config
 from gateway.model import Kind
 
@@ -63,7 +63,8 @@ def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
         (
             "smoke",
             "line: 4\nrole: sos_button\n",
-            "devices[0].driver.role: sos_button is not a role of a smoke device (allowed: smoke_relay)",
+            "devices[0].driver.role: sos_button is not a role of a smoke device "
+            "(allowed: smoke_relay, relay)",
         ),
         (
             "smoke",
@@ -80,6 +81,32 @@ def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
             "line: 4\nrole: door_contact\ncontact: normally_closed\n",
             "devices[0].driver.contact: ",
         ),
+        (
+            "elderly_alarm",
+            "line: 4\nrole: relay\ncontact: nc\ndebounce_ms: 5\n",
+            "devices[0].driver: contact, debounce_ms only apply to inputs, not a relay",
+        ),
+        (
+            "smoke",
+            "line: 4\nrole: smoke_relay\nactive: low\n",
+            "devices[0].driver: active only applies to role relay",
+        ),
+        (
+            "smoke",
+            "line: 4\nrole: smoke_relay\ngrant_from: [reader-1]\n",
+            "devices[0].driver: grant_from only apply to role door_contact",
+        ),
+        (
+            "door",
+            "line: 4\nrole: door_contact\ngrant_from: [d1]\n",
+            "devices[0].driver.grant_from[0]: a door cannot grant itself; name its access reader",
+        ),
+        (
+            "door",
+            "line: 4\nrole: door_contact\ngrant_from: [reader-9]\n",
+            "devices[0].driver.grant_from[0]: no device 'reader-9' "
+            "(grant_from names the access readers of this door)",
+        ),
     ],
 )
 def test_wrong_wiring_is_refused_with_key_path(
@@ -87,3 +114,28 @@ def test_wrong_wiring_is_refused_with_key_path(
 ) -> None:
     found = problems(tmp_path, kind, driver)
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_grant_from_must_name_a_door_reader(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        HEAD.replace("KIND", "door")
+        + "      line: 4\n      role: door_contact\n      grant_from: [sos-1]\n"
+        + '  - id: sos-1\n    kind: elderly_alarm\n    location: {building: "1"}\n'
+        + "    driver: {type: gpio, line: 5, role: sos_button}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, drivers={"gpio": DRIVER})
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:13 devices[0].driver.grant_from[0]: "
+        "device 'sos-1' is of kind elderly_alarm, not a door (an access reader)"
+    ]
+
+
+def test_a_relay_fits_any_kind_and_is_active_high_by_default(tmp_path: Path) -> None:
+    for kind in Kind:
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(HEAD.replace("KIND", str(kind)) + "      line: 4\n      role: relay\n")
+        (spec,) = load_config(path, drivers={"gpio": DRIVER}).devices
+        assert isinstance(spec.settings, GpioSettings)
+        assert spec.settings.active is Active.HIGH

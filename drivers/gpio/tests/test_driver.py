@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ import yaml
 from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
-from drivers.gpio.source import ChipUnavailable, Edge, LineConfig, explain, open_gpiod
+from drivers.gpio.source import ChipUnavailable, LineConfig, explain, open_gpiod
+from drivers.gpio.tests.fakechip import FakeChip, Opener
 from gateway.config import load_config
 from gateway.driver import DeviceSpec
 from gateway.model import ClockState, Event, EventType, Identity, Message, encode
@@ -26,52 +27,6 @@ from gateway.schemas import validator
 from tests.conftest import RecordingContext
 
 E = EventType
-
-
-class FakeChip:
-    """Stands in for a libgpiod line request: levels plus a stream of stamped edges."""
-
-    def __init__(self, levels: Mapping[int, int]) -> None:
-        self.levels = dict(levels)
-        self.queue: asyncio.Queue[Edge | None] = asyncio.Queue()
-        self.closed = False
-        self.requested: dict[int, LineConfig] = {}
-
-    def set(self, offset: int, level: int) -> None:
-        self.levels[offset] = level
-        self.queue.put_nowait((offset, level, time.monotonic_ns()))
-
-    def unplug(self) -> None:
-        self.queue.put_nowait(None)
-
-    def read(self, offset: int) -> int:
-        return self.levels[offset]
-
-    async def __aiter__(self) -> AsyncIterator[Edge]:
-        while True:
-            edge = await self.queue.get()
-            if edge is None:
-                raise ChipUnavailable("/dev/gpiochip0: No such device")
-            yield edge
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class Opener:
-    """Hands out `chip` after failing `failures` times the way a missing chip fails."""
-
-    def __init__(self, chip: FakeChip, failures: int = 0) -> None:
-        self.chip = chip
-        self.failures = failures
-        self.calls = 0
-
-    def __call__(self, path: str, lines: Mapping[int, LineConfig]) -> FakeChip:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise ChipUnavailable(f"no {path}: is this a Raspberry Pi? is the user in group gpio?")
-        self.chip.requested = dict(lines)
-        return self.chip
 
 
 def specs(tmp_path: Path, *devices: tuple[str, str, dict[str, Any]]) -> list[DeviceSpec]:
@@ -260,7 +215,7 @@ def test_missing_chip_is_explained_logged_once_and_retried(
         asyncio.run(with_driver(driver, body))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings[0] == (
-        "gpio inputs on /dev/gpiochip0 unavailable, retrying: "
+        "gpio lines on /dev/gpiochip0 unavailable, retrying: "
         "no /dev/gpiochip0: is this a Raspberry Pi? is the user in group gpio?"
     )
     assert len(warnings) == 2  # three failed opens, one line; the unplug, one more
