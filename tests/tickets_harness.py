@@ -1,0 +1,164 @@
+"""Helpers for the ticket service tests: the service as a real process, alarm documents
+shaped per the contract, a plain paho publisher standing in for gateways."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.model import format_ts
+from gateway.schemas import validator
+from gateway.tickets import Ticket, TicketStore
+from tests.peers import wait_for
+
+__all__ = ["Publisher", "TicketServiceProc", "alarm_doc", "tickets_in"]
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def alarm_doc(
+    site: str,
+    gateway: str,
+    alarm_id: str,
+    rev: int = 1,
+    *,
+    type: str = "fire",
+    severity: str = "critical",
+    state: str = "active",
+    by: str | None = None,
+    raised_at: datetime | None = None,
+    device_id: str = "smoke-b2-stair-2",
+) -> dict[str, Any]:
+    """An alarm document as a gateway publishes it; checked against gateway/schemas/alarm.json."""
+    now = format_ts(datetime.now(UTC))
+    raised = format_ts(raised_at) if raised_at is not None else now
+    acknowledged = state in ("acknowledged", "closed")
+    cleared = state in ("cleared", "closed")
+    doc = {
+        "schema": {"name": "community.alarm", "version": 1},
+        "site": site,
+        "gateway": gateway,
+        "alarm_id": alarm_id,
+        "rev": rev,
+        "type": type,
+        "severity": severity,
+        "state": state,
+        "acknowledged": acknowledged,
+        "cleared": cleared,
+        "device": {
+            "id": device_id,
+            "kind": "smoke",
+            "name": "Building 2 stairwell, floor 2",
+            "location": {"building": "2", "floor": "2", "unit": "stairwell"},
+        },
+        "cause": "smoke.alarm",
+        "rule": "fire",
+        "raised_at": raised,
+        "updated_at": now,
+        "last_seen_at": raised,
+        "count": 1,
+        "escalation": 0,
+        "ack": {"by": by or "staff-li", "note": "on my way", "at": now, "via": "mqtt"}
+        if acknowledged
+        else None,
+        "cleared_at": now if cleared else None,
+        "closed_at": now if state == "closed" else None,
+    }
+    validator("alarm").validate(doc)
+    return doc
+
+
+@dataclass
+class TicketServiceProc:
+    """`gateway tickets serve` as a real process, so it can be SIGTERMed or SIGKILLed."""
+
+    broker_url: str
+    db: Path
+    prefix: str
+    client_id: str = field(default_factory=lambda: f"tickets-{uuid.uuid4().hex[:6]}")
+    group: str = "tickets"
+    routes: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.db.parent / f"{self.client_id}.log"
+
+    def start(self, *, ready: bool = True) -> TicketServiceProc:
+        """Start; with `ready`, wait until it has read the retained alarms."""
+        cmd = [GATEWAY, "--log-level", "info", "tickets", "serve", "--broker", self.broker_url]
+        cmd += ["--db", str(self.db), "--prefix", self.prefix, "--client-id", self.client_id]
+        cmd += ["--group", self.group]
+        if self.routes is not None:
+            cmd += ["--routes", str(self.routes)]
+        marks = self.log().count("retained alarms read")
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))
+        if ready:
+            assert wait_for(
+                lambda: self.log().count("retained alarms read") > marks or not self.running(),
+                timeout=15,
+            ), f"ticket service did not get ready:\n{self.log()}"
+            assert self.running(), f"ticket service exited:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Publisher:
+    """A paho MQTT 5 client publishing what gateways would, at QoS 1."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self._up = threading.Event()
+        self.client.on_connect = lambda *_a: self._up.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._up.wait(10), "publisher could not connect"
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = True) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def tickets_in(db: Path) -> list[Ticket]:
+    """Every ticket in the service's database, oldest first."""
+    store = TicketStore(db)
+    try:
+        return sorted(store.tickets(), key=lambda t: t.number)
+    finally:
+        store.close()
