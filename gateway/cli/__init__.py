@@ -7,6 +7,7 @@ import click
 from gateway import __version__
 from gateway.cli import core, installer, watch
 from gateway.logsetup import setup_logging
+from gateway.tickets.cli import tickets
 from gateway.web.cli import COMMANDS as WEB_COMMANDS
 
 __all__ = ["main"]
@@ -42,6 +43,7 @@ for command in [*core.COMMANDS, *watch.COMMANDS]:
     main.add_command(command)
 for command in installer.COMMANDS:
     main.add_command(command)
+main.add_command(tickets)
 for command in WEB_COMMANDS:
     main.add_command(command)
 
