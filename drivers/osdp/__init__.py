@@ -1,0 +1,29 @@
+"""OSDP card readers on RS-485 (the gateway is the control panel), via libosdp.
+
+See README.md in this folder for wiring, keys, configuration and the events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.driver import DriverInfo
+from gateway.model import Kind
+
+from .cli import osdp_group
+from .driver import OsdpDriver, read_once
+from .settings import OsdpSettings, check_devices
+
+__all__ = ["DRIVER", "OsdpDriver", "OsdpSettings"]
+
+DRIVER = DriverInfo(
+    name="osdp",
+    summary="OSDP card readers on RS-485: card reads, keypad, tamper; card numbers pseudonymised",
+    settings_model=OsdpSettings,
+    factory=OsdpDriver,
+    kinds=frozenset({Kind.DOOR}),
+    folder=Path(__file__).parent,
+    read_once=read_once,
+    cli_commands=(osdp_group,),
+    check_devices=check_devices,
+)

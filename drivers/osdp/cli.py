@@ -1,0 +1,70 @@
+"""`gateway osdp pseudonym`: the pseudonym of a card, for an installer's allow list."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.config import ConfigError, load_config
+
+from .pseudonym import PseudonymError, card_pseudonym
+from .settings import OsdpSettings, SecretError, read_site_secret
+from .wiegand import WiegandError, encode, parse_card_spec
+
+__all__ = ["osdp_group", "pseudonym"]
+
+
+@click.group("osdp")
+def osdp_group() -> None:
+    """OSDP card readers (installers)."""
+
+
+@osdp_group.command("pseudonym")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The gateway config: the site secret comes from its OSDP readers.",
+)
+@click.option("--device", default=None, help="Reader whose site secret to use (default: first).")
+@click.option("--wiegand", "wiegand", default=None, help="FACILITY:NUMBER as printed on the card.")
+@click.option("--card-hex", default=None, help="The card's bits as hex, MSB first, as read.")
+@click.option("--bits", type=int, default=26, show_default=True, help="Card length in bits.")
+def pseudonym(
+    config_path: Path, device: str | None, wiegand: str | None, card_hex: str | None, bits: int
+) -> None:
+    """Print a card's pseudonym (one line, for the allow list file); nothing else is stored."""
+    if (wiegand is None) == (card_hex is None):
+        raise click.UsageError("give exactly one of --wiegand FACILITY:NUMBER or --card-hex HEX")
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    readers = [d for d in loaded.devices if isinstance(d.settings, OsdpSettings)]
+    if device is not None:
+        readers = [d for d in readers if d.id == device]
+    if not readers:
+        where = f"device {device!r}" if device else "any OSDP reader"
+        click.echo(f"error: {config_path} has no {where}", err=True)
+        sys.exit(1)
+    settings = readers[0].settings
+    assert isinstance(settings, OsdpSettings)
+    try:
+        secret = read_site_secret(settings.site_secret)
+        if wiegand is not None:
+            data = encode(*parse_card_spec(wiegand), bits=bits)
+        else:
+            assert card_hex is not None
+            data = bytes.fromhex(card_hex.replace(" ", "").removeprefix("0x"))
+        token = card_pseudonym(secret, data, bits)
+    except (SecretError, WiegandError, PseudonymError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ValueError:
+        click.echo(f"error: --card-hex {card_hex!r} is not hex", err=True)
+        sys.exit(1)
+    click.echo(token)

@@ -1,0 +1,465 @@
+"""The OSDP driver's asyncio glue: one control panel per bus, readers as door devices.
+
+Each bus (serial port) gets one `Bus` (libosdp ControlPanel and its thread) and one
+loop here that takes libosdp's events from a queue, polls which readers are online,
+and turns card reads, keypad entries and tamper reports into events.  A reader that
+goes offline is marked unavailable with the reason, logged once, and tried again with
+backoff (libosdp alone would wait 300 s); the other readers on the bus go on.  A port
+that fails closes the bus, marks its readers offline and is reopened with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import osdp
+
+from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
+from gateway.model import Event, EventType
+
+from .allowlist import AllowList
+from .bus import Bus, BusError, PdConfig, Queued, thread_safe_sink
+from .events import (
+    CardRead,
+    KeyPress,
+    Notification,
+    NotificationType,
+    OsdpEventError,
+    StatusReport,
+    card_data,
+    parse_event,
+)
+from .keypad import KeypadBuffer, KeypadEntry
+from .pseudonym import pin_pseudonym
+from .settings import (
+    Feedback,
+    OsdpSettings,
+    SecretError,
+    SecureChannel,
+    read_scbk,
+    read_site_secret,
+)
+
+__all__ = ["OsdpDriver", "read_once"]
+
+_TICK_S = 0.1
+_RETRY_MAX_S = 300.0  # libosdp's own pause; never wait longer than it would
+_FIRST_CONTACT_S = 15.0  # libosdp probes about 8 s before it calls a silent reader offline
+
+
+def _settings(spec: DeviceSpec) -> OsdpSettings:
+    if not isinstance(spec.settings, OsdpSettings):
+        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not osdp settings")
+    return spec.settings
+
+
+@dataclass(slots=True)
+class _Reader:
+    """One reader's keys, buffers and reachability, kept across bus restarts."""
+
+    spec: DeviceSpec
+    settings: OsdpSettings
+    secret: bytes
+    scbk: bytes | None
+    keypad: KeypadBuffer
+    allow: AllowList | None
+    online: bool | None = None  # None: not known yet on this bus start
+    sc_active: bool = False
+    sc_failed: bool = False
+    started: float = 0.0
+    retry_at: float | None = None
+    retry_delay: float = 10.0
+    quiet_until: float = 0.0  # notifications caused by our own reset are not news
+    reason: str = ""
+    tamper: bool = False
+    caps: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def address(self) -> int:
+        return self.settings.address
+
+
+def _describe_offline(r: _Reader) -> str:
+    s = r.settings
+    where = f"reader at address {s.address} on {s.port}"
+    if r.sc_failed and s.secure_channel is SecureChannel.SCBK and s.scbk is not None:
+        return (
+            f"{where}: secure channel refused: the reader's key does not match the SCBK in "
+            f"{s.scbk.file or s.scbk.env} (a new reader still in install mode needs "
+            "secure_channel: install once)"
+        )
+    if r.sc_failed:
+        return f"{where}: secure channel could not be set up (check the reader's key)"
+    if r.online is None:
+        return (
+            f"{where}: no reply at {s.baudrate} baud (check power, A/B wiring, address, baud "
+            "rate and termination)"
+        )
+    return f"{where}: stopped replying (power, cable, or the reader was replaced)"
+
+
+class OsdpDriver(Driver):
+    """Control panel for OSDP card readers: card, keypad and tamper events per reader."""
+
+    def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        self._readers: dict[str, _Reader] = {}
+        self._buses: dict[str, Bus] = {}
+        self._faults: dict[str, str] = {}  # device or port -> the fault logged last
+        self._errors = 0
+        self._last_error = ""
+        self._counts: defaultdict[str, int] = defaultdict(int)
+
+    def health(self) -> DriverHealth:
+        return DriverHealth(
+            errors=self._errors,
+            last_error=self._last_error,
+            devices_online=sum(1 for r in self._readers.values() if r.online),
+            devices_total=len(self.devices),
+            extra=dict(self._counts),
+        )
+
+    # -- reachability -------------------------------------------------------------------
+
+    def _error(self, key: str, message: str, *, level: str = "warning") -> None:
+        """Count a fault; log it only when it differs from the last one of `key`."""
+        self._errors += 1
+        self._last_error = message
+        if self._faults.get(key) != message:
+            self._faults[key] = message
+            getattr(self.ctx.logger, level)("osdp %s", message)
+
+    def _offline(self, r: _Reader, reason: str, now: float) -> None:
+        was = r.online
+        r.online, r.sc_active, r.reason = False, False, reason
+        self.ctx.set_available(r.spec.id, False, reason)
+        if was is not False or self._faults.get(r.spec.id) != reason:
+            self._error(r.spec.id, f"device {r.spec.id} offline: {reason}")
+        if r.retry_at is None:
+            r.retry_at = now + r.retry_delay
+
+    async def _online(self, bus: Bus, r: _Reader, sc: bool) -> None:
+        r.online, r.sc_active, r.sc_failed, r.reason = True, sc, False, ""
+        r.retry_at, r.retry_delay = None, r.settings.retry_s
+        self.ctx.set_available(r.spec.id, True)
+        if self._faults.pop(r.spec.id, None) is not None:
+            self.ctx.logger.info("osdp device %s online again", r.spec.id)
+        else:
+            self.ctx.logger.info(
+                "osdp device %s online (secure channel %s)", r.spec.id, "on" if sc else "off"
+            )
+        if r.settings.secure_channel is SecureChannel.INSTALL and sc:
+            self.ctx.logger.warning(
+                "osdp device %s: the reader now holds the SCBK; set secure_channel: scbk", r.spec.id
+            )
+        try:
+            led = await asyncio.to_thread(bus.capability, r.address, osdp.Capability.LEDControl)
+            buzzer = await asyncio.to_thread(
+                bus.capability, r.address, osdp.Capability.AudibleControl
+            )
+        except Exception as exc:  # a capability query is a nicety, never a reason to stop
+            self._error(r.spec.id + ":caps", f"device {r.spec.id}: capabilities unknown: {exc}")
+            led = buzzer = (0, 0)
+        r.caps = {"led": led[0] > 0 and led[1] > 0, "buzzer": buzzer[0] > 0 and buzzer[1] > 0}
+
+    # -- run ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve every bus until cancelled."""
+        by_port: defaultdict[str, list[_Reader]] = defaultdict(list)
+        for spec in self.devices.values():
+            s = _settings(spec)
+            try:
+                secret = read_site_secret(s.site_secret)
+                scbk = read_scbk(s.scbk) if s.scbk is not None else None
+            except SecretError as exc:
+                reason = f"not started: {exc}"
+                self._error(spec.id, f"device {spec.id} {reason}", level="error")
+                self.ctx.set_available(spec.id, False, reason)
+                continue
+            r = _Reader(
+                spec=spec,
+                settings=s,
+                secret=secret,
+                scbk=scbk,
+                keypad=KeypadBuffer(s.keypad_timeout_s, s.keypad_max_digits),
+                allow=AllowList(s.allow_list) if s.allow_list is not None else None,
+                retry_delay=s.retry_s,
+            )
+            if r.allow is not None:
+                for problem in r.allow.refresh():
+                    self._error(spec.id + ":allow", problem)
+            self._readers[spec.id] = r
+            by_port[s.port].append(r)
+        if not by_port:
+            await asyncio.Event().wait()
+        async with asyncio.TaskGroup() as group:
+            for port, readers in by_port.items():
+                group.create_task(self._bus_loop(port, readers))
+
+    async def _bus_loop(self, port: str, readers: list[_Reader]) -> None:
+        baud = readers[0].settings.baudrate
+        pds = [
+            PdConfig(
+                r.address, r.scbk, r.settings.secure_channel is SecureChannel.INSTALL, r.spec.id
+            )
+            for r in readers
+        ]
+        retry = min(r.settings.retry_s for r in readers)
+        delay = retry
+        loop = asyncio.get_running_loop()
+        while True:
+            queue: asyncio.Queue[Queued] = asyncio.Queue()
+            bus = Bus(port, baud, pds, thread_safe_sink(loop, queue))
+            served = False
+            try:
+                await asyncio.to_thread(bus.start)
+                self._buses[port] = bus
+                if self._faults.pop(port, None) is not None:
+                    self.ctx.logger.info("osdp bus %s open again", port)
+                served = True
+                await self._serve(bus, readers, queue)
+            except BusError as exc:
+                self._counts["bus_faults"] += 1
+                self._error(port, f"bus {port}: {exc}")
+                now = time.monotonic()
+                for r in readers:
+                    self._offline(r, f"serial port {port}: {exc}", now)
+            except Exception as exc:  # one bus's bug must not stop the other buses
+                self._counts["bus_faults"] += 1
+                self._error(port, f"bus {port}: {type(exc).__name__}: {exc}", level="error")
+            finally:
+                self._buses.pop(port, None)
+                await asyncio.to_thread(bus.close)
+            if served:
+                delay = retry
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _serve(self, bus: Bus, readers: list[_Reader], queue: asyncio.Queue[Queued]) -> None:
+        by_address = {r.address: r for r in readers}
+        now = time.monotonic()
+        for r in readers:
+            r.online, r.sc_failed, r.started, r.retry_at = None, False, now, None
+        next_poll = 0.0
+        while True:
+            try:
+                address, raw, ts = await asyncio.wait_for(queue.get(), _TICK_S)
+            except TimeoutError:
+                pass
+            else:
+                target = by_address.get(address)
+                if target is not None:
+                    await self._on_event(bus, target, raw, ts)
+            now = time.monotonic()
+            if bus.channel is not None and bus.channel.error:
+                raise BusError(bus.channel.error)
+            if now >= next_poll:
+                next_poll = now + 0.25
+                await self._poll(bus, readers, now)
+            for r in readers:
+                for entry in r.keypad.expire(now):
+                    await self._keypad(r, entry)
+
+    async def _poll(self, bus: Bus, readers: list[_Reader], now: float) -> None:
+        states = await asyncio.to_thread(bus.online)
+        for r in readers:
+            online, sc = states.get(r.address, (False, False))
+            if online and r.online is not True:
+                await self._online(bus, r, sc)
+            elif (not online and r.online is True) or (
+                r.online is None and now - r.started > _FIRST_CONTACT_S
+            ):
+                self._offline(r, _describe_offline(r), now)
+            if r.online is False and r.retry_at is not None and now >= r.retry_at:
+                self._counts["retries"] += 1
+                r.retry_delay = min(r.retry_delay * 2, _RETRY_MAX_S)
+                r.retry_at = now + r.retry_delay
+                r.sc_failed = False
+                await asyncio.to_thread(bus.reset, r.address)
+                r.quiet_until = time.monotonic()
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _on_event(self, bus: Bus, r: _Reader, raw: dict[str, Any], ts: float) -> None:
+        try:
+            event = parse_event(raw)
+        except OsdpEventError as exc:
+            self._counts["unknown_events"] += 1
+            # The dict may hold card bytes: log its kind and keys, never its values.
+            keys = ",".join(sorted(str(k) for k in raw))
+            self._error(
+                f"{r.spec.id}:event:{exc}",
+                f"device {r.spec.id}: reply skipped: {exc} (keys {keys})",
+            )
+            return
+        if isinstance(event, Notification):
+            if ts <= r.quiet_until:
+                return
+            lost = event.arg0 == 0
+            if event.type is NotificationType.SECURE_CHANNEL and lost and r.online is not True:
+                r.sc_failed = True
+            elif (
+                event.type is NotificationType.PD_STATUS
+                and lost
+                and (r.online is not False or (r.sc_failed and "secure" not in r.reason))
+            ):
+                self._offline(r, _describe_offline(r), time.monotonic())
+            return
+        if isinstance(event, CardRead):
+            await self._card(bus, r, event)
+        elif isinstance(event, KeyPress):
+            for entry in r.keypad.feed(event.keys, time.monotonic()):
+                await self._keypad(r, entry, event.reader_no)
+        elif isinstance(event, StatusReport):
+            if event.tamper and not r.tamper:
+                source = "remote" if event.remote else "reader"
+                await self._emit(r, EventType.DEVICE_TAMPER, {"tamper": True, "source": source})
+                self._counts["tamper"] += 1
+            elif r.tamper and not event.tamper:
+                self.ctx.logger.info("osdp device %s: tamper cleared", r.spec.id)
+            r.tamper = event.tamper
+
+    async def _card(self, bus: Bus, r: _Reader, read: CardRead) -> None:
+        self._counts["cards"] += 1
+        data = card_data(read, r.secret, publish_raw=r.settings.publish_raw_card)
+        if r.allow is None:
+            kind = EventType.ACCESS_CARD_READ
+        else:
+            for problem in r.allow.refresh():
+                self._error(r.spec.id + ":allow", problem)
+            granted = r.allow.allows(data["card"])
+            kind = EventType.ACCESS_GRANTED if granted else EventType.ACCESS_DENIED
+            data["decision"] = "allow_list"
+            await self._feedback(bus, r, granted, read.reader_no)
+        self.ctx.logger.debug(
+            "osdp device %s: %s %s (%d bits)", r.spec.id, kind, data["card"], read.bits
+        )
+        await self._emit(r, kind, data)
+
+    async def _keypad(self, r: _Reader, entry: KeypadEntry, reader_no: int = 0) -> None:
+        self._counts["keypad"] += 1
+        data: dict[str, Any] = {
+            "pin": pin_pseudonym(r.secret, entry.digits),
+            "length": len(entry.digits),
+            "ended": str(entry.ended),
+            "reader_no": reader_no,
+        }
+        if r.settings.publish_raw_pin:
+            data["pin_raw"] = entry.digits
+        await self._emit(r, EventType.ACCESS_KEYPAD, data)
+
+    async def _feedback(self, bus: Bus, r: _Reader, granted: bool, reader_no: int) -> None:
+        mode = r.settings.feedback
+        if mode is Feedback.NONE:
+            return
+        commands = []
+        if r.caps.get("led"):
+            color = osdp.CommandLEDColor.Green if granted else osdp.CommandLEDColor.Red
+            commands.append(
+                {
+                    "command": osdp.Command.LED,
+                    "reader": reader_no,
+                    "led_number": 0,
+                    "temporary": True,
+                    "control_code": 2,  # set the temporary state now
+                    "on_color": color,
+                    "off_color": osdp.CommandLEDColor.Black,
+                    "on_count": 5,
+                    "off_count": 0,
+                    "timer_count": 20,  # 2 s, then back to the permanent state
+                }
+            )
+        if mode is Feedback.LED_AND_BUZZER and r.caps.get("buzzer"):
+            commands.append(
+                {
+                    "command": osdp.Command.Buzzer,
+                    "reader": reader_no,
+                    "control_code": 2,  # default tone
+                    "on_count": 2 if granted else 1,
+                    "off_count": 1,
+                    "rep_count": 1 if granted else 3,
+                }
+            )
+        for command in commands:
+            try:
+                ok = await asyncio.to_thread(bus.submit, r.address, command)
+            except Exception as exc:
+                ok, why = False, str(exc)
+            else:
+                why = "libosdp refused the command"
+            if not ok:
+                self._error(r.spec.id + ":feedback", f"device {r.spec.id}: feedback lost: {why}")
+            else:
+                self._counts["feedback"] += 1
+
+    async def _emit(self, r: _Reader, kind: EventType, data: dict[str, Any]) -> None:
+        try:
+            await self.ctx.emit(Event(r.spec.ref, self.ctx.now(), kind, data))
+        except Exception as exc:
+            # The outbox refusing one event is no reason to drop the bus and its readers.
+            self._error(
+                r.spec.id + ":emit", f"device {r.spec.id}: {kind} lost: {exc}", level="error"
+            )
+            return
+        self._counts["events"] += 1
+
+
+async def read_once(spec: DeviceSpec, timeout_s: float = 10.0) -> ReadResult:
+    """Connect to one reader once, for `gateway read`: online, secure channel, ID, features."""
+    s = _settings(spec)
+    try:
+        scbk = read_scbk(s.scbk) if s.scbk is not None else None
+    except SecretError as exc:
+        return ReadResult(spec.id, fault=str(exc), hint="check the scbk file")
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Queued] = asyncio.Queue()
+    pd = PdConfig(s.address, scbk, s.secure_channel is SecureChannel.INSTALL, spec.id)
+    bus = Bus(s.port, s.baudrate, [pd], thread_safe_sink(loop, queue))
+    sc_failed = False
+    try:
+        await asyncio.to_thread(bus.start)
+        deadline = time.monotonic() + timeout_s
+        online, sc = False, False
+        while time.monotonic() < deadline:
+            online, sc = (await asyncio.to_thread(bus.online))[s.address]
+            while not queue.empty():
+                _, raw, _ = queue.get_nowait()
+                if raw.get("event") == 5 and raw.get("type") == 1 and raw.get("arg0") == 0:
+                    sc_failed = True
+            if online or (sc_failed and not online and queue.empty() and s.scbk is not None):
+                break
+            await asyncio.sleep(0.1)
+        if not online:
+            probe = _Reader(spec, s, b"", scbk, KeypadBuffer(), None, sc_failed=sc_failed)
+            return ReadResult(
+                spec.id,
+                fault=_describe_offline(probe),
+                hint="is the gateway service running? it holds the port; stop it first",
+            )
+        ident = await asyncio.to_thread(bus.identity, s.address)
+        led = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.LEDControl)
+        buzzer = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.AudibleControl)
+        readers = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.Readers)
+    except BusError as exc:
+        return ReadResult(spec.id, fault=str(exc), hint="check the port name and its permissions")
+    finally:
+        await asyncio.to_thread(bus.close)
+    points = [
+        PointValue("online", True, note=f"address {s.address} on {s.port} at {s.baudrate} baud"),
+        PointValue("secure_channel", sc),
+        PointValue("vendor_code", f"{ident['vendor_code']:06X}"),
+        PointValue("model", ident["model"]),
+        PointValue("version", ident["version"]),
+        PointValue("serial_number", f"{ident['serial_number']:08X}"),
+        PointValue("firmware", f"{ident['firmware_version']:06X}"),
+        PointValue("led_control", led[0] > 0, raw=f"level {led[0]}, {led[1]} LEDs"),
+        PointValue("buzzer", buzzer[0] > 0, raw=f"level {buzzer[0]}"),
+        PointValue("readers", readers[1], raw=f"level {readers[0]}"),
+    ]
+    return ReadResult(spec.id, tuple(points))
