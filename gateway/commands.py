@@ -80,8 +80,11 @@ class CommandRouter:
         if not isinstance(args, dict):
             raise CommandFailed(f"payload must be a JSON object, not {type(args).__name__}")
         request_id = args.pop("request_id", None)
-        if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 64):
-            raise CommandFailed("field 'request_id' must be a string of at most 64 characters")
+        # Same bounds as command-request.json: an empty id could not be matched to a reply.
+        if request_id is not None and (
+            not isinstance(request_id, str) or not 1 <= len(request_id) <= 64
+        ):
+            raise CommandFailed("field 'request_id' must be a string of 1 to 64 characters")
         return Command(path, parts, args, request_id)
 
     async def handle(self, path: str, payload: bytes) -> dict[str, Any]:
