@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
+from gateway.alarms.cli import COMMANDS as ALARM_COMMANDS
 from gateway.cli import core, installer, watch
 from gateway.logsetup import setup_logging
 from gateway.tickets.cli import tickets
@@ -42,6 +43,8 @@ def scan() -> None:
 for command in [*core.COMMANDS, *watch.COMMANDS]:
     main.add_command(command)
 for command in installer.COMMANDS:
+    main.add_command(command)
+for command in ALARM_COMMANDS:
     main.add_command(command)
 main.add_command(tickets)
 for command in WEB_COMMANDS:
