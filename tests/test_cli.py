@@ -25,7 +25,7 @@ def test_devices_lists_every_configured_device() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["ID", "KIND", "DRIVER", "BUILDING", "FLOOR", "UNIT", "NAME"]
     assert any(line.split()[:4] == ["smoke-b2-stair-1", "smoke", "simulated", "2"] for line in lines)
-    assert len(lines) == 1 + 22
+    assert len(lines) == 1 + 26  # the devices of config/demo.yaml
 
 
 def test_read_prints_every_point_or_names_the_unknown_device() -> None:

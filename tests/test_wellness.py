@@ -363,3 +363,37 @@ def test_zigbee_occupancy_is_motion() -> None:
     assert found == []  # the sensor's own timeout is no activity
     found, _ = state.apply(b'{"occupancy":true}')
     assert [f.event for f in found] == [E.ACTIVITY_MOTION]
+
+
+def test_the_demo_raises_inactivity_in_flat_1_201_at_240_s_and_clears_it_at_300_s() -> None:
+    """What config/demo.yaml's header announces, from its scenario and the real watch."""
+    import itertools
+
+    from drivers.simulated.scenario import ScriptedEvent, schedule
+    from drivers.simulated.settings import SimulatedSettings
+
+    loaded = load_config(Path(__file__).resolve().parents[1] / "config" / "demo.yaml")
+    (check,) = loaded.config.wellness.checks
+    members = activity_devices(check, loaded.devices)
+    assert members == ("sos-b1-201", "motion-b1-201")
+    happened: list[tuple[float, str, EventType]] = []
+    for d in loaded.devices:
+        if d.id in members:
+            assert isinstance(d.settings, SimulatedSettings)
+            for due in itertools.takewhile(lambda due: due.t <= 400, schedule(d.settings, d.id)):
+                if isinstance(due.action, ScriptedEvent):
+                    happened.append((due.t, d.id, due.action.type))
+    rules, meters = loaded.config.wellness.activity, MeterMemory()
+    watch = FlatWatch(check.seconds, start=0.0, start_wall=T0)
+    decided: list[tuple[float, EventType]] = []
+    for t, device_id, event_type in sorted(happened):
+        at = watch.due
+        if at is not None and at <= t and (raised := watch.tick(at)) is not None:
+            decided.append((at, raised.type))
+        event = Event(loaded.device(device_id).ref, T0, event_type)
+        own = device_id == check.device
+        if not classify(event, rules, meters, own_device=own):
+            continue
+        if (cleared := watch.activity(t, T0, device_id)) is not None:
+            decided.append((t, cleared.type))
+    assert decided[:2] == [(240.0, E.ELDERLY_INACTIVITY), (300.0, E.ELDERLY_CLEARED)]

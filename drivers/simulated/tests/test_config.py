@@ -58,10 +58,12 @@ def test_demo_config_is_sunrise_gardens() -> None:
             assert settings(d.settings).telemetry_period_s == 5
     assert set(by_building) == {"1", "2"}
     for building, kinds in by_building.items():
-        assert kinds.count(Kind.DOOR) == 1 and kinds.count(Kind.SMOKE) >= 1, building
+        # A lobby door in each; building 2's also has its card reader (kind door).
+        assert kinds.count(Kind.DOOR) == int(building) and kinds.count(Kind.SMOKE) >= 1, building
         assert 3 <= len(flats[building]) <= 4, building
         assert kinds.count(Kind.METER) == 2 * len(flats[building]), building  # electricity and water
-    assert sum(kinds.count(Kind.ELDERLY_ALARM) for kinds in by_building.values()) == 2
+    # Two SOS buttons, a fall pendant, a motion sensor and the office buzzer.
+    assert sum(kinds.count(Kind.ELDERLY_ALARM) for kinds in by_building.values()) == 5
 
 
 def test_demo_scenario_plays_what_the_demo_announces() -> None:
