@@ -34,6 +34,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "alarm",
     "alarm-ack",
     "ticket",
+    "service-request",
 )
 
 

@@ -38,6 +38,10 @@ class Topics:
     def alarm(self, alarm_id: str) -> str:
         return f"{self.base}/alarms/{alarm_id}"
 
+    def request(self, code: str) -> str:
+        """A resident's service request filed on a kiosk (gateway/web)."""
+        return f"{self.base}/requests/{code}"
+
     @property
     def commands(self) -> str:
         """Subscription filter for every command addressed to this gateway."""

@@ -333,8 +333,14 @@ def _asyncapi() -> dict[str, Any]:
     return doc
 
 
-PLACEHOLDERS = {"site": "SITE", "gateway": "GW", "device": "DEVICE", "alarm_id": "ALARM"}
-COMMAND_PATHS = ["ping", "devices/DEVICE/inject", "alarms/ALARM/ack"]
+PLACEHOLDERS = {
+    "site": "SITE",
+    "gateway": "GW",
+    "device": "DEVICE",
+    "alarm_id": "ALARM",
+    "code": "CODE",
+}
+COMMAND_PATHS = ["ping", "devices/DEVICE/inject", "alarms/ALARM/ack", "requests/CODE/status"]
 
 
 def _contract_topics() -> list[str]:
@@ -347,6 +353,7 @@ def _contract_topics() -> list[str]:
         "device_id": [PLACEHOLDERS["device"]],
         "channel": [Telemetry.channel, Event.channel],
         "alarm_id": [PLACEHOLDERS["alarm_id"]],
+        "code": [PLACEHOLDERS["code"]],
         "path": COMMAND_PATHS,
     }
     not_topics = {"prefix", "identity", "base", "command_path"}

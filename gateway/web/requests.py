@@ -240,14 +240,11 @@ class RequestStore:
                 priority=Priority.EVENT,
                 channel="requests",
                 device_kind="kiosk",
-                topic=self._topics_request(req.code),
+                topic=self._topics.request(req.code),
                 build_payload=lambda _seq: payload,
             )
         )
         return req
-
-    def _topics_request(self, code: str) -> str:
-        return f"{self._topics.base}/requests/{code}"
 
     # ---- status ----------------------------------------------------------------------
 
