@@ -46,7 +46,7 @@ class SharedLine:
         self.port.close()
 
 
-class Tap(osdp.Channel):  # type: ignore[misc]
+class Tap(osdp.Channel):
     """One peripheral's view of the shared line."""
 
     def __init__(self, line: SharedLine) -> None:
