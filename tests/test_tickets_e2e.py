@@ -1,0 +1,173 @@
+"""End to end: a real gateway raises a smoke alarm, the ticket service tickets it, staff
+acknowledge through the ticket service, the scenario clears the smoke, the alarm closes
+and the ticket is resolved; also with the broker restarted and the gateway kill -9ed in
+the middle.  Every process is real: Mosquitto, `gateway run`, `gateway tickets serve`,
+and `gateway tickets ack` as staff would type it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.tickets import Ticket, TicketState
+from tests.harness import GatewayProc, Subscriber, topic_base, write_config
+from tests.peers import Mosquitto, wait_for
+from tests.tickets_harness import GATEWAY, TicketServiceProc, tickets_in
+
+STAFF = "staff-li"
+
+
+def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float) -> Path:
+    """A gateway with one simulated smoke detector in building 2: smoke at 1 s, clear later."""
+    device = {
+        "id": "smoke-b2-stair-2",
+        "name": "Building 2 stairwell, floor 2",
+        "kind": "smoke",
+        "location": {"building": "2", "floor": 2, "unit": "stairwell"},
+        "driver": {
+            "type": "simulated",
+            "events": [
+                {"at_s": 1, "type": "smoke.alarm", "data": {"zone": "stairwell"}},
+                {"at_s": cleared_at_s, "type": "smoke.cleared"},
+            ],
+        },
+    }
+    return write_config(
+        tmp_path / "gw" / "gw.yaml",
+        broker.url,
+        [device],
+        site={"id": "sunrise-gardens"},
+        alarms={"damping_s": 0.5},
+    )
+
+
+def _ack(db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            GATEWAY,
+            "tickets",
+            "ack",
+            "T-000001",
+            "--db",
+            str(db),
+            "--by",
+            STAFF,
+            "--note",
+            "on my way",
+            "--wait",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _docs(sub: Subscriber) -> list[dict[str, Any]]:
+    return [m.json() for m in sub.snapshot() if m.payload]
+
+
+def _one_ticket(db: Path) -> Ticket | None:
+    found = tickets_in(db)
+    return found[0] if len(found) == 1 else None
+
+
+Interrupt = Callable[[Mosquitto, GatewayProc, Path], None]
+
+
+def _no_interruption(_b: Mosquitto, _g: GatewayProc, db: Path) -> None:
+    assert _ack(db).returncode == 0
+
+
+def _broker_restart(broker: Mosquitto, _g: GatewayProc, db: Path) -> None:
+    # Staff acknowledge while the broker is down: the ack waits in the ticket database.
+    broker.stop()
+    assert _ack(db).returncode == 0
+    broker.start()
+
+
+def _gateway_kill(_b: Mosquitto, gw: GatewayProc, db: Path) -> None:
+    # Staff acknowledge while the gateway is dead: the service sends it again until it
+    # answers.  The restarted gateway replays its scenario: the smoke detector reports
+    # smoke again, which is the same alarm (a repeat), not a second one.
+    gw.kill()
+    assert _ack(db).returncode == 0
+    gw.start()
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "cleared_at_s"),
+    [(_no_interruption, 8), (_broker_restart, 14), (_gateway_kill, 10)],
+    ids=["plain", "broker-restart", "gateway-kill-9"],
+)
+def test_smoke_alarm_to_ticket_to_ack_to_resolved(
+    broker: Mosquitto, tmp_path: Path, interrupt: Interrupt, cleared_at_s: float
+) -> None:
+    config = _smoke_config(tmp_path, broker, cleared_at_s)
+    base = topic_base(config)
+    prefix = base.split("/sunrise-gardens/")[0]
+    alarms = Subscriber(broker.port, f"{base}/alarms/+").start()
+    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
+    gw = GatewayProc(config).start()
+    try:
+        # One ticket for the fire safety team within 1 s of the alarm being raised.
+        assert wait_for(lambda: _one_ticket(svc.db) is not None, timeout=20), gw.log()
+        ticket = _one_ticket(svc.db)
+        assert ticket is not None
+        assert ticket.team == "fire-safety" and ticket.state is TicketState.OPEN
+        assert ticket.alarm["device"]["location"]["building"] == "2"
+        assert 0 <= ticket.open_latency_s < 1.0, ticket.open_latency_s
+
+        interrupt(broker, gw, svc.db)
+
+        # The gateway's retained alarm shows the acknowledgement with the staff id ...
+        def acknowledged(docs: list[dict[str, Any]]) -> bool:
+            return any(d["state"] == "acknowledged" and d["ack"]["by"] == STAFF for d in docs)
+
+        assert wait_for(lambda: acknowledged(_docs(alarms)), timeout=20), (
+            _docs(alarms),
+            svc.log(),
+        )
+        # ... then the scenario clears the smoke: closed, and the retained state removed.
+        assert alarms.wait(lambda ms: any(m.payload == b"" for m in ms), timeout=30), svc.log()
+        assert wait_for(
+            lambda: (t := _one_ticket(svc.db)) is not None and t.state is TicketState.RESOLVED,
+            timeout=10,
+        )
+        docs = _docs(alarms)
+        assert len({d["alarm_id"] for d in docs}) == 1, docs
+        states = [d["state"] for d in docs]
+        assert states.index("acknowledged") < states.index("closed"), states
+        assert "cleared" not in states  # acknowledged before the smoke cleared
+        closed = next(d for d in docs if d["state"] == "closed")
+        assert closed["ack"]["by"] == STAFF and closed["ack"]["via"] == "mqtt"
+
+        [ticket] = tickets_in(svc.db)
+        assert ticket.alarm_id == closed["alarm_id"]
+        assert ticket.acknowledged_by == STAFF and ticket.ack_latency_s is not None
+        assert ticket.alarm_state == "closed" and ticket.resolved_ts is not None
+
+        # Nothing left retained for the alarm: a newcomer sees no alarm at all.
+        late = Subscriber(broker.port, f"{base}/alarms/+").start()
+        assert not late.wait(lambda ms: len(ms) > 0, timeout=1.0), late.snapshot()
+        late.stop()
+        listed = subprocess.run(
+            [GATEWAY, "tickets", "list", "--db", str(svc.db), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert row["state"] == "resolved" and row["acknowledged_by"] == STAFF
+    finally:
+        alarms.stop()
+        if gw.running():
+            gw.terminate()
+        svc.terminate()
