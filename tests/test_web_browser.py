@@ -1,0 +1,227 @@
+"""The staff console and the kiosk in headless Chromium (Debian's), driven by Playwright,
+against a real gateway process and a real Mosquitto.
+
+Set SCREENSHOTS_DIR (e.g. docs/screenshots) to save the screenshots of both screens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.peers import Mosquitto, wait_for
+from tests.web_harness import STAFF_ID, STAFF_PIN, WebGateway, start_web_gateway
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium"),
+]
+SHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def gw(tmp_path: Path, broker: Mosquitto) -> Iterator[WebGateway]:
+    g = start_web_gateway(tmp_path, broker, web={"signin": {"max_failures": 3, "lockout_s": 30}})
+    yield g
+    g.stop()
+
+
+def _page(browser: Any, width: int = 1024, height: int = 768) -> Any:
+    ctx = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    page = ctx.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.js_errors = errors
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def _retained(port: int, topic: str, timeout: float = 5) -> list[dict[str, Any]]:
+    """The retained documents under `topic` as a new subscriber receives them."""
+    got: list[dict[str, Any]] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda _c, _u, m: got.append(json.loads(m.payload)) if m.retain else None
+    c.connect("127.0.0.1", port)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    try:
+        wait_for(lambda: bool(got), timeout=timeout)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got
+
+
+def _sign_in(page: Any, gw: WebGateway, secret: str = STAFF_PIN) -> None:
+    page.goto(f"{gw.url}/signin")
+    page.fill("input[name=staff_id]", STAFF_ID)
+    page.fill("input[name=secret]", secret)
+    page.click("button[type=submit]")
+
+
+def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser, 1280, 720)
+    page.goto(f"{gw.url}/console")
+    assert page.url.endswith("/signin")  # no session: the console is not shown
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")  # the event stream is open
+    kiosk = _page(browser)
+    kiosk.goto(f"{gw.url}/kiosk/lobby?lang=zh")
+    assert kiosk.locator("#banner").is_hidden()
+
+    reply = gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})
+    assert reply["ok"], reply
+    # Appears without a reload: the page is the same one, updated by server-sent events.
+    row = page.locator("#alarms tr[data-alarm]")
+    row.wait_for()
+    assert "fire" in row.inner_text() and "critical" in row.inner_text()
+    assert "Bldg 2 / fl. 2 / stairwell" in row.inner_text()
+    alarm_id = row.get_attribute("data-alarm")
+    # The kiosk shows the building-wide fire alarm: type and place, no unit.
+    kiosk.locator("#banner").wait_for(state="visible")
+    banner = kiosk.inner_text("#banner")
+    assert "火警" in banner and "2楼 2层" in banner and "stairwell" not in banner
+    _shot(kiosk, "kiosk-fire-banner")
+    _shot(page, "console-alarm")
+
+    row.locator("input[name=note]").fill("on my way <b>now</b>")
+    row.locator("button").click()
+    page.wait_for_selector(f'#alarms tr[data-alarm="{alarm_id}"].state-acknowledged')
+    text = page.inner_text(f'#alarms tr[data-alarm="{alarm_id}"]')
+    assert "staff-li: on my way <b>now</b>" in text  # shown as text, not as markup
+    _shot(page, "console-acknowledged")
+
+    def acked() -> bool:
+        docs = _retained(gw.broker.port, f"{gw.base}/alarms/{alarm_id}", timeout=2)
+        return bool(docs) and docs[-1]["state"] == "acknowledged"
+
+    assert wait_for(acked, timeout=15), gw.proc.log()
+    doc = _retained(gw.broker.port, f"{gw.base}/alarms/{alarm_id}")[-1]
+    assert doc["ack"]["by"] == STAFF_ID and doc["ack"]["via"] == "web"
+    assert doc["ack"]["note"] == "on my way <b>now</b>"
+    # A reload renders the acknowledged alarm server-side, escaped.
+    page.reload()
+    assert "on my way <b>now</b>" in page.inner_text(f'#alarms tr[data-alarm="{alarm_id}"]')
+    assert page.js_errors == [] and kiosk.js_errors == []
+
+
+def test_wrong_pin_is_refused_and_then_rate_limited(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser)
+    for _ in range(3):
+        _sign_in(page, gw, secret="999999")
+        assert page.inner_text(".error") == "Wrong staff id or PIN."
+    _sign_in(page, gw)  # the right PIN is refused while locked
+    assert "Too many failed attempts" in page.inner_text(".error")
+    page.goto(f"{gw.url}/console")
+    assert page.url.endswith("/signin")
+
+
+def test_a_state_change_without_the_csrf_token_is_refused(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    # The page's own script could post; a post that lacks the token is refused.
+    statuses = page.evaluate(
+        """async () => {
+            const post = (headers) => fetch('/console/alarms/x-1/ack', {method: 'POST',
+                headers: headers, body: new URLSearchParams({note: 'x'})});
+            const none = await post({});
+            const wrong = await post({'X-CSRF-Token': 'forged'});
+            const out = await fetch('/signout', {method: 'POST', body: new URLSearchParams()});
+            return [none.status, wrong.status, out.status];
+        }"""
+    )
+    assert statuses == [403, 403, 403]
+    page.goto(f"{gw.url}/console")
+    assert page.url.endswith("/console")  # still signed in: the sign-out was refused
+
+
+def _file_repair(page: Any, gw: WebGateway) -> str:
+    page.goto(f"{gw.url}/kiosk/lobby")
+    _shot(page, "kiosk-home")
+    page.click("a.cat-repair")
+    page.fill("input[name=flat]", "2-301")
+    page.fill("textarea[name=text]", "厨房水龙头漏水")
+    _shot(page, "kiosk-form")
+    page.locator("button.send").first.click()
+    code: str = page.inner_text("#code")
+    assert re.fullmatch(r"[34679ACDEFGHJKMNPQRTUVWXY]{6}", code), code
+    _shot(page, "kiosk-code")
+    return code
+
+
+def _check_status(page: Any, gw: WebGateway, code: str) -> str:
+    """Enter the code on the kiosk's keypad, as a resident would, and read the progress."""
+    page.goto(f"{gw.url}/kiosk/lobby/status?lang=en")
+    for ch in code:
+        page.click(f'.keypad button[data-key="{ch}"]')
+    assert page.input_value("#code-input") == code
+    page.click("form.lookup button[type=submit]")
+    result: str = page.inner_text("#result")
+    return result
+
+
+def test_a_resident_files_a_repair_and_sees_the_platform_status(
+    browser: Any, gw: WebGateway
+) -> None:
+    page = _page(browser)
+    code = _file_repair(page, gw)
+    topic = f"{gw.base}/requests/{code}"
+    assert gw.sub.wait(lambda ms: any(m.topic == topic for m in ms)), gw.proc.log()
+    doc = next(m for m in gw.sub.snapshot() if m.topic == topic).json()
+    assert (doc["category"], doc["flat"], doc["text"], doc["lang"]) == (
+        "repair",
+        "2-301",
+        "厨房水龙头漏水",
+        "zh",
+    )
+    assert "Sent" in _check_status(page, gw, code)
+    reply = gw.command(f"requests/{code}/status", {"status": "assigned", "note": "15:00"})
+    assert reply["ok"], reply
+    result = _check_status(page, gw, code)
+    assert "Someone is assigned" in result and "15:00" in result
+    _shot(page, "kiosk-status")
+    assert page.js_errors == []
+
+
+def test_a_request_filed_while_the_broker_is_down_arrives_later(
+    browser: Any, gw: WebGateway
+) -> None:
+    gw.broker.stop()
+    page = _page(browser)
+    code = _file_repair(page, gw)  # the kiosk works offline: the code is shown at once
+    assert "已提交" in page.inner_text("#history")
+    gw.broker.start()
+    topic = f"{gw.base}/requests/{code}"
+    assert gw.sub.wait(lambda ms: any(m.topic == topic for m in ms), timeout=30), gw.proc.log()
+    assert gw.command(f"requests/{code}/status", {"status": "done"}, timeout=30)["ok"]
+    assert "Done" in _check_status(page, gw, code)
