@@ -19,10 +19,13 @@ __all__ = ["AllowList", "parse_allow_list"]
 
 
 def parse_allow_list(text: str, source: str = "allow list") -> tuple[frozenset[str], list[str]]:
-    """The pseudonyms in `text`, and one problem per bad line (`FILE:LINE: why`)."""
+    """The pseudonyms in `text`, and one problem per bad line (`FILE:LINE: why`).
+
+    Lines are split at "\n" only, so line numbers match what an editor shows.
+    """
     entries: set[str] = set()
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         token = line.split("#", 1)[0].strip()
         if not token:
             continue

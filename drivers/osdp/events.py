@@ -20,12 +20,14 @@ from .wiegand import FORMATS, WiegandError, decode
 __all__ = [
     "CardFormat",
     "CardRead",
+    "EventCode",
     "KeyPress",
     "Notification",
     "NotificationType",
     "OsdpEvent",
     "OsdpEventError",
     "StatusReport",
+    "StatusType",
     "card_data",
     "parse_event",
 ]

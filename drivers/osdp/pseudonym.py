@@ -29,6 +29,7 @@ PIN_PREFIX = "p-"
 _TOKEN_BYTES = 15  # 120 bits: base32 without padding, 24 characters
 PSEUDONYM_RE = re.compile(r"^[cp]-[A-Z2-7]{24}$")
 _MIN_SECRET = 16
+_MAX_BITS = 1024  # far above any OSDP card read; keeps the length in two bytes
 
 
 class PseudonymError(ValueError):
@@ -51,8 +52,8 @@ def _token(prefix: str, secret: bytes, message: bytes) -> str:
 
 def card_bytes(data: bytes, bits: int) -> bytes:
     """The card's bytes cut to `bits` (MSB first), the unused trailing bits cleared."""
-    if bits <= 0:
-        raise PseudonymError(f"a card has at least one bit, not {bits}")
+    if not 0 < bits <= _MAX_BITS:
+        raise PseudonymError(f"a card has 1 to {_MAX_BITS} bits, not {bits}")
     size = (bits + 7) // 8
     if len(data) < size:
         raise PseudonymError(f"{bits} bits need {size} bytes, the reader sent {len(data)}")
@@ -65,7 +66,8 @@ def card_bytes(data: bytes, bits: int) -> bytes:
 
 def card_pseudonym(secret: bytes, data: bytes, bits: int) -> str:
     """The site-wide pseudonym of a card: `c-` and 24 base32 characters."""
-    message = b"card\x00" + bits.to_bytes(2, "big") + card_bytes(data, bits)
+    body = card_bytes(data, bits)  # checks `bits` first
+    message = b"card\x00" + bits.to_bytes(2, "big") + body
     return _token(CARD_PREFIX, secret, message)
 
 
