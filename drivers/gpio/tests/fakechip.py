@@ -25,10 +25,12 @@ class FakeChip:
         self.requested: dict[int, LineConfig] = {}
         self.writes: list[tuple[int, int]] = []  # (offset, level) the driver wrote
         self.broken = False  # writes fail as on a chip that went away
+        self.last_edge_ns = 0  # the stamp of the last injected edge
 
     def set(self, offset: int, level: int) -> None:
         self.levels[offset] = level
-        self.queue.put_nowait((offset, level, time.monotonic_ns()))
+        self.last_edge_ns = time.monotonic_ns()  # stamped as the kernel stamps an edge
+        self.queue.put_nowait((offset, level, self.last_edge_ns))
 
     def unplug(self) -> None:
         self.queue.put_nowait(None)
