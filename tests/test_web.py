@@ -338,3 +338,50 @@ def test_config_refuses_a_bad_web_section(tmp_path: Path) -> None:
         load_config(cfg)
     text = str(err.value)
     assert "web.port" in text and "web.colour" in text and "web.kiosk.ids" in text
+
+
+def test_an_acknowledgement_made_offline_is_published_when_the_broker_returns(
+    gw: WebGateway,
+) -> None:
+    c = gw.client()
+    assert c.sign_in().status == 303
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+
+    def alarms() -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = c.get("/console/state").json()["alarms"]
+        return docs
+
+    assert wait_for(lambda: bool(alarms()), timeout=10), gw.proc.log()
+    alarm_id = alarms()[0]["alarm_id"]
+    gw.broker.stop()
+    csrf = csrf_of(c.get("/console").body)
+    resp = c.post(
+        f"/console/alarms/{alarm_id}/ack",
+        {"csrf": csrf, "note": "<script>x()</script> on my way"},
+        headers={"Accept": "application/json"},
+    )
+    assert resp.status == 200, resp.body
+    body = resp.json()
+    assert body["status"] == "accepted" and body["alarm"]["ack"]["via"] == "web"
+    again = c.post(
+        f"/console/alarms/{alarm_id}/ack", {"csrf": csrf}, headers={"Accept": "application/json"}
+    )
+    assert again.json()["status"] == "already_acknowledged"
+    # Server-side rendering escapes the note.
+    page = c.get("/console").body
+    assert "<script>x()" not in page and "&lt;script&gt;x()&lt;/script&gt; on my way" in page
+    gw.broker.start()
+    topic = f"{gw.base}/alarms/{alarm_id}"
+
+    def acked() -> bool:
+        docs = [m.json() for m in gw.sub.snapshot() if m.topic == topic and m.payload]
+        return any(d["state"] == "acknowledged" for d in docs)
+
+    assert wait_for(acked, timeout=30), gw.proc.log()
+    doc = [m.json() for m in gw.sub.snapshot() if m.topic == topic and m.payload][-1]
+    assert doc["ack"] == {
+        "by": "staff-li",
+        "note": "<script>x()</script> on my way",
+        "at": doc["ack"]["at"],
+        "via": "web",
+    }

@@ -139,7 +139,6 @@ class LiveState:
     def start(self) -> None:
         if self.alarms is not None:
             self._unlisten = self.alarms.listen(self.on_alarm)
-        self._banner = building_banner(self.alarm_snapshot())
 
     def stop(self) -> None:
         if self._unlisten is not None:
@@ -155,7 +154,9 @@ class LiveState:
         return docs
 
     def banner(self) -> list[dict[str, Any]]:
-        return list(self._banner)
+        # Computed from the engine each time, so alarms restored at start are shown even
+        # before their next change.
+        return building_banner(self.alarm_snapshot())
 
     # ---- observers -------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class LiveState:
 
     def on_alarm(self, doc: dict[str, Any]) -> None:
         self.console.publish("alarm", doc)
-        banner = building_banner(self.alarm_snapshot())
+        banner = self.banner()
         if banner != self._banner:
             self._banner = banner
             self.kiosk.publish("banner", banner)

@@ -122,6 +122,7 @@ class WebApp:
         app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
         r = app.router
         r.add_get("/", self.root)
+        r.add_get("/favicon.ico", self.no_content)
         r.add_static("/static/", STATIC, append_version=False)
         r.add_get("/signin", self.signin_form)
         r.add_post("/signin", self.signin)
@@ -172,6 +173,9 @@ class WebApp:
                 raise web.HTTPSeeOther("/signin")
             raise web.HTTPUnauthorized(text="401: sign in first")
         return s
+
+    async def no_content(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def root(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(f"/kiosk/{self.cfg.kiosk.ids[0]}")

@@ -1,0 +1,252 @@
+"""The web's pure parts: PIN hashing and the staff file, limits, sessions, request fields,
+the kiosk banner, and the `gateway staff` commands."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main
+from gateway.model import Identity
+from gateway.web.auth import FailureLimiter, SessionStore, WindowLimiter, tokens_match
+from gateway.web.live import building_banner
+from gateway.web.requests import (
+    CODE_ALPHABET,
+    RequestError,
+    ServiceRequest,
+    new_code,
+    normalise_code,
+)
+from gateway.web.staff import StaffError, StaffFile, hash_secret, verify_secret
+from tests.harness import write_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---- staff secrets ------------------------------------------------------------------------
+
+
+def test_a_pin_is_stored_as_a_salted_scrypt_hash_only() -> None:
+    a, b = hash_secret("123456"), hash_secret("123456")
+    assert a != b  # salted
+    assert a.startswith("scrypt$16384$8$1$") and "123456" not in a
+    assert verify_secret("123456", a) and not verify_secret("123457", a)
+    assert not verify_secret("123456", "scrypt$bad") and not verify_secret("x", "plain")
+    assert not verify_secret("1" * 10_000, a)  # refused before any hashing
+    with pytest.raises(StaffError, match="6 to 128 characters"):
+        hash_secret("1234")
+
+
+def test_staff_file_is_0600_and_never_holds_the_pin(tmp_path: Path) -> None:
+    f = StaffFile(tmp_path / "state" / "staff.json")
+    assert f.load() == {}
+    f.add("staff-li", "Li Wei", "271828")
+    f.add("staff-wang", "王芳", "314159")
+    assert stat.S_IMODE(f.path.stat().st_mode) == 0o600
+    text = f.path.read_text("utf-8")
+    assert "271828" not in text and "314159" not in text and "王芳" in text
+    members = f.load()
+    assert list(members) == ["staff-li", "staff-wang"]
+    assert verify_secret("314159", members["staff-wang"].hash)
+    with pytest.raises(StaffError, match="exists; use --replace"):
+        f.add("staff-li", "Li", "000000")
+    f.add("staff-li", "Li Wei", "000000", replace=True)
+    assert verify_secret("000000", f.load()["staff-li"].hash)
+    f.remove("staff-li")
+    assert list(f.load()) == ["staff-wang"]
+    with pytest.raises(StaffError, match="no staff id 'staff-li'"):
+        f.remove("staff-li")
+    with pytest.raises(StaffError, match="staff id 'a b'"):
+        f.add("a b", "", "123456")
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("{", "not JSON"),
+        ('{"staff": []}', '"version": 1'),
+        ('{"version": 1, "staff": {}}', '"staff" must be a list'),
+        ('{"version": 1, "staff": [{"id": "a"}]}', "staff[0]: needs exactly the keys"),
+        (
+            '{"version": 1, "staff": [{"id": "a", "name": "", "hash": "1234"}]}',
+            "staff[0]: hash is not an scrypt hash",
+        ),
+        (
+            '{"version": 1, "staff": [{"id": "a", "name": "", "hash": "scrypt$"},'
+            ' {"id": "a", "name": "", "hash": "scrypt$"}]}',
+            "staff[1]: duplicate id 'a'",
+        ),
+    ],
+)
+def test_a_broken_staff_file_is_refused_with_where(
+    tmp_path: Path, content: str, error: str
+) -> None:
+    path = tmp_path / "staff.json"
+    path.write_text(content)
+    with pytest.raises(StaffError, match=r".*") as exc:
+        StaffFile(path).load()
+    assert str(path) in str(exc.value) and error in str(exc.value)
+
+
+# ---- limits and sessions ----------------------------------------------------------------
+
+
+def test_sign_in_failures_lock_a_key_for_the_lockout_then_let_it_try_again() -> None:
+    clock = Clock()
+    lim = FailureLimiter(max_failures=3, window_s=60, lockout_s=30, clock=clock)
+    for _ in range(2):
+        lim.failure("ip:1")
+    assert lim.locked_for("ip:1") == 0
+    lim.failure("ip:1")
+    assert lim.locked_for("ip:1") == 30 and lim.locked_for("ip:2") == 0
+    clock.t += 29.5
+    assert lim.locked_for("ip:1") == pytest.approx(0.5)
+    clock.t += 1
+    assert lim.locked_for("ip:1") == 0
+    # Failures older than the window do not count.
+    lim.failure("id:x")
+    lim.failure("id:x")
+    clock.t += 61
+    lim.failure("id:x")
+    assert lim.locked_for("id:x") == 0
+    lim.success("id:x")
+    lim.failure("id:x")
+    lim.failure("id:x")
+    assert lim.locked_for("id:x") == 0
+
+
+def test_window_limiter_allows_limit_events_per_window_and_key() -> None:
+    clock = Clock()
+    lim = WindowLimiter(limit=2, window_s=10, clock=clock)
+    assert lim.allow("lobby") and lim.allow("lobby") and not lim.allow("lobby")
+    assert lim.allow("b2")
+    clock.t += 10.5
+    assert lim.allow("lobby")
+
+
+def test_sessions_expire_when_idle_and_tokens_compare_safely() -> None:
+    clock = Clock()
+    store = SessionStore(idle_s=60, clock=clock)
+    s = store.create("staff-li", "Li Wei")
+    assert len(s.token) >= 40 and s.csrf != s.token
+    clock.t += 59
+    assert store.get(s.token) is s  # use refreshes it
+    clock.t += 59
+    assert store.get(s.token) is s
+    clock.t += 61
+    assert store.get(s.token) is None
+    assert store.get(None) is None and store.get("") is None
+    other = store.create("staff-li", "Li Wei")
+    store.drop_staff("staff-li")
+    assert store.get(other.token) is None
+    assert tokens_match("abc", "abc") and not tokens_match("abd", "abc")
+    assert not tokens_match(None, "abc")
+
+
+# ---- service request fields -------------------------------------------------------------
+
+
+def _req(**kw: str) -> ServiceRequest:
+    fields = {"kiosk": "lobby", "category": "repair", "flat": "", "phone": "", "text": ""}
+    return ServiceRequest.validate(**{**fields, **kw}, lang="zh")
+
+
+def test_request_fields_are_trimmed_and_limited() -> None:
+    r = _req(flat=" 2-301 ", phone=" +86 138-0000 ", text="  漏水\n")
+    assert (r.flat, r.phone, r.text) == ("2-301", "+86 138-0000", "漏水")
+    doc = r.document(Identity("s", "g"))
+    assert doc["flat"] == "2-301" and doc["phone"] == "+86 138-0000"
+    assert _req().document(Identity("s", "g"))["phone"] is None
+    for kw, field in [
+        ({"category": "pizza"}, "category"),
+        ({"flat": "x" * 17}, "flat"),
+        ({"phone": "12a"}, "phone"),
+        ({"phone": "1" * 25}, "phone"),
+        ({"text": "x" * 501}, "text"),
+        ({"text": "bell\x07"}, "text"),
+    ]:
+        with pytest.raises(RequestError) as exc:
+            _req(**kw)
+        assert exc.value.field == field, kw
+
+
+def test_codes_use_the_unambiguous_alphabet_and_are_normalised() -> None:
+    codes = {new_code() for _ in range(500)}
+    assert len(codes) == 500
+    assert all(len(c) == 6 and set(c) <= set(CODE_ALPHABET) for c in codes)
+    assert not set("0O1IL2Z5S8B") & set(CODE_ALPHABET)
+    assert normalise_code(" k7q x4m ") == "K7QX4M"
+    assert normalise_code("K7Q-X4M") == "K7QX4M"
+    assert normalise_code("K7QX4") is None and normalise_code("K7QX40") is None
+
+
+# ---- kiosk banner -----------------------------------------------------------------------
+
+
+def _alarm(type_: str, state: str, unit: str = "1201", floor: str | None = "12") -> dict:
+    loc = {"building": "2", "unit": unit, **({"floor": floor} if floor else {})}
+    return {
+        "type": type_,
+        "state": state,
+        "device": {"id": "d", "name": "Mrs Chen's flat", "location": loc},
+    }
+
+
+def test_the_banner_shows_building_wide_alarms_by_place_only() -> None:
+    banner = building_banner(
+        [
+            _alarm("fire", "active"),
+            _alarm("fire", "acknowledged", unit="1202"),  # same floor: one line
+            _alarm("fire", "cleared", floor="3"),  # condition gone
+            _alarm("fire", "closed", floor="4"),
+            _alarm("care", "active", floor="5"),  # about one resident: never shown
+            _alarm("fire", "active", floor=None),
+        ]
+    )
+    assert banner == [
+        {"type": "fire", "building": "2", "floor": "12"},
+        {"type": "fire", "building": "2", "floor": None},
+    ]
+    assert "1201" not in json.dumps(banner) and "Chen" not in json.dumps(banner)
+
+
+# ---- gateway staff ------------------------------------------------------------------------
+
+
+def test_staff_cli_adds_lists_and_removes_without_showing_hashes(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "gw.yaml", "mqtt://127.0.0.1:1883", [])
+    runner = CliRunner()
+    r = runner.invoke(
+        main,
+        ["staff", "add", "staff-li", "--name", "Li Wei", "-c", str(cfg)],
+        input="271828\n271828\n",
+    )
+    assert r.exit_code == 0, r.output
+    staff_file = tmp_path / "state" / "staff.json"
+    assert staff_file.is_file()
+    r = runner.invoke(
+        main, ["staff", "add", "staff-x", "-c", str(cfg)], input="271828\n999999\n271828\n271828\n"
+    )
+    assert r.exit_code == 0 and "do not match" in r.output.lower()
+    r = runner.invoke(
+        main, ["staff", "add", "staff-y", "--pin-stdin", "-c", str(cfg)], input="12\n"
+    )
+    assert r.exit_code == 2 and "6 to 128 characters" in r.output
+    r = runner.invoke(main, ["staff", "list", "-c", str(cfg)])
+    assert r.exit_code == 0
+    assert r.output.split("\n")[:2] == ["staff-li  Li Wei", "staff-x"]
+    assert "scrypt" not in r.output
+    r = runner.invoke(main, ["staff", "remove", "staff-x", "-c", str(cfg)])
+    assert r.exit_code == 0
+    r = runner.invoke(main, ["staff", "remove", "staff-x", "-c", str(cfg)])
+    assert r.exit_code == 2 and "no staff id 'staff-x'" in r.output
