@@ -43,7 +43,7 @@ from gateway.mqttclient import build_client, publish_properties
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .routing import Routes
-from .store import Ticket, TicketStore
+from .store import Applied, Ticket, TicketStore
 
 __all__ = ["ServiceConfig", "TicketService", "TicketTopics"]
 
@@ -129,6 +129,7 @@ class TicketService:
         self._publishing: dict[int, tuple[int, int]] = {}  # mid -> (ticket, version)
         self._in_flight: dict[int, int] = {}  # ticket -> version being published
         self._published: list[tuple[int, int]] = []
+        self._pending: list[_Message] = []  # messages drained, not yet applied
         self.client: mqtt.Client | None = None
         self.store: TicketStore | None = None
 
@@ -202,6 +203,7 @@ class TicketService:
                         self._handle(kind, value)
                 except queue.Empty:
                     pass
+                self._flush_messages()
                 now = time.monotonic()
                 if self._published or now >= next_tick:
                     self._tick()
@@ -213,8 +215,10 @@ class TicketService:
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "message":
-            self._message(value)
-        elif kind == "puback":
+            self._pending.append(value)
+            return
+        self._flush_messages()  # keep arrival order across kinds
+        if kind == "puback":
             done = self._publishing.pop(value, None)
             if done is not None:
                 self._published.append(done)
@@ -271,18 +275,22 @@ class TicketService:
 
     # ---- alarms and replies in ------------------------------------------------------
 
-    def _message(self, msg: _Message) -> None:
-        assert self.client is not None
-        try:
-            self._dispatch(msg)
-        except sqlite3.Error:
-            # Not acknowledged: the broker delivers it again after a reconnect.
-            log.exception("database error on %s; message left unacknowledged", msg.topic)
-            return
-        if msg.qos > 0:
-            self.client.ack(msg.mid, msg.qos)
+    def _flush_messages(self) -> None:
+        """Apply the drained messages in order, alarms in one transaction per run."""
+        pending, self._pending = self._pending, []
+        batch: list[tuple[_Message, AlarmDoc | None]] = []
+        for msg in pending:
+            kind, doc = self._classify(msg)
+            if kind == "reply":
+                self._commit(batch)
+                batch = []
+                self._commit([(msg, None)], reply=True)
+            else:
+                batch.append((msg, doc))
+        self._commit(batch)
 
-    def _dispatch(self, msg: _Message) -> None:
+    def _classify(self, msg: _Message) -> tuple[str, AlarmDoc | None]:
+        """("reply", None), ("alarm", doc) or ("skip", None) for something not to apply."""
         levels = self.topics.split(msg.topic)
         if msg.topic == self.topics.replies or (
             levels is not None
@@ -290,54 +298,75 @@ class TicketService:
             and levels[2:4] == ("reply", "alarms")
             and levels[5] == "ack"
         ):
-            self._reply(msg)
-        elif levels is not None and len(levels) == 4 and levels[2] == "alarms":
-            if msg.retain and self._reconciling:
-                self._last_retained = time.monotonic()
-            self._alarm(msg, levels[0], levels[1], levels[3])
-        else:
+            return "reply", None
+        if levels is None or len(levels) != 4 or levels[2] != "alarms":
             log.debug("ignoring message on %s", msg.topic)
-
-    def _alarm(self, msg: _Message, site: str, gateway: str, alarm_id: str) -> None:
-        assert self.store is not None
+            return "skip", None
+        if msg.retain and self._reconciling:
+            self._last_retained = time.monotonic()
         if not msg.payload:
-            return  # a closed alarm's retained state being removed
+            return "skip", None  # a closed alarm's retained state being removed
         try:
-            doc = parse_alarm(site, gateway, alarm_id, msg.payload)
+            doc = parse_alarm(levels[0], levels[1], levels[3], msg.payload)
         except BadAlarm as exc:
             if msg.topic not in self._bad_topics:
                 if len(self._bad_topics) > 10_000:
                     self._bad_topics.clear()
                 self._bad_topics.add(msg.topic)
                 log.warning("skipping a malformed alarm on %s: %s", msg.topic, exc)
-            return
+            return "skip", None
         self._bad_topics.discard(msg.topic)
-        self._apply(doc, self.routes.team_for(doc.type))
+        return "alarm", doc
 
-    def _apply(self, doc: AlarmDoc, team: str) -> None:
+    def _commit(
+        self, batch: list[tuple[_Message, AlarmDoc | None]], *, reply: bool = False
+    ) -> None:
+        """Apply, commit, then PUBACK: a crash in between means redelivery, not loss."""
+        assert self.client is not None
+        if not batch:
+            return
+        try:
+            if reply:
+                self._reply(batch[0][0])
+            else:
+                docs = [(d, self.routes.team_for(d.type)) for _, d in batch if d is not None]
+                if docs:
+                    self._applied(self._store().apply_alarms(docs, time.time()))
+        except sqlite3.Error:
+            # Not acknowledged: the broker delivers them again after a reconnect.
+            log.exception("database error; %d message(s) left unacknowledged", len(batch))
+            return
+        for msg, _ in batch:
+            if msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+
+    def _store(self) -> TicketStore:
         assert self.store is not None
-        applied = self.store.apply_alarm(doc, team, time.time())
-        t = applied.ticket
-        if applied.outcome == "opened":
-            log.info(
-                "%s opened for %s alarm %s/%s/%s (%s), team %s, %.0f ms after it was raised",
-                t.ticket_id,
-                t.alarm_type,
-                t.site,
-                t.gateway,
-                t.alarm_id,
-                t.alarm_state,
-                t.team,
-                t.open_latency_s * 1000,
-            )
-        elif applied.outcome == "updated":
-            log.info(
-                "%s: alarm rev %d is %s; ticket %s",
-                t.ticket_id,
-                t.alarm_rev,
-                t.alarm_state,
-                t.state,
-            )
+        return self.store
+
+    def _applied(self, results: list[Applied]) -> None:
+        for applied in results:
+            t = applied.ticket
+            if applied.outcome == "opened":
+                log.info(
+                    "%s opened for %s alarm %s/%s/%s (%s), team %s, %.0f ms after it was raised",
+                    t.ticket_id,
+                    t.alarm_type,
+                    t.site,
+                    t.gateway,
+                    t.alarm_id,
+                    t.alarm_state,
+                    t.team,
+                    t.open_latency_s * 1000,
+                )
+            elif applied.outcome == "updated":
+                log.info(
+                    "%s: alarm rev %d is %s; ticket %s",
+                    t.ticket_id,
+                    t.alarm_rev,
+                    t.alarm_state,
+                    t.state,
+                )
 
     def _reply(self, msg: _Message) -> None:
         assert self.store is not None
@@ -386,7 +415,7 @@ class TicketService:
             except BadAlarm as exc:
                 log.warning("%s: the reply's alarm document is unusable: %s", ticket.ticket_id, exc)
                 return
-            self._apply(doc, ticket.team)
+            self._applied(self._store().apply_alarms([(doc, ticket.team)], time.time()))
 
     # ---- acknowledgements and ticket events out -------------------------------------
 

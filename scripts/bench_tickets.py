@@ -1,0 +1,228 @@
+"""Ticket service benchmark: alarm raised → ticket opened, while telemetry flows.
+
+1,000 contract-shaped alarm documents are published (QoS 1, retained, as gateways
+publish them) on the alarm topics of 100 gateways, paced, while a few hundred telemetry
+messages a second flow through the same broker to a subscriber; then 1,000 more as fast
+as the publishers go, for throughput.  One `gateway tickets serve` process tickets
+them.  Latency is the ticket's `opened` time minus the alarm's `raised_at` (both this
+machine's clock; `raised_at` has millisecond resolution, so figures read up to 1 ms
+high).  The baseline, in the same run and under the same telemetry: plain paho publish
+→ subscriber latency measured the same way.  Every alarm must have exactly one ticket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.model import format_ts
+from gateway.tickets.documents import parse_ts
+from scripts.bench_core import pct
+from tests.harness import Subscriber
+from tests.peers import Mosquitto, wait_for
+from tests.tickets_harness import TicketServiceProc, alarm_doc
+
+PREFIX = "bench/v1"
+SITE = "bench-site"
+GATEWAYS = 100
+TYPES = ("fire", "care", "wellness", "security", "maintenance")
+
+
+def _client(port: int, name: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(100)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+class Telemetry:
+    """A thread publishing `rate` telemetry messages a second on the gateways' topics."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        self.rate = rate
+        self.sent = 0
+        self.stop = threading.Event()
+        self.sub = Subscriber(port, f"{PREFIX}/+/+/devices/+/telemetry").start()
+        self.client = _client(port, "bench-telemetry")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        payload = json.dumps({"values": {"power": {"value": 1.0, "unit": "W"}}, "pad": "x" * 120})
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            due = int((time.monotonic() - t0) * self.rate)
+            while self.sent < due:
+                gw = self.sent % GATEWAYS
+                topic = f"{PREFIX}/{SITE}/gw-{gw:03d}/devices/m{self.sent % 7}/telemetry"
+                self.client.publish(topic, payload, qos=1)
+                self.sent += 1
+            time.sleep(0.005)
+
+    def start(self) -> Telemetry:
+        self.thread.start()
+        return self
+
+    def received_rate(self, seconds: float) -> float:
+        n0 = len(self.sub.snapshot())
+        time.sleep(seconds)
+        return (len(self.sub.snapshot()) - n0) / seconds
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.sub.stop()
+
+
+def baseline(port: int, n: int, rate: float) -> list[float]:
+    """Plain paho QoS 1 publish → subscriber latency in ms, paced like the alarms."""
+    sub = Subscriber(port, "bench/baseline/#").start()
+    pub = _client(port, "bench-baseline")
+    t0 = time.monotonic()
+    for i in range(n):
+        while time.monotonic() < t0 + i / rate:
+            time.sleep(0.001)
+        body = json.dumps({"raised_at": format_ts(datetime.now(UTC)), "pad": "x" * 600})
+        pub.publish(f"bench/baseline/gw-{i % GATEWAYS}", body, qos=1)
+    sub.wait(lambda ms: len(ms) >= n, timeout=60)
+    pub.disconnect()
+    pub.loop_stop()
+    sub.stop()
+    offset = time.time() - time.monotonic()
+    return [
+        (m.at + offset - parse_ts(json.loads(m.payload)["raised_at"])) * 1000
+        for m in sub.snapshot()
+    ]
+
+
+def publish_alarms(port: int, first: int, n: int, rate: float | None) -> float:
+    """Publish alarms `first`.. `first+n-1` over 100 gateways from 10 clients; seconds taken."""
+    clients = [_client(port, f"bench-gws-{first}-{k}") for k in range(10)]
+    t0 = time.monotonic()
+    infos = []
+    for i in range(first, first + n):
+        if rate is not None:
+            while time.monotonic() < t0 + (i - first) / rate:
+                time.sleep(0.001)
+        gw = f"gw-{i % GATEWAYS:03d}"
+        alarm_id = f"bench{first}-{i}"
+        doc = alarm_doc(SITE, gw, alarm_id, type=TYPES[i % len(TYPES)])
+        client = clients[(i % GATEWAYS) % len(clients)]
+        infos.append(
+            client.publish(
+                f"{PREFIX}/{SITE}/{gw}/alarms/{alarm_id}", json.dumps(doc), qos=1, retain=True
+            )
+        )
+    for info in infos:
+        info.wait_for_publish(30)
+    took = time.monotonic() - t0
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
+    return took
+
+
+def rows(db: Path, like: str) -> list[tuple[str, str, float, float]]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return list(
+            conn.execute(
+                "SELECT gateway, alarm_id, raised_ts, opened_ts FROM tickets WHERE alarm_id LIKE ?",
+                (like,),
+            )
+        )
+
+
+def phase(db: Path, port: int, first: int, n: int, rate: float | None) -> dict[str, Any]:
+    took = publish_alarms(port, first, n, rate)
+    like = f"bench{first}-%"
+    wait_for(lambda: len(rows(db, like)) >= n, timeout=120, interval=0.2)
+    time.sleep(0.5)  # a doubled ticket would have had time to appear
+    found = rows(db, like)
+    keys = {(g, a) for g, a, _, _ in found}
+    expected = {(f"gw-{i % GATEWAYS:03d}", f"bench{first}-{i}") for i in range(first, first + n)}
+    lat = [(opened - raised) * 1000 for _, _, raised, opened in found]
+    span = max(o for *_, o in found) - min(r for _, _, r, _ in found) if found else float("nan")
+    return {
+        "alarms": n,
+        "tickets": len(found),
+        "missing": len(expected - keys),
+        "doubled": len(found) - len(keys),
+        "publish_s": round(took, 2),
+        "p50_ms": round(pct(lat, 0.5), 1),
+        "p99_ms": round(pct(lat, 0.99), 1),
+        "max_ms": round(max(lat), 1) if lat else None,
+        "tickets_per_s": round(len(found) / span, 1) if span else None,
+    }
+
+
+def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--alarms", type=int, default=1000)
+    parser.add_argument("--alarm-rate", type=float, default=100.0, help="alarms/s, paced phase")
+    parser.add_argument("--telemetry-rate", type=float, default=300.0, help="telemetry msg/s")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gw-bench-tickets-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "broker", persistence=False)
+        broker.start()
+        telemetry = Telemetry(broker.port, args.telemetry_rate).start()
+        svc = TicketServiceProc(broker.url, work / "tickets.db", PREFIX, client_id="bench-tickets")
+        try:
+            svc.start()
+            tele_rate = telemetry.received_rate(2.0)
+            base = baseline(broker.port, args.alarms, args.alarm_rate)
+            print(
+                f"(T) ticket service, {GATEWAYS} gateways, telemetry {tele_rate:.0f} msg/s received"
+            )
+            print(
+                f"    baseline paho publish -> subscribe, {len(base)} msgs at {args.alarm_rate:.0f}/s:"
+                f" p50 {pct(base, 0.5):.1f} ms, p99 {pct(base, 0.99):.1f} ms"
+            )
+            paced = phase(svc.db, broker.port, 0, args.alarms, args.alarm_rate)
+            print(
+                f"    paced {args.alarm_rate:.0f} alarms/s: raised -> ticket opened p50 {paced['p50_ms']} ms,"
+                f" p99 {paced['p99_ms']} ms, max {paced['max_ms']} ms;"
+                f" {paced['tickets']} tickets, missing {paced['missing']}, doubled {paced['doubled']}"
+            )
+            burst = phase(svc.db, broker.port, args.alarms, args.alarms, None)
+            print(
+                f"    burst ({burst['publish_s']} s to publish): {burst['tickets_per_s']} tickets/s,"
+                f" raised -> opened p50 {burst['p50_ms']} ms, p99 {burst['p99_ms']} ms;"
+                f" {burst['tickets']} tickets, missing {burst['missing']}, doubled {burst['doubled']}"
+            )
+        finally:
+            if svc.running():
+                svc.terminate()
+            telemetry.close()
+            broker.kill()
+    ok = all(p["missing"] == 0 and p["doubled"] == 0 for p in (paced, burst))
+    result = {
+        "telemetry_msg_s": round(tele_rate),
+        "baseline_p50_ms": round(pct(base, 0.5), 1),
+        "baseline_p99_ms": round(pct(base, 0.99), 1),
+        "paced": paced,
+        "burst": burst,
+        "exactly_one_ticket_each": ok,
+    }
+    print(json.dumps(result))
+    if not ok:
+        raise SystemExit("tickets missing or doubled")
+    return result
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None  # paho's loop threads end noisily at exit
+    main()
