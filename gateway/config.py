@@ -311,6 +311,12 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
         problems.append(
             src.problem(("broker", "url"), "tls is configured but the URL is mqtt://; use mqtts://")
         )
+    web_tls = cfg.web.tls
+    if cfg.web.enabled and web_tls is not None:
+        for key in ("cert_file", "key_file"):
+            p = getattr(web_tls, key)
+            if not p.is_file():
+                problems.append(src.problem(("web", "tls", key), f"file {p} not found"))
     return problems
 
 

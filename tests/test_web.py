@@ -3,6 +3,8 @@ CSRF, rate limits, kiosk requests and their statuses, escaping, TLS."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import ssl
 import time
@@ -146,6 +148,36 @@ def test_state_changes_without_the_session_csrf_token_are_refused(gw: WebGateway
     assert out.status == 303 and "gw_session" not in c.cookies
     c.cookies["gw_session"] = token  # a signed-out session cannot be replayed
     assert c.get("/console/state").status == 401
+
+
+def test_the_console_event_stream_needs_a_session_and_ends_with_it(gw: WebGateway) -> None:
+    c = gw.client()
+    assert c.sign_in().status == 303
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request(
+        "GET", "/console/events", headers={"Cookie": f"gw_session={c.cookies['gw_session']}"}
+    )
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    assert resp.readline() == b"event: snapshot\n"
+    snapshot = json.loads(resp.readline().removeprefix(b"data: "))
+    assert snapshot["devices"][0]["id"] == "smoke-b2-stair-2"
+    assert snapshot["devices"][0]["available"] is True
+    resp.readline()
+    # A change arrives as its own event.
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    events = set()
+    while not {"device", "alarm"} <= events:
+        line = resp.readline()
+        if line.startswith(b"event: "):
+            events.add(line.removeprefix(b"event: ").strip().decode())
+    csrf = csrf_of(c.get("/console").body)
+    started = time.monotonic()
+    assert c.post("/signout", {"csrf": csrf}).status == 303
+    while resp.readline():  # the server ends the stream
+        pass
+    assert time.monotonic() - started < 5
+    conn.close()
 
 
 def test_a_removed_staff_account_loses_its_session(gw: WebGateway) -> None:
@@ -322,6 +354,21 @@ def test_tls_serves_https_and_marks_cookies_secure(tmp_path: Path, broker: Mosqu
             HttpClient(g.port).get("/kiosk/lobby", timeout=2)
     finally:
         g.stop()
+
+
+def test_config_refuses_missing_web_tls_files(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_config
+    from tests.harness import write_config
+
+    tls = {"cert_file": "nope.crt", "key_file": "nope.key"}
+    cfg = write_config(
+        tmp_path / "gw.yaml", "mqtt://127.0.0.1:1883", [], web={"enabled": True, "tls": tls}
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    text = str(err.value)
+    assert f"web.tls.cert_file: file {tmp_path / 'nope.crt'} not found" in text
+    assert "web.tls.key_file" in text
 
 
 def test_config_refuses_a_bad_web_section(tmp_path: Path) -> None:

@@ -62,6 +62,11 @@ class SessionStore:
         s.last_used = now
         return s
 
+    def alive(self, token: str) -> bool:
+        """Whether a session still exists, without counting this as use (event streams)."""
+        s = self._sessions.get(token)
+        return s is not None and self.clock() - s.last_used <= self.idle_s
+
     def drop(self, token: str) -> None:
         self._sessions.pop(token, None)
 

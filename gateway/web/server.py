@@ -239,6 +239,8 @@ class WebApp:
         if not tokens_match(form.get("csrf") or request.headers.get("X-CSRF-Token"), s.csrf):
             return self._csrf_refused("sign-out")
         self.sessions.drop(s.token)
+        # Wake the event streams so that this session's ends now, not at the heartbeat.
+        self.live.console.publish("recheck", {})
         log.info("staff %s signed out", s.staff_id)
         resp = web.HTTPSeeOther("/signin")
         resp.del_cookie(SESSION_COOKIE, path="/")
@@ -270,8 +272,16 @@ class WebApp:
         return web.json_response(self._state())
 
     async def console_events(self, request: web.Request) -> web.StreamResponse:
-        self._require_session(request)
-        return await self._stream(request, self.live.console, "snapshot", self._state)
+        s = self._require_session(request)
+        # An open stream is not use of the session: it ends when the session does
+        # (sign-out, idle timeout, account removed), at the next change or heartbeat.
+        return await self._stream(
+            request,
+            self.live.console,
+            "snapshot",
+            self._state,
+            alive=lambda: self.sessions.alive(s.token) and s.staff_id in self.staff.get(),
+        )
 
     async def ack(self, request: web.Request) -> web.StreamResponse:
         s = self._require_session(request)
@@ -309,6 +319,7 @@ class WebApp:
         first_event: str,
         first: Callable[[], Any],
         transform: Callable[[Any], Any] = lambda data: data,
+        alive: Callable[[], bool] = lambda: True,
     ) -> web.StreamResponse:
         """Server-sent events: a snapshot first, then each change, and a heartbeat."""
         resp = web.StreamResponse(
@@ -322,7 +333,7 @@ class WebApp:
         q = hub.subscribe()
         try:
             await resp.write(_sse(first_event, transform(first())))
-            while True:
+            while alive():
                 try:
                     item = await asyncio.wait_for(q.get(), _HEARTBEAT_S)
                 except TimeoutError:
