@@ -449,6 +449,12 @@ class Uplink:
             return
         reply = self._reply_route(msg, path)
         if len(msg.payload) > MAX_COMMAND_BYTES:
+            log.warning(
+                "command %s refused: payload is %d bytes; the limit is %d",
+                path[:200],
+                len(msg.payload),
+                MAX_COMMAND_BYTES,
+            )
             self._send_reply(
                 reply,
                 _error(
