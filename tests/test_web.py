@@ -118,6 +118,21 @@ def test_wrong_pin_is_refused_then_rate_limited_even_for_the_right_pin(gw: WebGa
     assert STAFF_PIN not in gw.proc.log() and "000000" not in gw.proc.log()
 
 
+def test_parallel_guesses_cannot_slip_past_the_lockout(gw: WebGateway) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [gw.client() for _ in range(12)]
+    tokens = [csrf_of(c.get("/signin").body) for c in clients]
+
+    def guess(i: int) -> int:
+        form = {"csrf": tokens[i], "staff_id": "staff-li", "secret": f"{i:06d}"}
+        return clients[i].post("/signin", form).status
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(guess, range(12)))
+    assert statuses == [401] * 3 + [429] * 9
+
+
 def test_unknown_staff_id_gets_the_same_answer_as_a_wrong_pin(gw: WebGateway) -> None:
     c = gw.client()
     wrong = c.sign_in(secret="000000")

@@ -112,7 +112,9 @@ class FailureLimiter:
             q.clear()
 
     def success(self, key: str) -> None:
+        """Forget the key's failures, and a lockout its own last attempt started."""
         self._failures.pop(key, None)
+        self._locked_until.pop(key, None)
 
 
 @dataclass

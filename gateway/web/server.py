@@ -212,13 +212,15 @@ class WebApp:
             )
             resp.headers["Retry-After"] = str(int(locked) + 1)
             return resp
+        # Counted as a failure before the (slow) check, so that parallel attempts cannot
+        # all slip past the lockout while their hashes are being computed.
+        for k in keys:
+            self.signin_limit.failure(k)
         member = self.staff.get().get(staff_id)
         ok = await asyncio.to_thread(
             verify_secret, secret, member.hash if member is not None else _DUMMY_HASH
         )
         if member is None or not ok:
-            for k in keys:
-                self.signin_limit.failure(k)
             log.warning("failed sign-in of %r from %s", staff_id, ip)
             return _html(
                 pages.signin_page(cookie, error="Wrong staff id or PIN.", staff_id=staff_id),
