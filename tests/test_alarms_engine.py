@@ -209,6 +209,19 @@ def test_flapping_input_is_damped_into_one_alarm_without_transitions() -> None:
     assert (cleared.what, cleared.alarm.cleared_at) == ("cleared", s(20))
 
 
+def test_a_clear_that_names_what_it_clears_leaves_other_alarms_of_the_device() -> None:
+    b = book()
+    b.signal(SOS, "elderly.sos", s(0))
+    b.signal(SOS, "elderly.inactivity", s(1))
+    # The inactivity check's all-clear: the resident moved; the SOS still stands.
+    [cleared] = b.signal(SOS, "elderly.cleared", s(2), clears="elderly.inactivity")
+    assert (cleared.alarm.type, cleared.what) == (AlarmType.WELLNESS, "cleared")
+    [care] = [a for a in b.open_alarms() if a.state is AlarmState.ACTIVE]
+    assert care.type is AlarmType.CARE
+    # The pendant reset at the device clears what it raised.
+    assert [c.alarm.type for c in b.signal(SOS, "elderly.cleared", s(3))] == [AlarmType.CARE]
+
+
 # ---- escalation -------------------------------------------------------------------
 
 

@@ -78,10 +78,17 @@ class AlarmBook:
 
     # ---- inputs -------------------------------------------------------------------
 
-    def signal(self, device: DeviceInfo, kind_signal: str, now: datetime) -> list[Change]:
-        """A device's event type, or `offline`/`online`: raise and clear what it means."""
+    def signal(
+        self, device: DeviceInfo, kind_signal: str, now: datetime, *, clears: str | None = None
+    ) -> list[Change]:
+        """A device's event type, or `offline`/`online`: raise and clear what it means.
+
+        `clears` narrows a clear signal to the alarms raised by that signal: the
+        inactivity check's `elderly.cleared` says `clears: elderly.inactivity`, and
+        must not clear the same resident's SOS.
+        """
         kind = Kind(device.kind)
-        changes = self._clear(device.id, kind_signal, now)
+        changes = self._clear(device.id, kind_signal, now, clears)
         rule = self.rules.raising(kind_signal, device.id, kind)
         if rule is not None:
             changes += self._raise(rule, device, kind_signal, now)
@@ -165,7 +172,9 @@ class AlarmBook:
         self._by_key[alarm.key] = alarm.id
         return [Change(alarm.copy(), "raised", None)]
 
-    def _clear(self, device_id: str, signal: str, now: datetime) -> list[Change]:
+    def _clear(
+        self, device_id: str, signal: str, now: datetime, clears: str | None = None
+    ) -> list[Change]:
         changes = []
         for alarm in list(self._open.values()):
             if alarm.device.id != device_id or alarm.state is AlarmState.CLEARED:
@@ -176,6 +185,8 @@ class AlarmBook:
             # An alarm whose rule is gone from the config (restart with a new config)
             # has no clear signal left: the person who acknowledges it clears it.
             if rule is None or signal not in rule.clear_on:
+                continue
+            if clears is not None and clears not in rule.raise_on:
                 continue
             if self.damping:
                 alarm.clear_signal_at = now

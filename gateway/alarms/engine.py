@@ -178,15 +178,18 @@ class AlarmEngine:
     def observe(self, message: Message) -> None:
         """Message observer: events raise and clear alarms."""
         if isinstance(message, Event):
-            self._signal(message.device, str(message.type))
+            clears = message.data.get("clears")
+            self._signal(
+                message.device, str(message.type), clears if isinstance(clears, str) else None
+            )
 
     def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
         """Availability observer: offline raises a maintenance alarm, online clears it."""
         self._signal(ref, ONLINE if available else OFFLINE)
 
-    def _signal(self, ref: DeviceRef, signal: str) -> None:
+    def _signal(self, ref: DeviceRef, signal: str, clears: str | None = None) -> None:
         device = self.devices.get(ref.id) or DeviceInfo.of(ref)
-        self._commit(self._require().signal(device, signal, self.now()))
+        self._commit(self._require().signal(device, signal, self.now(), clears=clears))
 
     async def acknowledge(self, alarm_id: str, *, by: str, note: str = "", via: str) -> AckOutcome:
         """Acknowledge an alarm (the in-process API; MQTT and `gateway ack` come here too).
