@@ -298,8 +298,11 @@ def test_status_updates_from_the_platform_show_under_the_code(gw: WebGateway) ->
     reply = gw.command(f"requests/{code}/status", {"status": "assigned", "note": "Mr Zhang, 3 pm"})
     validator("command-reply").validate(reply)
     assert reply["ok"] is True and reply["result"]["status"] == "assigned"
+    again = gw.command(f"requests/{code}/status", {"status": "assigned", "note": "Mr Zhang, 3 pm"})
+    assert again["ok"] is True and again["result"]["at"] == reply["result"]["at"]
     page = c.get(f"/kiosk/lobby/status?code={code[:3]}+{code[3:].lower()}&lang=en")
     assert "Someone is assigned" in page.body and "Mr Zhang, 3 pm" in page.body
+    assert page.body.count("Someone is assigned") == 1  # a repeated update is one line
     zh = c.get(f"/kiosk/lobby/status?code={code}&lang=zh")
     assert "已安排人员" in zh.body
     missing = c.get("/kiosk/lobby/status?code=AAAAAA&lang=en")

@@ -275,6 +275,13 @@ class RequestStore:
         with self._lock:
             if db.execute("SELECT 1 FROM requests WHERE code = ?", (code,)).fetchone() is None:
                 return None
+            last = db.execute(
+                "SELECT status, note, at FROM request_status WHERE code = ? ORDER BY id DESC",
+                (code,),
+            ).fetchone()
+            if last is not None and (last[0], last[1]) == (str(status), note):
+                # The same update again (QoS 1 redelivers): one line in the history.
+                return str(last[2])
             db.execute(
                 "INSERT INTO request_status (code, status, note, at) VALUES (?,?,?,?)",
                 (code, str(status), note, at),
