@@ -169,6 +169,27 @@ def test_two_instances_share_the_alarms_and_open_each_ticket_once(
         two.terminate()
 
 
+def test_alarms_queued_for_a_stopped_instance_are_ticketed_by_the_others_reconciliation(
+    broker: Mosquitto, tmp_path: Path, prefix: str
+) -> None:
+    # Mosquitto keeps giving a share group's messages to the session of an instance that
+    # is stopped; the running one finds them in the retained state at its next round.
+    db = tmp_path / "tickets.db"
+    every = ["--reconcile-every", "2"]
+    one = TicketServiceProc(broker.url, db, prefix, client_id="tickets-one", extra=every).start()
+    two = TicketServiceProc(broker.url, db, prefix, client_id="tickets-two").start()
+    assert two.terminate() == 0  # its session stays at the broker
+    pub = Publisher(broker.port)
+    try:
+        for i in range(20):
+            _publish(pub, prefix, alarm_doc(SITE, "gw-a", f"z-{i}"))
+        assert _count(db, 20, timeout=10), len(tickets_in(db))
+        assert len({t.alarm_id for t in tickets_in(db)}) == 20
+    finally:
+        pub.stop()
+        one.terminate()
+
+
 def test_malformed_alarms_are_skipped_with_one_log_line_per_topic(
     broker: Mosquitto, tmp_path: Path, prefix: str
 ) -> None:

@@ -89,6 +89,7 @@ class TicketServiceProc:
     client_id: str = field(default_factory=lambda: f"tickets-{uuid.uuid4().hex[:6]}")
     group: str = "tickets"
     routes: Path | None = None
+    extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -102,6 +103,7 @@ class TicketServiceProc:
         cmd += ["--group", self.group]
         if self.routes is not None:
             cmd += ["--routes", str(self.routes)]
+        cmd += self.extra
         marks = self.log().count("retained alarms read")
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))

@@ -70,6 +70,20 @@ def _default_client_id() -> str:
     help="MQTT client id; its broker session queues alarms while the service is down. "
     "Each instance needs its own. [default: tickets-HOSTNAME]",
 )
+@click.option(
+    "--session-expiry",
+    type=click.IntRange(60, 2**32 - 1),
+    default=7 * 24 * 3600,
+    show_default=True,
+    help="Seconds the broker keeps this instance's session (and queues its alarms) while it is down.",
+)
+@click.option(
+    "--reconcile-every",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Seconds between re-reads of every retained alarm, which heal any lost message.",
+)
 def serve(
     broker_url: str,
     db_path: Path,
@@ -77,6 +91,8 @@ def serve(
     group: str,
     routes_path: Path | None,
     client_id: str | None,
+    session_expiry: int,
+    reconcile_every: float,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
     client_id = client_id or _default_client_id()
@@ -107,7 +123,15 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    TicketService(ServiceConfig(broker, db_path, client_id, group), routes).run(stop)
+    cfg = ServiceConfig(
+        broker,
+        db_path,
+        client_id,
+        group,
+        session_expiry_s=session_expiry,
+        reconcile_every_s=reconcile_every,
+    )
+    TicketService(cfg, routes).run(stop)
 
 
 def _ago(ts: float | None) -> str:

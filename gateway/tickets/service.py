@@ -100,6 +100,7 @@ class ServiceConfig:
     group: str = "tickets"
     session_expiry_s: int = 7 * 24 * 3600
     reconcile_quiet_s: float = 1.0
+    reconcile_every_s: float = 600.0
     poll_s: float = 0.25
 
 
@@ -126,6 +127,7 @@ class TicketService:
         self._reconciling = False  # the plain subscription for retained alarms is on
         self._ever_connected = False
         self._last_retained = 0.0
+        self._reconciled_at = 0.0
         self._publishing: dict[int, tuple[int, int]] = {}  # mid -> (ticket, version)
         self._in_flight: dict[int, int] = {}  # ticket -> version being published
         self._published: list[tuple[int, int]] = []
@@ -247,16 +249,21 @@ class TicketService:
             ]
         )
         if not session_present or not self._ever_connected:
-            self.client.subscribe(self.topics.alarms, qos=1)
-            self._reconciling = True
             self._ever_connected = True
-            self._last_retained = time.monotonic()
+            self._reconcile()
             log.info(
                 "connected (%s); reading retained alarms to reconcile",
                 "session resumed" if session_present else "new session",
             )
         else:
             log.info("connected again, session resumed")
+
+    def _reconcile(self) -> None:
+        """Read every retained alarm document through a plain subscription."""
+        assert self.client is not None
+        self.client.subscribe(self.topics.alarms, qos=1)
+        self._reconciling = True
+        self._last_retained = self._reconciled_at = time.monotonic()
 
     def _tick(self) -> None:
         assert self.store is not None and self.client is not None
@@ -265,11 +272,17 @@ class TicketService:
             self._published = []
         if not self._connected:
             return
-        quiet = time.monotonic() - self._last_retained >= self.cfg.reconcile_quiet_s
+        now = time.monotonic()
+        quiet = now - self._last_retained >= self.cfg.reconcile_quiet_s
         if self._reconciling and quiet:
             self.client.unsubscribe(self.topics.alarms)
-            self._reconciling = False  # until the broker loses our session
+            self._reconciling = False  # until the next round
             log.info("retained alarms read; following the shared subscription only")
+        elif not self._reconciling and now - self._reconciled_at >= self.cfg.reconcile_every_s:
+            # Anti-entropy: an alarm message lost anywhere (e.g. queued for a stopped
+            # instance whose session then expired) is still retained at the broker.
+            log.debug("re-reading retained alarms")
+            self._reconcile()
         self._send_acks()
         self._publish_tickets()
 
