@@ -151,6 +151,23 @@ def test_a_full_section_loads(tmp_path: Path) -> None:
     assert cfg.rule_set().by_name("door-held-open").severity == "high"  # type: ignore[union-attr]
 
 
+def test_the_documented_example_section_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from gateway.alarms.settings import AlarmsConfig
+
+    text = (Path(__file__).parent.parent / "docs" / "config.md").read_text("utf-8")
+    section = text.split("## Alarms", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    cfg = AlarmsConfig.model_validate(yaml.safe_load(block)["alarms"])
+    assert cfg.escalation.output is not None
+    assert (cfg.escalation.output.on, cfg.escalation.output.off) == ("on", "off")
+    assert cfg.rule_set().by_name("tamper").enabled is False  # type: ignore[union-attr]
+    assert cfg.rule_set().by_name("door-held-open").severity == "high"  # type: ignore[union-attr]
+
+
 def test_unknown_output_device_and_bad_rule_are_reported_with_their_line(tmp_path: Path) -> None:
     path = _write(
         tmp_path,

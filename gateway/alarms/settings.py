@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +30,15 @@ class OutputConfig(_Strict):
     device: str = Field(min_length=1)
     on: str = Field("on", min_length=1, description="device command that switches it on")
     off: str = Field("off", min_length=1, description="device command that switches it off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads an unquoted `on:` / `off:` key as true / false.
+        if isinstance(data, dict):
+            names = {True: "on", False: "off"}
+            return {names.get(k, k) if isinstance(k, bool) else k: v for k, v in data.items()}
+        return data
 
 
 class EscalationConfig(_Strict):
