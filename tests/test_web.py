@@ -305,6 +305,7 @@ def test_status_updates_from_the_platform_show_under_the_code(gw: WebGateway) ->
     assert page.body.count("Someone is assigned") == 1  # a repeated update is one line
     zh = c.get(f"/kiosk/lobby/status?code={code}&lang=zh")
     assert "已安排人员" in zh.body
+    assert f'class="lang" href="?lang=en&amp;code={code}"' in zh.body  # the switch keeps it
     missing = c.get("/kiosk/lobby/status?code=AAAAAA&lang=en")
     assert "No request has this code" in missing.body
 

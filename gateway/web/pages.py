@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from gateway.web.i18n import t
 from gateway.web.live import DeviceState
@@ -176,12 +177,21 @@ def _banner(banner: list[dict[str, Any]], lang: Lang) -> str:
 
 
 def _kiosk(
-    kiosk: str, lang: Lang, title: str, body: str, banner: list[dict[str, Any]], *, head: str = ""
+    kiosk: str,
+    lang: Lang,
+    title: str,
+    body: str,
+    banner: list[dict[str, Any]],
+    *,
+    head: str = "",
+    keep: str = "",
 ) -> str:
+    # `keep`: the rest of the query string the language switch must not lose (a code).
     other = Lang.EN if lang is Lang.ZH else Lang.ZH
+    switch = f"?lang={other}" + (f"&{keep}" if keep else "")
     top = (
         f'<header><a class="home" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("title", lang))}'
-        f'</a><a class="lang" href="?lang={other}">{esc(t("other_lang", lang))}</a></header>'
+        f'</a><a class="lang" href="{esc(switch)}">{esc(t("other_lang", lang))}</a></header>'
     )
     return _page(
         title,
@@ -296,4 +306,7 @@ def kiosk_status_page(
 <button type="submit" class="big">{esc(t("show", lang))}</button></form>
 <div id="result">{result}</div>
 <a class="button" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("back", lang))}</a>"""
-    return _kiosk(kiosk, lang, t("check", lang), body, banner, head=_back_home(kiosk, lang))
+    keep = urlencode({"code": code}) if code else ""
+    return _kiosk(
+        kiosk, lang, t("check", lang), body, banner, head=_back_home(kiosk, lang), keep=keep
+    )
