@@ -65,7 +65,6 @@ class AlarmsConfig(_Strict):
 
     path: Path | None = None  # None: alarms.db next to the outbox
     damping_s: float = Field(10.0, ge=0, le=3600)
-    recent_closed: int = Field(200, ge=0, le=10_000)
     escalation: EscalationConfig = EscalationConfig()
     rules: tuple[Rule, ...] = ()
 
