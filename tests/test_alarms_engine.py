@@ -475,3 +475,54 @@ def test_queued_cli_acks_are_applied_by_the_running_engine(tmp_path: Path) -> No
     assert results["bad"].status == "unknown"
     [doc] = results["snapshot"]
     assert doc["ack"]["via"] == "cli" and doc["ack"]["note"] == "on site"
+
+
+def test_output_follows_escalation_and_a_failed_switch_is_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    calls: list[bool] = []
+    clock = [T0]
+
+    async def output(on: bool) -> None:
+        calls.append(on)
+        if len(calls) == 1:
+            raise RuntimeError("relay line busy")
+
+    async def until(pred: Any) -> None:
+        for _ in range(60):
+            if pred():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not reached; output calls {calls}")
+
+    async def scenario() -> None:
+        engine = AlarmEngine(
+            AlarmsConfig.model_validate({"damping_s": 0, "escalation": {"critical": 60}}),
+            path=tmp_path / "alarms.db",
+            topics=Topics("p/v1", IDENTITY),
+            devices={SMOKE.id: SMOKE},
+            outbox=outbox,
+            output=output,
+            now=lambda: clock[0],
+        )
+        task = asyncio.create_task(engine.run())
+        await until(lambda: calls == [False, False])  # known state at start, after a retry
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        [doc] = engine.snapshot()
+        clock[0] = s(60)
+        await until(lambda: calls[-1] is True)
+        assert engine.snapshot()[0]["escalation"] == 1
+        await engine.acknowledge(doc["alarm_id"], by="staff-li", via="web")
+        await until(lambda: calls[-1] is False)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    outbox.close()
+    assert calls == [False, False, True, False]
+    assert [r.message for r in caplog.records].count(
+        "alarm output could not be switched off: relay line busy (retrying)"
+    ) == 1

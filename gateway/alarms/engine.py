@@ -114,6 +114,7 @@ class AlarmEngine:
         self._wake: asyncio.Event | None = None
         self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
         self._output_state: bool | None = None  # None: unknown, set it at the next tick
+        self._output_error = ""
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -335,9 +336,16 @@ class AlarmEngine:
             return
         try:
             await self.output(want)
-        except Exception as exc:  # retried at the next tick
-            log.warning("alarm output could not be switched %s: %s", "on" if want else "off", exc)
+        except Exception as exc:  # retried at the next tick; logged once per reason
+            if str(exc) != self._output_error:
+                self._output_error = str(exc)
+                log.warning(
+                    "alarm output could not be switched %s: %s (retrying)",
+                    "on" if want else "off",
+                    exc,
+                )
             return
+        self._output_error = ""
         self._output_state = want
         log.info("alarm output switched %s", "on" if want else "off")
 
