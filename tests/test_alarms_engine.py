@@ -526,3 +526,26 @@ def test_output_follows_escalation_and_a_failed_switch_is_retried(
     assert [r.message for r in caplog.records].count(
         "alarm output could not be switched off: relay line busy (retrying)"
     ) == 1
+
+
+def test_only_availability_changes_count(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+
+    async def scenario() -> list[dict[str, Any]]:
+        engine = _engine(tmp_path, outbox)
+        engine.start()
+        engine.observe_availability(SMOKE_REF, True, "")
+        for k in range(5):  # a driver that says so at every failed poll
+            engine.observe_availability(SMOKE_REF, False, f"no reply to {k + 1} polls")
+        docs = engine.snapshot()
+        engine.observe_availability(SMOKE_REF, True, "")
+        engine.observe_availability(SMOKE_REF, True, "")
+        docs += engine.snapshot()
+        engine.close()
+        return docs
+
+    offline, cleared = asyncio.run(scenario())
+    outbox.close()
+    assert (offline["type"], offline["count"], offline["state"]) == ("maintenance", 1, "active")
+    assert (cleared["state"], cleared["rev"]) == ("cleared", 2)

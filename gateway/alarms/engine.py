@@ -115,6 +115,7 @@ class AlarmEngine:
         self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
         self._output_state: bool | None = None  # None: unknown, set it at the next tick
         self._output_error = ""
+        self._available: dict[str, bool] = {}  # device id -> last reported availability
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -185,7 +186,14 @@ class AlarmEngine:
             )
 
     def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
-        """Availability observer: offline raises a maintenance alarm, online clears it."""
+        """Availability observer: offline raises a maintenance alarm, online clears it.
+
+        Only a change counts: a driver that reports "offline" again with a new reason
+        (or at every failed poll) does not make a repeat of the alarm each time.
+        """
+        if self._available.get(ref.id) is available:
+            return
+        self._available[ref.id] = available
         self._signal(ref, ONLINE if available else OFFLINE)
 
     def _signal(self, ref: DeviceRef, signal: str, clears: str | None = None) -> None:
