@@ -74,6 +74,10 @@ class OutboxItem:
     # Published with the MQTT retain flag: the broker keeps the last one for new
     # subscribers (alarm states).  An empty payload then clears the retained message.
     retain: bool = False
+    # False for a message that carries no `seq` (an alarm state document): it takes no
+    # number (its row and future get 0), so a gap in the seq of telemetry and events
+    # keeps meaning dropped telemetry, as docs/mqtt-api.md promises.
+    sequenced: bool = True
 
 
 def _accept_all(item: OutboxItem) -> bool:
@@ -387,8 +391,9 @@ class Outbox:
         for put in (r for r in batch if isinstance(r, _Put)):
             if not put.future.set_running_or_notify_cancel():
                 continue  # cancelled before it was stored: it never will be
+            numbered = put.item.sequenced
             try:
-                row = self._new_row(put, seq)
+                row = self._new_row(put, seq if numbered else 0)
             except Exception as exc:
                 put.future.set_exception(exc)
                 continue
@@ -396,7 +401,8 @@ class Outbox:
                 put.future.set_result(-1)
                 continue
             staged.append((put.future, row))
-            seq += 1
+            if numbered:
+                seq += 1
         if not staged and not acks and not increments:
             return
         snap = self._snap

@@ -549,3 +549,29 @@ def test_only_availability_changes_count(tmp_path: Path) -> None:
     outbox.close()
     assert (offline["type"], offline["count"], offline["state"]) == ("maintenance", 1, "active")
     assert (cleared["state"], cleared["rev"]) == ("cleared", 2)
+
+
+def test_alarm_documents_take_no_seq_so_gaps_still_mean_dropped_telemetry(tmp_path: Path) -> None:
+    from gateway.model import Priority
+    from gateway.outbox import OutboxItem
+
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+
+    def event() -> OutboxItem:
+        return OutboxItem(Priority.EVENT, "events", "smoke", "p/v1/e", lambda seq: b"{}")
+
+    async def scenario() -> list[int]:
+        engine = _engine(tmp_path, outbox)
+        engine.start()
+        seqs = [await outbox.aput(event())]
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        seqs.append(await outbox.aput(event()))
+        engine.close()
+        return seqs
+
+    assert asyncio.run(scenario()) == [1, 2]
+    rows = _rows(outbox)
+    outbox.close()
+    assert [r.seq for r in rows] == [1, 0, 2]
+    assert "/alarms/" in rows[1].topic and rows[1].retain

@@ -320,6 +320,7 @@ class AlarmEngine:
             topic=topic,
             build_payload=partial(_fixed, payload),
             retain=True,
+            sequenced=False,  # a gap in seq must keep meaning dropped telemetry
         )
 
     def _published(self, alarm_id: str, rev: int, error: BaseException | None) -> None:
