@@ -451,3 +451,27 @@ def test_an_acknowledgement_made_offline_is_published_when_the_broker_returns(
         "at": doc["ack"]["at"],
         "via": "web",
     }
+
+
+def test_a_busy_port_is_named_in_the_log_and_the_gateway_keeps_running(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    import socket
+
+    from tests.harness import GatewayProc, write_config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(
+            tmp_path / "gw.yaml", broker.url, [], web={"enabled": True, "port": port}
+        )
+        proc = GatewayProc(cfg).start()
+        try:
+            assert wait_for(
+                lambda: f"web: cannot listen on 127.0.0.1:{port}" in proc.log(), timeout=15
+            ), proc.log()
+            assert proc.running()
+        finally:
+            assert proc.terminate() == 0
