@@ -250,3 +250,31 @@ def test_staff_cli_adds_lists_and_removes_without_showing_hashes(tmp_path: Path)
     assert r.exit_code == 0
     r = runner.invoke(main, ["staff", "remove", "staff-x", "-c", str(cfg)])
     assert r.exit_code == 2 and "no staff id 'staff-x'" in r.output
+
+
+def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    # Filing and purging are SQLite only; the outbox is not touched here.
+    store = RequestStore(tmp_path / "web.db", None, Topics("p", Identity("s", "g")))  # type: ignore[arg-type]
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    old = store._insert(_req(text="old"))
+    new = store._insert(_req(text="new"))
+    db = store._conn()
+    db.execute(
+        "UPDATE requests SET created_at = ? WHERE code = ?",
+        ((now - timedelta(days=91)).strftime("%Y-%m-%dT%H:%M:%S.000Z"), old.code),
+    )
+    db.execute(
+        "UPDATE requests SET created_at = ? WHERE code = ?",
+        ((now - timedelta(days=89)).strftime("%Y-%m-%dT%H:%M:%S.000Z"), new.code),
+    )
+    assert store.purge(90, now=now) == 1
+    assert store._history(old.code) is None
+    assert store._history(new.code) is not None
+    rows = db.execute("SELECT DISTINCT code FROM request_status").fetchall()
+    assert rows == [(new.code,)]
+    store.close()

@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,20 @@ class RequestStore:
             )
         )
         return req
+
+    # ---- retention -------------------------------------------------------------------
+
+    def purge(self, keep_days: int, now: datetime | None = None) -> int:
+        """Delete requests filed more than `keep_days` ago, with their history; how many."""
+        cutoff = format_ts((now or datetime.now(UTC)) - timedelta(days=keep_days))
+        db = self._conn()
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            old = "SELECT code FROM requests WHERE created_at < ?"
+            db.execute(f"DELETE FROM request_status WHERE code IN ({old})", (cutoff,))
+            n = db.execute("DELETE FROM requests WHERE created_at < ?", (cutoff,)).rowcount
+            db.execute("COMMIT")
+        return int(n)
 
     # ---- status ----------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ __all__ = ["WebService", "attach", "staff_file_of"]
 
 log = logging.getLogger(__name__)
 
+_PURGE_EVERY_S = 3600.0
+
 
 def staff_file_of(cfg: WebConfig, state_dir: Path) -> StaffFile:
     """The staff file a config names, by default staff.json in the gateway's state dir."""
@@ -67,6 +69,16 @@ class WebService:
             ) from exc
         return ctx
 
+    async def _purge(self) -> None:
+        keep = self.cfg.kiosk.keep_days
+        try:
+            n = await asyncio.to_thread(self.store.purge, keep)
+        except Exception:
+            log.exception("web: could not delete old service requests")
+            return
+        if n:
+            log.info("web: deleted %d service requests older than %d days", n, keep)
+
     async def run(self) -> None:
         # The alarm engine is looked up now, not at attach time: the runtime may create
         # it after the web was attached.
@@ -86,7 +98,9 @@ class WebService:
                 ) from exc
             scheme = "https" if self.cfg.tls else "http"
             log.info("web: console and kiosk on %s://%s:%d", scheme, self.cfg.bind, self.cfg.port)
-            await asyncio.Event().wait()
+            while True:
+                await self._purge()
+                await asyncio.sleep(_PURGE_EVERY_S)
         finally:
             # End the event streams first so the runner need not wait for them.
             self.live.stop()

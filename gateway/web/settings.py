@@ -51,6 +51,9 @@ class KioskConfig(_Strict):
     # Service requests one kiosk accepts per window; more are refused with a message.
     max_requests: int = Field(10, ge=1, le=1000)
     window_s: float = Field(600.0, gt=0)
+    # Requests (with the flat, phone and text a resident typed) are deleted this many
+    # days after they were filed: the platform keeps the record, the gateway need not.
+    keep_days: int = Field(90, ge=1, le=3650)
 
     @field_validator("ids")
     @classmethod
