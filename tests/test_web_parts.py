@@ -4,6 +4,7 @@ the kiosk banner, and the `gateway staff` commands."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def test_a_pin_is_stored_as_a_salted_scrypt_hash_only() -> None:
     assert not verify_secret("1" * 10_000, a)  # refused before any hashing
     with pytest.raises(StaffError, match="6 to 128 characters"):
         hash_secret("1234")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_staff_file_written_by_root_belongs_to_the_state_folders_owner(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    os.chown(folder, 4321, 4322)  # the gateway's user, as systemd's StateDirectory makes it
+    f = StaffFile(folder / "staff.json")
+    f.add("staff-li", "Li Wei", "271828")
+    st = f.path.stat()
+    assert (st.st_uid, st.st_gid) == (4321, 4322)
+    assert stat.S_IMODE(st.st_mode) == 0o600
 
 
 def test_staff_file_is_0600_and_never_holds_the_pin(tmp_path: Path) -> None:

@@ -155,6 +155,12 @@ class StaffFile:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
+        if os.geteuid() == 0:
+            # `gateway staff add` run as root (sudo) on an installed box: the file must
+            # belong to the gateway's user, who owns the state folder, or it cannot sign
+            # anybody in.
+            folder = self.path.parent.stat()
+            os.chown(tmp, folder.st_uid, folder.st_gid)
         os.replace(tmp, self.path)
 
     def add(self, staff_id: str, name: str, secret: str, *, replace: bool = False) -> None:
