@@ -8,15 +8,14 @@ from pathlib import Path
 import click
 
 from gateway.cli.core import config_option, load_or_exit
-from gateway.web.staff import StaffError, StaffFile, check_id, check_secret
+from gateway.web.staff import StaffError, StaffFile, check_id, check_secret, staff_file_of
 
 __all__ = ["COMMANDS", "staff"]
 
 
 def _file(config_path: Path) -> StaffFile:
-    loaded = load_or_exit(config_path)
-    cfg = loaded.config
-    return StaffFile(cfg.web.staff_file or cfg.gateway.state_dir / "staff.json")
+    cfg = load_or_exit(config_path).config
+    return staff_file_of(cfg.web, cfg.gateway.state_dir)
 
 
 def _fail(exc: Exception) -> None:

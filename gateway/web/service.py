@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -18,22 +17,16 @@ from aiohttp import web
 from gateway.web.live import LiveState
 from gateway.web.requests import RequestStore
 from gateway.web.server import WebApp
-from gateway.web.settings import WebConfig
-from gateway.web.staff import StaffFile
+from gateway.web.staff import staff_file_of
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-__all__ = ["WebService", "attach", "staff_file_of"]
+__all__ = ["WebService", "attach"]
 
 log = logging.getLogger(__name__)
 
 _PURGE_EVERY_S = 3600.0
-
-
-def staff_file_of(cfg: WebConfig, state_dir: Path) -> StaffFile:
-    """The staff file a config names, by default staff.json in the gateway's state dir."""
-    return StaffFile(cfg.staff_file or state_dir / "staff.json")
 
 
 class WebService:

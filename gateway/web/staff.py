@@ -17,12 +17,15 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.web.settings import WebConfig
+
 __all__ = [
     "MIN_SECRET_LEN",
     "StaffError",
     "StaffFile",
     "StaffMember",
     "hash_secret",
+    "staff_file_of",
     "verify_secret",
 ]
 
@@ -178,3 +181,8 @@ class StaffFile:
             raise StaffError(f"no staff id {staff_id!r} in {self.path}")
         del members[staff_id]
         self._save(members)
+
+
+def staff_file_of(cfg: WebConfig, state_dir: Path) -> StaffFile:
+    """The staff file a config names, by default staff.json in the gateway's state dir."""
+    return StaffFile(cfg.staff_file or state_dir / "staff.json")
