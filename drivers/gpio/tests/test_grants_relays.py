@@ -276,3 +276,11 @@ def test_the_sample_has_a_relay_and_the_readme_shows_grant_from() -> None:
     assert "relay" in {d["driver"]["role"] for d in sample["devices"]}
     readme = (DRIVER.folder / "README.md").read_text("utf-8")
     assert "grant_from: [reader-b1-lobby]" in readme
+
+
+def test_real_libgpiod_builds_an_output_request_before_finding_no_chip(tmp_path: Path) -> None:
+    from drivers.gpio.source import ChipUnavailable, open_gpiod
+
+    lines = {3: LineConfig(Bias.PULL_UP, 10), 5: LineConfig(Bias.NONE, 0, output=1)}
+    with pytest.raises(ChipUnavailable, match=r"gpiochip9: is this a Raspberry Pi\?"):
+        open_gpiod(str(tmp_path / "gpiochip9"), lines)
