@@ -575,3 +575,34 @@ def test_alarm_documents_take_no_seq_so_gaps_still_mean_dropped_telemetry(tmp_pa
     outbox.close()
     assert [r.seq for r in rows] == [1, 0, 2]
     assert "/alarms/" in rows[1].topic and rows[1].retain
+
+
+def test_a_storm_of_repeats_is_stored_at_once_and_published_at_most_once_a_second(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        engine = _engine(tmp_path, outbox)
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(0.05)
+        engine.listen(lambda doc: seen.append(doc["count"]))
+        for _ in range(10):  # a detector repeating its alarm every 50 ms
+            engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+            await asyncio.sleep(0.05)
+        [doc] = engine.snapshot()
+        assert doc["count"] == 10, "the count is current at once"
+        assert engine.store.transitions(doc["alarm_id"])[-1][:2] == (10, "repeated")
+        await asyncio.sleep(1.6)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    rows = _rows(outbox)
+    outbox.close()
+    counts = [json.loads(r.payload)["count"] for r in rows]
+    assert counts[0] == 1 and counts[-1] == 10 and len(counts) <= 3, counts
+    assert seen == counts

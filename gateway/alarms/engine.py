@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ CHANNEL = "alarms"
 MAX_BY = 64
 MAX_NOTE = 500
 _POLL_S = 0.5  # how often queued `gateway ack`s are looked for (the brief says <= 1 s)
+REPEAT_PUBLISH_S = 1.0  # repeats of one alarm are published at most this often
+_REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
 OutputSwitch = Callable[[bool], Awaitable[None]]
@@ -113,6 +116,8 @@ class AlarmEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
+        self._last_publish: dict[str, float] = {}  # open alarm id -> monotonic time
+        self._deferred: set[str] = set()  # alarms with a repeat not yet published
         self._output_state: bool | None = None  # None: unknown, set it at the next tick
         self._output_error = ""
         self._available: dict[str, bool] = {}  # device id -> last reported availability
@@ -252,7 +257,11 @@ class AlarmEngine:
         return [a.document(self.identity) for a in [*open_, *closed]]
 
     def listen(self, callback: Listener) -> Callable[[], None]:
-        """Call `callback(document)` after every published change; returns the unsubscribe."""
+        """Call `callback(document)` whenever a document is published; returns the unsubscribe.
+
+        Every transition and escalation is published at once; repeats of one alarm
+        (count, last seen) at most once a second.
+        """
         self._listeners.append(callback)
 
         def unsubscribe() -> None:
@@ -270,7 +279,9 @@ class AlarmEngine:
         for ch in changes:
             if not ch.publish:
                 continue
-            log.info(
+            repeat = ch.what in _REPEATS
+            log.log(
+                logging.DEBUG if repeat else logging.INFO,
                 "alarm %s %s: %s %s of %s (rev %d)",
                 ch.alarm.id,
                 ch.what,
@@ -279,13 +290,13 @@ class AlarmEngine:
                 ch.alarm.device.id,
                 ch.alarm.rev,
             )
+            last = self._last_publish.get(ch.alarm.id)
+            if repeat and last is not None and time.monotonic() - last < REPEAT_PUBLISH_S:
+                # A detector that repeats its alarm every few hundred ms: the count is
+                # stored at once, the document goes out at most once a second (run()).
+                self._deferred.add(ch.alarm.id)
+                continue
             self._publish(ch.alarm)
-            doc = ch.alarm.document(self.identity)
-            for listener in list(self._listeners):
-                try:
-                    listener(doc)
-                except Exception:  # a broken listener must not stop the others
-                    log.exception("alarm listener %r failed", listener)
         if self._wake is not None:
             self._wake.set()
 
@@ -303,6 +314,17 @@ class AlarmEngine:
             log.warning("alarm %s rev %d not queued for publishing: %s", alarm.id, alarm.rev, exc)
             return
         self._inflight[alarm.id] = alarm.rev
+        self._deferred.discard(alarm.id)
+        if alarm.is_open:
+            self._last_publish[alarm.id] = time.monotonic()
+        else:
+            self._last_publish.pop(alarm.id, None)
+        doc = alarm.document(self.identity)
+        for listener in list(self._listeners):
+            try:
+                listener(doc)
+            except Exception:  # a broken listener must not stop the others
+                log.exception("alarm listener %r failed", listener)
         loop = self._loop
         assert loop is not None
 
@@ -337,7 +359,12 @@ class AlarmEngine:
         for alarm in self.store.unpublished():
             if self._inflight.get(alarm.id, 0) >= alarm.rev:
                 continue
-            log.info("alarm %s: publishing rev %d again", alarm.id, alarm.rev)
+            if alarm.id in self._deferred:
+                last = self._last_publish.get(alarm.id, 0.0)
+                if time.monotonic() - last < REPEAT_PUBLISH_S:
+                    continue
+            else:
+                log.info("alarm %s: publishing rev %d again", alarm.id, alarm.rev)
             self._publish(alarm)
 
     async def _sync_output(self, want: bool) -> None:
