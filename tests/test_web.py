@@ -6,16 +6,20 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.model import Identity
 from gateway.schemas import validator
-from gateway.web.requests import CODE_ALPHABET
+from gateway.topics import Topics
+from gateway.web.requests import CODE_ALPHABET, RequestStore, ServiceRequest
 from tests.certs import make_pki
 from tests.peers import Mosquitto, wait_for
 from tests.web_harness import (
@@ -343,6 +347,50 @@ def test_requests_and_statuses_survive_a_restart(gw: WebGateway) -> None:
     page = c.get(f"/kiosk/lobby/status?code={code}&lang=en")
     assert "Received by the office" in page.body
     assert gw.command(f"requests/{code}/status", {"status": "done"})["ok"]
+
+
+def test_a_request_stored_but_not_yet_in_the_outbox_is_published_after_a_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The crash between SQLite and the outbox: the row is there, unpublished; a restart sends it."""
+    db_path = tmp_path / "web.db"
+    g = start_web_gateway(tmp_path, broker, web={**FAST_LIMITS, "db_path": str(db_path)})
+    try:
+        g.proc.terminate()
+        # Written by the store's own insert, as `file` does before it hands the request
+        # to the outbox: exactly the state a crash between the two leaves behind.
+        store = RequestStore(db_path, None, Topics("unused", Identity("s", "g")))  # type: ignore[arg-type]
+        req = store._insert(
+            ServiceRequest.validate(
+                kiosk="lobby", category="repair", flat="3-502", phone="", text="灯坏了", lang="zh"
+            )
+        )
+        store.close()
+        g.proc.start()
+        topic = f"{g.base}/requests/{req.code}"
+        assert g.sub.wait(lambda ms: any(m.topic == topic for m in ms), timeout=15), g.proc.log()
+        doc = next(m for m in g.sub.snapshot() if m.topic == topic).json()
+        validator("service-request").validate(doc)
+        assert (doc["code"], doc["flat"], doc["text"]) == (req.code, "3-502", "灯坏了")
+        assert doc["created_at"] == req.created_at
+
+        # Marked published once the outbox took it: the next start does not send it again.
+        def published() -> bool:
+            with closing(sqlite3.connect(db_path)) as db:
+                row = db.execute("SELECT published FROM requests WHERE code = ?", (req.code,))
+                return bool(row.fetchone()[0])
+
+        assert wait_for(published, timeout=10), g.proc.log()
+        g.proc.terminate()
+        g.proc.start()
+        assert wait_for(lambda: _alive(g), timeout=15), g.proc.log()
+        # A request filed now is published, and is the only new one on the wire.
+        code = _code_of(_file(g.client()))
+        new = f"{g.base}/requests/{code}"
+        assert g.sub.wait(lambda ms: any(m.topic == new for m in ms)), g.proc.log()
+        assert [m.topic for m in g.sub.snapshot() if "/requests/" in m.topic] == [topic, new]
+    finally:
+        g.stop()
 
 
 def _alive(gw: WebGateway) -> bool:

@@ -291,3 +291,45 @@ def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
     rows = db.execute("SELECT DISTINCT code FROM request_status").fetchall()
     assert rows == [(new.code,)]
     store.close()
+
+
+def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from gateway.config import SyncMode
+    from gateway.outbox import Consumer, Outbox
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    outbox = Outbox(
+        tmp_path / "outbox.db",
+        max_messages=100,
+        commit_interval_ms=0,
+        sync=SyncMode.FULL,
+        consumers=[Consumer("mqtt")],
+    )
+    store = RequestStore(tmp_path / "web.db", outbox, Topics("p", Identity("s", "g")))
+
+    async def scenario() -> tuple[str, int, int, int]:
+        # Not open yet: `aput` raises, as it would for a full disk or while stopping.
+        req = await store.file(_req(text="refused"))
+        left = len(store._unpublished())
+        outbox.open()
+        handed = await store.publish_pending()
+        again = await store.publish_pending()  # marked: not handed twice
+        return req.code, left, handed, again
+
+    try:
+        code, left, handed, again = asyncio.run(scenario())
+        assert (left, handed, again) == (1, 1, 0)
+        assert store._history(code) is not None  # durable: the code shown can be looked up
+        reader = outbox.reader()
+        rows = reader.next_batch("mqtt", {}, 10)
+        reader.close()
+        assert [r.topic for r in rows] == [f"p/s/g/requests/{code}"]
+        assert json.loads(rows[0].payload)["code"] == code
+    finally:
+        outbox.close()
+        store.close()

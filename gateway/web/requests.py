@@ -5,12 +5,19 @@ statuses survive restarts, and published to the platform through the outbox on
 `{base}/requests/{code}` (QoS 1, channel "requests", priority EVENT), so a request made
 while the uplink is down is delivered when it returns.  The platform sends status
 updates as the `requests/{code}/status` command.
+
+Durable end to end: a request is stored unpublished, handed to the outbox, and marked
+published only once the outbox has committed it.  Requests still unpublished (the
+process died in between, or the outbox refused) are handed to the outbox again at start
+and on `publish_pending`, so the platform gets each request at least once, with `code`
+as the idempotency key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import sqlite3
@@ -37,6 +44,8 @@ __all__ = [
     "new_code",
     "normalise_code",
 ]
+
+log = logging.getLogger(__name__)
 
 # No 0/O, 1/I/L, 2/Z, 5/S, 8/B: easy to read aloud and to type on a kiosk keypad.
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
@@ -154,7 +163,8 @@ class ServiceRequest:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     code TEXT PRIMARY KEY, kiosk TEXT NOT NULL, category TEXT NOT NULL, flat TEXT NOT NULL,
-    phone TEXT NOT NULL, text TEXT NOT NULL, lang TEXT NOT NULL, created_at TEXT NOT NULL
+    phone TEXT NOT NULL, text TEXT NOT NULL, lang TEXT NOT NULL, created_at TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS request_status (
     id INTEGER PRIMARY KEY, code TEXT NOT NULL REFERENCES requests(code),
@@ -173,6 +183,9 @@ class RequestStore:
         self._topics = topics
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        # Codes being handed to the outbox right now, so `publish_pending` does not hand
+        # a request filed this moment a second time.
+        self._in_flight: set[str] = set()
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +193,11 @@ class RequestStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        if "published" not in columns:
+            # A file of the first version: its requests were handed to the outbox right
+            # after they were stored, so they count as published (no flood at upgrade).
+            db.execute("ALTER TABLE requests ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
         self._db = db
 
     def close(self) -> None:
@@ -206,7 +224,7 @@ class RequestStore:
                 try:
                     db.execute("BEGIN IMMEDIATE")
                     db.execute(
-                        "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?)",
+                        "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,0)",
                         (
                             req.code,
                             req.kiosk,
@@ -229,22 +247,70 @@ class RequestStore:
                     req = ServiceRequest(**{**_fields(req), "code": new_code()})
             raise RuntimeError("could not find a free request code")
 
-    async def file(self, req: ServiceRequest) -> ServiceRequest:
-        """Store a request, then hand it to the outbox; returns it with its final code."""
-        req = await asyncio.to_thread(self._insert, req)
+    def _mark_published(self, code: str) -> None:
+        db = self._conn()
+        with self._lock:
+            db.execute("UPDATE requests SET published = 1 WHERE code = ?", (code,))
+
+    def _unpublished(self) -> list[ServiceRequest]:
+        db = self._conn()
+        with self._lock:
+            rows = db.execute(
+                "SELECT code, kiosk, category, flat, phone, text, lang, created_at "
+                "FROM requests WHERE published = 0 ORDER BY created_at, code"
+            ).fetchall()
+        return [ServiceRequest(r[0], r[1], Category(r[2]), *r[3:]) for r in rows]
+
+    async def _publish(self, req: ServiceRequest) -> None:
+        """Hand a stored request to the outbox, then mark it published (raises if refused)."""
         payload = json.dumps(
             req.document(self._topics.identity), ensure_ascii=False, separators=(",", ":")
         ).encode()
-        await self._outbox.aput(
-            OutboxItem(
-                priority=Priority.EVENT,
-                channel="requests",
-                device_kind="kiosk",
-                topic=self._topics.request(req.code),
-                build_payload=lambda _seq: payload,
+        self._in_flight.add(req.code)
+        try:
+            await self._outbox.aput(
+                OutboxItem(
+                    priority=Priority.EVENT,
+                    channel="requests",
+                    device_kind="kiosk",
+                    topic=self._topics.request(req.code),
+                    build_payload=lambda _seq: payload,
+                )
             )
-        )
+            # Only now: a crash before this line leaves the request unpublished, and it
+            # is handed to the outbox again at the next start.
+            await asyncio.to_thread(self._mark_published, req.code)
+        finally:
+            self._in_flight.discard(req.code)
+
+    async def file(self, req: ServiceRequest) -> ServiceRequest:
+        """Store a request, then hand it to the outbox; returns it with its final code.
+
+        Once this returns the request is durable in SQLite, so its code may be shown.  If
+        the outbox refuses it (full disk, stopping), it stays unpublished and is handed
+        over again by `publish_pending`; the resident keeps the code.
+        """
+        req = await asyncio.to_thread(self._insert, req)
+        try:
+            await self._publish(req)
+        except Exception:
+            log.exception(
+                "service request %s stored, not yet in the outbox; retried later", req.code
+            )
         return req
+
+    async def publish_pending(self) -> int:
+        """Hand every stored, unpublished request to the outbox; how many were handed."""
+        pending = await asyncio.to_thread(self._unpublished)
+        n = 0
+        for req in pending:
+            if req.code in self._in_flight:
+                continue
+            await self._publish(req)
+            n += 1
+        if n:
+            log.info("handed %d stored service requests to the outbox", n)
+        return n
 
     # ---- retention -------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ __all__ = ["WebService", "attach"]
 log = logging.getLogger(__name__)
 
 _PURGE_EVERY_S = 3600.0
+# Requests the outbox refused (full disk) are handed over again this often.
+_REPUBLISH_EVERY_S = 60.0
 
 
 class WebService:
@@ -72,6 +74,12 @@ class WebService:
         if n:
             log.info("web: deleted %d service requests older than %d days", n, keep)
 
+    async def _publish_pending(self) -> None:
+        try:
+            await self.store.publish_pending()
+        except Exception:
+            log.exception("web: stored service requests not yet in the outbox; retrying later")
+
     async def run(self) -> None:
         # The alarm engine is looked up now, not at attach time: the runtime may create
         # it after the web was attached.
@@ -79,6 +87,9 @@ class WebService:
         if self.live.alarms is None:
             log.warning("web: no alarm engine in this gateway; the console shows devices only")
         self.live.start()
+        # Before the kiosk takes new requests: those stored but not in the outbox when the
+        # gateway last stopped (a crash between the two) go to the platform now.
+        await self._publish_pending()
         runner = web.AppRunner(self.web.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -91,9 +102,14 @@ class WebService:
                 ) from exc
             scheme = "https" if self.cfg.tls else "http"
             log.info("web: console and kiosk on %s://%s:%d", scheme, self.cfg.bind, self.cfg.port)
+            loop = asyncio.get_running_loop()
+            purged_at = -_PURGE_EVERY_S
             while True:
-                await self._purge()
-                await asyncio.sleep(_PURGE_EVERY_S)
+                if loop.time() - purged_at >= _PURGE_EVERY_S:
+                    await self._purge()
+                    purged_at = loop.time()
+                await asyncio.sleep(_REPUBLISH_EVERY_S)
+                await self._publish_pending()
         finally:
             # End the event streams first so the runner need not wait for them.
             self.live.stop()
