@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,32 @@ def test_an_ack_on_another_gateways_topic_touches_only_that_gateway(
         other.req.close()
         other.alarms.stop()
         other.gw.terminate()
+
+
+def test_escalation_timer_survives_a_kill_9(tmp_path: Path, broker: Mosquitto) -> None:
+    s = _start(
+        tmp_path,
+        broker,
+        [_device("smoke-1")],
+        alarms={"damping_s": 0, "escalation": {"critical": 3, "max_level": 1}},
+    )
+    try:
+        s.inject("smoke-1", "smoke.alarm")
+        raised = s.wait_doc(lambda d: d["state"] == "active")
+        s.restart_after_kill()  # usually well before the 3 s are over
+        back = datetime.now(UTC)
+        escalated = s.wait_doc(lambda d: d["escalation"] == 1)
+        assert escalated["alarm_id"] == raised["alarm_id"]
+        assert "1 open alarms restored" in s.gw.log()
+
+        def at(ts: str) -> datetime:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+        # Due 3 s after it was raised (or at once if the restart took longer), not 3 s
+        # after the restart.
+        due = max(at(raised["raised_at"]) + timedelta(seconds=3), back)
+        assert at(raised["raised_at"]) + timedelta(seconds=3) <= at(escalated["updated_at"])
+        assert at(escalated["updated_at"]) < due + timedelta(seconds=1.5), (escalated, back)
+    finally:
+        s.req.close()
+        s.gw.terminate()
