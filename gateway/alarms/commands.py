@@ -69,7 +69,8 @@ def alarms_handler(engine: AlarmEngine) -> Handler:
                 alarm_id, by=request.by, note=request.note, via="mqtt"
             )
         except UnknownAlarm:
-            raise CommandFailed(f"unknown alarm {alarm_id!r} on this gateway") from None
+            shown = alarm_id if len(alarm_id) <= 64 else alarm_id[:64] + "..."
+            raise CommandFailed(f"unknown alarm {shown!r} on this gateway") from None
         except ValueError as exc:
             raise CommandFailed(f"malformed ack: {exc}") from None
         return outcome.status, outcome.alarm
