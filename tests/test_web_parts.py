@@ -138,6 +138,39 @@ def test_sign_in_failures_lock_a_key_for_the_lockout_then_let_it_try_again() -> 
     assert lim.locked_for("id:x") == 0
 
 
+def test_sign_in_failure_counters_are_bounded_under_a_flood_of_made_up_ids() -> None:
+    clock = Clock()
+    lim = FailureLimiter(max_failures=3, window_s=60, lockout_s=30, clock=clock, max_keys=100)
+    for _ in range(3):
+        lim.failure("id:staff-li")  # a real id, locked by a guesser
+    for i in range(5000):  # then a flood of one-off made-up ids and addresses
+        lim.failure(f"id:made-up-{i}")
+        lim.failure(f"ip:10.0.{i // 250}.{i % 250}")
+        clock.t += 0.001
+    assert lim.tracked() <= 2 * 100
+    # The flood of counts does not evict a lock: the real id stays locked.
+    assert lim.locked_for("id:staff-li") > 0
+    # The newest counts are the ones kept: a made-up id just seen still counts.
+    lim.failure("id:made-up-4999")
+    lim.failure("id:made-up-4999")
+    assert lim.locked_for("id:made-up-4999") > 0
+    # Once the window and the lockouts are over, the next failure prunes them all.
+    clock.t += 61
+    lim.failure("ip:1")
+    assert lim.tracked() == 1
+    assert lim.locked_for("id:staff-li") == 0
+
+
+def test_sign_in_locks_are_bounded_too() -> None:
+    clock = Clock()
+    lim = FailureLimiter(max_failures=1, window_s=60, lockout_s=30, clock=clock, max_keys=50)
+    for i in range(1000):
+        lim.failure(f"id:{i}")
+        clock.t += 0.01
+    assert lim.tracked() <= 50
+    assert lim.locked_for("id:999") > 0  # the newest locks are kept
+
+
 def test_window_limiter_allows_limit_events_per_window_and_key() -> None:
     clock = Clock()
     lim = WindowLimiter(limit=2, window_s=10, clock=clock)

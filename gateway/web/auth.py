@@ -83,12 +83,23 @@ class SessionStore:
 
 @dataclass
 class FailureLimiter:
-    """Locks a key (a client address, a staff id) after too many failures in a window."""
+    """Locks a key (a client address, a staff id) after too many failures in a window.
+
+    Bounded: a key's failures are forgotten once they are all older than the window and
+    its lock once it ends, and at most `max_keys` keys are tracked in each table (the
+    least recently failed, or the soonest to end, make way), so a flood of made-up staff
+    ids or addresses cannot grow the gateway's memory.  Evicting a key's partial count
+    only helps an attacker who already fails from many addresses; a flood from one
+    address locks that address first.
+    """
 
     max_failures: int
     window_s: float
     lockout_s: float
     clock: Callable[[], float] = time.monotonic
+    max_keys: int = 10_000
+    # Both dicts are kept in time order (a key is moved to the end when it fails or is
+    # locked; the lockout is the same length for all), so expired entries are at the front.
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _locked_until: dict[str, float] = field(default_factory=dict)
 
@@ -103,18 +114,42 @@ class FailureLimiter:
 
     def failure(self, key: str) -> None:
         now = self.clock()
-        q = self._failures.setdefault(key, deque())
+        self._prune(now)
+        q = self._failures.pop(key, None) or deque()
         q.append(now)
         while q and now - q[0] > self.window_s:
             q.popleft()
         if len(q) >= self.max_failures:
+            self._locked_until.pop(key, None)
             self._locked_until[key] = now + self.lockout_s
-            q.clear()
+            while len(self._locked_until) > self.max_keys:
+                del self._locked_until[next(iter(self._locked_until))]
+            return
+        self._failures[key] = q
+        while len(self._failures) > self.max_keys:
+            del self._failures[next(iter(self._failures))]
 
     def success(self, key: str) -> None:
         """Forget the key's failures, and a lockout its own last attempt started."""
         self._failures.pop(key, None)
         self._locked_until.pop(key, None)
+
+    def tracked(self) -> int:
+        """How many keys have failures or a lock on record (for tests and health)."""
+        return len(self._failures) + len(self._locked_until)
+
+    def _prune(self, now: float) -> None:
+        # Oldest first, stopping at the first live entry: the cost is what expired.
+        while self._failures:
+            key = next(iter(self._failures))
+            if now - self._failures[key][-1] <= self.window_s:
+                break
+            del self._failures[key]
+        while self._locked_until:
+            key = next(iter(self._locked_until))
+            if self._locked_until[key] > now:
+                break
+            del self._locked_until[key]
 
 
 @dataclass
