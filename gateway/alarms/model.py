@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -98,7 +98,6 @@ class Alarm:
     escalate_at: datetime | None = None
     clear_due_at: datetime | None = None  # a clear signal waiting out the damping time
     clear_signal_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -186,7 +185,6 @@ class Alarm:
             ack=None
             if ack is None
             else Ack(ack["by"], ack["note"], datetime.fromisoformat(ack["at"]), Via(ack["via"])),
-            extra=dict(rec.get("extra") or {}),
             **times,
         )
 
