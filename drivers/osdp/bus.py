@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,30 +31,53 @@ class BusError(Exception):
 
 
 class SerialChannel(osdp.Channel):
-    """libosdp's Channel over a non-blocking pyserial port; remembers the first I/O error."""
+    """libosdp's Channel over a non-blocking pyserial port; remembers the first I/O error.
+
+    No exception may leave these methods: libosdp calls them from C and does not clear
+    a pending Python exception, which then breaks its thread (it deadlocked in tests
+    when an unplugged port made `termios.tcflush` raise `termios.error`, not OSError).
+    """
 
     def __init__(self, port: serial.Serial) -> None:
         super().__init__()
         self._port = port
         self.error = ""
 
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.error = self.error or f"{what} failed: {_why(exc)}"
+
     def read(self, max_bytes: int) -> bytes:
         try:
             return bytes(self._port.read(max_bytes))
-        except (serial.SerialException, OSError, TypeError) as exc:
-            self.error = self.error or f"read failed: {exc}"
+        except Exception as exc:
+            self._failed("read", exc)
             return b""
 
     def write(self, buf: bytes) -> int:
         try:
             return int(self._port.write(buf) or 0)
-        except (serial.SerialException, OSError, TypeError) as exc:
-            self.error = self.error or f"write failed: {exc}"
+        except Exception as exc:
+            self._failed("write", exc)
             return len(buf)  # said sent: the reply timeout then marks the reader offline
 
     def flush(self) -> None:
-        with contextlib.suppress(serial.SerialException, OSError, TypeError):
+        try:
             self._port.reset_input_buffer()
+        except Exception as exc:
+            self._failed("flush", exc)
+
+
+def _why(exc: Exception) -> str:
+    # pyserial repeats the port and its own prefix; the errno's text says it all.
+    errno = getattr(exc, "errno", None)
+    if errno is None and len(exc.args) == 2 and isinstance(exc.args[0], int):
+        errno = exc.args[0]  # termios.error: (errno, text)
+    if isinstance(errno, int):
+        return os.strerror(errno)
+    text = str(exc)
+    for prefix in ("read failed: ", "write failed: "):
+        text = text.removeprefix(prefix)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +109,7 @@ class Bus:
         try:
             self._serial = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=0)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise BusError(f"cannot open {self.port}: {exc}") from exc
+            raise BusError(f"cannot open it: {_why(exc)}") from exc
         self.channel = SerialChannel(self._serial)
         infos = []
         for pd in self.pds:

@@ -77,6 +77,7 @@ class _Reader:
     quiet_until: float = 0.0  # notifications caused by our own reset are not news
     reason: str = ""
     tamper: bool = False
+    keypad_reader_no: int = 0  # the reader (of a PD with several) being typed on
     caps: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -134,12 +135,14 @@ class OsdpDriver(Driver):
             self._faults[key] = message
             getattr(self.ctx.logger, level)("osdp %s", message)
 
-    def _offline(self, r: _Reader, reason: str, now: float) -> None:
+    def _offline(self, r: _Reader, reason: str, now: float, *, log: bool = True) -> None:
         was = r.online
         r.online, r.sc_active, r.reason = False, False, reason
         self.ctx.set_available(r.spec.id, False, reason)
-        if was is not False or self._faults.get(r.spec.id) != reason:
+        if log and (was is not False or self._faults.get(r.spec.id) != reason):
             self._error(r.spec.id, f"device {r.spec.id} offline: {reason}")
+        elif not log:
+            self._faults[r.spec.id] = reason  # said once for the whole bus
         if r.retry_at is None:
             r.retry_at = now + r.retry_delay
 
@@ -226,10 +229,11 @@ class OsdpDriver(Driver):
                 await self._serve(bus, readers, queue)
             except BusError as exc:
                 self._counts["bus_faults"] += 1
-                self._error(port, f"bus {port}: {exc}")
+                ids = ", ".join(r.spec.id for r in readers)
+                self._error(port, f"serial port {port}: {exc} (readers offline: {ids}); retrying")
                 now = time.monotonic()
                 for r in readers:
-                    self._offline(r, f"serial port {port}: {exc}", now)
+                    self._offline(r, f"serial port {port}: {exc}", now, log=False)
             except Exception as exc:  # one bus's bug must not stop the other buses
                 self._counts["bus_faults"] += 1
                 self._error(port, f"bus {port}: {type(exc).__name__}: {exc}", level="error")
@@ -258,7 +262,7 @@ class OsdpDriver(Driver):
                     await self._on_event(bus, target, raw, ts)
             now = time.monotonic()
             if bus.channel is not None and bus.channel.error:
-                raise BusError(bus.channel.error)
+                raise BusError(f"{bus.channel.error} (adapter unplugged or port gone?)")
             if now >= next_poll:
                 next_poll = now + 0.25
                 await self._poll(bus, readers, now)
@@ -314,8 +318,9 @@ class OsdpDriver(Driver):
         if isinstance(event, CardRead):
             await self._card(bus, r, event)
         elif isinstance(event, KeyPress):
+            r.keypad_reader_no = event.reader_no
             for entry in r.keypad.feed(event.keys, time.monotonic()):
-                await self._keypad(r, entry, event.reader_no)
+                await self._keypad(r, entry)
         elif isinstance(event, StatusReport):
             if event.tamper and not r.tamper:
                 source = "remote" if event.remote else "reader"
@@ -342,13 +347,13 @@ class OsdpDriver(Driver):
         )
         await self._emit(r, kind, data)
 
-    async def _keypad(self, r: _Reader, entry: KeypadEntry, reader_no: int = 0) -> None:
+    async def _keypad(self, r: _Reader, entry: KeypadEntry) -> None:
         self._counts["keypad"] += 1
         data: dict[str, Any] = {
             "pin": pin_pseudonym(r.secret, entry.digits),
             "length": len(entry.digits),
             "ended": str(entry.ended),
-            "reader_no": reader_no,
+            "reader_no": r.keypad_reader_no,
         }
         if r.settings.publish_raw_pin:
             data["pin_raw"] = entry.digits

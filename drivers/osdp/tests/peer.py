@@ -54,16 +54,23 @@ class Tap(osdp.Channel):
         self.line = line
         self.rx = bytearray()
 
+    # Nothing may raise into libosdp's C code (see drivers/osdp/bus.py SerialChannel).
     def read(self, max_bytes: int) -> bytes:
         with self.line.lock:
-            self.line.pull()
+            try:
+                self.line.pull()
+            except Exception:
+                return b""
             out = bytes(self.rx[:max_bytes])
             del self.rx[:max_bytes]
             return out
 
     def write(self, buf: bytes) -> int:
         with self.line.lock:
-            return int(self.line.port.write(buf) or 0)
+            try:
+                return int(self.line.port.write(buf) or 0)
+            except Exception:
+                return 0
 
     def flush(self) -> None:
         pass
@@ -116,6 +123,17 @@ class ReaderPeer:
 
     def keys(self, keys: bytes) -> None:
         self.pd.submit_event({"event": osdp.Event.KeyPress, "reader_no": 0, "data": keys})
+
+    def manufacturer_reply(self, data: bytes) -> None:
+        """A vendor-specific reply (osdp_MFGREP), which the driver does not use."""
+        self.pd.submit_event(
+            {
+                "event": osdp.Event.ManufacturerReply,
+                "vendor_code": 0x0A1B2C,
+                "mfg_command": 1,
+                "data": data,
+            }
+        )
 
     def tamper(self, active: bool) -> None:
         self.pd.submit_event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,6 +162,8 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         await until(lambda: E.DEVICE_TAMPER in types(recording_ctx))
         peer.tamper(True)  # still open: no second event
         peer.tamper(False)
+        peer.manufacturer_reply(b"\x01\x02")  # a reply the driver has no use for, twice
+        peer.manufacturer_reply(b"\x03")
         peer.card(OTHER)
         await until(lambda: len(events(recording_ctx, E.ACCESS_CARD_READ)) == 2)
 
@@ -190,13 +193,21 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
     assert events(recording_ctx, E.DEVICE_TAMPER)[0].data == {"tamper": True, "source": "reader"}
     check_schema(recording_ctx)
     # The other device's port does not exist: offline with the reason, the lobby unaffected.
-    available, reason = recording_ctx.availability["elsewhere"]
-    assert not available and "no-such-tty" in reason
+    assert recording_ctx.availability["elsewhere"] == (
+        False,
+        f"serial port {bench.tmp / 'no-such-tty'}: cannot open it: No such file or directory",
+    )
     # No card number, PIN or card bytes in our logs or in libosdp's own stderr output.
     out = caplog.text + "".join(capfd.readouterr())
     for raw in ("34567", CARD.hex(), "1234", OTHER.hex()):
         assert raw not in out
     assert driver.health().extra["cards"] == 2
+    assert driver.health().extra["unknown_events"] == 2
+    skipped = [r.getMessage() for r in caplog.records if "reply skipped" in r.getMessage()]
+    assert skipped == [
+        "osdp device lobby: reply skipped: event mfg_reply is not used by this driver "
+        "(keys data,event,vendor_code)"
+    ]
 
 
 def test_secure_channel_allow_list_grants_denies_and_reloads(
@@ -357,3 +368,41 @@ def test_read_once_without_a_reader_names_what_to_check(bench: Bench) -> None:
     result = asyncio.run(read_once(spec, timeout_s=1))
     assert not result.ok
     assert "no reply at 115200 baud" in result.fault and "address 9" in result.fault
+
+
+def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingContext) -> None:
+    bench.reader(1)
+    (spec,) = bench.specs(("lobby", {"address": 1}))
+    driver = OsdpDriver([spec], recording_ctx)
+    port = str(bench.ptys.a)
+
+    async def body() -> None:
+        await until(online(recording_ctx, "lobby"))
+        bench.ptys.proc.terminate()  # the USB adapter is pulled out
+        await until(lambda: recording_ctx.availability["lobby"][0] is False, timeout=12)
+        bench.close()
+        # Plugged in again: the same port name comes back, and the reader with it.
+        bench.ptys.proc = subprocess.Popen(
+            ["socat", f"pty,raw,echo=0,link={bench.ptys.a}", f"pty,raw,echo=0,link={bench.ptys.b}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await until(lambda: bench.ptys.a.exists() and bench.ptys.b.exists())
+        bench.line = SharedLine(bench.ptys.b)
+        peer = bench.reader(1)
+        await until(online(recording_ctx, "lobby"), timeout=10)
+        peer.card(CARD)
+        await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
+
+    went: list[tuple[bool, str]] = []
+    real = recording_ctx.set_available
+
+    def record(device_id: str, available: bool, reason: str = "") -> None:
+        went.append((available, reason))
+        real(device_id, available, reason)
+
+    recording_ctx.set_available = record  # type: ignore[method-assign]
+    asyncio.run(with_driver(driver, body))
+    reasons = [reason for ok, reason in went if not ok]
+    assert reasons and all(r.startswith(f"serial port {port}: ") for r in reasons), reasons
+    assert int(driver.health().extra["bus_faults"]) >= 1
