@@ -87,45 +87,25 @@ class Telemetry:
         self.sub.stop()
 
 
-def baseline(port: int, n: int, rate: float) -> list[float]:
-    """Plain paho QoS 1 publish → subscriber latency in ms, paced like the alarms."""
-    sub = Subscriber(port, "bench/baseline/#").start()
-    pub = _client(port, "bench-baseline")
-    t0 = time.monotonic()
-    for i in range(n):
-        while time.monotonic() < t0 + i / rate:
-            time.sleep(0.001)
-        body = json.dumps({"raised_at": format_ts(datetime.now(UTC)), "pad": "x" * 600})
-        pub.publish(f"bench/baseline/gw-{i % GATEWAYS}", body, qos=1)
-    sub.wait(lambda ms: len(ms) >= n, timeout=60)
-    pub.disconnect()
-    pub.loop_stop()
-    sub.stop()
-    offset = time.time() - time.monotonic()
-    return [
-        (m.at + offset - parse_ts(json.loads(m.payload)["raised_at"])) * 1000
-        for m in sub.snapshot()
-    ]
+def _send(
+    port: int, name: str, messages: list[tuple[str, dict[str, Any]]], rate: float | None
+) -> float:
+    """Publish (topic, document) pairs from 10 clients, round robin by gateway; seconds taken.
 
-
-def publish_alarms(port: int, first: int, n: int, rate: float | None) -> float:
-    """Publish alarms `first`.. `first+n-1` over 100 gateways from 10 clients; seconds taken."""
-    clients = [_client(port, f"bench-gws-{first}-{k}") for k in range(10)]
+    Each document's times are stamped just before its publish, so what is measured is
+    the way from the publisher's call to the ticket, not the building of the document.
+    """
+    clients = [_client(port, f"{name}-{k}") for k in range(10)]
     t0 = time.monotonic()
     infos = []
-    for i in range(first, first + n):
+    for i, (topic, doc) in enumerate(messages):
         if rate is not None:
-            while time.monotonic() < t0 + (i - first) / rate:
+            while time.monotonic() < t0 + i / rate:
                 time.sleep(0.001)
-        gw = f"gw-{i % GATEWAYS:03d}"
-        alarm_id = f"bench{first}-{i}"
-        doc = alarm_doc(SITE, gw, alarm_id, type=TYPES[i % len(TYPES)])
+        now = format_ts(datetime.now(UTC))
+        doc["raised_at"] = doc["updated_at"] = doc["last_seen_at"] = now
         client = clients[(i % GATEWAYS) % len(clients)]
-        infos.append(
-            client.publish(
-                f"{PREFIX}/{SITE}/{gw}/alarms/{alarm_id}", json.dumps(doc), qos=1, retain=True
-            )
-        )
+        infos.append(client.publish(topic, json.dumps(doc), qos=1, retain=True))
     for info in infos:
         info.wait_for_publish(30)
     took = time.monotonic() - t0
@@ -133,6 +113,29 @@ def publish_alarms(port: int, first: int, n: int, rate: float | None) -> float:
         c.disconnect()
         c.loop_stop()
     return took
+
+
+def _alarms(first: int, n: int) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for i in range(first, first + n):
+        gw, alarm_id = f"gw-{i % GATEWAYS:03d}", f"bench{first}-{i}"
+        doc = alarm_doc(SITE, gw, alarm_id, type=TYPES[i % len(TYPES)])
+        out.append((f"{PREFIX}/{SITE}/{gw}/alarms/{alarm_id}", doc))
+    return out
+
+
+def baseline(port: int, n: int, rate: float) -> list[float]:
+    """Plain paho publish → subscriber latency in ms: the same documents, clients and pace."""
+    sub = Subscriber(port, "bench/baseline/#").start()
+    messages = [(f"bench/baseline/{t}", doc) for t, doc in _alarms(10 * n, n)]
+    _send(port, "bench-baseline", messages, rate)
+    sub.wait(lambda ms: len(ms) >= n, timeout=60)
+    sub.stop()
+    offset = time.time() - time.monotonic()
+    return [
+        (m.at + offset - parse_ts(json.loads(m.payload)["raised_at"])) * 1000
+        for m in sub.snapshot()
+    ]
 
 
 def rows(db: Path, like: str) -> list[tuple[str, str, float, float]]:
@@ -146,7 +149,7 @@ def rows(db: Path, like: str) -> list[tuple[str, str, float, float]]:
 
 
 def phase(db: Path, port: int, first: int, n: int, rate: float | None) -> dict[str, Any]:
-    took = publish_alarms(port, first, n, rate)
+    took = _send(port, f"bench-gws-{first}", _alarms(first, n), rate)
     like = f"bench{first}-%"
     wait_for(lambda: len(rows(db, like)) >= n, timeout=120, interval=0.2)
     time.sleep(0.5)  # a doubled ticket would have had time to appear

@@ -18,7 +18,11 @@ retained alarm state, and unsubscribes once no retained message came for a while
 
 Ticket events go out retained on `{prefix}/central/tickets/{ticket_id}`; a ticket is
 marked published when its PUBACK comes, and whatever is unpublished after a reconnect
-or a restart is published again (the current state, carrying its `version`).
+or a restart is published again (the current state, carrying its `version`).  They go
+out on a second connection (client id `{client_id}.events`, no session): on the
+alarms' connection the broker's PUBACKs for them would sit in front of the next alarm,
+held back by Nagle's algorithm until our delayed TCP ACK, 40 ms on Linux (measured:
+p99 raised → opened 43 ms with one connection, 6 ms with two).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = ["ServiceConfig", "TicketService", "TicketTopics"]
 log = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 256 * 1024
+EVENT_SLICE = 10  # ticket events published between two looks at the incoming alarms
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,8 @@ class TicketService:
         self._published: list[tuple[int, int]] = []
         self._pending: list[_Message] = []  # messages drained, not yet applied
         self.client: mqtt.Client | None = None
+        self.events: mqtt.Client | None = None
+        self._events_connected = False
         self.store: TicketStore | None = None
 
     # ---- paho's thread: queue only --------------------------------------------------
@@ -158,6 +165,15 @@ class TicketService:
             )
         )
 
+    def _on_events_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the ticket events connection: %s", rc)
+            return
+        self._inbox.put(("events-connected", None))
+
+    def _on_events_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._inbox.put(("events-disconnected", str(rc)))
+
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
         self._inbox.put(("puback", mid))
 
@@ -171,9 +187,19 @@ class TicketService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_publish = self._on_publish
         rc = self.cfg.broker.reconnect
-        client.reconnect_delay_set(int(max(1, rc.min_delay_s)), int(max(1, rc.max_delay_s)))
+        delays = int(max(1, rc.min_delay_s)), int(max(1, rc.max_delay_s))
+        client.reconnect_delay_set(*delays)
+        events = build_client(self.cfg.broker, f"{self.cfg.client_id}.events")
+        events.on_connect = self._on_events_connect
+        events.on_disconnect = self._on_events_disconnect
+        events.on_publish = self._on_publish
+        events.reconnect_delay_set(*delays)
+        self.events = events
+        events.connect_async(
+            self.cfg.broker.host, self.cfg.broker.port, keepalive=self.cfg.broker.keepalive_s
+        )
+        events.loop_start()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         self.client = client
@@ -207,12 +233,14 @@ class TicketService:
                     pass
                 self._flush_messages()
                 now = time.monotonic()
-                if self._published or now >= next_tick:
+                if now >= next_tick:
                     self._tick()
                     next_tick = now + self.cfg.poll_s
+                self._publish_tickets()
         finally:
-            client.disconnect()
-            client.loop_stop()
+            for c in (client, events):
+                c.disconnect()
+                c.loop_stop()
             self.store.close()
 
     def _handle(self, kind: str, value: Any) -> None:
@@ -228,6 +256,14 @@ class TicketService:
                     del self._in_flight[done[0]]
         elif kind == "connected":
             self._connected_now(session_present=value)
+        elif kind == "events-connected":
+            self._events_connected = True
+            # paho resends its unacknowledged publishes itself, but a ticket changed
+            # meanwhile must go out in its newest version: publish afresh.
+            self._publishing.clear()
+            self._in_flight.clear()
+        elif kind == "events-disconnected":
+            self._events_connected = False
         elif kind == "disconnected":
             if self._connected:
                 log.warning("lost the broker (%s); reconnecting", value)
@@ -236,10 +272,6 @@ class TicketService:
     def _connected_now(self, *, session_present: bool) -> None:
         assert self.client is not None
         self._connected = True
-        # After a reconnect paho resends its own unacknowledged publishes, but a ticket
-        # changed meanwhile must go out in its newest version: publish afresh.
-        self._publishing.clear()
-        self._in_flight.clear()
         opts = SubscribeOptions(qos=1)
         self.client.subscribe(
             [
@@ -267,9 +299,6 @@ class TicketService:
 
     def _tick(self) -> None:
         assert self.store is not None and self.client is not None
-        if self._published:
-            self.store.mark_published(self._published)
-            self._published = []
         if not self._connected:
             return
         now = time.monotonic()
@@ -284,7 +313,6 @@ class TicketService:
             log.debug("re-reading retained alarms")
             self._reconcile()
         self._send_acks()
-        self._publish_tickets()
 
     # ---- alarms and replies in ------------------------------------------------------
 
@@ -456,15 +484,29 @@ class TicketService:
             )
 
     def _publish_tickets(self) -> None:
-        assert self.store is not None and self.client is not None
-        for ticket in self.store.unpublished():
+        """Publish a slice of the tickets whose newest state the broker has not acknowledged.
+
+        A slice, because a paho publish costs most of a millisecond here: publishing a
+        burst's events in one go would hold up the next alarms by tens of ms.
+        """
+        assert self.store is not None
+        if self._published:
+            self.store.mark_published(self._published)
+            self._published = []
+        if not self._events_connected:
+            return
+        sent = 0
+        for ticket in self.store.unpublished(limit=EVENT_SLICE + len(self._in_flight)):
             if self._in_flight.get(ticket.number, 0) >= ticket.version:
                 continue
             info = self._publish_ticket(ticket)
             self._publishing[info.mid] = (ticket.number, ticket.version)
             self._in_flight[ticket.number] = ticket.version
+            sent += 1
+            if sent >= EVENT_SLICE:
+                break
 
     def _publish_ticket(self, ticket: Ticket) -> mqtt.MQTTMessageInfo:
-        assert self.client is not None
+        assert self.events is not None
         body = json.dumps(ticket.event(), ensure_ascii=False, separators=(",", ":"))
-        return self.client.publish(self.topics.ticket(ticket.ticket_id), body, qos=1, retain=True)
+        return self.events.publish(self.topics.ticket(ticket.ticket_id), body, qos=1, retain=True)
