@@ -246,7 +246,17 @@ def test_full_outbox_drops_oldest_telemetry_and_keeps_every_alarm(tmp_path: Path
         broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 0.5}},
     )
     gw = GatewayProc(config).start()
-    time.sleep(4)
+
+    def overfilled() -> bool:
+        # Enough alarms stored and the bound passed: on a busy machine that takes longer.
+        try:
+            with sqlite3.connect(config.parent / "outbox.db") as db:
+                n = db.execute("SELECT count(*) FROM messages WHERE prio = 0 AND seq > 0")
+                return n.fetchone()[0] >= 30 and max(outbox_seqs(config)) > 400
+        except (sqlite3.OperationalError, ValueError):
+            return False
+
+    assert wait_for(overfilled, timeout=30), gw.log()
     assert gw.terminate() == 0
     with sqlite3.connect(config.parent / "outbox.db") as db:
         events = {r[0] for r in db.execute("SELECT seq FROM messages WHERE prio = 0 AND seq > 0")}
