@@ -173,6 +173,11 @@ class Wellness:
             )
             for c in cfg.checks
         ]
+        # Every message of the gateway passes here: find its flats without a scan.
+        self._by_device: dict[str, list[_Flat]] = {}
+        for flat in self._flats:
+            for member in flat.members:
+                self._by_device.setdefault(member, []).append(flat)
         self._pending: asyncio.Queue[Event] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._own: set[str] = set()  # msg_ids this service emitted: not activity
@@ -184,7 +189,7 @@ class Wellness:
         if message.msg_id in self._own:
             self._own.discard(message.msg_id)
             return
-        flats = [f for f in self._flats if message.device.id in f.members]
+        flats = self._by_device.get(message.device.id)
         if not flats:
             return
         now, wall = self._clock(), self._wall()

@@ -241,7 +241,7 @@ async def _test_service_raises_after_the_window_and_clears_on_activity() -> None
         loop = asyncio.get_running_loop()
         started = loop.time()
         await _until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
-        assert 0.9 <= loop.time() - started < 1.5
+        assert 0.9 <= loop.time() - started < 2.0  # the window, plus a busy machine's lag
         await asyncio.sleep(1.2)  # still quiet: no second event for the same period
         assert out.types() == [E.ELDERLY_INACTIVITY]
         # Its own events, echoed back as the gateway does, do not count as activity.
