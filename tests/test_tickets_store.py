@@ -1,0 +1,169 @@
+"""The ticket database and the alarm document checks, without a broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.schemas import validator
+from gateway.tickets import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
+from gateway.tickets.store import AckStatus, format_ticket_id, parse_ticket_id
+from tests.tickets_harness import GATEWAY, alarm_doc
+
+SITE, GW = "sunrise-gardens", "gw-a"
+
+
+def _doc(alarm_id: str, rev: int, **kw: object) -> AlarmDoc:
+    raw = alarm_doc(SITE, GW, alarm_id, rev, **kw)  # type: ignore[arg-type]
+    return parse_alarm(SITE, GW, alarm_id, json.dumps(raw).encode())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TicketStore:
+    return TicketStore(tmp_path / "tickets.db")
+
+
+def test_ticket_ids_are_short_and_parse_back() -> None:
+    assert format_ticket_id(42) == "T-000042"
+    assert parse_ticket_id("T-000042") == parse_ticket_id("t-42") == parse_ticket_id("42") == 42
+    with pytest.raises(ValueError, match="not a ticket id"):
+        parse_ticket_id("ticket 42")
+
+
+def test_an_alarm_seen_first_when_already_closed_opens_a_resolved_ticket(
+    store: TicketStore,
+) -> None:
+    applied = store.apply_alarm(_doc("a-1", 5, state="closed", by="web-jo"), "fire-safety", 100.0)
+    t = applied.ticket
+    assert applied.outcome == "opened"
+    assert (t.state, t.acknowledged_by, t.resolved_ts) == (TicketState.RESOLVED, "web-jo", 100.0)
+
+
+def test_cleared_unacknowledged_resolves_and_a_later_ack_is_still_recorded(
+    store: TicketStore,
+) -> None:
+    store.apply_alarm(_doc("a-1", 1), "fire-safety", 100.0)
+    assert (
+        store.apply_alarm(_doc("a-1", 2, state="cleared"), "fire-safety", 101.0).ticket.state
+        is TicketState.RESOLVED
+    )
+    t = store.apply_alarm(
+        _doc("a-1", 3, state="closed", by="staff-li"), "fire-safety", 102.0
+    ).ticket
+    assert (t.state, t.acknowledged_by, t.acknowledged_ts, t.resolved_ts) == (
+        TicketState.RESOLVED,
+        "staff-li",
+        102.0,
+        101.0,
+    )
+    assert store.apply_alarm(_doc("a-1", 3), "fire-safety", 103.0).outcome == "stale"
+
+
+def test_a_success_reply_is_final_and_an_error_is_shown_until_a_success(store: TicketStore) -> None:
+    store.apply_alarm(_doc("a-1", 1), "care", 100.0)
+    rid = store.request_ack(1, "staff-li", "on my way", 110.0)
+    [due] = store.claim_due_acks(110.0)
+    assert (due.request_id, due.alarm_id, due.attempts) == (rid, "a-1", 0)
+    assert store.claim_due_acks(112.0) == []  # not due again before its retry delay
+    assert [r.attempts for r in store.claim_due_acks(115.0)] == [1]
+    error = {"ok": False, "status": "error", "error": "gateway busy"}
+    assert store.record_reply(rid, error, 116.0).last_ack_error == "gateway busy"  # type: ignore[union-attr]
+    req = store.ack_request(rid)
+    assert req is not None and req.status is AckStatus.ERROR
+    rid2 = store.request_ack(1, "staff-li", "", 120.0)
+    t = store.record_reply(rid2, {"ok": True, "status": "accepted"}, 121.0)
+    assert t is not None and (t.state, t.acknowledged_by, t.last_ack_error) == (
+        TicketState.ACKNOWLEDGED,
+        "staff-li",
+        None,
+    )
+    late = store.record_reply(rid2, {"ok": False, "status": "error", "error": "late"}, 122.0)
+    assert late is not None and late.last_ack_error is None
+    assert store.ack_request(rid2).status is AckStatus.ACCEPTED  # type: ignore[union-attr]
+    assert store.record_reply("T-000001.unknown", {"ok": True}, 123.0) is None
+
+
+def test_already_acknowledged_credits_who_really_acknowledged(store: TicketStore) -> None:
+    store.apply_alarm(_doc("a-1", 1), "care", 100.0)
+    rid = store.request_ack(1, "staff-mo", "", 110.0)
+    result = alarm_doc(SITE, GW, "a-1", 2, state="acknowledged", by="web-jo")
+    reply = {"ok": True, "status": "already_acknowledged", "result": result}
+    t = store.record_reply(rid, reply, 111.0)
+    assert t is not None and t.acknowledged_by == "web-jo"
+
+
+def test_ack_requests_check_their_fields(store: TicketStore) -> None:
+    store.apply_alarm(_doc("a-1", 1), "care", 100.0)
+    with pytest.raises(ValueError, match="--by"):
+        store.request_ack(1, "", "", 1.0)
+    with pytest.raises(ValueError, match="--note is 501"):
+        store.request_ack(1, "staff-li", "x" * 501, 1.0)
+    with pytest.raises(LookupError, match="no ticket T-000002"):
+        store.request_ack(2, "staff-li", "", 1.0)
+
+
+def test_ticket_events_validate_against_the_schema(store: TicketStore) -> None:
+    store.apply_alarm(_doc("a-1", 1), "fire-safety", 100.0)
+    t = store.apply_alarm(_doc("a-1", 2, state="closed"), "fire-safety", 101.0).ticket
+    validator("ticket").validate(t.event())
+    assert [(u.number, u.version) for u in store.unpublished()] == [(1, 2)]
+    store.mark_published([(1, 2)])
+    assert store.unpublished() == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b'"text"', "a JSON str, not an object"),
+        (
+            json.dumps({"schema": {"name": "community.alarm", "version": 2}}).encode(),
+            "schema.version",
+        ),
+        (json.dumps({**alarm_doc(SITE, GW, "a-1"), "severity": "urgent"}).encode(), "severity"),
+        (
+            json.dumps({**alarm_doc(SITE, GW, "a-1"), "raised_at": "yesterday"}).encode(),
+            "raised_at",
+        ),
+        (
+            json.dumps({**alarm_doc(SITE, GW, "a-1"), "acknowledged": True}).encode(),
+            "acknowledged is true but there is no ack",
+        ),
+    ],
+)
+def test_bad_alarm_documents_say_what_is_wrong(payload: bytes, reason: str) -> None:
+    with pytest.raises(BadAlarm, match=reason):
+        parse_alarm(SITE, GW, "a-1", payload)
+
+
+def test_list_and_stats_show_tickets_and_timings(store: TicketStore, tmp_path: Path) -> None:
+    store.apply_alarm(_doc("a-1", 1), "fire-safety", 100.0)
+    store.apply_alarm(_doc("a-2", 1, type="care"), "care", 100.0)
+    rid = store.request_ack(1, "staff-li", "", 110.0)
+    store.record_reply(rid, {"ok": True, "status": "accepted"}, 111.0)
+    store.close()
+    db = str(tmp_path / "tickets.db")
+    out = subprocess.run(
+        [GATEWAY, "tickets", "list", "--db", db, "--state", "acknowledged"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "T-000001" in out and "staff-li" in out and "T-000002" not in out
+    stats = json.loads(
+        subprocess.run(
+            [GATEWAY, "tickets", "stats", "--db", db, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    )
+    assert stats["tickets"] == 2
+    assert stats["by_state"] == {"open": 1, "acknowledged": 1, "resolved": 0}
+    assert stats["by_team"] == {"care": 1, "fire-safety": 1}
+    assert stats["ack_s"]["p50"] is not None
