@@ -11,6 +11,7 @@ that fails closes the bus, marks its readers offline and is reopened with backof
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ __all__ = ["OsdpDriver", "read_once"]
 _TICK_S = 0.1
 _RETRY_MAX_S = 300.0  # libosdp's own pause; never wait longer than it would
 _FIRST_CONTACT_S = 15.0  # libosdp probes about 8 s before it calls a silent reader offline
+_KEY_REFUSED_WITHIN_S = 3.0
 
 
 def _settings(spec: DeviceSpec) -> OsdpSettings:
@@ -75,6 +77,7 @@ class _Reader:
     retry_at: float | None = None
     retry_delay: float = 10.0
     quiet_until: float = 0.0  # notifications caused by our own reset are not news
+    attempt: float = 0.0  # when libosdp last started to connect to the reader
     reason: str = ""
     tamper: bool = False
     keypad_reader_no: int = 0  # the reader (of a PD with several) being typed on
@@ -250,6 +253,7 @@ class OsdpDriver(Driver):
         now = time.monotonic()
         for r in readers:
             r.online, r.sc_failed, r.started, r.retry_at = None, False, now, None
+            r.attempt = now
         next_poll = 0.0
         while True:
             try:
@@ -286,7 +290,7 @@ class OsdpDriver(Driver):
                 r.retry_at = now + r.retry_delay
                 r.sc_failed = False
                 await asyncio.to_thread(bus.reset, r.address)
-                r.quiet_until = time.monotonic()
+                r.quiet_until = r.attempt = time.monotonic()
 
     # -- events -------------------------------------------------------------------------
 
@@ -306,7 +310,17 @@ class OsdpDriver(Driver):
             if ts <= r.quiet_until:
                 return
             lost = event.arg0 == 0
-            if event.type is NotificationType.SECURE_CHANNEL and lost and r.online is not True:
+            keyed = r.settings.secure_channel is not SecureChannel.OFF
+            # libosdp also reports the secure channel down when a silent reader goes
+            # offline after ~8 s of probing; a refused key fails within a second.
+            quick = ts - r.attempt < _KEY_REFUSED_WITHIN_S
+            if (
+                event.type is NotificationType.SECURE_CHANNEL
+                and lost
+                and keyed
+                and quick
+                and r.online is not True
+            ):
                 r.sc_failed = True
             elif (
                 event.type is NotificationType.PD_STATUS
@@ -429,24 +443,32 @@ async def read_once(spec: DeviceSpec, timeout_s: float = 10.0) -> ReadResult:
     sc_failed = False
     try:
         await asyncio.to_thread(bus.start)
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
         online, sc = False, False
-        while time.monotonic() < deadline:
+        while time.monotonic() < started + timeout_s:
             online, sc = (await asyncio.to_thread(bus.online))[s.address]
             while not queue.empty():
-                _, raw, _ = queue.get_nowait()
-                if raw.get("event") == 5 and raw.get("type") == 1 and raw.get("arg0") == 0:
-                    sc_failed = True
-            if online or (sc_failed and not online and queue.empty() and s.scbk is not None):
+                _, raw, ts = queue.get_nowait()
+                with contextlib.suppress(OsdpEventError):
+                    event = parse_event(raw)
+                    sc_failed = sc_failed or (
+                        isinstance(event, Notification)
+                        and event.type is NotificationType.SECURE_CHANNEL
+                        and event.arg0 == 0
+                        and s.secure_channel is not SecureChannel.OFF
+                        and ts - started < _KEY_REFUSED_WITHIN_S
+                    )
+            if online or sc_failed:
                 break
             await asyncio.sleep(0.1)
         if not online:
             probe = _Reader(spec, s, b"", scbk, KeypadBuffer(), None, sc_failed=sc_failed)
-            return ReadResult(
-                spec.id,
-                fault=_describe_offline(probe),
-                hint="is the gateway service running? it holds the port; stop it first",
+            hint = (
+                "compare the scbk file with the key given to the reader"
+                if sc_failed
+                else "is the gateway service running? it polls the bus too; stop it first"
             )
+            return ReadResult(spec.id, fault=_describe_offline(probe), hint=hint)
         ident = await asyncio.to_thread(bus.identity, s.address)
         led = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.LEDControl)
         buzzer = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.AudibleControl)

@@ -89,7 +89,8 @@ class ReaderPeer:
             ]
         )
         ident = osdp.PdId(2, 5, 0x0A1B2C, 0x12345678, 0x010203)
-        info = osdp.PDInfo(address, line.tap(), scbk=scbk, id=ident)
+        self.tap = line.tap()
+        info = osdp.PDInfo(address, self.tap, scbk=scbk, id=ident)
         self.commands: list[dict[str, Any]] = []
         self.pd = osdp.PeripheralDevice(
             info, caps, log_level=osdp.LogLevel.Error, command_handler=self._command
@@ -101,6 +102,8 @@ class ReaderPeer:
         return 0, None
 
     def start(self) -> None:
+        with self.tap.line.lock:
+            self.tap.rx.clear()  # a powered-off reader heard nothing
         self.pd.start()
         self.running = True
 

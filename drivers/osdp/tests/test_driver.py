@@ -308,7 +308,12 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
 ) -> None:
     lobby = bench.reader(1)
     bikes = bench.reader(2)
-    specs = bench.specs(("lobby", {"address": 1}), ("bikes", {"address": 2}))
+    specs = bench.specs(
+        ("lobby", {"address": 1}),
+        ("bikes", {"address": 2}),
+        # Configured, but never connected; with a key: silence is not a refused key.
+        ("cellar", {"address": 3, "secure_channel": "scbk", "scbk": {"file": "good.scbk"}}),
+    )
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
@@ -343,6 +348,11 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
     )
     assert [m.device.id for m in recording_ctx.messages] == ["lobby", "lobby"]
     assert driver.health().devices_online == 2
+    assert recording_ctx.availability["cellar"] == (
+        False,
+        f"reader at address 3 on {bench.ptys.a}: no reply at 115200 baud "
+        "(check power, A/B wiring, address, baud rate and termination)",
+    )
 
 
 def test_read_once_reports_identity_and_features(bench: Bench) -> None:
@@ -368,6 +378,15 @@ def test_read_once_without_a_reader_names_what_to_check(bench: Bench) -> None:
     result = asyncio.run(read_once(spec, timeout_s=1))
     assert not result.ok
     assert "no reply at 115200 baud" in result.fault and "address 9" in result.fault
+
+
+def test_read_once_with_the_wrong_key_says_so(bench: Bench) -> None:
+    bench.reader(3, scbk=KEY)
+    (spec,) = bench.specs(
+        ("lobby", {"address": 3, "secure_channel": "scbk", "scbk": {"file": "wrong.scbk"}})
+    )
+    result = asyncio.run(read_once(spec, timeout_s=5))
+    assert "secure channel refused" in result.fault
 
 
 def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingContext) -> None:
