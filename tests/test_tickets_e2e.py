@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gateway.schemas import validator
 from gateway.tickets import Ticket, TicketState
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
@@ -113,6 +114,7 @@ def test_smoke_alarm_to_ticket_to_ack_to_resolved(
     base = topic_base(config)
     prefix = base.split("/sunrise-gardens/")[0]
     alarms = Subscriber(broker.port, f"{base}/alarms/+").start()
+    events = Subscriber(broker.port, f"{prefix}/central/tickets/+").start()
     svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
     gw = GatewayProc(config).start()
     try:
@@ -166,8 +168,20 @@ def test_smoke_alarm_to_ticket_to_ack_to_resolved(
         )
         [row] = [json.loads(line) for line in listed.stdout.splitlines()]
         assert row["state"] == "resolved" and row["acknowledged_by"] == STAFF
+
+        # The ticket events told the same story, in order, ending resolved.
+        assert events.wait(lambda ms: ms and ms[-1].json()["state"] == "resolved", timeout=5)
+        told = [m.json() for m in events.snapshot()]
+        for doc in told:
+            validator("ticket").validate(doc)
+        assert [d["version"] for d in told] == sorted(d["version"] for d in told)
+        assert {d["ticket_id"] for d in told} == {"T-000001"}
+        assert told[0]["state"] == "open"
+        assert "acknowledged" in [d["state"] for d in told]
+        assert told[-1]["acknowledged_by"] == STAFF
     finally:
         alarms.stop()
+        events.stop()
         if gw.running():
             gw.terminate()
         svc.terminate()
