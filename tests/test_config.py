@@ -157,4 +157,7 @@ def test_validate_command_prints_problems_and_exits_nonzero(tmp_path: Path) -> N
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parent.parent
     for path in sorted((root / "config").glob("*.yaml")):
-        load_config(path)
+        # Its secrets live in /etc/community-gateway/ on a real box; it is validated
+        # with stand-in files there by tests/test_example_config.py.
+        if path.name != "example-building.yaml":
+            load_config(path)
