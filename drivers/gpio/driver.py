@@ -164,7 +164,7 @@ class GpioDriver(Driver):
             last_error=self._last_error,
             devices_online=sum(self._online.values()),
             devices_total=len(self.devices),
-            extra={"events": self._events},
+            extra={"events": self._events, "relays_on": sum(r.on for r in self._relays.values())},
         )
 
     def _set_available(self, spec: DeviceSpec, available: bool, reason: str = "") -> None:

@@ -201,10 +201,13 @@ def test_relay_on_off_and_pulse_drive_the_line(
         await driver.command("buzzer-office", "on", {})
         await asyncio.sleep(0.15)
         assert chip.levels[5] == 0
+        assert driver.health().extra["relays_on"] == 1
+        await driver.command("buzzer-office", "off", {})
+        assert driver.health().extra["relays_on"] == 0
 
     run_with(driver, body)
     assert replies == [{"state": "on"}, {"state": "off"}, {"state": "on", "off_after_s": 0.1}]
-    assert chip.writes == [(5, 0), (5, 1), (5, 0), (5, 1), (5, 0), (5, 0)]
+    assert chip.writes == [(5, 0), (5, 1), (5, 0), (5, 1), (5, 0), (5, 0), (5, 1)]
     assert recording_ctx.messages == []  # a relay reports no events of its own
 
 
