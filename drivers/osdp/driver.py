@@ -113,7 +113,6 @@ class OsdpDriver(Driver):
     def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
         super().__init__(devices, ctx)
         self._readers: dict[str, _Reader] = {}
-        self._buses: dict[str, Bus] = {}
         self._faults: dict[str, str] = {}  # device or port -> the fault logged last
         self._errors = 0
         self._last_error = ""
@@ -144,8 +143,8 @@ class OsdpDriver(Driver):
         self.ctx.set_available(r.spec.id, False, reason)
         if log and (was is not False or self._faults.get(r.spec.id) != reason):
             self._error(r.spec.id, f"device {r.spec.id} offline: {reason}")
-        elif not log:
-            self._faults[r.spec.id] = reason  # said once for the whole bus
+        elif not log:  # said once for the whole bus
+            self._faults[r.spec.id] = f"device {r.spec.id} offline: {reason}"
         if r.retry_at is None:
             r.retry_at = now + r.retry_delay
 
@@ -225,7 +224,6 @@ class OsdpDriver(Driver):
             served = False
             try:
                 await asyncio.to_thread(bus.start)
-                self._buses[port] = bus
                 if self._faults.pop(port, None) is not None:
                     self.ctx.logger.info("osdp bus %s open again", port)
                 served = True
@@ -239,9 +237,12 @@ class OsdpDriver(Driver):
                     self._offline(r, f"serial port {port}: {exc}", now, log=False)
             except Exception as exc:  # one bus's bug must not stop the other buses
                 self._counts["bus_faults"] += 1
-                self._error(port, f"bus {port}: {type(exc).__name__}: {exc}", level="error")
+                why = f"{type(exc).__name__}: {exc}"
+                self._error(port, f"bus {port} restarted after an error: {why}", level="error")
+                now = time.monotonic()
+                for r in readers:
+                    self._offline(r, f"bus {port} restarting after an error: {why}", now, log=False)
             finally:
-                self._buses.pop(port, None)
                 await asyncio.to_thread(bus.close)
             if served:
                 delay = retry
