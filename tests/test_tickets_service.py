@@ -190,6 +190,29 @@ def test_alarms_queued_for_a_stopped_instance_are_ticketed_by_the_others_reconci
         one.terminate()
 
 
+def test_a_database_locked_by_a_peer_delays_tickets_but_loses_none(
+    broker: Mosquitto, tmp_path: Path, prefix: str
+) -> None:
+    import sqlite3
+
+    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
+    pub = Publisher(broker.port)
+    peer = sqlite3.connect(svc.db, isolation_level=None)
+    try:
+        peer.execute("BEGIN IMMEDIATE")  # as another instance or `tickets ack` would
+        for i in range(10):
+            _publish(pub, prefix, alarm_doc(SITE, "gw-a", f"l-{i}"))
+        time.sleep(2)
+        peer.execute("COMMIT")
+        assert _count(svc.db, 10)
+        assert sorted(t.alarm_id for t in tickets_in(svc.db)) == sorted(f"l-{i}" for i in range(10))
+        assert svc.running()
+    finally:
+        peer.close()
+        pub.stop()
+        svc.terminate()
+
+
 def test_malformed_alarms_are_skipped_with_one_log_line_per_topic(
     broker: Mosquitto, tmp_path: Path, prefix: str
 ) -> None:

@@ -137,6 +137,7 @@ class TicketService:
         self._in_flight: dict[int, int] = {}  # ticket -> version being published
         self._published: list[tuple[int, int]] = []
         self._pending: list[_Message] = []  # messages drained, not yet applied
+        self._db_retry_at = 0.0
         self.client: mqtt.Client | None = None
         self.events: mqtt.Client | None = None
         self._events_connected = False
@@ -317,18 +318,33 @@ class TicketService:
     # ---- alarms and replies in ------------------------------------------------------
 
     def _flush_messages(self) -> None:
-        """Apply the drained messages in order, alarms in one transaction per run."""
+        """Apply the drained messages in order, alarms in one transaction per run.
+
+        When the database fails (locked by a peer for longer than the timeout, disk
+        full), the messages from the failed one on stay queued, unacknowledged, and are
+        tried again a second later, in the same order.
+        """
+        if not self._pending or time.monotonic() < self._db_retry_at:
+            return
         pending, self._pending = self._pending, []
         batch: list[tuple[_Message, AlarmDoc | None]] = []
-        for msg in pending:
+        start = 0  # index in `pending` of the first message of `batch`
+        for i, msg in enumerate(pending):
             kind, doc = self._classify(msg)
-            if kind == "reply":
-                self._commit(batch)
-                batch = []
-                self._commit([(msg, None)], reply=True)
-            else:
+            if kind != "reply":
                 batch.append((msg, doc))
-        self._commit(batch)
+                continue
+            if not self._commit(batch):
+                break
+            start, batch = i, []
+            if not self._commit([(msg, None)], reply=True):
+                break
+            start = i + 1
+        else:
+            if self._commit(batch):
+                return
+        self._pending = pending[start:] + self._pending
+        self._db_retry_at = time.monotonic() + 1.0
 
     def _classify(self, msg: _Message) -> tuple[str, AlarmDoc | None]:
         """("reply", None), ("alarm", doc) or ("skip", None) for something not to apply."""
@@ -361,11 +377,14 @@ class TicketService:
 
     def _commit(
         self, batch: list[tuple[_Message, AlarmDoc | None]], *, reply: bool = False
-    ) -> None:
-        """Apply, commit, then PUBACK: a crash in between means redelivery, not loss."""
+    ) -> bool:
+        """Apply, commit, then PUBACK: a crash in between means redelivery, not loss.
+
+        False if the database failed: nothing of the batch is applied or acknowledged.
+        """
         assert self.client is not None
         if not batch:
-            return
+            return True
         try:
             if reply:
                 self._reply(batch[0][0])
@@ -373,13 +392,13 @@ class TicketService:
                 docs = [(d, self.routes.team_for(d.type)) for _, d in batch if d is not None]
                 if docs:
                     self._applied(self._store().apply_alarms(docs, time.time()))
-        except sqlite3.Error:
-            # Not acknowledged: the broker delivers them again after a reconnect.
-            log.exception("database error; %d message(s) left unacknowledged", len(batch))
-            return
+        except sqlite3.Error as exc:
+            log.error("database error, %d message(s) wait and are tried again: %s", len(batch), exc)
+            return False
         for msg, _ in batch:
             if msg.qos > 0:
                 self.client.ack(msg.mid, msg.qos)
+        return True
 
     def _store(self) -> TicketStore:
         assert self.store is not None
