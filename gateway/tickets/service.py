@@ -117,6 +117,7 @@ class _Message:
     mid: int
     qos: int
     correlation: bytes | None
+    connection: int  # which connection it came on: a PUBACK only makes sense on that one
 
 
 class TicketService:
@@ -138,6 +139,7 @@ class TicketService:
         self._published: list[tuple[int, int]] = []
         self._pending: list[_Message] = []  # messages drained, not yet applied
         self._db_retry_at = 0.0
+        self._connection = 0  # counts connections of the alarms client (paho's thread)
         self.client: mqtt.Client | None = None
         self.events: mqtt.Client | None = None
         self._events_connected = False
@@ -149,6 +151,7 @@ class TicketService:
         if rc.is_failure:
             log.error("broker refused the ticket service: %s", rc)
             return
+        self._connection += 1
         self._inbox.put(("connected", bool(flags.session_present)))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -161,7 +164,13 @@ class TicketService:
             (
                 "message",
                 _Message(
-                    msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, correlation
+                    msg.topic,
+                    bytes(msg.payload),
+                    bool(msg.retain),
+                    msg.mid,
+                    msg.qos,
+                    correlation,
+                    self._connection,
                 ),
             )
         )
@@ -396,7 +405,9 @@ class TicketService:
             log.error("database error, %d message(s) wait and are tried again: %s", len(batch), exc)
             return False
         for msg, _ in batch:
-            if msg.qos > 0:
+            # After a reconnect the broker sends an unacknowledged message again, and its
+            # old packet id may name another message: acknowledge on its connection only.
+            if msg.qos > 0 and msg.connection == self._connection:
                 self.client.ack(msg.mid, msg.qos)
         return True
 
