@@ -249,11 +249,16 @@ def ack(ticket: str, by: str, note: str, db_path: Path, wait: float) -> None:
     if req.status is AckStatus.ERROR:
         raise click.ClickException(f"{current.ticket_id}: {where} refused it: {req.error}")
     if req.status is AckStatus.PENDING:
-        sent = "sent, no answer yet" if req.attempts else "not sent yet (is the service running?)"
-        click.echo(
-            f"{current.ticket_id}: acknowledgement queued ({sent}); the ticket service "
-            f"keeps sending it to {where} until the gateway answers. Request {request_id}."
-        )
+        if req.attempts:
+            click.echo(
+                f"{current.ticket_id}: acknowledgement sent to {where}, no answer yet; the "
+                f"ticket service sends it again until the gateway answers (request {request_id})"
+            )
+        else:
+            click.echo(
+                f"{current.ticket_id}: acknowledgement queued, not sent yet: is `gateway "
+                f"tickets serve` running? It goes to {where} when it runs (request {request_id})"
+            )
         return
     click.echo(f"{current.ticket_id}: {where} answered {req.status}; acknowledged by {by}")
 
