@@ -26,6 +26,8 @@ def _values(doc: dict[str, Any]) -> str:
 
 def summarise(topic: str, payload: bytes) -> str:
     """One line for a message: what it is, about which device, the essentials."""
+    if not payload and "/alarms/" in topic:
+        return f"ALARM  {topic.rsplit('/', 1)[-1]} closed: retained state removed"
     try:
         doc = json.loads(payload)
     except ValueError:
@@ -45,6 +47,26 @@ def summarise(topic: str, payload: bytes) -> str:
         return f"value  #{doc.get('seq')} {dev} {_values(doc)}"
     if name == "community.status":
         return f"STATUS {doc.get('gateway')} {doc.get('state')} session={doc.get('session')} {doc.get('reason', '')}".rstrip()
+    if name == "community.alarm":
+        ack = doc.get("ack") or {}
+        by = f" ack by {ack.get('by')}" if ack.get("by") else ""
+        return (
+            f"ALARM  {doc.get('alarm_id')} {doc.get('type')}/{doc.get('severity')} "
+            f"{doc.get('state')} {dev} {doc.get('cause')} x{doc.get('count')} "
+            f"escalation={doc.get('escalation')}{by}"
+        )
+    if name == "community.ticket":
+        alarm = doc.get("alarm", {}) if isinstance(doc.get("alarm"), dict) else {}
+        by = f" by {doc.get('acknowledged_by')}" if doc.get("acknowledged_by") else ""
+        return (
+            f"TICKET {doc.get('ticket_id')} {doc.get('state')}{by} team={doc.get('team')} "
+            f"alarm={alarm.get('gateway')}/{alarm.get('alarm_id')} ({alarm.get('type')})"
+        )
+    if name == "community.service_request":
+        return (
+            f"REQUEST {doc.get('code')} {doc.get('category')} from kiosk {doc.get('kiosk')}"
+            f" flat={doc.get('flat') or '-'}"
+        )
     if name == "community.availability":
         return f"avail  {dev} {doc.get('state')} {doc.get('reason', '')}".rstrip()
     if name == "community.health":
