@@ -3,6 +3,7 @@ CSRF, rate limits, kiosk requests and their statuses, escaping, TLS."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import re
@@ -35,6 +36,10 @@ pytestmark = [pytest.mark.broker]
 FAST_LIMITS = {
     "signin": {"max_failures": 3, "window_s": 60, "lockout_s": 1.5},
     "kiosk": {"ids": ["lobby", "b2"], "max_requests": 3, "window_s": 60},
+    # Not the default (zh), so that a test can tell the configured language from it; and
+    # a zone far from UTC (no daylight saving), so local times differ from the UTC ones.
+    "console_lang": "en",
+    "timezone": "Asia/Shanghai",
 }
 
 
@@ -307,6 +312,11 @@ def test_status_updates_from_the_platform_show_under_the_code(gw: WebGateway) ->
     page = c.get(f"/kiosk/lobby/status?code={code[:3]}+{code[3:].lower()}&lang=en")
     assert "Someone is assigned" in page.body and "Mr Zhang, 3 pm" in page.body
     assert page.body.count("Someone is assigned") == 1  # a repeated update is one line
+    # In the gateway's local time (web.timezone), to the minute; the UTC instant kept.
+    at = reply["result"]["at"]
+    assert f'<time datetime="{at}" title="{at}">{_local(at, fmt="%Y-%m-%d %H:%M")}</time>' in (
+        page.body
+    )
     zh = c.get(f"/kiosk/lobby/status?code={code}&lang=zh")
     assert "已安排人员" in zh.body
     assert f'class="lang" href="?lang=en&amp;code={code}"' in zh.body  # the switch keeps it
@@ -452,6 +462,76 @@ def test_config_refuses_a_bad_web_section(tmp_path: Path) -> None:
         load_config(cfg)
     text = str(err.value)
     assert "web.port" in text and "web.colour" in text and "web.kiosk.ids" in text
+
+
+def test_config_refuses_an_unknown_time_zone(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_config
+    from tests.harness import write_config
+
+    cfg = write_config(
+        tmp_path / "gw.yaml",
+        "mqtt://127.0.0.1:1883",
+        [],
+        web={"enabled": True, "timezone": "Mars/Olympus_Mons", "console_lang": "fr"},
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    text = str(err.value)
+    assert "web.timezone" in text and "unknown time zone 'Mars/Olympus_Mons'" in text
+    assert "web.console_lang" in text
+
+
+def _local(iso: str, zone: str = "Asia/Shanghai", fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return (
+        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone)).strftime(fmt)
+    )
+
+
+def test_console_times_are_local_with_their_age_and_the_utc_instant_kept(
+    gw: WebGateway,
+) -> None:
+    c = gw.client()
+    c.sign_in()
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    assert wait_for(lambda: c.get("/console/state").json()["alarms"], timeout=10)
+    state = c.get("/console/state").json()
+    alarm = state["alarms"][0]
+    device = next(d for d in state["devices"] if d["id"] == "smoke-b2-stair-2")
+    assert alarm["since_local"] == _local(alarm["raised_at"])
+    assert device["at_local"] == _local(device["last_at"])
+    assert state["now"].endswith("Z")  # the gateway's clock, for the script's ages
+    page = c.get("/console").body
+    for iso in (alarm["raised_at"], device["last_at"]):
+        assert (
+            f'<time datetime="{iso}" title="{iso}">{_local(iso)}</time> <span class="ago">'
+        ) in page
+    assert re.search(r'<span class="ago">(just now|\d+ s ago)</span>', page)
+    assert "Times in Asia/Shanghai" in page
+
+
+def test_the_console_speaks_chinese_or_english_and_remembers_the_switch(
+    gw: WebGateway,
+) -> None:
+    c = gw.client()
+    assert "Staff sign in" in c.get("/signin").body  # web.console_lang: en
+    zh = c.get("/signin?lang=zh")
+    assert "员工登录" in zh.body and 'lang="zh-CN"' in zh.body
+    assert 'class="lang" href="/signin?lang=en"' in zh.body
+    assert "工号或 PIN 错误。" in c.sign_in(secret="000000").body  # the cookie keeps it
+    c.sign_in()
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    assert wait_for(lambda: c.get("/console/state").json()["alarms"], timeout=10)
+    page = c.get("/console").body
+    assert "楼宇值班台" in page and "火警" in page and "危急" in page and "报警中" in page
+    assert "2号楼 / 2层 / stairwell" in page and "时间为 Asia/Shanghai 时区" in page
+    words = json.loads(html.unescape(re.search(r'data-words="([^"]*)"', page).group(1)))  # type: ignore[union-attr]
+    assert words["type_fire"] == "火警" and words["ago_min"] == "{n} 分钟前"
+    en = c.get("/console?lang=en").body
+    assert "Building console" in en and "fire" in en and "Bldg 2 / fl. 2 / stairwell" in en
+    assert "Building console" in c.get("/console").body
 
 
 def test_an_acknowledgement_made_offline_is_published_when_the_broker_returns(

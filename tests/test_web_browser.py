@@ -43,7 +43,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def gw(tmp_path: Path, broker: Mosquitto) -> Iterator[WebGateway]:
-    g = start_web_gateway(tmp_path, broker, web={"signin": {"max_failures": 3, "lockout_s": 30}})
+    # The console in its default language (zh); times in the building's zone, far from UTC.
+    g = start_web_gateway(
+        tmp_path,
+        broker,
+        web={"signin": {"max_failures": 3, "lockout_s": 30}, "timezone": "Asia/Shanghai"},
+    )
     yield g
     g.stop()
 
@@ -87,8 +92,17 @@ def _sign_in(page: Any, gw: WebGateway, secret: str = STAFF_PIN) -> None:
     page.click("button[type=submit]")
 
 
+def _local(iso: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return when.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: WebGateway) -> None:
     page = _page(browser, 1280, 720)
+    page.clock.install()  # the page's own timers, so the test can move its time on
     page.goto(f"{gw.url}/console")
     assert page.url.endswith("/signin")  # no session: the console is not shown
     _sign_in(page, gw)
@@ -103,14 +117,30 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     # Appears without a reload: the page is the same one, updated by server-sent events.
     row = page.locator("#alarms tr[data-alarm]")
     row.wait_for()
-    assert "fire" in row.inner_text() and "critical" in row.inner_text()
-    assert "Bldg 2 / fl. 2 / stairwell" in row.inner_text()
+    assert "火警" in row.inner_text() and "危急" in row.inner_text()  # zh by default
+    assert "2号楼 / 2层 / stairwell" in row.inner_text()
     alarm_id = row.get_attribute("data-alarm")
+    # "Since" in the gateway's zone, the UTC instant in the attributes, and the age,
+    # which the page's script keeps current.
+    since = row.locator("td.when time")
+    iso = since.get_attribute("datetime")
+    assert iso and iso.endswith("Z") and since.get_attribute("title") == iso
+    assert since.inner_text() == _local(iso)
+    assert row.locator(".ago").inner_text() in ("刚刚", "10 秒前", "11 秒前", "12 秒前")
+    device = page.locator('#devices tr[data-device="smoke-b2-stair-2"] td.when')
+    device.locator("time").wait_for()
+    assert device.locator("time").inner_text() == _local(
+        device.locator("time").get_attribute("datetime") or ""
+    )
     # The kiosk shows the building-wide fire alarm: type and place, no unit.
     kiosk.locator("#banner").wait_for(state="visible")
     banner = kiosk.inner_text("#banner")
     assert "火警" in banner and "2楼 2层" in banner and "stairwell" not in banner
     _shot(kiosk, "kiosk-fire-banner")
+
+    page.clock.fast_forward("03:00")
+    assert row.locator(".ago").inner_text() == "3 分钟前"
+    assert device.locator(".ago").inner_text() == "3 分钟前"
     _shot(page, "console-alarm")
 
     row.locator("input[name=note]").fill("on my way <b>now</b>")
@@ -131,6 +161,16 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     # A reload renders the acknowledged alarm server-side, escaped.
     page.reload()
     assert "on my way <b>now</b>" in page.inner_text(f'#alarms tr[data-alarm="{alarm_id}"]')
+    # The switch to English, kept for the next pages of this browser.
+    page.click("header a.lang")
+    row = page.locator(f'#alarms tr[data-alarm="{alarm_id}"]')
+    assert "fire" in row.inner_text() and "acknowledged" in row.inner_text()
+    assert "Bldg 2 / fl. 2 / stairwell" in row.inner_text()
+    page.goto(f"{gw.url}/console")
+    assert "Building console" in page.inner_text("h1")
+    page.locator("#live:not(.off)").wait_for()
+    assert page.inner_text("#live") == "live"
+    _shot(page, "console-en")
     assert page.js_errors == [] and kiosk.js_errors == []
 
 
@@ -138,9 +178,9 @@ def test_wrong_pin_is_refused_and_then_rate_limited(browser: Any, gw: WebGateway
     page = _page(browser)
     for _ in range(3):
         _sign_in(page, gw, secret="999999")
-        assert page.inner_text(".error") == "Wrong staff id or PIN."
+        assert page.inner_text(".error") == "工号或 PIN 错误。"
     _sign_in(page, gw)  # the right PIN is refused while locked
-    assert "Too many failed attempts" in page.inner_text(".error")
+    assert "失败次数过多" in page.inner_text(".error")
     page.goto(f"{gw.url}/console")
     assert page.url.endswith("/signin")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -366,3 +367,58 @@ def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
     finally:
         outbox.close()
         store.close()
+
+
+# ---- times and words on the screens -------------------------------------------------------
+
+
+def test_times_are_shown_in_the_local_zone_with_their_age() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from gateway.web.settings import Lang
+    from gateway.web.timefmt import ago, local_time
+
+    sh = ZoneInfo("Asia/Shanghai")
+    assert local_time("2026-11-27T20:30:05.123Z", sh) == "2026-11-28 04:30:05"
+    assert local_time("2026-11-27T20:30:05.123Z", sh, seconds=False) == "2026-11-28 04:30"
+    assert local_time("not a time", sh) == "not a time" and local_time(None, sh) == ""
+    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+    cases = [
+        ("2026-11-27T11:59:55.000Z", "just now", "刚刚"),
+        ("2026-11-27T11:59:15.000Z", "45 s ago", "45 秒前"),
+        ("2026-11-27T11:57:00.000Z", "3 min ago", "3 分钟前"),
+        ("2026-11-27T09:00:00.000Z", "3 h ago", "3 小时前"),
+        ("2026-11-25T12:00:00.000Z", "2 d ago", "2 天前"),
+        ("2026-11-27T12:05:00.000Z", "just now", "刚刚"),  # the tablet's clock ahead
+    ]
+    for ts, en, zh in cases:
+        assert (ago(ts, Lang.EN, now), ago(ts, Lang.ZH, now)) == (en, zh), ts
+    assert ago("garbage", Lang.EN, now) == ""
+
+
+def test_the_system_zone_is_found_by_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.web.timefmt import load_zone, system_zone, zone_label
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert system_zone() == ZoneInfo("America/New_York")
+    assert zone_label(load_zone(None)) == "America/New_York"
+    assert zone_label(load_zone("Asia/Shanghai")) == "Asia/Shanghai"
+    monkeypatch.setenv("TZ", "Not/AZone")  # an unusable $TZ falls through to the system's
+    assert system_zone() is not None
+
+
+def test_every_word_of_the_screens_is_in_both_languages() -> None:
+    from gateway.web.i18n import CONSOLE_JS_KEYS, TEXT
+    from gateway.web.settings import Lang
+
+    for key, words in TEXT.items():
+        assert set(words) == set(Lang) and all(w.strip() for w in words.values()), key
+        # The same fields in both, or a translation would show "{n}" or lose the number.
+        fields = [set(re.findall(r"\{(\w*)\}", w)) for w in words.values()]
+        assert fields[0] == fields[1], key
+    assert set(CONSOLE_JS_KEYS) <= set(TEXT)
+    for kind in ("fire", "care", "wellness", "security", "maintenance"):
+        assert f"type_{kind}" in CONSOLE_JS_KEYS

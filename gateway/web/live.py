@@ -12,11 +12,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from gateway.driver import DeviceSpec
 from gateway.model import DeviceRef, Event, Message, Telemetry, format_ts
+from gateway.web.timefmt import local_time
 
 __all__ = ["DeviceState", "Hub", "LiveState", "building_banner"]
 
@@ -125,7 +126,8 @@ class Hub:
 class LiveState:
     """Devices and alarms as the screens show them, and the hubs that stream changes."""
 
-    def __init__(self, devices: list[DeviceSpec], alarms: Any | None) -> None:
+    def __init__(self, devices: list[DeviceSpec], alarms: Any | None, zone: tzinfo = UTC) -> None:
+        self.zone = zone  # the screens' local time zone
         self.devices = {
             d.id: DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
             for d in devices
@@ -153,6 +155,17 @@ class LiveState:
         docs: list[dict[str, Any]] = self.alarms.snapshot(recent=50)
         return docs
 
+    def console_alarm(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """An alarm document for the console: a copy with `since_local` (raised_at, local)."""
+        return {**doc, "since_local": local_time(doc.get("raised_at"), self.zone)}
+
+    def console_alarms(self) -> list[dict[str, Any]]:
+        return [self.console_alarm(d) for d in self.alarm_snapshot()]
+
+    def console_device(self, state: DeviceState) -> dict[str, Any]:
+        """A device row for the console: its fields and `at_local` (last_at, local)."""
+        return {**state.as_dict(), "at_local": local_time(state.last_at, self.zone)}
+
     def banner(self) -> list[dict[str, Any]]:
         # Computed from the engine each time, so alarms restored at start are shown even
         # before their next change.
@@ -166,7 +179,7 @@ class LiveState:
             return
         state.last_value = _describe(message)
         state.last_at = format_ts(message.ts)
-        self.console.publish("device", state.as_dict())
+        self.console.publish("device", self.console_device(state))
 
     def on_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
         state = self.devices.get(ref.id)
@@ -176,10 +189,10 @@ class LiveState:
         state.reason = reason
         if not state.last_at:
             state.last_at = format_ts(datetime.now(UTC))
-        self.console.publish("device", state.as_dict())
+        self.console.publish("device", self.console_device(state))
 
     def on_alarm(self, doc: dict[str, Any]) -> None:
-        self.console.publish("alarm", doc)
+        self.console.publish("alarm", self.console_alarm(doc))
         banner = self.banner()
         if banner != self._banner:
             self._banner = banner

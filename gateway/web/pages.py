@@ -7,12 +7,15 @@ Content-Security-Policy forbids both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from datetime import UTC, datetime, tzinfo
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.web.i18n import t
+from gateway.model import format_ts
+from gateway.web.i18n import CONSOLE_JS_KEYS, TEXT, t, t_or
 from gateway.web.live import DeviceState
 from gateway.web.requests import (
     CODE_ALPHABET,
@@ -24,6 +27,7 @@ from gateway.web.requests import (
     StatusEntry,
 )
 from gateway.web.settings import Lang
+from gateway.web.timefmt import ago, local_time, zone_label
 
 __all__ = [
     "banner_lines",
@@ -33,7 +37,9 @@ __all__ = [
     "kiosk_home_page",
     "kiosk_status_page",
     "message_page",
+    "place",
     "signin_page",
+    "when_html",
 ]
 
 
@@ -54,39 +60,65 @@ def _page(
     )
 
 
-def message_page(title: str, text: str, back: str) -> str:
+def message_page(title: str, text: str, back: str, lang: Lang = Lang.EN) -> str:
     body = f'<main class="narrow"><h1>{esc(title)}</h1><p>{esc(text)}</p>'
-    body += f'<p><a class="button" href="{esc(back)}">OK</a></p></main>'
-    return _page(title, body, cls="console")
+    body += f'<p><a class="button" href="{esc(back)}">{esc(t("c_ok", lang))}</a></p></main>'
+    return _page(title, body, lang="zh-CN" if lang is Lang.ZH else "en", cls="console")
 
 
 # ---- staff console -------------------------------------------------------------------
 
 
-def signin_page(csrf: str, *, error: str = "", staff_id: str = "") -> str:
+def _html_lang(lang: Lang) -> str:
+    return "zh-CN" if lang is Lang.ZH else "en"
+
+
+def _switch(lang: Lang, path: str) -> str:
+    other = Lang.EN if lang is Lang.ZH else Lang.ZH
+    return f'<a class="lang" href="{esc(path)}?lang={other}">{esc(t("other_lang", lang))}</a>'
+
+
+def when_html(ts: str | None, zone: tzinfo, lang: Lang, now: datetime | None = None) -> str:
+    """A timestamp in local time with its age; the UTC instant in `datetime` and `title`."""
+    if not ts:
+        return ""
+    return (
+        f'<time datetime="{esc(ts)}" title="{esc(ts)}">{esc(local_time(ts, zone))}</time>'
+        f' <span class="ago">{esc(ago(ts, lang, now))}</span>'
+    )
+
+
+def signin_page(csrf: str, lang: Lang, *, error: str = "", staff_id: str = "") -> str:
     err = f'<p class="error" role="alert">{esc(error)}</p>' if error else ""
-    body = f"""<main class="narrow"><h1>Staff sign in</h1>{err}
+    body = f"""<main class="narrow"><p class="switch">{_switch(lang, "/signin")}</p>
+<h1>{esc(t("c_signin_title", lang))}</h1>{err}
 <form method="post" action="/signin">
 <input type="hidden" name="csrf" value="{esc(csrf)}">
-<label>Staff id<input name="staff_id" value="{esc(staff_id)}" maxlength="64" required
- autocomplete="username" autocapitalize="none"></label>
-<label>PIN or password<input name="secret" type="password" maxlength="128" required
- autocomplete="current-password"></label>
-<button type="submit">Sign in</button></form></main>"""
-    return _page("Sign in", body, cls="console")
+<label>{esc(t("c_staff_id", lang))}<input name="staff_id" value="{esc(staff_id)}"
+ maxlength="64" required autocomplete="username" autocapitalize="none"></label>
+<label>{esc(t("c_secret", lang))}<input name="secret" type="password" maxlength="128"
+ required autocomplete="current-password"></label>
+<button type="submit">{esc(t("c_signin", lang))}</button></form></main>"""
+    return _page(t("c_signin_title", lang), body, lang=_html_lang(lang), cls="console")
 
 
-def _place(location: dict[str, Any] | None) -> str:
+def place(location: dict[str, Any] | None, lang: Lang) -> str:
+    """Building / floor / unit of a device, in `lang`."""
     loc = location or {}
-    parts = [f"Bldg {loc['building']}"] if loc.get("building") else []
+    parts = [t("c_bldg", lang).format(v=loc["building"])] if loc.get("building") else []
     if loc.get("floor") is not None:
-        parts.append(f"fl. {loc['floor']}")
+        parts.append(t("c_floor", lang).format(v=loc["floor"]))
     if loc.get("unit"):
         parts.append(str(loc["unit"]))
     return " / ".join(parts)
 
 
-def _alarm_row(doc: dict[str, Any], csrf: str) -> str:
+def _word(prefix: str, value: object, lang: Lang) -> str:
+    # A value outside the contract (a newer engine) is shown as it came, escaped later.
+    return t_or(f"{prefix}_{value}", lang, "" if value is None else str(value))
+
+
+def _alarm_row(doc: dict[str, Any], csrf: str, lang: Lang, zone: tzinfo, now: datetime) -> str:
     device = doc.get("device") or {}
     ack = doc.get("ack") or {}
     acked = f"{ack.get('by', '')}: {ack.get('note', '')}".rstrip(": ") if ack else ""
@@ -95,29 +127,33 @@ def _alarm_row(doc: dict[str, Any], csrf: str) -> str:
         form = (
             f'<form class="ack" method="post" action="/console/alarms/{esc(doc["alarm_id"])}/ack">'
             f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-            '<input name="note" maxlength="500" placeholder="note" aria-label="note">'
-            "<button>Acknowledge</button></form>"
+            f'<input name="note" maxlength="500" placeholder="{esc(t("c_note", lang))}"'
+            f' aria-label="{esc(t("c_note", lang))}">'
+            f"<button>{esc(t('c_ack', lang))}</button></form>"
         )
     return (
         f'<tr data-alarm="{esc(doc["alarm_id"])}" class="sev-{esc(doc.get("severity"))} '
         f'state-{esc(doc.get("state"))}">'
-        f"<td>{esc(doc.get('type'))}</td><td>{esc(doc.get('severity'))}</td>"
-        f"<td>{esc(doc.get('state'))}</td>"
+        f"<td>{esc(_word('type', doc.get('type'), lang))}</td>"
+        f"<td>{esc(_word('sev', doc.get('severity'), lang))}</td>"
+        f"<td>{esc(_word('state', doc.get('state'), lang))}</td>"
         f"<td>{esc(device.get('name') or device.get('id'))}<br><small>"
-        f"{esc(_place(device.get('location')))}</small></td>"
-        f"<td>{esc(doc.get('raised_at'))}</td><td>{esc(doc.get('escalation'))}</td>"
+        f"{esc(place(device.get('location'), lang))}</small></td>"
+        f'<td class="when">{when_html(doc.get("raised_at"), zone, lang, now)}</td>'
+        f"<td>{esc(doc.get('escalation'))}</td>"
         f"<td>{esc(acked)}</td><td>{form}</td></tr>"
     )
 
 
-def _device_row(d: DeviceState) -> str:
+def _device_row(d: DeviceState, lang: Lang, zone: tzinfo, now: datetime) -> str:
     avail = {True: "online", False: "offline", None: "unknown"}[d.available]
     return (
         f'<tr data-device="{esc(d.id)}" class="avail-{avail}">'
         f"<td>{esc(d.name or d.id)}<br><small>{esc(d.id)}</small></td><td>{esc(d.kind)}</td>"
-        f"<td>{esc(_place(d.location))}</td><td>{avail}"
+        f"<td>{esc(place(d.location, lang))}</td><td>{esc(t('avail_' + avail, lang))}"
         f"{'<br><small>' + esc(d.reason) + '</small>' if d.reason else ''}</td>"
-        f"<td>{esc(d.last_value)}</td><td>{esc(d.last_at)}</td></tr>"
+        f'<td>{esc(d.last_value)}</td><td class="when">{when_html(d.last_at, zone, lang, now)}'
+        "</td></tr>"
     )
 
 
@@ -129,23 +165,36 @@ def console_page(
     devices: Iterable[DeviceState],
     engine_running: bool,
     site: str,
+    lang: Lang,
+    zone: tzinfo,
+    now: datetime | None = None,
 ) -> str:
-    notice = "" if engine_running else '<p class="error">The alarm engine is not running.</p>'
-    alarm_rows = "".join(_alarm_row(a, csrf) for a in alarms)
-    device_rows = "".join(_device_row(d) for d in devices)
-    body = f"""<header><h1>{esc(site)} — building console</h1>
-<span id="live" class="live off">connecting…</span>
-<span>Signed in as {esc(staff_name)}</span>
+    now = now or datetime.now(UTC)
+    notice = "" if engine_running else f'<p class="error">{esc(t("c_no_engine", lang))}</p>'
+    alarm_rows = "".join(_alarm_row(a, csrf, lang, zone, now) for a in alarms)
+    device_rows = "".join(_device_row(d, lang, zone, now) for d in devices)
+    words = json.dumps({k: t(k, lang) for k in CONSOLE_JS_KEYS}, ensure_ascii=False)
+    h = {k: esc(t(k, lang)) for k in TEXT}
+    body = f"""<header><h1>{esc(site)} — {h["c_title"]}</h1>
+<span id="live" class="live off">{h["c_connecting"]}</span>
+<span>{esc(t("c_signed_in_as", lang).format(name=staff_name))}</span>
+{_switch(lang, "/console")}
 <form method="post" action="/signout"><input type="hidden" name="csrf" value="{esc(csrf)}">
-<button>Sign out</button></form></header>
-<main data-csrf="{esc(csrf)}">{notice}
-<h2>Alarms</h2><table id="alarms"><thead><tr><th>Type</th><th>Severity</th><th>State</th>
-<th>Device / location</th><th>Since</th><th>Escalation</th><th>Acknowledged</th><th></th>
+<button>{h["c_signout"]}</button></form></header>
+<main data-csrf="{esc(csrf)}" data-lang="{lang}" data-now="{esc(format_ts(now))}"
+ data-words="{esc(words)}">{notice}
+<p class="zone">{esc(t("times_in", lang).format(zone=zone_label(zone)))}</p>
+<h2>{h["c_alarms"]}</h2><table id="alarms"><thead><tr><th>{h["c_type"]}</th>
+<th>{h["c_severity"]}</th><th>{h["c_state"]}</th><th>{h["c_device_place"]}</th>
+<th>{h["c_since"]}</th><th>{h["c_escalation"]}</th><th>{h["c_acked"]}</th><th></th>
 </tr></thead><tbody>{alarm_rows}</tbody></table>
-<h2>Devices</h2><table id="devices"><thead><tr><th>Device</th><th>Kind</th><th>Location</th>
-<th>Availability</th><th>Last value</th><th>At</th></tr></thead>
+<h2>{h["c_devices"]}</h2><table id="devices"><thead><tr><th>{h["c_device"]}</th>
+<th>{h["c_kind"]}</th><th>{h["c_location"]}</th><th>{h["c_availability"]}</th>
+<th>{h["c_last_value"]}</th><th>{h["c_at"]}</th></tr></thead>
 <tbody>{device_rows}</tbody></table></main>"""
-    return _page("Building console", body, cls="console", script="console.js")
+    return _page(
+        t("c_title", lang), body, lang=_html_lang(lang), cls="console", script="console.js"
+    )
 
 
 # ---- kiosk ---------------------------------------------------------------------------
@@ -252,10 +301,13 @@ def kiosk_form_page(
     return _kiosk(kiosk, lang, t(str(category), lang), body, banner, head=_back_home(kiosk, lang))
 
 
-def _history(history: list[StatusEntry], lang: Lang) -> str:
+def _history(history: list[StatusEntry], lang: Lang, zone: tzinfo) -> str:
+    # Local time to the minute for residents; the UTC instant stays in the attributes.
     items = "".join(
         f'<li class="st-{e.status}"><span class="status">{esc(t(str(e.status), lang))}</span>'
-        f" <time>{esc(e.at)}</time>{' — ' + esc(e.note) if e.note else ''}</li>"
+        f' <time datetime="{esc(e.at)}" title="{esc(e.at)}">'
+        f"{esc(local_time(e.at, zone, seconds=False))}</time>"
+        f"{' — ' + esc(e.note) if e.note else ''}</li>"
         for e in history
     )
     return f'<h2>{esc(t("status", lang))}</h2><ol id="history">{items}</ol>'
@@ -267,10 +319,11 @@ def kiosk_filed_page(
     req: ServiceRequest,
     history: list[StatusEntry],
     banner: list[dict[str, Any]],
+    zone: tzinfo,
 ) -> str:
     body = f"""<h1>{esc(t("your_code", lang))}</h1>
 <p class="code" id="code">{esc(req.code)}</p><p>{esc(t("keep_code", lang))}</p>
-<p>{esc(t(str(req.category), lang))}</p>{_history(history, lang)}
+<p>{esc(t(str(req.category), lang))}</p>{_history(history, lang, zone)}
 <a class="big" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("home", lang))}</a>"""
     return _kiosk(kiosk, lang, t("your_code", lang), body, banner, head=_back_home(kiosk, lang))
 
@@ -279,6 +332,7 @@ def kiosk_status_page(
     kiosk: str,
     lang: Lang,
     banner: list[dict[str, Any]],
+    zone: tzinfo,
     *,
     code: str = "",
     found: tuple[ServiceRequest, list[StatusEntry]] | None = None,
@@ -292,7 +346,7 @@ def kiosk_status_page(
         req, history = found
         result = (
             f'<p class="code">{esc(req.code)}</p><p>{esc(t(str(req.category), lang))}</p>'
-            f"{_history(history, lang)}"
+            f"{_history(history, lang, zone)}"
         )
     elif not_found:
         result = f'<p class="error" role="alert">{esc(t("no_such_code", lang))}</p>'

@@ -14,12 +14,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from gateway.model import Identity
+from gateway.model import Identity, format_ts
 from gateway.web import pages
 from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
 from gateway.web.i18n import t
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "gw_session"
 SIGNIN_COOKIE = "gw_signin_csrf"
+LANG_COOKIE = "gw_console_lang"
 KIOSK_COOKIE = "gw_kiosk_csrf"
 STATIC = Path(__file__).parent / "static"
 _HEARTBEAT_S = 15.0
@@ -117,6 +119,7 @@ class WebApp:
         self.signin_limit = FailureLimiter(lim.max_failures, lim.window_s, lim.lockout_s)
         self.kiosk_limit = WindowLimiter(cfg.kiosk.max_requests, cfg.kiosk.window_s)
         self.secure_cookies = cfg.tls is not None
+        self.zone = live.zone
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
@@ -161,6 +164,20 @@ class WebApp:
             raise web.HTTPBadRequest(text=f"malformed form: {exc}") from exc
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
+    def _console_lang(self, request: web.Request) -> Lang:
+        """The console's language: `?lang=` (the switch), else the cookie, else the config."""
+        for raw in (request.query.get("lang"), request.cookies.get(LANG_COOKIE)):
+            try:
+                return Lang(raw or "")
+            except ValueError:
+                continue
+        return self.cfg.console_lang
+
+    def _keep_lang(self, request: web.Request, resp: web.StreamResponse, lang: Lang) -> None:
+        # Remembered when switched, so the redirects after a form post keep the language.
+        if "lang" in request.query and request.cookies.get(LANG_COOKIE) != lang:
+            self._cookie(resp, LANG_COOKIE, str(lang))
+
     @staticmethod
     def _csrf_refused(what: str) -> web.Response:
         log.warning("refused a %s without a valid CSRF token", what)
@@ -185,9 +202,11 @@ class WebApp:
     async def signin_form(self, request: web.Request) -> web.StreamResponse:
         if self._session(request) is not None:
             raise web.HTTPSeeOther("/console")
+        lang = self._console_lang(request)
         token = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(24)
-        resp = _html(pages.signin_page(token))
+        resp = _html(pages.signin_page(token, lang))
         self._cookie(resp, SIGNIN_COOKIE, token, path="/signin")
+        self._keep_lang(request, resp, lang)
         return resp
 
     async def signin(self, request: web.Request) -> web.StreamResponse:
@@ -195,6 +214,7 @@ class WebApp:
         cookie = request.cookies.get(SIGNIN_COOKIE)
         if cookie is None or not tokens_match(form.get("csrf"), cookie):
             return self._csrf_refused("sign-in")
+        lang = self._console_lang(request)
         staff_id = form.get("staff_id", "").strip()[:64]
         secret = form.get("secret", "")
         ip = request.remote or "?"
@@ -205,7 +225,8 @@ class WebApp:
             resp = _html(
                 pages.signin_page(
                     cookie,
-                    error=f"Too many failed attempts. Try again in {int(locked) + 1} s.",
+                    lang,
+                    error=t("c_locked", lang).format(n=int(locked) + 1),
                     staff_id=staff_id,
                 ),
                 status=429,
@@ -223,7 +244,7 @@ class WebApp:
         if member is None or not ok:
             log.warning("failed sign-in of %r from %s", staff_id, ip)
             return _html(
-                pages.signin_page(cookie, error="Wrong staff id or PIN.", staff_id=staff_id),
+                pages.signin_page(cookie, lang, error=t("c_wrong", lang), staff_id=staff_id),
                 status=401,
             )
         for k in keys:
@@ -252,7 +273,8 @@ class WebApp:
 
     async def console(self, request: web.Request) -> web.StreamResponse:
         s = self._require_session(request)
-        return _html(
+        lang = self._console_lang(request)
+        resp = _html(
             pages.console_page(
                 staff_name=s.name,
                 csrf=s.csrf,
@@ -260,13 +282,19 @@ class WebApp:
                 devices=self.live.devices.values(),
                 engine_running=self.live.alarms is not None,
                 site=self.identity.site,
+                lang=lang,
+                zone=self.zone,
             )
         )
+        self._keep_lang(request, resp, lang)
+        return resp
 
     def _state(self) -> dict[str, Any]:
+        # `now` lets the page's script reckon ages by the gateway's clock, not the tablet's.
         return {
-            "alarms": self.live.alarm_snapshot(),
-            "devices": [d.as_dict() for d in self.live.devices.values()],
+            "now": format_ts(datetime.now(UTC)),
+            "alarms": self.live.console_alarms(),
+            "devices": [self.live.console_device(d) for d in self.live.devices.values()],
         }
 
     async def console_state(self, request: web.Request) -> web.StreamResponse:
@@ -300,19 +328,25 @@ class WebApp:
                 alarm_id, by=s.staff_id, note=form.get("note", ""), via="web"
             )
         except LookupError:
-            return self._ack_error(wants_json, 404, f"no alarm {alarm_id!r}")
+            return self._ack_error(request, wants_json, 404, f"no alarm {alarm_id!r}")
         except ValueError as exc:
-            return self._ack_error(wants_json, 400, str(exc))
+            return self._ack_error(request, wants_json, 400, str(exc))
         log.info("staff %s acknowledged alarm %s (%s)", s.staff_id, alarm_id, outcome.status)
         if wants_json:
-            return web.json_response({"status": outcome.status, "alarm": outcome.alarm})
+            return web.json_response(
+                {"status": outcome.status, "alarm": self.live.console_alarm(outcome.alarm)}
+            )
         raise web.HTTPSeeOther("/console")
 
-    @staticmethod
-    def _ack_error(wants_json: bool, status: int, text: str) -> web.Response:
+    def _ack_error(
+        self, request: web.Request, wants_json: bool, status: int, text: str
+    ) -> web.Response:
         if wants_json:
             return web.json_response({"error": text}, status=status)
-        return _html(pages.message_page("Not acknowledged", text, "/console"), status=status)
+        lang = self._console_lang(request)
+        return _html(
+            pages.message_page(t("c_not_acked", lang), text, "/console", lang), status=status
+        )
 
     async def _stream(
         self,
@@ -451,7 +485,9 @@ class WebApp:
         if found is None:
             raise web.HTTPSeeOther(f"/kiosk/{kiosk}/status?lang={lang}")
         req, history = found
-        return _html(pages.kiosk_filed_page(kiosk, lang, req, history, self.live.banner()))
+        return _html(
+            pages.kiosk_filed_page(kiosk, lang, req, history, self.live.banner(), self.zone)
+        )
 
     async def kiosk_status(self, request: web.Request) -> web.StreamResponse:
         kiosk = self._kiosk_id(request)
@@ -464,6 +500,7 @@ class WebApp:
                 kiosk,
                 lang,
                 self.live.banner(),
+                self.zone,
                 code=typed,
                 found=found,
                 not_found=bool(typed) and found is None,

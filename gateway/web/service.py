@@ -18,6 +18,7 @@ from gateway.web.live import LiveState
 from gateway.web.requests import RequestStore
 from gateway.web.server import WebApp
 from gateway.web.staff import staff_file_of
+from gateway.web.timefmt import load_zone
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -38,7 +39,9 @@ class WebService:
         config = gw.loaded.config
         self.cfg = config.web
         self.gw = gw
-        self.live = LiveState(list(gw.loaded.devices), alarms=None)
+        self.live = LiveState(
+            list(gw.loaded.devices), alarms=None, zone=load_zone(self.cfg.timezone)
+        )
         self.store = RequestStore(
             self.cfg.db_path or config.gateway.state_dir / "web.db", gw.outbox, gw.topics
         )

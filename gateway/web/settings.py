@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,7 +23,7 @@ class _Strict(BaseModel):
 
 
 class Lang(StrEnum):
-    """Languages of the kiosk screen."""
+    """Languages of the kiosk and the staff console."""
 
     ZH = "zh"
     EN = "en"
@@ -78,8 +79,25 @@ class WebConfig(_Strict):
     # None: web.db in the gateway's state_dir (service requests and their statuses).
     db_path: Path | None = None
     session_idle_s: float = Field(8 * 3600, gt=0)
+    # The console's language until a staff member switches (kept in a cookie).
+    console_lang: Lang = Lang.ZH
+    # IANA name (Asia/Shanghai) of the zone the screens show times in; None: the system's.
+    timezone: str | None = None
     signin: SigninLimit = SigninLimit()
     kiosk: KioskConfig = KioskConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name such as Asia/Shanghai"
+            ) from exc
+        return value
 
     @field_validator("bind")
     @classmethod
