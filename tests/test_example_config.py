@@ -20,6 +20,8 @@ SECRETS = {
     "osdp-reader-3-lobby.scbk": "00112233445566778899aabbccddeeff\n",
     "osdp-site.secret": "a-site-secret-of-enough-bytes-0123\n",
     "osdp-allow-lobby.txt": "# card pseudonyms, one a line\nc-5CXCB6IWFD6QRN7YN3UIE2M5\n",
+    "web.crt": "-----BEGIN CERTIFICATE-----\n",
+    "web.key": "-----BEGIN PRIVATE KEY-----\n",
 }
 
 
@@ -53,6 +55,9 @@ def test_the_example_building_validates_with_every_driver(tmp_path: Path) -> Non
     assert isinstance(door, GpioSettings) and door.grant_from == ("reader-3-lobby",)
     buzzer = loaded.device("buzzer-3-office").settings
     assert isinstance(buzzer, GpioSettings) and str(buzzer.role) == "relay"
+    assert cfg.alarms.escalation.output is not None
+    assert cfg.alarms.escalation.output.device == "buzzer-3-office"
+    assert cfg.web.enabled and cfg.web.tls is not None
     (check,) = cfg.wellness.checks
     assert check.seconds == 12 * 3600
     # Flat 101's motion sensor, pendant, electricity meter and smoke detector.
