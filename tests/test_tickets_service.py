@@ -8,6 +8,7 @@ use a paho client on the gateway's command topic that answers like a gateway doe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -267,7 +268,7 @@ class FakeGatewayCommands:
         from gateway.mqttclient import publish_properties
 
         args = json.loads(msg.payload)
-        props = msg.properties
+        props: Any = msg.properties  # paho types properties loosely; MQTT 5: always set
         with self._lock:
             self.received.append((msg.topic, args, props))
             answer = (
@@ -425,3 +426,68 @@ def test_routes_file_overrides_defaults_and_a_bad_one_is_refused_with_its_line(
     finally:
         pub.stop()
         svc.terminate()
+
+
+def test_serve_logs_in_with_a_password_file_and_says_when_refused(
+    tmp_path: Path, prefix: str
+) -> None:
+    import tempfile
+
+    from tests.peers import free_port
+
+    secrets = Path(tempfile.mkdtemp(prefix="tickets-auth-"))
+    auth: Mosquitto | None = None
+    try:
+        passwords = secrets / "passwords"
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(passwords), "tickets", "right"], check=True
+        )
+        passwords.chmod(0o644)
+        secrets.chmod(0o755)
+        port = free_port()
+        auth = Mosquitto(
+            tmp_path / "broker",
+            preamble="per_listener_settings true",
+            extra=f"listener {port} 127.0.0.1\npassword_file {passwords}\nallow_anonymous false",
+        )
+        auth.start()
+        (tmp_path / "right").write_text("right\n")
+        (tmp_path / "wrong").write_text("wrong\n")
+        url = f"mqtt://127.0.0.1:{port}"
+        good = TicketServiceProc(
+            url,
+            tmp_path / "tickets.db",
+            prefix,
+            extra=["--username", "tickets", "--password-file", str(tmp_path / "right")],
+        ).start()
+        good.terminate()
+        bad = TicketServiceProc(
+            url,
+            tmp_path / "tickets.db",
+            prefix,
+            extra=["--username", "tickets", "--password-file", str(tmp_path / "wrong")],
+        ).start(ready=False)
+        assert wait_for(lambda: "check --username and --password-file" in bad.log()), bad.log()
+        assert bad.running()  # it keeps trying: the password may be fixed at the broker
+        bad.terminate()
+        no_user = subprocess.run(
+            [
+                GATEWAY,
+                "tickets",
+                "serve",
+                "--broker",
+                url,
+                "--db",
+                str(tmp_path / "x.db"),
+                "--password-file",
+                str(tmp_path / "right"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert no_user.returncode == 2 and "a password needs --username" in no_user.stderr
+    finally:
+        if auth is not None:
+            auth.remove()
+        shutil.rmtree(secrets, ignore_errors=True)

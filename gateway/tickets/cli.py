@@ -15,7 +15,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from gateway.config import BrokerConfig, ConfigError, ReconnectConfig
+from gateway.config import BrokerConfig, ConfigError, ReconnectConfig, TlsConfig
+from gateway.secrets import SecretRef
 
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
@@ -70,6 +71,19 @@ def _default_client_id() -> str:
     help="MQTT client id; its broker session queues alarms while the service is down. "
     "Each instance needs its own. [default: tickets-HOSTNAME]",
 )
+@click.option("--username", default=None, help="Broker user name.")
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="File holding the broker password (never on the command line).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="CA certificate of an mqtts:// broker [default: the system's trusted CAs].",
+)
 @click.option(
     "--session-expiry",
     type=click.IntRange(60, 2**32 - 1),
@@ -91,6 +105,9 @@ def serve(
     group: str,
     routes_path: Path | None,
     client_id: str | None,
+    username: str | None,
+    password_file: Path | None,
+    ca_file: Path | None,
     session_expiry: int,
     reconcile_every: float,
 ) -> None:
@@ -107,12 +124,28 @@ def serve(
             url=broker_url,
             topic_prefix=prefix,
             client_id=client_id,
+            username=username,
+            password=SecretRef(file=password_file) if password_file else None,
+            tls=TlsConfig(ca_file=ca_file) if ca_file else None,
             reconnect=ReconnectConfig(min_delay_s=1, max_delay_s=10),
         )
     except ValidationError as exc:
         err = exc.errors()[0]
-        hint = "--prefix" if err["loc"] and err["loc"][0] == "topic_prefix" else "--broker"
+        hint = {"topic_prefix": "--prefix", "password": "--password-file"}.get(
+            str(err["loc"][0]) if err["loc"] else "", "--broker"
+        )
         raise click.BadParameter(err["msg"].removeprefix("Value error, "), param_hint=hint) from exc
+    if password_file is not None and username is None:
+        raise click.BadParameter("a password needs --username", param_hint="--password-file")
+    if broker.password is not None:
+        try:
+            broker.password.read()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read it: {exc}", param_hint="--password-file"
+            ) from exc
+    if ca_file is not None and not broker.uses_tls:
+        raise click.BadParameter("--ca-file needs an mqtts:// broker URL", param_hint="--ca-file")
     try:
         routes = load_routes(routes_path)
     except ConfigError as exc:

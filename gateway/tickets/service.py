@@ -149,7 +149,10 @@ class TicketService:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
-            log.error("broker refused the ticket service: %s", rc)
+            hint = ""
+            if "authorized" in str(rc) or "user name or password" in str(rc):
+                hint = ": check --username and --password-file"
+            log.error("the broker refused the ticket service (%s)%s", rc, hint)
             return
         self._connection += 1
         self._inbox.put(("connected", bool(flags.session_present)))
