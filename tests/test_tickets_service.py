@@ -251,11 +251,15 @@ def test_malformed_alarms_are_skipped_with_one_log_line_per_topic(
 class FakeGatewayCommands:
     """A paho client on a gateway's ack command topic that answers as the gateway does."""
 
-    def __init__(self, port: int, base: str, answers: list[dict[str, Any] | None]) -> None:
+    def __init__(
+        self, port: int, base: str, answers: list[dict[str, Any] | None], *, v311: bool = False
+    ) -> None:
         self.received: list[tuple[str, dict[str, Any], Any]] = []
         self.answers = answers  # one per command received; None: stay silent
+        self.base, self.v311 = base, v311
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        protocol = mqtt.MQTTv311 if v311 else mqtt.MQTTv5
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.on_message = self._on_message
         ready = threading.Event()
         self.client.on_subscribe = lambda *_a: ready.set()
@@ -286,6 +290,9 @@ class FakeGatewayCommands:
             **answer,
         }
         validator("command-reply").validate(reply)
+        if self.v311:  # no response topic in MQTT 3.1.1: the gateway's reply topic
+            client.publish(f"{self.base}/reply/{reply['command']}", json.dumps(reply), qos=1)
+            return
         client.publish(
             props.ResponseTopic,
             json.dumps(reply),
@@ -307,14 +314,18 @@ def _ack(db: Path, ticket: str, *extra: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.parametrize("v311", [False, True], ids=["mqtt5-response-topic", "mqtt311-reply-topic"])
 def test_ack_goes_to_the_gateway_that_raised_the_alarm_and_the_reply_is_recorded(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto, tmp_path: Path, prefix: str, v311: bool
 ) -> None:
     svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
     pub = Publisher(broker.port)
     acked = alarm_doc(SITE, "gw-a", "a-7", 2, state="acknowledged", by="staff-li")
     gw = FakeGatewayCommands(
-        broker.port, f"{prefix}/{SITE}/gw-a", [{"ok": True, "status": "accepted", "result": acked}]
+        broker.port,
+        f"{prefix}/{SITE}/gw-a",
+        [{"ok": True, "status": "accepted", "result": acked}],
+        v311=v311,
     )
     try:
         _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-7"))
@@ -327,7 +338,8 @@ def test_ack_goes_to_the_gateway_that_raised_the_alarm_and_the_reply_is_recorded
         validator("alarm-ack").validate(args)
         assert args["by"] == "staff-li" and args["note"] == "on my way"
         assert args["request_id"].startswith("T-000001.")
-        assert props.CorrelationData == args["request_id"].encode()
+        if not v311:
+            assert props.CorrelationData == args["request_id"].encode()
         [ticket] = tickets_in(svc.db)
         assert ticket.state is TicketState.ACKNOWLEDGED
         assert (ticket.acknowledged_by, ticket.ack_note, ticket.alarm_rev) == (
