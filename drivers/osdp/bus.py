@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,9 +104,16 @@ class Bus:
         self._serial: serial.Serial | None = None
         self.channel: SerialChannel | None = None
         self._cp: Any = None
+        # start() and close() run in worker threads; a task cancelled while start() runs
+        # calls close() at once, which must wait for start() or libosdp's thread leaks.
+        self._lifecycle = threading.Lock()
 
     def start(self) -> None:
         """Open the port and start libosdp's thread (blocking; run it in a worker thread)."""
+        with self._lifecycle:
+            self._start()
+
+    def _start(self) -> None:
         try:
             self._serial = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=0)
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -136,6 +144,10 @@ class Bus:
 
     def close(self) -> None:
         """Stop libosdp's thread and close the port (blocking, up to a few seconds)."""
+        with self._lifecycle:
+            self._close()
+
+    def _close(self) -> None:
         if self._cp is not None:
             with contextlib.suppress(RuntimeError):
                 self._cp.stop()

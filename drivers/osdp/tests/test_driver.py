@@ -425,3 +425,17 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
     reasons = [reason for ok, reason in went if not ok]
     assert reasons and all(r.startswith(f"serial port {port}: ") for r in reasons), reasons
     assert int(driver.health().extra["bus_faults"]) >= 1
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.001, 0.01, 0.05])
+def test_cancelled_while_starting_leaves_no_thread(
+    bench: Bench, recording_ctx: RecordingContext, after_s: float
+) -> None:
+    bench.reader(1)
+    driver = OsdpDriver(bench.specs(("lobby", {"address": 1})), recording_ctx)
+
+    async def body() -> None:
+        await asyncio.sleep(after_s)
+
+    asyncio.run(with_driver(driver, body))
+    # the bench fixture checks that libosdp's thread is gone
