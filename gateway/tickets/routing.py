@@ -16,26 +16,16 @@ default: duty-manager        # optional: a type with no team at all (none by def
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from gateway.alarms.rules import AlarmType
 from gateway.config import ConfigError, _pydantic_problems
 from gateway.yamlsource import Problem, YamlSyntaxError, load_located
 
-__all__ = ["DEFAULT_TEAMS", "AlarmType", "Routes", "load_routes"]
-
-
-class AlarmType(StrEnum):
-    """The alarm types of the alarm contract (docs/mqtt-api.md, "Alarms")."""
-
-    FIRE = "fire"
-    CARE = "care"
-    WELLNESS = "wellness"
-    SECURITY = "security"
-    MAINTENANCE = "maintenance"
+__all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
 
 
 DEFAULT_TEAMS: dict[AlarmType, str] = {
