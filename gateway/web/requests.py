@@ -252,6 +252,12 @@ class RequestStore:
         with self._lock:
             db.execute("UPDATE requests SET published = 1 WHERE code = ?", (code,))
 
+    def _is_published(self, code: str) -> bool:
+        db = self._conn()
+        with self._lock:
+            row = db.execute("SELECT published FROM requests WHERE code = ?", (code,)).fetchone()
+        return row is None or bool(row[0])  # a purged request is not handed over either
+
     def _unpublished(self) -> list[ServiceRequest]:
         db = self._conn()
         with self._lock:
@@ -304,6 +310,10 @@ class RequestStore:
         pending = await asyncio.to_thread(self._unpublished)
         n = 0
         for req in pending:
+            # Looked at again just before: `file` may have handed it over meanwhile (it
+            # is then in flight until marked, and marked before it leaves the set).
+            if await asyncio.to_thread(self._is_published, req.code):
+                continue
             if req.code in self._in_flight:
                 continue
             await self._publish(req)
