@@ -1,5 +1,5 @@
-"""The project's recording driver context, for this folder's driver tests."""
+"""The project's fixtures this folder's tests use: recording context, broker, pty pair."""
 
-from tests.conftest import recording_ctx
+from tests.conftest import broker, ptys, recording_ctx
 
-__all__ = ["recording_ctx"]
+__all__ = ["broker", "ptys", "recording_ctx"]
