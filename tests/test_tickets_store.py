@@ -167,3 +167,17 @@ def test_list_and_stats_show_tickets_and_timings(store: TicketStore, tmp_path: P
     assert stats["by_state"] == {"open": 1, "acknowledged": 1, "resolved": 0}
     assert stats["by_team"] == {"care": 1, "fire-safety": 1}
     assert stats["ack_s"]["p50"] is not None
+
+
+def test_commands_refuse_a_file_that_is_not_a_ticket_database(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a database\n" * 100)
+    for args in (["list"], ["stats"], ["ack", "T-000001", "--by", "staff-li"]):
+        done = subprocess.run(
+            [GATEWAY, "tickets", *args, "--db", str(bad)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Invalid value for --db" in done.stderr and "is not a database" in done.stderr

@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -33,6 +34,13 @@ db_option = click.option(
     required=True,
     help="The ticket service's SQLite file.",
 )
+
+
+def _open(db_path: Path) -> TicketStore:
+    try:
+        return TicketStore(db_path)
+    except (sqlite3.Error, OSError) as exc:
+        raise click.BadParameter(f"{db_path}: {exc}", param_hint="--db") from exc
 
 
 @click.group()
@@ -153,6 +161,7 @@ def serve(
             click.echo(str(problem), err=True)
         click.echo(f"{routes_path}: not started", err=True)
         sys.exit(2)
+    _open(db_path).close()  # a database that cannot be opened stops us here
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -208,7 +217,7 @@ def _row(t: Ticket) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(db_path: Path, state: str | None, limit: int, as_json: bool) -> None:
     """Tickets, newest first, with raised → opened and raised → acknowledged times."""
-    store = TicketStore(db_path)
+    store = _open(db_path)
     try:
         found = store.tickets(TicketState(state) if state else None, limit)
     finally:
@@ -253,7 +262,7 @@ def ack(ticket: str, by: str, note: str, db_path: Path, wait: float) -> None:
         number = parse_ticket_id(ticket)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="TICKET") from exc
-    store = TicketStore(db_path)
+    store = _open(db_path)
     try:
         try:
             current = store.get(number)
@@ -309,7 +318,7 @@ def percentile(values: list[float], q: float) -> float | None:
 @click.option("--json", "as_json", is_flag=True)
 def stats(db_path: Path, as_json: bool) -> None:
     """Ticket counts, and raised → opened / acknowledged times (p50, p99)."""
-    store = TicketStore(db_path)
+    store = _open(db_path)
     try:
         every = store.tickets()
     finally:
