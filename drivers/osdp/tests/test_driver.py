@@ -146,7 +146,7 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
     caplog.set_level(logging.DEBUG)
     peer = bench.reader(1)
     specs = bench.specs(
-        ("lobby", {"address": 1}),
+        ("lobby", {"address": 1, "keypad_timeout_s": 0.3}),
         ("elsewhere", {"address": 1, "port": str(bench.tmp / "no-such-tty")}),
     )
     driver = OsdpDriver(specs, recording_ctx)
@@ -158,6 +158,8 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         peer.keys(b"12")
         peer.keys(b"34\r")  # OSDP's '#'
         await until(lambda: E.ACCESS_KEYPAD in types(recording_ctx))
+        peer.keys(b"77")  # and no '#': ends after keypad_timeout_s
+        await until(lambda: len(events(recording_ctx, E.ACCESS_KEYPAD)) == 2)
         peer.tamper(True)
         await until(lambda: E.DEVICE_TAMPER in types(recording_ctx))
         peer.tamper(True)  # still open: no second event
@@ -172,6 +174,7 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
     assert types(recording_ctx, "lobby") == [
         E.ACCESS_CARD_READ,
         E.ACCESS_KEYPAD,
+        E.ACCESS_KEYPAD,
         E.DEVICE_TAMPER,
         E.ACCESS_CARD_READ,
     ]
@@ -183,13 +186,14 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         "reader_no": 0,
         "parity_ok": True,
     }
-    keypad = events(recording_ctx, E.ACCESS_KEYPAD)[0]
+    keypad, paused = events(recording_ctx, E.ACCESS_KEYPAD)
     assert keypad.data == {
         "pin": pin_pseudonym(secret, "1234"),
         "length": 4,
         "ended": "enter",
         "reader_no": 0,
     }
+    assert (paused.data["pin"], paused.data["ended"]) == (pin_pseudonym(secret, "77"), "timeout")
     assert events(recording_ctx, E.DEVICE_TAMPER)[0].data == {"tamper": True, "source": "reader"}
     check_schema(recording_ctx)
     # The other device's port does not exist: offline with the reason, the lobby unaffected.
