@@ -405,10 +405,16 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
         await until(lambda: recording_ctx.availability["lobby"][0] is False, timeout=12)
         bench.close()
         # Plugged in again: the same port name comes back, and the reader with it.
-        bench.ptys.proc = subprocess.Popen(
-            ["socat", f"pty,raw,echo=0,link={bench.ptys.a}", f"pty,raw,echo=0,link={bench.ptys.b}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        replugged.append(
+            subprocess.Popen(
+                [
+                    "socat",
+                    f"pty,raw,echo=0,link={bench.ptys.a}",
+                    f"pty,raw,echo=0,link={bench.ptys.b}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         )
         await until(lambda: bench.ptys.a.exists() and bench.ptys.b.exists())
         bench.line = SharedLine(bench.ptys.b)
@@ -425,7 +431,14 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
         real(device_id, available, reason)
 
     recording_ctx.set_available = record  # type: ignore[method-assign]
-    asyncio.run(with_driver(driver, body))
+    replugged: list[subprocess.Popen[bytes]] = []
+    try:
+        asyncio.run(with_driver(driver, body))
+    finally:
+        bench.close()
+        for proc in replugged:  # the pty_pair fixture only ends the socat it started
+            proc.terminate()
+            proc.wait(timeout=5)
     reasons = [reason for ok, reason in went if not ok]
     assert reasons and all(r.startswith(f"serial port {port}: ") for r in reasons), reasons
     assert int(driver.health().extra["bus_faults"]) >= 1
