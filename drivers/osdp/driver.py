@@ -348,6 +348,7 @@ class OsdpDriver(Driver):
     async def _card(self, bus: Bus, r: _Reader, read: CardRead) -> None:
         self._counts["cards"] += 1
         data = card_data(read, r.secret, publish_raw=r.settings.publish_raw_card)
+        feedback: asyncio.Task[None] | None = None
         if r.allow is None:
             kind = EventType.ACCESS_CARD_READ
         else:
@@ -356,11 +357,17 @@ class OsdpDriver(Driver):
             granted = r.allow.allows(data["card"])
             kind = EventType.ACCESS_GRANTED if granted else EventType.ACCESS_DENIED
             data["decision"] = "allow_list"
-            await self._feedback(bus, r, granted, read.reader_no)
+            # LED and buzzer take ~120 ms of OSDP round trips: run them beside the emit,
+            # not before it, so the grant reaches the door contact and the platform at once.
+            feedback = asyncio.create_task(self._feedback(bus, r, granted, read.reader_no))
         self.ctx.logger.debug(
             "osdp device %s: %s %s (%d bits)", r.spec.id, kind, data["card"], read.bits
         )
-        await self._emit(r, kind, data)
+        try:
+            await self._emit(r, kind, data)
+        finally:
+            if feedback is not None:
+                await feedback
 
     async def _keypad(self, r: _Reader, entry: KeypadEntry) -> None:
         self._counts["keypad"] += 1
