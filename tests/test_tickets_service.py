@@ -393,6 +393,39 @@ def test_unanswered_ack_is_sent_again_and_an_error_reply_is_reported(
         svc.terminate()
 
 
+def test_a_waiting_ack_goes_out_as_soon_as_its_gateway_says_it_is_online(
+    broker: Mosquitto, tmp_path: Path, prefix: str
+) -> None:
+    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
+    pub = Publisher(broker.port)
+    base = f"{prefix}/{SITE}/gw-a"
+    gw: FakeGatewayCommands | None = None
+    store = TicketStore(svc.db)
+    try:
+        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-3"))
+        assert _count(svc.db, 1)
+        # The gateway is offline (nobody on its command topic): the first send is lost.
+        rid = store.request_ack(1, "staff-li", "", time.time())
+        assert wait_for(lambda: store.ack_request(rid).attempts == 1)  # type: ignore[union-attr]
+        first_sent = time.monotonic()
+        gw = FakeGatewayCommands(broker.port, base, [{"ok": True, "status": "accepted"}])
+        status = {"schema": {"name": "community.status", "version": 1}, "state": "online"}
+        pub.publish(f"{base}/status", json.dumps(status))
+        assert wait_for(
+            lambda: store.ack_request(rid).status is AckStatus.ACCEPTED,  # type: ignore[union-attr]
+            timeout=10,
+        )
+        # Well before the 5 s retry: it was the status that sent it.
+        assert time.monotonic() - first_sent < 4.0
+        assert "gw-a is online: sending its acknowledgements now" in svc.log()
+    finally:
+        store.close()
+        if gw is not None:
+            gw.stop()
+        pub.stop()
+        svc.terminate()
+
+
 def test_ack_refuses_unknown_tickets_and_bad_fields(tmp_path: Path) -> None:
     db = tmp_path / "tickets.db"
     TicketStore(db).close()

@@ -79,6 +79,11 @@ class TicketTopics:
         return f"$share/{self.group}/{self.prefix}/+/+/reply/alarms/+/ack"
 
     @property
+    def shared_status(self) -> str:
+        """Gateways' status: an acknowledgement waiting for one goes out when it is online."""
+        return f"$share/{self.group}/{self.prefix}/+/+/status"
+
+    @property
     def replies(self) -> str:
         """This instance's MQTT 5 response topic for ack commands."""
         return f"{self.prefix}/central/ticket-service/{self.client_id}/replies"
@@ -290,6 +295,7 @@ class TicketService:
             [
                 (self.topics.shared_alarms, opts),
                 (self.topics.shared_replies, opts),
+                (self.topics.shared_status, opts),
                 (self.topics.replies, opts),
             ]
         )
@@ -343,6 +349,9 @@ class TicketService:
         start = 0  # index in `pending` of the first message of `batch`
         for i, msg in enumerate(pending):
             kind, doc = self._classify(msg)
+            if kind == "status":
+                self._gateway_status(msg)  # changes nothing but a retry time: no order
+                continue
             if kind != "reply":
                 batch.append((msg, doc))
                 continue
@@ -368,6 +377,8 @@ class TicketService:
             and levels[5] == "ack"
         ):
             return "reply", None
+        if levels is not None and len(levels) == 3 and levels[2] == "status":
+            return "status", None
         if levels is None or len(levels) != 4 or levels[2] != "alarms":
             log.debug("ignoring message on %s", msg.topic)
             return "skip", None
@@ -413,6 +424,26 @@ class TicketService:
             if msg.qos > 0 and msg.connection == self._connection:
                 self.client.ack(msg.mid, msg.qos)
         return True
+
+    def _gateway_status(self, msg: _Message) -> None:
+        """A gateway came online: send the acknowledgements waiting for it now."""
+        assert self.client is not None
+        levels = self.topics.split(msg.topic)
+        assert levels is not None
+        try:
+            online = json.loads(msg.payload).get("state") == "online"
+        except (ValueError, AttributeError):
+            online = False
+        try:
+            # Half a second later: a gateway says it is online just before it subscribes
+            # to its commands.
+            at = time.time() + 0.5
+            if online and self._store().resend_acks_to(levels[0], levels[1], at):
+                log.info("%s/%s is online: sending its acknowledgements now", *levels[:2])
+        except sqlite3.Error as exc:
+            log.warning("database error on %s, its retry keeps its time: %s", msg.topic, exc)
+        if msg.qos > 0 and msg.connection == self._connection:
+            self.client.ack(msg.mid, msg.qos)
 
     def _store(self) -> TicketStore:
         assert self.store is not None

@@ -457,6 +457,17 @@ class TicketStore:
                 )
         return due
 
+    def resend_acks_to(self, site: str, gateway: str, at: float) -> int:
+        """Make the pending acks of a gateway due at `at` (it came online); how many."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE ack_requests SET next_attempt_ts=? WHERE status='pending'"
+                " AND next_attempt_ts > ? AND ticket_id IN"
+                " (SELECT id FROM tickets WHERE site=? AND gateway=?)",
+                (at, at, site, gateway),
+            )
+            return cur.rowcount
+
     def record_reply(self, request_id: str, reply: dict[str, Any], now: float) -> Ticket | None:
         """Record the gateway's reply to an ack command; the ticket, or None if unknown.
 
