@@ -24,7 +24,9 @@ def test_devices_lists_every_configured_device() -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["ID", "KIND", "DRIVER", "BUILDING", "FLOOR", "UNIT", "NAME"]
-    assert any(line.split()[:4] == ["smoke-b2-stair-1", "smoke", "simulated", "2"] for line in lines)
+    assert any(
+        line.split()[:4] == ["smoke-b2-stair-1", "smoke", "simulated", "2"] for line in lines
+    )
     assert len(lines) == 1 + 26  # the devices of config/demo.yaml
 
 
@@ -40,7 +42,9 @@ def test_read_prints_every_point_or_names_the_unknown_device() -> None:
 
 def test_outbox_reports_an_empty_new_outbox(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
-    config.write_text(Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db")))
+    config.write_text(
+        Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db"))
+    )
     out = gateway("outbox", "-c", str(config))
     assert out.returncode == 0, out.stderr
     assert "depth       0 (0 events, 0 telemetry)" in out.stdout
@@ -53,9 +57,20 @@ def test_version() -> None:
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
-    config.write_text(Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db")))
+    config.write_text(
+        Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db"))
+    )
     proc = subprocess.Popen(
-        [GATEWAY, "--log-format", "json", "run", "-c", str(config), "--broker-url", f"mqtt://127.0.0.1:{free_port()}"],
+        [
+            GATEWAY,
+            "--log-format",
+            "json",
+            "run",
+            "-c",
+            str(config),
+            "--broker-url",
+            f"mqtt://127.0.0.1:{free_port()}",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )

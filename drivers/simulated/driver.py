@@ -44,7 +44,9 @@ _SLACK_S = 0.002
 
 def _settings(spec: DeviceSpec) -> SimulatedSettings:
     if not isinstance(spec.settings, SimulatedSettings):
-        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not simulated settings")
+        raise TypeError(
+            f"device {spec.id} has {type(spec.settings).__name__}, not simulated settings"
+        )
     return spec.settings
 
 
@@ -81,7 +83,9 @@ class SimulatedDriver(Driver):
         self._errors = 0
         self._last_error = ""
         self._faults: dict[str, str] = {}
-        self._outputs: dict[str, bool] = {}  # device id -> relay output on  # device id -> its current fault, logged once
+        self._outputs: dict[
+            str, bool
+        ] = {}  # device id -> relay output on  # device id -> its current fault, logged once
         # Set by run(): the scheduler's state.
         self._sims: list[_Sim] = []
         self._heap: list[tuple[float, int]] = []
@@ -99,7 +103,9 @@ class SimulatedDriver(Driver):
         self._sims = []
         for spec in self.devices.values():
             s = _settings(spec)
-            self._sims.append(_Sim(spec, schedule(s, spec.id), meter_of(spec), s.telemetry_period_s))
+            self._sims.append(
+                _Sim(spec, schedule(s, spec.id), meter_of(spec), s.telemetry_period_s)
+            )
         self._heap = []
         for i in range(len(self._sims)):
             self._advance(i)
@@ -265,7 +271,9 @@ async def read_once(spec: DeviceSpec) -> ReadResult:
     for i, rule in enumerate(s.events):
         points.append(PointValue(f"events[{i}]", str(rule.type), note=_describe(rule)))
     for i, w in enumerate(s.offline):
-        points.append(PointValue(f"offline[{i}]", f"{w.at_s:g}-{w.end_s:g}", "s", note="unreachable"))
+        points.append(
+            PointValue(f"offline[{i}]", f"{w.at_s:g}-{w.end_s:g}", "s", note="unreachable")
+        )
     if not points:
         points.append(PointValue("scenario", "idle", note="no scripted events; only online"))
     return ReadResult(spec.id, tuple(points))

@@ -61,7 +61,9 @@ def test_demo_config_is_sunrise_gardens() -> None:
         # A lobby door in each; building 2's also has its card reader (kind door).
         assert kinds.count(Kind.DOOR) == int(building) and kinds.count(Kind.SMOKE) >= 1, building
         assert 3 <= len(flats[building]) <= 4, building
-        assert kinds.count(Kind.METER) == 2 * len(flats[building]), building  # electricity and water
+        assert kinds.count(Kind.METER) == 2 * len(flats[building]), (
+            building
+        )  # electricity and water
     # Two SOS buttons, a fall pendant, a motion sensor and the office buzzer.
     assert sum(kinds.count(Kind.ELDERLY_ALARM) for kinds in by_building.values()) == 5
 
@@ -70,7 +72,9 @@ def test_demo_scenario_plays_what_the_demo_announces() -> None:
     """The first 400 s of the demo: what scripts/demo and the README promise."""
     happened: list[tuple[float, str, EventType]] = []
     for d in load_config(DEMO).devices:
-        for due in itertools.takewhile(lambda due: due.t <= 400, schedule(settings(d.settings), d.id)):
+        for due in itertools.takewhile(
+            lambda due: due.t <= 400, schedule(settings(d.settings), d.id)
+        ):
             if isinstance(due.action, ScriptedEvent):
                 happened.append((round(due.t, 3), d.ref.location.building, due.action.type))
 

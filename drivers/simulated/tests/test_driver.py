@@ -56,10 +56,18 @@ def test_events_and_telemetry_arrive_on_time() -> None:
     ctx = Recorder()
     driver = SimulatedDriver(
         [
-            spec("door-1", "door", events=[
-                {"at_s": 0.2, "type": "door.opened", "then_after_s": 0.1, "then": "door.closed"}
-            ]),
-            spec("smoke-1", "smoke", events=[{"at_s": 0.3, "type": "smoke.alarm", "data": {"zone": "B"}}]),
+            spec(
+                "door-1",
+                "door",
+                events=[
+                    {"at_s": 0.2, "type": "door.opened", "then_after_s": 0.1, "then": "door.closed"}
+                ],
+            ),
+            spec(
+                "smoke-1",
+                "smoke",
+                events=[{"at_s": 0.3, "type": "smoke.alarm", "data": {"zone": "B"}}],
+            ),
             spec("meter-1", "meter", profile="household_electricity", rate_hz=20),
         ],
         ctx,
@@ -67,7 +75,10 @@ def test_events_and_telemetry_arrive_on_time() -> None:
     start = asyncio.run(run_for(driver, 1.0))
 
     door = of(ctx.messages, "door-1")
-    assert [m.type for m in door if isinstance(m, Event)] == [EventType.DOOR_OPENED, EventType.DOOR_CLOSED]
+    assert [m.type for m in door if isinstance(m, Event)] == [
+        EventType.DOOR_OPENED,
+        EventType.DOOR_CLOSED,
+    ]
     assert (door[0].ts - start).total_seconds() == pytest.approx(0.2, abs=0.1)
     assert (door[1].ts - door[0].ts).total_seconds() == pytest.approx(0.1, abs=0.05)
     (alarm,) = of(ctx.messages, "smoke-1")
@@ -93,7 +104,13 @@ def test_outage_toggles_availability_and_silences_the_device() -> None:
     ctx = Recorder()
     driver = SimulatedDriver(
         [
-            spec("meter-1", "meter", profile="household_water", rate_hz=20, offline=[{"at_s": 0.3, "for_s": 0.4}]),
+            spec(
+                "meter-1",
+                "meter",
+                profile="household_water",
+                rate_hz=20,
+                offline=[{"at_s": 0.3, "for_s": 0.4}],
+            ),
             spec("smoke-1", "smoke", events=[{"at_s": 0.5, "type": "smoke.alarm"}]),
         ],
         ctx,
@@ -137,7 +154,11 @@ def test_inject_emits_at_once_through_the_command_path() -> None:
     smoke, sos = ctx.messages
     assert isinstance(smoke, Event) and smoke.type is EventType.SMOKE_ALARM
     assert smoke.device.id == "smoke-1" and dict(smoke.data) == {"test": True}
-    assert isinstance(sos, Event) and sos.type is EventType.ELDERLY_SOS and dict(sos.data) == {"button": "pendant"}
+    assert (
+        isinstance(sos, Event)
+        and sos.type is EventType.ELDERLY_SOS
+        and dict(sos.data) == {"button": "pendant"}
+    )
     assert driver.health().extra["injected"] == 2
 
 
@@ -157,7 +178,9 @@ def test_bad_commands_are_refused_with_the_reason(
     device: str, name: str, args: dict[str, Any], message: str
 ) -> None:
     ctx = Recorder()
-    driver = SimulatedDriver([spec("smoke-1", "smoke"), spec("meter-1", "meter", profile="household_water")], ctx)
+    driver = SimulatedDriver(
+        [spec("smoke-1", "smoke"), spec("meter-1", "meter", profile="household_water")], ctx
+    )
     with pytest.raises(CommandError, match=message):
         asyncio.run(driver.command(device, name, args))
     assert ctx.messages == []
@@ -193,7 +216,9 @@ class SlowCommit(Recorder):
 
     async def emit(self, message: Message) -> None:
         self.in_flight[message.device.id] += 1
-        self.max_in_flight_per_device = max(self.max_in_flight_per_device, self.in_flight[message.device.id])
+        self.max_in_flight_per_device = max(
+            self.max_in_flight_per_device, self.in_flight[message.device.id]
+        )
         await asyncio.sleep(0.05)
         self.in_flight[message.device.id] -= 1
         await super().emit(message)
@@ -201,7 +226,10 @@ class SlowCommit(Recorder):
 
 def test_500_meters_at_10_hz_are_not_held_back_by_commit_latency() -> None:
     ctx = SlowCommit()
-    devices = [spec(f"m{i}", "meter", profile="household_electricity", rate_hz=10, seed=i) for i in range(500)]
+    devices = [
+        spec(f"m{i}", "meter", profile="household_electricity", rate_hz=10, seed=i)
+        for i in range(500)
+    ]
     driver = SimulatedDriver(devices, ctx)
 
     async def scenario() -> int:
@@ -262,7 +290,9 @@ def test_one_failing_device_does_not_stop_the_others(caplog: pytest.LogCaptureFi
 
 def test_cancelling_run_leaves_no_task_behind() -> None:
     ctx = SlowCommit()
-    driver = SimulatedDriver([spec(f"m{i}", "meter", profile="household_water", rate_hz=50) for i in range(20)], ctx)
+    driver = SimulatedDriver(
+        [spec(f"m{i}", "meter", profile="household_water", rate_hz=50) for i in range(20)], ctx
+    )
 
     async def scenario() -> set[asyncio.Task[Any]]:
         await run_for(driver, 0.3)
@@ -274,11 +304,30 @@ def test_cancelling_run_leaves_no_task_behind() -> None:
 def test_read_once_shows_readings_and_scenario() -> None:
     assert DRIVER.read_once is read_once
     meter = asyncio.run(read_once(spec("meter-1", "meter", profile="household_electricity")))
-    assert meter.ok and [p.name for p in meter.points] == ["energy_import", "power", "voltage", "current"]
+    assert meter.ok and [p.name for p in meter.points] == [
+        "energy_import",
+        "power",
+        "voltage",
+        "current",
+    ]
     assert meter.points[0].unit == "kWh" and float(meter.points[0].value or 0) > 0
-    door = asyncio.run(read_once(spec("door-1", "door", events=[
-        {"every_s": 40, "jitter_s": 5, "type": "door.opened", "then_after_s": 5, "then": "door.closed"}
-    ])))
+    door = asyncio.run(
+        read_once(
+            spec(
+                "door-1",
+                "door",
+                events=[
+                    {
+                        "every_s": 40,
+                        "jitter_s": 5,
+                        "type": "door.opened",
+                        "then_after_s": 5,
+                        "then": "door.closed",
+                    }
+                ],
+            )
+        )
+    )
     assert [(p.name, p.value, p.note) for p in door.points] == [
         ("events[0]", "door.opened", "every 40 s from 40 s ± 5 s, then door.closed 5 s later")
     ]

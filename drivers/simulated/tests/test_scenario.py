@@ -82,7 +82,13 @@ def test_start_s_sets_the_first_of_a_repeating_event() -> None:
 
 
 def test_jitter_stays_within_bounds_keeps_order_and_keeps_pairs_apart() -> None:
-    rule = {"every_s": 40, "jitter_s": 5, "type": "door.opened", "then_after_s": 5, "then": "door.closed"}
+    rule = {
+        "every_s": 40,
+        "jitter_s": 5,
+        "type": "door.opened",
+        "then_after_s": 5,
+        "then": "door.closed",
+    }
     got = events(until(schedule(settings("door", events=[rule]), "door-1"), 40 * 200))
     opened = [t for t, e in got if e is EventType.DOOR_OPENED]
     closed = [t for t, e in got if e is EventType.DOOR_CLOSED]
@@ -90,7 +96,7 @@ def test_jitter_stays_within_bounds_keeps_order_and_keeps_pairs_apart() -> None:
     for k, t in enumerate(opened):
         assert abs(t - 40 * (k + 1)) <= 5
     # Every door closes 5 s after it opened, before it opens again.
-    assert [e for _, e in got][:2 * 199] == [EventType.DOOR_OPENED, EventType.DOOR_CLOSED] * 199
+    assert [e for _, e in got][: 2 * 199] == [EventType.DOOR_OPENED, EventType.DOOR_CLOSED] * 199
     assert all(c == pytest.approx(o + 5) for o, c in zip(opened, closed, strict=False))
     assert len({round(t - 40 * (k + 1), 3) for k, t in enumerate(opened)}) > 100  # really jittered
 
@@ -99,7 +105,12 @@ def test_same_seed_same_schedule_other_seed_or_device_differs() -> None:
     rule = {"every_s": 40, "jitter_s": 5, "type": "door.opened"}
 
     def times(seed: int, device: str) -> list[float]:
-        return [t for t, _ in events(until(schedule(settings("door", events=[rule], seed=seed), device), 400))]
+        return [
+            t
+            for t, _ in events(
+                until(schedule(settings("door", events=[rule], seed=seed), device), 400)
+            )
+        ]
 
     assert times(7, "door-1") == times(7, "door-1")
     assert times(7, "door-1") != times(8, "door-1")
@@ -140,7 +151,10 @@ def test_outage_from_the_start_means_offline_at_once() -> None:
 
 def test_meter_sends_no_readings_while_offline() -> None:
     s = settings(
-        "meter", profile="household_water", telemetry_interval_s=5, offline=[{"at_s": 20, "for_s": 20}]
+        "meter",
+        profile="household_water",
+        telemetry_interval_s=5,
+        offline=[{"at_s": 20, "for_s": 20}],
     )
     got = ticks(until(schedule(s, "m-1"), 60))
     assert got and not [t for t in got if 20 <= t < 40]
@@ -160,7 +174,9 @@ def test_telemetry_every_interval_starting_within_the_first_one() -> None:
 
 def test_default_interval_is_10_s_and_rate_hz_overrides_it() -> None:
     slow = ticks(until(schedule(settings("meter", profile="household_water"), "m-1"), 100))
-    fast = ticks(until(schedule(settings("meter", profile="household_water", rate_hz=10), "m-1"), 10))
+    fast = ticks(
+        until(schedule(settings("meter", profile="household_water", rate_hz=10), "m-1"), 10)
+    )
     assert len(slow) == 10
     assert len(fast) == 100
     assert [b - a for a, b in itertools.pairwise(fast)] == pytest.approx([0.1] * 99)
@@ -232,7 +248,9 @@ def test_a_day_of_a_household_is_its_profile_mean() -> None:
     # 400 W on average is 9.6 kWh a day; 0.0125 m³/h is 300 litres.
     elec, water = meter(scale=1.5), meter("household_water")
     end = DAY_START + timedelta(days=1)
-    assert elec.demand_hours(end) - elec.demand_hours(DAY_START) == pytest.approx(1.5 * 9600, rel=1e-9)
+    assert elec.demand_hours(end) - elec.demand_hours(DAY_START) == pytest.approx(
+        1.5 * 9600, rel=1e-9
+    )
     assert water.demand_hours(end) - water.demand_hours(DAY_START) == pytest.approx(0.3, rel=1e-9)
 
 
@@ -251,7 +269,9 @@ def test_current_is_power_over_voltage() -> None:
 
 
 def test_water_meter_reads_volume_and_flow() -> None:
-    readings = {r.name: r for r in meter("household_water").readings(DAY_START + timedelta(hours=7))}
+    readings = {
+        r.name: r for r in meter("household_water").readings(DAY_START + timedelta(hours=7))
+    }
     assert set(readings) == {"volume", "flow"}
     assert str(readings["volume"].unit) == "m³" and readings["volume"].type is ValueType.COUNTER
     assert str(readings["flow"].unit) == "m³/h" and float(readings["flow"].value) > 0
@@ -270,7 +290,9 @@ def test_counter_continues_across_a_restart() -> None:
     before.readings(DAY_START)
     later = DAY_START + timedelta(hours=5, seconds=3.3)
     assert meter(seed=1).readings(later) == before.readings(later)
-    assert float(meter(seed=1).readings(later)[0].value) > float(before.readings(DAY_START)[0].value)
+    assert float(meter(seed=1).readings(later)[0].value) > float(
+        before.readings(DAY_START)[0].value
+    )
 
 
 def test_counter_reads_years_of_use_from_its_installation_on() -> None:
@@ -289,4 +311,6 @@ def test_counter_reads_years_of_use_from_its_installation_on() -> None:
 def test_utc_offset_moves_the_curve_to_local_time() -> None:
     utc, east = meter(), meter(utc_offset_s=3 * 3600)
     # 16:00 UTC is 19:00 at UTC+3: the evening peak.
-    assert east.demand(DAY_START + timedelta(hours=16)) > utc.demand(DAY_START + timedelta(hours=16))
+    assert east.demand(DAY_START + timedelta(hours=16)) > utc.demand(
+        DAY_START + timedelta(hours=16)
+    )
