@@ -1,9 +1,10 @@
-"""What driver tests share: one-device configs, config problems, running a driver."""
+"""What driver tests share: configs with devices, config problems, running a driver."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,38 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.driver import DeviceSpec, DriverHealth, DriverInfo
+from gateway.driver import DeviceSpec, Driver, DriverHealth, DriverInfo
 from gateway.model import Event, EventType
 from tests.conftest import RecordingContext
 
 __all__ = [
+    "config_head",
+    "config_problem_lines",
     "config_problems",
+    "config_with_devices",
+    "device_specs",
     "event_types",
     "events",
     "one_device_config",
+    "readme_shows_sample",
     "run_driver",
+    "running",
     "until",
 ]
+
+
+def config_with_devices(tmp_path: Path, devices: list[dict[str, Any]]) -> Path:
+    """A complete config file `site.yaml` in `tmp_path` with these device entries."""
+    doc = {
+        "version": 1,
+        "site": {"id": "s"},
+        "gateway": {"id": "g"},
+        "broker": {"url": "mqtt://127.0.0.1:1883"},
+        "devices": devices,
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def one_device_config(
@@ -34,12 +55,9 @@ def one_device_config(
     device_id: str = "dev-1",
 ) -> Path:
     """A complete config file with one device of `driver_type` (settings `driver`)."""
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": [
+    return config_with_devices(
+        tmp_path,
+        [
             {
                 "id": device_id,
                 "kind": kind,
@@ -47,10 +65,45 @@ def one_device_config(
                 "driver": {"type": driver_type, **driver},
             }
         ],
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    )
+
+
+def device_specs(
+    tmp_path: Path, info: DriverInfo, *devices: tuple[str, str, dict[str, Any]]
+) -> list[DeviceSpec]:
+    """Devices `(id, kind, driver settings)` of one driver, through the real config loader."""
+    path = config_with_devices(
+        tmp_path,
+        [
+            {
+                "id": device_id,
+                "kind": kind,
+                "location": {"building": "1"},
+                "driver": {"type": info.name, **driver},
+            }
+            for device_id, kind, driver in devices
+        ],
+    )
+    return list(load_config(path, drivers={info.name: info}).devices)
+
+
+def config_head(driver_type: str, kind: str) -> str:
+    """A config's YAML text up to device d1's `driver:` block, whose `type:` is line 10.
+
+    Append the driver's own keys indented by six spaces: they start on line 11, so a
+    problem's line number is stable."""
+    return (
+        "version: 1\n"
+        "site: {id: s}\n"
+        "gateway: {id: g}\n"
+        'broker: {url: "mqtt://127.0.0.1:1883"}\n'
+        "devices:\n"
+        "  - id: d1\n"
+        f"    kind: {kind}\n"
+        '    location: {building: "1"}\n'
+        "    driver:\n"
+        f"      type: {driver_type}\n"
+    )
 
 
 def config_problems(path: Path, info: DriverInfo) -> str:
@@ -60,16 +113,34 @@ def config_problems(path: Path, info: DriverInfo) -> str:
     return str(raised.value)
 
 
-def events(ctx: RecordingContext, device_id: str | None = None) -> list[Event]:
-    """The events the driver emitted, of one device or all."""
+def config_problem_lines(path: Path, info: DriverInfo) -> list[str]:
+    """The problems the file must raise, one a line, its path shortened to its name."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, drivers={info.name: info})
+    return [str(p).replace(f"{path}:", f"{path.name}:") for p in raised.value.problems]
+
+
+def readme_shows_sample(info: DriverInfo) -> bool:
+    """Whether the driver's README quotes its sample.yaml to the letter."""
+    readme = (info.folder / "README.md").read_text(encoding="utf-8")
+    return (info.folder / "sample.yaml").read_text(encoding="utf-8") in readme
+
+
+def events(
+    ctx: RecordingContext, device_id: str | None = None, *, of_type: EventType | None = None
+) -> list[Event]:
+    """The events the driver emitted, of one device or all, of one type or all."""
     return [
         m
         for m in ctx.messages
-        if isinstance(m, Event) and (device_id is None or m.device.id == device_id)
+        if isinstance(m, Event)
+        and (device_id is None or m.device.id == device_id)
+        and (of_type is None or m.type is of_type)
     ]
 
 
-def event_types(ctx: RecordingContext, device_id: str) -> list[EventType]:
+def event_types(ctx: RecordingContext, device_id: str | None = None) -> list[EventType]:
+    """The types of the events the driver emitted, of one device or all, in order."""
     return [e.type for e in events(ctx, device_id)]
 
 
@@ -78,6 +149,19 @@ async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not done():
             await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running(driver: Driver) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `driver.run()` as a task for the body; then cancel it, and it must end cancelled
+    (an error it raised instead fails the test)."""
+    task = asyncio.create_task(driver.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 def run_driver(
@@ -93,16 +177,10 @@ def run_driver(
 
     async def main() -> DriverHealth:
         driver = info.factory(specs, ctx)
-        task = asyncio.create_task(driver.run())
-        try:
-            async with asyncio.timeout(timeout):
-                await until(ready, timeout)
-                await script()
-                assert not task.done(), task
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        async with running(driver) as task, asyncio.timeout(timeout):
+            await until(ready, timeout)
+            await script()
+            assert not task.done(), task
         return driver.health()
 
     return asyncio.run(main())
