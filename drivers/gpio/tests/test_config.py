@@ -11,6 +11,7 @@ from drivers.gpio import DRIVER
 from drivers.gpio.settings import Active, Contact, GpioSettings, Role
 from gateway.config import ConfigError, load_config
 from gateway.model import Kind
+from tests.driverkit import config_head, config_problem_lines, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 
@@ -31,30 +32,16 @@ def test_sample_config_is_valid_and_shows_door_smoke_and_sos() -> None:
 
 
 def test_readme_shows_the_sample_config_as_it_is() -> None:
-    readme = (DRIVER.folder / "README.md").read_text(encoding="utf-8")
-    assert SAMPLE.read_text(encoding="utf-8") in readme
+    assert readme_shows_sample(DRIVER)
 
 
-HEAD = """\
-version: 1
-site: {id: s}
-gateway: {id: g}
-broker: {url: "mqtt://127.0.0.1:1883"}
-devices:
-  - id: d1
-    kind: KIND
-    location: {building: "1"}
-    driver:
-      type: gpio
-"""  # the driver's own keys start on line 11
+HEAD = config_head("gpio", "KIND")  # the driver's own keys start on line 11
 
 
 def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
     path = tmp_path / "bad.yaml"
     path.write_text(HEAD.replace("KIND", kind) + textwrap.indent(textwrap.dedent(driver), " " * 6))
-    with pytest.raises(ConfigError) as info:
-        load_config(path, drivers={"gpio": DRIVER})
-    return [str(p).replace(f"{path}:", "bad.yaml:") for p in info.value.problems]
+    return config_problem_lines(path, DRIVER)
 
 
 @pytest.mark.parametrize(

@@ -7,69 +7,24 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, LineConfig, explain, open_gpiod
 from drivers.gpio.tests.fakechip import FakeChip, Opener
-from gateway.config import load_config
-from gateway.driver import DeviceSpec
 from gateway.model import ClockState, Event, EventType, Identity, Message, encode
 from gateway.schemas import validator
 from tests.conftest import RecordingContext
+from tests.driverkit import device_specs, running, until
+from tests.driverkit import event_types as types
 
 E = EventType
-
-
-def specs(tmp_path: Path, *devices: tuple[str, str, dict[str, Any]]) -> list[DeviceSpec]:
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": [
-            {
-                "id": i,
-                "kind": kind,
-                "location": {"building": "1"},
-                "driver": {"type": "gpio", **drv},
-            }
-            for i, kind, drv in devices
-        ],
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return list(load_config(path, drivers={"gpio": DRIVER}).devices)
-
-
-def types(ctx: RecordingContext, device_id: str | None = None) -> list[EventType]:
-    return [
-        m.type for m in ctx.messages if isinstance(m, Event) and device_id in (None, m.device.id)
-    ]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
-async def with_driver(driver: GpioDriver, body: Callable[[], Any]) -> None:
-    task = asyncio.create_task(driver.run())
-    try:
-        await body()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 DOOR = (
@@ -94,26 +49,27 @@ def test_door_forced_held_open_and_exit_button(
     tmp_path: Path, recording_ctx: RecordingContext
 ) -> None:
     chip = FakeChip(REST)
-    driver = GpioDriver(specs(tmp_path, DOOR), recording_ctx, opener=Opener(chip))
+    driver = GpioDriver(device_specs(tmp_path, DRIVER, DOOR), recording_ctx, opener=Opener(chip))
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("door") == (True, ""))
-        chip.set(17, 1)  # opened with nobody pressing the exit button
-        await until(lambda: E.DOOR_HELD_OPEN in types(recording_ctx))
-        chip.set(17, 0)
-        await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
-        chip.set(27, 0)  # exit button pressed...
-        chip.set(27, 1)  # ...and released within the debounce: a 2 ms press is noise
-        await asyncio.sleep(0.05)
-        chip.set(27, 0)
-        await asyncio.sleep(0.05)
-        chip.set(27, 1)
-        chip.set(17, 1)
-        await asyncio.sleep(0.05)
-        chip.set(17, 0)
-        await until(lambda: types(recording_ctx).count(E.DOOR_CLOSED) == 2)
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("door") == (True, ""))
+            chip.set(17, 1)  # opened with nobody pressing the exit button
+            await until(lambda: E.DOOR_HELD_OPEN in types(recording_ctx))
+            chip.set(17, 0)
+            await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
+            chip.set(27, 0)  # exit button pressed...
+            chip.set(27, 1)  # ...and released within the debounce: a 2 ms press is noise
+            await asyncio.sleep(0.05)
+            chip.set(27, 0)
+            await asyncio.sleep(0.05)
+            chip.set(27, 1)
+            chip.set(17, 1)
+            await asyncio.sleep(0.05)
+            chip.set(17, 0)
+            await until(lambda: types(recording_ctx).count(E.DOOR_CLOSED) == 2)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert types(recording_ctx) == [
         E.DOOR_OPENED,
         E.DOOR_FORCED,
@@ -135,39 +91,43 @@ def test_a_grant_from_outside_lets_the_door_open(
     tmp_path: Path, recording_ctx: RecordingContext
 ) -> None:
     chip = FakeChip(REST)
-    driver = GpioDriver(specs(tmp_path, DOOR), recording_ctx, opener=Opener(chip))
+    driver = GpioDriver(device_specs(tmp_path, DRIVER, DOOR), recording_ctx, opener=Opener(chip))
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("door") == (True, ""))
-        driver.grant("door")  # as the card reader will
-        chip.set(17, 1)
-        await asyncio.sleep(0.05)
-        chip.set(17, 0)
-        await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("door") == (True, ""))
+            driver.grant("door")  # as the card reader will
+            chip.set(17, 1)
+            await asyncio.sleep(0.05)
+            chip.set(17, 0)
+            await until(lambda: E.DOOR_CLOSED in types(recording_ctx))
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert types(recording_ctx) == [E.DOOR_OPENED, E.DOOR_CLOSED]
 
 
 def test_smoke_relay_and_a_held_sos_button(tmp_path: Path, recording_ctx: RecordingContext) -> None:
     chip = FakeChip(REST)
-    driver = GpioDriver(specs(tmp_path, SMOKE, SOS), recording_ctx, opener=Opener(chip))
+    driver = GpioDriver(
+        device_specs(tmp_path, DRIVER, SMOKE, SOS), recording_ctx, opener=Opener(chip)
+    )
     pressed: list[datetime] = []
 
     async def body() -> None:
-        await until(lambda: len(recording_ctx.availability) == 2)
-        chip.set(22, 1)  # NC relay opens: alarm
-        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
-        chip.set(22, 0)
-        # A resident presses and holds the button; it bounces on the way down.
-        for level in (0, 1, 0, 1, 0):
-            chip.set(23, level)
-        pressed.append(datetime.now(UTC))
-        await asyncio.sleep(0.3)
-        chip.set(23, 1)
-        await asyncio.sleep(0.1)
+        async with running(driver):
+            await until(lambda: len(recording_ctx.availability) == 2)
+            chip.set(22, 1)  # NC relay opens: alarm
+            await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+            chip.set(22, 0)
+            # A resident presses and holds the button; it bounces on the way down.
+            for level in (0, 1, 0, 1, 0):
+                chip.set(23, level)
+            pressed.append(datetime.now(UTC))
+            await asyncio.sleep(0.3)
+            chip.set(23, 1)
+            await asyncio.sleep(0.1)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert types(recording_ctx, "smoke") == [E.SMOKE_ALARM, E.SMOKE_CLEARED]
     assert types(recording_ctx, "sos") == [E.ELDERLY_SOS]
     sos = next(m for m in recording_ctx.messages if m.device.id == "sos")
@@ -181,12 +141,13 @@ def test_smoke_relay_in_alarm_at_start_is_reported(
     tmp_path: Path, recording_ctx: RecordingContext
 ) -> None:
     chip = FakeChip({**REST, 22: 1})
-    driver = GpioDriver(specs(tmp_path, SMOKE), recording_ctx, opener=Opener(chip))
+    driver = GpioDriver(device_specs(tmp_path, DRIVER, SMOKE), recording_ctx, opener=Opener(chip))
 
     async def body() -> None:
-        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+        async with running(driver):
+            await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
 
 
 def test_missing_chip_is_explained_logged_once_and_retried(
@@ -195,24 +156,29 @@ def test_missing_chip_is_explained_logged_once_and_retried(
     chip = FakeChip(REST)
     opener = Opener(chip, failures=3)
     driver = GpioDriver(
-        specs(tmp_path, SMOKE), recording_ctx, opener=opener, retry_min_s=0.02, retry_max_s=0.05
+        device_specs(tmp_path, DRIVER, SMOKE),
+        recording_ctx,
+        opener=opener,
+        retry_min_s=0.02,
+        retry_max_s=0.05,
     )
 
     async def body() -> None:
-        await until(lambda: opener.calls >= 2)
-        assert recording_ctx.availability["smoke"] == (
-            False,
-            "no /dev/gpiochip0: is this a Raspberry Pi? is the user in group gpio?",
-        )
-        await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
-        chip.set(22, 1)
-        await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
-        chip.unplug()  # the HAT is pulled: unavailable again, then back
-        await until(lambda: recording_ctx.availability["smoke"][0] is False)
-        await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
+        async with running(driver):
+            await until(lambda: opener.calls >= 2)
+            assert recording_ctx.availability["smoke"] == (
+                False,
+                "no /dev/gpiochip0: is this a Raspberry Pi? is the user in group gpio?",
+            )
+            await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
+            chip.set(22, 1)
+            await until(lambda: E.SMOKE_ALARM in types(recording_ctx))
+            chip.unplug()  # the HAT is pulled: unavailable again, then back
+            await until(lambda: recording_ctx.availability["smoke"][0] is False)
+            await until(lambda: recording_ctx.availability["smoke"] == (True, ""))
 
     with caplog.at_level(logging.INFO, logger=recording_ctx.logger.name):
-        asyncio.run(with_driver(driver, body))
+        asyncio.run(body())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings[0] == (
         "gpio lines on /dev/gpiochip0 unavailable, retrying: "
@@ -240,16 +206,21 @@ def test_retries_back_off_and_start_over_after_a_good_spell(
     chip = FakeChip(REST)
     opener = Timed(chip, failures=4)
     driver = GpioDriver(
-        specs(tmp_path, SMOKE), recording_ctx, opener=opener, retry_min_s=0.05, retry_max_s=0.2
+        device_specs(tmp_path, DRIVER, SMOKE),
+        recording_ctx,
+        opener=opener,
+        retry_min_s=0.05,
+        retry_max_s=0.2,
     )
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
-        opener.failures = 1_000  # unplugged for good now
-        chip.unplug()
-        await until(lambda: opener.calls >= 7)
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
+            opener.failures = 1_000  # unplugged for good now
+            chip.unplug()
+            await until(lambda: opener.calls >= 7)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     gaps = [b - a for a, b in itertools.pairwise(opener.times)]
     # 0.05, 0.1, 0.2, 0.2 (the cap), connected; then 0.05 again after the fresh fault
     for gap, expected in zip(gaps, [0.05, 0.1, 0.2, 0.2, 0.05, 0.1], strict=True):
@@ -261,12 +232,15 @@ def test_two_devices_on_one_line_are_refused(
 ) -> None:
     chip = FakeChip(REST)
     other = ("sos2", "elderly_alarm", {**SOS[2], "line": 22})
-    driver = GpioDriver(specs(tmp_path, SMOKE, other), recording_ctx, opener=Opener(chip))
+    driver = GpioDriver(
+        device_specs(tmp_path, DRIVER, SMOKE, other), recording_ctx, opener=Opener(chip)
+    )
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("smoke") == (True, ""))
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert recording_ctx.availability["sos2"] == (
         False,
         "line 22 of /dev/gpiochip0 is already used by device smoke",
@@ -287,16 +261,17 @@ def test_an_event_the_outbox_refuses_does_not_stop_the_other_inputs(tmp_path: Pa
     ctx = RefusesSmoke()
     chip = FakeChip(REST)
     opener = Opener(chip)
-    driver = GpioDriver(specs(tmp_path, SMOKE, SOS), ctx, opener=opener)
+    driver = GpioDriver(device_specs(tmp_path, DRIVER, SMOKE, SOS), ctx, opener=opener)
 
     async def body() -> None:
-        await until(lambda: ctx.availability.get("sos") == (True, ""))
-        chip.set(22, 1)
-        await until(lambda: driver.health().errors == 1)
-        chip.set(23, 0)
-        await until(lambda: E.ELDERLY_SOS in types(ctx))
+        async with running(driver):
+            await until(lambda: ctx.availability.get("sos") == (True, ""))
+            chip.set(22, 1)
+            await until(lambda: driver.health().errors == 1)
+            chip.set(23, 0)
+            await until(lambda: E.ELDERLY_SOS in types(ctx))
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert opener.calls == 1 and ctx.availability["smoke"] == (True, "")
     assert driver.health().last_error == "smoke: database or disk is full"
 
@@ -308,7 +283,7 @@ def test_real_libgpiod_on_a_machine_without_the_chip(tmp_path: Path) -> None:
         match=r"^no .*gpiochip7: is this a Raspberry Pi\? is the user in group gpio\?$",
     ):
         open_gpiod(path, {3: LineConfig(Bias.PULL_UP, 10)})
-    spec = specs(tmp_path, ("s", "smoke", {**SMOKE[2], "chip": path}))[0]
+    spec = device_specs(tmp_path, DRIVER, ("s", "smoke", {**SMOKE[2], "chip": path}))[0]
     result = asyncio.run(read_once(spec))
     assert not result.ok and "gpiochip7" in result.fault
 
@@ -329,7 +304,7 @@ def test_a_chip_the_user_may_not_open_says_which_group(tmp_path: Path) -> None:
 
 def test_read_once_names_each_input_state(tmp_path: Path) -> None:
     chip = FakeChip({**REST, 17: 1})
-    door = specs(tmp_path, DOOR)[0]
+    door = device_specs(tmp_path, DRIVER, DOOR)[0]
     result = asyncio.run(read_once(door, opener=Opener(chip)))
     assert [(p.name, p.value, p.raw) for p in result.points] == [
         ("door_contact", "open", "line 17 level 1"),
@@ -343,4 +318,9 @@ def test_run_returns_only_when_cancelled_even_with_nothing_to_watch(
 ) -> None:
     # The driver contract (gateway/driver.py): run() returns only when cancelled.
     driver = GpioDriver([], recording_ctx, opener=Opener(FakeChip({})))
-    asyncio.run(with_driver(driver, lambda: asyncio.sleep(0.05)))
+
+    async def body() -> None:
+        async with running(driver):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(body())

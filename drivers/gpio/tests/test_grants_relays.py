@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from gateway.model import Event, EventType, Message
 from gateway.registry import available_drivers
 from gateway.runtime import Gateway
 from tests.conftest import RecordingContext
+from tests.driverkit import event_types as types
+from tests.driverkit import running, until
 from tests.harness import Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 
@@ -61,29 +63,6 @@ def gpio_specs(tmp_path: Path, *devices: dict[str, Any]) -> list[DeviceSpec]:
     return [d for d in load_config(path, drivers=drivers).devices if d.driver == "gpio"]
 
 
-def types(ctx: RecordingContext) -> list[EventType]:
-    return [m.type for m in ctx.messages if isinstance(m, Event)]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
-def run_with(driver: GpioDriver, body: Callable[[], Any]) -> None:
-    async def main() -> None:
-        task = asyncio.create_task(driver.run())
-        try:
-            await body()
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-    asyncio.run(main())
-
-
 def grant_of(reader: dict[str, Any], tmp_path: Path, kind: EventType = E.ACCESS_GRANTED) -> Message:
     path = write_config(tmp_path / "readers.yaml", "mqtt://127.0.0.1:1883", [reader])
     (spec,) = load_config(path, drivers={"simulated": SIMULATED}).devices
@@ -108,16 +87,17 @@ def test_a_granted_opening_is_not_forced_and_an_ungranted_one_is(
         await until(lambda: types(recording_ctx).count(E.DOOR_CLOSED) == expect_closed)
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("door-b2") == (True, ""))
-        driver.observe(granted)  # the reader this door names: one person in
-        await cycle(1)
-        await cycle(2)  # the grant was used up: forced
-        driver.observe(grant_of(OTHER_READER, tmp_path))  # another door's reader
-        await cycle(3)
-        driver.observe(grant_of(READER, tmp_path, E.ACCESS_DENIED))  # refused card
-        await cycle(4)
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("door-b2") == (True, ""))
+            driver.observe(granted)  # the reader this door names: one person in
+            await cycle(1)
+            await cycle(2)  # the grant was used up: forced
+            driver.observe(grant_of(OTHER_READER, tmp_path))  # another door's reader
+            await cycle(3)
+            driver.observe(grant_of(READER, tmp_path, E.ACCESS_DENIED))  # refused card
+            await cycle(4)
 
-    run_with(driver, body)
+    asyncio.run(body())
     assert types(recording_ctx) == [
         E.DOOR_OPENED,
         E.DOOR_CLOSED,
@@ -188,24 +168,25 @@ def test_relay_on_off_and_pulse_drive_the_line(
     replies: list[Any] = []
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
-        # Requested as an output that is off: active-low, so high.
-        assert chip.requested == {5: LineConfig(Bias.NONE, 0, output=1)}
-        replies.append(await driver.command("buzzer-office", "on", {}))
-        replies.append(await driver.command("buzzer-office", "off", {}))
-        replies.append(await driver.command("buzzer-office", "pulse", {"seconds": 0.1}))
-        assert chip.levels[5] == 0
-        await until(lambda: chip.levels[5] == 1)
-        # A new pulse replaces a running one; `on` cancels the pending off.
-        await driver.command("buzzer-office", "pulse", {"seconds": 0.05})
-        await driver.command("buzzer-office", "on", {})
-        await asyncio.sleep(0.15)
-        assert chip.levels[5] == 0
-        assert driver.health().extra["relays_on"] == 1
-        await driver.command("buzzer-office", "off", {})
-        assert driver.health().extra["relays_on"] == 0
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
+            # Requested as an output that is off: active-low, so high.
+            assert chip.requested == {5: LineConfig(Bias.NONE, 0, output=1)}
+            replies.append(await driver.command("buzzer-office", "on", {}))
+            replies.append(await driver.command("buzzer-office", "off", {}))
+            replies.append(await driver.command("buzzer-office", "pulse", {"seconds": 0.1}))
+            assert chip.levels[5] == 0
+            await until(lambda: chip.levels[5] == 1)
+            # A new pulse replaces a running one; `on` cancels the pending off.
+            await driver.command("buzzer-office", "pulse", {"seconds": 0.05})
+            await driver.command("buzzer-office", "on", {})
+            await asyncio.sleep(0.15)
+            assert chip.levels[5] == 0
+            assert driver.health().extra["relays_on"] == 1
+            await driver.command("buzzer-office", "off", {})
+            assert driver.health().extra["relays_on"] == 0
 
-    run_with(driver, body)
+    asyncio.run(body())
     assert replies == [{"state": "on"}, {"state": "off"}, {"state": "on", "off_after_s": 0.1}]
     assert chip.writes == [(5, 0), (5, 1), (5, 0), (5, 1), (5, 0), (5, 0), (5, 1)]
     assert recording_ctx.messages == []  # a relay reports no events of its own
@@ -228,12 +209,13 @@ def test_wrong_relay_commands_are_refused_with_the_reason(
     driver = GpioDriver(gpio_specs(tmp_path, BUZZER), recording_ctx, opener=Opener(chip))
 
     async def body() -> None:
-        await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
-        with pytest.raises(CommandError) as info:
-            await driver.command("buzzer-office", name, args)
-        assert str(info.value) == error
+        async with running(driver):
+            await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
+            with pytest.raises(CommandError) as info:
+                await driver.command("buzzer-office", name, args)
+            assert str(info.value) == error
 
-    run_with(driver, body)
+    asyncio.run(body())
     assert chip.writes == []
 
 
@@ -246,21 +228,22 @@ def test_a_relay_on_a_missing_chip_refuses_and_comes_back_as_commanded(
     driver = GpioDriver(specs, recording_ctx, opener=opener, retry_min_s=0.05, retry_max_s=0.05)
 
     async def body() -> None:
-        await until(lambda: opener.calls == 1)
-        with pytest.raises(CommandError, match=r"^relay buzzer-office cannot switch: no "):
+        async with running(driver):
+            await until(lambda: opener.calls == 1)
+            with pytest.raises(CommandError, match=r"^relay buzzer-office cannot switch: no "):
+                await driver.command("buzzer-office", "on", {})
+            await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
             await driver.command("buzzer-office", "on", {})
-        await until(lambda: recording_ctx.availability.get("buzzer-office") == (True, ""))
-        await driver.command("buzzer-office", "on", {})
-        with pytest.raises(CommandError, match="is an input; only relays take commands"):
-            await driver.command("door-b2", "on", {})
-        chip.broken = True
-        with pytest.raises(CommandError, match="No such device"):
-            await driver.command("buzzer-office", "off", {})
-        chip.broken = False
-        chip.unplug()  # requested again: at the state last commanded, on
-        await until(lambda: opener.calls == 3)
+            with pytest.raises(CommandError, match="is an input; only relays take commands"):
+                await driver.command("door-b2", "on", {})
+            chip.broken = True
+            with pytest.raises(CommandError, match="No such device"):
+                await driver.command("buzzer-office", "off", {})
+            chip.broken = False
+            chip.unplug()  # requested again: at the state last commanded, on
+            await until(lambda: opener.calls == 3)
 
-    run_with(driver, body)
+    asyncio.run(body())
     assert chip.requested[5] == LineConfig(Bias.NONE, 0, output=0)
     assert chip.requested[17] == LineConfig(Bias.PULL_UP, 5)
 
