@@ -13,8 +13,9 @@ from drivers.osdp.cli import osdp_group
 from drivers.osdp.pseudonym import card_pseudonym
 from drivers.osdp.settings import Feedback, OsdpSettings, SecureChannel
 from drivers.osdp.wiegand import encode
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.model import Kind
+from tests.driverkit import config_head, config_problem_lines, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 SECRET = "a-site-secret-of-more-than-16-bytes"
@@ -33,22 +34,10 @@ def test_sample_config_is_valid_two_readers_on_one_bus() -> None:
 
 
 def test_readme_shows_the_sample_config_as_it_is() -> None:
-    readme = (DRIVER.folder / "README.md").read_text(encoding="utf-8")
-    assert SAMPLE.read_text(encoding="utf-8") in readme
+    assert readme_shows_sample(DRIVER)
 
 
-HEAD = """\
-version: 1
-site: {id: s}
-gateway: {id: g}
-broker: {url: "mqtt://127.0.0.1:1883"}
-devices:
-  - id: d1
-    kind: door
-    location: {building: "1"}
-    driver:
-      type: osdp
-"""
+HEAD = config_head("osdp", "door")  # the driver's own keys start on line 11
 
 
 def problems(tmp_path: Path, driver: str, extra_device: str = "") -> list[str]:
@@ -59,9 +48,7 @@ def problems(tmp_path: Path, driver: str, extra_device: str = "") -> list[str]:
     path = tmp_path / "bad.yaml"
     body = HEAD + textwrap.indent(textwrap.dedent(driver), " " * 6) + extra_device
     path.write_text(body)
-    with pytest.raises(ConfigError) as info:
-        load_config(path, drivers={"osdp": DRIVER})
-    return [str(p).replace(f"{path}:", "bad.yaml:") for p in info.value.problems]
+    return config_problem_lines(path, DRIVER)
 
 
 BASE = "port: /dev/ttyUSB0\naddress: 1\nsite_secret: {file: site.secret}\n"

@@ -13,18 +13,18 @@ from typing import Any
 
 import osdp
 import pytest
-import yaml
 
 from drivers.osdp import DRIVER, OsdpDriver
 from drivers.osdp.driver import read_once
 from drivers.osdp.pseudonym import card_pseudonym, pin_pseudonym
 from drivers.osdp.wiegand import encode
-from gateway.config import load_config
 from gateway.driver import DeviceSpec
 from gateway.model import ClockState, Event, EventType, Identity
 from gateway.model import encode as encode_message
 from gateway.schemas import validator
 from tests.conftest import RecordingContext
+from tests.driverkit import device_specs, events, running, until
+from tests.driverkit import event_types as types
 from tests.peers import PtyPair, pty_pair
 
 from .peer import ReaderPeer, SharedLine
@@ -55,32 +55,15 @@ class Bench:
         return peer
 
     def specs(self, *devices: tuple[str, dict[str, Any]]) -> list[DeviceSpec]:
-        doc = {
-            "version": 1,
-            "site": {"id": "s"},
-            "gateway": {"id": "g"},
-            "broker": {"url": "mqtt://127.0.0.1:1883"},
-            "devices": [
-                {
-                    "id": device_id,
-                    "kind": "door",
-                    "location": {"building": "1"},
-                    "driver": {
-                        "type": "osdp",
-                        "port": str(self.ptys.a),
-                        "baudrate": 115200,
-                        "site_secret": {"file": "site.secret"},
-                        "secure_channel": "off",
-                        "retry_s": 0.5,
-                        **drv,
-                    },
-                }
-                for device_id, drv in devices
-            ],
+        common = {
+            "port": str(self.ptys.a),
+            "baudrate": 115200,
+            "site_secret": {"file": "site.secret"},
+            "secure_channel": "off",
+            "retry_s": 0.5,
         }
-        path = self.tmp / "site.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return list(load_config(path, drivers={"osdp": DRIVER}).devices)
+        doors = [(device_id, "door", {**common, **drv}) for device_id, drv in devices]
+        return device_specs(self.tmp, DRIVER, *doors)
 
     def close(self) -> None:
         for peer in self.peers:
@@ -99,32 +82,6 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
             b.close()
     # libosdp's threads (control panel and peripherals) are all gone.
     assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
-
-
-def types(ctx: RecordingContext, device_id: str | None = None) -> list[EventType]:
-    return [
-        m.type for m in ctx.messages if isinstance(m, Event) and device_id in (None, m.device.id)
-    ]
-
-
-def events(ctx: RecordingContext, kind: EventType) -> list[Event]:
-    return [m for m in ctx.messages if isinstance(m, Event) and m.type is kind]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
-async def with_driver(driver: OsdpDriver, body: Callable[[], Any]) -> None:
-    task = asyncio.create_task(driver.run())
-    try:
-        await body()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def online(ctx: RecordingContext, device_id: str) -> Callable[[], bool]:
@@ -152,24 +109,25 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
-        await until(online(recording_ctx, "lobby"))
-        peer.card(CARD)
-        await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
-        peer.keys(b"12")
-        peer.keys(b"34\r")  # OSDP's '#'
-        await until(lambda: E.ACCESS_KEYPAD in types(recording_ctx))
-        peer.keys(b"77")  # and no '#': ends after keypad_timeout_s
-        await until(lambda: len(events(recording_ctx, E.ACCESS_KEYPAD)) == 2)
-        peer.tamper(True)
-        await until(lambda: E.DEVICE_TAMPER in types(recording_ctx))
-        peer.tamper(True)  # still open: no second event
-        peer.tamper(False)
-        peer.manufacturer_reply(b"\x01\x02")  # a reply the driver has no use for, twice
-        peer.manufacturer_reply(b"\x03")
-        peer.card(OTHER)
-        await until(lambda: len(events(recording_ctx, E.ACCESS_CARD_READ)) == 2)
+        async with running(driver):
+            await until(online(recording_ctx, "lobby"))
+            peer.card(CARD)
+            await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
+            peer.keys(b"12")
+            peer.keys(b"34\r")  # OSDP's '#'
+            await until(lambda: E.ACCESS_KEYPAD in types(recording_ctx))
+            peer.keys(b"77")  # and no '#': ends after keypad_timeout_s
+            await until(lambda: len(events(recording_ctx, of_type=E.ACCESS_KEYPAD)) == 2)
+            peer.tamper(True)
+            await until(lambda: E.DEVICE_TAMPER in types(recording_ctx))
+            peer.tamper(True)  # still open: no second event
+            peer.tamper(False)
+            peer.manufacturer_reply(b"\x01\x02")  # a reply the driver has no use for, twice
+            peer.manufacturer_reply(b"\x03")
+            peer.card(OTHER)
+            await until(lambda: len(events(recording_ctx, of_type=E.ACCESS_CARD_READ)) == 2)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     secret = SITE_SECRET.encode()
     assert types(recording_ctx, "lobby") == [
         E.ACCESS_CARD_READ,
@@ -178,7 +136,7 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         E.DEVICE_TAMPER,
         E.ACCESS_CARD_READ,
     ]
-    card = events(recording_ctx, E.ACCESS_CARD_READ)[0]
+    card = events(recording_ctx, of_type=E.ACCESS_CARD_READ)[0]
     assert card.data == {
         "card": card_pseudonym(secret, CARD, 26),
         "format": "wiegand",
@@ -186,7 +144,7 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         "reader_no": 0,
         "parity_ok": True,
     }
-    keypad, paused = events(recording_ctx, E.ACCESS_KEYPAD)
+    keypad, paused = events(recording_ctx, of_type=E.ACCESS_KEYPAD)
     assert keypad.data == {
         "pin": pin_pseudonym(secret, "1234"),
         "length": 4,
@@ -194,7 +152,10 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
         "reader_no": 0,
     }
     assert (paused.data["pin"], paused.data["ended"]) == (pin_pseudonym(secret, "77"), "timeout")
-    assert events(recording_ctx, E.DEVICE_TAMPER)[0].data == {"tamper": True, "source": "reader"}
+    assert events(recording_ctx, of_type=E.DEVICE_TAMPER)[0].data == {
+        "tamper": True,
+        "source": "reader",
+    }
     check_schema(recording_ctx)
     # The other device's port does not exist: offline with the reason, the lobby unaffected.
     assert recording_ctx.availability["elsewhere"] == (
@@ -236,19 +197,20 @@ def test_secure_channel_allow_list_grants_denies_and_reloads(
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
-        await until(online(recording_ctx, "lobby"))
-        assert driver._readers["lobby"].sc_active
-        peer.card(CARD)
-        await until(lambda: E.ACCESS_GRANTED in types(recording_ctx))
-        peer.card(OTHER)
-        await until(lambda: E.ACCESS_DENIED in types(recording_ctx))
-        with allow.open("a") as f:  # the installer adds the other card
-            f.write(card_pseudonym(secret, OTHER, 26) + "\n")
-        peer.card(OTHER)
-        await until(lambda: types(recording_ctx).count(E.ACCESS_GRANTED) == 2)
-        await until(lambda: len(peer.commands) >= 6)
+        async with running(driver):
+            await until(online(recording_ctx, "lobby"))
+            assert driver._readers["lobby"].sc_active
+            peer.card(CARD)
+            await until(lambda: E.ACCESS_GRANTED in types(recording_ctx))
+            peer.card(OTHER)
+            await until(lambda: E.ACCESS_DENIED in types(recording_ctx))
+            with allow.open("a") as f:  # the installer adds the other card
+                f.write(card_pseudonym(secret, OTHER, 26) + "\n")
+            peer.card(OTHER)
+            await until(lambda: types(recording_ctx).count(E.ACCESS_GRANTED) == 2)
+            await until(lambda: len(peer.commands) >= 6)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     granted, denied, granted_again = recording_ctx.messages
     assert isinstance(granted, Event) and isinstance(denied, Event)
     assert isinstance(granted_again, Event) and granted_again.data["card"] == denied.data["card"]
@@ -277,10 +239,11 @@ def test_wrong_key_is_offline_with_a_clear_reason(
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
-        await until(lambda: "lobby" in recording_ctx.availability)
-        await asyncio.sleep(1.5)  # a few retries with the same wrong key
+        async with running(driver):
+            await until(lambda: "lobby" in recording_ctx.availability)
+            await asyncio.sleep(1.5)  # a few retries with the same wrong key
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     available, reason = recording_ctx.availability["lobby"]
     assert not available
     assert "secure channel refused" in reason and "wrong.scbk" in reason
@@ -299,10 +262,11 @@ def test_install_mode_sets_the_key_on_a_new_reader(
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
-        await until(online(recording_ctx, "lobby"))
-        await until(lambda: driver._readers["lobby"].sc_active)
+        async with running(driver):
+            await until(online(recording_ctx, "lobby"))
+            await until(lambda: driver._readers["lobby"].sc_active)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert "the reader now holds the SCBK; set secure_channel: scbk" in caplog.text
 
 
@@ -321,18 +285,21 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
     driver = OsdpDriver(specs, recording_ctx)
 
     async def body() -> None:
-        await until(lambda: online(recording_ctx, "lobby")() and online(recording_ctx, "bikes")())
-        bikes.stop()  # powered off
-        # libosdp probes a silent reader for about 8 s before it calls it offline.
-        await until(lambda: recording_ctx.availability["bikes"][0] is False, timeout=15)
-        lobby.card(CARD)
-        await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx, "lobby"))
-        assert online(recording_ctx, "lobby")()
-        bench.line.inject(bytes(range(256)) + b"\x53\x01\xff\xff" * 20)  # noise on the line
-        bikes.start()
-        await until(online(recording_ctx, "bikes"), timeout=10)
-        lobby.card(OTHER)
-        await until(lambda: types(recording_ctx, "lobby").count(E.ACCESS_CARD_READ) == 2)
+        async with running(driver):
+            await until(
+                lambda: online(recording_ctx, "lobby")() and online(recording_ctx, "bikes")()
+            )
+            bikes.stop()  # powered off
+            # libosdp probes a silent reader for about 8 s before it calls it offline.
+            await until(lambda: recording_ctx.availability["bikes"][0] is False, timeout=15)
+            lobby.card(CARD)
+            await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx, "lobby"))
+            assert online(recording_ctx, "lobby")()
+            bench.line.inject(bytes(range(256)) + b"\x53\x01\xff\xff" * 20)  # noise on the line
+            bikes.start()
+            await until(online(recording_ctx, "bikes"), timeout=10)
+            lobby.card(OTHER)
+            await until(lambda: types(recording_ctx, "lobby").count(E.ACCESS_CARD_READ) == 2)
 
     went: list[tuple[bool, str]] = []
     real = recording_ctx.set_available
@@ -343,7 +310,7 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
         real(device_id, available, reason)
 
     recording_ctx.set_available = record  # type: ignore[method-assign]
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     assert went[0] == (True, "") and went[-1] == (True, "")
     (reason,) = {r for ok, r in went if not ok}
     assert (
@@ -400,28 +367,29 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
     port = str(bench.ptys.a)
 
     async def body() -> None:
-        await until(online(recording_ctx, "lobby"))
-        bench.ptys.proc.terminate()  # the USB adapter is pulled out
-        await until(lambda: recording_ctx.availability["lobby"][0] is False, timeout=12)
-        bench.close()
-        # Plugged in again: the same port name comes back, and the reader with it.
-        replugged.append(
-            subprocess.Popen(
-                [
-                    "socat",
-                    f"pty,raw,echo=0,link={bench.ptys.a}",
-                    f"pty,raw,echo=0,link={bench.ptys.b}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        async with running(driver):
+            await until(online(recording_ctx, "lobby"))
+            bench.ptys.proc.terminate()  # the USB adapter is pulled out
+            await until(lambda: recording_ctx.availability["lobby"][0] is False, timeout=12)
+            bench.close()
+            # Plugged in again: the same port name comes back, and the reader with it.
+            replugged.append(
+                subprocess.Popen(
+                    [
+                        "socat",
+                        f"pty,raw,echo=0,link={bench.ptys.a}",
+                        f"pty,raw,echo=0,link={bench.ptys.b}",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
-        await until(lambda: bench.ptys.a.exists() and bench.ptys.b.exists())
-        bench.line = SharedLine(bench.ptys.b)
-        peer = bench.reader(1)
-        await until(online(recording_ctx, "lobby"), timeout=10)
-        peer.card(CARD)
-        await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
+            await until(lambda: bench.ptys.a.exists() and bench.ptys.b.exists())
+            bench.line = SharedLine(bench.ptys.b)
+            peer = bench.reader(1)
+            await until(online(recording_ctx, "lobby"), timeout=10)
+            peer.card(CARD)
+            await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
 
     went: list[tuple[bool, str]] = []
     real = recording_ctx.set_available
@@ -433,7 +401,7 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
     recording_ctx.set_available = record  # type: ignore[method-assign]
     replugged: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(with_driver(driver, body))
+        asyncio.run(body())
     finally:
         bench.close()
         for proc in replugged:  # the pty_pair fixture only ends the socat it started
@@ -452,7 +420,8 @@ def test_cancelled_while_starting_leaves_no_thread(
     driver = OsdpDriver(bench.specs(("lobby", {"address": 1})), recording_ctx)
 
     async def body() -> None:
-        await asyncio.sleep(after_s)
+        async with running(driver):
+            await asyncio.sleep(after_s)
 
-    asyncio.run(with_driver(driver, body))
+    asyncio.run(body())
     # the bench fixture checks that libosdp's thread is gone
