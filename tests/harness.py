@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.peers import wait_for
 
-__all__ = ["GatewayProc", "Received", "Subscriber", "write_config"]
+__all__ = ["ChildProcess", "GatewayProc", "Received", "Subscriber", "write_config"]
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -135,8 +135,27 @@ class Subscriber:
         return wait_for(lambda: predicate(self.snapshot()), timeout=timeout, interval=0.05)
 
 
+class ChildProcess:
+    """A real child process a test can SIGTERM or SIGKILL; `proc` is set once started."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
 @dataclass
-class GatewayProc:
+class GatewayProc(ChildProcess):
     """`gateway run` as a real process, so it can be SIGTERMed or SIGKILLed."""
 
     config: Path
@@ -156,16 +175,3 @@ class GatewayProc:
 
     def log(self) -> str:
         return (self.config.parent / "gateway.log").read_text(errors="replace")
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None

@@ -4,9 +4,7 @@ shaped per the contract, a plain paho publisher standing in for gateways."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -20,11 +18,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.model import format_ts
 from gateway.schemas import validator
 from gateway.tickets import Ticket, TicketStore
+from tests.harness import GATEWAY, ChildProcess
 from tests.peers import wait_for
 
 __all__ = ["Publisher", "TicketServiceProc", "alarm_doc", "tickets_in"]
-
-GATEWAY = str(Path(sys.executable).parent / "gateway")
 
 
 def alarm_doc(
@@ -80,7 +77,7 @@ def alarm_doc(
 
 
 @dataclass
-class TicketServiceProc:
+class TicketServiceProc(ChildProcess):
     """`gateway tickets serve` as a real process, so it can be SIGTERMed or SIGKILLed."""
 
     broker_url: str
@@ -117,19 +114,6 @@ class TicketServiceProc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 class Publisher:
