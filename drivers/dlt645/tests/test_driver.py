@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from drivers.dlt645 import DRIVER
 from drivers.dlt645.driver import read_once
 from drivers.dlt645.tests.responder import Bus, SimMeter, bcd_value
 from gateway.config import load_config
 from gateway.driver import DeviceSpec
-from gateway.model import Event, EventType, Telemetry, Unit, ValueType
+from gateway.model import EventType, Telemetry, Unit, ValueType
 from tests.conftest import RecordingContext
+from tests.driverkit import config_with_devices, events, running
 from tests.peers import PtyPair
 
 FLAT_101 = "000012345678"
@@ -73,24 +73,12 @@ def specs(
         }
         for device_id, address in addresses.items()
     ]
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": devices,
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = config_with_devices(tmp_path, devices)
     return list(load_config(path, drivers={"dlt645": DRIVER}).devices)
 
 
 def telemetry(ctx: RecordingContext, device_id: str) -> list[Telemetry]:
     return [m for m in ctx.messages if isinstance(m, Telemetry) and m.device.id == device_id]
-
-
-def events(ctx: RecordingContext, kind: EventType) -> list[Event]:
-    return [m for m in ctx.messages if isinstance(m, Event) and m.type is kind]
 
 
 def run_until(
@@ -104,18 +92,13 @@ def run_until(
 
     async def main() -> None:
         driver = DRIVER.factory(driver_specs, ctx)
-        task = asyncio.create_task(driver.run())
-        try:
+        async with running(driver) as task:
             if during is not None:
                 await during()
             async with asyncio.timeout(timeout):
                 while not done():
                     assert not task.done(), task
                     await asyncio.sleep(0.02)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
         ctx.health = driver.health()  # type: ignore[attr-defined]
 
     asyncio.run(main())
@@ -153,7 +136,7 @@ def test_meters_on_one_bus_publish_canonical_units_and_a_silent_one_goes_offline
     available, reason = ctx.availability["flat-103"]
     assert not available and "no reply from meter 000012340000" in reason
 
-    faults = events(ctx, EventType.DEVICE_FAULT)
+    faults = events(ctx, of_type=EventType.DEVICE_FAULT)
     assert [e.device.id for e in faults] == ["flat-103"]
     assert "matches the meter's label" in faults[0].data["check"]
     assert faults[0].data["failures"] == 2
@@ -179,7 +162,7 @@ def test_fault_is_logged_once_with_what_to_check(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "offline after 2 failed polls" in warnings[0] and "A/B wires" in warnings[0]
-    assert len(events(ctx, EventType.DEVICE_FAULT)) == 1
+    assert len(events(ctx, of_type=EventType.DEVICE_FAULT)) == 1
 
 
 def test_garbage_and_echo_on_the_line_do_not_corrupt_readings(
@@ -227,7 +210,7 @@ def test_counter_going_backwards_raises_an_anomaly_and_is_not_published(
     seen = energies()
     assert 990.0 not in seen
     assert None in seen  # the other readings were still published meanwhile
-    anomalies = events(ctx, EventType.METER_COUNTER_ANOMALY)
+    anomalies = events(ctx, of_type=EventType.METER_COUNTER_ANOMALY)
     assert len(anomalies) == 1
     assert anomalies[0].data == {
         "reading": "energy_total",
