@@ -12,9 +12,10 @@ import pytest
 from drivers.simulated import DRIVER
 from drivers.simulated.scenario import ScriptedEvent, schedule
 from drivers.simulated.settings import SimulatedSettings
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.model import EventType, Kind
 from gateway.registry import available_drivers
+from tests.driverkit import config_head, config_problem_lines
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 DEMO = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
@@ -92,26 +93,13 @@ def test_demo_scenario_plays_what_the_demo_announces() -> None:
         assert len([t for t, b in when(EventType.DOOR_CLOSED) if b == building]) >= 9
 
 
-HEAD = """\
-version: 1
-site: {id: s}
-gateway: {id: g}
-broker: {url: "mqtt://127.0.0.1:1883"}
-devices:
-  - id: d1
-    kind: KIND
-    location: {building: "1"}
-    driver:
-      type: simulated
-"""  # the driver's own keys start on line 11
+HEAD = config_head("simulated", "KIND")  # the driver's own keys start on line 11
 
 
 def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
     path = tmp_path / "bad.yaml"
     path.write_text(HEAD.replace("KIND", kind) + textwrap.indent(textwrap.dedent(driver), " " * 6))
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p).replace(f"{path}:", "bad.yaml:") for p in info.value.problems]
+    return config_problem_lines(path, DRIVER)
 
 
 @pytest.mark.parametrize(
