@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from drivers.serial_line import DRIVER
 from gateway.config import load_config
 from gateway.driver import DeviceSpec, DriverHealth
 from gateway.model import EventType
 from tests.conftest import RecordingContext
-from tests.driverkit import events, run_driver, until
+from tests.driverkit import config_with_devices, events, run_driver, until
 from tests.peers import PtyPair, pty_pair
 
 PENDANT, DETECTOR, SPARE = "1A2B3C", "00BEEF", "C0FFEE"
@@ -28,23 +27,16 @@ def load(
     tmp_path: Path, port: Path, devices: dict[str, tuple[str, str]], **driver: Any
 ) -> list[DeviceSpec]:
     """Devices {id: (kind, code)} on one port, through the real config loader."""
-    doc = {
-        "version": 1,
-        "site": {"id": "s"},
-        "gateway": {"id": "g"},
-        "broker": {"url": "mqtt://127.0.0.1:1883"},
-        "devices": [
-            {
-                "id": device_id,
-                "kind": kind,
-                "location": {"building": "1", "unit": device_id},
-                "driver": {"type": "serial_line", "port": str(port), "code": code, **driver},
-            }
-            for device_id, (kind, code) in devices.items()
-        ],
-    }
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    entries = [
+        {
+            "id": device_id,
+            "kind": kind,
+            "location": {"building": "1", "unit": device_id},
+            "driver": {"type": "serial_line", "port": str(port), "code": code, **driver},
+        }
+        for device_id, (kind, code) in devices.items()
+    ]
+    path = config_with_devices(tmp_path, entries)
     return list(load_config(path, drivers={"serial_line": DRIVER}).devices)
 
 
