@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "config_problems",
     "config_with_devices",
     "device_specs",
+    "driver_yaml_problems",
     "event_types",
     "events",
     "one_device_config",
@@ -118,6 +120,20 @@ def config_problem_lines(path: Path, info: DriverInfo) -> list[str]:
     with pytest.raises(ConfigError) as raised:
         load_config(path, drivers={info.name: info})
     return [str(p).replace(f"{path}:", f"{path.name}:") for p in raised.value.problems]
+
+
+def driver_yaml_problems(
+    tmp_path: Path, info: DriverInfo, kind: str, driver: str, more: str = ""
+) -> list[str]:
+    """The problems of a config whose device d1 of `kind` has the driver keys `driver`.
+
+    `driver` is YAML text (dedented here; its keys start on line 11) and `more` is YAML
+    appended after it, such as further devices.  The file is bad.yaml, named so in each
+    problem."""
+    path = tmp_path / "bad.yaml"
+    body = textwrap.indent(textwrap.dedent(driver), " " * 6)
+    path.write_text(config_head(info.name, kind) + body + more)
+    return config_problem_lines(path, info)
 
 
 def readme_shows_sample(info: DriverInfo) -> bool:
