@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from drivers.gpio import DRIVER
 from drivers.gpio.settings import Active, Contact, GpioSettings, Role
 from gateway.config import ConfigError, load_config
 from gateway.model import Kind
-from tests.driverkit import config_head, config_problem_lines, readme_shows_sample
+from tests.driverkit import config_head, driver_yaml_problems, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 
@@ -35,13 +34,8 @@ def test_readme_shows_the_sample_config_as_it_is() -> None:
     assert readme_shows_sample(DRIVER)
 
 
-HEAD = config_head("gpio", "KIND")  # the driver's own keys start on line 11
-
-
 def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
-    path = tmp_path / "bad.yaml"
-    path.write_text(HEAD.replace("KIND", kind) + textwrap.indent(textwrap.dedent(driver), " " * 6))
-    return config_problem_lines(path, DRIVER)
+    return driver_yaml_problems(tmp_path, DRIVER, kind, driver)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +100,7 @@ def test_wrong_wiring_is_refused_with_key_path(
 def test_grant_from_must_name_a_door_reader(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(
-        HEAD.replace("KIND", "door")
+        config_head("gpio", "door")
         + "      line: 4\n      role: door_contact\n      grant_from: [sos-1]\n"
         + '  - id: sos-1\n    kind: elderly_alarm\n    location: {building: "1"}\n'
         + "    driver: {type: gpio, line: 5, role: sos_button}\n"
@@ -122,7 +116,7 @@ def test_grant_from_must_name_a_door_reader(tmp_path: Path) -> None:
 def test_a_relay_fits_any_kind_and_is_active_high_by_default(tmp_path: Path) -> None:
     for kind in Kind:
         path = tmp_path / f"{kind}.yaml"
-        path.write_text(HEAD.replace("KIND", str(kind)) + "      line: 4\n      role: relay\n")
+        path.write_text(config_head("gpio", str(kind)) + "      line: 4\n      role: relay\n")
         (spec,) = load_config(path, drivers={"gpio": DRIVER}).devices
         assert isinstance(spec.settings, GpioSettings)
         assert spec.settings.active is Active.HIGH
