@@ -15,7 +15,7 @@ from drivers.osdp.settings import Feedback, OsdpSettings, SecureChannel
 from drivers.osdp.wiegand import encode
 from gateway.config import load_config
 from gateway.model import Kind
-from tests.driverkit import config_head, config_problem_lines, readme_shows_sample
+from tests.driverkit import config_head, driver_yaml_problems, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 SECRET = "a-site-secret-of-more-than-16-bytes"
@@ -37,18 +37,12 @@ def test_readme_shows_the_sample_config_as_it_is() -> None:
     assert readme_shows_sample(DRIVER)
 
 
-HEAD = config_head("osdp", "door")  # the driver's own keys start on line 11
-
-
 def problems(tmp_path: Path, driver: str, extra_device: str = "") -> list[str]:
     (tmp_path / "site.secret").write_text(SECRET + "\n")
     (tmp_path / "short.secret").write_text("short\n")
     (tmp_path / "key.hex").write_text("00112233445566778899aabbccddeeff\n")
     (tmp_path / "bad.hex").write_text("0011\n")
-    path = tmp_path / "bad.yaml"
-    body = HEAD + textwrap.indent(textwrap.dedent(driver), " " * 6) + extra_device
-    path.write_text(body)
-    return config_problem_lines(path, DRIVER)
+    return driver_yaml_problems(tmp_path, DRIVER, "door", driver, extra_device)
 
 
 BASE = "port: /dev/ttyUSB0\naddress: 1\nsite_secret: {file: site.secret}\n"
@@ -112,7 +106,9 @@ def test_wrong_configs_are_refused_with_the_key_path(
 def test_cli_prints_the_pseudonym_the_driver_publishes(tmp_path: Path) -> None:
     (tmp_path / "site.secret").write_text(SECRET + "\n")
     config = tmp_path / "site.yaml"
-    config.write_text(HEAD + textwrap.indent("secure_channel: 'off'\n" + BASE, " " * 6))
+    config.write_text(
+        config_head("osdp", "door") + textwrap.indent("secure_channel: 'off'\n" + BASE, " " * 6)
+    )
     expected = card_pseudonym(SECRET.encode(), encode(12, 34567), 26)
     runner = CliRunner()
     by_number = runner.invoke(
