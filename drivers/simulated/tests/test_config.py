@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from drivers.simulated.settings import SimulatedSettings
 from gateway.config import load_config
 from gateway.model import EventType, Kind
 from gateway.registry import available_drivers
-from tests.driverkit import config_head, config_problem_lines
+from tests.driverkit import driver_yaml_problems
 
 SAMPLE = DRIVER.folder / "sample.yaml"
 DEMO = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
@@ -93,13 +92,8 @@ def test_demo_scenario_plays_what_the_demo_announces() -> None:
         assert len([t for t, b in when(EventType.DOOR_CLOSED) if b == building]) >= 9
 
 
-HEAD = config_head("simulated", "KIND")  # the driver's own keys start on line 11
-
-
 def problems(tmp_path: Path, kind: str, driver: str) -> list[str]:
-    path = tmp_path / "bad.yaml"
-    path.write_text(HEAD.replace("KIND", kind) + textwrap.indent(textwrap.dedent(driver), " " * 6))
-    return config_problem_lines(path, DRIVER)
+    return driver_yaml_problems(tmp_path, DRIVER, kind, driver)
 
 
 @pytest.mark.parametrize(
