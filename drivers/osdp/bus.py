@@ -27,6 +27,24 @@ EventSink = Callable[[int, dict[str, Any]], None]  # (address, libosdp event dic
 Queued = tuple[int, dict[str, Any], float]  # (address, event, monotonic time it came)
 
 
+# Seconds between two refreshes of libosdp's state machine.  Its Python thread sleeps
+# 20 ms, so a reader's reply (a card read) waited up to 20 ms more before being read:
+# about a fifth of the card-to-event latency measured by scripts/bench_latency.py.
+# 5 ms costs about 1% of a Pi core.
+REFRESH_S = 0.005
+
+
+class _ControlPanel(osdp.ControlPanel):
+    """libosdp's control panel, refreshed every REFRESH_S instead of every 20 ms."""
+
+    @staticmethod
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(REFRESH_S)
+
+
 class BusError(Exception):
     """The serial port cannot be opened or failed while in use."""
 
@@ -139,7 +157,7 @@ class Bus:
 
         # libosdp's C code logs to stderr on its own; only its errors are let through,
         # the driver logs reader state itself through `logging`.
-        self._cp = osdp.ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=handler)
+        self._cp = _ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=handler)
         self._cp.start()
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ boundary; everything above it is the real libosdp on both ends.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,21 @@ class Tap(osdp.Channel):
         pass
 
 
+class _Peripheral(osdp.PeripheralDevice):
+    """libosdp's peripheral, answering within a few ms as reader hardware does.
+
+    Its Python thread would sleep 20 ms between refreshes, adding up to 20 ms to every
+    reply that a real reader does not add.
+    """
+
+    @staticmethod
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(0.002)
+
+
 class ReaderPeer:
     """A card reader with LED and buzzer at `address`; records the commands it gets."""
 
@@ -92,7 +108,7 @@ class ReaderPeer:
         self.tap = line.tap()
         info = osdp.PDInfo(address, self.tap, scbk=scbk, id=ident)
         self.commands: list[dict[str, Any]] = []
-        self.pd = osdp.PeripheralDevice(
+        self.pd = _Peripheral(
             info, caps, log_level=osdp.LogLevel.Error, command_handler=self._command
         )
         self.running = False
