@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 
+S = TypeVar("S", bound=BaseModel)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """One configured device, already validated, with its driver's own settings."""
@@ -57,6 +60,14 @@ class DeviceSpec:
     @property
     def kind(self) -> Kind:
         return self.ref.kind
+
+    def settings_as(self, model: type[S]) -> S:
+        """The settings, typed as the driver's own model; TypeError for another driver's."""
+        if not isinstance(self.settings, model):
+            raise TypeError(
+                f"device {self.id} has {type(self.settings).__name__}, not {model.__name__}"
+            )
+        return self.settings
 
 
 class DriverContext(Protocol):

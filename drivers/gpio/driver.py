@@ -41,9 +41,7 @@ _NS = 1_000_000_000
 
 
 def _settings(spec: DeviceSpec) -> GpioSettings:
-    if not isinstance(spec.settings, GpioSettings):
-        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not gpio settings")
-    return spec.settings
+    return spec.settings_as(GpioSettings)
 
 
 @dataclass(slots=True)

@@ -34,9 +34,7 @@ __all__ = ["ModbusDriver", "ReadOutcome", "read_device", "read_once"]
 
 
 def _settings(spec: DeviceSpec) -> ModbusSettings:
-    if not isinstance(spec.settings, ModbusSettings):
-        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not Modbus settings")
-    return spec.settings
+    return spec.settings_as(ModbusSettings)
 
 
 @dataclass(frozen=True, slots=True)

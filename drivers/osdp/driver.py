@@ -55,9 +55,7 @@ _KEY_REFUSED_WITHIN_S = 3.0
 
 
 def _settings(spec: DeviceSpec) -> OsdpSettings:
-    if not isinstance(spec.settings, OsdpSettings):
-        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not osdp settings")
-    return spec.settings
+    return spec.settings_as(OsdpSettings)
 
 
 @dataclass(slots=True)

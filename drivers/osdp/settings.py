@@ -122,9 +122,7 @@ def read_site_secret(ref: SecretRef) -> bytes:
 
 
 def _settings(spec: DeviceSpec) -> OsdpSettings:
-    if not isinstance(spec.settings, OsdpSettings):
-        raise TypeError(f"device {spec.id} has {type(spec.settings).__name__}, not osdp settings")
-    return spec.settings
+    return spec.settings_as(OsdpSettings)
 
 
 def _readable(ref: SecretRef) -> bool:

@@ -43,11 +43,7 @@ _SLACK_S = 0.002
 
 
 def _settings(spec: DeviceSpec) -> SimulatedSettings:
-    if not isinstance(spec.settings, SimulatedSettings):
-        raise TypeError(
-            f"device {spec.id} has {type(spec.settings).__name__}, not simulated settings"
-        )
-    return spec.settings
+    return spec.settings_as(SimulatedSettings)
 
 
 def meter_of(spec: DeviceSpec) -> MeterModel | None:
