@@ -303,20 +303,27 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
             problems.append(src.problem((*path, "file"), f"secret file {ref.file} not found"))
     tls = cfg.broker.tls
     if tls is not None:
-        for key in ("ca_file", "cert_file", "key_file"):
-            p = getattr(tls, key)
-            if p is not None and not p.is_file():
-                problems.append(src.problem(("broker", "tls", key), f"file {p} not found"))
+        problems += _missing_files(
+            src, ("broker", "tls"), tls, ("ca_file", "cert_file", "key_file")
+        )
     if tls is not None and not cfg.broker.uses_tls:
         problems.append(
             src.problem(("broker", "url"), "tls is configured but the URL is mqtt://; use mqtts://")
         )
-    web_tls = cfg.web.tls
-    if cfg.web.enabled and web_tls is not None:
-        for key in ("cert_file", "key_file"):
-            p = getattr(web_tls, key)
-            if not p.is_file():
-                problems.append(src.problem(("web", "tls", key), f"file {p} not found"))
+    if cfg.web.enabled and cfg.web.tls is not None:
+        problems += _missing_files(src, ("web", "tls"), cfg.web.tls, ("cert_file", "key_file"))
+    return problems
+
+
+def _missing_files(
+    src: Located, where: tuple[str, ...], section: BaseModel, keys: tuple[str, ...]
+) -> list[Problem]:
+    """A problem for each of the section's file settings that names no file."""
+    problems = []
+    for key in keys:
+        p = getattr(section, key)
+        if p is not None and not p.is_file():
+            problems.append(src.problem((*where, key), f"file {p} not found"))
     return problems
 
 

@@ -279,25 +279,18 @@ class Gateway:
         for name, specs in by_driver.items():
             driver = infos[name].factory(specs, _Context(self, name, specs))
             self.drivers[name] = driver
-            tasks.append(asyncio.create_task(self._supervise(name, driver), name=f"driver:{name}"))
+            task = asyncio.create_task(
+                self._supervise(f"driver {name}", driver.run), name=f"driver:{name}"
+            )
+            tasks.append(task)
         return tasks
 
-    async def _supervise(self, name: str, driver: Driver) -> None:
-        # A driver that crashes is restarted after a pause; the others keep running.
+    async def _supervise(self, name: str, run: Service) -> None:
+        # A driver or service that crashes is restarted after a pause; the others keep
+        # running.
         while True:
             try:
-                await driver.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("driver %s crashed; restarting it in 5 s", name)
-                await asyncio.sleep(5)
-
-    async def _supervise_service(self, name: str, service: Service) -> None:
-        while True:
-            try:
-                await service()
+                await run()
                 return
             except asyncio.CancelledError:
                 raise
@@ -315,7 +308,7 @@ class Gateway:
             for sink in self.sinks:
                 sink.start(self.outbox)
             tasks = [
-                asyncio.create_task(self._supervise_service(name, service), name=name)
+                asyncio.create_task(self._supervise(name, service), name=name)
                 for name, service in self.services.items()
             ]
             tasks += self._start_drivers()
