@@ -117,6 +117,7 @@ class Gateway:
         self.message_observers: list[MessageObserver] = []
         self.availability_observers: list[AvailabilityObserver] = []
         self.services: dict[str, Service] = {}
+        self.restart_pause_s = 5.0  # after a driver or service crashed
         # Before the web console, which uses it.
         self.alarms: AlarmEngine = attach_alarms(self)
         if cfg.web.enabled:
@@ -295,8 +296,8 @@ class Gateway:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s crashed; restarting it in 5 s", name)
-                await asyncio.sleep(5)
+                log.exception("%s crashed; restarting it in %g s", name, self.restart_pause_s)
+                await asyncio.sleep(self.restart_pause_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
