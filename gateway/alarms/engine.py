@@ -301,9 +301,8 @@ class AlarmEngine:
             self._wake.set()
 
     def _publish(self, alarm: Alarm) -> None:
-        payload = json.dumps(
-            alarm.document(self.identity), ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        doc = alarm.document(self.identity)
+        payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         topic = self.topics.alarm(alarm.id)
         items = [self._item(topic, payload, alarm.device.kind)]
         if alarm.state is AlarmState.CLOSED:
@@ -319,7 +318,6 @@ class AlarmEngine:
             self._last_publish[alarm.id] = time.monotonic()
         else:
             self._last_publish.pop(alarm.id, None)
-        doc = alarm.document(self.identity)
         for listener in list(self._listeners):
             try:
                 listener(doc)
