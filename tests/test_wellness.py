@@ -31,6 +31,7 @@ from gateway.wellness_settings import (
     activity_devices,
     parse_duration,
 )
+from tests.driverkit import until
 from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 
@@ -221,12 +222,6 @@ class _Outbox:
         return [m.type for m in self.messages if isinstance(m, Event)]
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
-
-
 def test_service_raises_after_the_window_and_clears_on_activity() -> None:
     asyncio.run(_test_service_raises_after_the_window_and_clears_on_activity())
 
@@ -240,18 +235,18 @@ async def _test_service_raises_after_the_window_and_clears_on_activity() -> None
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await _until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
+        await until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
         assert 0.9 <= loop.time() - started < 2.0  # the window, plus a busy machine's lag
         await asyncio.sleep(1.2)  # still quiet: no second event for the same period
         assert out.types() == [E.ELDERLY_INACTIVITY]
         # Its own events, echoed back as the gateway does, do not count as activity.
         svc.observe(Event(devices[1].ref, datetime.now(UTC), E.DOOR_OPENED))
-        await _until(lambda: len(out.messages) == 2)
+        await until(lambda: len(out.messages) == 2)
         cleared = out.messages[1]
         assert isinstance(cleared, Event) and cleared.type is E.ELDERLY_CLEARED
         assert cleared.device.id == "sos-201"
         assert cleared.data == {"clears": "elderly.inactivity", "activity_device": "door-201"}
-        await _until(lambda: len(out.messages) == 3)
+        await until(lambda: len(out.messages) == 3)
         last = out.messages[2]
         assert isinstance(last, Event) and last.data["last_device"] == "door-201"
         assert svc.emitted == 3 and svc.errors == 0
@@ -279,7 +274,7 @@ async def _test_service_uses_the_injected_clock_and_ignores_other_flats() -> Non
         await asyncio.sleep(0.05)
         assert out.messages == []
         now[0] += 1.0
-        await _until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
+        await until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -301,7 +296,7 @@ async def _test_a_refused_event_is_counted_and_not_retried_in_a_storm() -> None:
     svc = Wellness(cfg, devices, refuse)
     task = asyncio.create_task(svc.run())
     try:
-        await _until(lambda: svc.errors == 1)
+        await until(lambda: svc.errors == 1)
         await asyncio.sleep(0.5)
         assert len(calls) == 1 and svc.emitted == 0
         assert not task.done()
