@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.core import config_option, load_or_exit
+from gateway.cliutil import config_option, load_or_exit
 from gateway.config import GatewayConfig
 
 from .engine import check_ack_fields
