@@ -86,6 +86,20 @@ class _Reader:
         return self.settings.address
 
 
+def _key_refused(event: Notification, s: OsdpSettings, ts: float, attempt: float) -> bool:
+    """True if `event` says the secure channel went down soon after connecting: a wrong key.
+
+    libosdp also reports the secure channel down when a silent reader goes offline after
+    ~8 s of probing; a refused key fails within a second.
+    """
+    return (
+        event.type is NotificationType.SECURE_CHANNEL
+        and event.arg0 == 0
+        and s.secure_channel is not SecureChannel.OFF
+        and ts - attempt < _KEY_REFUSED_WITHIN_S
+    )
+
+
 def _describe_offline(r: _Reader) -> str:
     s = r.settings
     where = f"reader at address {s.address} on {s.port}"
@@ -308,22 +322,11 @@ class OsdpDriver(Driver):
         if isinstance(event, Notification):
             if ts <= r.quiet_until:
                 return
-            lost = event.arg0 == 0
-            keyed = r.settings.secure_channel is not SecureChannel.OFF
-            # libosdp also reports the secure channel down when a silent reader goes
-            # offline after ~8 s of probing; a refused key fails within a second.
-            quick = ts - r.attempt < _KEY_REFUSED_WITHIN_S
-            if (
-                event.type is NotificationType.SECURE_CHANNEL
-                and lost
-                and keyed
-                and quick
-                and r.online is not True
-            ):
+            if _key_refused(event, r.settings, ts, r.attempt) and r.online is not True:
                 r.sc_failed = True
             elif (
                 event.type is NotificationType.PD_STATUS
-                and lost
+                and event.arg0 == 0
                 and (r.online is not False or (r.sc_failed and "secure" not in r.reason))
             ):
                 self._offline(r, _describe_offline(r), time.monotonic())
@@ -458,11 +461,7 @@ async def read_once(spec: DeviceSpec, timeout_s: float = 10.0) -> ReadResult:
                 with contextlib.suppress(OsdpEventError):
                     event = parse_event(raw)
                     sc_failed = sc_failed or (
-                        isinstance(event, Notification)
-                        and event.type is NotificationType.SECURE_CHANNEL
-                        and event.arg0 == 0
-                        and s.secure_channel is not SecureChannel.OFF
-                        and ts - started < _KEY_REFUSED_WITHIN_S
+                        isinstance(event, Notification) and _key_refused(event, s, ts, started)
                     )
             if online or sc_failed:
                 break
