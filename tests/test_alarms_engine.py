@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.alarms.book import AlarmBook
-from gateway.alarms.engine import AlarmEngine, UnknownAlarm
+from gateway.alarms.engine import AlarmEngine, OutputSwitch, UnknownAlarm
 from gateway.alarms.model import AlarmState, Change, DeviceInfo, Via
 from gateway.alarms.rules import AlarmType, Rule, RuleSet, Severity
 from gateway.alarms.settings import AlarmsConfig, EscalationConfig
@@ -23,6 +24,7 @@ from gateway.model import DeviceRef, Event, EventType, Identity, Kind, Location
 from gateway.outbox import Consumer, Outbox, Row
 from gateway.schemas import validator
 from gateway.topics import Topics
+from tests.driverkit import until
 
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 SMOKE = DeviceInfo("smoke-1", "smoke", "Stairwell 2", {"building": "2", "floor": "2"})
@@ -30,6 +32,7 @@ SMOKE_2 = DeviceInfo("smoke-2", "smoke", "", {"building": "2"})
 SOS = DeviceInfo("sos-1", "elderly_alarm", "Pendant 1-201", {"building": "1", "unit": "201"})
 DOOR = DeviceInfo("door-1", "door", "Lobby", {"building": "1"})
 IDENTITY = Identity("site-a", "gw-1")
+WALL_CLOCK = partial(datetime.now, UTC)
 
 
 def s(seconds: float) -> datetime:
@@ -364,13 +367,22 @@ def _rows(outbox: Outbox) -> list[Row]:
         reader.close()
 
 
-def _engine(tmp_path: Path, outbox: Outbox, **cfg: Any) -> AlarmEngine:
+def _engine(
+    tmp_path: Path,
+    outbox: Outbox,
+    *,
+    output: OutputSwitch | None = None,
+    now: Callable[[], datetime] = WALL_CLOCK,
+    **cfg: Any,
+) -> AlarmEngine:
     return AlarmEngine(
         AlarmsConfig.model_validate({"damping_s": 0, **cfg}),
         path=tmp_path / "alarms.db",
         topics=Topics("p/v1", IDENTITY),
         devices={SMOKE.id: SMOKE},
         outbox=outbox,
+        output=output,
+        now=now,
     )
 
 
@@ -490,22 +502,9 @@ def test_output_follows_escalation_and_a_failed_switch_is_retried(
         if len(calls) == 1:
             raise RuntimeError("relay line busy")
 
-    async def until(pred: Any) -> None:
-        for _ in range(60):
-            if pred():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"not reached; output calls {calls}")
-
     async def scenario() -> None:
-        engine = AlarmEngine(
-            AlarmsConfig.model_validate({"damping_s": 0, "escalation": {"critical": 60}}),
-            path=tmp_path / "alarms.db",
-            topics=Topics("p/v1", IDENTITY),
-            devices={SMOKE.id: SMOKE},
-            outbox=outbox,
-            output=output,
-            now=lambda: clock[0],
+        engine = _engine(
+            tmp_path, outbox, output=output, now=lambda: clock[0], escalation={"critical": 60}
         )
         task = asyncio.create_task(engine.run())
         await until(lambda: calls == [False, False])  # known state at start, after a retry
