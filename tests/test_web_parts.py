@@ -327,6 +327,21 @@ def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_code_already_taken_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    store = RequestStore(tmp_path / "web.db", None, Topics("p", Identity("s", "g")))  # type: ignore[arg-type]
+    req = _req(text="first")
+    first = store._insert(req)
+    second = store._insert(req)  # the same code again: the insert collides
+    assert second.code != first.code
+    assert normalise_code(second.code) == second.code
+    assert (second.kiosk, second.text, second.created_at) == (req.kiosk, "first", req.created_at)
+    assert store._history(second.code) is not None
+    store.close()
+
+
 def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
     tmp_path: Path,
 ) -> None:

@@ -22,7 +22,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -244,7 +244,7 @@ class RequestStore:
                     return req
                 except sqlite3.IntegrityError:
                     db.execute("ROLLBACK")
-                    req = ServiceRequest(**{**_fields(req), "code": new_code()})
+                    req = replace(req, code=new_code())
             raise RuntimeError("could not find a free request code")
 
     def _mark_published(self, code: str) -> None:
@@ -402,7 +402,3 @@ class RequestStore:
         if at is None:
             raise CommandFailed(f"unknown request {code!r}")
         return "done", {"code": code, "status": raw, "at": at}
-
-
-def _fields(req: ServiceRequest) -> dict[str, Any]:
-    return {name: getattr(req, name) for name in ServiceRequest.__slots__}
