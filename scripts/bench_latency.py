@@ -154,6 +154,20 @@ def _devices(
     card = encode(12, 34567)
     (work / "allow.txt").write_text(card_pseudonym(OSDP_SECRET.encode(), card, 26) + "\n")
     flat = {"building": "1", "floor": 1, "unit": "101"}
+
+    def reader(port: Path, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "osdp",
+            "port": str(port),
+            "baudrate": 115200,
+            "address": 1,
+            "secure_channel": "scbk",
+            "scbk": {"file": str(work / "osdp.scbk")},
+            "site_secret": {"file": str(work / "osdp.secret")},
+            "allow_list": str(work / "allow.txt"),
+            **extra,
+        }
+
     return [
         {
             "id": "sos-gpio",
@@ -183,16 +197,7 @@ def _devices(
             "id": "reader-lobby",
             "kind": "door",
             "location": {"building": "1", "floor": 0, "unit": "lobby"},
-            "driver": {
-                "type": "osdp",
-                "port": str(osdp_ptys.a),
-                "baudrate": 115200,
-                "address": 1,
-                "secure_channel": "scbk",
-                "scbk": {"file": str(work / "osdp.scbk")},
-                "site_secret": {"file": str(work / "osdp.secret")},
-                "allow_list": str(work / "allow.txt"),
-            },
+            "driver": reader(osdp_ptys.a),
         },
         {
             # The same reader on a bus of its own, without LED and buzzer feedback: the
@@ -200,17 +205,7 @@ def _devices(
             "id": "reader-bikes",
             "kind": "door",
             "location": {"building": "1", "floor": -1, "unit": "bike-room"},
-            "driver": {
-                "type": "osdp",
-                "port": str(osdp2_ptys.a),
-                "baudrate": 115200,
-                "address": 1,
-                "secure_channel": "scbk",
-                "scbk": {"file": str(work / "osdp.scbk")},
-                "site_secret": {"file": str(work / "osdp.secret")},
-                "allow_list": str(work / "allow.txt"),
-                "feedback": "none",
-            },
+            "driver": reader(osdp2_ptys.a, feedback="none"),
         },
     ]
 
