@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -15,7 +15,7 @@ import pytest
 
 from gateway.alarms.book import AlarmBook
 from gateway.alarms.engine import AlarmEngine, OutputSwitch, UnknownAlarm
-from gateway.alarms.model import AlarmState, Change, DeviceInfo, Via
+from gateway.alarms.model import Alarm, AlarmState, Change, DeviceInfo, Via
 from gateway.alarms.rules import AlarmType, Rule, RuleSet, Severity
 from gateway.alarms.settings import AlarmsConfig, EscalationConfig
 from gateway.alarms.store import AlarmStore
@@ -39,14 +39,16 @@ def s(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def book(damping_s: float = 0, **escalation: Any) -> AlarmBook:
-    counter = itertools.count(1)
-    return AlarmBook(
-        RuleSet.merged(()),
-        EscalationConfig(**escalation),
-        damping_s,
-        lambda: f"tok-{next(counter)}",
-    )
+def book(
+    damping_s: float = 0,
+    *,
+    new_id: Callable[[], str] | None = None,
+    restored: Iterable[Alarm] = (),
+    **escalation: Any,
+) -> AlarmBook:
+    """A book with the default rules; ids tok-1, tok-2, ... unless `new_id` is given."""
+    ids = new_id or map("tok-{}".format, itertools.count(1)).__next__
+    return AlarmBook(RuleSet.merged(()), EscalationConfig(**escalation), damping_s, ids, restored)
 
 
 def whats(changes: list[Change]) -> list[tuple[str, str]]:
@@ -303,13 +305,13 @@ def store(tmp_path: Path) -> Iterator[AlarmStore]:
 def test_ids_are_a_token_and_a_counter_that_survives_reopening(tmp_path: Path) -> None:
     st = AlarmStore(tmp_path / "alarms.db")
     st.open()
-    b = AlarmBook(RuleSet.merged(()), EscalationConfig(), 0, st.new_id)
+    b = book(new_id=st.new_id)
     st.save(b.signal(SMOKE, "smoke.alarm", s(0)))
     st.save(b.signal(SMOKE_2, "smoke.alarm", s(0)))
     token = st.token
     st.close()
     st.open()
-    b = AlarmBook(RuleSet.merged(()), EscalationConfig(), 0, st.new_id, st.open_alarms())
+    b = book(new_id=st.new_id, restored=st.open_alarms())
     [third] = b.signal(DOOR, "door.forced", s(1))
     st.save([third])
     assert third.alarm.id == f"{token}-3"
@@ -322,7 +324,7 @@ def test_ids_are_a_token_and_a_counter_that_survives_reopening(tmp_path: Path) -
 
 
 def test_reopened_store_restores_open_alarms_with_their_timers(store: AlarmStore) -> None:
-    b = AlarmBook(RuleSet.merged(()), EscalationConfig(critical=60), 10, store.new_id)
+    b = book(10, new_id=store.new_id, critical=60)
     [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
     store.save([fire])
     store.save(b.tick(s(60)))
@@ -331,9 +333,7 @@ def test_reopened_store_restores_open_alarms_with_their_timers(store: AlarmStore
     store.save([sos])
     store.save(b.acknowledge(sos.alarm.id, "staff-li", "", Via.MQTT, s(2))[2])
     # The process dies; a new one opens the store.
-    again = AlarmBook(
-        RuleSet.merged(()), EscalationConfig(critical=60), 10, store.new_id, store.open_alarms()
-    )
+    again = book(10, new_id=store.new_id, restored=store.open_alarms(), critical=60)
     [restored] = again.open_alarms()
     assert (restored.id, restored.escalation, restored.rev) == (fire.alarm.id, 1, 2)
     assert restored.clear_due_at == s(80) and restored.escalate_at == s(120)
@@ -431,7 +431,7 @@ def test_revs_stored_but_not_handed_to_the_outbox_are_published_at_start(tmp_pat
     # published_rev lags behind.  Simulate it by storing changes without the engine.
     st = AlarmStore(tmp_path / "alarms.db")
     st.open()
-    b = AlarmBook(RuleSet.merged(()), EscalationConfig(), 0, st.new_id)
+    b = book(new_id=st.new_id)
     [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
     st.save([fire])
     st.mark_published(fire.alarm.id, 1)
