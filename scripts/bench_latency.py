@@ -201,7 +201,8 @@ def _devices(
         },
         {
             # The same reader on a bus of its own, without LED and buzzer feedback: the
-            # driver sends feedback before it emits, so this shows what that costs.
+            # feedback runs beside the emit, but its commands queue ahead of the next
+            # card's poll, so this shows what that costs.
             "id": "reader-bikes",
             "kind": "door",
             "location": {"building": "1", "floor": -1, "unit": "bike-room"},
