@@ -450,14 +450,13 @@ class WebApp:
                 lang=str(lang),
             )
         except RequestError as exc:
-            category = Category(form["category"]) if exc.field != "category" else None
-            if category is None:
+            if exc.field == "category":
                 raise web.HTTPSeeOther(f"/kiosk/{kiosk}?lang={lang}") from exc
             return self._kiosk_form(
                 request,
                 kiosk,
                 lang,
-                category,
+                Category(form["category"]),
                 error=f"{t('bad_input', lang)}: {exc}",
                 values=form,
                 status=400,
