@@ -1,6 +1,6 @@
 """The `wellness:` section: inactivity checks of flats where an elderly resident lives alone.
 
-Validated with the core sections; `check_devices` then checks the device ids a check
+Validated with the core sections; `wellness_problems` then checks the device ids a check
 names against the configured devices (they are only known once every device is valid)
 and returns problems with their key path, so `gateway validate` gives the line.
 """
