@@ -60,17 +60,17 @@ def _page(
     )
 
 
+def _html_lang(lang: Lang) -> str:
+    return "zh-CN" if lang is Lang.ZH else "en"
+
+
 def message_page(title: str, text: str, back: str, lang: Lang = Lang.EN) -> str:
     body = f'<main class="narrow"><h1>{esc(title)}</h1><p>{esc(text)}</p>'
     body += f'<p><a class="button" href="{esc(back)}">{esc(t("c_ok", lang))}</a></p></main>'
-    return _page(title, body, lang="zh-CN" if lang is Lang.ZH else "en", cls="console")
+    return _page(title, body, lang=_html_lang(lang), cls="console")
 
 
 # ---- staff console -------------------------------------------------------------------
-
-
-def _html_lang(lang: Lang) -> str:
-    return "zh-CN" if lang is Lang.ZH else "en"
 
 
 def _switch(lang: Lang, path: str) -> str:
@@ -246,7 +246,7 @@ def _kiosk(
         title,
         f'{top}{_banner(banner, lang)}<main data-kiosk="{esc(kiosk)}" data-lang="{lang}">'
         f"{body}</main>",
-        lang="zh-CN" if lang is Lang.ZH else "en",
+        lang=_html_lang(lang),
         cls="kiosk",
         script="kiosk.js",
         head=head,
