@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.alarms.model import AlarmState
 
 __all__ = [
     "MAX_ALARM_BYTES",
@@ -31,15 +32,6 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 class BadAlarm(ValueError):
     """A message on an alarm topic that is not a usable alarm document; says why."""
-
-
-class AlarmState(StrEnum):
-    """The alarm's state at the gateway."""
-
-    ACTIVE = "active"
-    ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
-    CLOSED = "closed"
 
 
 class _SchemaRef(BaseModel):
