@@ -358,13 +358,6 @@ class TicketStore:
         """The ticket; LookupError if there is none with that number."""
         return self._get(self.db, number)
 
-    def find(self, site: str, gateway: str, alarm_id: str) -> Ticket | None:
-        row = self.db.execute(
-            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE site=? AND gateway=? AND alarm_id=?",
-            (site, gateway, alarm_id),
-        ).fetchone()
-        return None if row is None else _ticket(row)
-
     def tickets(self, state: TicketState | None = None, limit: int | None = None) -> list[Ticket]:
         """Tickets, newest first, optionally of one state only."""
         sql = f"SELECT {_TICKET_COLUMNS} FROM tickets"
@@ -377,9 +370,6 @@ class TicketStore:
             sql += " LIMIT ?"
             args.append(limit)
         return [_ticket(r) for r in self.db.execute(sql, args)]
-
-    def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
 
     # ---- ticket events ------------------------------------------------------------
 
