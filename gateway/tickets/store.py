@@ -17,6 +17,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,6 @@ class Ticket:
 
 
 def _fmt(unix: float) -> str:
-    from datetime import UTC, datetime
-
     return format_ts(datetime.fromtimestamp(unix, UTC))
 
 
