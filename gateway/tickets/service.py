@@ -405,7 +405,6 @@ class TicketService:
 
         False if the database failed: nothing of the batch is applied or acknowledged.
         """
-        assert self.client is not None
         if not batch:
             return True
         try:
@@ -419,15 +418,21 @@ class TicketService:
             log.error("database error, %d message(s) wait and are tried again: %s", len(batch), exc)
             return False
         for msg, _ in batch:
-            # After a reconnect the broker sends an unacknowledged message again, and its
-            # old packet id may name another message: acknowledge on its connection only.
-            if msg.qos > 0 and msg.connection == self._connection:
-                self.client.ack(msg.mid, msg.qos)
+            self._puback(msg)
         return True
+
+    def _puback(self, msg: _Message) -> None:
+        """Acknowledge `msg` to the broker, on the connection it came on only.
+
+        After a reconnect the broker sends an unacknowledged message again, and its old
+        packet id may name another message.
+        """
+        assert self.client is not None
+        if msg.qos > 0 and msg.connection == self._connection:
+            self.client.ack(msg.mid, msg.qos)
 
     def _gateway_status(self, msg: _Message) -> None:
         """A gateway came online: send the acknowledgements waiting for it now."""
-        assert self.client is not None
         levels = self.topics.split(msg.topic)
         assert levels is not None
         try:
@@ -442,8 +447,7 @@ class TicketService:
                 log.info("%s/%s is online: sending its acknowledgements now", *levels[:2])
         except sqlite3.Error as exc:
             log.warning("database error on %s, its retry keeps its time: %s", msg.topic, exc)
-        if msg.qos > 0 and msg.connection == self._connection:
-            self.client.ack(msg.mid, msg.qos)
+        self._puback(msg)
 
     def _store(self) -> TicketStore:
         assert self.store is not None
