@@ -186,6 +186,7 @@ def _secs(value: float | None) -> str:
 
 def _row(t: Ticket) -> dict[str, Any]:
     device = t.alarm.get("device") or {}
+    event = t.event()
     return {
         "ticket": t.ticket_id,
         "state": str(t.state),
@@ -200,13 +201,13 @@ def _row(t: Ticket) -> dict[str, Any]:
         "device": device.get("id"),
         "location": device.get("location"),
         "raised_at": t.raised_at,
-        "opened_at": t.event()["opened_at"],
+        "opened_at": event["opened_at"],
         "open_s": round(t.open_latency_s, 3),
         "acknowledged_by": t.acknowledged_by,
         "ack_note": t.ack_note,
         "ack_s": None if t.ack_latency_s is None else round(t.ack_latency_s, 3),
         "ack_error": t.last_ack_error,
-        "resolved_at": t.event()["resolved_at"],
+        "resolved_at": event["resolved_at"],
     }
 
 
