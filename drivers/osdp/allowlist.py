@@ -56,10 +56,9 @@ class AllowList:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            stamp = None
             if self._stamp is None and self.loads:
                 return []  # still missing: said so already
-            self._stamp, self.entries, self.loads = stamp, frozenset(), self.loads + 1
+            self._stamp, self.entries, self.loads = None, frozenset(), self.loads + 1
             self.problems = [
                 f"allow list {self.path} cannot be read ({exc.strerror}); every card is denied"
             ]
@@ -79,5 +78,5 @@ class AllowList:
         return list(self.problems)
 
     def allows(self, pseudonym: str) -> bool:
-        """Whether the card is on the list (after a refresh, if the file changed)."""
+        """Whether the card is on the list as last read (call `refresh` first)."""
         return pseudonym in self.entries
