@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.model import Identity
+from gateway.model import Identity, format_ts
 from gateway.web.auth import FailureLimiter, SessionStore, WindowLimiter, tokens_match
 from gateway.web.live import building_banner
 from gateway.web.requests import (
@@ -313,11 +313,11 @@ def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
     db = store._conn()
     db.execute(
         "UPDATE requests SET created_at = ? WHERE code = ?",
-        ((now - timedelta(days=91)).strftime("%Y-%m-%dT%H:%M:%S.000Z"), old.code),
+        (format_ts(now - timedelta(days=91)), old.code),
     )
     db.execute(
         "UPDATE requests SET created_at = ? WHERE code = ?",
-        ((now - timedelta(days=89)).strftime("%Y-%m-%dT%H:%M:%S.000Z"), new.code),
+        (format_ts(now - timedelta(days=89)), new.code),
     )
     assert store.purge(90, now=now) == 1
     assert store._history(old.code) is None
