@@ -73,6 +73,13 @@ class Site:
         self.gw.start()
         self.wait_commands()
 
+    def stop(self) -> None:
+        """Close the requester and the subscriber, and stop the gateway if it runs."""
+        self.req.close()
+        self.alarms.stop()
+        if self.gw.running():
+            self.gw.terminate()
+
     def docs(self) -> list[dict[str, Any]]:
         return [m.json() for m in self.alarms.snapshot() if m.payload]
 
@@ -113,10 +120,7 @@ def _start(
 def site(tmp_path: Path, broker: Mosquitto) -> Iterator[Site]:
     s = _start(tmp_path, broker, [_device("smoke-1")], alarms=FAST)
     yield s
-    s.req.close()
-    s.alarms.stop()
-    if s.gw.running():
-        s.gw.terminate()
+    s.stop()
 
 
 def retained(port: int, topic: str, wait_s: float = 1.0) -> list[Received]:
@@ -266,8 +270,7 @@ def test_mqtt311_reply_topic(tmp_path: Path, broker: Mosquitto) -> None:
         client.loop_stop()
         replies.stop()
     finally:
-        s.req.close()
-        s.gw.terminate()
+        s.stop()
 
 
 def test_escalation_republishes_with_a_raised_level_and_switches_the_output(
@@ -302,8 +305,7 @@ def test_escalation_republishes_with_a_raised_level_and_switches_the_output(
         assert "simulated output buzzer-office switched on" in s.gw.log()
     finally:
         health.stop()
-        s.req.close()
-        s.gw.terminate()
+        s.stop()
 
 
 def test_cli_ack_while_the_broker_is_down_is_published_when_it_returns(site: Site) -> None:
@@ -372,9 +374,7 @@ def test_an_ack_on_another_gateways_topic_touches_only_that_gateway(
         assert all(d["gateway"] == other.base.rsplit("/", 1)[1] for d in other.docs())
         ours_replies.stop()
     finally:
-        other.req.close()
-        other.alarms.stop()
-        other.gw.terminate()
+        other.stop()
 
 
 def test_escalation_timer_survives_a_kill_9(tmp_path: Path, broker: Mosquitto) -> None:
@@ -402,5 +402,4 @@ def test_escalation_timer_survives_a_kill_9(tmp_path: Path, broker: Mosquitto) -
         assert at(raised["raised_at"]) + timedelta(seconds=3) <= at(escalated["updated_at"])
         assert at(escalated["updated_at"]) < due + timedelta(seconds=1.5), (escalated, back)
     finally:
-        s.req.close()
-        s.gw.terminate()
+        s.stop()
