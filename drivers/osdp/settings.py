@@ -86,11 +86,6 @@ class OsdpSettings(BaseModel):
             )
         return self
 
-    @property
-    def bus_key(self) -> str:
-        """Readers with the same port share one bus and one control panel."""
-        return self.port
-
 
 def read_scbk(ref: SecretRef) -> bytes:
     """The 16-byte secure channel base key from its secret (32 hex digits)."""
@@ -135,7 +130,8 @@ def check_devices(mine: Sequence[DeviceSpec], _all: Sequence[DeviceSpec]) -> lis
     buses: dict[str, tuple[DeviceSpec, dict[int, str]]] = {}
     for spec in mine:
         s = _settings(spec)
-        first, addresses = buses.setdefault(s.bus_key, (spec, {}))
+        # Readers on one port share one bus and one control panel (as the driver groups them).
+        first, addresses = buses.setdefault(s.port, (spec, {}))
         if _settings(first).baudrate != s.baudrate:
             problems.append(
                 DeviceProblem(
