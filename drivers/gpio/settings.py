@@ -125,10 +125,6 @@ class GpioSettings(BaseModel):
             raise ValueError(f"rex_line {self.rex_line} is the door contact's own line")
         return self
 
-    @property
-    def debounce_ns(self) -> int:
-        return self.debounce_ms * 1_000_000
-
 
 def check_devices(mine: Sequence[DeviceSpec], every: Sequence[DeviceSpec]) -> list[DeviceProblem]:
     """Each door contact's `grant_from` names existing door devices other than itself."""
