@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gateway.config import ConfigError, load_config
+from gateway.cliutil import config_option, load_or_exit
 
 from .pseudonym import PseudonymError, card_pseudonym
 from .settings import OsdpSettings, SecretError, read_site_secret
@@ -22,13 +22,7 @@ def osdp_group() -> None:
 
 
 @osdp_group.command("pseudonym")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The gateway config: the site secret comes from its OSDP readers.",
-)
+@config_option
 @click.option("--device", default=None, help="Reader whose site secret to use (default: first).")
 @click.option("--wiegand", "wiegand", default=None, help="FACILITY:NUMBER as printed on the card.")
 @click.option("--card-hex", default=None, help="The card's bits as hex, MSB first, as read.")
@@ -36,14 +30,13 @@ def osdp_group() -> None:
 def pseudonym(
     config_path: Path, device: str | None, wiegand: str | None, card_hex: str | None, bits: int
 ) -> None:
-    """Print a card's pseudonym (one line, for the allow list file); nothing else is stored."""
+    """Print a card's pseudonym (one line, for the allow list file); nothing else is stored.
+
+    The site secret comes from the config's OSDP readers.
+    """
     if (wiegand is None) == (card_hex is None):
         raise click.UsageError("give exactly one of --wiegand FACILITY:NUMBER or --card-hex HEX")
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
+    loaded = load_or_exit(config_path)
     readers = [d for d in loaded.devices if isinstance(d.settings, OsdpSettings)]
     if device is not None:
         readers = [d for d in readers if d.id == device]
