@@ -104,6 +104,11 @@ class Hub:
     def unsubscribe(self, q: asyncio.Queue[tuple[str, Any] | None]) -> None:
         self._queues.discard(q)
 
+    @property
+    def listening(self) -> bool:
+        """Whether any stream is open (else there is no point building an update)."""
+        return bool(self._queues)
+
     def publish(self, event: str, data: Any) -> None:
         for q in list(self._queues):
             try:
@@ -179,7 +184,7 @@ class LiveState:
             return
         state.last_value = _describe(message)
         state.last_at = format_ts(message.ts)
-        self.console.publish("device", self.console_device(state))
+        self._device_changed(state)
 
     def on_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
         state = self.devices.get(ref.id)
@@ -189,7 +194,12 @@ class LiveState:
         state.reason = reason
         if not state.last_at:
             state.last_at = format_ts(datetime.now(UTC))
-        self.console.publish("device", self.console_device(state))
+        self._device_changed(state)
+
+    def _device_changed(self, state: DeviceState) -> None:
+        # Every message of every device passes here: build the row only for open consoles.
+        if self.console.listening:
+            self.console.publish("device", self.console_device(state))
 
     def on_alarm(self, doc: dict[str, Any]) -> None:
         self.console.publish("alarm", self.console_alarm(doc))
