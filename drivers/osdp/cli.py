@@ -44,8 +44,7 @@ def pseudonym(
         where = f"device {device!r}" if device else "any OSDP reader"
         click.echo(f"error: {config_path} has no {where}", err=True)
         sys.exit(1)
-    settings = readers[0].settings
-    assert isinstance(settings, OsdpSettings)
+    settings = readers[0].settings_as(OsdpSettings)
     try:
         secret = read_site_secret(settings.site_secret)
         if wiegand is not None:
