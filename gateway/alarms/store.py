@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.config import SyncMode
+from gateway.outbox_sql import connect
+
 from .model import Alarm, AlarmState, Change
 
 __all__ = ["AlarmStore", "PendingAck"]
@@ -98,10 +101,7 @@ class AlarmStore:
         if not create and not self.path.exists():
             raise FileNotFoundError(f"no alarm database at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn = connect(self.path, sync=SyncMode.FULL)
         self._conn = conn
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             conn.execute(stmt)
