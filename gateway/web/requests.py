@@ -173,6 +173,13 @@ CREATE TABLE IF NOT EXISTS request_status (
 CREATE INDEX IF NOT EXISTS request_status_code ON request_status(code);
 """
 
+# The columns of a ServiceRequest, in its field order.
+_COLUMNS = "code, kiosk, category, flat, phone, text, lang, created_at"
+
+
+def _request_of(row: tuple[Any, ...]) -> ServiceRequest:
+    return ServiceRequest(row[0], row[1], Category(row[2]), *row[3:])
+
 
 class RequestStore:
     """Service requests and their status history in SQLite; the blocking work in a thread."""
@@ -262,10 +269,9 @@ class RequestStore:
         db = self._conn()
         with self._lock:
             rows = db.execute(
-                "SELECT code, kiosk, category, flat, phone, text, lang, created_at "
-                "FROM requests WHERE published = 0 ORDER BY created_at, code"
+                f"SELECT {_COLUMNS} FROM requests WHERE published = 0 ORDER BY created_at, code"
             ).fetchall()
-        return [ServiceRequest(r[0], r[1], Category(r[2]), *r[3:]) for r in rows]
+        return [_request_of(r) for r in rows]
 
     async def _publish(self, req: ServiceRequest) -> None:
         """Hand a stored request to the outbox, then mark it published (raises if refused)."""
@@ -341,19 +347,14 @@ class RequestStore:
     def _history(self, code: str) -> tuple[ServiceRequest, list[StatusEntry]] | None:
         db = self._conn()
         with self._lock:
-            row = db.execute(
-                "SELECT code, kiosk, category, flat, phone, text, lang, created_at "
-                "FROM requests WHERE code = ?",
-                (code,),
-            ).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM requests WHERE code = ?", (code,)).fetchone()
             if row is None:
                 return None
             rows = db.execute(
                 "SELECT status, note, at FROM request_status WHERE code = ? ORDER BY id",
                 (code,),
             ).fetchall()
-        req = ServiceRequest(row[0], row[1], Category(row[2]), *row[3:])
-        return req, [StatusEntry(RequestStatus(s), n, a) for s, n, a in rows]
+        return _request_of(row), [StatusEntry(RequestStatus(s), n, a) for s, n, a in rows]
 
     async def history(self, code: str) -> tuple[ServiceRequest, list[StatusEntry]] | None:
         """The request with this code and its statuses, oldest first; None if unknown."""
