@@ -103,8 +103,7 @@ class AlarmStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path, sync=SyncMode.FULL)
         self._conn = conn
-        for stmt in filter(str.strip, _SCHEMA.split(";")):
-            conn.execute(stmt)
+        conn.executescript(_SCHEMA)
         with self._tx():
             row = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()
             if row is None:
