@@ -28,6 +28,7 @@ from tests.web_harness import (
     HttpClient,
     WebGateway,
     csrf_of,
+    shanghai_time,
     start_web_gateway,
 )
 
@@ -314,9 +315,8 @@ def test_status_updates_from_the_platform_show_under_the_code(gw: WebGateway) ->
     assert page.body.count("Someone is assigned") == 1  # a repeated update is one line
     # In the gateway's local time (web.timezone), to the minute; the UTC instant kept.
     at = reply["result"]["at"]
-    assert f'<time datetime="{at}" title="{at}">{_local(at, fmt="%Y-%m-%d %H:%M")}</time>' in (
-        page.body
-    )
+    local = shanghai_time(at, fmt="%Y-%m-%d %H:%M")
+    assert f'<time datetime="{at}" title="{at}">{local}</time>' in page.body
     zh = c.get(f"/kiosk/lobby/status?code={code}&lang=zh")
     assert "已安排人员" in zh.body
     assert f'class="lang" href="?lang=en&amp;code={code}"' in zh.body  # the switch keeps it
@@ -481,15 +481,6 @@ def test_config_refuses_an_unknown_time_zone(tmp_path: Path) -> None:
     assert "web.console_lang" in text
 
 
-def _local(iso: str, zone: str = "Asia/Shanghai", fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    return (
-        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone)).strftime(fmt)
-    )
-
-
 def test_console_times_are_local_with_their_age_and_the_utc_instant_kept(
     gw: WebGateway,
 ) -> None:
@@ -500,13 +491,13 @@ def test_console_times_are_local_with_their_age_and_the_utc_instant_kept(
     state = c.get("/console/state").json()
     alarm = state["alarms"][0]
     device = next(d for d in state["devices"] if d["id"] == "smoke-b2-stair-2")
-    assert alarm["since_local"] == _local(alarm["raised_at"])
-    assert device["at_local"] == _local(device["last_at"])
+    assert alarm["since_local"] == shanghai_time(alarm["raised_at"])
+    assert device["at_local"] == shanghai_time(device["last_at"])
     assert state["now"].endswith("Z")  # the gateway's clock, for the script's ages
     page = c.get("/console").body
     for iso in (alarm["raised_at"], device["last_at"]):
         assert (
-            f'<time datetime="{iso}" title="{iso}">{_local(iso)}</time> <span class="ago">'
+            f'<time datetime="{iso}" title="{iso}">{shanghai_time(iso)}</time> <span class="ago">'
         ) in page
     assert re.search(r'<span class="ago">(just now|\d+ s ago)</span>', page)
     assert "Times in Asia/Shanghai" in page

@@ -19,7 +19,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.peers import Mosquitto, wait_for
-from tests.web_harness import STAFF_ID, STAFF_PIN, WebGateway, start_web_gateway
+from tests.web_harness import (
+    STAFF_ID,
+    STAFF_PIN,
+    WebGateway,
+    shanghai_time,
+    start_web_gateway,
+)
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -92,14 +98,6 @@ def _sign_in(page: Any, gw: WebGateway, secret: str = STAFF_PIN) -> None:
     page.click("button[type=submit]")
 
 
-def _local(iso: str) -> str:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return when.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: WebGateway) -> None:
     page = _page(browser, 1280, 720)
     page.clock.install()  # the page's own timers, so the test can move its time on
@@ -125,11 +123,11 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     since = row.locator("td.when time")
     iso = since.get_attribute("datetime")
     assert iso and iso.endswith("Z") and since.get_attribute("title") == iso
-    assert since.inner_text() == _local(iso)
+    assert since.inner_text() == shanghai_time(iso)
     assert row.locator(".ago").inner_text() in ("刚刚", "10 秒前", "11 秒前", "12 秒前")
     device = page.locator('#devices tr[data-device="smoke-b2-stair-2"] td.when')
     device.locator("time").wait_for()
-    assert device.locator("time").inner_text() == _local(
+    assert device.locator("time").inner_text() == shanghai_time(
         device.locator("time").get_attribute("datetime") or ""
     )
     # The kiosk shows the building-wide fire alarm: type and place, no unit.

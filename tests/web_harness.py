@@ -12,10 +12,12 @@ import ssl
 import subprocess
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.publish as publish
 
@@ -29,6 +31,7 @@ __all__ = [
     "WebGateway",
     "add_staff",
     "csrf_of",
+    "shanghai_time",
     "start_web_gateway",
 ]
 
@@ -126,6 +129,13 @@ def csrf_of(html: str) -> str:
     marker = 'name="csrf" value="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
+
+
+def shanghai_time(iso: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A gateway UTC timestamp in Asia/Shanghai, the web tests' zone, worked out apart
+    from gateway.web.timefmt so that the screens are checked against it."""
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return when.astimezone(ZoneInfo("Asia/Shanghai")).strftime(fmt)
 
 
 def add_staff(
