@@ -19,7 +19,7 @@ from gateway.schemas import validator
 from gateway.tickets import Ticket, TicketState
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import GATEWAY, TicketServiceProc, tickets_in
+from tests.tickets_harness import TicketServiceProc, tickets_cli, tickets_in
 
 STAFF = "staff-li"
 
@@ -49,24 +49,8 @@ def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float) -> Pat
 
 
 def _ack(db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            GATEWAY,
-            "tickets",
-            "ack",
-            "T-000001",
-            "--db",
-            str(db),
-            "--by",
-            STAFF,
-            "--note",
-            "on my way",
-            "--wait",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    return tickets_cli(
+        "ack", "T-000001", "--db", str(db), "--by", STAFF, "--note", "on my way", "--wait", "0"
     )
 
 
@@ -159,13 +143,7 @@ def test_smoke_alarm_to_ticket_to_ack_to_resolved(
         late = Subscriber(broker.port, f"{base}/alarms/+").start()
         assert not late.wait(lambda ms: len(ms) > 0, timeout=1.0), late.snapshot()
         late.stop()
-        listed = subprocess.run(
-            [GATEWAY, "tickets", "list", "--db", str(svc.db), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
+        listed = tickets_cli("list", "--db", str(svc.db), "--json", check=True)
         [row] = [json.loads(line) for line in listed.stdout.splitlines()]
         assert row["state"] == "resolved" and row["acknowledged_by"] == STAFF
 

@@ -25,7 +25,7 @@ from gateway.tickets import TicketState, TicketStore, load_routes
 from gateway.tickets.store import AckStatus
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import GATEWAY, Publisher, TicketServiceProc, alarm_doc, tickets_in
+from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli, tickets_in
 
 SITE = "sunrise-gardens"
 
@@ -306,12 +306,7 @@ class FakeGatewayCommands:
 
 
 def _ack(db: Path, ticket: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GATEWAY, "tickets", "ack", ticket, "--db", str(db), *extra],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return tickets_cli("ack", ticket, "--db", str(db), *extra)
 
 
 @pytest.mark.parametrize("v311", [False, True], ids=["mqtt5-response-topic", "mqtt311-reply-topic"])
@@ -444,21 +439,8 @@ def test_routes_file_overrides_defaults_and_a_bad_one_is_refused_with_its_line(
     assert load_routes(routes).team_for("fire") == "fire-safety"
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nteams:\n  fire: fire-safety\n  flood: plumbers\n")
-    refused = subprocess.run(
-        [
-            GATEWAY,
-            "tickets",
-            "serve",
-            "--broker",
-            broker.url,
-            "--db",
-            str(tmp_path / "x.db"),
-            "--routes",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    refused = tickets_cli(
+        "serve", "--broker", broker.url, "--db", str(tmp_path / "x.db"), "--routes", str(bad)
     )
     assert refused.returncode == 2
     assert f"{bad}:4 teams.flood" in refused.stderr, refused.stderr
@@ -515,21 +497,14 @@ def test_serve_logs_in_with_a_password_file_and_says_when_refused(
         assert wait_for(lambda: "check --username and --password-file" in bad.log()), bad.log()
         assert bad.running()  # it keeps trying: the password may be fixed at the broker
         bad.terminate()
-        no_user = subprocess.run(
-            [
-                GATEWAY,
-                "tickets",
-                "serve",
-                "--broker",
-                url,
-                "--db",
-                str(tmp_path / "x.db"),
-                "--password-file",
-                str(tmp_path / "right"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        no_user = tickets_cli(
+            "serve",
+            "--broker",
+            url,
+            "--db",
+            str(tmp_path / "x.db"),
+            "--password-file",
+            str(tmp_path / "right"),
         )
         assert no_user.returncode == 2 and "a password needs --username" in no_user.stderr
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from gateway.schemas import validator
 from gateway.tickets import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
 from gateway.tickets.store import AckStatus, format_ticket_id, parse_ticket_id
-from tests.tickets_harness import GATEWAY, alarm_doc
+from tests.tickets_harness import alarm_doc, tickets_cli
 
 SITE, GW = "sunrise-gardens", "gw-a"
 
@@ -146,23 +145,9 @@ def test_list_and_stats_show_tickets_and_timings(store: TicketStore, tmp_path: P
     store.record_reply(rid, {"ok": True, "status": "accepted"}, 111.0)
     store.close()
     db = str(tmp_path / "tickets.db")
-    out = subprocess.run(
-        [GATEWAY, "tickets", "list", "--db", db, "--state", "acknowledged"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    out = tickets_cli("list", "--db", db, "--state", "acknowledged", check=True).stdout
     assert "T-000001" in out and "staff-li" in out and "T-000002" not in out
-    stats = json.loads(
-        subprocess.run(
-            [GATEWAY, "tickets", "stats", "--db", db, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    )
+    stats = json.loads(tickets_cli("stats", "--db", db, "--json", check=True).stdout)
     assert stats["tickets"] == 2
     assert stats["by_state"] == {"open": 1, "acknowledged": 1, "resolved": 0}
     assert stats["by_team"] == {"care": 1, "fire-safety": 1}
@@ -173,11 +158,6 @@ def test_commands_refuse_a_file_that_is_not_a_ticket_database(tmp_path: Path) ->
     bad = tmp_path / "notes.txt"
     bad.write_text("not a database\n" * 100)
     for args in (["list"], ["stats"], ["ack", "T-000001", "--by", "staff-li"]):
-        done = subprocess.run(
-            [GATEWAY, "tickets", *args, "--db", str(bad)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = tickets_cli(*args, "--db", str(bad))
         assert done.returncode == 2, (args, done.stderr)
         assert "Invalid value for --db" in done.stderr and "is not a database" in done.stderr

@@ -21,7 +21,7 @@ from gateway.tickets import Ticket, TicketStore
 from tests.harness import GATEWAY, ChildProcess
 from tests.peers import wait_for
 
-__all__ = ["Publisher", "TicketServiceProc", "alarm_doc", "tickets_in"]
+__all__ = ["Publisher", "TicketServiceProc", "alarm_doc", "tickets_cli", "tickets_in"]
 
 
 def alarm_doc(
@@ -139,6 +139,13 @@ class Publisher:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def tickets_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`gateway tickets ARGS` as staff would type it; output captured as text."""
+    return subprocess.run(
+        [GATEWAY, "tickets", *args], capture_output=True, text=True, timeout=30, check=check
+    )
 
 
 def tickets_in(db: Path) -> list[Ticket]:
