@@ -22,29 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from gateway.model import format_ts
 from gateway.tickets.documents import parse_ts
 from scripts.bench_core import pct
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import TicketServiceProc, alarm_doc
+from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc
 
 PREFIX = "bench/v1"
 SITE = "bench-site"
 GATEWAYS = 100
 TYPES = ("fire", "care", "wellness", "security", "maintenance")
-
-
-def _client(port: int, name: str) -> mqtt.Client:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(100)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
 
 
 class Telemetry:
@@ -55,7 +43,7 @@ class Telemetry:
         self.sent = 0
         self.stop = threading.Event()
         self.sub = Subscriber(port, f"{PREFIX}/+/+/devices/+/telemetry").start()
-        self.client = _client(port, "bench-telemetry")
+        self.publisher = Publisher(port)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -66,7 +54,7 @@ class Telemetry:
             while self.sent < due:
                 gw = self.sent % GATEWAYS
                 topic = f"{PREFIX}/{SITE}/gw-{gw:03d}/devices/m{self.sent % 7}/telemetry"
-                self.client.publish(topic, payload, qos=1)
+                self.publisher.client.publish(topic, payload, qos=1)
                 self.sent += 1
             time.sleep(0.005)
 
@@ -82,20 +70,17 @@ class Telemetry:
     def close(self) -> None:
         self.stop.set()
         self.thread.join()
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publisher.stop()
         self.sub.stop()
 
 
-def _send(
-    port: int, name: str, messages: list[tuple[str, dict[str, Any]]], rate: float | None
-) -> float:
+def _send(port: int, messages: list[tuple[str, dict[str, Any]]], rate: float | None) -> float:
     """Publish (topic, document) pairs from 10 clients, round robin by gateway; seconds taken.
 
     Each document's times are stamped just before its publish, so what is measured is
     the way from the publisher's call to the ticket, not the building of the document.
     """
-    clients = [_client(port, f"{name}-{k}") for k in range(10)]
+    publishers = [Publisher(port) for _ in range(10)]
     t0 = time.monotonic()
     infos = []
     for i, (topic, doc) in enumerate(messages):
@@ -104,14 +89,13 @@ def _send(
                 time.sleep(0.001)
         now = format_ts(datetime.now(UTC))
         doc["raised_at"] = doc["updated_at"] = doc["last_seen_at"] = now
-        client = clients[(i % GATEWAYS) % len(clients)]
+        client = publishers[(i % GATEWAYS) % len(publishers)].client
         infos.append(client.publish(topic, json.dumps(doc), qos=1, retain=True))
     for info in infos:
         info.wait_for_publish(30)
     took = time.monotonic() - t0
-    for c in clients:
-        c.disconnect()
-        c.loop_stop()
+    for p in publishers:
+        p.stop()
     return took
 
 
@@ -128,7 +112,7 @@ def baseline(port: int, n: int, rate: float) -> list[float]:
     """Plain paho publish → subscriber latency in ms: the same documents, clients and pace."""
     sub = Subscriber(port, "bench/baseline/#").start()
     messages = [(f"bench/baseline/{t}", doc) for t, doc in _alarms(10 * n, n)]
-    _send(port, "bench-baseline", messages, rate)
+    _send(port, messages, rate)
     sub.wait(lambda ms: len(ms) >= n, timeout=60)
     sub.stop()
     offset = time.time() - time.monotonic()
@@ -149,7 +133,7 @@ def rows(db: Path, like: str) -> list[tuple[str, str, float, float]]:
 
 
 def phase(db: Path, port: int, first: int, n: int, rate: float | None) -> dict[str, Any]:
-    took = _send(port, f"bench-gws-{first}", _alarms(first, n), rate)
+    took = _send(port, _alarms(first, n), rate)
     like = f"bench{first}-%"
     wait_for(lambda: len(rows(db, like)) >= n, timeout=120, interval=0.2)
     time.sleep(0.5)  # a doubled ticket would have had time to appear
