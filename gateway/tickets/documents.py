@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.model import AlarmState
+from gateway.alarms.rules import Severity
 
 __all__ = [
     "MAX_ALARM_BYTES",
@@ -63,7 +64,7 @@ class AlarmDoc(BaseModel):
     alarm_id: str = Field(pattern=_ID)
     rev: int = Field(ge=0)
     type: str = Field(min_length=1, max_length=64)
-    severity: Literal["critical", "high", "medium", "low"]
+    severity: Severity
     state: AlarmState
     acknowledged: bool
     cleared: bool
