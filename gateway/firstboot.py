@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.files import write_private
 from gateway.yamlsource import YamlSyntaxError, load_located
 
 __all__ = [
@@ -137,18 +138,8 @@ def _private_dir(path: Path, owner: tuple[int, int] | None) -> None:
 
 
 def _copy_private(src: Path, dst: Path, owner: tuple[int, int] | None) -> None:
-    # Copy then rename: the FAT partition and /etc are different file systems, and a
-    # power cut must not leave a half-written file under the final name.
-    tmp = dst.with_name(f".{dst.name}.firstboot")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(src.read_bytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    if owner is not None:
-        os.chown(tmp, *owner)
-    os.replace(tmp, dst)
+    # Copy, not rename: the FAT partition and /etc are different file systems.
+    write_private(dst, src.read_bytes(), owner=owner)
 
 
 def enable_service(root: Path) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.config import CONFIG_VERSION, GatewayConfig
+from gateway.files import write_private
 
 __all__ = [
     "INSTALLED_OUTBOX",
@@ -163,15 +164,6 @@ def _chmod(path: Path, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def _write_private(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    _chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
-    if owner is not None:
-        os.chown(path, *owner)
-
-
 def make_csr(key: Path, csr: Path, common_name: str) -> None:
     """A new P-256 key (mode 0600) and a certificate signing request with CN=common_name."""
     if shutil.which("openssl") is None:
@@ -203,12 +195,12 @@ def provision(
     written = Written(config)
     if a.password:
         path = secrets / "broker-password"
-        _write_private(path, a.password.encode() + b"\n", owner)
+        write_private(path, a.password.encode() + b"\n", owner=owner)
         written.secrets.append(path)
     if a.ca_file is not None:
         path = secrets / "ca.crt"
         if a.ca_file.resolve() != path.resolve():
-            _write_private(path, a.ca_file.read_bytes(), owner)
+            write_private(path, a.ca_file.read_bytes(), owner=owner)
         written.secrets.append(path)
     if a.csr:
         key, csr = secrets / "client.key", out / "client.csr"
@@ -217,5 +209,5 @@ def provision(
             os.chown(key, *owner)
         written.secrets.append(key)
         written.csr = csr
-    _write_private(config, render_config(a).encode(), owner)
+    write_private(config, render_config(a).encode(), owner=owner)
     return written

@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.files import write_private
 from gateway.web.settings import WebConfig
 
 __all__ = [
@@ -148,23 +149,15 @@ class StaffFile:
             "staff": [{"id": m.id, "name": m.name, "hash": m.hash} for m in members.values()],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        # Created 0600 from the start: the hashes are never readable by others, not even
-        # for the moment before a chmod.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
+        owner = None
         if os.geteuid() == 0:
             # `gateway staff add` run as root (sudo) on an installed box: the file must
             # belong to the gateway's user, who owns the state folder, or it cannot sign
             # anybody in.
             folder = self.path.parent.stat()
-            os.chown(tmp, folder.st_uid, folder.st_gid)
-        os.replace(tmp, self.path)
+            owner = (folder.st_uid, folder.st_gid)
+        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        write_private(self.path, text.encode("utf-8"), owner=owner)
 
     def add(self, staff_id: str, name: str, secret: str, *, replace: bool = False) -> None:
         """Add an account (or replace its name and secret with `replace`)."""
