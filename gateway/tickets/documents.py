@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.model import AlarmState
 from gateway.alarms.rules import Severity
+from gateway.config import Id
 
 __all__ = [
     "MAX_ALARM_BYTES",
@@ -28,7 +29,6 @@ __all__ = [
 
 # A real alarm document is about 700 bytes; anything near this is not one.
 MAX_ALARM_BYTES = 64 * 1024
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class BadAlarm(ValueError):
@@ -59,9 +59,9 @@ class AlarmDoc(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_: _SchemaRef = Field(alias="schema")
-    site: str = Field(pattern=_ID)
-    gateway: str = Field(pattern=_ID)
-    alarm_id: str = Field(pattern=_ID)
+    site: Id
+    gateway: Id
+    alarm_id: Id
     rev: int = Field(ge=0)
     type: str = Field(min_length=1, max_length=64)
     severity: Severity

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.rules import AlarmType
-from gateway.config import ConfigError, _pydantic_problems
+from gateway.config import ConfigError, Id, _pydantic_problems
 from gateway.yamlsource import Problem, YamlSyntaxError, load_located
 
 __all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
@@ -36,8 +36,9 @@ DEFAULT_TEAMS: dict[AlarmType, str] = {
     AlarmType.MAINTENANCE: "maintenance",
 }
 
-# A team name is shown in lists and may become a topic level or a file name downstream.
-Team = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# A team name is shown in lists and may become a topic level or a file name downstream:
+# the same rule as the config's ids.
+Team = Id
 
 
 class _RoutesFile(BaseModel):
