@@ -20,7 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.peers import wait_for
 
-__all__ = ["ChildProcess", "GatewayProc", "Received", "Subscriber", "write_config"]
+__all__ = [
+    "ChildProcess",
+    "GatewayProc",
+    "Received",
+    "Subscriber",
+    "config_problems",
+    "write_config",
+]
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -47,6 +54,17 @@ def write_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def config_problems(path: Path) -> list[str]:
+    """Every problem `gateway validate` finds in the file (the test fails if it loads)."""
+    import pytest
+
+    from gateway.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]
 
 
 def topic_base(config: Path) -> str:

@@ -17,9 +17,10 @@ from gateway.alarms.rules import RuleSet
 from gateway.alarms.settings import EscalationConfig
 from gateway.alarms.store import AlarmStore
 from gateway.commands import CommandFailed, CommandRouter
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.schemas import validator
 from tests.harness import GATEWAY
+from tests.harness import config_problems as _problems
 
 # ---- the pydantic model and alarm-ack.json agree ------------------------------------
 
@@ -112,12 +113,6 @@ def _write(tmp_path: Path, alarms: str) -> Path:
     path = tmp_path / "gw.yaml"
     path.write_text(CONFIG + textwrap.dedent(alarms))
     return path
-
-
-def _problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
 
 
 def test_defaults_store_next_to_the_outbox(tmp_path: Path) -> None:

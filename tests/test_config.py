@@ -6,10 +6,9 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from tests.harness import GATEWAY
+from tests.harness import config_problems as problems
 
 GOOD = """\
 version: 1
@@ -33,12 +32,6 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
 
 
 def test_good_config_loads_with_devices_and_absolute_paths(tmp_path: Path) -> None:

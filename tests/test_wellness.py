@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
 from gateway.driver import DeviceSpec
 from gateway.model import (
     DeviceRef,
@@ -33,6 +33,7 @@ from gateway.wellness_settings import (
 )
 from tests.driverkit import until
 from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
+from tests.harness import config_problems as _problems
 from tests.peers import Mosquitto
 
 E = EventType
@@ -71,12 +72,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def _problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
 
 
 # ---- config ------------------------------------------------------------------------
