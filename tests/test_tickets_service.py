@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -20,11 +22,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.mqttclient import publish_properties
 from gateway.schemas import validator
 from gateway.tickets import TicketState, TicketStore, load_routes
 from gateway.tickets.store import AckStatus
 from tests.harness import Subscriber
-from tests.peers import Mosquitto, wait_for
+from tests.peers import Mosquitto, free_port, wait_for
 from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli, tickets_in
 
 SITE = "sunrise-gardens"
@@ -194,8 +197,6 @@ def test_alarms_queued_for_a_stopped_instance_are_ticketed_by_the_others_reconci
 def test_a_database_locked_by_a_peer_delays_tickets_but_loses_none(
     broker: Mosquitto, tmp_path: Path, prefix: str
 ) -> None:
-    import sqlite3
-
     svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
     pub = Publisher(broker.port)
     peer = sqlite3.connect(svc.db, isolation_level=None)
@@ -269,8 +270,6 @@ class FakeGatewayCommands:
         assert ready.wait(10)
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        from gateway.mqttclient import publish_properties
-
         args = json.loads(msg.payload)
         props: Any = msg.properties  # paho types properties loosely; MQTT 5: always set
         with self._lock:
@@ -458,10 +457,6 @@ def test_routes_file_overrides_defaults_and_a_bad_one_is_refused_with_its_line(
 def test_serve_logs_in_with_a_password_file_and_says_when_refused(
     tmp_path: Path, prefix: str
 ) -> None:
-    import tempfile
-
-    from tests.peers import free_port
-
     secrets = Path(tempfile.mkdtemp(prefix="tickets-auth-"))
     auth: Mosquitto | None = None
     try:
