@@ -317,7 +317,7 @@ class TicketService:
         self._last_retained = self._reconciled_at = time.monotonic()
 
     def _tick(self) -> None:
-        assert self.store is not None and self.client is not None
+        assert self.client is not None
         if not self._connected:
             return
         now = time.monotonic()
@@ -478,7 +478,6 @@ class TicketService:
                 )
 
     def _reply(self, msg: _Message) -> None:
-        assert self.store is not None
         if len(msg.payload) > MAX_REPLY_BYTES:
             log.warning("skipping a %d-byte reply on %s", len(msg.payload), msg.topic)
             return
@@ -496,7 +495,7 @@ class TicketService:
         if not isinstance(request_id, str):
             log.warning("skipping a reply without request_id on %s", msg.topic)
             return
-        ticket = self.store.record_reply(request_id, reply, time.time())
+        ticket = self._store().record_reply(request_id, reply, time.time())
         if ticket is None:
             log.debug("reply %s is for no request of ours", request_id)
             return
@@ -529,8 +528,8 @@ class TicketService:
     # ---- acknowledgements and ticket events out -------------------------------------
 
     def _send_acks(self) -> None:
-        assert self.store is not None and self.client is not None
-        for req in self.store.claim_due_acks(time.time()):
+        assert self.client is not None
+        for req in self._store().claim_due_acks(time.time()):
             payload = {"by": req.by, "note": req.note, "request_id": req.request_id}
             props = publish_properties(
                 ResponseTopic=self.topics.replies, CorrelationData=req.request_id.encode()
@@ -557,14 +556,14 @@ class TicketService:
         A slice, because a paho publish costs most of a millisecond here: publishing a
         burst's events in one go would hold up the next alarms by tens of ms.
         """
-        assert self.store is not None
+        store = self._store()
         if self._published:
-            self.store.mark_published(self._published)
+            store.mark_published(self._published)
             self._published = []
         if not self._events_connected:
             return
         sent = 0
-        for ticket in self.store.unpublished(limit=EVENT_SLICE + len(self._in_flight)):
+        for ticket in store.unpublished(limit=EVENT_SLICE + len(self._in_flight)):
             if self._in_flight.get(ticket.number, 0) >= ticket.version:
                 continue
             info = self._publish_ticket(ticket)
