@@ -38,6 +38,7 @@ __all__ = [
     "SecretRef",
     "SyncMode",
     "load_config",
+    "pydantic_problems",
 ]
 
 CONFIG_VERSION = 1
@@ -257,9 +258,10 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-def _pydantic_problems(
+def pydantic_problems(
     src: Located, exc: ValidationError, prefix: tuple[str | int, ...] = ()
 ) -> list[Problem]:
+    """A pydantic error as problems with file, line and key path (below `prefix`)."""
     problems = []
     for err in exc.errors():
         loc = (*prefix, *err["loc"])
@@ -364,7 +366,7 @@ def _device_specs(
         try:
             settings = info.settings_model.model_validate(raw, context={"kind": dev.kind})
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(src, exc, ("devices", i, "driver")))
+            problems.extend(pydantic_problems(src, exc, ("devices", i, "driver")))
             continue
         settings = _resolve_paths(settings, base)
         loc = dev.location
@@ -412,7 +414,7 @@ def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> Loa
     try:
         cfg = GatewayConfig.model_validate(src.data)
     except ValidationError as exc:
-        problems = _pydantic_problems(src, exc)
+        problems = pydantic_problems(src, exc)
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from exc
     cfg = _resolve_paths(cfg, path.parent)
     problems = _check_secrets(src, cfg)

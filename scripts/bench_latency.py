@@ -43,6 +43,7 @@ from gateway.driver import DeviceSpec, DriverContext
 from gateway.model import DeviceRef
 from gateway.registry import available_drivers
 from gateway.runtime import Gateway
+from scripts.bench_core import pct
 from tests.harness import Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, PtyPair, pty_pair
 
@@ -55,14 +56,6 @@ SERIAL_LINE = b"RX 1A2B3C SOS\r\n"
 Z2M_NAME = "bench/sos"
 OSDP_KEY = bytes(range(16))
 OSDP_SECRET = "bench-site-secret-0123456789abcdef"
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of `values`; NaN if empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.rules import AlarmType
-from gateway.config import ConfigError, Id, _pydantic_problems
+from gateway.config import ConfigError, Id, pydantic_problems
 from gateway.yamlsource import Problem, YamlSyntaxError, load_located
 
 __all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
@@ -79,7 +79,7 @@ def load_routes(path: Path | None) -> Routes:
     try:
         parsed = _RoutesFile.model_validate(src.data)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(src, exc)) from exc
+        raise ConfigError(pydantic_problems(src, exc)) from exc
     teams = dict(DEFAULT_TEAMS)
     teams.update(parsed.teams)
     return Routes(teams, parsed.default or "unrouted")
