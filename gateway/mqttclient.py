@@ -26,6 +26,7 @@ __all__ = [
     "explain_connect_error",
     "publish_properties",
     "reason_text",
+    "refused_credentials",
 ]
 
 
@@ -118,10 +119,16 @@ def explain_connect_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def refused_credentials(reason_code: Any) -> bool:
+    """Whether a CONNACK refusal is about the user name or password (MQTT 5 and 3.1.1)."""
+    text = str(reason_code)
+    return "Not authorized" in text or "Bad user name or password" in text
+
+
 def reason_text(reason_code: Any) -> str:
     """Readable CONNACK refusal, with what to do for the common ones."""
     text = str(reason_code)
-    if "Not authorized" in text or "Bad user name or password" in text:
+    if refused_credentials(reason_code):
         return f"the broker refused the credentials ({text}): check broker.username and the password file"
     return f"the broker refused the connection: {text}"
 

@@ -43,7 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import BrokerConfig
-from gateway.mqttclient import build_client, publish_properties
+from gateway.mqttclient import build_client, publish_properties, refused_credentials
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .routing import Routes
@@ -155,7 +155,7 @@ class TicketService:
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
             hint = ""
-            if "authorized" in str(rc) or "user name or password" in str(rc):
+            if refused_credentials(rc):
                 hint = ": check --username and --password-file"
             log.error("the broker refused the ticket service (%s)%s", rc, hint)
             return
