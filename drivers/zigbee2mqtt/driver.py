@@ -18,13 +18,14 @@ from drivers.zigbee2mqtt.client import (
 from drivers.zigbee2mqtt.mapping import (
     Availability,
     DeviceState,
+    Ignored,
     Problem,
     ProblemKind,
     parse_availability,
 )
 from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
 from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth
-from gateway.model import Event
+from gateway.model import Event, EventType, Kind
 
 __all__ = ["Zigbee2MqttDriver"]
 
@@ -71,7 +72,7 @@ class Zigbee2MqttDriver(Driver):
         self._online: dict[str, bool] = {}
         self._stats = DriverHealth(devices_total=len(devices))
         self._counts: Counter[str] = Counter()
-        self._logged: set[tuple[str, ProblemKind]] = set()
+        self._logged: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
         by_broker: dict[tuple[str, int], list[DeviceSpec]] = defaultdict(list)
@@ -91,7 +92,7 @@ class Zigbee2MqttDriver(Driver):
         s.devices_online = sum(self._online.values())
         s.extra = {
             "connected": sum(b.connected for b in self._brokers),
-            **{k: self._counts[k] for k in ("messages", "events", "disconnects")},
+            **{k: self._counts[k] for k in ("messages", "events", "disconnects", "ignored")},
             **{str(k): self._counts[str(k)] for k in ProblemKind},
         }
         return s
@@ -116,7 +117,9 @@ class Zigbee2MqttDriver(Driver):
                 self.ctx.set_available(spec.id, False, reason)
                 self._error(reason)
                 continue
-            device = _Device(spec, DeviceState(s.profile))
+            # On an alarm pendant a press the mapping does not know is still a press.
+            fallback = EventType.ELDERLY_SOS if spec.kind is Kind.ELDERLY_ALARM else None
+            device = _Device(spec, DeviceState(s.profile, fallback))
             broker.state_topics[topic] = device
             broker.availability_topics[f"{topic}/availability"] = device
         return broker
@@ -169,11 +172,13 @@ class Zigbee2MqttDriver(Driver):
     async def _message(self, broker: _Broker, item: Received) -> None:
         self._counts["messages"] += 1
         if (device := broker.state_topics.get(item.topic)) is not None:
-            found, problems = device.state.apply(item.payload, retained=item.retained)
-            for problem in problems:
+            applied = device.state.apply(item.payload, retained=item.retained)
+            for problem in applied.problems:
                 self._problem(item.topic, problem)
+            for ignored in applied.ignored:
+                self._ignored(item.topic, ignored)
             s = settings_of(device.spec)
-            for f in found:
+            for f in applied.found:
                 self._counts["events"] += 1
                 data = {"friendly_name": s.friendly_name, "key": f.key, "value": f.value}
                 await self.ctx.emit(Event(device.spec.ref, self.ctx.now(), f.event, data))
@@ -191,14 +196,32 @@ class Zigbee2MqttDriver(Driver):
     def _problem(self, topic: str, problem: Problem) -> None:
         self._counts[str(problem.kind)] += 1
         self._error(f"{topic}: {problem.detail}")
-        key = (topic, problem.kind)
-        if key in self._logged or len(self._logged) >= _MAX_LOGGED:
-            self.ctx.logger.debug("zigbee2mqtt %s: %s", topic, problem.detail)
-            return
-        self._logged.add(key)
-        self.ctx.logger.warning(
+        self._once(
+            (topic, problem.kind),
             "zigbee2mqtt %s: %s (%s; logged once per topic, counted in health)",
             topic,
             problem.detail,
             problem.kind,
         )
+
+    def _ignored(self, topic: str, ignored: Ignored) -> None:
+        # Not an error (a `release` after a `hold` is normal), but never silent: an
+        # installer must be able to see that a button's press gave no event.
+        self._counts["ignored"] += 1
+        self._once(
+            (topic, f"ignored {ignored.key}={ignored.value}"),
+            "zigbee2mqtt %s: %s %r gave no event (%s; logged once per topic and value, "
+            "counted in health as ignored)",
+            topic,
+            ignored.key,
+            ignored.value,
+            ignored.why,
+        )
+
+    def _once(self, key: tuple[str, str], text: str, *args: object) -> None:
+        """Log at warning the first time of `key`, at debug afterwards."""
+        if key in self._logged or len(self._logged) >= _MAX_LOGGED:
+            self.ctx.logger.debug(text, *args)
+            return
+        self._logged.add(key)
+        self.ctx.logger.warning(text, *args)

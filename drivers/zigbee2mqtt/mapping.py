@@ -2,9 +2,18 @@
 
 A mapping (one YAML file in `profiles/`) names the keys of a device's zigbee2mqtt state
 that become events: `state` keys give an event when their value changes (zigbee2mqtt
-republishes the whole state on every report), `actions` keys give one every time.
-Nothing here does I/O: `DeviceState.apply` takes the payload bytes and returns events
-and problems, and never raises.
+republishes the whole state on every report), `actions` keys give one every time.  An
+action value mapped to `null` is explicitly no event (the `release` after a `hold`).
+A mapping may list the action vocabulary of the real button models it is meant for
+(`models:`, each with its source); every value of such a vocabulary must be decided in
+the table, so a model's `double` or `hold` cannot be forgotten.
+
+On a device of kind `elderly_alarm` every `action` value the mapping does not map
+explicitly raises `elderly.sos`: a person in distress presses twice or holds, and a
+button model nobody listed must not swallow that press.
+
+Nothing here does I/O: `DeviceState.apply` takes the payload bytes and returns events,
+problems and ignored actions, and never raises.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from gateway.profiles import ProfileLibrary
 __all__ = [
     "DEFAULT_MAPPING",
     "PROFILE_DIR",
+    "Applied",
     "Availability",
+    "ButtonModel",
     "DeviceState",
     "Found",
+    "Ignored",
     "Mapping",
     "Problem",
     "ProblemKind",
@@ -38,8 +50,24 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 
 DEFAULT_MAPPING = {Kind.SMOKE: "smoke", Kind.ELDERLY_ALARM: "sos_button", Kind.DOOR: "door"}
 
-# zigbee2mqtt values are JSON booleans or strings; the table's keys say which.
-Table = dict[bool | str, EventType]
+# zigbee2mqtt values are JSON booleans or strings; the table's keys say which.  A value
+# mapped to None is explicitly no event.
+Table = dict[bool | str, EventType | None]
+
+# zigbee2mqtt's key for button presses, whatever the model.
+ACTION_KEY = "action"
+
+
+class ButtonModel(BaseModel):
+    """The action values one real device model publishes, and where that list comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vendor: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    key: str = ACTION_KEY
+    values: list[str] = Field(min_length=1)
+    source: str = Field(min_length=10, description="where the vocabulary was read")
 
 
 class Mapping(BaseModel):
@@ -50,6 +78,7 @@ class Mapping(BaseModel):
     description: str = Field(min_length=1)
     state: dict[str, Table] = Field(default_factory=dict)
     actions: dict[str, Table] = Field(default_factory=dict)
+    models: list[ButtonModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _sane(self) -> Self:
@@ -62,12 +91,22 @@ class Mapping(BaseModel):
                 raise ValueError(f"key {key!r} maps no value to an event")
             if len({type(v) for v in table}) > 1:
                 raise ValueError(f"key {key!r} mixes boolean and text values")
+        for m in self.models:
+            undecided = [v for v in m.values if v not in self.actions.get(m.key, {})]
+            if undecided:
+                raise ValueError(
+                    f"{m.vendor} {m.model} publishes {m.key} {', '.join(undecided)}, which "
+                    f"the actions table does not decide (map each to an event or to null)"
+                )
         return self
 
     @property
     def events(self) -> frozenset[EventType]:
         return frozenset(
-            e for t in (*self.state.values(), *self.actions.values()) for e in t.values()
+            e
+            for t in (*self.state.values(), *self.actions.values())
+            for e in t.values()
+            if e is not None
         )
 
 
@@ -98,12 +137,30 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """An action that gave no event, and why: counted in health and logged once."""
+
+    key: str
+    value: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Found:
     """An event a message means, with what caused it."""
 
     event: EventType
     key: str
     value: bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one message meant: events, problems, and actions deliberately not events."""
+
+    found: list[Found] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
 
 
 _SHOWN = 60
@@ -137,13 +194,18 @@ def _wrong_type(table: Table, key: str, value: Any) -> Problem | None:
 
 @dataclass(slots=True)
 class DeviceState:
-    """The last known state of one device; turns each message into events on change."""
+    """The last known state of one device; turns each message into events on change.
+
+    `fallback` is the event of an `action` value the mapping does not decide: the
+    alarm on an `elderly_alarm` device, None (ignored, but counted) elsewhere.
+    """
 
     mapping: Mapping
+    fallback: EventType | None = None
     last: dict[str, bool | str] = field(default_factory=dict)
 
-    def apply(self, payload: bytes, *, retained: bool = False) -> tuple[list[Found], list[Problem]]:
-        """Events and problems of one state message.
+    def apply(self, payload: bytes, *, retained: bool = False) -> Applied:
+        """Events, problems and ignored actions of one state message.
 
         The first value of a state key counts as a change: after a restart the
         platform learns the current state (an alarm still on is reported again).
@@ -151,32 +213,46 @@ class DeviceState:
         """
         doc = _decode_object(payload)
         if isinstance(doc, Problem):
-            return [], [doc]
-        found: list[Found] = []
-        problems: list[Problem] = []
+            return Applied(problems=[doc])
+        out = Applied()
         for key, table in self.mapping.state.items():
             value = doc.get(key)
             if value is None:
                 continue
             if problem := _wrong_type(table, key, value):
-                problems.append(problem)
+                out.problems.append(problem)
                 continue
             if self.last.get(key) == value:
                 continue
             self.last[key] = value
-            if value in table:
-                found.append(Found(table[value], key, value))
-        if retained:
-            return found, problems
-        for key, table in self.mapping.actions.items():
+            if (event := table.get(value)) is not None:
+                out.found.append(Found(event, key, value))
+        # Every device's `action` is looked at: a press that gives no event is reported.
+        tables = {ACTION_KEY: {}, **self.mapping.actions}
+        for key, table in tables.items():
             value = doc.get(key)
             if value is None or value == "":  # zigbee2mqtt clears `action` after a press
                 continue
-            if problem := _wrong_type(table, key, value):
-                problems.append(problem)
-            elif value in table:
-                found.append(Found(table[value], key, value))
-        return found, problems
+            self._action(out, key, table, value, retained)
+        return out
+
+    def _action(self, out: Applied, key: str, table: Table, value: Any, retained: bool) -> None:
+        fallback = self.fallback if key == ACTION_KEY else None
+        # An empty table (only the fallback) expects text, as zigbee2mqtt's actions are.
+        if problem := _wrong_type(table or {"": None}, key, value):
+            out.problems.append(problem)
+            return
+        if retained:
+            out.ignored.append(Ignored(key, value, "retained: a replay of an old press"))
+        elif value in table:
+            if (event := table[value]) is None:
+                out.ignored.append(Ignored(key, value, "mapped to no event"))
+            else:
+                out.found.append(Found(event, key, value))
+        elif fallback is not None:
+            out.found.append(Found(fallback, key, value))
+        else:
+            out.ignored.append(Ignored(key, value, "not in the mapping"))
 
 
 class Availability(StrEnum):

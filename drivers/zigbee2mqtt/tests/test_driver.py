@@ -312,3 +312,36 @@ def test_a_broker_not_up_yet_at_start_is_waited_for(
 
     asyncio.run(main())
     assert types(ctx, "sos-101") == [EventType.ELDERLY_SOS]
+
+
+def test_a_double_press_a_hold_and_a_long_press_raise_the_alarm_and_ignored_ones_are_counted(
+    tmp_path: Path,
+    broker: Mosquitto,
+    recording_ctx: RecordingContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Aqara WXKG11LM's double and hold, Sonoff SNZB-01's long, an unlisted model's press."""
+    ctx = recording_ctx
+    caplog.set_level(logging.DEBUG, logger=ctx.logger.name)
+    z2m = Z2M(broker)
+    presses = ["double", "hold", "long", "button_1_triple"]
+
+    async def script() -> None:
+        for action in presses:
+            await asyncio.to_thread(z2m.state, BUTTON, action=action, battery=80)
+            await asyncio.to_thread(z2m.state, BUTTON, action="release", battery=80)
+        await asyncio.to_thread(z2m.state, DOOR, action="single")  # a door has no actions
+        await until(lambda: len(events(ctx, "sos-101")) == len(presses))
+        await marker(z2m, ctx)
+
+    health = run(load(tmp_path, broker), ctx, script)
+    z2m.close()
+    assert [e.data["value"] for e in events(ctx, "sos-101")] == [*presses, "emergency"]
+    assert types(ctx, "sos-101") == [EventType.ELDERLY_SOS] * (len(presses) + 1)
+    assert health.extra["ignored"] == len(presses) + 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("'release' gave no event (mapped to no event" in w for w in warnings) == 1
+    assert (
+        sum(f"{DOOR}: action 'single' gave no event (not in the mapping" in w for w in warnings)
+        == 1
+    )
