@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.peers import Mosquitto, wait_for
+from tests.peers import Mosquitto, free_port, wait_for
 from tests.web_harness import (
     STAFF_ID,
     STAFF_PIN,
+    HttpClient,
     WebGateway,
     shanghai_time,
     start_web_gateway,
@@ -263,3 +266,52 @@ def test_a_request_filed_while_the_broker_is_down_arrives_later(
     assert gw.sub.wait(lambda ms: any(m.topic == topic for m in ms), timeout=30), gw.proc.log()
     assert gw.command(f"requests/{code}/status", {"status": "done"}, timeout=30)["ok"]
     assert "Done" in _check_status(page, gw, code)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo"
+
+
+@pytest.mark.slow
+def test_the_readmes_demo_sign_in_works_on_a_fresh_clone(browser: Any, tmp_path: Path) -> None:
+    # The credentials as the README gives them, so the test fails when the two disagree.
+    found = re.search(r"staff `([\w.-]+)`, PIN (\w+)", README.read_text())
+    assert found, "README no longer names the demo's staff id and PIN"
+    staff_id, pin = found.groups()
+    # A copy of the demo's config on a free port; its state folder starts empty, as in a
+    # fresh clone.
+    port = free_port()
+    src = DEMO.parents[1] / "config" / "demo.yaml"
+    config = tmp_path / "demo.yaml"
+    config.write_text(re.sub(r"(?m)^  port: 8080$", f"  port: {port}", src.read_text()))
+    assert f"port: {port}" in config.read_text()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(DEMO)],
+            env={**os.environ, "DEMO_CONFIG": str(config), "DEMO_SECONDS": "120"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client = HttpClient(port)
+
+        def up() -> bool:
+            try:
+                return client.get("/signin", timeout=1).status == 200
+            except OSError:
+                return False
+
+        assert wait_for(up, timeout=60), log.read_text(errors="replace")
+        page = _page(browser, 390, 844)
+        page.goto(f"http://127.0.0.1:{port}/signin")
+        page.fill("input[name=staff_id]", staff_id)
+        page.fill("input[name=secret]", pin)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/console$"))
+        page.locator("#live:not(.off)").wait_for()
+        assert f"PIN {pin}" in log.read_text(errors="replace")  # what the script prints
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
