@@ -68,7 +68,14 @@ class SerialLineDriver(Driver):
         s.devices_online = sum(len(r.owners) for r in self._receivers if r.online)
         s.extra = {
             key: self._counts[key]
-            for key in ("lines", "events", "repeats", "unknown_code", *map(str, ProblemKind))
+            for key in (
+                "lines",
+                "events",
+                "repeats",
+                "unknown_code",
+                "skipped_bytes",
+                *map(str, ProblemKind),
+            )
         }
         return s
 
@@ -152,14 +159,15 @@ class SerialLineDriver(Driver):
                     self._problem(receiver, item)
                     continue
                 self._counts["lines"] += 1
-                parsed = receiver.parser.parse(item)
-                if isinstance(parsed, Problem):
-                    self._problem(receiver, parsed)
-                elif isinstance(parsed, Signal):
-                    await self._signal(receiver, parsed)
+                for parsed in receiver.parser.scan(item):
+                    if isinstance(parsed, Problem):
+                        self._problem(receiver, parsed)
+                    else:
+                        await self._signal(receiver, parsed)
 
     def _problem(self, receiver: _Receiver, problem: Problem) -> None:
         self._counts[str(problem.kind)] += 1
+        self._counts["skipped_bytes"] += problem.skipped
         self._error(f"{receiver.path}: {problem.detail}")
         if problem.kind in receiver.logged_problems:
             self.ctx.logger.debug("serial_line %s: %s", receiver.path, problem.detail)

@@ -1,5 +1,10 @@
 """Pure protocol code: bytes into lines, lines into (code, event), repeats into one press.
 
+Receivers end lines with CR, LF or CRLF; each of them ends a line.  A radio receiver's
+UART also picks up noise (`\\x00\\xff` before a line after a power glitch, two lines run
+together when a terminator was lost); `Parser.scan` finds the signals again at the
+profile's `line_start` and reports the bytes it skipped, so noise costs no press.
+
 Nothing here does I/O or reads a clock; the driver feeds bytes and times in.  No input
 makes these raise: a line that cannot be understood becomes a `Problem`.
 """
@@ -36,12 +41,14 @@ class ProblemKind(StrEnum):
     TOO_LONG = "too_long"  # no newline within MAX_LINE bytes
     BAD_ENCODING = "bad_encoding"  # not UTF-8: usually a wrong baud rate
     UNKNOWN_FUNCTION = "unknown_function"  # a rule matched, its `fn` is not in the table
+    SKIPPED = "skipped"  # noise around a signal found again at the line's start pattern
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     kind: ProblemKind
     detail: str
+    skipped: int = 0  # bytes of noise dropped (SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +66,17 @@ def _shown(raw: bytes | str) -> str:
     return repr(text[:_SHOWN] + ("…" if len(text) > _SHOWN else ""))
 
 
+_ENDS = re.compile(rb"[\r\n]")
+# Around a line: whitespace and control bytes (a NUL a UART reads on a glitch).
+_BLANK = bytes(range(0x21)) + b"\x7f"
+
+
 @dataclass(slots=True)
 class LineSplitter:
-    """Cuts a byte stream at newlines; a line longer than `max_line` is one Problem."""
+    """Cuts a byte stream at CR, LF or CRLF; a line longer than `max_line` is one Problem.
+
+    Empty lines (the LF of a CRLF, blank lines) are dropped here.
+    """
 
     max_line: int = MAX_LINE
     _buf: bytearray = field(default_factory=bytearray)
@@ -71,7 +86,8 @@ class LineSplitter:
         out: list[bytes | Problem] = []
         self._buf += data
         while True:
-            end = self._buf.find(b"\n")
+            found = _ENDS.search(self._buf)
+            end = -1 if found is None else found.start()
             if end < 0:
                 if len(self._buf) > self.max_line:
                     if not self._discarding:
@@ -85,11 +101,11 @@ class LineSplitter:
                 self._discarding = False  # the tail of a line already reported
             elif len(line) > self.max_line:
                 out.append(self._too_long())
-            else:
+            elif line:
                 out.append(line)
 
     def _too_long(self) -> Problem:
-        return Problem(ProblemKind.TOO_LONG, f"no newline within {self.max_line} bytes")
+        return Problem(ProblemKind.TOO_LONG, f"no line end within {self.max_line} bytes")
 
     def reset(self) -> None:
         """Forget a partial line, e.g. after the port was reopened."""
@@ -104,10 +120,50 @@ class Parser:
         self.profile = profile
         self._rules = [(rule.regex, rule) for rule in profile.rules]
         self._ignore = [re.compile(pattern) for pattern in profile.ignore]
+        start = profile.line_start
+        self._start = None if start is None else re.compile(start.encode())
+
+    def scan(self, raw: bytes) -> list[Signal | Problem]:
+        """Everything one line holds: its signal, or the signals found after noise.
+
+        A line that parses as a whole is taken as is.  Otherwise, if the profile knows
+        how a line starts, the line is cut at every such start and each piece parsed:
+        `\\x00\\xffRX 1A2B3E FALL` is a FALL after 2 skipped bytes.  What no piece
+        explains is one SKIPPED problem with its size; a line without any signal is
+        reported as the problem of the whole line.
+        """
+        whole = self.parse(raw)
+        # Chatter the profile ignores (`^#`) may hide a signal after one noise byte too.
+        failed: list[Signal | Problem] = [] if whole is None else [whole]
+        if isinstance(whole, Signal) or self._start is None:
+            return failed
+        cuts = [m.start() for m in self._start.finditer(raw)]
+        if not cuts or cuts == [0]:
+            return failed
+        found: list[Signal | Problem] = []
+        used = 0
+        for a, b in zip(cuts, [*cuts[1:], len(raw)], strict=True):
+            piece = self.parse(raw[a:b])
+            # An unknown function has a signal's shape: the table lacks it, it is no noise.
+            if isinstance(piece, Signal) or (
+                isinstance(piece, Problem) and piece.kind is ProblemKind.UNKNOWN_FUNCTION
+            ):
+                found.append(piece)
+                used += len(raw[a:b].strip(_BLANK))
+        if not found:
+            return failed
+        if skipped := len(raw) - used:
+            noise = Problem(
+                ProblemKind.SKIPPED,
+                f"skipped {skipped} bytes of noise in {_shown(raw)}",
+                skipped,
+            )
+            found.insert(0, noise)
+        return found
 
     def parse(self, raw: bytes) -> Signal | Problem | None:
         try:
-            line = raw.decode("utf-8").strip()
+            line = raw.strip(_BLANK).decode("utf-8")
         except UnicodeDecodeError:
             return Problem(ProblemKind.BAD_ENCODING, f"not UTF-8: {_shown(raw)}")
         if not line:

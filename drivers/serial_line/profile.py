@@ -63,12 +63,22 @@ class Profile(_Strict):
     dedupe_s: float = Field(3.0, ge=0, le=600, description="repeats closer than this are one")
     code_pattern: str = Field(min_length=1, description="what a transmitter code looks like")
     ignore: tuple[str, ...] = ()
+    line_start: str | None = Field(
+        None, description="how every signal line starts: where to resynchronise after noise"
+    )
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     @field_validator("code_pattern")
     @classmethod
     def _code_pattern(cls, value: str) -> str:
         _compile(value)
+        return value
+
+    @field_validator("line_start")
+    @classmethod
+    def _line_start(cls, value: str | None) -> str | None:
+        if value is not None and _compile(value).match("") is not None:
+            raise ValueError(f"line_start {value!r} matches an empty string: it must find text")
         return value
 
     @field_validator("ignore")

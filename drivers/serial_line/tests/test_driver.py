@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,58 @@ def test_garbage_between_lines_is_ignored_logged_once_and_counted(
     assert sum("(garbage;" in w for w in warnings) == 1, warnings
     assert sum("(bad_encoding;" in w for w in warnings) == 1, warnings
     assert sum("(too_long;" in w for w in warnings) == 1, warnings
+
+
+# Writes its argv[2:] (hex) to the tty argv[1], one write each, as a receiver's UART does.
+_WRITER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_NOCTTY)
+for chunk in sys.argv[2:]:
+    os.write(fd, bytes.fromhex(chunk))
+    time.sleep(0.02)
+os.close(fd)
+"""
+
+
+def write_from_another_process(tty: Path, *chunks: bytes) -> None:
+    subprocess.run(
+        [sys.executable, "-c", _WRITER, str(tty), *(c.hex() for c in chunks)],
+        check=True,
+        timeout=10,
+    )
+
+
+def test_cr_lf_crlf_and_noise_before_a_line_from_a_real_writer(
+    tmp_path: Path, ptys: PtyPair, recording_ctx: RecordingContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = recording_ctx
+    caplog.set_level(logging.DEBUG, logger=ctx.logger.name)
+
+    async def script() -> None:
+        await asyncio.to_thread(
+            write_from_another_process,
+            ptys.b,
+            f"RX {PENDANT} SOS\r".encode(),  # a receiver ending lines with CR alone
+            f"RX {DETECTOR} SMOKE\n".encode(),  # LF alone
+            f"RX {DETECTOR} LOWBAT\r".encode(),  # CRLF, cut between CR and LF by the reads
+            b"\n",
+            f"\x00\xffRX {PENDANT} FALL\r\n".encode("latin-1"),  # noise on the radio UART
+        )
+        await marker(Receiver(ptys.b), ctx)
+
+    health = run(standard(tmp_path, ptys.a), ctx, script)
+    assert [(e.device.id, e.type) for e in events(ctx)] == [
+        ("pendant-101", EventType.ELDERLY_SOS),
+        ("smoke-101", EventType.SMOKE_ALARM),
+        ("smoke-101", EventType.DEVICE_BATTERY_LOW),
+        ("pendant-101", EventType.ELDERLY_FALL),
+        ("pendant-102", EventType.ELDERLY_FALL),
+    ]
+    assert health.extra["lines"] == 5  # the LF of the CRLF is no line of its own
+    assert health.extra["skipped"] == 1 and health.extra["skipped_bytes"] == 2
+    assert health.extra["bad_encoding"] == health.extra["garbage"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("skipped 2 bytes of noise" in w and "(skipped;" in w for w in warnings) == 1
 
 
 def test_a_code_no_device_owns_is_logged_once(

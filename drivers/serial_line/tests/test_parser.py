@@ -111,13 +111,38 @@ def feed_all(splitter: LineSplitter, chunks: list[bytes]) -> list[bytes | Proble
 
 def test_lines_split_across_reads_are_joined() -> None:
     got = feed_all(LineSplitter(), [b"RX 1A", b"2B3C SOS\r\nRX 00", b"BEEF SMOKE\nRX"])
-    assert got == [b"RX 1A2B3C SOS\r", b"RX 00BEEF SMOKE"]
+    assert got == [b"RX 1A2B3C SOS", b"RX 00BEEF SMOKE"]
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r", b"\r\n", b"\n\r"])
+def test_cr_lf_and_crlf_each_end_a_line(end: bytes) -> None:
+    splitter = LineSplitter()
+    stream = b"RX 1A2B3C SOS" + end + b"RX 00BEEF SMOKE" + end + b"RX C0FFEE"
+    # A receiver ending lines with CR alone published nothing when only LF ended them.
+    assert feed_all(splitter, [stream[:14], stream[14:]]) == [b"RX 1A2B3C SOS", b"RX 00BEEF SMOKE"]
+    assert splitter.feed(end) == [b"RX C0FFEE"]
+
+
+line_texts = st.text(alphabet="RX 0123456789ABCDEFSOMK", min_size=1, max_size=20)
+
+
+@given(
+    st.lists(st.tuples(line_texts, st.sampled_from([b"\n", b"\r", b"\r\n"])), max_size=20),
+    st.integers(min_value=1, max_value=7),
+)
+def test_any_mix_of_line_ends_and_chunking_gives_the_same_lines(
+    lines: list[tuple[str, bytes]], cut: int
+) -> None:
+    stream = b"".join(text.encode() + end for text, end in lines)
+    chunks = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+    got = feed_all(LineSplitter(), chunks)
+    assert got == [text.encode() for text, _ in lines if text]
 
 
 def test_an_over_long_line_is_one_problem_and_the_next_line_is_read() -> None:
     splitter = LineSplitter(max_line=16)
     got = feed_all(splitter, [b"A" * 10, b"A" * 10, b"A" * 30, b"A\nRX 1A2B3C SOS\n"])
-    assert got == [Problem(ProblemKind.TOO_LONG, "no newline within 16 bytes"), b"RX 1A2B3C SOS"]
+    assert got == [Problem(ProblemKind.TOO_LONG, "no line end within 16 bytes"), b"RX 1A2B3C SOS"]
 
 
 def test_a_line_of_exactly_the_limit_is_kept() -> None:
@@ -160,6 +185,69 @@ def test_memory_stays_bounded_without_newlines(data: bytes) -> None:
     splitter = LineSplitter(max_line=64)
     splitter.feed(data.replace(b"\n", b""))
     assert len(splitter._buf) <= 64
+
+
+# Noise before and between lines
+
+
+def signals(items: list[Signal | Problem]) -> list[tuple[str, EventType]]:
+    return [(x.code, x.event) for x in items if isinstance(x, Signal)]
+
+
+def kinds(items: list[Signal | Problem]) -> list[ProblemKind]:
+    return [x.kind for x in items if isinstance(x, Problem)]
+
+
+def skipped(items: list[Signal | Problem]) -> int:
+    return sum(x.skipped for x in items if isinstance(x, Problem))
+
+
+def test_noise_before_a_line_costs_no_signal_and_is_counted() -> None:
+    got = RF433.scan(b"\x00\xffRX 1A2B3E FALL")
+    assert signals(got) == [("1A2B3E", E.ELDERLY_FALL)]
+    assert skipped(got) == 2
+    assert kinds(got) == [ProblemKind.SKIPPED]
+    assert signals(EV1527.scan(b"\xfe\x13CODE=0A1B2C KEY=8")) == [("0A1B2C", E.ELDERLY_SOS)]
+
+
+def test_two_lines_run_together_are_two_signals() -> None:
+    got = RF433.scan(b"RX 1A2B3C SOS\x00RX 00BEEF SMOKE")
+    assert signals(got) == [("1A2B3C", E.ELDERLY_SOS), ("00BEEF", E.SMOKE_ALARM)]
+    assert skipped(got) == 1  # the NUL
+    assert signals(RF433.scan(b"RX 1A2B3C SOSRX 00BEEF SMOKE")) == [
+        ("1A2B3C", E.ELDERLY_SOS),
+        ("00BEEF", E.SMOKE_ALARM),
+    ]
+
+
+def test_a_clean_line_is_not_resynchronised_and_pure_noise_keeps_its_problem() -> None:
+    assert RF433.scan(b"RX 1A2B3C SOS") == [RF433.parse(b"RX 1A2B3C SOS")]
+    assert RF433.scan(b"# banner") == []
+    assert kinds(RF433.scan(b"\xff\xfe")) == [ProblemKind.BAD_ENCODING]
+    assert kinds(RF433.scan(b"xx RX 12")) == [ProblemKind.GARBAGE]
+    assert kinds(RF433.scan(b"#RX 1A2B3C SOS")) == [ProblemKind.SKIPPED]  # not chatter
+    got = RF433.scan(b"\xffRX 1A2B3C BOGUS")
+    assert kinds(got) == [ProblemKind.SKIPPED, ProblemKind.UNKNOWN_FUNCTION]
+
+
+@given(st.binary(max_size=40), st.sampled_from(["SOS", "FALL", "SMOKE"]))
+def test_any_noise_before_a_line_is_skipped_exactly(noise: bytes, fn: str) -> None:
+    # Noise holding the start pattern may itself look like a line start; keep it out.
+    noise = noise.replace(b"RX ", b"").replace(b"\r", b"").replace(b"\n", b"")
+    line = f"RX 1A2B3C {fn}".encode()
+    got = RF433.scan(noise + line)
+    expected = RF433.parse(line)
+    assert isinstance(expected, Signal)
+    assert signals(got) == [("1A2B3C", expected.event)]
+    whole = RF433.parse(noise + line)  # leading blanks and control bytes are no noise
+    assert skipped(got) == (0 if isinstance(whole, Signal) else len(noise))
+
+
+@given(st.binary(max_size=300))
+def test_no_bytes_make_scan_raise_or_skip_more_than_it_got(raw: bytes) -> None:
+    for name in profile_names():
+        got = Parser(load_profile(name)).scan(raw)
+        assert 0 <= skipped(got) <= len(raw)
 
 
 # Repeats
