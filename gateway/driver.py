@@ -8,8 +8,11 @@ shared by many meters), and runs it as an asyncio task.
 
 Rules a driver follows:
 - `__init__` only assigns; all I/O happens in `run()`.
-- `run()` streams messages with `ctx.emit(...)`, which returns once the message is
-  durable in the outbox, and reports reachability with `ctx.set_available(...)`.
+- `run()` streams messages with `ctx.emit(...)` and reports reachability with
+  `ctx.set_available(...)`.  Emitting an event returns once it is durable in the
+  outbox; emitting telemetry returns at once (a bounded hand-off: what cannot be
+  queued is counted as dropped telemetry, with its seq), so a driver needs no task
+  per reading to keep polling.
 - A fault of one device must not stop the others; `run()` returns only when cancelled.
 """
 
@@ -81,7 +84,7 @@ class DriverContext(Protocol):
         ...
 
     async def emit(self, message: Message) -> None:
-        """Hand a message to the outbox; returns once it is committed to disk."""
+        """Hand a message to the outbox: an event returns once committed, telemetry at once."""
         ...
 
     def set_available(self, device_id: str, available: bool, reason: str = "") -> None:

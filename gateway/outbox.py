@@ -21,6 +21,18 @@ seq.
 The store is bounded by `max_messages`: the oldest telemetry is dropped first and
 counted (`dropped_telemetry`, persisted); events are never dropped, even if events
 alone exceed the bound.
+
+Telemetry is handed off with `offer`, which does not wait for the commit, so one
+device never waits on the linger another device's reading started.  The hand-off is
+bounded by `max_queued`: a reading offered while that many wait for the writer is shed,
+and so is telemetry of a batch that cannot be committed.  Shed telemetry still takes a
+seq (the writer skips one number per shed reading) and counts in `dropped_telemetry`,
+so the platform sees the gap and the count, as for the bound.
+
+`lowest_seq[consumer]` is the lowest seq still waiting for that consumer (or the next
+seq to be handed out, when nothing waits): a seq below it that the consumer never
+delivered is lost.  It is refreshed at most every `_LOWEST_EVERY_S` and only grows, so
+a stale value is a safe (low) bound.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway import outbox_sql as sql
@@ -55,7 +67,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000  # requests per transaction: bounds the time a commit holds the writer
+# Telemetry waiting for the writer: at 640 readings/s (32 meters every 50 ms) this is
+# over 15 s of a stalled disk, and at about 1 KiB a message a bounded 10 MB.
+MAX_QUEUED = 10_000
 _WARN_EVERY_S = 60.0
+_LOWEST_EVERY_S = 0.5
 
 
 class OutboxError(Exception):
@@ -122,6 +138,8 @@ class OutboxStats:
     commits_total: int
     bytes_written_per_hour: float
     disk_write_bytes_per_hour: float | None
+    queued: int = 0  # telemetry handed off and not yet committed
+    lowest_seq: Mapping[str, int] = field(default_factory=dict)  # consumer -> lowest seq waiting
 
 
 @dataclass(slots=True)
@@ -132,6 +150,8 @@ class _Put:
     # For aput: the asyncio future to settle, resolved for a whole batch with one
     # call_soon_threadsafe per loop instead of one wake-up of the loop per message.
     waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[int]] | None = None
+    # Handed off by `offer`: nobody waits for it, and it counts against `max_queued`.
+    offered: bool = False
 
 
 @dataclass(slots=True)
@@ -160,6 +180,7 @@ class _Snapshot:
     accepted: int = 0
     commits: int = 0
     bytes_written: int = 0
+    lowest_seq: Mapping[str, int] = field(default_factory=dict)
 
 
 def _read_write_bytes() -> int | None:
@@ -188,19 +209,21 @@ class Outbox:
         commit_interval_ms: int,
         sync: SyncMode,
         consumers: Sequence[Consumer],
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         names = [c.name for c in consumers]
         if not consumers or len(set(names)) != len(names):
             raise ValueError(f"outbox consumers need distinct names, at least one: {names}")
         if len(names) > sql.MAX_CONSUMERS:
             raise ValueError(f"at most {sql.MAX_CONSUMERS} outbox consumers")
-        if max_messages < 1 or commit_interval_ms < 0:
-            raise ValueError("max_messages must be >= 1 and commit_interval_ms >= 0")
+        if max_messages < 1 or commit_interval_ms < 0 or max_queued < 1:
+            raise ValueError("max_messages and max_queued must be >= 1 and commit_interval_ms >= 0")
         self.path = path
         self.max_messages = max_messages
         self.commit_interval_ms = commit_interval_ms
         self.sync = sync
         self.consumers = tuple(consumers)
+        self.max_queued = max_queued
         self._masks: dict[str, int] = {}
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "is it open?" with enqueueing
@@ -210,10 +233,17 @@ class Outbox:
         self._snap = _Snapshot(depth={p: 0 for p in Priority})
         self._opened_at = 0.0
         self._io_at_open: int | None = None
+        # Under _lock: offered telemetry not yet taken by the writer, and telemetry shed
+        # since the writer last accounted for it (it still owes those a seq each).
+        self._queued = 0
+        self._shed = 0
         # Writer-thread state, set by open().
+        self._conn: sqlite3.Connection
         self._next_seq = 0
         self._retry_acks: list[_Ack] = []
         self._warned_drop = self._warned_events = -math.inf
+        self._lowest_stale = False
+        self._lowest_at = -math.inf
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -231,17 +261,18 @@ class Outbox:
             except BaseException:
                 conn.close()
                 raise
+            self._conn = conn
             self._next_seq = state.next_seq
             self._snap = _Snapshot(
                 depth=state.depth,
                 oldest_created=state.oldest_created,
                 dropped_telemetry=state.dropped_telemetry,
+                lowest_seq=sql.lowest_pending(conn, self._masks, state.next_seq),
             )
+            self._lowest_at = time.monotonic()
             self._opened_at = time.monotonic()
             self._io_at_open = _read_write_bytes()
-            self._thread = threading.Thread(
-                target=self._run, args=(conn,), name="outbox-writer", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
             self._thread.start()
             self._state = "open"
         log.info(
@@ -269,6 +300,23 @@ class Outbox:
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._enqueue(_Put(item, fut, time.time()))
         return fut
+
+    def offer(self, item: OutboxItem) -> bool:
+        """Hand telemetry to the writer without waiting for its commit.
+
+        False: `max_queued` readings already wait, so this one is shed (it takes a seq
+        and counts as dropped telemetry).  What was offered before `close()` is
+        committed by it.
+        """
+        with self._lock:
+            if self._state != "open":
+                raise RuntimeError(f"outbox {self.path} is not open ({self._state})")
+            if self._queued >= self.max_queued:
+                self._shed += 1
+                return False
+            self._queued += 1
+            self._queue.put(_Put(item, concurrent.futures.Future(), time.time(), offered=True))
+        return True
 
     async def aput(self, item: OutboxItem) -> int:
         """`put` for asyncio code: returns the seq once the message is committed."""
@@ -331,30 +379,32 @@ class Outbox:
             commits_total=snap.commits,
             bytes_written_per_hour=snap.bytes_written / hours if self._state != "new" else 0.0,
             disk_write_bytes_per_hour=disk,
+            queued=self._queued,
+            lowest_seq=snap.lowest_seq,
         )
 
     # -- writer thread --------------------------------------------------------------
 
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self) -> None:
         stopping = False
         while not stopping:
             batch, stopping = self._collect()
             try:
-                self._commit(conn, batch)
+                self._commit(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
                 log.exception("outbox writer failed on a batch of %d requests", len(batch))
                 _fail(batch, exc)
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             log.exception("outbox checkpoint at close failed")
-        conn.close()
+        self._conn.close()
         if self._retry_acks:
             log.warning("outbox closed with acknowledgements not stored: rows will be resent")
 
     def _collect(self) -> tuple[list[_Request], bool]:
         """Wait for a request, then gather what follows it; returns (batch, stop seen)."""
-        first = self._queue.get()
+        first = self._next_request()
         if first is _STOP:
             return [], True
         batch = [first]
@@ -375,19 +425,48 @@ class Outbox:
             urgent = urgent or _urgent(request)
         return batch, False
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _next_request(self) -> _Request | None:
+        """Block for the next request; while `lowest_seq` is stale, refresh it when idle."""
+        while self._lowest_stale:
+            wait = self._lowest_at + _LOWEST_EVERY_S - time.monotonic()
+            try:
+                return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                self._refresh_lowest()
+        return self._queue.get()
+
+    def _refresh_lowest(self) -> None:
+        self._lowest_stale = False
+        self._lowest_at = time.monotonic()
         try:
-            self._commit_batch(conn, batch)
+            lowest = sql.lowest_pending(self._conn, self._masks, self._next_seq)
+        except sqlite3.Error as exc:
+            log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
+            return
+        self._snap = replace(self._snap, lowest_seq=lowest)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            self._commit_batch(batch)
         finally:
             _settle_waiters(batch)
+        self._lowest_stale = True
+        if time.monotonic() - self._lowest_at >= _LOWEST_EVERY_S:
+            self._refresh_lowest()
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _commit_batch(self, batch: list[_Request]) -> None:
+        conn = self._conn
         staged: list[tuple[concurrent.futures.Future[int], sql.NewRow]] = []
+        offered = 0  # of the staged rows, telemetry nobody waits for
         increments = [r for r in batch if isinstance(r, _Increment)]
         acks = self._retry_acks + [r for r in batch if isinstance(r, _Ack)]
         self._retry_acks = []
+        with self._lock:
+            self._queued -= sum(1 for r in batch if isinstance(r, _Put) and r.offered)
+            shed, self._shed = self._shed, 0
+        # Each shed reading gets a seq nobody receives: the platform sees the gap.
+        seq = self._next_seq + shed
         # Payloads are built before the transaction opens: a failing one fails alone.
-        seq = self._next_seq
         for put in (r for r in batch if isinstance(r, _Put)):
             if not put.future.set_running_or_notify_cancel():
                 continue  # cancelled before it was stored: it never will be
@@ -401,9 +480,10 @@ class Outbox:
                 put.future.set_result(-1)
                 continue
             staged.append((put.future, row))
+            offered += put.offered
             if numbered:
                 seq += 1
-        if not staged and not acks and not increments:
+        if not staged and not acks and not increments and not shed:
             return
         snap = self._snap
         try:
@@ -415,27 +495,34 @@ class Outbox:
                 [i.key for i in increments],
                 snap.depth,
                 self.max_messages,
+                shed=shed,
             )
         except sqlite3.Error as exc:
             log.error(
-                "outbox commit failed (%s): %d messages refused, %d acknowledgements kept"
-                " for the next commit",
+                "outbox commit failed (%s): %d messages refused (%d telemetry counted as"
+                " dropped), %d acknowledgements kept for the next commit",
                 exc,
                 len(staged),
+                offered,
                 sum(len(a.ids) for a in acks),
             )
             self._retry_acks = acks
             self._next_seq = _stored_next_seq(conn, self._next_seq)
+            # Nobody waits for offered telemetry: it is shed, and gets its seq (a gap)
+            # with the next commit that succeeds, like the readings shed before.
+            with self._lock:
+                self._shed += shed + offered
             for fut in [f for f, _ in staged] + [i.future for i in increments]:
                 error = OutboxError(f"outbox commit failed: {exc}")
                 error.__cause__ = exc
                 fut.set_exception(error)
             return
         self._next_seq = seq
-        self._snap = _Snapshot(
+        self._snap = replace(
+            snap,
             depth=out.depth,
             oldest_created=out.oldest_created,
-            dropped_telemetry=snap.dropped_telemetry + out.dropped,
+            dropped_telemetry=snap.dropped_telemetry + out.dropped + shed,
             accepted=snap.accepted + len(staged),
             commits=snap.commits + 1,
             bytes_written=snap.bytes_written

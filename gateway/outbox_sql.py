@@ -25,6 +25,7 @@ __all__ = [
     "connect",
     "init_schema",
     "load_state",
+    "lowest_pending",
     "reconcile_consumers",
     "write_batch",
 ]
@@ -202,10 +203,13 @@ def write_batch(
     increments: Sequence[str],
     depth: Mapping[Priority, int],
     max_messages: int,
+    *,
+    shed: int = 0,
 ) -> BatchOutcome:
     """Insert, acknowledge, enforce the bound and commit, as one transaction.
 
-    `acks` holds (consumer mask, row ids).  `next_seq` is stored in the same transaction
+    `acks` holds (consumer mask, row ids); `shed` is telemetry refused before it was
+    stored, whose seqs (below `next_seq`) are skipped and counted as dropped.  `next_seq` is stored in the same transaction
     as the rows carrying the seqs below it, so a seq is never handed out twice.  On any
     error the transaction is rolled back and the error raised: nothing of the batch
     is stored.
@@ -234,7 +238,12 @@ def write_batch(
             )
             for r in rows:
                 new_depth[r.prio] += 1
+        if rows or shed:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+        if shed:
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (shed,)
+            )
         for mask, ids in acks:
             id_list = json.dumps(list(ids))
             conn.execute(
@@ -274,6 +283,32 @@ def write_batch(
         _rollback(conn)
         raise
     return BatchOutcome(new_depth, dropped, oldest, counters)
+
+
+def lowest_pending(
+    conn: sqlite3.Connection, masks: Mapping[str, int], next_seq: int
+) -> dict[str, int]:
+    """Consumer name -> lowest seq still waiting for it, or `next_seq` if none waits.
+
+    Walks the (prio, id) index from the oldest row of each priority and stops at the
+    first one the consumer still holds: seq grows with id, so that is the lowest.
+    """
+    lowest: dict[str, int] = {}
+    for name, mask in masks.items():
+        found = [
+            row[0]
+            for prio in Priority
+            if (
+                row := conn.execute(
+                    "SELECT seq FROM messages WHERE prio = ? AND seq > 0 AND (pending & ?) != 0"
+                    " ORDER BY id LIMIT 1",
+                    (int(prio), mask),
+                ).fetchone()
+            )
+            is not None
+        ]
+        lowest[name] = min(found, default=next_seq)
+    return lowest
 
 
 def _oldest_created(conn: sqlite3.Connection) -> float | None:

@@ -24,7 +24,7 @@ from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import LoadedConfig
 from gateway.driver import DeviceSpec, Driver, DriverContext
-from gateway.model import DeviceRef, Identity, Message, encode, format_ts
+from gateway.model import DeviceRef, Identity, Message, Priority, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
 from gateway.sinks import Sink, build_sinks
@@ -35,8 +35,9 @@ from gateway.wellness import Wellness
 __all__ = ["AvailabilityObserver", "Gateway", "MessageObserver", "Service", "build_outbox"]
 
 # Runtime parts that react to what the drivers report (the alarm engine, the inactivity
-# check, the local web console) register these.  They run on the event loop, after the
-# message is durable in the outbox, and must not block: slow work goes to a task.
+# check, the local web console) register these.  They run on the event loop, after an
+# event is durable in the outbox (telemetry: once handed to it), and must not block:
+# slow work goes to a task.
 MessageObserver = Callable[[Message], None]
 AvailabilityObserver = Callable[[DeviceRef, bool, str], None]
 # A long-running part of the gateway besides the drivers, started after the uplink and
@@ -161,11 +162,19 @@ class Gateway:
     # ---- messages --------------------------------------------------------------------
 
     async def emit(self, message: Message, *, source: str = "") -> None:
-        """Store a message in the outbox, then tell the observers and the other drivers.
+        """Hand a message to the outbox, then tell the observers and the other drivers.
 
-        Drivers emit through their context; runtime services (the inactivity check) here.
+        An event returns once committed (the alarm engine acts on durable events only).
+        Telemetry returns at once: it is queued for the writer's next commit, or, with
+        `Outbox.max_queued` readings already waiting, shed and counted as dropped with
+        its seq, so a fast device neither waits on commits nor piles readings up in
+        memory.  Drivers emit through their context; runtime services here.
         """
-        await self.outbox.aput(self.item_for(message))
+        item = self.item_for(message)
+        if message.priority is Priority.EVENT:
+            await self.outbox.aput(item)
+        else:
+            self.outbox.offer(item)
         self.observe(message, source=source)
 
     def item_for(self, message: Message) -> OutboxItem:
@@ -245,6 +254,8 @@ class Gateway:
                 "disk_write_bytes_per_hour": None
                 if s.disk_write_bytes_per_hour is None
                 else round(s.disk_write_bytes_per_hour),
+                "queued": s.queued,
+                "lowest_seq": s.lowest_seq[CONSUMER],
             },
             "publish": self.uplink.stats().as_dict(),
             "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},

@@ -377,3 +377,42 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_rows(opener: Opener) -> No
     put_all(outbox, [item(EVENT, "new")])
     rows = read_all(outbox)
     assert [(r.topic, r.seq, r.retain) for r in rows] == [("t/old", 7, False), ("t/new", 8, False)]
+
+
+def test_offer_does_not_wait_for_the_commit_and_sheds_with_a_seq_gap(opener: Opener) -> None:
+    outbox = opener(commit_interval_ms=300)
+    outbox.max_queued = 5
+    started = time.perf_counter()
+    assert all(outbox.offer(item(name=str(n))) for n in range(5))
+    assert not any(outbox.offer(item()) for _ in range(3))  # the hand-off is full
+    assert time.perf_counter() - started < 0.1  # nobody waited for the 300 ms linger
+    assert outbox.stats().queued == 5
+    event_seq = outbox.put(item(EVENT)).result(timeout=10)
+    # The three shed readings took seqs 1-3 (the gap the platform sees), then the five
+    # queued readings and the event were committed in order.
+    assert event_seq == 9
+    stats = outbox.stats()
+    assert (stats.queued, stats.dropped_telemetry, stats.depth) == (0, 3, 6)
+    rows = read_all(outbox)
+    assert sorted(r.seq for r in rows) == [4, 5, 6, 7, 8, 9]
+    assert wait_for(lambda: outbox.stats().lowest_seq == {"mqtt": 4})
+    outbox.ack("mqtt", [r.id for r in rows if r.seq < 9])
+    assert wait_for(lambda: outbox.stats().lowest_seq == {"mqtt": 9})
+    outbox.ack("mqtt", [r.id for r in rows if r.seq == 9])
+    assert wait_for(lambda: outbox.stats().lowest_seq == {"mqtt": 10})  # nothing waits
+    outbox.close()
+    again = opener()
+    assert (again.stats().dropped_telemetry, again.stats().lowest_seq) == (3, {"mqtt": 10})
+    assert again.put(item()).result(timeout=10) == 10
+
+
+def test_lowest_seq_is_per_consumer_under_steady_load(opener: Opener) -> None:
+    outbox = opener(consumers=[Consumer("mqtt"), Consumer("influx")], commit_interval_ms=5)
+    # Steady load: the depth never reaches 0, yet what mqtt delivered moves its bound.
+    for _ in range(5):
+        seqs = put_all(outbox, [item() for _ in range(10)])
+        rows = read_all(outbox)
+        outbox.ack("mqtt", [r.id for r in rows if r.seq < seqs[-3]])
+        assert wait_for(lambda s=seqs: outbox.stats().lowest_seq["mqtt"] == s[-3])
+        assert outbox.stats().depth > 0
+    assert outbox.stats().lowest_seq["influx"] == 1  # the sink delivered nothing
