@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.alarms.settings import AlarmsConfig, alarms_problems
 from gateway.driver import DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
+from gateway.notify.settings import NotifyConfig
 from gateway.secrets import SecretRef, refuse_inline
 from gateway.sinks.settings import SinksConfig
 from gateway.web.settings import WebConfig
@@ -215,6 +216,7 @@ class GatewayConfig(_Strict):
     web: WebConfig = WebConfig()
     wellness: WellnessConfig = WellnessConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    notify: NotifyConfig = NotifyConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("version")
@@ -314,6 +316,8 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
         )
     if cfg.web.enabled and cfg.web.tls is not None:
         problems += _missing_files(src, ("web", "tls"), cfg.web.tls, ("cert_file", "key_file"))
+    if cfg.notify.sms is not None:
+        problems += _missing_files(src, ("notify", "sms"), cfg.notify.sms, ("pin_file",))
     return problems
 
 

@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
-from gateway.config import LoadedConfig
+from gateway.config import GatewayConfig, LoadedConfig
 from gateway.driver import DeviceSpec, Driver, DriverContext
 from gateway.model import DeviceRef, Identity, Message, Priority, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
@@ -126,10 +127,34 @@ class Gateway:
             from gateway.web.service import attach
 
             attach(self)
+        # Parts of the health document contributed by services (name -> builder).
+        self.health_parts: dict[str, Callable[[], dict[str, Any]]] = {}
+        if cfg.notify.sms is not None:
+            self._attach_sms(cfg)
         if cfg.wellness.checks:
             wellness = Wellness(cfg.wellness, loaded.devices, partial(self.emit, source="wellness"))
             self.message_observers.append(wellness.observe)
             self.services["wellness"] = wellness.run
+
+    def _attach_sms(self, cfg: GatewayConfig) -> None:
+        # Imported only when configured: a gateway without a modem never loads it.
+        from gateway.notify.sms import attach_sms
+
+        sms = cfg.notify.sms
+        assert sms is not None
+        zone = (
+            ZoneInfo(cfg.web.timezone) if cfg.web.timezone else datetime.now().astimezone().tzinfo
+        )
+        assert zone is not None
+        notifier = attach_sms(
+            sms,
+            site_name=cfg.site.name or cfg.site.id,
+            db_path=sms.db_path or cfg.gateway.state_dir / "notify.db",
+            zone=zone,
+            listen=self.alarms.listen,
+            add_service=self.services.__setitem__,
+        )
+        self.health_parts["notify"] = notifier.health
 
     # ---- observers -------------------------------------------------------------------
 
@@ -262,6 +287,8 @@ class Gateway:
         }
         if self.sinks:  # absent, as before, on gateways without sinks
             doc["sinks"] = {sink.name: sink.health() for sink in self.sinks}
+        for name, part in self.health_parts.items():
+            doc[name] = part()
         return doc
 
     async def _health_loop(self) -> None:
