@@ -8,6 +8,7 @@ from gateway import __version__
 from gateway.alarms.cli import COMMANDS as ALARM_COMMANDS
 from gateway.cli import core, installer, watch
 from gateway.logsetup import setup_logging
+from gateway.notify.cli import notify
 from gateway.tickets.cli import tickets
 from gateway.web.cli import COMMANDS as WEB_COMMANDS
 
@@ -47,6 +48,7 @@ for command in installer.COMMANDS:
 for command in ALARM_COMMANDS:
     main.add_command(command)
 main.add_command(tickets)
+main.add_command(notify)
 for command in WEB_COMMANDS:
     main.add_command(command)
 
