@@ -184,6 +184,8 @@ def test_the_console_event_stream_needs_a_session_and_ends_with_it(gw: WebGatewa
     )
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    assert resp.readline() == b"retry: 5000\n"  # the page reconnects 5 s after a drop
+    assert resp.readline() == b"\n"
     assert resp.readline() == b"event: snapshot\n"
     snapshot = json.loads(resp.readline().removeprefix(b"data: "))
     assert snapshot["devices"][0]["id"] == "smoke-b2-stair-2"

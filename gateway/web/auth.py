@@ -1,19 +1,29 @@
 """Staff sessions, CSRF tokens and the sign-in rate limit, all in memory.
 
-Sessions live only in the gateway process: a restart signs everybody out, which is
-acceptable for a console on the LAN and means no session token ever touches the disk.
+Sessions live in the gateway process and, so that a restart does not sign out the
+console left open on the office PC, in a file of SHA-256 keys of their tokens: no
+session token ever touches the disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["FailureLimiter", "Session", "SessionStore", "WindowLimiter", "tokens_match"]
+__all__ = [
+    "FailureLimiter",
+    "Session",
+    "SessionStore",
+    "WindowLimiter",
+    "token_key",
+    "tokens_match",
+]
 
 
 def tokens_match(given: str | None, expected: str) -> bool:
@@ -21,64 +31,142 @@ def tokens_match(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def token_key(token: str) -> str:
+    """The key a session is stored under: a SHA-256 of its token, so the file holds no token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 @dataclass(slots=True)
 class Session:
-    """A signed-in staff member: the cookie token, and the CSRF token of their forms."""
+    """A signed-in staff member: the key of the cookie token, and the CSRF token of their forms."""
 
-    token: str
+    key: str
     staff_id: str
     name: str
     csrf: str
     last_used: float
+    token: str = ""  # the cookie's token: known only to the request that created it
 
 
 @dataclass
 class SessionStore:
-    """Random session tokens with an idle timeout."""
+    """Random session tokens with an idle timeout, bounded, kept across restarts by a file.
+
+    At most `max_sessions` in all and `per_staff` per staff member (the least recently
+    used make way), so signing in again and again cannot grow the memory.  `dump` and
+    `restore` carry the sessions over a restart: the time left of each, not a clock
+    reading, so the time the gateway was down does not count as idle.
+    """
 
     idle_s: float
     clock: Callable[[], float] = time.monotonic
+    max_sessions: int = 1000
+    per_staff: int = 20
     _sessions: dict[str, Session] = field(default_factory=dict)
+    # Bumped on every change worth saving (create, drop); `dump` readers compare it.
+    version: int = 0
 
     def create(self, staff_id: str, name: str) -> Session:
         self._expire()
-        s = Session(
-            secrets.token_urlsafe(32), staff_id, name, secrets.token_urlsafe(32), self.clock()
-        )
-        self._sessions[s.token] = s
+        token = secrets.token_urlsafe(32)
+        s = Session(token_key(token), staff_id, name, secrets.token_urlsafe(32), self.clock())
+        s.token = token
+        mine = [k for k, v in self._sessions.items() if v.staff_id == staff_id]
+        for key in mine[: max(0, len(mine) - self.per_staff + 1)]:
+            del self._sessions[key]
+        self._sessions[s.key] = s
+        while len(self._sessions) > self.max_sessions:
+            del self._sessions[next(iter(self._sessions))]
+        self.version += 1
         return s
 
     def get(self, token: str | None) -> Session | None:
         """The live session of a cookie, refreshed; None if unknown or idle too long."""
-        if not token:
+        if not token or len(token) > 256:
             return None
-        s = self._sessions.get(token)
-        now = self.clock()
+        key = token_key(token)
+        s = self._sessions.get(key)
         if s is None:
             return None
-        if now - s.last_used > self.idle_s:
-            del self._sessions[token]
+        if self.clock() - s.last_used > self.idle_s:
+            del self._sessions[key]
+            self.version += 1
             return None
-        s.last_used = now
+        self.touch(key)
         return s
 
-    def alive(self, token: str) -> bool:
-        """Whether a session still exists, without counting this as use (event streams)."""
-        s = self._sessions.get(token)
+    def touch(self, key: str) -> bool:
+        """Count use of a session (a request, or activity of its event stream); False if gone."""
+        s = self._sessions.pop(key, None)
+        if s is None or self.clock() - s.last_used > self.idle_s:
+            return False
+        s.last_used = self.clock()
+        self._sessions[key] = s  # most recently used last: the first to go is the oldest
+        return True
+
+    def alive(self, key: str) -> bool:
+        """Whether a session still exists, without counting this as use."""
+        s = self._sessions.get(key)
         return s is not None and self.clock() - s.last_used <= self.idle_s
 
-    def drop(self, token: str) -> None:
-        self._sessions.pop(token, None)
+    def drop(self, key: str) -> None:
+        if self._sessions.pop(key, None) is not None:
+            self.version += 1
 
     def drop_staff(self, staff_id: str) -> None:
         """Sign out every session of a staff member (account removed)."""
-        for token in [t for t, s in self._sessions.items() if s.staff_id == staff_id]:
-            del self._sessions[token]
+        for key in [k for k, s in self._sessions.items() if s.staff_id == staff_id]:
+            del self._sessions[key]
+            self.version += 1
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def dump(self) -> dict[str, Any]:
+        """The live sessions as a document for the sessions file (keys, never tokens)."""
+        self._expire()
+        now = self.clock()
+        return {
+            "version": 1,
+            "sessions": [
+                {
+                    "key": s.key,
+                    "staff_id": s.staff_id,
+                    "name": s.name,
+                    "csrf": s.csrf,
+                    "idle_left_s": round(self.idle_s - (now - s.last_used), 1),
+                }
+                for s in self._sessions.values()
+            ],
+        }
+
+    def restore(self, doc: Any) -> int:
+        """Take back the sessions of `dump` (a file read at start); how many. ValueError if bad."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError('expected an object with "version": 1')
+        entries = doc.get("sessions")
+        if not isinstance(entries, list):
+            raise ValueError('"sessions" must be a list')
+        now = self.clock()
+        n = 0
+        for entry in entries[-self.max_sessions :]:
+            try:
+                key, staff_id, name, csrf = (
+                    str(entry[k]) for k in ("key", "staff_id", "name", "csrf")
+                )
+                left = min(float(entry["idle_left_s"]), self.idle_s)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"sessions[{n}]: {exc}") from exc
+            if left > 0 and len(key) == 64:
+                self._sessions[key] = Session(key, staff_id, name, csrf, now - (self.idle_s - left))
+                n += 1
+        return n
 
     def _expire(self) -> None:
         now = self.clock()
-        for token in [t for t, s in self._sessions.items() if now - s.last_used > self.idle_s]:
-            del self._sessions[token]
+        for key in [k for k, s in self._sessions.items() if now - s.last_used > self.idle_s]:
+            del self._sessions[key]
+            self.version += 1
 
 
 @dataclass

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.files import write_private
 from gateway.model import Identity, format_ts
 from gateway.web import pages
 from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
@@ -45,6 +47,15 @@ LANG_COOKIE = "gw_console_lang"
 KIOSK_COOKIE = "gw_kiosk_csrf"
 STATIC = Path(__file__).parent / "static"
 _HEARTBEAT_S = 15.0
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+}
+# Sessions are saved within a second of a sign-in or sign-out, and their idle times
+# every minute (a restart may give a session back up to a minute of idle time).
+_SESSIONS_CHECK_S = 1.0
+_SESSIONS_SAVE_S = 60.0
 # A hash to check against when the staff id is unknown, so that an unknown id takes as
 # long to refuse as a wrong PIN and does not reveal which ids exist.
 _DUMMY_HASH = (
@@ -108,6 +119,7 @@ class WebApp:
         live: LiveState,
         store: RequestStore,
         staff: StaffFile,
+        sessions_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.identity = identity
@@ -115,6 +127,8 @@ class WebApp:
         self.store = store
         self.staff = _StaffCache(staff)
         self.sessions = SessionStore(cfg.session_idle_s)
+        self.sessions_file = sessions_file
+        self._saved = self.sessions.version
         lim = cfg.signin
         self.signin_limit = FailureLimiter(lim.max_failures, lim.window_s, lim.lockout_s)
         self.kiosk_limit = WindowLimiter(cfg.kiosk.max_requests, cfg.kiosk.window_s)
@@ -186,10 +200,57 @@ class WebApp:
     def _require_session(self, request: web.Request) -> Session:
         s = self._session(request)
         if s is None:
-            if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            accept = request.headers.get("Accept", "")
+            if request.method == "GET" and "text/html" in accept:
                 raise web.HTTPSeeOther("/signin")
+            if "application/json" in accept:
+                raise _json_error(web.HTTPUnauthorized, "session-ended", "sign in first")
             raise web.HTTPUnauthorized(text="401: sign in first")
         return s
+
+    # ---- sessions across restarts ----------------------------------------------------
+
+    def load_sessions(self) -> None:
+        """Take back the sessions saved before a restart; a bad file only signs staff out."""
+        path = self.sessions_file
+        if path is None:
+            return
+        try:
+            doc = json.loads(path.read_text("utf-8"))
+            n = self.sessions.restore(doc)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("web: sessions in %s not restored, staff sign in again: %s", path, exc)
+            return
+        self._saved = self.sessions.version
+        log.info("web: %d console sessions restored", n)
+
+    async def save_sessions(self) -> None:
+        """Write the live sessions (keys, never tokens) to the sessions file."""
+        path = self.sessions_file
+        if path is None:
+            return
+        version = self.sessions.version
+        data = json.dumps(self.sessions.dump(), separators=(",", ":")).encode()
+        try:
+            await asyncio.to_thread(_write_private_in, path, data)
+        except OSError as exc:
+            log.warning(
+                "web: cannot save sessions to %s (a restart signs staff out): %s", path, exc
+            )
+            return
+        self._saved = version
+
+    async def keep_sessions(self) -> None:
+        """Save the sessions soon after a sign-in or sign-out, and their idle times now and then."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(_SESSIONS_CHECK_S)
+            now = time.monotonic()
+            if self.sessions.version != self._saved or now - last >= _SESSIONS_SAVE_S:
+                await self.save_sessions()
+                last = now
 
     async def no_content(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
@@ -261,7 +322,7 @@ class WebApp:
         form = await self._form(request)
         if not tokens_match(form.get("csrf") or request.headers.get("X-CSRF-Token"), s.csrf):
             return self._csrf_refused("sign-out")
-        self.sessions.drop(s.token)
+        self.sessions.drop(s.key)
         # Wake the event streams so that this session's ends now, not at the heartbeat.
         self.live.console.publish("recheck", {})
         log.info("staff %s signed out", s.staff_id)
@@ -302,15 +363,31 @@ class WebApp:
         return web.json_response(self._state())
 
     async def console_events(self, request: web.Request) -> web.StreamResponse:
-        s = self._require_session(request)
-        # An open stream is not use of the session: it ends when the session does
-        # (sign-out, idle timeout, account removed), at the next change or heartbeat.
+        s = self._session(request)
+        if s is None and "text/event-stream" in request.headers.get("Accept", ""):
+            # An EventSource cannot read a 401: tell the page in its own terms to sign in,
+            # and keep a page that does not listen from reconnecting in a tight loop.
+            resp = web.StreamResponse(headers=_SSE_HEADERS)
+            await resp.prepare(request)
+            await resp.write(b"retry: 60000\n\n" + _session_ended("no-session"))
+            await resp.write_eof()
+            return resp
+        if s is None:
+            s = self._require_session(request)
+        key, staff_id = s.key, s.staff_id
+
+        def ended() -> str | None:
+            # An open stream is use of the session: every write refreshes it, so a console
+            # left open stays signed in; it still ends at once with a sign-out or removal.
+            if staff_id not in self.staff.get():
+                self.sessions.drop_staff(staff_id)
+                return "removed"
+            return None if self.sessions.touch(key) else "signed-out"
+
+        # Heartbeats often enough that an open stream keeps even a short session alive.
+        beat = min(_HEARTBEAT_S, self.cfg.session_idle_s / 4)
         return await self._stream(
-            request,
-            self.live.console,
-            "snapshot",
-            self._state,
-            alive=lambda: self.sessions.alive(s.token) and s.staff_id in self.staff.get(),
+            request, self.live.console, "snapshot", self._state, ended=ended, heartbeat_s=beat
         )
 
     async def ack(self, request: web.Request) -> web.StreamResponse:
@@ -355,30 +432,34 @@ class WebApp:
         first_event: str,
         first: Callable[[], Any],
         transform: Callable[[Any], Any] = lambda data: data,
-        alive: Callable[[], bool] = lambda: True,
+        ended: Callable[[], str | None] = lambda: None,
+        heartbeat_s: float = _HEARTBEAT_S,
     ) -> web.StreamResponse:
-        """Server-sent events: a snapshot first, then each change, and a heartbeat."""
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
+        """Server-sent events: a snapshot first, then each change, and a heartbeat.
+
+        `ended` is asked before each write; a reason it gives is sent as the last event
+        (`session-ended`), so the page knows to sign in instead of reconnecting.
+        """
+        resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
         q = hub.subscribe()
         try:
-            await resp.write(_sse(first_event, transform(first())))
-            while alive():
+            await resp.write(b"retry: 5000\n\n" + _sse(first_event, transform(first())))
+            while True:
+                reason = ended()
+                if reason is not None:
+                    await resp.write(_session_ended(reason))
+                    break
                 try:
-                    item = await asyncio.wait_for(q.get(), _HEARTBEAT_S)
+                    item = await asyncio.wait_for(q.get(), heartbeat_s)
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue
                 if item is None:  # gateway stopping, or the client fell behind
                     break
                 event, data = item
-                await resp.write(_sse(event, transform(data)))
+                if event != "recheck":  # only wakes the streams to ask `ended` again
+                    await resp.write(_sse(event, transform(data)))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -516,6 +597,25 @@ class WebApp:
             self.live.banner,
             lambda banner: pages.banner_lines(banner, lang),
         )
+
+
+def _json_error(
+    cls: type[web.HTTPException], code: str, text: str, **headers: str
+) -> web.HTTPException:
+    """An HTTP error whose body is the console's JSON error document (docs/web.md)."""
+    doc: dict[str, str] = {"error": text, "code": code}
+    if code == "session-ended":
+        doc["signin"] = "/signin"
+    return cls(text=json.dumps(doc), content_type="application/json", headers=headers or None)
+
+
+def _write_private_in(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, data)
+
+
+def _session_ended(reason: str) -> bytes:
+    return _sse("session-ended", {"reason": reason, "signin": "/signin"})
 
 
 def _sse(event: str, data: Any) -> bytes:

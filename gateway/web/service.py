@@ -51,6 +51,7 @@ class WebService:
             live=self.live,
             store=self.store,
             staff=staff_file_of(self.cfg, config.gateway.state_dir),
+            sessions_file=config.gateway.state_dir / "web-sessions.json",
         )
 
     def _ssl(self) -> ssl.SSLContext | None:
@@ -93,6 +94,8 @@ class WebService:
         # Before the kiosk takes new requests: those stored but not in the outbox when the
         # gateway last stopped (a crash between the two) go to the platform now.
         await self._publish_pending()
+        self.web.load_sessions()
+        keeper = asyncio.create_task(self.web.keep_sessions())
         runner = web.AppRunner(self.web.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -116,6 +119,8 @@ class WebService:
         finally:
             # End the event streams first so the runner need not wait for them.
             self.live.stop()
+            keeper.cancel()
+            await self.web.save_sessions()
             await runner.cleanup()
             self.store.close()
 
