@@ -225,7 +225,7 @@ class ScanResult:
 
     frame: Frame | None
     consumed: int
-    skipped: int  # bytes dropped that were not part of the frame: garbage, noise
+    skipped: int  # bytes dropped that were not part of a frame or its preamble: garbage
 
 
 def scan(buf: bytes | bytearray) -> ScanResult:
@@ -251,7 +251,8 @@ def scan(buf: bytes | bytearray) -> ScanResult:
             return ScanResult(frame, end, i - _preamble_before(buf, i))
         i = buf.find(START, i + 1)
     drop = len(buf) if waiting_at is None else waiting_at
-    return ScanResult(None, drop, drop)
+    # FE bytes are a wake-up preamble, not noise: a reply cut by the timeout is no garbage.
+    return ScanResult(None, drop, drop - _preamble_before(buf, drop))
 
 
 def _preamble_before(buf: bytes | bytearray, i: int) -> int:

@@ -48,6 +48,7 @@ class Dlt645Driver(Driver):
         self._stats = DriverHealth(devices_total=len(devices))
         self._polls = 0
         self._timeouts = 0
+        self._garbled = 0
 
     async def run(self) -> None:
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
@@ -64,6 +65,7 @@ class Dlt645Driver(Driver):
         s.extra = {
             "polls": self._polls,
             "timeouts": self._timeouts,
+            "garbled": self._garbled,
             "noise_bytes": sum(link.noise_bytes for link in self._links),
         }
         return s
@@ -152,9 +154,10 @@ class Dlt645Driver(Driver):
 
     async def _handle(self, meter: _Meter, result: PollResult) -> None:
         self._polls += 1
+        self._timeouts += result.silent
+        self._garbled += result.garbled
         if not result.answered:
-            self._timeouts += 1
-            await self._failed(meter, result.failure)
+            await self._failed(meter, result.failure, garbled=result.garbled > 0)
             return
         spec = meter.spec
         was_offline = meter.health.online is False
@@ -164,7 +167,6 @@ class Dlt645Driver(Driver):
             if was_offline:
                 self.ctx.logger.info("dlt645 meter %s (%s) answers again", spec.id, result.address)
         if result.failure:
-            self._timeouts += 1
             self._error(f"{spec.id}: {result.failure}")
         self._log_refusals(meter, result)
         await self._publish(meter, result)
@@ -172,7 +174,9 @@ class Dlt645Driver(Driver):
 
     def _log_refusals(self, meter: _Meter, result: PollResult) -> None:
         for r in result.results:
-            if r.error and r.value is None and not r.error.startswith("not read"):
+            # A garbled or missing reply is the line's fault, counted in health; the next
+            # poll asks again.  A refusal is the meter model's, logged once.
+            if r.error.startswith(("meter refused", "bad value")):
                 self._error(f"{meter.spec.id}: {r.error}")
                 if r.item.name not in meter.refused:
                     meter.refused.add(r.item.name)
@@ -215,7 +219,7 @@ class Dlt645Driver(Driver):
         if readings:
             await self.ctx.emit(Telemetry(spec.ref, now, tuple(readings)))
 
-    async def _failed(self, meter: _Meter, reason: str) -> None:
+    async def _failed(self, meter: _Meter, reason: str, *, garbled: bool = False) -> None:
         spec = meter.spec
         self._error(f"{spec.id}: {reason}")
         transition = meter.health.failed()
@@ -223,7 +227,7 @@ class Dlt645Driver(Driver):
         if transition is not Transition.OFFLINE:
             self.ctx.logger.debug("dlt645 meter %s: %s", spec.id, reason)
             return
-        hint = fault_hint(meter.settings, meter.ever_answered)
+        hint = fault_hint(meter.settings, meter.ever_answered, garbled=garbled)
         n = meter.health.failures
         self.ctx.logger.warning(
             "dlt645 meter %s (address %s) offline after %d failed polls: %s; %s",
@@ -260,7 +264,8 @@ async def read_once(spec: DeviceSpec) -> ReadResult:
     finally:
         link.close()
     if not result.answered:
-        return ReadResult(spec.id, fault=result.failure, hint=fault_hint(settings, False))
+        hint = fault_hint(settings, False, garbled=result.garbled > 0)
+        return ReadResult(spec.id, fault=result.failure, hint=hint)
     points = []
     for r in result.results:
         unit = str(r.item.canonical_unit)

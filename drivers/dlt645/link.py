@@ -29,11 +29,19 @@ class LinkError(Exception):
 
 
 class NoReply(Exception):
-    """No matching reply within the timeout; `skipped` counts noise bytes seen meanwhile."""
+    """No matching reply within the timeout; `skipped` counts noise bytes seen meanwhile.
+
+    `garbled` is true when bytes did come back but formed no valid frame (a bad
+    checksum, garbage): the meter may well have answered, the line corrupted it.
+    """
 
     def __init__(self, message: str, skipped: int = 0) -> None:
         super().__init__(message)
         self.skipped = skipped
+
+    @property
+    def garbled(self) -> bool:
+        return self.skipped > 0
 
 
 class SerialLink:
@@ -147,7 +155,14 @@ class SerialLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.noise_bytes += skipped + len(self._buf)
-                raise NoReply(f"no reply within {timeout:g} s", skipped + len(self._buf))
+                # What is left in the buffer may be a reply still arriving: not garbage.
+                if skipped:
+                    raise NoReply(
+                        f"{skipped} bytes within {timeout:g} s but no valid reply "
+                        "(bad checksum or garbage)",
+                        skipped,
+                    )
+                raise NoReply(f"no reply within {timeout:g} s")
             self._data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._data.wait(), left)

@@ -10,7 +10,11 @@ from drivers.dlt645.link import NoReply, SerialLink
 from drivers.dlt645.settings import Dlt645Settings
 from drivers.dlt645.table import DataItem, Value, decode_reply, load_table
 
-__all__ = ["ItemResult", "PollResult", "fault_hint", "items_of", "poll_meter"]
+__all__ = ["GARBLED", "ItemResult", "PollResult", "fault_hint", "items_of", "poll_meter"]
+
+# The start of the offline reason after corrupted replies: the meter answers, the line
+# corrupts it (the same advice as the Modbus driver's `garbled` fault).
+GARBLED = "garbled replies: check termination, shielding, parity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +32,10 @@ class PollResult:
 
     address: str
     results: tuple[ItemResult, ...]
-    answered: bool
-    failure: str = ""  # why the poll stopped early: no reply, port gone
+    answered: bool  # at least one valid reply
+    failure: str = ""  # the poll's first fault: no reply, garbled replies
+    garbled: int = 0  # requests whose reply came back corrupted
+    silent: int = 0  # requests left unanswered
 
     @property
     def values(self) -> tuple[Value, ...]:
@@ -62,15 +68,22 @@ def _accepts(address: str, item: DataItem) -> Callable[[Frame], bool]:
 
 
 async def poll_meter(link: SerialLink, settings: Dlt645Settings) -> PollResult:
-    """Read each configured value in turn; stop at the first request left unanswered.
+    """Read each configured value in turn.
 
-    Raises LinkError when the port itself fails, so the caller can reopen it.
+    Only silence to the first request ends the poll early: a meter that is off costs
+    the bus one timeout, not one per value.  A reply garbled by the line (bad checksum,
+    garbage), or silence later in the poll, costs that one value; the next data
+    identifier is still asked for.  Raises LinkError when the port itself fails, so
+    the caller can reopen it.
     """
     address = settings.address
     results: list[ItemResult] = []
     answered = False
+    garbled = silent = 0
+    failure = ""
     items = items_of(settings)
     for n, item in enumerate(items):
+        what = f"meter {address} to {item.name} ({item.di_text})"
         try:
             frame = await link.transact(
                 build_read(address, item.di),
@@ -78,11 +91,21 @@ async def poll_meter(link: SerialLink, settings: Dlt645Settings) -> PollResult:
                 settings.timeout_s,
             )
         except NoReply as exc:
-            failure = f"no reply from meter {address} to {item.name} ({item.di_text}): {exc}"
-            rest = tuple(
-                ItemResult(i, error="not read: the meter stopped answering") for i in items[n:]
-            )
-            return PollResult(address, (*results, *rest), answered, failure)
+            if exc.garbled:
+                garbled += 1
+                error = f"garbled reply from {what}: {exc}"
+            elif n == 0:
+                failure = f"no reply from {what}: {exc}"
+                rest = tuple(
+                    ItemResult(i, error="not read: the meter stopped answering") for i in items
+                )
+                return PollResult(address, rest, answered, failure, silent=1)
+            else:
+                silent += 1
+                error = f"no reply from {what}: {exc}"
+            failure = failure or error
+            results.append(ItemResult(item, error=error))
+            continue
         answered = True
         flags = frame.error()
         if flags is not None:
@@ -96,13 +119,21 @@ async def poll_meter(link: SerialLink, settings: Dlt645Settings) -> PollResult:
             results.append(ItemResult(item, value=decode_reply(item, frame.data)))
         except ParseError as exc:
             results.append(ItemResult(item, error=f"bad value for {item.name}: {exc}"))
-    return PollResult(address, tuple(results), answered)
+    if not answered and garbled:
+        failure = f"{GARBLED} ({garbled} of {len(items)} replies corrupted; {failure})"
+    return PollResult(address, tuple(results), answered, failure, garbled, silent)
 
 
-def fault_hint(settings: Dlt645Settings, ever_answered: bool) -> str:
-    """What an installer should check when a meter does not answer."""
+def fault_hint(settings: Dlt645Settings, ever_answered: bool, *, garbled: bool = False) -> str:
+    """What an installer should check when a meter does not answer, or answers garbled."""
     bus = settings.bus
     line = f"{bus.baud} 8{bus.parity}{bus.stopbits}"
+    if garbled:
+        return (
+            f"the meter answers but its replies arrive corrupted: check 120 ohm termination "
+            f"at both ends of the bus only, shielded twisted pair with short stubs, that the "
+            f"meter talks {line} (parity), and that no second master polls {bus.port}"
+        )
     if ever_answered:
         return (
             f"the meter answered before: check its power and the cable to it; "

@@ -3,7 +3,8 @@
 Built on the driver's own pure codec, running in a thread: it reads request frames,
 and each addressed meter answers the way a real one does (FE preamble, data +0x33,
 checksum), refuses unknown data identifiers with an abnormal reply, and stays silent
-when the address is not its own.
+when the address is not its own.  A meter can be told to garble its replies to some
+data identifiers, as a badly terminated or unshielded line does.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ class SimMeter:
     values: dict[int, bytes] = field(default_factory=dict)
     requests: int = 0
     slow: dict[int, float] = field(default_factory=dict)  # DI -> seconds before answering
+    # DI -> how its reply is damaged on the line: "checksum" (one bit flipped in the
+    # checksum) or "garbage" (the reply's bytes replaced by line noise).
+    garble: dict[int, str] = field(default_factory=dict)
+
+    def wire(self, request: Frame) -> bytes | None:
+        """The bytes of the reply as they arrive at the gateway, damaged or not."""
+        reply = self.answer(request)
+        if reply is None:
+            return None
+        raw = bytearray(encode_frame(reply))
+        damage = self.garble.get(int.from_bytes(request.data[:4], "little"))
+        if damage == "checksum":
+            raw[-2] ^= 0x01
+        elif damage == "garbage":
+            raw = bytearray(b"\x00\xff\x33" * (len(raw) // 3))
+        return bytes(raw)
 
     def answer(self, request: Frame) -> Frame | None:
         if request.function == Function.READ_ADDRESS:
@@ -131,9 +148,9 @@ class Bus(threading.Thread):
                 meter.requests += 1
                 if len(request.data) == 4:
                     time.sleep(meter.slow.get(int.from_bytes(request.data, "little"), 0.0))
-                reply = meter.answer(request)
+                reply = meter.wire(request)
                 if reply is not None:
-                    replies.append(encode_frame(reply))
+                    replies.append(reply)
             if len(replies) > 1:
                 # Meters answering at once on one pair of wires garble each other.
                 os.write(fd, self.noise + _collide(replies))

@@ -105,6 +105,12 @@ def test_truncated_frame_is_incomplete_and_kept_for_more_bytes() -> None:
         assert found.consumed == 2  # garbage dropped, the start of the frame kept
 
 
+def test_the_preamble_of_a_reply_still_arriving_is_not_counted_as_garbage() -> None:
+    found = scan(b"\x00\x01\xfe\xfe\xfe\xfe" + REPLY_00000000[:5])
+    assert found.frame is None and found.consumed == 6 and found.skipped == 2
+    assert scan(b"\xfe\xfe").skipped == 0
+
+
 def test_garbage_before_the_frame() -> None:
     garbage = b"\x00\xff\x68\x12\x16\x68\x33"  # includes false starts
     with pytest.raises(ParseError):

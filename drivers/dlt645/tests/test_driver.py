@@ -256,6 +256,44 @@ def test_refused_reading_is_skipped_and_others_published(
     assert ctx.availability["flat-101"] == (True, "")
 
 
+@pytest.mark.parametrize("damage", ["checksum", "garbage"])
+def test_one_garbled_reply_costs_that_value_only_and_the_poll_goes_on(
+    tmp_path: Path, ptys: PtyPair, recording_ctx: RecordingContext, damage: str
+) -> None:
+    ctx = recording_ctx
+    sim = meter(FLAT_101, 12345678)
+    sim.garble[TARIFF_1] = damage  # the second of six values, every poll
+    devices = specs(tmp_path, ptys.a, {"flat-101": FLAT_101})
+    with Bus(ptys.b, [sim]):
+        run_until(devices, ctx, lambda: len(telemetry(ctx, "flat-101")) >= 2)
+    for message in telemetry(ctx, "flat-101"):
+        assert list(message.body()["values"]) == [r for r in READINGS if r != "energy_t1"]
+    assert ctx.availability["flat-101"] == (True, "")
+    health = ctx.health  # type: ignore[attr-defined]
+    assert health.extra["garbled"] >= 2
+    assert health.extra["timeouts"] == 0
+    assert "garbled reply from meter 000012345678 to energy_t1" in health.last_error
+
+
+def test_a_meter_whose_replies_all_arrive_garbled_is_offline_for_the_line_not_silence(
+    tmp_path: Path, ptys: PtyPair, recording_ctx: RecordingContext
+) -> None:
+    ctx = recording_ctx
+    sim = meter(FLAT_101, 12345678)
+    sim.garble = {di: "checksum" for di in sim.values}
+    devices = specs(tmp_path, ptys.a, {"flat-101": FLAT_101})
+    with Bus(ptys.b, [sim]) as bus:
+        run_until(devices, ctx, lambda: "flat-101" in ctx.availability)
+    available, reason = ctx.availability["flat-101"]
+    assert not available
+    assert reason.startswith("garbled replies: check termination, shielding, parity")
+    assert "no reply within" not in reason
+    faults = events(ctx, of_type=EventType.DEVICE_FAULT)
+    assert len(faults) == 1 and "termination" in faults[0].data["check"]
+    # Every value was asked for in each poll: a garbled reply is no reason to give up.
+    assert len(bus.requests) >= 2 * len(READINGS)
+
+
 def test_meter_that_comes_back_is_online_again(
     tmp_path: Path, ptys: PtyPair, recording_ctx: RecordingContext
 ) -> None:

@@ -31,7 +31,8 @@ def test_scan_with_two_meters_says_to_connect_one(ptys: PtyPair) -> None:
     with Bus(ptys.b, [SimMeter("000012345678"), SimMeter("000087654321")]):
         result = CliRunner().invoke(scan, ["--port", str(ptys.a), "--timeout", "0.5"])
     assert result.exit_code == 1
-    assert "no reply within 0.5 s" in result.output
+    # Colliding replies are bytes that form no frame: garbled, not silence.
+    assert "within 0.5 s but no valid reply (bad checksum or garbage)" in result.output
     assert "only ONE meter connected" in result.output
 
 
