@@ -1,60 +1,95 @@
 """First boot of a flashed SD card: install the config folder left on the boot partition.
 
-An installer writes Raspberry Pi OS to a card and copies a `community-gateway/` folder
+An installer writes the gateway image to a card and copies a `community-gateway/` folder
 (`gateway.yaml`, `secrets/`) onto its boot partition.  On first boot this:
 
-1. validates `gateway.yaml` with the gateway's own validation (the lines are those of
-   `gateway validate`), plus two rules of the installed service: the outbox lives in
-   /var/lib/community-gateway, and files the config names in the folder are in secrets/;
-2. if anything is wrong, moves nothing and leaves FIRSTBOOT-REPORT.txt in the folder,
-   so the installer reads it on any computer, fixes the card and boots again;
-3. otherwise copies the config and secrets into /etc/community-gateway (files 0600,
+1. refuses at once when first boot is locked (`gateway firstboot --lock`): anyone who
+   holds the card could otherwise re-provision the gateway with a broker of their own;
+2. checks the folder's files without reading them (regular files, bounded sizes), then
+   validates `gateway.yaml` in a child process that has dropped to the service user and
+   runs under memory, CPU and time limits, because the file comes from a FAT partition
+   that anyone with the card can write.  The lines are those of `gateway validate`, plus
+   the rules of the installed service: the outbox lives in /var/lib/community-gateway,
+   and every file the config names on the boot partition is in secrets/ and written
+   relative to gateway.yaml (an absolute path would point at the secrets first boot
+   deletes);
+3. if anything is wrong, moves nothing and leaves FIRSTBOOT-REPORT.txt in the folder,
+   so the installer reads it on any computer, fixes the card and boots again; the
+   gateway service (enabled in the image) goes on with the config it already had;
+4. otherwise copies the config and secrets into /etc/community-gateway (files 0600,
    folders 0700, owned by the service user), deletes the secrets from the FAT
    partition, keeps the config there as gateway.yaml.installed for reference (it holds
-   no secrets), writes the report, and enables the gateway service.
+   no secrets), writes the report, makes sure the gateway service is enabled, and locks
+   first boot when the folder holds a file named LOCK.
 
+The report is written in every outcome, a crash or a stop by systemd included.
 `root` prefixes every path, so tests run it on a temporary tree.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from gateway.config import ConfigError, LoadedConfig, load_config
-from gateway.files import write_private
-from gateway.yamlsource import YamlSyntaxError, load_located
+from pydantic import BaseModel
 
 __all__ = [
     "BOOT_FOLDERS",
     "KEPT_CONFIG",
+    "LOCK_FILE",
+    "LOCK_REQUEST",
     "REPORT",
     "Outcome",
     "Result",
     "enable_service",
     "find_folder",
+    "lock",
+    "locked_since",
     "run",
+    "unlock",
 ]
 
 BOOT_FOLDERS = ("boot/firmware/community-gateway", "boot/community-gateway")
+BOOT = "boot"
 CONFIG_DIR = "etc/community-gateway"
 STATE_DIR = Path("/var/lib/community-gateway")
+# Root's own folder (the unit's StateDirectory=): the service user cannot remove the lock.
+LOCK_FILE = "var/lib/community-gateway-firstboot/locked"
+# An empty file of this name in the boot folder locks first boot after installing it.
+LOCK_REQUEST = "LOCK"
 UNIT_DIR = "etc/systemd/system"
 UNIT = "community-gateway.service"
 SERVICE_USER = "community-gateway"
 REPORT = "FIRSTBOOT-REPORT.txt"
 KEPT_CONFIG = "gateway.yaml.installed"
 
+# Bounds on what the card may hold: a config and a few keys, certificates and passwords.
+MAX_FILE_BYTES = 1 << 20
+MAX_SECRET_FILES = 64
+# The validating child: well under the unit's TimeoutStartSec= and MemoryMax=.
+CHECK_TIMEOUT_S = 30.0
+CHECK_CPU_S = 20
+CHECK_MEMORY_BYTES = 512 << 20  # address space; a normal config peaks near 60 MB
+
 
 class Outcome(StrEnum):
     NOTHING = "nothing to do"
     INSTALLED = "installed"
     REFUSED = "refused"
+    LOCKED = "locked"
+    FAILED = "failed"
 
 
 @dataclass(slots=True)
@@ -66,6 +101,10 @@ class Result:
     lines: list[str] = field(default_factory=list)
 
 
+class _Stopped(Exception):
+    """systemd stopped the unit (TimeoutStartSec=, shutdown) while first boot ran."""
+
+
 def find_folder(root: Path) -> Path | None:
     """The boot partition's config folder: /boot/firmware (Bookworm) first, then /boot."""
     for rel in BOOT_FOLDERS:
@@ -75,46 +114,188 @@ def find_folder(root: Path) -> Path | None:
     return None
 
 
-def _service_rules(config: Path, loaded: LoadedConfig, folder: Path) -> list[str]:
-    """Problems that `gateway validate` cannot know: where the installed service runs."""
-    src = load_located(config)
+# ---- locking --------------------------------------------------------------------------
+
+
+def locked_since(root: Path = Path("/")) -> str | None:
+    """When first boot was locked (the lock file's text), or None while it is open."""
+    try:
+        return (root / LOCK_FILE).read_text(encoding="utf-8").strip() or "a while ago"
+    except FileNotFoundError:
+        return None
+
+
+def lock(root: Path = Path("/")) -> Path:
+    """Lock first boot: later folders on the boot partition are refused, not installed."""
+    path = root / LOCK_FILE
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(f"{_now()}\n", encoding="utf-8")
+    return path
+
+
+def unlock(root: Path = Path("/")) -> bool:
+    """Open first boot again; False when it was not locked."""
+    try:
+        (root / LOCK_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# ---- checking the folder ----------------------------------------------------------------
+
+
+def _file_problems(folder: Path) -> list[str]:
+    """What the folder holds, judged by lstat alone: nothing here reads a file's content."""
     problems = []
-    outbox = loaded.config.outbox.path
-    if not outbox.is_relative_to(STATE_DIR):
-        problems.append(
-            src.problem(
-                ("outbox", "path"),
-                f"{outbox} is outside {STATE_DIR}, the only folder the service may write; "
-                f"use {STATE_DIR}/outbox.db",
-            )
-        )
-    broker = loaded.config.broker
-    named = [(("broker", "password", "file"), broker.password.file if broker.password else None)]
-    if broker.tls is not None:
-        named += [
-            (("broker", "tls", k), getattr(broker.tls, k))
-            for k in ("ca_file", "cert_file", "key_file")
-        ]
+    config = folder / "gateway.yaml"
+    if config.lstat().st_size > MAX_FILE_BYTES:
+        problems.append(f"{config}: larger than {MAX_FILE_BYTES // 1024} KiB; is it the config?")
     secrets = folder / "secrets"
-    for key, path in named:
-        if path is not None and path.is_relative_to(folder) and not path.is_relative_to(secrets):
+    if secrets.is_symlink() or (secrets.exists() and not secrets.is_dir()):
+        return [*problems, f"{secrets}: must be a folder"]
+    entries = sorted(secrets.rglob("*")) if secrets.is_dir() else []
+    if len(entries) > MAX_SECRET_FILES:
+        return [*problems, f"{secrets}: {len(entries)} entries; at most {MAX_SECRET_FILES}"]
+    for path in entries:
+        st = path.lstat()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            problems.append(f"{path}: not a plain file (a link or a device); copy the file itself")
+        elif path.is_file() and st.st_size > MAX_FILE_BYTES:
+            problems.append(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
+    return problems
+
+
+def _named_paths(
+    value: Any, where: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Path]]:
+    """Every Path in a validated config model, with its key path in the file."""
+    if isinstance(value, Path):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _named_paths(getattr(value, name), (*where, name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _named_paths(item, (*where, i))
+
+
+def _raw(data: Any, where: tuple[str | int, ...]) -> Any:
+    """The value as written in the file at a key path, or None when it was not written."""
+    for part in where:
+        found = isinstance(data, dict) and part in data
+        found = found or (isinstance(data, list) and isinstance(part, int) and part < len(data))
+        if not found:
+            return None
+        data = data[part]
+    return data
+
+
+def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
+    """Problems `gateway validate` cannot know: where the installed service runs."""
+    from gateway.config import load_config
+    from gateway.yamlsource import load_located
+
+    loaded = load_config(config)
+    src = load_located(config)
+    cfg = loaded.config
+    named = list(_named_paths(cfg, ()))
+    index = {dev.id: i for i, dev in enumerate(cfg.devices)}
+    for spec in loaded.devices:
+        named += _named_paths(spec.settings, ("devices", index[spec.id], "driver"))
+    # Paths the service writes: only its state directory is writable (ProtectSystem=).
+    writable = {("outbox", "path")}
+    if cfg.web.enabled:
+        writable.add(("gateway", "state_dir"))
+    secrets = folder / "secrets"
+    problems = []
+    for where, path in named:
+        if where in writable:
+            if not path.is_relative_to(STATE_DIR):
+                problems.append(
+                    src.problem(
+                        where,
+                        f"{path} is outside {STATE_DIR}, the only folder the service may "
+                        f"write; use {STATE_DIR}/{path.name}",
+                    )
+                )
+            continue
+        if where[-2:] == ("gateway", "state_dir"):
+            continue  # unused without the web console
+        path = Path(os.path.normpath(path))  # '..' must not walk out of secrets/ unseen
+        written = _raw(src.data, where)
+        if not path.is_relative_to(boot):
+            continue
+        if isinstance(written, str) and Path(written).is_absolute():
             problems.append(
                 src.problem(
-                    key, f"{path.name} must be in the secrets/ folder: write secrets/{path.name}"
+                    where,
+                    f"{written} is on the boot partition, and first boot deletes secrets/ "
+                    f"from there: write it relative to gateway.yaml, as secrets/{path.name}",
+                )
+            )
+        elif not path.is_relative_to(secrets):
+            problems.append(
+                src.problem(
+                    where, f"{path.name} must be in the secrets/ folder: write secrets/{path.name}"
                 )
             )
     return [str(p) for p in problems]
 
 
-def _problems(config: Path, folder: Path) -> list[str]:
+def _check_in_child(config: Path, folder: Path, boot: Path, owner: tuple[int, int] | None) -> None:
+    """The child's side: validate as the service user, print the problems as JSON."""
+    from gateway.config import ConfigError
+    from gateway.registry import available_drivers
+
+    available_drivers()  # imported while the program's files are still readable
+    if owner is not None and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(owner[1])
+        os.setuid(owner[0])
+    resource.setrlimit(resource.RLIMIT_CPU, (CHECK_CPU_S, CHECK_CPU_S))
+    resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY_BYTES, CHECK_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it writes nothing
     try:
-        loaded = load_config(config)
+        problems = _service_rules(config, folder, boot)
     except ConfigError as exc:
-        return [str(p) for p in exc.problems]
+        problems = [str(p) for p in exc.problems]
+    json.dump({"problems": problems}, sys.stdout)
+
+
+def _validate(root: Path, folder: Path) -> list[str]:
+    """Every problem of the folder's config, found by a child as the service user."""
+    config = folder / "gateway.yaml"
+    owner = _owner(root)
+    args = [str(config), str(folder), str(root / BOOT)]
+    if owner is not None:
+        args += [str(owner[0]), str(owner[1])]
     try:
-        return _service_rules(config, loaded, folder)
-    except (OSError, YamlSyntaxError) as exc:  # validated a moment ago; be safe anyway
-        return [f"{config}: {exc}"]
+        child = subprocess.run(
+            [sys.executable, "-I", "-m", "gateway.firstboot", *args],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            cwd="/",
+        )
+    except subprocess.TimeoutExpired:
+        return [
+            f"{config}: checking it took longer than {CHECK_TIMEOUT_S:.0f} s; is it the config?"
+        ]
+    try:
+        problems = json.loads(child.stdout)["problems"]
+    except (ValueError, KeyError, TypeError):
+        last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        if child.returncode < 0 or "MemoryError" in last:
+            why = f"it needed more than {CHECK_MEMORY_BYTES >> 20} MB or {CHECK_CPU_S} s of CPU"
+        else:
+            why = last
+        return [f"{config}: could not be checked ({why}); run gateway validate -c gateway.yaml"]
+    return [str(p) for p in problems]
+
+
+# ---- installing -----------------------------------------------------------------------
 
 
 def _owner(root: Path) -> tuple[int, int] | None:
@@ -138,25 +319,30 @@ def _private_dir(path: Path, owner: tuple[int, int] | None) -> None:
 
 
 def _copy_private(src: Path, dst: Path, owner: tuple[int, int] | None) -> None:
+    from gateway.files import write_private
+
     # Copy, not rename: the FAT partition and /etc are different file systems.
     write_private(dst, src.read_bytes(), owner=owner)
 
 
 def enable_service(root: Path) -> str:
-    """Enable (and, on a running system, start) the service; returns what was done."""
-    live = root == Path("/") and Path("/run/systemd/system").is_dir()
-    if live:
-        # --no-block: this oneshot is ordered before the service; waiting would deadlock.
-        subprocess.run(["systemctl", "enable", "--now", "--no-block", UNIT], check=True)
-        return f"systemctl enable --now {UNIT}"
-    # Not booted with systemd (an image being built, a test): make the link ourselves.
+    """Make sure the service is enabled; returns what was done.
+
+    The image has it enabled already (install.sh), and it is ordered after first boot,
+    so it starts with the new config by itself: no systemctl, which the sandbox of the
+    first-boot unit would not allow.  Only a tree without the link gets it made here.
+    """
     wants = root / UNIT_DIR / "multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
     link = wants / UNIT
     target = Path("/") / UNIT_DIR / UNIT
-    if not (link.is_symlink() and os.readlink(link) == str(target)):
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return f"{UNIT} is enabled and starts with this config"
+    try:
+        wants.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
         link.symlink_to(target)
+    except OSError as exc:  # the unit's sandbox keeps /etc/systemd read-only
+        return f"could not enable {UNIT} ({exc.strerror}): sudo systemctl enable --now {UNIT}"
     return f"enabled {UNIT} ({link} -> {target})"
 
 
@@ -164,37 +350,60 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _write_report(folder: Path, title: str, lines: list[str]) -> None:
+def _write_report(folder: Path, outcome: Outcome, lines: list[str]) -> None:
+    title = f"community-gateway first boot {_now()}: {outcome.upper()}"
     text = "\r\n".join([title, "", *lines, ""])  # CRLF: read on Windows laptops too
-    (folder / REPORT).write_text(text, encoding="utf-8", newline="")
+    tmp = folder / f".{REPORT}.tmp"
+    tmp.write_text(text, encoding="utf-8", newline="")
+    tmp.replace(folder / REPORT)
 
 
-def run(root: Path = Path("/")) -> Result:
-    """Install the boot partition's config folder, or refuse it with a report."""
-    folder = find_folder(root)
-    if folder is None:
-        return Result(Outcome.NOTHING)
-    config = folder / "gateway.yaml"
-    problems = _problems(config, folder)
+def _current(root: Path) -> str:
+    config = Path("/") / CONFIG_DIR / "gateway.yaml"
+    return (
+        f"the config it had, {config}" if (root / config.relative_to("/")).exists() else "no config"
+    )
+
+
+def _refuse(root: Path, folder: Path, problems: list[str]) -> Result:
+    lines = [
+        "The config in this folder has problems, so nothing was installed. The gateway",
+        f"service goes on with {_current(root)}.",
+        "Fix the problems on this card and boot again:",
+        "",
+        *problems,
+        "",
+        "Check a config on any computer with:  gateway validate -c gateway.yaml",
+    ]
+    _write_report(folder, Outcome.REFUSED, lines)
+    return Result(Outcome.REFUSED, folder, problems)
+
+
+def _install(root: Path, folder: Path, done: list[str]) -> Result:
+    since = locked_since(root)
+    if since is not None:
+        lines = [
+            f"First boot of this gateway was locked on {since}: nothing on this card was",
+            f"installed or deleted. The gateway goes on with {_current(root)}.",
+            "To provision it again, log in on the gateway and run:",
+            "  sudo gateway firstboot --unlock",
+            "then boot with this card again.",
+        ]
+        _write_report(folder, Outcome.LOCKED, lines)
+        return Result(Outcome.LOCKED, folder, lines)
+    problems = _file_problems(folder)
+    if not problems:
+        problems = _validate(root, folder)
     unit = root / UNIT_DIR / UNIT
     if not unit.is_file():
         problems.append(f"{unit} is missing: the gateway is not installed on this image")
     if problems:
-        lines = [
-            "The config in this folder has problems; nothing was installed and the",
-            "gateway service was not enabled. Fix them on this card and boot again:",
-            "",
-            *problems,
-            "",
-            "Check a config on any computer with:  gateway validate -c gateway.yaml",
-        ]
-        _write_report(folder, f"community-gateway first boot {_now()}: REFUSED", lines)
-        return Result(Outcome.REFUSED, folder, problems)
+        return _refuse(root, folder, problems)
 
+    config = folder / "gateway.yaml"
     owner = _owner(root)
     etc = root / CONFIG_DIR
     _private_dir(etc, owner)
-    done = []
     secrets = folder / "secrets"
     moved_secrets = sorted(p for p in secrets.rglob("*") if p.is_file()) if secrets.is_dir() else []
     for src in moved_secrets:
@@ -203,6 +412,7 @@ def run(root: Path = Path("/")) -> Result:
             _private_dir(etc / parent, owner)
         _copy_private(src, dst, owner)
         done.append(f"installed {Path('/') / CONFIG_DIR / src.relative_to(folder)}")
+    # The config last: until it is in place, the service runs on with the old one.
     _copy_private(config, etc / "gateway.yaml", owner)
     done.append(f"installed {Path('/') / CONFIG_DIR / 'gateway.yaml'}")
     # Only now, with everything safely in /etc, the secrets leave the FAT partition.
@@ -212,5 +422,55 @@ def run(root: Path = Path("/")) -> Result:
     config.replace(folder / KEPT_CONFIG)
     done.append(f"kept the config here as {KEPT_CONFIG} (it holds no secrets)")
     done.append(enable_service(root))
-    _write_report(folder, f"community-gateway first boot {_now()}: INSTALLED", done)
+    request = folder / LOCK_REQUEST
+    if request.is_file():
+        lock(root)
+        request.unlink()
+        done.append("locked first boot (LOCK was in this folder): unlock with")
+        done.append("  sudo gateway firstboot --unlock")
+    else:
+        done.append("first boot is not locked: anyone with this card can provision the")
+        done.append("gateway again; lock it with  sudo gateway firstboot --lock")
+    _write_report(folder, Outcome.INSTALLED, done)
     return Result(Outcome.INSTALLED, folder, done)
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def run(root: Path = Path("/")) -> Result:
+    """Install the boot partition's config folder, or refuse it; always with a report."""
+    root = root.absolute()  # the validating child runs in /
+    folder = find_folder(root)
+    if folder is None:
+        return Result(Outcome.NOTHING)
+    done: list[str] = []
+    previous = signal.signal(signal.SIGTERM, _stop)  # TimeoutStartSec=, shutdown
+    try:
+        return _install(root, folder, done)
+    except Exception as exc:  # whatever happened, the installer must read it
+        lines = [
+            f"First boot stopped with an error: {type(exc).__name__}: {exc}",
+            "",
+            "Done before the error:" if done else "Nothing was installed before the error.",
+            *done,
+            "",
+            f"The gateway service goes on with {_current(root)}. Boot again to retry;",
+            "if it happens again, send this report and journalctl -b -u "
+            "community-gateway-firstboot to the platform team.",
+        ]
+        try:
+            _write_report(folder, Outcome.FAILED, lines)
+        except OSError as report_error:
+            lines.append(f"(this report could not be written to {folder}: {report_error})")
+        return Result(Outcome.FAILED, folder, lines)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    # The validating child (see _validate): CONFIG FOLDER BOOT [UID GID]
+    _args = sys.argv[1:]
+    _owner_ids = (int(_args[3]), int(_args[4])) if len(_args) == 5 else None
+    _check_in_child(Path(_args[0]), Path(_args[1]), Path(_args[2]), _owner_ids)

@@ -4,8 +4,12 @@ installed into /etc with owner-only modes, or refused with a report and nothing 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,16 @@ devices:
     location: {building: "1"}
     driver: {type: simulated}
 """
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A folder the service user may traverse, as a FAT boot partition is readable by all:
+    first boot checks the config as that user (pytest's own tmp_path is root's alone)."""
+    work = Path(tempfile.mkdtemp(prefix="firstboot-"))
+    work.chmod(0o755)
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def image(tmp_path: Path, config: str, boot: str = "boot/firmware") -> tuple[Path, Path]:
@@ -142,3 +156,141 @@ def test_a_wrong_folder_is_refused_with_the_exact_lines_and_nothing_moves(
     assert not (root / "etc/community-gateway").exists()
     assert (folder / "secrets/broker-password").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+def report_of(folder: Path) -> list[str]:
+    return (folder / "FIRSTBOOT-REPORT.txt").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("key", ["secrets/ca.crt", "secrets/broker-password"])
+def test_an_absolute_path_to_a_secret_on_the_boot_partition_is_refused(
+    tmp_path: Path, key: str
+) -> None:
+    # The file exists now, so `gateway validate` passes; but first boot deletes secrets/
+    # from the card, and the installed service would then exit 2 on every start.
+    root, folder = image(tmp_path, GOOD)
+    absolute = GOOD.replace(key, str(folder / key))
+    (folder / "gateway.yaml").write_text(absolute)
+    result = firstboot(root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = report_of(folder)
+    assert lines[0].endswith(": REFUSED")
+    line = next(line for line in lines if "is on the boot partition" in line)
+    name = key.split("/")[1]
+    assert f"write it relative to gateway.yaml, as secrets/{name}" in line
+    assert (folder / key).exists() and not (root / "etc/community-gateway").exists()
+
+
+def test_a_path_that_walks_out_of_secrets_is_refused(tmp_path: Path) -> None:
+    root, folder = image(tmp_path, GOOD)
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (folder / "gateway.yaml").write_text(GOOD.replace("secrets/ca.crt", "secrets/../ca.crt"))
+    assert firstboot(root).returncode == 1
+    assert any("ca.crt must be in the secrets/ folder" in line for line in report_of(folder))
+
+
+def test_a_link_in_secrets_is_refused_and_not_followed(tmp_path: Path) -> None:
+    root, folder = image(tmp_path, GOOD)
+    (folder / "secrets" / "shadow").symlink_to("/etc/shadow")
+    assert firstboot(root).returncode == 1
+    assert any("shadow: not a plain file" in line for line in report_of(folder))
+    assert not (root / "etc/community-gateway").exists()
+
+
+def test_on_the_installed_image_a_refusal_says_the_gateway_goes_on_as_before(
+    tmp_path: Path,
+) -> None:
+    # The image as docs/install.md builds it: install.sh enabled the service and wrote
+    # the example config.  A refused card changes none of that.
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(
+        ["bash", str(ROOT / "scripts/install.sh"), "--root", str(root), "--skip-venv"],
+        check=True,
+        capture_output=True,
+    )
+    folder = root / "boot/firmware/community-gateway"
+    folder.mkdir(parents=True)
+    (folder / "gateway.yaml").write_text(GOOD.replace("mqtts://", "http://"))
+    installed = (root / "etc/community-gateway/gateway.yaml").read_bytes()
+
+    assert firstboot(root).returncode == 1
+    report = "\n".join(report_of(folder))
+    assert "goes on with the config it had, /etc/community-gateway/gateway.yaml" in report
+    assert "not enabled" not in report
+    wants = root / "etc/systemd/system/multi-user.target.wants/community-gateway.service"
+    assert wants.is_symlink(), "the service stays enabled"
+    assert (root / "etc/community-gateway/gateway.yaml").read_bytes() == installed
+
+
+def test_a_crash_while_installing_still_leaves_a_report(tmp_path: Path) -> None:
+    root, folder = image(tmp_path, GOOD)
+    (root / "etc/community-gateway").write_text("a file where the folder goes\n")
+    result = firstboot(root)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = report_of(folder)
+    assert lines[0].endswith(": FAILED"), lines
+    assert any(line.startswith("First boot stopped with an error: ") for line in lines)
+    assert (folder / "secrets/broker-password").exists(), "secrets stay until installed"
+    assert (folder / "gateway.yaml").exists(), "the next boot tries again"
+
+
+def test_the_config_is_checked_as_the_service_user(tmp_path: Path) -> None:
+    # A file the service user cannot read: root could, the checking child cannot.
+    root, folder = image(tmp_path, GOOD)
+    (folder / "gateway.yaml").chmod(0o600)
+    assert firstboot(root).returncode == 1
+    assert f"{folder / 'gateway.yaml'}: cannot read: Permission denied" in report_of(folder)
+
+
+def test_a_config_that_explodes_in_memory_is_refused_within_the_limits(tmp_path: Path) -> None:
+    # A 9**9-element alias bomb: whatever the parser does, the child's limits hold.
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    root, folder = image(tmp_path, "version: 1\n" + "\n".join(levels) + "\n")
+    started = time.monotonic()
+    result = firstboot(root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - started < 20
+    lines = report_of(folder)
+    assert lines[0].endswith(": REFUSED")
+    assert any(line.startswith(str(folder / "gateway.yaml")) for line in lines), lines
+
+
+def test_a_locked_gateway_refuses_the_next_card_until_unlocked(tmp_path: Path) -> None:
+    root, folder = image(tmp_path, GOOD)
+    (folder / "LOCK").touch()  # the installer asks for the lock on this card
+    assert firstboot(root).returncode == 0
+    assert not (folder / "LOCK").exists()
+    assert any("locked first boot" in line for line in report_of(folder))
+
+    # Someone with the card writes a config of their own onto it.
+    hostile = GOOD.replace("broker.example.net", "evil.example.com")
+    (folder / "gateway.yaml").write_text(hostile)
+    (folder / "secrets").mkdir()
+    (folder / "secrets" / "broker-password").write_text("theirs\n")
+    (folder / "secrets" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    result = firstboot(root)
+    assert result.returncode == 1
+    lines = report_of(folder)
+    assert lines[0].endswith(": LOCKED")
+    assert "  sudo gateway firstboot --unlock" in lines
+    etc = root / "etc/community-gateway"
+    assert (etc / "gateway.yaml").read_text() == GOOD
+    assert (etc / "secrets/broker-password").read_text() == "s3cret\n"
+
+    unlocked = subprocess.run(
+        [GATEWAY, "firstboot", "--root", str(root), "--unlock"], capture_output=True, text=True
+    )
+    assert unlocked.stdout.strip() == "first boot is open again"
+    assert firstboot(root).returncode == 0
+    assert (etc / "gateway.yaml").read_text() == hostile
+    assert any("not locked" in line for line in report_of(folder))
+
+    locked = subprocess.run(
+        [GATEWAY, "firstboot", "--root", str(root), "--lock"], capture_output=True, text=True
+    )
+    assert locked.returncode == 0 and "first boot is locked" in locked.stdout
+    assert mode_owner(root / "var/lib/community-gateway-firstboot") == (0o700, 0, 0)

@@ -160,19 +160,35 @@ def provision(
     default=Path("/"),
     help="Operate on a tree under this folder instead of / (image builds, tests).",
 )
-def firstboot(root: Path) -> None:
+@click.option(
+    "--lock",
+    "action",
+    flag_value="lock",
+    help="Refuse every later folder on the boot partition (anyone with the card could "
+    "otherwise provision this gateway again).",
+)
+@click.option("--unlock", "action", flag_value="unlock", help="Allow first boot again.")
+def firstboot(root: Path, action: str | None) -> None:
     """Install the config folder from the boot partition (run once by systemd)."""
-    from gateway.firstboot import REPORT, Outcome, run
+    from gateway.firstboot import REPORT, Outcome, lock, run, unlock
 
+    if action == "lock":
+        click.echo(f"first boot is locked ({lock(root)}); undo with: gateway firstboot --unlock")
+        return
+    if action == "unlock":
+        was = unlock(root)
+        click.echo("first boot is open again" if was else "first boot was not locked")
+        return
     result = run(root)
     if result.outcome is Outcome.NOTHING:
         click.echo("no community-gateway/gateway.yaml on the boot partition: nothing to do")
         return
+    failed = result.outcome is not Outcome.INSTALLED
     for line in result.lines:
-        click.echo(line, err=result.outcome is Outcome.REFUSED)
+        click.echo(line, err=failed)
     assert result.folder is not None
     click.echo(f"{result.outcome}: report in {result.folder / REPORT}")
-    sys.exit(1 if result.outcome is Outcome.REFUSED else 0)
+    sys.exit(1 if failed else 0)
 
 
 COMMANDS: list[click.Command] = [check, ports, provision, firstboot]
