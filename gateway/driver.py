@@ -87,8 +87,12 @@ class DriverContext(Protocol):
         """Hand a message to the outbox: an event returns once committed, telemetry at once."""
         ...
 
-    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
-        """Report a device reachable or not; published retained on its availability topic."""
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
+        """Report a device reachable or not; published retained on its availability topic.
+
+        None is "unknown": the driver cannot tell yet (zigbee2mqtt has said nothing about
+        the device since the gateway started); it neither raises nor clears an alarm.
+        """
         ...
 
 

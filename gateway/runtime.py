@@ -40,7 +40,7 @@ __all__ = ["AvailabilityObserver", "Gateway", "MessageObserver", "Service", "bui
 # event is durable in the outbox (telemetry: once handed to it), and must not block:
 # slow work goes to a task.
 MessageObserver = Callable[[Message], None]
-AvailabilityObserver = Callable[[DeviceRef, bool, str], None]
+AvailabilityObserver = Callable[[DeviceRef, bool | None, str], None]
 # A long-running part of the gateway besides the drivers, started after the uplink and
 # cancelled before it stops (same order as the drivers).
 Service = Callable[[], Awaitable[None]]
@@ -87,7 +87,7 @@ class _Context(DriverContext):
             raise KeyError(f"driver emitted for device {message.device.id!r}, which is not its own")
         await self._gw.emit(message, source=self._name)
 
-    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         ref = self._devices[device_id]
         self._gw.uplink.set_availability(ref, available, reason)
         self._gw.observe_availability(ref, available, reason)
@@ -177,7 +177,7 @@ class Gateway:
                     "driver %s failed to observe a message of %s", name, message.device.id
                 )
 
-    def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+    def observe_availability(self, ref: DeviceRef, available: bool | None, reason: str) -> None:
         for observer in self.availability_observers:
             try:
                 observer(ref, available, reason)

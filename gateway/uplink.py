@@ -111,7 +111,7 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._connected = False
         self._heartbeat = time.monotonic()
-        self._availability: dict[str, tuple[DeviceRef, bool, str, datetime]] = {}
+        self._availability: dict[str, tuple[DeviceRef, bool | None, str, datetime]] = {}
         # Publishing state, touched by the uplink thread only.
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._after: dict[Priority, int] = {p: 0 for p in Priority}
@@ -154,7 +154,7 @@ class Uplink:
             and time.monotonic() - self._heartbeat < 15
         )
 
-    def set_availability(self, device: DeviceRef, online: bool, reason: str) -> None:
+    def set_availability(self, device: DeviceRef, online: bool | None, reason: str) -> None:
         self._call(lambda: self._set_availability(device, online, reason))
 
     def publish_health(self, doc: dict[str, Any]) -> None:
@@ -417,7 +417,7 @@ class Uplink:
         payload = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def _set_availability(self, device: DeviceRef, online: bool, reason: str) -> None:
+    def _set_availability(self, device: DeviceRef, online: bool | None, reason: str) -> None:
         known = self._availability.get(device.id)
         if known is not None and known[1] == online and known[2] == reason:
             return
@@ -426,11 +426,11 @@ class Uplink:
         self._publish_availability(device, online, reason, ts)
 
     def _publish_availability(
-        self, device: DeviceRef, online: bool, reason: str, ts: datetime
+        self, device: DeviceRef, online: bool | None, reason: str, ts: datetime
     ) -> None:
         doc = {
             "schema": {"name": "community.availability", "version": 1},
-            "state": "online" if online else "offline",
+            "state": "unknown" if online is None else "online" if online else "offline",
             "reason": reason,
             "session": self.session,
             "site": self.identity.site,

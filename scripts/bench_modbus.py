@@ -158,7 +158,7 @@ class _Context:
     async def emit(self, message: Message) -> None:
         self.telemetry += 1
 
-    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         if not available:
             self.logger.warning("%s offline: %s", device_id, reason)
 

@@ -38,7 +38,7 @@ class RecordingContext:
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
-        self.availability: dict[str, tuple[bool, str]] = {}
+        self.availability: dict[str, tuple[bool | None, str]] = {}
         self.logger = logging.getLogger("test.driver")
         self.new_message = asyncio.Event()
 
@@ -49,7 +49,7 @@ class RecordingContext:
         self.messages.append(message)
         self.new_message.set()
 
-    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         self.availability[device_id] = (available, reason)
 
 

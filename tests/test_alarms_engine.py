@@ -534,9 +534,11 @@ def test_only_availability_changes_count(tmp_path: Path) -> None:
     async def scenario() -> list[dict[str, Any]]:
         engine = _engine(tmp_path, outbox)
         engine.start()
+        engine.observe_availability(SMOKE_REF, None, "not heard yet")  # unknown: no news
         engine.observe_availability(SMOKE_REF, True, "")
         for k in range(5):  # a driver that says so at every failed poll
             engine.observe_availability(SMOKE_REF, False, f"no reply to {k + 1} polls")
+        engine.observe_availability(SMOKE_REF, None, "not heard yet")  # clears nothing
         docs = engine.snapshot()
         engine.observe_availability(SMOKE_REF, True, "")
         engine.observe_availability(SMOKE_REF, True, "")

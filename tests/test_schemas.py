@@ -285,6 +285,7 @@ REJECTED = [
     ("status", _set("state", "sleeping"), "unknown state"),
     ("status", _drop("started"), "started missing"),
     ("availability", _drop("reason"), "reason missing"),
+    ("availability", _set("state", "maybe"), "a state that is not online, offline or unknown"),
     ("availability", _drop("device.kind"), "device without kind"),
     ("health", _drop("outbox.dropped_telemetry"), "dropped_telemetry missing"),
     ("health", _drop("outbox.lowest_seq"), "lowest_seq missing: no gap rule under load"),

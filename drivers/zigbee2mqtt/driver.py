@@ -1,4 +1,9 @@
-"""The zigbee2mqtt driver: device state and availability from zigbee2mqtt's MQTT topics."""
+"""The zigbee2mqtt driver: device state and availability from zigbee2mqtt's MQTT topics.
+
+A device is *unknown* until zigbee2mqtt says something about it: its availability
+topic, or a live state message.  Reporting it online at start would tell the platform
+a smoke detector works before anything was heard from it.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ __all__ = ["Zigbee2MqttDriver"]
 _RESTART_DELAY_S = 5.0
 # Problems are logged once per topic and kind; bound the memory of what was logged.
 _MAX_LOGGED = 1000
+
+NOT_HEARD = "zigbee2mqtt has said nothing about it since the gateway started"
+REPORTS_OFFLINE = "zigbee2mqtt reports it offline"
 
 
 def settings_of(spec: DeviceSpec) -> Zigbee2MqttSettings:
@@ -69,7 +77,7 @@ class Zigbee2MqttDriver(Driver):
     def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
         super().__init__(devices, ctx)
         self._brokers: list[_Broker] = []
-        self._online: dict[str, bool] = {}
+        self._online: dict[str, bool | None] = {}
         self._stats = DriverHealth(devices_total=len(devices))
         self._counts: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
@@ -89,7 +97,7 @@ class Zigbee2MqttDriver(Driver):
 
     def health(self) -> DriverHealth:
         s = self._stats
-        s.devices_online = sum(self._online.values())
+        s.devices_online = sum(1 for online in self._online.values() if online)
         s.extra = {
             "connected": sum(b.connected for b in self._brokers),
             **{k: self._counts[k] for k in ("messages", "events", "disconnects", "ignored")},
@@ -101,9 +109,15 @@ class Zigbee2MqttDriver(Driver):
         self._stats.errors += 1
         self._stats.last_error = text
 
-    def _set(self, device: _Device, available: bool, reason: str = "") -> None:
+    def _set(self, device: _Device, available: bool | None, reason: str = "") -> None:
         self._online[device.spec.id] = available
         self.ctx.set_available(device.spec.id, available, reason)
+
+    def _show_z2m(self, device: _Device) -> None:
+        """Report what zigbee2mqtt last said about the device (while connected)."""
+        said = device.z2m_online
+        reason = NOT_HEARD if said is None else "" if said else REPORTS_OFFLINE
+        self._set(device, said, reason)
 
     def _admit(self, host: str, port: int, specs: list[DeviceSpec]) -> _Broker:
         broker = _Broker(host, port)
@@ -122,6 +136,8 @@ class Zigbee2MqttDriver(Driver):
             device = _Device(spec, DeviceState(s.profile, fallback))
             broker.state_topics[topic] = device
             broker.availability_topics[f"{topic}/availability"] = device
+            # Replaces what the last run left retained on the platform's broker.
+            self._set(device, None, f"connecting to zigbee2mqtt's broker at {host}:{port}")
         return broker
 
     async def _keep(self, broker: _Broker) -> None:
@@ -151,11 +167,7 @@ class Zigbee2MqttDriver(Driver):
             broker.connected, broker.reason = True, ""
             # zigbee2mqtt's retained availability follows right after the subscription.
             for device in broker.state_topics.values():
-                self._set(
-                    device,
-                    device.z2m_online is not False,
-                    "" if device.z2m_online is not False else "zigbee2mqtt reports it offline",
-                )
+                self._show_z2m(device)
         elif isinstance(item, Disconnected):
             if broker.connected:
                 self._counts["disconnects"] += 1
@@ -172,6 +184,11 @@ class Zigbee2MqttDriver(Driver):
     async def _message(self, broker: _Broker, item: Received) -> None:
         self._counts["messages"] += 1
         if (device := broker.state_topics.get(item.topic)) is not None:
+            if device.z2m_online is None and not item.retained:
+                # zigbee2mqtt just heard from it (without availability enabled this is
+                # all it says); an old retained state proves nothing about now.
+                device.z2m_online = True
+                self._show_z2m(device)
             applied = device.state.apply(item.payload, retained=item.retained)
             for problem in applied.problems:
                 self._problem(item.topic, problem)
@@ -189,8 +206,7 @@ class Zigbee2MqttDriver(Driver):
                 return
             device.z2m_online = said is Availability.ONLINE
             if broker.connected:
-                reason = "" if device.z2m_online else "zigbee2mqtt reports it offline"
-                self._set(device, device.z2m_online, reason)
+                self._show_z2m(device)
         # Anything else is zigbee2mqtt's own (bridge/...) or a device of no one's.
 
     def _problem(self, topic: str, problem: Problem) -> None:

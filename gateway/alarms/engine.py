@@ -190,12 +190,15 @@ class AlarmEngine:
                 message.device, str(message.type), clears if isinstance(clears, str) else None
             )
 
-    def observe_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+    def observe_availability(self, ref: DeviceRef, available: bool | None, reason: str) -> None:
         """Availability observer: offline raises a maintenance alarm, online clears it.
 
         Only a change counts: a driver that reports "offline" again with a new reason
         (or at every failed poll) does not make a repeat of the alarm each time.
+        Unknown (None) is no news: it neither raises nor clears.
         """
+        if available is None:
+            return
         if self._available.get(ref.id) is available:
             return
         self._available[ref.id] = available

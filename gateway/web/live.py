@@ -186,7 +186,7 @@ class LiveState:
         state.last_at = format_ts(message.ts)
         self._device_changed(state)
 
-    def on_availability(self, ref: DeviceRef, available: bool, reason: str) -> None:
+    def on_availability(self, ref: DeviceRef, available: bool | None, reason: str) -> None:
         state = self.devices.get(ref.id)
         if state is None:
             return

@@ -414,7 +414,7 @@ def test_a_restarted_tcp_device_is_reconnected(tmp_path: Path, ctx: HistoryConte
     port = free_port()
     extra = "    offline_after: 2\n    backoff_max_s: 0.4\n"
 
-    def changes() -> list[bool]:
+    def changes() -> list[bool | None]:
         return [up for d, up, _ in ctx.changes if d == "m"]
 
     async def scenario() -> None:

@@ -301,10 +301,10 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
             lobby.card(OTHER)
             await until(lambda: types(recording_ctx, "lobby").count(E.ACCESS_CARD_READ) == 2)
 
-    went: list[tuple[bool, str]] = []
+    went: list[tuple[bool | None, str]] = []
     real = recording_ctx.set_available
 
-    def record(device_id: str, available: bool, reason: str = "") -> None:
+    def record(device_id: str, available: bool | None, reason: str = "") -> None:
         if device_id == "bikes":
             went.append((available, reason))
         real(device_id, available, reason)
@@ -391,10 +391,10 @@ def test_a_port_that_dies_is_reopened(bench: Bench, recording_ctx: RecordingCont
             peer.card(CARD)
             await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx))
 
-    went: list[tuple[bool, str]] = []
+    went: list[tuple[bool | None, str]] = []
     real = recording_ctx.set_available
 
-    def record(device_id: str, available: bool, reason: str = "") -> None:
+    def record(device_id: str, available: bool | None, reason: str = "") -> None:
         went.append((available, reason))
         real(device_id, available, reason)
 

@@ -24,9 +24,9 @@ class Recorder(RecordingContext):
 
     def __init__(self) -> None:
         super().__init__()
-        self.changes: list[tuple[str, bool, str]] = []
+        self.changes: list[tuple[str, bool | None, str]] = []
 
-    def set_available(self, device_id: str, available: bool, reason: str = "") -> None:
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         super().set_available(device_id, available, reason)
         self.changes.append((device_id, available, reason))
 

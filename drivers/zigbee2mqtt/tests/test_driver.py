@@ -59,12 +59,19 @@ def load(tmp_path: Path, broker: Mosquitto) -> list[DeviceSpec]:
 
 
 class Z2M:
-    """Publishes what zigbee2mqtt would, over its own connection to the broker."""
+    """Publishes what zigbee2mqtt would, over its own connection to the broker.
 
-    def __init__(self, broker: Mosquitto) -> None:
+    With `announce`, it starts as zigbee2mqtt with availability enabled does: each
+    device's availability, retained.
+    """
+
+    def __init__(self, broker: Mosquitto, announce: bool = True) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
+        if announce:
+            for name in IDS.values():
+                self.raw(f"{name}/availability", '{"state": "online"}', retain=True)
 
     def raw(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         self.client.publish(f"{BASE}/{topic}", payload, qos=1, retain=retain).wait_for_publish(5)
@@ -81,14 +88,22 @@ def all_available(ctx: RecordingContext) -> bool:
     return set(ctx.availability) == set(IDS) and all(a for a, _ in ctx.availability.values())
 
 
+def subscribed(ctx: RecordingContext) -> bool:
+    """The driver is subscribed: no device is still waiting for the broker."""
+    return set(ctx.availability) == set(IDS) and not any(
+        r.startswith("connecting") for _, r in ctx.availability.values()
+    )
+
+
 def run(
     specs: list[DeviceSpec],
     ctx: RecordingContext,
     script: Callable[[], Awaitable[None]],
     timeout: float = 30.0,
+    ready: Callable[[RecordingContext], bool] = all_available,
 ) -> DriverHealth:
-    """Run the driver until it is subscribed, then the script; return the driver's health."""
-    return run_driver(DRIVER, specs, ctx, lambda: all_available(ctx), script, timeout)
+    """Run the driver until `ready` (all devices available), then the script."""
+    return run_driver(DRIVER, specs, ctx, lambda: ready(ctx), script, timeout)
 
 
 async def marker(z2m: Z2M, ctx: RecordingContext) -> None:
@@ -244,6 +259,7 @@ def test_broker_loss_marks_devices_unavailable_and_reconnects(
     tmp_path: Path, broker: Mosquitto, recording_ctx: RecordingContext
 ) -> None:
     ctx = recording_ctx
+    Z2M(broker).close()  # the devices' availability, retained
 
     async def script() -> None:
         await asyncio.to_thread(broker.stop)
@@ -289,6 +305,7 @@ def test_a_broker_not_up_yet_at_start_is_waited_for(
     """At boot the gateway may start before Mosquitto; the devices follow the broker."""
     ctx = recording_ctx
     specs = load(tmp_path, broker)
+    Z2M(broker).close()  # the devices' availability, retained
     broker.stop()
 
     async def main() -> None:
@@ -345,3 +362,53 @@ def test_a_double_press_a_hold_and_a_long_press_raise_the_alarm_and_ignored_ones
         sum(f"{DOOR}: action 'single' gave no event (not in the mapping" in w for w in warnings)
         == 1
     )
+
+
+def test_devices_are_unknown_until_zigbee2mqtt_says_anything_about_them(
+    tmp_path: Path, broker: Mosquitto, recording_ctx: RecordingContext
+) -> None:
+    """Not "online" before the bridge has said a word (it used to be 13 s before)."""
+    ctx = recording_ctx
+    z2m = Z2M(broker, announce=False)  # availability not published yet, or not enabled
+    changes: list[tuple[str, bool | None]] = []
+    real = ctx.set_available
+
+    def record(device_id: str, available: bool | None, reason: str = "") -> None:
+        changes.append((device_id, available))
+        real(device_id, available, reason)
+
+    ctx.set_available = record  # type: ignore[method-assign]
+
+    async def script() -> None:
+        for _, reason in ctx.availability.values():
+            assert "said nothing about it" in reason
+        assert all(a is None for a, _ in ctx.availability.values())
+        await asyncio.to_thread(z2m.raw, f"{SMOKE}/availability", '{"state": "online"}')
+        await until(lambda: ctx.availability["smoke-101"] == (True, ""))
+        await asyncio.to_thread(z2m.raw, f"{DOOR}/availability", "offline")
+        await until(lambda: ctx.availability["door-lobby"][0] is False)
+        await asyncio.to_thread(z2m.state, BUTTON, battery=90)  # a live report: it is there
+        await until(lambda: ctx.availability["sos-101"] == (True, ""))
+
+    health = run(load(tmp_path, broker), ctx, script, ready=subscribed)
+    z2m.close()
+    # Before any word from zigbee2mqtt no device was ever reported online.
+    first_online = changes.index(("smoke-101", True))
+    assert all(a is None for _, a in changes[:first_online])
+    assert ctx.availability["door-lobby"] == (False, "zigbee2mqtt reports it offline")
+    assert health.devices_online == 2
+
+
+def test_a_retained_state_alone_does_not_make_a_device_online(
+    tmp_path: Path, broker: Mosquitto, recording_ctx: RecordingContext
+) -> None:
+    ctx = recording_ctx
+    z2m = Z2M(broker, announce=False)
+    z2m.state(SMOKE, retain=True, smoke=False)  # left by zigbee2mqtt's `retain: true`, long ago
+
+    async def script() -> None:
+        await until(lambda: len(events(ctx, "smoke-101")) == 1)
+
+    run(load(tmp_path, broker), ctx, script, ready=subscribed)
+    z2m.close()
+    assert ctx.availability["smoke-101"][0] is None
