@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.harness import GatewayProc
 from tests.peers import Mosquitto, free_port, wait_for
 from tests.web_harness import (
     STAFF_ID,
@@ -116,14 +117,15 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     reply = gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})
     assert reply["ok"], reply
     # Appears without a reload: the page is the same one, updated by server-sent events.
-    row = page.locator("#alarms tr[data-alarm]")
+    row = page.locator("#alarms [data-alarm]")
     row.wait_for()
     assert "火警" in row.inner_text() and "危急" in row.inner_text()  # zh by default
+    assert "烟雾报警" in row.inner_text()  # the cause, not only the type
     assert "2号楼 / 2层 / stairwell" in row.inner_text()
     alarm_id = row.get_attribute("data-alarm")
     # "Since" in the gateway's zone, the UTC instant in the attributes, and the age,
     # which the page's script keeps current.
-    since = row.locator("td.when time")
+    since = row.locator(".when time")
     iso = since.get_attribute("datetime")
     assert iso and iso.endswith("Z") and since.get_attribute("title") == iso
     assert since.inner_text() == shanghai_time(iso)
@@ -136,7 +138,7 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     # The kiosk shows the building-wide fire alarm: type and place, no unit.
     kiosk.locator("#banner").wait_for(state="visible")
     banner = kiosk.inner_text("#banner")
-    assert "火警" in banner and "2楼 2层" in banner and "stairwell" not in banner
+    assert "火警：2号楼 2层" in banner and "stairwell" not in banner
     _shot(kiosk, "kiosk-fire-banner")
 
     page.clock.fast_forward("03:00")
@@ -145,10 +147,10 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     _shot(page, "console-alarm")
 
     row.locator("input[name=note]").fill("on my way <b>now</b>")
-    row.locator("button").click()
-    page.wait_for_selector(f'#alarms tr[data-alarm="{alarm_id}"].state-acknowledged')
-    text = page.inner_text(f'#alarms tr[data-alarm="{alarm_id}"]')
-    assert "staff-li: on my way <b>now</b>" in text  # shown as text, not as markup
+    row.locator("form.ack button").click()
+    page.wait_for_selector(f'#alarms [data-alarm="{alarm_id}"].state-acknowledged')
+    text = page.inner_text(f'#alarms [data-alarm="{alarm_id}"]')
+    assert "staff-li：on my way <b>now</b>" in text  # shown as text, not as markup
     _shot(page, "console-acknowledged")
 
     def acked() -> bool:
@@ -161,10 +163,10 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     assert doc["ack"]["note"] == "on my way <b>now</b>"
     # A reload renders the acknowledged alarm server-side, escaped.
     page.reload()
-    assert "on my way <b>now</b>" in page.inner_text(f'#alarms tr[data-alarm="{alarm_id}"]')
+    assert "on my way <b>now</b>" in page.inner_text(f'#alarms [data-alarm="{alarm_id}"]')
     # The switch to English, kept for the next pages of this browser.
     page.click("header a.lang")
-    row = page.locator(f'#alarms tr[data-alarm="{alarm_id}"]')
+    row = page.locator(f'#alarms [data-alarm="{alarm_id}"]')
     assert "fire" in row.inner_text() and "acknowledged" in row.inner_text()
     assert "Bldg 2 / fl. 2 / stairwell" in row.inner_text()
     page.goto(f"{gw.url}/console")
@@ -315,3 +317,131 @@ def test_the_readmes_demo_sign_in_works_on_a_fresh_clone(browser: Any, tmp_path:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+# ---- phones ---------------------------------------------------------------------------
+
+_LAYOUT = """() => {
+    // Lines of text in an element: the distinct tops of its text's boxes, per text node.
+    const lines = (el) => {
+        const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        let most = 0;
+        for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+            if (!n.textContent.trim()) continue;
+            const r = document.createRange(); r.selectNodeContents(n);
+            const tops = new Set([...r.getClientRects()].map((b) => Math.round(b.top)));
+            most = Math.max(most, tops.size);
+        }
+        return most;
+    };
+    const heads = [...document.querySelectorAll('h1, h2, h3, th, .badge, .cell')]
+        .filter((el) => el.offsetParent !== null && el.textContent.trim().length >= 2)
+        .map((el) => [el.textContent.trim(), lines(el)]);
+    return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, heads};
+}"""
+
+
+def _assert_fits(page: Any) -> None:
+    """No horizontal overflow, and no heading broken one character per line."""
+    got = page.evaluate(_LAYOUT)
+    assert got["scroll"] <= got["inner"], got
+    for text, lines in got["heads"]:
+        assert lines <= 2 and lines < len(text), (text, lines)
+
+
+def _in_view(page: Any, selector: str) -> dict[str, float]:
+    box: dict[str, float] = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= size["height"], box
+    return box
+
+
+@pytest.mark.parametrize("width", [390, 360])
+def test_the_console_on_a_phone_shows_alarm_cards_with_the_ack_in_reach(
+    browser: Any, gw: WebGateway, width: int
+) -> None:
+    page = _page(browser, width, 844)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    card = page.locator("#alarms [data-alarm]")
+    card.wait_for()
+    _assert_fits(page)
+    # The first alarm's acknowledge button is on the first screen, without scrolling,
+    # wide and tall enough for a thumb.
+    box = _in_view(page, "#alarms form.ack button")
+    assert box["height"] >= 44 and box["width"] >= width * 0.7, box
+    if width == 390:
+        _shot(page, "console-phone-zh")
+    page.click("header a.lang")
+    page.wait_for_selector("#alarms [data-alarm]")
+    _assert_fits(page)
+    if width == 390:
+        _shot(page, "console-phone-en")
+    assert page.js_errors == []
+
+
+# ---- a console that loses its stream ----------------------------------------------------
+
+
+def _start_again(gw: WebGateway) -> None:
+    gw.proc = GatewayProc(gw.config).start()
+
+    def up() -> bool:
+        try:
+            return gw.client().get("/kiosk/lobby", timeout=1).status == 200
+        except OSError:
+            return False
+
+    assert wait_for(up, timeout=20), gw.proc.log()
+
+
+def test_a_console_open_across_a_gateway_restart_shows_the_alarm_raised_meanwhile(
+    browser: Any, gw: WebGateway
+) -> None:
+    page = _page(browser, 390, 844)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")
+    page.evaluate("window.openedBefore = true")  # gone if the page were reloaded
+    assert gw.proc.terminate() == 0
+    # Not live: the page says so over everything, not in a small badge.
+    page.wait_for_selector("#stale", state="visible")
+    assert page.evaluate("document.body.classList.contains('is-stale')")
+    _shot(page, "console-phone-stale")
+    _start_again(gw)
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    page.locator("#alarms [data-alarm]").wait_for(timeout=30_000)
+    assert page.locator("#stale").is_hidden() and page.evaluate("window.openedBefore")
+    assert page.url.endswith("/console")
+
+
+def test_a_console_whose_session_ends_goes_visibly_to_sign_in(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")
+    other = page.context.new_page()  # the same browser, another tab: signs out
+    other.goto(f"{gw.url}/console")
+    other.click("header form button")
+    other.wait_for_url(re.compile(r"/signin$"))
+    page.wait_for_url(re.compile(r"/signin$"), timeout=30_000)
+
+
+def test_an_ack_after_the_session_ended_says_so_in_words(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    page.locator("#alarms [data-alarm]").wait_for()
+    # The session ends without the page's stream noticing first: the cookie is gone.
+    page.context.clear_cookies()
+    page.route("**/console/events", lambda route: route.abort())  # keep the page here
+    page.locator("#alarms form.ack button").click()
+    msg = page.locator("#alarms .ack-msg")
+    msg.wait_for(state="visible")
+    assert msg.inner_text() == "登录已失效，请重新登录。", msg.inner_text()
+    page.wait_for_url(re.compile(r"/signin$"))  # then to the sign-in page

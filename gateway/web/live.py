@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.driver import DeviceSpec
 from gateway.model import DeviceRef, Event, Message, Telemetry, format_ts
+from gateway.web.meters import MeterHistory
 from gateway.web.timefmt import local_time
 
 __all__ = ["DeviceState", "Hub", "LiveState", "building_banner"]
@@ -39,8 +40,12 @@ class DeviceState:
     location: dict[str, str]
     available: bool | None = None  # None: not reported since the gateway started
     reason: str = ""
-    last_value: str = ""
+    last_value: str = ""  # in English, as the API has it
     last_at: str = ""
+    # The same, for the screens to put in their language: (reading, value, unit) of the
+    # last telemetry, or the type of the last event.
+    last_readings: tuple[tuple[str, str, str], ...] = ()
+    last_event: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,18 +57,22 @@ class DeviceState:
             "reason": self.reason,
             "last_value": self.last_value,
             "last_at": self.last_at,
+            "last_readings": [list(r) for r in self.last_readings],
+            "last_event": self.last_event,
         }
 
 
-def _describe(message: Message) -> str:
-    if isinstance(message, Telemetry):
-        parts = []
-        for r in message.readings:
-            value = f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value)
-            parts.append(f"{r.name} {value}{' ' + str(r.unit) if str(r.unit) else ''}")
-        return ", ".join(parts)
-    assert isinstance(message, Event)
-    return str(message.type)
+def _readings(message: Telemetry) -> tuple[tuple[str, str, str], ...]:
+    return tuple(
+        (r.name, f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value), str(r.unit))
+        for r in message.readings
+    )
+
+
+def _describe(readings: tuple[tuple[str, str, str], ...]) -> str:
+    return ", ".join(
+        f"{name} {value}{' ' + unit if unit else ''}" for name, value, unit in readings
+    )
 
 
 def building_banner(alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,8 +140,18 @@ class Hub:
 class LiveState:
     """Devices and alarms as the screens show them, and the hubs that stream changes."""
 
-    def __init__(self, devices: list[DeviceSpec], alarms: Any | None, zone: tzinfo = UTC) -> None:
+    def __init__(
+        self,
+        devices: list[DeviceSpec],
+        alarms: Any | None,
+        zone: tzinfo = UTC,
+        *,
+        site_name: str = "",
+        meters: MeterHistory | None = None,
+    ) -> None:
         self.zone = zone  # the screens' local time zone
+        self.site_name = site_name  # shown in the console's header (the id if no name)
+        self.meters = meters
         self.devices = {
             d.id: DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
             for d in devices
@@ -182,7 +201,15 @@ class LiveState:
         state = self.devices.get(message.device.id)
         if state is None:
             return
-        state.last_value = _describe(message)
+        if isinstance(message, Telemetry):
+            state.last_readings, state.last_event = _readings(message), ""
+            state.last_value = _describe(state.last_readings)
+            if self.meters is not None:
+                self.meters.on_message(message)
+        else:
+            assert isinstance(message, Event)
+            state.last_readings, state.last_event = (), str(message.type)
+            state.last_value = state.last_event
         state.last_at = format_ts(message.ts)
         self._device_changed(state)
 

@@ -15,8 +15,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gateway.model import format_ts
+from gateway.web.building import Place, building_html, place_states, usage_svg
 from gateway.web.i18n import CONSOLE_JS_KEYS, TEXT, t, t_or
 from gateway.web.live import DeviceState
+from gateway.web.meters import Usage
 from gateway.web.requests import (
     CODE_ALPHABET,
     MAX_FLAT,
@@ -32,12 +34,14 @@ from gateway.web.timefmt import ago, local_time, zone_label
 __all__ = [
     "banner_lines",
     "console_page",
+    "device_value",
     "kiosk_filed_page",
     "kiosk_form_page",
     "kiosk_home_page",
     "kiosk_status_page",
     "message_page",
     "place",
+    "place_page",
     "signin_page",
     "when_html",
 ]
@@ -75,7 +79,8 @@ def message_page(title: str, text: str, back: str, lang: Lang = Lang.EN) -> str:
 
 def _switch(lang: Lang, path: str) -> str:
     other = Lang.EN if lang is Lang.ZH else Lang.ZH
-    return f'<a class="lang" href="{esc(path)}?lang={other}">{esc(t("other_lang", lang))}</a>'
+    sep = "&" if "?" in path else "?"
+    return f'<a class="lang" href="{esc(path)}{sep}lang={other}">{esc(t("other_lang", lang))}</a>'
 
 
 def when_html(ts: str | None, zone: tzinfo, lang: Lang, now: datetime | None = None) -> str:
@@ -118,10 +123,27 @@ def _word(prefix: str, value: object, lang: Lang) -> str:
     return t_or(f"{prefix}_{value}", lang, "" if value is None else str(value))
 
 
-def _alarm_row(doc: dict[str, Any], csrf: str, lang: Lang, zone: tzinfo, now: datetime) -> str:
+def device_value(d: DeviceState, lang: Lang) -> str:
+    """A device's last value in `lang`: reading names and event types translated."""
+    if d.last_event:
+        return _word("evt", d.last_event, lang)
+    if d.last_readings:
+        sep = "\uff0c" if lang is Lang.ZH else ", "
+        return sep.join(
+            f"{_word('read', name, lang)} {value}{' ' + unit if unit else ''}"
+            for name, value, unit in d.last_readings
+        )
+    return d.last_value
+
+
+def _alarm_card(doc: dict[str, Any], csrf: str, lang: Lang, zone: tzinfo, now: datetime) -> str:
     device = doc.get("device") or {}
     ack = doc.get("ack") or {}
-    acked = f"{ack.get('by', '')}: {ack.get('note', '')}".rstrip(": ") if ack else ""
+    acked = ""
+    if ack:
+        note = ack.get("note") or ""
+        who = f"{ack.get('by', '')}{t('banner_sep', lang) + note if note else ''}"
+        acked = f'<p class="a-ack">✓ {esc(who)}</p>'
     form = ""
     if not doc.get("acknowledged") and doc.get("state") != "closed":
         form = (
@@ -129,19 +151,27 @@ def _alarm_row(doc: dict[str, Any], csrf: str, lang: Lang, zone: tzinfo, now: da
             f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
             f'<input name="note" maxlength="500" placeholder="{esc(t("c_note", lang))}"'
             f' aria-label="{esc(t("c_note", lang))}">'
-            f"<button>{esc(t('c_ack', lang))}</button></form>"
+            f"<button>{esc(t('c_ack', lang))}</button>"
+            '<p class="ack-msg error" role="alert" hidden></p></form>'
         )
+    esc_n = doc.get("escalation") or 0
+    escalated = (
+        f'<span class="badge esc">{esc(t("c_escalation_n", lang).format(n=esc_n))}</span>'
+        if esc_n
+        else ""
+    )
     return (
-        f'<tr data-alarm="{esc(doc["alarm_id"])}" class="sev-{esc(doc.get("severity"))} '
-        f'state-{esc(doc.get("state"))}">'
-        f"<td>{esc(_word('type', doc.get('type'), lang))}</td>"
-        f"<td>{esc(_word('sev', doc.get('severity'), lang))}</td>"
-        f"<td>{esc(_word('state', doc.get('state'), lang))}</td>"
-        f"<td>{esc(device.get('name') or device.get('id'))}<br><small>"
-        f"{esc(place(device.get('location'), lang))}</small></td>"
-        f'<td class="when">{when_html(doc.get("raised_at"), zone, lang, now)}</td>'
-        f"<td>{esc(doc.get('escalation'))}</td>"
-        f"<td>{esc(acked)}</td><td>{form}</td></tr>"
+        f'<article class="alarm sev-{esc(doc.get("severity"))} state-{esc(doc.get("state"))}" '
+        f'data-alarm="{esc(doc["alarm_id"])}" data-rev="{esc(doc.get("rev"))}">'
+        f'<p class="a-head"><strong class="a-type">{esc(_word("type", doc.get("type"), lang))}'
+        f'</strong> <span class="a-cause">{esc(_word("evt", doc.get("cause"), lang))}</span></p>'
+        f'<p class="a-badges"><span class="badge sev">{esc(_word("sev", doc.get("severity"), lang))}'
+        f'</span> <span class="badge st">{esc(_word("state", doc.get("state"), lang))}</span>'
+        f"{escalated}</p>"
+        f'<p class="a-place"><strong>{esc(place(device.get("location"), lang))}</strong>'
+        f"<br><small>{esc(device.get('name') or device.get('id'))}</small></p>"
+        f'<p class="when">{when_html(doc.get("raised_at"), zone, lang, now)}</p>'
+        f"{acked}{form}</article>"
     )
 
 
@@ -149,11 +179,37 @@ def _device_row(d: DeviceState, lang: Lang, zone: tzinfo, now: datetime) -> str:
     avail = {True: "online", False: "offline", None: "unknown"}[d.available]
     return (
         f'<tr data-device="{esc(d.id)}" class="avail-{avail}">'
-        f"<td>{esc(d.name or d.id)}<br><small>{esc(d.id)}</small></td><td>{esc(d.kind)}</td>"
+        f"<td>{esc(d.name or d.id)}<br><small>{esc(d.id)}</small></td>"
+        f"<td>{esc(_word('kind', d.kind, lang))}</td>"
         f"<td>{esc(place(d.location, lang))}</td><td>{esc(t('avail_' + avail, lang))}"
         f"{'<br><small>' + esc(d.reason) + '</small>' if d.reason else ''}</td>"
-        f'<td>{esc(d.last_value)}</td><td class="when">{when_html(d.last_at, zone, lang, now)}'
-        "</td></tr>"
+        f'<td>{esc(device_value(d, lang))}</td><td class="when">'
+        f"{when_html(d.last_at, zone, lang, now)}</td></tr>"
+    )
+
+
+_ICON = '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
+
+
+def _console_header(site: str, staff_name: str, csrf: str, lang: Lang, path: str) -> str:
+    h = {k: esc(t(k, lang)) for k in ("c_title", "c_connecting", "c_signout", "c_alerts_on")}
+    return f"""<header><h1><span class="site">{esc(site)}</span> {h["c_title"]}</h1>
+<span id="live" class="live off">{h["c_connecting"]}</span>
+<button type="button" id="alerts" class="alerts" hidden>{h["c_alerts_on"]}</button>
+<span class="who">{esc(t("c_signed_in_as", lang).format(name=staff_name))}</span>
+{_switch(lang, path)}
+<form method="post" action="/signout"><input type="hidden" name="csrf" value="{esc(csrf)}">
+<button>{h["c_signout"]}</button></form></header>"""
+
+
+def _stale_overlay(lang: Lang) -> str:
+    # Shown by the script when the event stream is lost: the page says it is not live
+    # over everything it shows, instead of a small badge next to old data.
+    return (
+        f'<div id="stale" class="stale" role="alert" hidden><p class="stale-title">'
+        f'{esc(t("c_stale", lang))}</p><p id="stale-since"></p>'
+        f'<p id="stale-action">{esc(t("c_stale_retry", lang))} '
+        f'<a class="button" href="/signin">{esc(t("c_signin_again", lang))}</a></p></div>'
     )
 
 
@@ -170,31 +226,73 @@ def console_page(
     now: datetime | None = None,
 ) -> str:
     now = now or datetime.now(UTC)
+    devices = list(devices)
     notice = "" if engine_running else f'<p class="error">{esc(t("c_no_engine", lang))}</p>'
-    alarm_rows = "".join(_alarm_row(a, csrf, lang, zone, now) for a in alarms)
+    cards = "".join(_alarm_card(a, csrf, lang, zone, now) for a in alarms)
     device_rows = "".join(_device_row(d, lang, zone, now) for d in devices)
     words = json.dumps({k: t(k, lang) for k in CONSOLE_JS_KEYS}, ensure_ascii=False)
     h = {k: esc(t(k, lang)) for k in TEXT}
-    body = f"""<header><h1>{esc(site)} — {h["c_title"]}</h1>
-<span id="live" class="live off">{h["c_connecting"]}</span>
-<span>{esc(t("c_signed_in_as", lang).format(name=staff_name))}</span>
-{_switch(lang, "/console")}
-<form method="post" action="/signout"><input type="hidden" name="csrf" value="{esc(csrf)}">
-<button>{h["c_signout"]}</button></form></header>
+    grid = building_html(place_states(devices, alarms), lang)
+    body = f"""{_console_header(site, staff_name, csrf, lang, "/console")}{_stale_overlay(lang)}
 <main data-csrf="{esc(csrf)}" data-lang="{lang}" data-now="{esc(format_ts(now))}"
- data-words="{esc(words)}">{notice}
-<p class="zone">{esc(t("times_in", lang).format(zone=zone_label(zone)))}</p>
-<h2>{h["c_alarms"]}</h2><table id="alarms"><thead><tr><th>{h["c_type"]}</th>
-<th>{h["c_severity"]}</th><th>{h["c_state"]}</th><th>{h["c_device_place"]}</th>
-<th>{h["c_since"]}</th><th>{h["c_escalation"]}</th><th>{h["c_acked"]}</th><th></th>
-</tr></thead><tbody>{alarm_rows}</tbody></table>
-<h2>{h["c_devices"]}</h2><table id="devices"><thead><tr><th>{h["c_device"]}</th>
+ data-site="{esc(site)}" data-words="{esc(words)}">{notice}
+<h2>{h["c_alarms"]}</h2><p id="no-alarms"{" hidden" if alarms else ""}>{h["c_no_alarms"]}</p>
+<div id="alarms" class="cards">{cards}</div>
+{grid}
+<h2>{h["c_devices"]}</h2><p class="zone">{esc(t("times_in", lang).format(zone=zone_label(zone)))}</p>
+<table id="devices"><thead><tr><th>{h["c_device"]}</th>
 <th>{h["c_kind"]}</th><th>{h["c_location"]}</th><th>{h["c_availability"]}</th>
 <th>{h["c_last_value"]}</th><th>{h["c_at"]}</th></tr></thead>
 <tbody>{device_rows}</tbody></table></main>"""
     return _page(
-        t("c_title", lang), body, lang=_html_lang(lang), cls="console", script="console.js"
+        f"{site} · {t('c_title', lang)}",
+        body,
+        lang=_html_lang(lang),
+        cls="console",
+        script="console.js",
+        head=_ICON,
     )
+
+
+def place_page(
+    *,
+    staff_name: str,
+    csrf: str,
+    where: Place,
+    alarms: list[dict[str, Any]],
+    devices: list[DeviceState],
+    usage: list[Usage],
+    site: str,
+    lang: Lang,
+    zone: tzinfo,
+    now: datetime | None = None,
+) -> str:
+    """One cell of the building view: its devices, alarms and meters' last 24 hours."""
+    now = now or datetime.now(UTC)
+    loc = {"building": where.building, "floor": where.floor or None, "unit": where.unit}
+    title = place(loc, lang)
+    h = {k: esc(t(k, lang)) for k in TEXT}
+    if not devices:
+        content = f"<p>{h['c_no_place']}</p>"
+    else:
+        cards = "".join(_alarm_card(a, csrf, lang, zone, now) for a in alarms)
+        charts = "".join(usage_svg(u, lang) for u in usage)
+        if any(d.kind == "meter" for d in devices):
+            charts = f"<h2>{h['c_last_24h']}</h2>" + (charts or f"<p>{h['c_no_history']}</p>")
+        rows = "".join(_device_row(d, lang, zone, now) for d in devices)
+        content = (
+            f'<div id="alarms" class="cards">{cards}</div>{charts}'
+            f'<h2>{h["c_devices"]}</h2><table id="devices"><thead><tr><th>{h["c_device"]}</th>'
+            f"<th>{h['c_kind']}</th><th>{h['c_location']}</th><th>{h['c_availability']}</th>"
+            f"<th>{h['c_last_value']}</th><th>{h['c_at']}</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    body = (
+        f"{_console_header(site, staff_name, csrf, lang, '/console/place?' + where.query())}"
+        f'<main class="place" data-csrf="{esc(csrf)}"><p><a class="button" href="/console">'
+        f"{h['c_back']}</a></p><h2>{esc(title)}</h2>{content}</main>"
+    )
+    return _page(f"{title} · {site}", body, lang=_html_lang(lang), cls="console", head=_ICON)
 
 
 # ---- kiosk ---------------------------------------------------------------------------
@@ -204,15 +302,10 @@ def banner_lines(banner: list[dict[str, Any]], lang: Lang) -> list[str]:
     """The kiosk's alarm banner as text lines in `lang` (empty: no banner), advice last."""
     lines = []
     for b in banner:
-        if lang is Lang.ZH:
-            place = f"{b['building']}{t('building', lang)}"
-            if b.get("floor") is not None:
-                place += f" {b['floor']}{t('floor', lang)}"
-        else:
-            place = f"{t('building', lang)} {b['building']}"
-            if b.get("floor") is not None:
-                place += f", {t('floor', lang)} {b['floor']}"
-        lines.append(f"{t('alarm_' + b['type'], lang)}: {place}")
+        where = t("building", lang).format(v=b["building"])
+        if b.get("floor") is not None:
+            where += (" " if lang is Lang.ZH else ", ") + t("floor", lang).format(v=b["floor"])
+        lines.append(f"{t('alarm_' + b['type'], lang)}{t('banner_sep', lang)}{where}")
     if lines:
         lines.append(t("alarm_advice", lang))
     return lines

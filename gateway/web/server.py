@@ -25,6 +25,7 @@ from gateway.files import write_private
 from gateway.model import Identity, format_ts
 from gateway.web import pages
 from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
+from gateway.web.building import Place, at_place
 from gateway.web.i18n import t
 from gateway.web.live import LiveState
 from gateway.web.requests import (
@@ -147,6 +148,7 @@ class WebApp:
         r.add_get("/console", self.console)
         r.add_get("/console/state", self.console_state)
         r.add_get("/console/events", self.console_events)
+        r.add_get("/console/place", self.console_place)
         r.add_post("/console/alarms/{alarm_id}/ack", self.ack)
         r.add_get("/kiosk/{kiosk}", self.kiosk_home)
         r.add_get("/kiosk/{kiosk}/new/{category}", self.kiosk_form)
@@ -342,11 +344,35 @@ class WebApp:
                 alarms=self.live.alarm_snapshot(),
                 devices=self.live.devices.values(),
                 engine_running=self.live.alarms is not None,
-                site=self.identity.site,
+                site=self.live.site_name or self.identity.site,
                 lang=lang,
                 zone=self.zone,
             )
         )
+        self._keep_lang(request, resp, lang)
+        return resp
+
+    async def console_place(self, request: web.Request) -> web.StreamResponse:
+        """One cell of the building view (`?b=&f=&u=`): devices, alarms, meters' 24 h."""
+        s = self._require_session(request)
+        lang = self._console_lang(request)
+        q = request.query
+        where = Place(q.get("b", "")[:64], q.get("f", "")[:16], q.get("u", "")[:64])
+        now = datetime.now(UTC)
+        devices, alarms, usage = at_place(self.live, where, now)
+        page = pages.place_page(
+            staff_name=s.name,
+            csrf=s.csrf,
+            where=where,
+            alarms=alarms,
+            devices=devices,
+            usage=usage,
+            site=self.live.site_name or self.identity.site,
+            lang=lang,
+            zone=self.zone,
+            now=now,
+        )
+        resp = _html(page, status=200 if devices else 404)
         self._keep_lang(request, resp, lang)
         return resp
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway.web.live import LiveState
+from gateway.web.meters import MeterHistory
 from gateway.web.requests import RequestStore
 from gateway.web.server import WebApp
 from gateway.web.staff import staff_file_of
@@ -39,8 +40,18 @@ class WebService:
         config = gw.loaded.config
         self.cfg = config.web
         self.gw = gw
+        devices = list(gw.loaded.devices)
+        # The building view's 24-hour meter charts, kept next to the other web state.
+        self.meters = MeterHistory(
+            config.gateway.state_dir / "web-meters.json",
+            {d.id for d in devices if str(d.ref.kind) == "meter"},
+        )
         self.live = LiveState(
-            list(gw.loaded.devices), alarms=None, zone=load_zone(self.cfg.timezone)
+            devices,
+            alarms=None,
+            zone=load_zone(self.cfg.timezone),
+            site_name=config.site.name,
+            meters=self.meters,
         )
         self.store = RequestStore(
             self.cfg.db_path or config.gateway.state_dir / "web.db", gw.outbox, gw.topics
@@ -91,6 +102,7 @@ class WebService:
         if self.live.alarms is None:
             log.warning("web: no alarm engine in this gateway; the console shows devices only")
         self.live.start()
+        await asyncio.to_thread(self.meters.load)
         # Before the kiosk takes new requests: those stored but not in the outbox when the
         # gateway last stopped (a crash between the two) go to the platform now.
         await self._publish_pending()
@@ -116,12 +128,15 @@ class WebService:
                     purged_at = loop.time()
                 await asyncio.sleep(_REPUBLISH_EVERY_S)
                 await self._publish_pending()
+                if self.meters.due():
+                    await asyncio.to_thread(self.meters.save)
         finally:
             # End the event streams first so the runner need not wait for them.
             self.live.stop()
             keeper.cancel()
             await self.web.save_sessions()
             await runner.cleanup()
+            self.meters.save()
             self.store.close()
 
 
