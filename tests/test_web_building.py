@@ -21,7 +21,7 @@ T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 
 def _dev(did: str, unit: str, available: bool | None = True, floor: int = 2) -> DeviceState:
     return DeviceState(
-        did, "meter", did, {"building": "1", "floor": floor, "unit": unit}, available
+        did, "meter", did, {"building": "1", "floor": str(floor), "unit": unit}, available
     )
 
 
