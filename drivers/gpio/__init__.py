@@ -7,6 +7,7 @@ from pathlib import Path
 from gateway.driver import DriverInfo
 from gateway.model import Kind
 
+from .check import gpio_group
 from .driver import GpioDriver, read_once
 from .settings import GpioSettings, check_devices
 
@@ -21,4 +22,5 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     read_once=read_once,
     check_devices=check_devices,
+    cli_commands=(gpio_group,),
 )
