@@ -61,9 +61,17 @@ class _Chip:
 def _plan(specs: Sequence[DeviceSpec], toggle: bool) -> tuple[dict[str, _Chip], list[LineReport]]:
     chips: dict[str, _Chip] = defaultdict(_Chip)
     reports: list[LineReport] = []
+    used: dict[tuple[str, int], str] = {}  # (chip, line) -> device, as the driver refuses
     for spec in specs:
         s = spec.settings_as(GpioSettings)
         chip = chips[s.chip]
+        lines = [s.line] if s.rex_line is None else [s.line, s.rex_line]
+        if clash := next((o for o in lines if (s.chip, o) in used), None):
+            report = LineReport(spec.id, s.chip, clash, s.role)
+            report.fault = f"line {clash} is already used by device {used[(s.chip, clash)]}"
+            reports.append(report)
+            continue
+        used.update(((s.chip, o), spec.id) for o in lines)
         if s.role is Role.RELAY:
             relay = Relay(spec, s.chip, s.line, s.active)
             report = LineReport(spec.id, s.chip, s.line, s.role)

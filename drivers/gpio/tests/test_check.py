@@ -124,3 +124,17 @@ def test_the_command_on_a_machine_without_the_chip_says_what_to_check(tmp_path: 
 def test_an_unknown_device_is_refused(tmp_path: Path) -> None:
     result = cli(tmp_path, "--device", "nope")
     assert result.exit_code == 2 and "no gpio device 'nope'" in result.output
+
+
+def test_two_devices_on_one_line_are_reported_not_mixed(tmp_path: Path) -> None:
+    chip = FakeChip(REST)
+    copy = ("sos-copy", "elderly_alarm", {"line": 23, "role": "pull_cord"})
+    # Two configs: `gateway validate` may refuse the clash in one; the check must not
+    # mix the two up either way.
+    (tmp_path / "b").mkdir()
+    specs = device_specs(tmp_path, DRIVER, SOS) + device_specs(tmp_path / "b", DRIVER, copy)
+    reports = asyncio.run(check_lines(specs, window_s=0.1, opener=Opener(chip)))
+    assert [(r.device, r.state, r.fault) for r in reports] == [
+        ("sos", "released", ""),
+        ("sos-copy", "", "line 23 is already used by device sos"),
+    ]
