@@ -208,7 +208,9 @@ def _db_with_alarms(tmp_path: Path) -> tuple[Path, list[str]]:
     book = AlarmBook(RuleSet.merged(()), EscalationConfig(), 0, store.new_id)
     from datetime import UTC, datetime
 
-    now = datetime.now(UTC)
+    from gateway.alarms.model import Instant
+
+    now = Instant(datetime.now(UTC), 0.0)
     smoke = DeviceInfo("smoke-1", "smoke", "Stairwell", {"building": "2", "floor": "1"})
     [fire] = book.signal(smoke, "smoke.alarm", now)
     store.save([fire])

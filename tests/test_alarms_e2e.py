@@ -27,7 +27,7 @@ from tests.test_commands import Requester
 pytestmark = [pytest.mark.broker]
 
 
-def _device(device_id: str, kind: str = "smoke") -> dict[str, Any]:
+def sim_device(device_id: str, kind: str = "smoke") -> dict[str, Any]:
     return {
         "id": device_id,
         "name": f"{device_id} name",
@@ -99,15 +99,21 @@ class Site:
         return self.req.ask(f"{self.base}/cmd/alarms/{alarm_id}/ack", body)
 
 
-def _start(
-    tmp_path: Path, mosquitto: Mosquitto, devices: list[dict[str, Any]], **sections: Any
+def start_site(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    devices: list[dict[str, Any]],
+    *,
+    env: dict[str, str] | None = None,
+    **sections: Any,
 ) -> Site:
+    """A gateway process with `devices` (and `env`), online and answering commands."""
     broker = mosquitto
     config = write_config(tmp_path / "gw.yaml", broker.url, devices, **sections)
     base = topic_base(config)
     status = Subscriber(broker.port, f"{base}/status").start()
     alarms = Subscriber(broker.port, f"{base}/alarms/#").start()
-    gw = GatewayProc(config).start()
+    gw = GatewayProc(config, extra_env=dict(env or {})).start()
     assert status.wait(lambda ms: any(m.json()["state"] == "online" for m in ms)), gw.log()
     status.stop()
     site = Site(config, base, gw, alarms, Requester(broker.port), broker)
@@ -118,7 +124,7 @@ def _start(
 
 @pytest.fixture
 def site(tmp_path: Path, broker: Mosquitto) -> Iterator[Site]:
-    s = _start(tmp_path, broker, [_device("smoke-1")], alarms=FAST)
+    s = start_site(tmp_path, broker, [sim_device("smoke-1")], alarms=FAST)
     yield s
     s.stop()
 
@@ -233,10 +239,10 @@ def test_unknown_alarm_and_wrong_paths(site: Site) -> None:
 
 
 def test_mqtt311_reply_topic(tmp_path: Path, broker: Mosquitto) -> None:
-    s = _start(
+    s = start_site(
         tmp_path,
         broker,
-        [_device("smoke-1")],
+        [sim_device("smoke-1")],
         alarms=FAST,
         broker={"url": broker.url, "protocol": "mqtt311"},
     )
@@ -276,10 +282,10 @@ def test_mqtt311_reply_topic(tmp_path: Path, broker: Mosquitto) -> None:
 def test_escalation_republishes_with_a_raised_level_and_switches_the_output(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    s = _start(
+    s = start_site(
         tmp_path,
         broker,
-        [_device("smoke-1"), _device("buzzer-office", "door")],
+        [sim_device("smoke-1"), sim_device("buzzer-office", "door")],
         alarms={
             "damping_s": 0,
             "escalation": {"critical": 0.7, "max_level": 2, "output": {"device": "buzzer-office"}},
@@ -350,10 +356,10 @@ def test_an_ack_on_another_gateways_topic_touches_only_that_gateway(
     tmp_path: Path, broker: Mosquitto, site: Site
 ) -> None:
     prefix = site.base.split("/test-site/")[0]
-    other = _start(
+    other = start_site(
         tmp_path / "other",
         broker,
-        [_device("smoke-9")],
+        [sim_device("smoke-9")],
         alarms=FAST,
         broker={"url": broker.url, "topic_prefix": prefix},
     )
@@ -378,10 +384,10 @@ def test_an_ack_on_another_gateways_topic_touches_only_that_gateway(
 
 
 def test_escalation_timer_survives_a_kill_9(tmp_path: Path, broker: Mosquitto) -> None:
-    s = _start(
+    s = start_site(
         tmp_path,
         broker,
-        [_device("smoke-1")],
+        [sim_device("smoke-1")],
         alarms={"damping_s": 0, "escalation": {"critical": 3, "max_level": 1}},
     )
     try:

@@ -6,21 +6,22 @@ import asyncio
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.alarms.book import AlarmBook
-from gateway.alarms.engine import AlarmEngine, OutputSwitch, UnknownAlarm
-from gateway.alarms.model import Alarm, AlarmState, Change, DeviceInfo, Via
+from gateway.alarms.engine import AlarmEngine, OutputSwitch, TimeSource, UnknownAlarm
+from gateway.alarms.model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via
 from gateway.alarms.rules import AlarmType, Rule, RuleSet, Severity
 from gateway.alarms.settings import AlarmsConfig, EscalationConfig
 from gateway.alarms.store import AlarmStore
-from gateway.config import SyncMode
-from gateway.model import DeviceRef, Event, EventType, Identity, Kind, Location
+from gateway.clock import Clock, RunClock, RunMark
+from gateway.config import ClockCheck, SyncMode
+from gateway.model import ClockState, DeviceRef, Event, EventType, Identity, Kind, Location
 from gateway.outbox import Consumer, Outbox, Row
 from gateway.schemas import validator
 from gateway.topics import Topics
@@ -32,10 +33,37 @@ SMOKE_2 = DeviceInfo("smoke-2", "smoke", "", {"building": "2"})
 SOS = DeviceInfo("sos-1", "elderly_alarm", "Pendant 1-201", {"building": "1", "unit": "201"})
 DOOR = DeviceInfo("door-1", "door", "Lobby", {"building": "1"})
 IDENTITY = Identity("site-a", "gw-1")
-WALL_CLOCK = partial(datetime.now, UTC)
 
 
-def s(seconds: float) -> datetime:
+@dataclass
+class ManualClock:
+    """The engine's clocks, set by hand: `wall` may jump, `mono` only moves forward."""
+
+    wall_at: datetime = T0
+    mono: float = 1000.0
+    synced: bool = True
+    boot_id: str | None = "boot-a"
+
+    def wall(self) -> datetime:
+        return self.wall_at
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def state(self) -> ClockState:
+        return ClockState.SYNCED if self.synced else ClockState.UNSYNCED
+
+    def advance(self, seconds: float) -> None:
+        self.wall_at += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def s(seconds: float, *, synced: bool = True) -> Instant:
+    """`seconds` after T0, on the wall clock and on the run clock alike."""
+    return Instant(w(seconds), seconds, synced)
+
+
+def w(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
@@ -74,7 +102,7 @@ def whats(changes: list[Change]) -> list[tuple[str, str]]:
 def test_default_rules_turn_signals_into_alarms(
     device: DeviceInfo, signal: str, type_: AlarmType, severity: Severity
 ) -> None:
-    [change] = book().signal(device, signal, T0)
+    [change] = book().signal(device, signal, s(0))
     alarm = change.alarm
     assert (change.what, alarm.type, alarm.severity, alarm.cause) == (
         "raised",
@@ -89,7 +117,7 @@ def test_default_rules_turn_signals_into_alarms(
     "signal", ["door.opened", "smoke.cleared", "online", "meter.counter_anomaly"]
 )
 def test_signals_without_a_rule_raise_nothing(signal: str) -> None:
-    assert book().signal(DOOR, signal, T0) == []
+    assert book().signal(DOOR, signal, s(0)) == []
 
 
 def test_config_rules_replace_defaults_by_name_and_can_be_limited_to_kinds() -> None:
@@ -104,8 +132,8 @@ def test_config_rules_replace_defaults_by_name_and_can_be_limited_to_kinds() -> 
         }
     )  # fmt: skip
     b = AlarmBook(cfg.rule_set(), cfg.escalation, 0, lambda: "t-1")
-    assert b.signal(DOOR, "offline", T0) == []
-    [raised] = b.signal(SMOKE, "smoke.alarm", T0)
+    assert b.signal(DOOR, "offline", s(0)) == []
+    [raised] = b.signal(SMOKE, "smoke.alarm", s(0))
     assert raised.alarm.severity is Severity.HIGH
 
 
@@ -131,8 +159,8 @@ def test_repeats_update_count_and_last_seen_of_the_one_alarm_per_device_and_type
     [again] = b.signal(SMOKE, "smoke.alarm", s(5))
     [other] = b.signal(SMOKE_2, "smoke.alarm", s(6))
     assert again.what == "repeated" and again.alarm.id == first.alarm.id
-    assert (again.alarm.count, again.alarm.last_seen_at, again.alarm.rev) == (2, s(5), 2)
-    assert again.alarm.raised_at == s(0)
+    assert (again.alarm.count, again.alarm.last_seen_at, again.alarm.rev) == (2, w(5), 2)
+    assert again.alarm.raised_at == w(0)
     assert other.alarm.id != first.alarm.id
     # Tamper and offline are both maintenance: one alarm for the device.
     [tamper] = b.signal(DOOR, "device.tamper", s(7))
@@ -158,12 +186,12 @@ def test_active_cleared_acknowledged_closed() -> None:
     [raised] = b.signal(SMOKE, "smoke.alarm", s(0))
     [cleared] = b.signal(SMOKE, "smoke.cleared", s(30))
     assert (cleared.what, cleared.alarm.state, cleared.alarm.cleared_at) == (
-        "cleared", AlarmState.CLEARED, s(30),
+        "cleared", AlarmState.CLEARED, w(30),
     )  # fmt: skip
     assert len(b.open_alarms()) == 1, "a stopped smoke alarm still needs a person"
     _, alarm, changes = b.acknowledge(raised.alarm.id, "staff-li", "", Via.CLI, s(40))
     assert whats(changes) == [("closed", "closed")]
-    assert alarm is not None and alarm.closed_at == s(40) and alarm.rev == 3
+    assert alarm is not None and alarm.closed_at == w(40) and alarm.rev == 3
 
 
 def test_rules_that_clear_on_ack_close_when_acknowledged() -> None:
@@ -171,7 +199,7 @@ def test_rules_that_clear_on_ack_close_when_acknowledged() -> None:
     [sos] = b.signal(SOS, "elderly.sos", s(0))
     _, alarm, changes = b.acknowledge(sos.alarm.id, "staff-li", "", Via.WEB, s(5))
     assert whats(changes) == [("closed", "closed")]
-    assert alarm is not None and alarm.cleared_at == s(5)
+    assert alarm is not None and alarm.cleared_at == w(5)
 
 
 def test_a_second_ack_changes_nothing_and_says_already_acknowledged() -> None:
@@ -211,7 +239,7 @@ def test_flapping_input_is_damped_into_one_alarm_without_transitions() -> None:
     assert [c.publish for c in b.signal(SMOKE, "smoke.cleared", s(20))] == [False]
     assert b.tick(s(29)) == []
     [cleared] = b.tick(s(30))
-    assert (cleared.what, cleared.alarm.cleared_at) == ("cleared", s(20))
+    assert (cleared.what, cleared.alarm.cleared_at) == ("cleared", w(20))
 
 
 def test_a_clear_that_names_what_it_clears_leaves_other_alarms_of_the_device() -> None:
@@ -235,7 +263,7 @@ def test_unacknowledged_alarms_escalate_per_severity_up_to_the_max_level() -> No
     [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
     b.signal(DOOR, "door.forced", s(0))
     b.signal(DOOR, "offline", s(0))  # low: never escalates by default
-    assert b.next_deadline() == s(60)
+    assert b.next_deadline() == 60
     assert not b.output_wanted()
     assert b.tick(s(59)) == []
     [first] = b.tick(s(60))
@@ -336,10 +364,10 @@ def test_reopened_store_restores_open_alarms_with_their_timers(store: AlarmStore
     again = book(10, new_id=store.new_id, restored=store.open_alarms(), critical=60)
     [restored] = again.open_alarms()
     assert (restored.id, restored.escalation, restored.rev) == (fire.alarm.id, 1, 2)
-    assert restored.clear_due_at == s(80) and restored.escalate_at == s(120)
-    assert again.next_deadline() == s(80)
+    assert restored.clear_due == 80 and restored.escalate_due == 120
+    assert again.next_deadline() == 80
     [cleared] = again.tick(s(80))
-    assert (cleared.what, cleared.alarm.cleared_at) == ("cleared", s(70))
+    assert (cleared.what, cleared.alarm.cleared_at) == ("cleared", w(70))
     assert [w for _, w, _ in store.transitions(fire.alarm.id)] == [
         "raised", "escalated", "clear_pending",
     ]  # fmt: skip
@@ -372,7 +400,7 @@ def _engine(
     outbox: Outbox,
     *,
     output: OutputSwitch | None = None,
-    now: Callable[[], datetime] = WALL_CLOCK,
+    clock: TimeSource | None = None,
     **cfg: Any,
 ) -> AlarmEngine:
     return AlarmEngine(
@@ -382,7 +410,7 @@ def _engine(
         devices={SMOKE.id: SMOKE},
         outbox=outbox,
         output=output,
-        now=now,
+        clock=clock or Clock(ClockCheck.TRUST),
     )
 
 
@@ -495,7 +523,7 @@ def test_output_follows_escalation_and_a_failed_switch_is_retried(
     outbox = _outbox(tmp_path / "outbox.db")
     outbox.open()
     calls: list[bool] = []
-    clock = [T0]
+    clock = ManualClock()
 
     async def output(on: bool) -> None:
         calls.append(on)
@@ -503,14 +531,12 @@ def test_output_follows_escalation_and_a_failed_switch_is_retried(
             raise RuntimeError("relay line busy")
 
     async def scenario() -> None:
-        engine = _engine(
-            tmp_path, outbox, output=output, now=lambda: clock[0], escalation={"critical": 60}
-        )
+        engine = _engine(tmp_path, outbox, output=output, clock=clock, escalation={"critical": 60})
         task = asyncio.create_task(engine.run())
         await until(lambda: calls == [False, False])  # known state at start, after a retry
         engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
         [doc] = engine.snapshot()
-        clock[0] = s(60)
+        clock.advance(60)
         await until(lambda: calls[-1] is True)
         assert engine.snapshot()[0]["escalation"] == 1
         await engine.acknowledge(doc["alarm_id"], by="staff-li", via="web")
@@ -607,3 +633,128 @@ def test_a_storm_of_repeats_is_stored_at_once_and_published_at_most_once_a_secon
     counts = [json.loads(r.payload)["count"] for r in rows]
     assert counts[0] == 1 and counts[-1] == 10 and len(counts) <= 3, counts
     assert seen == counts
+
+
+# ---- clocks: timers on the run clock, stamps on the wall clock --------------------
+
+
+def test_wall_clock_steps_neither_fire_nor_delay_escalation() -> None:
+    b = book(critical=60)
+    [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
+    # NTP steps the wall clock by a year: the run clock has moved 1 s.
+    stepped = Instant(w(365 * 86400), 1.0)
+    assert b.tick(stepped) == []
+    back = Instant(w(-3600), 60.0)
+    [escalated] = b.tick(back)
+    assert escalated.alarm.id == fire.alarm.id and escalated.alarm.escalation == 1
+    assert escalated.alarm.updated_at == w(-3600), "stamps still come from the wall clock"
+
+
+def test_a_stamp_taken_unsynced_marks_the_alarm_document_unsynced_for_good() -> None:
+    b = book(critical=60)
+    [fire] = b.signal(SMOKE, "smoke.alarm", s(0, synced=False))
+    assert fire.alarm.document(IDENTITY)["clock"] == "unsynced"
+    [later] = b.tick(s(60))
+    doc = later.alarm.document(IDENTITY)
+    assert doc["clock"] == "unsynced", "raised_at is still from the unsynced clock"
+    validator("alarm").validate(doc)
+    [sos] = b.signal(SOS, "elderly.sos", s(61))
+    assert sos.alarm.document(IDENTITY)["clock"] == "synced"
+
+
+def _running(tmp_path: Path, outbox: Outbox, clock: ManualClock) -> AlarmEngine:
+    engine = _engine(tmp_path, outbox, clock=clock, escalation={"critical": 60})
+    engine.start()
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("boot_id", "downtime_counts"), [("boot-a", True), ("boot-b", False)], ids=["restart", "reboot"]
+)
+def test_timers_carry_on_across_a_restart_whatever_the_wall_clock_did(
+    tmp_path: Path, boot_id: str, downtime_counts: bool
+) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    clock = ManualClock()
+
+    async def scenario() -> tuple[int, int]:
+        engine = _running(tmp_path, outbox, clock)
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        clock.advance(20)  # the process runs 20 s, then dies (close stores the mark)
+        engine.close()
+        # Down for 30 s; the host's clock is set back an hour meanwhile.
+        clock.mono += 30
+        clock.wall_at -= timedelta(hours=1)
+        clock.boot_id = boot_id
+        if not downtime_counts:
+            clock.mono = 5.0  # a new boot: its monotonic clock started again
+        engine = _running(tmp_path, outbox, clock)
+        clock.advance(10)
+        early = engine.now().run
+        engine._commit(engine._require().tick(engine.now()))
+        level_early = engine.snapshot()[0]["escalation"]
+        clock.advance(30)
+        engine._commit(engine._require().tick(engine.now()))
+        level_late = engine.snapshot()[0]["escalation"]
+        assert early == pytest.approx(60 if downtime_counts else 30)
+        engine.close()
+        return level_early, level_late
+
+    early, late = asyncio.run(scenario())
+    outbox.close()
+    # Restart: 20 + 30 down + 10 = 60 s: due.  Reboot: 20 + 10 = 30 s; 30 s more: due.
+    assert (early, late) == ((1, 1) if downtime_counts else (0, 1))
+
+
+def test_the_run_clock_is_marked_while_a_timer_runs_so_a_power_cut_keeps_it(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    clock = ManualClock()
+
+    async def scenario() -> float:
+        engine = _running(tmp_path, outbox, clock)
+        task = asyncio.create_task(engine.run())
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        clock.advance(40)
+
+        def marked() -> bool:
+            mark = engine.store.run_mark()
+            return mark is not None and mark.run_s >= 40
+
+        await until(marked)
+        task.cancel()  # and no close(): the power went
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store = AlarmStore(tmp_path / "alarms.db")
+        store.open()
+        mark = store.run_mark()
+        store.close()
+        assert mark is not None
+        return mark.run_s
+
+    assert asyncio.run(scenario()) >= 40
+    outbox.close()
+
+
+def test_records_with_wall_clock_deadlines_keep_what_was_left_of_them() -> None:
+    b = book(critical=60)
+    [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
+    rec = fire.alarm.to_record()
+    # A record as older versions stored it: deadlines on the wall clock.
+    del rec["escalate_due"], rec["synced"]
+    rec["escalate_at"] = w(60).isoformat()
+    old = Alarm.from_record(rec, Instant(w(45), 500.0))
+    assert old.escalate_due == 515.0 and old.synced
+
+
+def test_a_damaged_run_mark_starts_the_run_clock_from_zero() -> None:
+    assert RunMark.from_json("{not json") is None
+    assert RunMark.from_json('{"run_s": -1, "boot_id": null, "mono_s": 0}') is None
+    mark = RunMark(12.5, "boot-a", 100.0)
+    assert RunMark.from_json(mark.to_json()) == mark
+    assert RunClock.resume(None, "boot-a", lambda: 7.0).now() == 0.0
+    assert RunClock.resume(mark, "boot-a", lambda: 110.0).now() == 22.5
+    assert RunClock.resume(mark, "boot-b", lambda: 3.0).now() == 12.5
+    # A monotonic clock behind the mark's cannot be the same boot: nothing added.
+    assert RunClock.resume(mark, "boot-a", lambda: 50.0).now() == 12.5

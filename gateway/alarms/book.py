@@ -1,6 +1,8 @@
 """The alarm state machine, pure: signals, acknowledgements and a clock in, changes out.
 
-No I/O and no clock of its own: every call takes `now`, so tests drive time by hand.
+No I/O and no clock of its own: every call takes `now` (an Instant: the wall time that
+stamps documents, and the run-clock time that drives the timers), so tests drive time by
+hand.  Timers never look at the wall clock: an NTP step cannot fire or delay them.
 The engine (engine.py) stores the changes, publishes them and notifies listeners.
 
 - A raise signal opens an alarm for (device, type), or repeats the open one (count,
@@ -18,12 +20,12 @@ The engine (engine.py) stores the changes, publishes them and notifies listeners
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from gateway.model import Kind
 
-from .model import Ack, Alarm, AlarmState, Change, DeviceInfo, Via
+from .model import Ack, Alarm, AlarmState, Change, DeviceInfo, Instant, Via
 from .rules import Rule, RuleSet
 from .settings import EscalationConfig
 
@@ -45,7 +47,7 @@ class AlarmBook:
     ) -> None:
         self.rules = rules
         self.escalation = escalation
-        self.damping = timedelta(seconds=damping_s)
+        self.damping = damping_s
         self._new_id = new_id
         self._open: dict[str, Alarm] = {}
         self._by_key: dict[tuple[str, str], str] = {}
@@ -62,12 +64,12 @@ class AlarmBook:
     def get(self, alarm_id: str) -> Alarm | None:
         return self._open.get(alarm_id)
 
-    def next_deadline(self) -> datetime | None:
-        """When `tick` next has something to do (an escalation or a damped clear)."""
+    def next_deadline(self) -> float | None:
+        """When (run clock) `tick` next has something to do (an escalation or a damped clear)."""
         times = [
             t
             for a in self._open.values()
-            for t in (a.escalate_at if a.ack is None else None, a.clear_due_at)
+            for t in (a.escalate_due if a.ack is None else None, a.clear_due)
             if t is not None
         ]
         return min(times, default=None)
@@ -79,7 +81,7 @@ class AlarmBook:
     # ---- inputs -------------------------------------------------------------------
 
     def signal(
-        self, device: DeviceInfo, kind_signal: str, now: datetime, *, clears: str | None = None
+        self, device: DeviceInfo, kind_signal: str, now: Instant, *, clears: str | None = None
     ) -> list[Change]:
         """A device's event type, or `offline`/`online`: raise and clear what it means.
 
@@ -95,7 +97,7 @@ class AlarmBook:
         return changes
 
     def acknowledge(
-        self, alarm_id: str, by: str, note: str, via: Via, now: datetime
+        self, alarm_id: str, by: str, note: str, via: Via, now: Instant
     ) -> tuple[AckStatus, Alarm | None, list[Change]]:
         """Acknowledge an open alarm; "unknown" covers closed alarms too (the caller looks)."""
         alarm = self._open.get(alarm_id)
@@ -104,15 +106,15 @@ class AlarmBook:
         if alarm.ack is not None:
             return "already_acknowledged", alarm.copy(), []
         before = alarm.state
-        alarm.ack = Ack(by, note, now, via)
-        alarm.escalate_at = None
+        alarm.ack = Ack(by, note, now.wall, via)
+        alarm.escalate_due = None
         rule = self.rules.by_name(alarm.rule)
         if alarm.state is AlarmState.CLEARED:
             self._close(alarm, now)
             what = "closed"
         elif rule is None or rule.clears_on_ack:
-            alarm.cleared_at = now
-            alarm.clear_due_at = alarm.clear_signal_at = None
+            alarm.cleared_at = now.wall
+            alarm.clear_due = alarm.clear_signal_at = None
             self._close(alarm, now)
             what = "closed"
         else:
@@ -121,33 +123,34 @@ class AlarmBook:
         self._touch(alarm, now)
         return "accepted", alarm.copy(), [Change(alarm.copy(), what, before)]
 
-    def tick(self, now: datetime) -> list[Change]:
+    def tick(self, now: Instant) -> list[Change]:
         """Apply the clears whose damping time is over, and the escalations due."""
         changes: list[Change] = []
         for alarm in list(self._open.values()):
-            if alarm.clear_due_at is not None and alarm.clear_due_at <= now:
-                at = alarm.clear_signal_at or alarm.clear_due_at
-                alarm.clear_due_at = alarm.clear_signal_at = None
+            if alarm.clear_due is not None and alarm.clear_due <= now.run:
+                at = alarm.clear_signal_at or now.wall
+                alarm.clear_due = alarm.clear_signal_at = None
                 changes.append(self._apply_clear(alarm, at, now))
                 if not alarm.is_open:
                     continue
-            if alarm.ack is None and alarm.escalate_at is not None and alarm.escalate_at <= now:
+            due = alarm.escalate_due
+            if alarm.ack is None and due is not None and due <= now.run:
                 changes.append(self._escalate(alarm, now))
         return changes
 
     # ---- transitions --------------------------------------------------------------
 
-    def _raise(self, rule: Rule, device: DeviceInfo, cause: str, now: datetime) -> list[Change]:
+    def _raise(self, rule: Rule, device: DeviceInfo, cause: str, now: Instant) -> list[Change]:
         existing = self._by_key.get((device.id, str(rule.type)))
         if existing is not None:
             alarm = self._open[existing]
             before = alarm.state
             alarm.count += 1
-            alarm.last_seen_at = now
+            alarm.last_seen_at = now.wall
             what = "repeated"
-            if alarm.clear_due_at is not None:
+            if alarm.clear_due is not None:
                 # Flapping: the clear never took effect, so nothing else changes.
-                alarm.clear_due_at = alarm.clear_signal_at = None
+                alarm.clear_due = alarm.clear_signal_at = None
                 what = "repeated_damped"
             elif alarm.state is AlarmState.CLEARED:
                 alarm.state = AlarmState.ACTIVE
@@ -163,23 +166,24 @@ class AlarmBook:
             device=device,
             cause=cause,
             rule=rule.name,
-            raised_at=now,
-            updated_at=now,
-            last_seen_at=now,
-            escalate_at=None if after is None else now + timedelta(seconds=after),
+            raised_at=now.wall,
+            updated_at=now.wall,
+            last_seen_at=now.wall,
+            synced=now.synced,
+            escalate_due=None if after is None else now.run + after,
         )
         self._open[alarm.id] = alarm
         self._by_key[alarm.key] = alarm.id
         return [Change(alarm.copy(), "raised", None)]
 
     def _clear(
-        self, device_id: str, signal: str, now: datetime, clears: str | None = None
+        self, device_id: str, signal: str, now: Instant, clears: str | None = None
     ) -> list[Change]:
         changes = []
         for alarm in list(self._open.values()):
             if alarm.device.id != device_id or alarm.state is AlarmState.CLEARED:
                 continue
-            if alarm.clear_due_at is not None:
+            if alarm.clear_due is not None:
                 continue  # already waiting out the damping time
             rule = self.rules.by_name(alarm.rule)
             # An alarm whose rule is gone from the config (restart with a new config)
@@ -189,14 +193,15 @@ class AlarmBook:
             if clears is not None and clears not in rule.raise_on:
                 continue
             if self.damping:
-                alarm.clear_signal_at = now
-                alarm.clear_due_at = now + self.damping
+                alarm.clear_signal_at = now.wall
+                alarm.synced = alarm.synced and now.synced
+                alarm.clear_due = now.run + self.damping
                 changes.append(Change(alarm.copy(), "clear_pending", alarm.state, publish=False))
             else:
-                changes.append(self._apply_clear(alarm, now, now))
+                changes.append(self._apply_clear(alarm, now.wall, now))
         return changes
 
-    def _apply_clear(self, alarm: Alarm, at: datetime, now: datetime) -> Change:
+    def _apply_clear(self, alarm: Alarm, at: datetime, now: Instant) -> Change:
         before = alarm.state
         alarm.cleared_at = at
         if alarm.ack is not None:
@@ -208,25 +213,27 @@ class AlarmBook:
         self._touch(alarm, now)
         return Change(alarm.copy(), what, before)
 
-    def _close(self, alarm: Alarm, now: datetime) -> None:
+    def _close(self, alarm: Alarm, now: Instant) -> None:
         alarm.state = AlarmState.CLOSED
-        alarm.closed_at = now
-        alarm.escalate_at = None
+        alarm.closed_at = now.wall
+        alarm.escalate_due = None
         del self._open[alarm.id]
         self._by_key.pop(alarm.key, None)
 
-    def _escalate(self, alarm: Alarm, now: datetime) -> Change:
+    def _escalate(self, alarm: Alarm, now: Instant) -> Change:
         before = alarm.state
         alarm.escalation += 1
         after = self.escalation.after_s(alarm.severity)
         if alarm.escalation >= self.escalation.max_level or after is None:
-            alarm.escalate_at = None
+            alarm.escalate_due = None
         else:
-            alarm.escalate_at = now + timedelta(seconds=after)
+            alarm.escalate_due = now.run + after
         self._touch(alarm, now)
         return Change(alarm.copy(), "escalated", before)
 
     @staticmethod
-    def _touch(alarm: Alarm, now: datetime) -> None:
+    def _touch(alarm: Alarm, now: Instant) -> None:
         alarm.rev += 1
-        alarm.updated_at = now
+        alarm.updated_at = now.wall
+        # Sticky: one timestamp from an unsynced clock makes the document's times doubtful.
+        alarm.synced = alarm.synced and now.synced

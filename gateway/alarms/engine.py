@@ -6,6 +6,10 @@ closed document, so the broker forgets it), then the listeners (the local web co
 get it.  `run()` is the engine's service: it restores the open alarms and their timers,
 republishes what a crash kept from the outbox, and then applies the timers, the
 acknowledgements queued by `gateway ack`, and the escalation output.
+
+Timers count on a run clock (gateway.clock.RunClock) whose mark is stored with every
+change and every few seconds while a timer runs: a step of the wall clock (NTP at boot)
+neither fires nor delays them, also across a restart; see docs/config.md#alarms.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from gateway.model import DeviceRef, Event, Identity, Message, Priority
+from gateway.clock import Clock, RunClock
+from gateway.config import ClockCheck
+from gateway.model import ClockState, DeviceRef, Event, Identity, Message, Priority
 from gateway.outbox import Outbox, OutboxItem
 from gateway.topics import Topics
 
 from .book import AlarmBook
-from .model import Alarm, AlarmState, Change, DeviceInfo, Via
+from .model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via
 from .rules import OFFLINE, ONLINE
 from .settings import AlarmsConfig
 from .store import AlarmStore
@@ -37,6 +43,7 @@ __all__ = [
     "AckOutcome",
     "AlarmEngine",
     "OutputSwitch",
+    "TimeSource",
     "UnknownAlarm",
     "check_ack_fields",
 ]
@@ -48,6 +55,9 @@ MAX_BY = 64
 MAX_NOTE = 500
 _POLL_S = 0.5  # how often queued `gateway ack`s are looked for (the brief says <= 1 s)
 REPEAT_PUBLISH_S = 1.0  # repeats of one alarm are published at most this often
+# While a timer runs, the run clock's mark is stored this often: after a power cut the
+# timers lose at most this much of their progress (plus the time the host was off).
+MARK_EVERY_S = 5.0
 _REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
@@ -80,8 +90,16 @@ def check_ack_fields(by: object, note: object) -> tuple[str, str]:
     return by, note
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+class TimeSource(Protocol):
+    """The clocks the engine reads (gateway.clock.Clock; tests give their own)."""
+
+    boot_id: str | None
+
+    def wall(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    def state(self) -> ClockState: ...
 
 
 class AlarmEngine:
@@ -100,7 +118,7 @@ class AlarmEngine:
         devices: Mapping[str, DeviceInfo],
         outbox: Outbox,
         output: OutputSwitch | None = None,
-        now: Callable[[], datetime] = _utcnow,
+        clock: TimeSource | None = None,
     ) -> None:
         self.cfg = cfg
         self.path = path
@@ -109,8 +127,10 @@ class AlarmEngine:
         self.devices = dict(devices)
         self.outbox = outbox
         self.output = output
-        self.now = now
+        self.clock: TimeSource = Clock(ClockCheck.KERNEL) if clock is None else clock
         self.store = AlarmStore(path)
+        self._run: RunClock | None = None
+        self._marked = 0.0  # monotonic time the run clock's mark was last stored
         self._book: AlarmBook | None = None
         self._listeners: list[Listener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -135,7 +155,14 @@ class AlarmEngine:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.store.open()
-        restored = self.store.open_alarms()
+        mark = self.store.run_mark()
+        self._run = RunClock.resume(mark, self.clock.boot_id, self.clock.monotonic)
+        if mark is not None and mark.boot_id != self.clock.boot_id:
+            log.info(
+                "alarms: the host rebooted since the alarm timers last ran; they carry on"
+                " from where they were then (the time it was off is not counted)"
+            )
+        restored = self.store.open_alarms(self.now())
         self._book = AlarmBook(
             self.cfg.rule_set(),
             self.cfg.escalation,
@@ -148,8 +175,20 @@ class AlarmEngine:
         self._republish()
 
     def close(self) -> None:
+        if self._book is not None and self._run is not None:
+            try:
+                self.store.save_mark(self._run.mark())
+            except Exception as exc:  # closing anyway: the last stored mark stays valid
+                log.warning("alarms: timer progress not stored at close: %s", exc)
         self._book = None
+        self._run = None
         self.store.close()
+
+    def now(self) -> Instant:
+        """This moment: wall clock (and whether it is synced) for stamps, run clock for timers."""
+        run = self._run
+        assert run is not None, "start() first"
+        return Instant(self.clock.wall(), run.now(), self.clock.state() is ClockState.SYNCED)
 
     async def run(self) -> None:
         """The engine's service: timers, queued acknowledgements, output, until cancelled."""
@@ -158,21 +197,27 @@ class AlarmEngine:
         try:
             while True:
                 book = self._require()
-                now = self.now()
-                self._commit(book.tick(now))
+                self._commit(book.tick(self.now()))
                 self._apply_queued_acks()
                 self._republish()
                 await self._sync_output(book.output_wanted())
                 deadline = book.next_deadline()
                 delay = _POLL_S
                 if deadline is not None:
-                    delay = min(delay, max(0.01, (deadline - self.now()).total_seconds()))
+                    self._keep_mark()
+                    delay = min(delay, max(0.01, deadline - self.now().run))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
         finally:
             self.close()
+
+    def _keep_mark(self) -> None:
+        assert self._run is not None
+        if self.clock.monotonic() - self._marked >= MARK_EVERY_S:
+            self.store.save_mark(self._run.mark())
+            self._marked = self.clock.monotonic()
 
     def _require(self) -> AlarmBook:
         if self._book is None:
@@ -278,7 +323,9 @@ class AlarmEngine:
         if not changes:
             return
         # Durable before anyone hears of it: a crash after this is repaired at start.
-        self.store.save(changes)
+        assert self._run is not None
+        self.store.save(changes, self._run.mark())
+        self._marked = self.clock.monotonic()
         for ch in changes:
             if not ch.publish:
                 continue

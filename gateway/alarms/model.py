@@ -1,4 +1,8 @@
-"""One alarm's state, its stored record, and the document published for it (schema alarm.json)."""
+"""One alarm's state, its stored record, and the document published for it (schema alarm.json).
+
+An alarm's timestamps come from the wall clock (for people); its timers are deadlines on
+the engine's run clock (gateway.clock.RunClock), which NTP steps never move.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from gateway.model import DeviceRef, Identity, format_ts
+from gateway.model import ClockState, DeviceRef, Identity, format_ts
 
 from .rules import AlarmType, Severity
 
-__all__ = ["Ack", "Alarm", "AlarmState", "Change", "DeviceInfo", "Via", "parse_ts"]
+__all__ = ["Ack", "Alarm", "AlarmState", "Change", "DeviceInfo", "Instant", "Via", "parse_ts"]
 
 
 class AlarmState(StrEnum):
@@ -29,6 +33,18 @@ class Via(StrEnum):
     MQTT = "mqtt"
     CLI = "cli"
     WEB = "web"
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """One moment on both clocks: `wall` stamps documents, `run` (seconds) drives timers.
+
+    `synced` says whether the wall clock was known to be right (gateway.clock.Clock).
+    """
+
+    wall: datetime
+    run: float
+    synced: bool = True
 
 
 def parse_ts(text: str | None) -> datetime | None:
@@ -94,10 +110,12 @@ class Alarm:
     ack: Ack | None = None
     cleared_at: datetime | None = None
     closed_at: datetime | None = None
-    # Timers, stored so that a restart keeps them (not published).
-    escalate_at: datetime | None = None
-    clear_due_at: datetime | None = None  # a clear signal waiting out the damping time
-    clear_signal_at: datetime | None = None
+    # False once any of its timestamps was taken while the wall clock was not synced.
+    synced: bool = True
+    # Timers, stored so that a restart keeps them (not published): run-clock seconds.
+    escalate_due: float | None = None
+    clear_due: float | None = None  # a clear signal waiting out the damping time
+    clear_signal_at: datetime | None = None  # wall time of that clear signal
 
     @property
     def key(self) -> tuple[str, str]:
@@ -134,6 +152,7 @@ class Alarm:
             "ack": None if self.ack is None else self.ack.as_dict(),
             "cleared_at": _ts(self.cleared_at),
             "closed_at": _ts(self.closed_at),
+            "clock": str(ClockState.SYNCED if self.synced else ClockState.UNSYNCED),
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -156,18 +175,16 @@ class Alarm:
         return rec
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Alarm:
+    def from_record(cls, rec: dict[str, Any], now: Instant | None = None) -> Alarm:
+        """The alarm stored as `rec`; `now` converts the wall-clock timers of old records."""
         ack = rec.get("ack")
-        times = {
-            k: parse_ts(rec.get(k))
-            for k in (
-                "cleared_at",
-                "closed_at",
-                "escalate_at",
-                "clear_due_at",
-                "clear_signal_at",
-            )
-        }
+        times = {k: parse_ts(rec.get(k)) for k in ("cleared_at", "closed_at", "clear_signal_at")}
+        timers = {k: rec.get(k) for k in ("escalate_due", "clear_due")}
+        for old, new in (("escalate_at", "escalate_due"), ("clear_due_at", "clear_due")):
+            # Records of older versions hold wall-clock deadlines: what was left of them counts.
+            wall = parse_ts(rec.get(old))
+            if wall is not None and now is not None:
+                timers[new] = now.run + max(0.0, (wall - now.wall).total_seconds())
         return cls(
             id=rec["id"],
             type=AlarmType(rec["type"]),
@@ -185,6 +202,9 @@ class Alarm:
             ack=None
             if ack is None
             else Ack(ack["by"], ack["note"], datetime.fromisoformat(ack["at"]), Via(ack["via"])),
+            synced=rec.get("synced", True),
+            escalate_due=timers["escalate_due"],
+            clear_due=timers["clear_due"],
             **times,
         )
 

@@ -5,6 +5,8 @@ change in `transitions`, and `published_rev` per alarm: a crash between storing 
 change and the outbox taking its document is repaired at start by publishing again.
 `pending_acks` holds acknowledgements typed with `gateway ack` in another process; only
 the running engine applies them, so transitions are written by one process alone.
+The meta row `run_mark` is where the engine's run clock stood (gateway.clock.RunMark):
+the alarms' timers are deadlines on that clock, so the next process carries on from it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import RunMark
 from gateway.config import SyncMode
 from gateway.outbox_sql import connect
 
-from .model import Alarm, AlarmState, Change
+from .model import Alarm, AlarmState, Change, Instant
 
 __all__ = ["AlarmStore", "PendingAck"]
 
@@ -131,11 +134,33 @@ class AlarmStore:
         self._next += 1
         return f"{self.token}-{n}"
 
-    def save(self, changes: Sequence[Change]) -> None:
-        """Store the changes (rows and transitions) in one durable transaction."""
+    def run_mark(self) -> RunMark | None:
+        """Where the run clock stood when last stored; None for a new database."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='run_mark'").fetchone()
+        return None if row is None else RunMark.from_json(str(row[0]))
+
+    def save_mark(self, mark: RunMark) -> None:
+        with self._tx() as c:
+            self._put_mark(c, mark)
+
+    @staticmethod
+    def _put_mark(c: sqlite3.Connection, mark: RunMark) -> None:
+        c.execute(
+            "INSERT INTO meta VALUES ('run_mark', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (mark.to_json(),),
+        )
+
+    def save(self, changes: Sequence[Change], mark: RunMark | None = None) -> None:
+        """Store the changes (rows, transitions) and the run clock's `mark` in one transaction.
+
+        Together, so that the timers stored are always read with the clock they count on.
+        """
         if not changes:
             return
         with self._tx() as c:
+            if mark is not None:
+                self._put_mark(c, mark)
             for ch in changes:
                 a = ch.alarm
                 rec = json.dumps(a.to_record(), separators=(",", ":"))
@@ -176,12 +201,15 @@ class AlarmStore:
                 (rev, alarm_id),
             )
 
-    def _alarms(self, where: str, args: Sequence[Any] = ()) -> list[Alarm]:
+    def _alarms(
+        self, where: str, args: Sequence[Any] = (), now: Instant | None = None
+    ) -> list[Alarm]:
         rows = self.conn.execute(f"SELECT record FROM alarms {where}", args).fetchall()
-        return [Alarm.from_record(json.loads(r[0])) for r in rows]
+        return [Alarm.from_record(json.loads(r[0]), now) for r in rows]
 
-    def open_alarms(self) -> list[Alarm]:
-        return self._alarms("WHERE state != 'closed' ORDER BY num")
+    def open_alarms(self, now: Instant | None = None) -> list[Alarm]:
+        """The alarms not closed, with their timers (`now` converts those of old records)."""
+        return self._alarms("WHERE state != 'closed' ORDER BY num", now=now)
 
     def recent_closed(self, n: int) -> list[Alarm]:
         """The `n` most recently closed alarms, newest first."""

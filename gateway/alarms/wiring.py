@@ -41,6 +41,7 @@ def attach(gw: Gateway) -> AlarmEngine:
         devices={s.id: DeviceInfo.of(s.ref, s.name) for s in gw.loaded.devices},
         outbox=gw.outbox,
         output=_output(gw, cfg),
+        clock=gw.clock,
     )
     gw.message_observers.append(engine.observe)
     gw.availability_observers.append(engine.observe_availability)

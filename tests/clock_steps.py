@@ -1,0 +1,88 @@
+"""Escalation of an alarm in a real gateway process whose wall clock is stepped meanwhile.
+
+Shared by tests/test_clock_steps.py (asserts) and scripts/bench_clock_steps.py (figures).
+The gateway runs under libfaketime (tests/faketime.py); the test measures on its own
+monotonic clock, from the reply to the command that injected the smoke alarm (the alarm
+is raised before that reply is sent) to receiving the escalated document.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tests.faketime import FakeTime
+from tests.peers import Mosquitto
+from tests.test_alarms_e2e import sim_device, start_site
+
+__all__ = ["Escalation", "escalation_across_step"]
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """What one run saw: seconds from raised to escalated, and the stamps the gateway used."""
+
+    step: str
+    restart: bool
+    configured_s: float
+    measured_s: float
+    raised_at: str
+    escalated_at: str
+
+    @property
+    def error_s(self) -> float:
+        return self.measured_s - self.configured_s
+
+    @property
+    def wall_gap_s(self) -> float:
+        """escalated_at - raised_at by the gateway's (stepped) wall clock."""
+        return (
+            datetime.fromisoformat(self.escalated_at) - datetime.fromisoformat(self.raised_at)
+        ).total_seconds()
+
+
+def escalation_across_step(
+    workdir: Path,
+    broker: Mosquitto,
+    step: str,
+    *,
+    escalate_s: float,
+    restart: bool = False,
+) -> Escalation:
+    """Raise a smoke alarm, step the gateway's wall clock by `step`, time its escalation.
+
+    With `restart` the gateway is killed (SIGKILL) right after the alarm is raised and
+    started again with the stepped clock: the escalation must survive both.
+    """
+    fake = FakeTime(workdir / "faketime")
+    site = start_site(
+        workdir,
+        broker,
+        [sim_device("smoke-1")],
+        env=fake.env(),
+        alarms={"damping_s": 0, "escalation": {"critical": escalate_s}},
+    )
+    try:
+        site.inject("smoke-1", "smoke.alarm")
+        raised_at = time.monotonic()
+        site.wait_doc(lambda d: d["state"] == "active")
+        if restart:
+            site.gw.kill()
+            fake.set(step)
+            site.gw.start()
+        else:
+            fake.set(step)
+        escalated = site.wait_doc(lambda d: d["escalation"] == 1, timeout=escalate_s + 15)
+        [got] = [m for m in site.alarms.snapshot() if m.payload and m.json()["escalation"] == 1][:1]
+        return Escalation(
+            step,
+            restart,
+            escalate_s,
+            got.at - raised_at,
+            escalated["raised_at"],
+            escalated["updated_at"],
+        )
+    finally:
+        site.stop()
