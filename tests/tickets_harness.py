@@ -71,6 +71,7 @@ def alarm_doc(
         else None,
         "cleared_at": now if cleared else None,
         "closed_at": now if state == "closed" else None,
+        "clock": "synced",
     }
     validator("alarm").validate(doc)
     return doc
