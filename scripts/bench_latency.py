@@ -326,7 +326,7 @@ async def run_gateway(
         gw = Gateway(load_config(config))
         online: set[str] = set()
 
-        def availability(ref: DeviceRef, available: bool, _reason: str) -> None:
+        def availability(ref: DeviceRef, available: bool | None, _reason: str) -> None:
             (online.add if available else online.discard)(ref.id)
 
         gw.availability_observers.append(availability)

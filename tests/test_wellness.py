@@ -347,11 +347,10 @@ def test_zigbee_occupancy_is_motion() -> None:
     from drivers.zigbee2mqtt.mapping import DeviceState, load_mapping
 
     state = DeviceState(load_mapping("motion"))
-    seen = [state.apply(p)[0] for p in (b'{"occupancy":true}', b'{"occupancy":true}')]
+    seen = [state.apply(p).found for p in (b'{"occupancy":true}', b'{"occupancy":true}')]
     assert [[f.event for f in found] for found in seen] == [[E.ACTIVITY_MOTION], []]
-    found, _ = state.apply(b'{"occupancy":false}')
-    assert found == []  # the sensor's own timeout is no activity
-    found, _ = state.apply(b'{"occupancy":true}')
+    assert state.apply(b'{"occupancy":false}').found == []  # the sensor's own timeout
+    found = state.apply(b'{"occupancy":true}').found
     assert [f.event for f in found] == [E.ACTIVITY_MOTION]
 
 
