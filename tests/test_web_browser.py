@@ -445,3 +445,84 @@ def test_an_ack_after_the_session_ended_says_so_in_words(browser: Any, gw: WebGa
     msg.wait_for(state="visible")
     assert msg.inner_text() == "登录已失效，请重新登录。", msg.inner_text()
     page.wait_for_url(re.compile(r"/signin$"))  # then to the sign-in page
+
+
+# ---- the kiosk --------------------------------------------------------------------------
+
+
+def test_the_kiosk_on_a_phone_fits_and_shows_the_result_above_the_fold_with_the_fire_banner(
+    browser: Any, gw: WebGateway
+) -> None:
+    assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+    page = _page(browser, 390, 844)
+    page.goto(f"{gw.url}/kiosk/lobby")
+    page.locator("#banner").wait_for(state="visible")
+    _assert_fits(page)
+    code = _file_repair(page, gw)
+    _assert_fits(page)
+    _shot(page, "kiosk-phone-code")
+    for lang in ("zh", "en"):
+        page.goto(f"{gw.url}/kiosk/lobby/status?lang={lang}&code={code}")
+        page.locator("#banner").wait_for(state="visible")
+        _assert_fits(page)
+        _in_view(page, "#result .code")
+        _in_view(page, "#history li")
+        _shot(page, f"kiosk-phone-status-{lang}")
+    assert page.js_errors == []
+
+
+def test_the_kiosk_keeps_a_residents_typing_and_warns_before_going_home(
+    browser: Any, gw: WebGateway
+) -> None:
+    page = _page(browser, 390, 844)
+    page.clock.install()
+    page.goto(f"{gw.url}/kiosk/lobby/new/repair?lang=en")
+    # With the script there is no meta refresh (it is only in <noscript>).
+    assert page.evaluate("document.querySelector('meta[http-equiv=refresh]')") is None
+    page.fill("textarea[name=text]", "The kitchen tap")
+    for _ in range(3):  # 6 minutes of slow typing: never thrown away
+        page.clock.run_for(100_000)
+        page.type("textarea[name=text]", ".")
+    assert page.url.endswith("/new/repair?lang=en")
+    # Then nothing: a warning with a way to stay, 20 s before going home.
+    page.clock.run_for(101_000)
+    dialog = page.locator("#idle")
+    assert dialog.is_visible() and "back to the start in" in dialog.inner_text()
+    _in_view(page, "#idle-more")
+    _shot(page, "kiosk-phone-timeout-warning")
+    page.click("#idle-more")
+    assert dialog.is_hidden()
+    page.clock.run_for(100_000)
+    assert page.input_value("textarea[name=text]") == "The kitchen tap..."
+    page.clock.run_for(21_000)
+    page.wait_for_url(re.compile(r"/kiosk/lobby\?lang=en$"))
+
+
+def test_without_javascript_the_kiosk_form_goes_home_only_after_ten_minutes(
+    browser: Any, gw: WebGateway
+) -> None:
+    ctx = browser.new_context(java_script_enabled=False)
+    page = ctx.new_page()
+    page.goto(f"{gw.url}/kiosk/lobby/new/repair?lang=zh")
+    refresh = page.locator("meta[http-equiv=refresh]").get_attribute("content")
+    assert refresh == "600;url=/kiosk/lobby?lang=zh"
+    page.goto(f"{gw.url}/kiosk/lobby/status?lang=zh")
+    assert page.locator("meta[http-equiv=refresh]").get_attribute("content").startswith("120;")
+    ctx.close()
+
+
+def test_the_code_page_shows_the_platforms_progress_without_a_reload(
+    browser: Any, gw: WebGateway
+) -> None:
+    page = _page(browser)
+    page.clock.install()
+    code = _file_repair(page, gw)
+    page.evaluate("window.samePage = true")
+    assert gw.command(f"requests/{code}/status", {"status": "assigned", "note": "15:00"})["ok"]
+
+    def shown() -> bool:
+        page.clock.run_for(16_000)
+        return "已安排人员" in page.inner_text("#history")
+
+    assert wait_for(shown, timeout=15, interval=0.5)
+    assert page.evaluate("window.samePage")

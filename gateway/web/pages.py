@@ -318,6 +318,16 @@ def _banner(banner: list[dict[str, Any]], lang: Lang) -> str:
     return f'<div id="banner" class="banner" role="alert"{hidden}>{items}</div>'
 
 
+# A kiosk page other than the start goes back to it after this long without a touch, so
+# the next resident never sees the previous one's code or typing; a warning with a
+# "more time" button comes this long before.
+IDLE_S = 120
+IDLE_WARN_S = 20
+# Without JavaScript there is no way to tell typing from leaving: the page goes home
+# after a fixed time, long enough to type a few words on a form.
+_NO_JS_FORM_S = 600
+
+
 def _kiosk(
     kiosk: str,
     lang: Lang,
@@ -325,20 +335,39 @@ def _kiosk(
     body: str,
     banner: list[dict[str, Any]],
     *,
-    head: str = "",
     keep: str = "",
+    idle: bool = True,
+    no_js_s: int = IDLE_S,
+    poll: str = "",
 ) -> str:
     # `keep`: the rest of the query string the language switch must not lose (a code).
+    # `poll`: the page the script re-reads for a request's progress while it is shown.
     other = Lang.EN if lang is Lang.ZH else Lang.ZH
     switch = f"?lang={other}" + (f"&{keep}" if keep else "")
+    home = f"/kiosk/{esc(kiosk)}?lang={lang}"
     top = (
-        f'<header><a class="home" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("title", lang))}'
+        f'<header><a class="home" href="{home}">{esc(t("title", lang))}'
         f'</a><a class="lang" href="{esc(switch)}">{esc(t("other_lang", lang))}</a></header>'
     )
+    head = ""
+    attrs = f'data-kiosk="{esc(kiosk)}" data-lang="{lang}"'
+    dialog = ""
+    if idle:
+        head = f'<noscript><meta http-equiv="refresh" content="{no_js_s};url={home}"></noscript>'
+        attrs += (
+            f' data-idle="{IDLE_S}" data-warn="{IDLE_WARN_S}" data-home="{home}"'
+            f' data-idle-text="{esc(t("k_timeout", lang))}"'
+        )
+        dialog = (
+            '<div id="idle" class="idle" role="alertdialog" aria-live="assertive" hidden>'
+            '<p id="idle-text"></p><button type="button" id="idle-more" class="big send">'
+            f"{esc(t('k_more_time', lang))}</button></div>"
+        )
+    if poll:
+        attrs += f' data-poll="{esc(poll)}"'
     return _page(
         title,
-        f'{top}{_banner(banner, lang)}<main data-kiosk="{esc(kiosk)}" data-lang="{lang}">'
-        f"{body}</main>",
+        f"{top}{_banner(banner, lang)}<main {attrs}>{body}</main>{dialog}",
         lang=_html_lang(lang),
         cls="kiosk",
         script="kiosk.js",
@@ -357,12 +386,7 @@ def kiosk_home_page(kiosk: str, lang: Lang, banner: list[dict[str, Any]]) -> str
         f'<a class="big check" href="/kiosk/{esc(kiosk)}/status?lang={lang}">'
         f"{esc(t('check', lang))}</a>"
     )
-    return _kiosk(kiosk, lang, t("title", lang), body, banner)
-
-
-def _back_home(kiosk: str, lang: Lang) -> str:
-    # Back to the start after a while, so the next resident never sees this page.
-    return f'<meta http-equiv="refresh" content="120;url=/kiosk/{esc(kiosk)}?lang={lang}">'
+    return _kiosk(kiosk, lang, t("title", lang), body, banner, idle=False)
 
 
 def kiosk_form_page(
@@ -391,7 +415,7 @@ def kiosk_form_page(
 >{esc(v.get("text", ""))}</textarea></label>
 <button type="submit" class="big send">{esc(t("send", lang))}</button>
 </form><a class="button" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("back", lang))}</a>"""
-    return _kiosk(kiosk, lang, t(str(category), lang), body, banner, head=_back_home(kiosk, lang))
+    return _kiosk(kiosk, lang, t(str(category), lang), body, banner, no_js_s=_NO_JS_FORM_S)
 
 
 def _history(history: list[StatusEntry], lang: Lang, zone: tzinfo) -> str:
@@ -418,7 +442,8 @@ def kiosk_filed_page(
 <p class="code" id="code">{esc(req.code)}</p><p>{esc(t("keep_code", lang))}</p>
 <p>{esc(t(str(req.category), lang))}</p>{_history(history, lang, zone)}
 <a class="big" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("home", lang))}</a>"""
-    return _kiosk(kiosk, lang, t("your_code", lang), body, banner, head=_back_home(kiosk, lang))
+    poll = f"/kiosk/{kiosk}/filed/{req.code}?lang={lang}"
+    return _kiosk(kiosk, lang, t("your_code", lang), body, banner, poll=poll)
 
 
 def kiosk_status_page(
@@ -443,17 +468,24 @@ def kiosk_status_page(
         )
     elif not_found:
         result = f'<p class="error" role="alert">{esc(t("no_such_code", lang))}</p>'
-    body = f"""<h1>{esc(t("enter_code", lang))}</h1>
-<form method="get" action="/kiosk/{esc(kiosk)}/status" class="lookup">
+    form = f"""<form method="get" action="/kiosk/{esc(kiosk)}/status" class="lookup">
 <input type="hidden" name="lang" value="{lang}">
 <input name="code" id="code-input" value="{esc(code)}" maxlength="12" autocomplete="off"
  autocapitalize="characters" spellcheck="false" aria-label="{esc(t("enter_code", lang))}">
 <div class="keypad" hidden>{keys}<button type="button" class="key del" data-key="del">
 {esc(t("delete", lang))}</button></div>
-<button type="submit" class="big">{esc(t("show", lang))}</button></form>
-<div id="result">{result}</div>
-<a class="button" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("back", lang))}</a>"""
-    keep = urlencode({"code": code}) if code else ""
-    return _kiosk(
-        kiosk, lang, t("check", lang), body, banner, head=_back_home(kiosk, lang), keep=keep
+<button type="submit" class="big">{esc(t("show", lang))}</button></form>"""
+    back = f'<a class="button" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("back", lang))}</a>'
+    title = f"<h1>{esc(t('enter_code', lang))}</h1>"
+    # The answer first, the keypad for another code below it: with the fire banner on
+    # top, a resident still sees the progress without scrolling.
+    body = (
+        f'<div id="result">{result}</div>{title}{form}{back}'
+        if result
+        else f'{title}{form}<div id="result"></div>{back}'
     )
+    keep = urlencode({"code": code}) if code else ""
+    poll = ""
+    if found is not None:
+        poll = f"/kiosk/{kiosk}/status?{urlencode({'lang': str(lang), 'code': code})}"
+    return _kiosk(kiosk, lang, t("check", lang), body, banner, keep=keep, poll=poll)
