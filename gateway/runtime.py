@@ -110,7 +110,12 @@ class Gateway:
         self.outbox = build_outbox(loaded, self.sinks)
         self.router = CommandRouter()
         self.uplink = Uplink(
-            broker, self.identity, self.outbox, started=self.started, on_command=self._on_command
+            broker,
+            self.identity,
+            self.outbox,
+            started=self.started,
+            clock=self.clock.state,
+            on_command=self._on_command,
         )
         self.drivers: dict[str, Driver] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.config import BrokerConfig, MqttProtocol
-from gateway.model import DeviceRef, Identity, Priority, format_ts
+from gateway.model import ClockState, DeviceRef, Identity, Priority, format_ts
 from gateway.mqttclient import (
     ConnectDiagnosis,
     build_client,
@@ -45,6 +45,9 @@ from gateway.topics import Topics
 __all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "Uplink"]
 
 log = logging.getLogger(__name__)
+
+# device, online (None: unknown), reason, ts, and whether the clock was synced at ts
+_Availability = tuple[DeviceRef, bool | None, str, datetime, ClockState]
 
 CONSUMER = "mqtt"
 MAX_COMMAND_BYTES = 64 * 1024
@@ -94,6 +97,7 @@ class Uplink:
         outbox: Outbox,
         *,
         started: datetime,
+        clock: Callable[[], ClockState],
         on_command: CommandHandler | None = None,
     ) -> None:
         self.cfg = cfg
@@ -101,6 +105,10 @@ class Uplink:
         self.outbox = outbox
         self.topics = Topics(cfg.topic_prefix, identity)
         self.started = started
+        # Whether the wall clock is synced now (gateway.clock.Clock.state): documents say
+        # it beside their timestamps, as telemetry and events do.
+        self.clock = clock
+        self._started_clock = clock()
         self.on_command = on_command
         self.client_id = cfg.client_id or f"{identity.site}.{identity.gateway}"
         self.session = 0
@@ -111,7 +119,7 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._connected = False
         self._heartbeat = time.monotonic()
-        self._availability: dict[str, tuple[DeviceRef, bool | None, str, datetime]] = {}
+        self._availability: dict[str, _Availability] = {}
         # Publishing state, touched by the uplink thread only.
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._after: dict[Priority, int] = {p: 0 for p in Priority}
@@ -275,8 +283,8 @@ class Uplink:
         self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
         client.subscribe(self.topics.commands, qos=1)
         client.subscribe(self.topics.status, qos=1)
-        for device, online, reason, ts in self._availability.values():
-            self._publish_availability(device, online, reason, ts)
+        for device, online, reason, ts, clock in self._availability.values():
+            self._publish_availability(device, online, reason, ts, clock)
         flushing = False
         while self._connected:
             self._heartbeat = time.monotonic()
@@ -404,6 +412,7 @@ class Uplink:
             "version": __version__,
             "started": format_ts(self.started),
             "ts": format_ts(datetime.now(UTC)),
+            "clock": str(_both(self._started_clock, self.clock())),
         }
         if reason:
             doc["reason"] = reason
@@ -421,12 +430,12 @@ class Uplink:
         known = self._availability.get(device.id)
         if known is not None and known[1] == online and known[2] == reason:
             return
-        ts = datetime.now(UTC)
-        self._availability[device.id] = (device, online, reason, ts)
-        self._publish_availability(device, online, reason, ts)
+        ts, clock = datetime.now(UTC), self.clock()
+        self._availability[device.id] = (device, online, reason, ts, clock)
+        self._publish_availability(device, online, reason, ts, clock)
 
     def _publish_availability(
-        self, device: DeviceRef, online: bool | None, reason: str, ts: datetime
+        self, device: DeviceRef, online: bool | None, reason: str, ts: datetime, clock: ClockState
     ) -> None:
         doc = {
             "schema": {"name": "community.availability", "version": 1},
@@ -437,6 +446,7 @@ class Uplink:
             "gateway": self.identity.gateway,
             "device": device.as_dict(),
             "ts": format_ts(ts),
+            "clock": str(clock),
         }
         self._publish_now(self.topics.availability(device.id), doc, qos=1, retain=True)
 
@@ -480,7 +490,9 @@ class Uplink:
     def _send_reply(self, reply: Reply, doc: dict[str, Any]) -> None:
         if not self._connected:
             return
-        doc.setdefault("ts", format_ts(datetime.now(UTC)))
+        if "ts" not in doc:
+            doc["ts"] = format_ts(datetime.now(UTC))
+            doc["clock"] = str(self.clock())
         payload = json.dumps(doc, ensure_ascii=False).encode()
         if self.cfg.protocol is MqttProtocol.MQTT5 and reply.correlation is not None:
             props = publish_properties(CorrelationData=reply.correlation)
@@ -499,6 +511,11 @@ class Uplink:
         if state == "offline" and session < self.session and not self._stop.is_set():
             log.info("late last will of session %d seen; publishing online again", session)
             self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
+
+
+def _both(a: ClockState, b: ClockState) -> ClockState:
+    """Synced only when both timestamps of a document were taken with a synced clock."""
+    return ClockState.SYNCED if a is b is ClockState.SYNCED else ClockState.UNSYNCED
 
 
 def _error(path: str, request_id: str | None, message: str) -> dict[str, Any]:
