@@ -30,7 +30,13 @@ from gateway.clock import Clock
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
 from gateway.driver import DeviceSpec, DriverInfo, ReadResult
 from gateway.model import ClockState
-from gateway.mqttclient import ConnectDiagnosis, build_client, explain_connect_error, reason_text
+from gateway.mqttclient import (
+    ConnectDiagnosis,
+    build_client,
+    explain_connect_error,
+    reason_text,
+    refused_credentials,
+)
 from gateway.topics import Topics
 
 __all__ = [
@@ -198,6 +204,9 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
             session.diagnosis.started = time.monotonic()
             session.client.connect(cfg.host, cfg.port, keepalive=30)
         except Exception as exc:
+            if cfg.uses_tls and _speaks_plain_mqtt(cfg.host, cfg.port):
+                results.append(_fail("TLS", _not_tls(cfg)))
+                return [*results, *_skipped_after("TLS", cfg)]
             name = "TLS" if isinstance(exc, ssl.SSLError) else "broker reachable"
             results.append(_fail(name, explain_connect_error(exc)))
             return [*results, *_skipped_after(name, cfg)]
@@ -207,6 +216,13 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
             if tls_reason is not None:
                 results.append(_fail("TLS", tls_reason))
                 return [*results, *_skipped_after("TLS", cfg)]
+            if cfg.uses_tls and _speaks_plain_mqtt(cfg.host, cfg.port):
+                results.append(_fail("TLS", _not_tls(cfg)))
+                return [*results, *_skipped_after("TLS", cfg)]
+            if not cfg.uses_tls and _speaks_tls(cfg.host, cfg.port):
+                detail = f"{where} speaks TLS, not plain MQTT: use mqtts://{where} in broker.url"
+                results.append(_fail("MQTT connect", detail))
+                return [*results, *_skipped_after("MQTT connect", cfg)]
             results.append(
                 _fail(
                     "MQTT connect",
@@ -218,7 +234,7 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
         if cfg.uses_tls:
             results.append(_ok("TLS", _tls_detail(cfg)))
         if session.connack.is_failure:
-            results.append(_fail("credentials", reason_text(session.connack)))
+            results.append(_fail("credentials", _refusal(cfg, session.connack)))
             return [*results, _skip("publish and read back", "not connected")]
         who = f"as {cfg.username}" if cfg.username else "without a user name"
         results.append(_ok("credentials", f"accepted {who}"))
@@ -226,6 +242,56 @@ def check_broker(cfg: BrokerConfig, topics: Topics) -> list[CheckResult]:
     finally:
         session.close()
     return results
+
+
+# MQTT 3.1.1 CONNECT: clean session, empty client id, keep-alive 10 s.
+_PLAIN_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
+
+
+def _speaks_plain_mqtt(host: str, port: int) -> bool:
+    """Whether the port answers an MQTT CONNECT sent in the clear with a CONNACK."""
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+            sock.sendall(_PLAIN_CONNECT)
+            return sock.recv(1) == b"\x20"  # CONNACK, whatever its verdict
+    except OSError:
+        return False
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    """Whether the port answers a TLS handshake (certificates not judged here)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=TIMEOUT_S) as raw,
+            ctx.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        # An alert (a client certificate wanted) is TLS; garbage or a close is not.
+        return exc.reason not in (None, "WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING")
+    except OSError:
+        return False
+
+
+def _not_tls(cfg: BrokerConfig) -> str:
+    where = f"{cfg.host}:{cfg.port}"
+    return (
+        f"{where}: this port does not speak TLS, it answers MQTT in the clear; "
+        "use the broker's TLS port in broker.url (usually 8883)"
+    )
+
+
+def _refusal(cfg: BrokerConfig, connack: Any) -> str:
+    """The CONNACK refusal; without a user name there is no broker.username to check."""
+    if cfg.username is None and refused_credentials(connack):
+        return (
+            f"the broker refused a connection without a user name ({connack}): this config "
+            "has none; the broker wants a username and password under broker:"
+        )
+    return reason_text(connack)
 
 
 def _tls_detail(cfg: BrokerConfig) -> str:

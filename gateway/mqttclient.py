@@ -72,7 +72,10 @@ def publish_properties(**values: Any) -> Properties:
 
 _VERIFY_HINTS: list[tuple[str, str]] = [
     ("expired", "the broker's certificate has expired: renew it, or check this gateway's clock"),
-    ("not yet valid", "the certificate is not valid yet: this gateway's clock is probably wrong"),
+    (
+        "not yet valid",
+        "the broker's certificate is not valid yet: this gateway's clock is probably wrong",
+    ),
     (
         "Hostname mismatch",
         "the certificate does not name this host: use the host name the certificate was issued for in broker.url",
@@ -107,6 +110,9 @@ def explain_connect_error(exc: BaseException) -> str:
             or "ALERT_CERTIFICATE_REQUIRED" in reason.upper()
         ):
             return "the broker requires a client certificate: set broker.tls.cert_file and key_file"
+        if "CERTIFICATE_EXPIRED" in reason.upper():
+            # The broker's alert about the certificate this gateway sent, not its own.
+            return f"the broker refused this gateway's client certificate as expired ({reason}): renew broker.tls.cert_file, or the broker's clock is wrong"
         if "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
             return f"the broker refused this gateway's client certificate ({reason}): is it signed by the CA the broker trusts?"
         return f"TLS handshake failed: {reason}"

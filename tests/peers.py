@@ -47,6 +47,8 @@ class Mosquitto:
     persistence: bool = True
     extra: str = ""
     preamble: str = ""  # global options that must come before the first listener
+    # e.g. ("faketime", "-f", "+5d", "mosquitto"): a broker whose clock is wrong
+    command: tuple[str, ...] = ("mosquitto",)
     proc: subprocess.Popen[bytes] | None = None
     # Started as root, mosquitto drops to its own user, which cannot enter pytest's
     # 0700 tmp tree: its persistence lives in a folder of its own under /tmp instead,
@@ -79,7 +81,7 @@ class Mosquitto:
     def start(self) -> None:
         conf = self._write_conf()
         self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*self.command, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         if not wait_for(self._accepts, timeout=10):
             err = (

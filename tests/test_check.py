@@ -74,6 +74,9 @@ class Site:
     wrong_host: int  # server certificate for broker.example.net
     expired_cert: Path
     stray_client: Path  # a client certificate signed by the other CA
+    plain: int  # no TLS at all
+    late: Mosquitto  # a broker whose clock is five days ahead: our certificate expired
+    late_tls: int  # its mutual TLS listener
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right-password"], check=True
     )
     passwords.chmod(0o644)
-    good, old, other = free_port(), free_port(), free_port()
+    good, old, other, plain = free_port(), free_port(), free_port(), free_port()
     lines = [
         f"listener {good} 127.0.0.1",
         f"cafile {pki.ca}",
@@ -105,14 +108,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             f"keyfile {cert.with_suffix('.key')}",
             "allow_anonymous true",
         ]
+    lines += [f"listener {plain} 127.0.0.1", "allow_anonymous true"]
     broker = Mosquitto(
         tmp_path_factory.mktemp("broker"),
         preamble="per_listener_settings true",
         extra="\n".join(lines),
     )
     broker.start()
-    yield Site(broker, pki, good, old, other, expired, stray)
+    # Our client certificate is valid for two days; to this broker they are over.
+    late_tls = free_port()
+    late = Mosquitto(
+        tmp_path_factory.mktemp("late-broker"),
+        command=("faketime", "-f", "+5d", "mosquitto"),
+        preamble="per_listener_settings true",
+        extra="\n".join([f"listener {late_tls} 127.0.0.1", *lines[1:7]]),
+    )
+    late.start()
+    yield Site(broker, pki, good, old, other, expired, stray, plain, late, late_tls)
     broker.remove()
+    late.remove()
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -171,11 +185,11 @@ def test_a_commissioned_gateway_passes_every_check(tmp_path: Path, site: Site) -
     assert output.rstrip().endswith("8 checks: 8 OK, 0 failed, 0 skipped")
 
 
-CASES = {
+CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "expired": (
         {"url": "mqtts://localhost:{expired}"},
         "TLS",
-        "certificate has expired",
+        "the broker's certificate has expired",
     ),
     "wrong host name": (
         {"url": "mqtts://localhost:{wrong_host}"},
@@ -197,10 +211,30 @@ CASES = {
         "TLS",
         "the broker refused this gateway's client certificate (TLSV1_ALERT_UNKNOWN_CA)",
     ),
+    "no user name where the broker wants one": (
+        {"username": None, "password": None},
+        "credentials",
+        "the broker refused a connection without a user name",
+    ),
     "wrong password": (
         {"password": "wrong"},
         "credentials",
         "the broker refused the credentials",
+    ),
+    "plain listener": (
+        {"url": "mqtts://localhost:{plain}"},
+        "TLS",
+        "this port does not speak TLS",
+    ),
+    "mqtt:// to a TLS port": (
+        {"url": "mqtt://localhost:{wrong_host}", "tls": None, "username": None, "password": None},
+        "MQTT connect",
+        "speaks TLS, not plain MQTT: use mqtts://localhost:",
+    ),
+    "our certificate expired": (
+        {"url": "mqtts://localhost:{late_tls}"},
+        "TLS",
+        "the broker refused this gateway's client certificate as expired",
     ),
     "nothing listening": (
         {"url": "mqtts://localhost:{closed}"},
@@ -219,6 +253,8 @@ def test_each_wrong_setup_fails_with_its_exact_reason(
         "expired": site.expired,
         "wrong_host": site.wrong_host,
         "closed": free_port(),
+        "plain": site.plain,
+        "late_tls": site.late_tls,
         "other_ca": site.pki.other_ca,
         "stray": site.stray_client,
         "stray_key": site.stray_client.with_suffix(".key"),
