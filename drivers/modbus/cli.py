@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -171,8 +172,6 @@ def scan_command(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ids") from None
     found = asyncio.run(_scan(bus, wanted, Table(table), register))
-    for unit, what in found:
-        click.echo(f"unit {unit}: {what}")
     if not found:
         click.echo(f"no device answered on {bus.describe()}", err=True)
         sys.exit(1)
@@ -182,23 +181,63 @@ def scan_command(
     )
 
 
+class _Progress:
+    """Where a scan stands, on stderr: a bar on a terminal; through a pipe or into a log
+    a line at every tenth of the ids and at least every few seconds."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, label: str, total: int, per_id_s: float) -> None:
+        self.label, self.total = label, total
+        self.tty = sys.stderr.isatty()
+        self.done = 0
+        self.last = time.monotonic()
+        self.bar = (
+            click.progressbar(length=total, label=label, file=sys.stderr) if self.tty else None
+        )
+        if self.bar is not None:
+            self.bar.render_progress()
+        else:
+            click.echo(f"{label}: {total} ids, up to {total * per_id_s:.0f} s", err=True)
+
+    def step(self, unit: int, found: int) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        tenth = self.done * 10 // self.total != (self.done - 1) * 10 // self.total
+        now = time.monotonic()
+        if tenth or now - self.last >= self.EVERY_S:
+            self.last = now
+            click.echo(
+                f"{self.label}: {self.done}/{self.total} ids (up to {unit}), {found} found",
+                err=True,
+            )
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+
+
 async def _scan(
     bus: SerialBus | TcpBus, wanted: list[int], table: Table, register: int
 ) -> list[tuple[int, str]]:
     quiet_pymodbus()
     link = Link(bus, logging.getLogger("drivers.modbus.scan"))
     found: list[tuple[int, str]] = []
+    progress = _Progress(f"scanning {bus.describe()}", len(wanted), bus.timeout_s)
     try:
-        with click.progressbar(wanted, label=f"scanning {bus.describe()}", file=sys.stderr) as bar:
-            for unit in bar:
-                try:
-                    what = await _probe(link, unit, table, register)
-                except LinkFault as exc:
-                    raise click.ClickException(
-                        f"{exc.fault.detail}; check: {exc.fault.hint}"
-                    ) from None
-                if what is not None:
-                    found.append((unit, what))
+        for unit in wanted:
+            try:
+                what = await _probe(link, unit, table, register)
+            except LinkFault as exc:
+                raise click.ClickException(f"{exc.fault.detail}; check: {exc.fault.hint}") from None
+            if what is not None:
+                found.append((unit, what))
+                # At once, not at the end: a full scan of a bus takes about a minute.
+                click.echo(f"unit {unit}: {what}")
+            progress.step(unit, len(found))
     finally:
+        progress.finish()
         await link.close()
     return found

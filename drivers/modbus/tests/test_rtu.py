@@ -7,6 +7,7 @@ import asyncio
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,39 @@ def test_scan_finds_exactly_the_unit_ids_on_the_line(tmp_path: Path, ptys: PtyPa
         "unit 9: answered exception 2 (a device is there)",
         f"3 devices found on {ptys.a} 9600 8N1: 2, 5, 9",
     ]
+
+
+def test_scan_through_a_pipe_prints_each_unit_as_found_and_its_progress(
+    tmp_path: Path, ptys: PtyPair
+) -> None:
+    # Through a pipe or into a log (a terminal gets a bar): an installer watching a
+    # one-minute scan sees each meter the moment it answers, and where the scan stands.
+    gateway = shutil.which("gateway", path=str(Path(sys.executable).parent))
+    assert gateway is not None, "the gateway program is not installed in this venv"
+    peer = ModbusPeer([PeerUnit(2).set(Table.HOLDING, 0, [0x1234])])
+
+    async def scenario() -> tuple[float, list[str]]:
+        await peer.start_rtu(ptys.b)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                gateway, "scan", "modbus", "--port", str(ptys.a), "--ids", "1-12",
+                "--timeout", "0.5",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None and proc.stderr is not None
+            first = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            seen = time.monotonic()
+            assert first.decode().strip() == "unit 2: answered holding 0 = 0x1234"
+            await asyncio.wait_for(proc.wait(), timeout=60)
+            err = (await proc.stderr.read()).decode()
+            return time.monotonic() - seen, err.splitlines()
+        finally:
+            await peer.stop()
+
+    # Ten silent ids of 0.5 s each follow unit 2: printed at the end, it would come last.
+    before_the_end, err = asyncio.run(scenario())
+    assert before_the_end > 2.5, "unit 2 was printed when found, not when the scan ended"
+    assert err[0] == f"scanning {ptys.a} 9600 8N1: 12 ids, up to 6 s"
+    progress = [line for line in err[1:] if line.startswith(f"scanning {ptys.a} 9600 8N1: ")]
+    assert len(progress) >= 9 and progress[-1].endswith(": 12/12 ids (up to 12), 1 found")
+    assert progress[0].endswith(": 2/12 ids (up to 2), 1 found"), progress
