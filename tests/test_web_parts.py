@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.model import Identity, format_ts
+from gateway.model import ClockState, Identity, format_ts
+from gateway.schemas import validator
 from gateway.web.auth import FailureLimiter, SessionStore, WindowLimiter, tokens_match
 from gateway.web.live import building_banner
 from gateway.web.requests import (
@@ -382,6 +383,63 @@ def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
     finally:
         outbox.close()
         store.close()
+
+
+@pytest.mark.parametrize("state", [ClockState.SYNCED, ClockState.UNSYNCED])
+def test_a_request_says_whether_its_created_at_came_from_a_synced_clock(
+    tmp_path: Path, state: ClockState
+) -> None:
+    import asyncio
+
+    from gateway.config import SyncMode
+    from gateway.outbox import Consumer, Outbox
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    outbox = Outbox(
+        tmp_path / "outbox.db",
+        max_messages=100,
+        commit_interval_ms=0,
+        sync=SyncMode.FULL,
+        consumers=[Consumer("mqtt")],
+    )
+    outbox.open()
+    topics = Topics("p", Identity("s", "g"))
+    store = RequestStore(tmp_path / "web.db", outbox, topics, clock=lambda: state)
+    code = asyncio.run(store.file(_req(text="tap"))).code
+    store.close()
+    # Handed over again after a crash: the same document, clock included.
+    again = RequestStore(tmp_path / "web.db", outbox, topics, clock=lambda: ClockState.SYNCED)
+    again._conn().execute("UPDATE requests SET published = 0")
+    asyncio.run(again.publish_pending())
+    again.close()
+    reader = outbox.reader()
+    first, second = [json.loads(r.payload) for r in reader.next_batch("mqtt", {}, 10)]
+    reader.close()
+    outbox.close()
+    assert first == second and first["code"] == code and first["clock"] == str(state)
+    validator("service-request").validate(first)
+
+
+def test_requests_stored_by_an_older_version_are_not_claimed_synced(tmp_path: Path) -> None:
+    import sqlite3
+
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    old = sqlite3.connect(tmp_path / "web.db")
+    old.executescript(
+        "CREATE TABLE requests (code TEXT PRIMARY KEY, kiosk TEXT NOT NULL, category TEXT"
+        " NOT NULL, flat TEXT NOT NULL, phone TEXT NOT NULL, text TEXT NOT NULL, lang TEXT"
+        " NOT NULL, created_at TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO requests VALUES ('K7QX4M', 'lobby', 'repair', '', '', 'tap', 'zh',"
+        " '2026-11-27T04:10:00.000Z', 0);"
+    )
+    old.close()
+    store = RequestStore(tmp_path / "web.db", None, Topics("p", Identity("s", "g")))  # type: ignore[arg-type]
+    [req] = store._unpublished()
+    store.close()
+    assert (req.code, req.clock) == ("K7QX4M", ClockState.UNSYNCED)
 
 
 # ---- times and words on the screens -------------------------------------------------------

@@ -22,6 +22,7 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands import Command, CommandFailed
-from gateway.model import Identity, Priority, format_ts
+from gateway.model import ClockState, Identity, Priority, format_ts
 from gateway.outbox import Outbox, OutboxItem
 from gateway.topics import Topics
 
@@ -113,6 +114,8 @@ class ServiceRequest:
     text: str
     lang: str
     created_at: str
+    # Whether created_at was taken with a synced clock; set when the request is filed.
+    clock: ClockState = ClockState.UNSYNCED
 
     @staticmethod
     def validate(
@@ -157,6 +160,7 @@ class ServiceRequest:
             "text": self.text,
             "lang": self.lang,
             "created_at": self.created_at,
+            "clock": str(self.clock),
         }
 
 
@@ -164,7 +168,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     code TEXT PRIMARY KEY, kiosk TEXT NOT NULL, category TEXT NOT NULL, flat TEXT NOT NULL,
     phone TEXT NOT NULL, text TEXT NOT NULL, lang TEXT NOT NULL, created_at TEXT NOT NULL,
-    published INTEGER NOT NULL DEFAULT 0
+    published INTEGER NOT NULL DEFAULT 0, clock TEXT
 );
 CREATE TABLE IF NOT EXISTS request_status (
     id INTEGER PRIMARY KEY, code TEXT NOT NULL REFERENCES requests(code),
@@ -174,20 +178,32 @@ CREATE INDEX IF NOT EXISTS request_status_code ON request_status(code);
 """
 
 # The columns of a ServiceRequest, in its field order.
-_COLUMNS = "code, kiosk, category, flat, phone, text, lang, created_at"
+_COLUMNS = "code, kiosk, category, flat, phone, text, lang, created_at, clock"
 
 
 def _request_of(row: tuple[Any, ...]) -> ServiceRequest:
-    return ServiceRequest(row[0], row[1], Category(row[2]), *row[3:])
+    # No clock stored (a file of an older version): not known to be synced.
+    clock = ClockState.UNSYNCED if row[-1] is None else ClockState(row[-1])
+    code, kiosk, category, flat, phone, text, lang, created_at = row[:-1]
+    return ServiceRequest(
+        code, kiosk, Category(category), flat, phone, text, lang, created_at, clock
+    )
 
 
 class RequestStore:
     """Service requests and their status history in SQLite; the blocking work in a thread."""
 
-    def __init__(self, path: Path, outbox: Outbox, topics: Topics) -> None:
+    def __init__(
+        self,
+        path: Path,
+        outbox: Outbox,
+        topics: Topics,
+        clock: Callable[[], ClockState] = lambda: ClockState.UNSYNCED,
+    ) -> None:
         self.path = path
         self._outbox = outbox
         self._topics = topics
+        self._clock = clock  # gateway.clock.Clock.state: is the wall clock synced now?
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         # Codes being handed to the outbox right now, so `publish_pending` does not hand
@@ -205,6 +221,8 @@ class RequestStore:
             # A file of the first version: its requests were handed to the outbox right
             # after they were stored, so they count as published (no flood at upgrade).
             db.execute("ALTER TABLE requests ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
+        if "clock" not in columns:
+            db.execute("ALTER TABLE requests ADD COLUMN clock TEXT")
         self._db = db
 
     def close(self) -> None:
@@ -231,7 +249,8 @@ class RequestStore:
                 try:
                     db.execute("BEGIN IMMEDIATE")
                     db.execute(
-                        "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,0)",
+                        f"INSERT INTO requests ({_COLUMNS}, published)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,0)",
                         (
                             req.code,
                             req.kiosk,
@@ -241,6 +260,7 @@ class RequestStore:
                             req.text,
                             req.lang,
                             req.created_at,
+                            str(req.clock),
                         ),
                     )
                     db.execute(
@@ -302,7 +322,7 @@ class RequestStore:
         the outbox refuses it (full disk, stopping), it stays unpublished and is handed
         over again by `publish_pending`; the resident keeps the code.
         """
-        req = await asyncio.to_thread(self._insert, req)
+        req = await asyncio.to_thread(self._insert, replace(req, clock=self._clock()))
         try:
             await self._publish(req)
         except Exception:

@@ -54,7 +54,10 @@ class WebService:
             meters=self.meters,
         )
         self.store = RequestStore(
-            self.cfg.db_path or config.gateway.state_dir / "web.db", gw.outbox, gw.topics
+            self.cfg.db_path or config.gateway.state_dir / "web.db",
+            gw.outbox,
+            gw.topics,
+            clock=gw.clock.state,
         )
         self.web = WebApp(
             self.cfg,
