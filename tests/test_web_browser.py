@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.harness import GatewayProc
 from tests.peers import Mosquitto, free_port, wait_for
 from tests.web_harness import (
+    SMOKE,
     STAFF_ID,
     STAFF_PIN,
     HttpClient,
@@ -526,3 +528,172 @@ def test_the_code_page_shows_the_platforms_progress_without_a_reload(
 
     assert wait_for(shown, timeout=15, interval=0.5)
     assert page.evaluate("window.samePage")
+
+
+# ---- staff who are not looking -----------------------------------------------------------
+
+# The Notification API as the page sees it, recording what it shows and closes (headless
+# Chromium shows nothing a test could read).
+_NOTIFICATIONS = """
+window.shown = [];
+window.Notification = class {
+    constructor(title, options) { this.title = title; this.options = options;
+        this.closed = false; window.shown.push(this); }
+    close() { this.closed = true; }
+    static get permission() { return "granted"; }
+    static requestPermission() { return Promise.resolve("granted"); }
+};
+"""
+
+
+def test_a_new_or_escalated_alarm_calls_for_attention_until_acknowledged(
+    browser: Any, tmp_path: Path, broker: Mosquitto
+) -> None:
+    gw = start_web_gateway(
+        tmp_path,
+        broker,
+        web={"timezone": "Asia/Shanghai"},
+        site_name="阳光花园",
+        sections={"alarms": {"escalation": {"critical": 4}}},
+    )
+    try:
+        page = _page(browser, 1280, 800)
+        page.add_init_script(_NOTIFICATIONS)
+        page.clock.install()  # the page's timers (the beeps), moved on by the test
+
+        def until(js: str) -> None:
+            # wait_for_function evaluates a string, which the page's CSP forbids.
+            assert wait_for(lambda: page.evaluate(js), timeout=15), js
+
+        def beeps() -> int:
+            return int(page.evaluate("Number(document.documentElement.dataset.beeps || 0)"))
+
+        _sign_in(page, gw)
+        page.wait_for_url(re.compile(r"/console$"))
+        page.wait_for_selector("#live:not(.off)")
+        assert "阳光花园" in page.inner_text("header h1")  # the site's name, not its id
+        title = page.title()
+        assert title == "阳光花园 · 楼宇值班台"
+        page.click("#alerts")  # the gesture browsers want before a page may make sound
+        assert page.inner_text("#alerts") == "声音提醒已开启"
+
+        assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+        until("document.title.startsWith('(1) ⚠ 火警')")
+        assert page.get_attribute("html", "data-attention") == "on"
+        assert page.get_attribute('link[rel="icon"]', "href") == "/static/icon-alarm.svg"
+        until("Number(document.documentElement.dataset.beeps) >= 1")
+        page.clock.run_for(4_100)
+        assert beeps() >= 2  # again and again until someone acknowledges
+        first = page.evaluate("window.shown.map((n) => [n.title, n.options.body])")
+        assert first[0][0] == "新报警：火警" and "烟雾报警" in first[0][1], first
+        assert "阳光花园" in first[0][1] and "2号楼" in first[0][1]
+        # Unacknowledged for the severity's time: escalated, shown again.
+        until("window.shown.some((n) => n.title.startsWith('报警升级'))")
+        assert "已升级 1 次" in page.inner_text("#alarms [data-alarm]")
+        page.locator("#alarms form.ack button").click()
+        page.wait_for_selector("#alarms .state-acknowledged")
+        until("document.documentElement.dataset.attention === 'off'")
+        assert page.title() == title
+        assert page.get_attribute('link[rel="icon"]', "href") == "/static/icon.svg"
+        assert page.evaluate("window.shown.every((n) => n.closed)")
+        silent = beeps()
+        page.clock.run_for(20_000)
+        assert beeps() == silent  # the acknowledgement silenced it
+        assert page.js_errors == []
+    finally:
+        gw.stop()
+
+
+# ---- the building view ------------------------------------------------------------------
+
+METER = {
+    "id": "meter-b2-201-water",
+    "kind": "meter",
+    "name": "Flat 2-201 water",
+    "location": {"building": "2", "floor": 2, "unit": "201"},
+    "driver": {"type": "simulated", "profile": "household_water", "telemetry_interval_s": 2},
+}
+
+
+def _a_day_of_water(state: Path, now_value: float) -> None:
+    """The meter history the gateway kept before a restart: a day of a household's water,
+    ending where the meter stands now."""
+    now = int(time.time()) // 900
+    uses = []
+    for b in range(now - 96, now):
+        hour = (b * 900 // 3600 + 8) % 24  # Shanghai
+        uses.append(0.02 if hour in (7, 8, 19, 20, 21) else 0.001 if hour > 5 else 0.0)
+    value = now_value - sum(uses)
+    points = []
+    for b, use in zip(range(now - 96, now), uses, strict=True):
+        value += use
+        points.append([b, round(value, 4)])
+    doc = {
+        "version": 1,
+        "bucket_s": 900,
+        "series": [{"device": METER["id"], "name": "volume", "unit": "m³", "points": points}],
+    }
+    (state / "web-meters.json").write_text(json.dumps(doc))
+
+
+def test_the_building_view_colours_each_place_and_opens_its_devices_alarms_and_meters(
+    browser: Any, tmp_path: Path, broker: Mosquitto
+) -> None:
+    state = tmp_path / "state"
+    gw = start_web_gateway(
+        tmp_path,
+        broker,
+        web={"timezone": "Asia/Shanghai"},
+        devices=[SMOKE, METER],
+        site_name="阳光花园",
+        sections={"gateway": {"state_dir": str(state)}},
+    )
+    try:
+        c = gw.client()
+        assert c.sign_in().status == 303
+
+        def volume() -> float | None:
+            for d in c.get("/console/state").json()["devices"]:
+                for name, value, _unit in d.get("last_readings") or []:
+                    if d["id"] == METER["id"] and name == "volume":
+                        return float(value)
+            return None
+
+        assert wait_for(lambda: volume() is not None, timeout=15), gw.proc.log()
+        now_value = volume() or 0.0
+        assert gw.proc.terminate() == 0  # the history is saved at the stop ...
+        saved = json.loads((state / "web-meters.json").read_text())
+        assert saved["series"][0]["device"] == METER["id"]
+        _a_day_of_water(state, now_value)  # ... and here replaced by a whole day
+        _start_again(gw)
+        page = _page(browser, 390, 844)
+        _sign_in(page, gw)
+        page.wait_for_url(re.compile(r"/console$"))
+        page.wait_for_selector("#live:not(.off)")
+        stair = page.locator('#building [data-place="2|2|stairwell"]')
+        flat = page.locator('#building [data-place="2|2|201"]')
+        assert "place-fine" in (stair.get_attribute("class") or "")
+        assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+        page.wait_for_selector('#building [data-place="2|2|stairwell"].place-alarm')
+        assert "place-fine" in (flat.get_attribute("class") or "")
+        _assert_fits(page)
+        # The flat: its meter's last 24 hours, from the kept history and live readings.
+        flat.click()
+        page.wait_for_url(re.compile(r"/console/place\?"))
+        assert "2号楼 / 2层 / 201" in page.inner_text("main h2")
+        chart = page.locator("figure.usage")
+        assert "用水量" in chart.inner_text() and "24 小时共" in chart.inner_text()
+        assert chart.locator("rect").count() >= 90
+        _assert_fits(page)
+        _shot(page, "console-phone-flat")
+        # The stairwell: its alarm, acknowledged from there (a plain form post).
+        page.goto(f"{gw.url}/console")
+        stair.click()
+        page.wait_for_url(re.compile(r"/console/place\?"))
+        assert "烟雾报警" in page.inner_text("#alarms")
+        page.locator("#alarms form.ack button").click()
+        page.wait_for_url(re.compile(r"/console$"))
+        page.wait_for_selector('#building [data-place="2|2|stairwell"].place-acknowledged')
+        assert page.js_errors == []
+    finally:
+        gw.stop()

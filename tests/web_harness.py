@@ -207,16 +207,22 @@ def start_web_gateway(
     web: dict[str, Any] | None = None,
     staff: bool = True,
     devices: list[dict[str, Any]] | None = None,
+    site_name: str = "",
+    sections: dict[str, Any] | None = None,
 ) -> WebGateway:
-    """Write a config with the web on a free port, add the staff account, start the process."""
+    """Write a config with the web on a free port, add the staff account, start the process.
+
+    `sections`: more config sections (e.g. `alarms`), as write_config takes them.
+    """
     port = free_port()
     web_cfg: dict[str, Any] = {"enabled": True, "port": port, **(web or {})}
     config = write_config(
         tmp_path / "gw.yaml",
         broker.url,
         devices if devices is not None else [SMOKE],
-        site={"id": "sunrise-gardens"},
+        site={"id": "sunrise-gardens", **({"name": site_name} if site_name else {})},
         web=web_cfg,
+        **(sections or {}),
     )
     if staff:
         add_staff(config)

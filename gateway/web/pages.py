@@ -191,11 +191,14 @@ def _device_row(d: DeviceState, lang: Lang, zone: tzinfo, now: datetime) -> str:
 _ICON = '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
 
 
-def _console_header(site: str, staff_name: str, csrf: str, lang: Lang, path: str) -> str:
+def _console_header(
+    site: str, staff_name: str, csrf: str, lang: Lang, path: str, *, live: bool = True
+) -> str:
+    # `live`: the page has the live script (the main console), so it shows its state.
     h = {k: esc(t(k, lang)) for k in ("c_title", "c_connecting", "c_signout", "c_alerts_on")}
+    badge = f'<span id="live" class="live off">{h["c_connecting"]}</span>' if live else ""
     return f"""<header><h1><span class="site">{esc(site)}</span> {h["c_title"]}</h1>
-<span id="live" class="live off">{h["c_connecting"]}</span>
-<button type="button" id="alerts" class="alerts" hidden>{h["c_alerts_on"]}</button>
+{badge}<button type="button" id="alerts" class="alerts" hidden>{h["c_alerts_on"]}</button>
 <span class="who">{esc(t("c_signed_in_as", lang).format(name=staff_name))}</span>
 {_switch(lang, path)}
 <form method="post" action="/signout"><input type="hidden" name="csrf" value="{esc(csrf)}">
@@ -288,7 +291,7 @@ def place_page(
             f"<tbody>{rows}</tbody></table>"
         )
     body = (
-        f"{_console_header(site, staff_name, csrf, lang, '/console/place?' + where.query())}"
+        f"{_console_header(site, staff_name, csrf, lang, '/console/place?' + where.query(), live=False)}"
         f'<main class="place" data-csrf="{esc(csrf)}"><p><a class="button" href="/console">'
         f"{h['c_back']}</a></p><h2>{esc(title)}</h2>{content}</main>"
     )

@@ -247,6 +247,8 @@
       const body = word("evt", doc.cause) + " · " + place((doc.device || {}).location) + " · " + site;
       const n = new Notification(title, { body: body, tag: doc.alarm_id, requireInteraction: true });
       n.onclick = function () { window.focus(); n.close(); };
+      const before = notes.get(doc.alarm_id);
+      if (before) before.close();  // the same tag: the new one takes its place
       notes.set(doc.alarm_id, n);
     }
     refreshAttention();
