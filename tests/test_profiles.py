@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from gateway.backoff import Backoff
 from gateway.profiles import ProfileLibrary
 
 
@@ -35,14 +34,3 @@ def test_a_broken_profile_names_its_file(tmp_path: Path) -> None:
     for name in ("bad", "ugly"):
         with pytest.raises(ValueError, match=rf"profile .*{name}\.yaml is invalid"):
             lib.load(name)
-
-
-def test_backoff_doubles_to_its_ceiling_with_jitter_and_resets() -> None:
-    b = Backoff(1.0, 8.0)
-    delays = [b.next() for _ in range(6)]
-    for delay, full in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
-        assert full / 2 <= delay <= full
-    b.reset()
-    assert b.next() <= 1.0
-    with pytest.raises(ValueError):
-        Backoff(0, 1)
