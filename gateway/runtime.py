@@ -25,10 +25,11 @@ from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import GatewayConfig, LoadedConfig
 from gateway.driver import DeviceSpec, Driver, DriverContext
-from gateway.model import DeviceRef, Identity, Message, Priority, encode, format_ts
+from gateway.model import ClockState, DeviceRef, Identity, Message, Priority, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
 from gateway.sinks import Sink, build_sinks
+from gateway.supervision import ThreadDeath, ThreadDeaths
 from gateway.topics import Topics
 from gateway.uplink import CONSUMER, Reply, Uplink
 from gateway.wellness import Wellness
@@ -108,7 +109,7 @@ class Gateway:
         self.started = datetime.now(UTC)
         self.sinks = build_sinks(cfg)
         self.outbox = build_outbox(loaded, self.sinks)
-        self.router = CommandRouter()
+        self.router = CommandRouter(now=self._synced_now)
         self.uplink = Uplink(
             broker,
             self.identity,
@@ -125,6 +126,8 @@ class Gateway:
         self.availability_observers: list[AvailabilityObserver] = []
         self.services: dict[str, Service] = {}
         self.restart_pause_s = 5.0  # after a driver or service crashed
+        # Set when a worker thread died: `run` then stops and the process exits non-zero.
+        self.failure: ThreadDeath | None = None
         # Before the web console, which uses it.
         self.alarms: AlarmEngine = attach_alarms(self)
         if cfg.web.enabled:
@@ -230,6 +233,10 @@ class Gateway:
 
     # ---- commands --------------------------------------------------------------------
 
+    def _synced_now(self) -> datetime | None:
+        # A command's `expires` is judged only by a clock known to be right.
+        return datetime.now(UTC) if self.clock.state() is ClockState.SYNCED else None
+
     def _on_command(self, path: str, payload: bytes, reply: Reply) -> None:
         # Called in the uplink thread; the work runs on the event loop.
         if self._loop is None:
@@ -288,6 +295,7 @@ class Gateway:
                 "lowest_seq": s.lowest_seq[CONSUMER],
             },
             "publish": self.uplink.stats().as_dict(),
+            "commands": self.uplink.gate.stats(),
             "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},
         }
         if self.sinks:  # absent, as before, on gateways without sinks
@@ -342,10 +350,25 @@ class Gateway:
                 log.exception("%s crashed; restarting it in %g s", name, self.restart_pause_s)
                 await asyncio.sleep(self.restart_pause_s)
 
+    def _thread_died(self, stop: asyncio.Event, death: ThreadDeath) -> None:
+        # Runs in the dying thread.  A drivers-only gateway would stay up publishing
+        # nothing (or a sink stay silent for good): stop it all instead, in order, and let
+        # the service manager start it afresh.
+        self.failure = death
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: stopping anyway
+                loop.call_soon_threadsafe(stop.set)
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, or until a worker thread dies (then `failure` says which)."""
         self._loop = asyncio.get_running_loop()
         self.router.register("ping", self._cmd_ping)
         self.router.register("devices", self._cmd_device)
+        with ThreadDeaths(partial(self._thread_died, stop)):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         self.outbox.open()
         try:
             self.uplink.start()

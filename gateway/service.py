@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 
 from gateway.config import LoadedConfig
 from gateway.runtime import Gateway
@@ -13,6 +15,16 @@ from gateway.sdnotify import Notifier
 __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
+
+# After a worker thread died, how long the orderly stop may take before the process
+# exits anyway: a stop that hangs must not leave the half-alive gateway running.
+FAILED_STOP_S = 20.0
+
+
+def _exit_now() -> None:
+    log.critical("stopping after a thread died took over %g s; exiting now", FAILED_STOP_S)
+    logging.shutdown()
+    os._exit(1)
 
 
 async def _watchdog(gw: Gateway, notifier: Notifier) -> None:
@@ -41,13 +53,22 @@ async def _main(loaded: LoadedConfig, broker_url: str | None) -> int:
 
     gw.on_ready = ready
     dog = asyncio.create_task(_watchdog(gw, notifier)) if notifier.watchdog_s else None
+    running = asyncio.create_task(gw.run(stop))
+    stopping = asyncio.create_task(stop.wait())
+    backstop = threading.Timer(FAILED_STOP_S, _exit_now)
+    backstop.daemon = True
     try:
-        await gw.run(stop)
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if gw.failure is not None:
+            backstop.start()
+        await running
     finally:
+        backstop.cancel()  # stopped in time
         notifier.stopping()
+        stopping.cancel()
         if dog is not None:
             dog.cancel()
-    return 0
+    return 1 if gw.failure is not None else 0
 
 
 def serve(loaded: LoadedConfig, *, broker_url: str | None = None) -> int:
