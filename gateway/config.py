@@ -68,8 +68,18 @@ class TlsConfig(_Strict):
 
 
 class ReconnectConfig(_Strict):
+    # A maximum of 8 s (jittered into 4..8 s) brings a gateway back within 10 s of its
+    # broker; the attempts in between are TCP probes, cheap for a broker that is down.
     min_delay_s: float = Field(1.0, gt=0)
-    max_delay_s: float = Field(60.0, gt=0)
+    max_delay_s: float = Field(8.0, gt=0)
+
+
+class CommandLimits(_Strict):
+    """How many commands a gateway takes: a rate, a burst, and how many run at once."""
+
+    rate_per_s: float = Field(20.0, gt=0, le=10000)
+    burst: int = Field(40, ge=1, le=10000)
+    max_pending: int = Field(64, ge=1, le=10000)
 
 
 class BrokerConfig(_Strict):
@@ -85,6 +95,10 @@ class BrokerConfig(_Strict):
     topic_prefix: str = "community/v1"
     max_inflight: int = Field(100, ge=1, le=1000)
     reconnect: ReconnectConfig = ReconnectConfig()
+    # How long the broker keeps this gateway's session (and the commands sent to it)
+    # while it is away; commands waiting longer are dropped by the broker.
+    session_expiry_s: int = Field(86400, ge=0, le=4294967295)
+    commands: CommandLimits = CommandLimits()
 
     _no_inline_password = field_validator("password", mode="before")(refuse_inline)
 

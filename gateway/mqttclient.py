@@ -23,6 +23,7 @@ from gateway.config import BrokerConfig, MqttProtocol
 __all__ = [
     "ConnectDiagnosis",
     "build_client",
+    "connect_properties",
     "explain_connect_error",
     "publish_properties",
     "reason_text",
@@ -30,18 +31,20 @@ __all__ = [
 ]
 
 
-def build_client(cfg: BrokerConfig, client_id: str) -> mqtt.Client:
+def build_client(cfg: BrokerConfig, client_id: str, *, persistent: bool = False) -> mqtt.Client:
     """A paho client with protocol, TLS and credentials from the config; not connected.
 
     TLS never falls back to plain text: an mqtts:// URL always verifies the server
     certificate and host name, and a failure is an error to report, not to work around.
+    `persistent`: with MQTT 3.1.1, clean session off (MQTT 5 sets it at connect, with
+    `connect_properties`).
     """
     protocol = mqtt.MQTTv5 if cfg.protocol is MqttProtocol.MQTT5 else mqtt.MQTTv311
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
-        clean_session=None if protocol == mqtt.MQTTv5 else True,
+        clean_session=None if protocol == mqtt.MQTTv5 else not persistent,
     )
     if cfg.uses_tls:
         context = ssl.create_default_context(
@@ -60,6 +63,13 @@ def build_client(cfg: BrokerConfig, client_id: str) -> mqtt.Client:
     # only has to hold what the publisher hands it while disconnected.
     client.max_queued_messages_set(0)
     return client
+
+
+def connect_properties(cfg: BrokerConfig) -> Properties:
+    """MQTT 5 CONNECT properties of a persistent session: how long the broker keeps it."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = cfg.session_expiry_s
+    return props
 
 
 def publish_properties(**values: Any) -> Properties:

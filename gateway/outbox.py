@@ -594,6 +594,11 @@ class OutboxReader:
         self._conn = conn
         self._masks = masks
 
+    def counter(self, key: str) -> int:
+        """A durable counter's committed value (see `Outbox.meta_increment`); 0 if unset."""
+        found = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return 0 if found is None else int(found[0])
+
     def next_batch(self, consumer: str, after: dict[Priority, int], limit: int) -> list[Row]:
         """Rows still pending for `consumer`: events first, then telemetry, each by id.
 

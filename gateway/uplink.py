@@ -9,6 +9,15 @@ Delivery: rows are read from the outbox (events before telemetry), published wit
 QoS 1, and acknowledged to the outbox only on PUBACK, which deletes them.  After a
 reconnect every row still in the outbox is sent again from the start: at-least-once,
 duplicates carry the same msg_id.
+
+Session: the gateway connects with a persistent MQTT session (MQTT 5: clean start off,
+`broker.session_expiry_s`; 3.1.1: clean session off), so a command published while it is
+down waits at the broker and arrives when it connects again.
+
+Reconnecting needs no disk write: session numbers are reserved in blocks, one durable
+increment when the uplink starts (see `SessionNumbers`); a full or failing disk cannot
+keep the gateway off the broker.  Between attempts a cheap TCP probe of the broker's port
+decides whether a full (TLS, MQTT) connection is worth trying.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,19 +40,21 @@ import paho.mqtt.client as mqtt
 
 from gateway import __version__
 from gateway.backoff import Backoff
+from gateway.commands import Admission, CommandGate, reply_doc
 from gateway.config import BrokerConfig, MqttProtocol
 from gateway.model import ClockState, DeviceRef, Identity, Priority, format_ts
 from gateway.mqttclient import (
     ConnectDiagnosis,
     build_client,
+    connect_properties,
     explain_connect_error,
     publish_properties,
     reason_text,
 )
-from gateway.outbox import Outbox, OutboxReader
+from gateway.outbox import Outbox, OutboxError, OutboxReader
 from gateway.topics import Topics
 
-__all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "Uplink"]
+__all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "SessionNumbers", "Uplink"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,57 @@ _Availability = tuple[DeviceRef, bool | None, str, datetime, ClockState]
 
 CONSUMER = "mqtt"
 MAX_COMMAND_BYTES = 64 * 1024
+PROBE_TIMEOUT_S = 2.0
+
+
+class SessionNumbers:
+    """The `session` of each connection: growing across connections and restarts.
+
+    The outbox's durable counter `mqtt_session` counts uplink starts; start n uses the
+    numbers n * BLOCK .. n * BLOCK + BLOCK - 1, one per connection.  So only the start
+    writes to disk, never a reconnect.  (Before blocks the counter counted connections;
+    n * BLOCK is above any such count, so numbers still grow across the upgrade.)  If the
+    start's write fails (a full disk), the block after the stored counter is used and the
+    reservation is tried again at each connection until it succeeds.
+    """
+
+    BLOCK = 1 << 20  # a million connections per start; n * BLOCK stays exact in JSON
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._next = 0
+        self._end = 0
+        self._reserved = False
+
+    def reserve(self, reader: OutboxReader) -> None:
+        """Reserve a block if none is reserved yet; never raises for a disk that fails."""
+        if self._reserved:
+            return
+        try:
+            block = self._outbox.meta_increment("mqtt_session")
+        except (OutboxError, RuntimeError) as exc:
+            if self._end == 0:  # nothing to go on yet: the stored counter, unchanged
+                block = reader.counter("mqtt_session") + 1
+                self._next, self._end = block * self.BLOCK, (block + 1) * self.BLOCK
+            log.error(
+                "cannot reserve MQTT session numbers (%s); connecting with session %d"
+                " anyway, and trying again at the next connection",
+                exc,
+                self._next,
+            )
+            return
+        self._reserved = True
+        self._next = max(self._next, block * self.BLOCK)
+        self._end = max(self._end, (block + 1) * self.BLOCK)
+
+    def take(self) -> int:
+        """The number for the next connection (call `reserve` first)."""
+        if self._next >= self._end:
+            self._reserved = False  # a million reconnects: the next start of a block
+            self._end = self._next + self.BLOCK
+        number = self._next
+        self._next += 1
+        return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +175,17 @@ class Uplink:
         self.on_command = on_command
         self.client_id = cfg.client_id or f"{identity.site}.{identity.gateway}"
         self.session = 0
+        self.sessions = SessionNumbers(outbox)
+        self.gate = CommandGate(
+            cfg.commands.rate_per_s, cfg.commands.burst, cfg.commands.max_pending
+        )
         self._actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         self._stop = threading.Event()
         self._flush_deadline = 0.0
         self._thread: threading.Thread | None = None
         self._connected = False
+        self._client: mqtt.Client | None = None  # from CONNECT until the connection ends
         self._heartbeat = time.monotonic()
         self._availability: dict[str, _Availability] = {}
         # Publishing state, touched by the uplink thread only.
@@ -169,7 +237,8 @@ class Uplink:
         self._call(lambda: self._publish_now(self.topics.health, doc, qos=0, retain=False))
 
     def reply(self, reply: Reply, doc: dict[str, Any]) -> None:
-        self._call(lambda: self._send_reply(reply, doc))
+        """Send the answer to a command handed to `on_command`; frees its queue place."""
+        self._call(lambda: self._answered(reply, doc))
 
     def stats(self) -> PublishStats:
         return PublishStats(
@@ -188,11 +257,13 @@ class Uplink:
     # ---- the uplink thread -----------------------------------------------------------
 
     def _main(self) -> None:
+        # An exception out of here ends the thread; gateway.supervision then stops the
+        # whole process (exit 1), so that it is restarted instead of running half-alive.
         reader = self.outbox.reader()
         backoff = Backoff(self.cfg.reconnect.min_delay_s, self.cfg.reconnect.max_delay_s)
         try:
             while not self._stop.is_set():
-                client = self._connect()
+                client = self._connect(reader)
                 if client is None:
                     self._sleep(backoff.next())
                     continue
@@ -200,9 +271,6 @@ class Uplink:
                 self._serve(client, reader)
                 if not self._stop.is_set():
                     self._sleep(backoff.next())
-        except Exception:
-            log.exception("uplink thread failed; the watchdog will restart the gateway")
-            raise
         finally:
             reader.close()
 
@@ -219,15 +287,35 @@ class Uplink:
             log.warning("broker %s: %s; retrying with backoff", self.cfg.url, message)
             self._last_error = message
 
-    def _connect(self) -> mqtt.Client | None:
-        self.session = self.outbox.meta_increment("mqtt_session")
-        client = build_client(self.cfg, self.client_id)
+    def _probe(self) -> bool:
+        """Whether the broker's port accepts a TCP connection: a SYN, not a TLS handshake.
+
+        Lets a fleet retry often (a short maximum delay) at almost no cost to a broker
+        that is down or restarting.
+        """
+        try:
+            with socket.create_connection((self.cfg.host, self.cfg.port), PROBE_TIMEOUT_S):
+                return True
+        except OSError as exc:
+            self._report(explain_connect_error(exc))
+            return False
+
+    def _connect(self, reader: OutboxReader) -> mqtt.Client | None:
+        if not self._probe():
+            return None
+        self.sessions.reserve(reader)
+        session = self.sessions.take()
+        client = build_client(self.cfg, self.client_id, persistent=True)
         client.will_set(
             self.topics.status,
-            self._status_doc("offline", "last will"),
+            self._status_doc("offline", "last will", session),
             qos=1,
             retain=True,
         )
+        # Before CONNECT: with a persistent session, commands queued while we were away
+        # arrive right after the CONNACK, before _serve runs, and are answered at once.
+        client.on_message = self._on_message
+        self._client = client
         result: dict[str, Any] = {}
 
         def on_connect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -237,7 +325,13 @@ class Uplink:
         diagnosis = ConnectDiagnosis(client, tls=self.cfg.uses_tls)
         try:
             if self.cfg.protocol is MqttProtocol.MQTT5:
-                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=True)
+                client.connect(
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.cfg.keepalive_s,
+                    clean_start=False,
+                    properties=connect_properties(self.cfg),
+                )
             else:  # 3.1.1: clean session is set on the client (build_client)
                 client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
             deadline = time.monotonic() + 10
@@ -250,6 +344,7 @@ class Uplink:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.close()
+            self._client = None
             return None
         rc = result.get("rc")
         if rc is None or rc.is_failure:
@@ -262,23 +357,23 @@ class Uplink:
                 )
             with contextlib.suppress(Exception):
                 client.disconnect()
+            self._client = None
             return None
+        self.session = session
         if self._last_error:
-            log.info("broker %s: connected again (session %d)", self.cfg.url, self.session)
+            log.info("broker %s: connected again (session %d)", self.cfg.url, session)
         else:
-            log.info("broker %s: connected (session %d)", self.cfg.url, self.session)
+            log.info("broker %s: connected (session %d)", self.cfg.url, session)
         self._last_error = ""
         return client
 
     def _serve(self, client: mqtt.Client, reader: OutboxReader) -> None:
-        self._client = client
         self._connects += 1
         self._connected = True
         self._inflight.clear()
         self._after = {p: 0 for p in Priority}  # resend everything still in the outbox
         self._more = True
         client.on_publish = self._on_publish
-        client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
         client.subscribe(self.topics.commands, qos=1)
@@ -302,6 +397,7 @@ class Uplink:
             self._commit_acks()
             self._measure()
         self._connected = False
+        self._client = None
         self._commit_acks()
 
     def _wait(self, timeout: float, client: mqtt.Client | None) -> None:
@@ -402,11 +498,11 @@ class Uplink:
 
     # ---- retained state and commands ---------------------------------------------------
 
-    def _status_doc(self, state: str, reason: str = "") -> bytes:
+    def _status_doc(self, state: str, reason: str = "", session: int | None = None) -> bytes:
         doc: dict[str, Any] = {
             "schema": {"name": "community.status", "version": 1},
             "state": state,
-            "session": self.session,
+            "session": self.session if session is None else session,
             "site": self.identity.site,
             "gateway": self.identity.gateway,
             "version": __version__,
@@ -421,7 +517,7 @@ class Uplink:
     def _publish_now(
         self, topic: str, doc: dict[str, Any] | bytes, *, qos: int, retain: bool
     ) -> None:
-        if not self._connected:
+        if not self._connected or self._client is None:
             return
         payload = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
         self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -457,27 +553,36 @@ class Uplink:
         path = self.topics.command_path(msg.topic)
         if path is None:
             return
+        # Admission first, before any parsing: in a flood, each command over the rate
+        # costs one short reply at most, then nothing but a counter.
+        verdict = self.gate.admit()
+        if verdict is Admission.DROP:
+            return
         reply = self._reply_route(msg, path)
-        if len(msg.payload) > MAX_COMMAND_BYTES:
-            log.warning(
-                "command %s refused: payload is %d bytes; the limit is %d",
-                path[:200],
-                len(msg.payload),
-                MAX_COMMAND_BYTES,
-            )
+        if verdict is Admission.BUSY:
             self._send_reply(
                 reply,
-                _error(
-                    path,
+                reply_doc(
+                    path[:200],
                     None,
-                    f"payload is {len(msg.payload)} bytes; the limit is {MAX_COMMAND_BYTES}",
+                    False,
+                    "busy",
+                    error=f"more than {self.gate.rate:g} commands/s; try again later",
                 ),
             )
             return
-        if self.on_command is None:
-            self._send_reply(reply, _error(path, None, "this gateway takes no commands"))
+        if len(msg.payload) > MAX_COMMAND_BYTES:
+            error = f"payload is {len(msg.payload)} bytes; the limit is {MAX_COMMAND_BYTES}"
+        elif self.on_command is None:
+            error = "this gateway takes no commands"
+        else:
+            self.on_command(path, bytes(msg.payload), reply)
             return
-        self.on_command(path, bytes(msg.payload), reply)
+        self._answered(reply, reply_doc(path[:200], None, False, "error", error=error))
+
+    def _answered(self, reply: Reply, doc: dict[str, Any]) -> None:
+        self.gate.done()
+        self._send_reply(reply, doc)
 
     def _reply_route(self, msg: mqtt.MQTTMessage, path: str) -> Reply:
         props = getattr(msg, "properties", None)
@@ -488,8 +593,8 @@ class Uplink:
         return Reply(self.topics.reply(path), None)
 
     def _send_reply(self, reply: Reply, doc: dict[str, Any]) -> None:
-        if not self._connected:
-            return
+        if self._client is None:
+            return  # lost with the connection, as the command's PUBACK may have been
         if "ts" not in doc:
             doc["ts"] = format_ts(datetime.now(UTC))
             doc["clock"] = str(self.clock())
@@ -516,14 +621,3 @@ class Uplink:
 def _both(a: ClockState, b: ClockState) -> ClockState:
     """Synced only when both timestamps of a document were taken with a synced clock."""
     return ClockState.SYNCED if a is b is ClockState.SYNCED else ClockState.UNSYNCED
-
-
-def _error(path: str, request_id: str | None, message: str) -> dict[str, Any]:
-    return {
-        "schema": {"name": "community.reply", "version": 1},
-        "request_id": request_id,
-        "command": path,
-        "ok": False,
-        "status": "error",
-        "error": message,
-    }

@@ -1,0 +1,207 @@
+"""The uplink under faults, against a real Mosquitto: dead threads, a full disk, sessions.
+
+- A worker thread that dies takes the gateway down with exit 1 and one log line,
+  instead of leaving it up and publishing nothing.
+- Reconnecting needs no disk write: with the outbox's file system full, a broker
+  restart still brings the gateway back.
+- The session is persistent: a command sent while the gateway is down is answered when
+  it comes back, and one that expired meanwhile is refused, not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import load_config
+from gateway.runtime import Gateway
+from gateway.schemas import validator
+from gateway.service import serve
+from tests.harness import GatewayProc, Subscriber, topic_base, write_config
+from tests.peers import Mosquitto
+
+pytestmark = [pytest.mark.broker]
+
+METER = {
+    "id": "m1",
+    "kind": "meter",
+    "location": {"building": "1", "floor": 1, "unit": "101"},
+    "driver": {"type": "simulated", "profile": "household_electricity", "rate_hz": 2, "seed": 1},
+}
+
+
+def online_sessions(sub: Subscriber) -> list[int]:
+    return [
+        m.json()["session"] for m in sub.snapshot() if m.payload and m.json()["state"] == "online"
+    ]
+
+
+def test_a_dying_worker_thread_stops_the_gateway_with_exit_1_and_one_line(
+    tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", broker.url, [METER])
+    status = Subscriber(broker.port, f"{topic_base(config)}/status").start()
+
+    def worker() -> None:
+        assert status.wait(lambda ms: any(m.json()["state"] == "online" for m in ms))
+        raise OSError(5, "Input/output error")
+
+    killer = threading.Thread(target=worker, name="test-worker")
+    killer.start()
+    with caplog.at_level(logging.INFO):
+        code = serve(load_config(config))
+    killer.join()
+    assert code == 1
+    deaths = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(deaths) == 1
+    assert (
+        deaths[0]
+        .getMessage()
+        .startswith(
+            "thread test-worker died: OSError: [Errno 5] Input/output error (at test_uplink_faults.py:"
+        )
+    )
+    # It stopped in order: the platform is told it is offline, not left guessing.
+    assert status.wait(
+        lambda ms: (
+            ms[-1].json()["state"] == "offline" and ms[-1].json()["reason"] == "clean shutdown"
+        )
+    )
+
+
+def test_the_uplink_thread_dying_stops_the_gateway(
+    tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storage fault under the uplink's reader (what a damaged SD card gives).
+    import sqlite3
+
+    from gateway.outbox import OutboxReader
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(OutboxReader, "next_batch", broken)
+    loaded = load_config(write_config(tmp_path / "gw.yaml", broker.url, [METER]))
+
+    async def scenario() -> Gateway:
+        gw = Gateway(loaded)
+        await asyncio.wait_for(gw.run(asyncio.Event()), 20)  # returns by itself
+        return gw
+
+    gw = asyncio.run(scenario())
+    assert gw.failure is not None and gw.failure.thread == "uplink"
+    assert "malformed" in str(gw.failure)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs of the test's own (root only), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+def test_a_full_disk_does_not_keep_the_gateway_off_a_returning_broker(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker.url,
+        [METER],
+        outbox={"path": str(small_disk / "outbox.db")},
+        broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 0.5}},
+    )
+    status = Subscriber(broker.port, f"{topic_base(config)}/status").start()
+    gw = GatewayProc(config).start()
+    try:
+        assert status.wait(lambda ms: len(online_sessions(status)) == 1), gw.log()
+        fill(small_disk)
+        broker.stop()
+        broker.start()
+        # Before: the reconnect's session write failed and killed the uplink thread.
+        assert status.wait(lambda ms: len(online_sessions(status)) >= 2, timeout=10), gw.log()
+        first, again = online_sessions(status)[:2]
+        assert again > first
+        assert gw.running()
+    finally:
+        gw.terminate()
+        status.stop()
+        broker.remove()
+
+
+class Commander:
+    """A platform client that publishes commands at QoS 1 and collects the replies."""
+
+    def __init__(self, port: int, base: str, protocol: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.base = base
+
+    def send(self, path: str, doc: dict[str, Any]) -> None:
+        info = self.client.publish(f"{self.base}/cmd/{path}", json.dumps(doc), qos=1)
+        info.wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
+def test_a_command_sent_while_the_gateway_is_down_is_answered_when_it_returns(
+    tmp_path: Path, broker: Mosquitto, protocol: str
+) -> None:
+    config = write_config(
+        tmp_path / "gw.yaml", broker.url, [METER], broker={"url": broker.url, "protocol": protocol}
+    )
+    base = topic_base(config)
+    status = Subscriber(broker.port, f"{base}/status").start()
+    replies = Subscriber(broker.port, f"{base}/reply/#").start()
+    gw = GatewayProc(config).start()
+    assert status.wait(lambda ms: len(online_sessions(status)) == 1), gw.log()
+    assert gw.terminate() == 0
+    commander = Commander(broker.port, base, mqtt.MQTTv5 if protocol == "mqtt5" else mqtt.MQTTv311)
+    late = f"late-{uuid.uuid4().hex[:6]}"
+    commander.send("ping", {"request_id": late})
+    commander.send("ping", {"request_id": "stale", "expires": "2020-01-01T00:00:00Z"})
+    gw = GatewayProc(config).start()
+    try:
+        assert replies.wait(lambda ms: len(ms) >= 2), gw.log()
+        by_id = {m.json()["request_id"]: m.json() for m in replies.snapshot()}
+        for doc in by_id.values():
+            validator("command-reply").validate(doc)
+        assert by_id[late]["ok"] is True
+        assert by_id[late]["result"]["session"] > online_sessions(status)[0]
+        assert by_id["stale"]["ok"] is False and by_id["stale"]["status"] == "expired"
+    finally:
+        commander.close()
+        gw.terminate()
