@@ -97,6 +97,11 @@ def test_ping_replies_on_the_response_topic_with_correlation(running: Any) -> No
         ("devices/nope/inject", b"{}", "unknown device 'nope'"),
         ("devices/smoke-1", b"{}", "device commands are cmd/devices/{device}/{command}"),
         ("ping", b"x" * 70_000, "payload is 70000 bytes; the limit is 65536"),
+        # Under 64 KiB, but nested past what the JSON parser's recursion survives.
+        ("ping", b'{"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "payload nests deeper than 32"),
+        ("ping", b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", "payload nests deeper than 32"),
+        ("ping", b'{"expires": "2020-01-01T00:00:00Z"}', "command expired at 2020-01-01"),
+        ("ping", b'{"expires": "tomorrow"}', "field 'expires' must be an RFC 3339 time"),
     ],
 )
 def test_bad_commands_get_a_clear_error_and_the_gateway_keeps_running(
