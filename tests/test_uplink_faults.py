@@ -161,7 +161,7 @@ def test_a_full_disk_does_not_keep_the_gateway_off_a_returning_broker(
 class Commander:
     """A platform client that publishes commands at QoS 1 and collects the replies."""
 
-    def __init__(self, port: int, base: str, protocol: int) -> None:
+    def __init__(self, port: int, base: str, protocol: mqtt.MQTTProtocolVersion) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
