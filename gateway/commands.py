@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -86,24 +87,32 @@ def reply_doc(
 
 
 class Throttled:
-    """A warning logged at most once per interval; the rest are counted into the next line."""
+    """Warnings of one kind, at most `budget` lines per interval; the rest only counted.
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+    Ordinary use logs every line; a flood logs `budget` lines a minute, and the next
+    line logged says how many were left out.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0, budget: int = 20) -> None:
         self._log = logger
         self._interval = interval_s
-        self._next = 0.0
+        self._budget = budget
+        self._window = -math.inf
+        self._logged = 0
         self._suppressed = 0
 
     def warning(self, msg: str, *args: object) -> None:
         now = time.monotonic()
-        if now < self._next:
+        if now - self._window >= self._interval:
+            self._window, self._logged = now, 0
+        if self._logged >= self._budget:
             self._suppressed += 1
             return
+        self._logged += 1
         if self._suppressed:
-            msg += f" (and {self._suppressed} more like it in the last {self._interval:g} s)"
+            msg += f" ({self._suppressed} more like it were not logged)"
+            self._suppressed = 0
         self._log.warning(msg, *args)
-        self._next = now + self._interval
-        self._suppressed = 0
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -243,7 +252,7 @@ class CommandGate:
         self.run_total = 0
         self.busy_total = 0
         self.dropped_total = 0
-        self._log = Throttled(log)
+        self._log = Throttled(log, budget=1)
 
     def _refill(self) -> None:
         now = self._clock()

@@ -40,7 +40,7 @@ import paho.mqtt.client as mqtt
 
 from gateway import __version__
 from gateway.backoff import Backoff
-from gateway.commands import Admission, CommandGate, reply_doc
+from gateway.commands import Admission, CommandGate, Throttled, reply_doc
 from gateway.config import BrokerConfig, MqttProtocol
 from gateway.model import ClockState, DeviceRef, Identity, Priority, format_ts
 from gateway.mqttclient import (
@@ -176,6 +176,7 @@ class Uplink:
         self.client_id = cfg.client_id or f"{identity.site}.{identity.gateway}"
         self.session = 0
         self.sessions = SessionNumbers(outbox)
+        self._refusals = Throttled(log)
         self.gate = CommandGate(
             cfg.commands.rate_per_s, cfg.commands.burst, cfg.commands.max_pending
         )
@@ -578,6 +579,7 @@ class Uplink:
         else:
             self.on_command(path, bytes(msg.payload), reply)
             return
+        self._refusals.warning("command %s refused: %s", path[:200], error)
         self._answered(reply, reply_doc(path[:200], None, False, "error", error=error))
 
     def _answered(self, reply: Reply, doc: dict[str, Any]) -> None:
