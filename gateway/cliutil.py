@@ -25,13 +25,27 @@ config_option = click.option(
 )
 
 
-def load_or_exit(path: Path) -> LoadedConfig:
-    """Load the config or print every problem and exit 2."""
+def load_or_exit(path: Path, *, allow_conflicts: bool = False) -> LoadedConfig:
+    """Load the config or print every problem and exit 2.
+
+    2 is the exit status systemd is told not to restart on (RestartPreventExitStatus):
+    a config problem needs a person, and a restart loop only hides it.  With
+    `allow_conflicts` (`gateway run`), conflicts between devices are printed as
+    warnings and the config is returned: those devices stay unstarted.
+    """
     try:
-        return load_config(path)
+        loaded = load_config(path, allow_conflicts=allow_conflicts)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         n = len(exc.problems)
         click.echo(f"{path}: {n} problem{'s' if n != 1 else ''}, nothing was started", err=True)
         sys.exit(2)
+    except Exception as exc:  # a bug in a check must still not restart-loop the service
+        click.echo(
+            f"{path}: cannot be checked ({type(exc).__name__}: {exc}); please report", err=True
+        )
+        sys.exit(2)
+    for problem in loaded.conflicts:
+        click.echo(f"{problem} (this device is not started)", err=True)
+    return loaded

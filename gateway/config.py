@@ -8,21 +8,25 @@ Relative paths in the file are relative to the file's own folder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.alarms.settings import AlarmsConfig, alarms_problems
-from gateway.driver import DeviceSpec, DriverInfo
+from gateway.driver import DeviceProblem, DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.notify.settings import NotifyConfig
 from gateway.secrets import SecretRef, refuse_inline
 from gateway.sinks.settings import SinksConfig
+from gateway.tlsfiles import SERVICE_USER, tls_problems
 from gateway.web.settings import WebConfig
 from gateway.wellness_settings import WellnessConfig, wellness_problems
 from gateway.yamlsource import Located, Problem, YamlSyntaxError, load_located
@@ -38,11 +42,17 @@ __all__ = [
     "MqttProtocol",
     "SecretRef",
     "SyncMode",
+    "conflicting_devices",
+    "device_conflicts",
     "load_config",
     "pydantic_problems",
+    "validate_pruned",
 ]
 
 CONFIG_VERSION = 1
+# Linux limits: a path (with its NUL) and one name in it.
+PATH_MAX = 4096
+NAME_MAX = 255
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -255,6 +265,9 @@ class LoadedConfig:
     path: Path
     config: GatewayConfig
     devices: tuple[DeviceSpec, ...]
+    # Problems between devices, only with load_config(allow_conflicts=True): `run`
+    # starts every device but these (see device_conflicts).
+    conflicts: tuple[Problem, ...] = ()
 
     def devices_of(self, driver: str) -> list[DeviceSpec]:
         return [d for d in self.devices if d.driver == driver]
@@ -292,6 +305,56 @@ def pydantic_problems(
     return problems
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _prune(data: Any, loc: tuple[str | int, ...]) -> bool:
+    """Delete the deepest mapping entry on `loc` that exists; False if there is none.
+
+    A list item is never deleted (the indexes after it would name the wrong lines):
+    the whole list goes instead, so its section falls back to its default.
+    """
+    parent: dict[Any, Any] | None = None
+    key: Any = None
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            parent, key, cur = cur, part, cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]  # keep the mapping entry holding the list as the target
+        else:
+            break
+    if parent is None:
+        return False
+    del parent[key]
+    return True
+
+
+def validate_pruned(
+    model: type[M], data: Any, src: Located, prefix: tuple[str | int, ...], **kwargs: Any
+) -> tuple[M | None, list[Problem]]:
+    """Validate `data`; on errors, also the data without the keys in error.
+
+    Returns the problems of the data as written and, if removing the keys in error
+    (an unknown key, a bad value that has a default) leaves valid data, the model of
+    that: its other settings can still be checked, so one typo hides nothing else.
+    """
+    try:
+        return model.model_validate(data, **kwargs), []
+    except ValidationError as exc:
+        problems = pydantic_problems(src, exc, prefix)
+        error = exc
+    pruned = copy.deepcopy(data)
+    for _ in range(4):
+        if not any([_prune(pruned, tuple(err["loc"])) for err in error.errors()]):
+            break
+        try:
+            return model.model_validate(pruned, **kwargs), problems
+        except ValidationError as exc:
+            error = exc
+    return None, problems
+
+
 def _resolve_paths(value: Any, base: Path) -> Any:
     """Make relative Path fields absolute against the config file's folder."""
     if isinstance(value, Path):
@@ -307,6 +370,49 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
+def _paths_in(
+    value: Any, where: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Path]]:
+    if isinstance(value, Path):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _paths_in(getattr(value, name), (*where, name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _paths_in(item, (*where, i))
+
+
+def _path_problems(src: Located, value: BaseModel, where: tuple[str | int, ...]) -> list[Problem]:
+    """Every path setting that no file system can hold (opening it would fail at run)."""
+    problems = []
+    for key, path in _paths_in(value, where):
+        raw = os.fsencode(path)
+        if len(raw) >= PATH_MAX:
+            problems.append(src.problem(key, f"a path of {len(raw)} bytes; at most {PATH_MAX - 1}"))
+        elif any(len(part) > NAME_MAX for part in raw.split(b"/")):
+            problems.append(
+                src.problem(key, f"a file or folder name in it is over {NAME_MAX} bytes")
+            )
+    return problems
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why `path` names no file this process can see, or None."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"file {path} not found"
+    except PermissionError:
+        return (
+            f"cannot reach {path} as this user; check it as the service's user: "
+            f"sudo -u {SERVICE_USER} gateway validate -c FILE"
+        )
+    except (OSError, ValueError) as exc:
+        return f"file {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None if stat.S_ISREG(st.st_mode) else f"{path} is not a regular file"
+
+
 def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
     influx = cfg.sinks.influxdb
     refs: list[tuple[tuple[str | int, ...], SecretRef | None]] = [
@@ -315,133 +421,192 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
     ]
     problems = []
     for path, ref in refs:
-        if ref is None:
+        if ref is None or ref.file is None:
             continue
-        if ref.file is not None and not ref.file.is_file():
-            problems.append(src.problem((*path, "file"), f"secret file {ref.file} not found"))
+        why = _file_problem(ref.file)
+        if why is not None:
+            problems.append(src.problem((*path, "file"), why.replace("file ", "secret file ", 1)))
     tls = cfg.broker.tls
     if tls is not None:
-        problems += _missing_files(
-            src, ("broker", "tls"), tls, ("ca_file", "cert_file", "key_file")
-        )
+        problems += [
+            src.problem(("broker", "tls", p.key), p.message)
+            for p in tls_problems(tls.ca_file, tls.cert_file, tls.key_file)
+        ]
     if tls is not None and not cfg.broker.uses_tls:
         problems.append(
             src.problem(("broker", "url"), "tls is configured but the URL is mqtt://; use mqtts://")
         )
     if cfg.web.enabled and cfg.web.tls is not None:
-        problems += _missing_files(src, ("web", "tls"), cfg.web.tls, ("cert_file", "key_file"))
-    if cfg.notify.sms is not None:
-        problems += _missing_files(src, ("notify", "sms"), cfg.notify.sms, ("pin_file",))
-    return problems
-
-
-def _missing_files(
-    src: Located, where: tuple[str, ...], section: BaseModel, keys: tuple[str, ...]
-) -> list[Problem]:
-    """A problem for each of the section's file settings that names no file."""
-    problems = []
-    for key in keys:
-        p = getattr(section, key)
-        if p is not None and not p.is_file():
-            problems.append(src.problem((*where, key), f"file {p} not found"))
+        problems += [
+            src.problem(("web", "tls", p.key), p.message)
+            for p in tls_problems(
+                None, cfg.web.tls.cert_file, cfg.web.tls.key_file, whose="web certificate"
+            )
+        ]
+    if cfg.notify.sms is not None and cfg.notify.sms.pin_file is not None:
+        why = _file_problem(cfg.notify.sms.pin_file)
+        if why is not None:
+            problems.append(src.problem(("notify", "sms", "pin_file"), why))
     return problems
 
 
 def _device_specs(
-    src: Located, cfg: GatewayConfig, drivers: dict[str, DriverInfo]
-) -> tuple[list[DeviceSpec], list[Problem]]:
+    src: Located, raw_devices: list[tuple[int, Any]], drivers: dict[str, DriverInfo]
+) -> tuple[list[DeviceSpec], list[DeviceConfig], list[Problem], bool]:
+    """Each device validated alone: specs, their sections, problems, and whether all built.
+
+    A device with an unknown or bad optional key is still built (without that key), so
+    the checks across devices see it.
+    """
     specs: list[DeviceSpec] = []
+    configs: list[DeviceConfig] = []
     problems: list[Problem] = []
+    complete = True
     seen: dict[str, int] = {}
     base = Path(src.file).parent
-    for i, dev in enumerate(cfg.devices):
-        if dev.id in seen:
+    for i, raw in raw_devices:
+        where = ("devices", i)
+        dev, found = validate_pruned(DeviceConfig, raw, src, where)
+        problems += found
+        # Ids are compared as written, so a device broken otherwise still counts.
+        dev_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(dev_id, str) and dev_id in seen:
             problems.append(
                 src.problem(
-                    ("devices", i, "id"), f"duplicate id {dev.id!r} (also devices[{seen[dev.id]}])"
+                    (*where, "id"), f"duplicate id {dev_id!r} (also devices[{seen[dev_id]}])"
                 )
             )
-        seen.setdefault(dev.id, i)
+        if isinstance(dev_id, str):
+            seen.setdefault(dev_id, i)
+        if dev is None:
+            complete = False
+            continue
         info = drivers.get(dev.driver.type)
         if info is None:
             known = ", ".join(sorted(drivers)) or "none installed"
             problems.append(
                 src.problem(
-                    ("devices", i, "driver", "type"),
+                    (*where, "driver", "type"),
                     f"unknown driver {dev.driver.type!r} (known: {known})",
                 )
             )
+            complete = False
             continue
         if dev.kind not in info.kinds:
             kinds = ", ".join(sorted(str(k) for k in info.kinds))
             problems.append(
                 src.problem(
-                    ("devices", i, "kind"),
+                    (*where, "kind"),
                     f"driver {info.name} does not handle kind {dev.kind} (it handles: {kinds})",
                 )
             )
-        raw = dict(dev.driver.model_extra or {})
-        try:
-            settings = info.settings_model.model_validate(raw, context={"kind": dev.kind})
-        except ValidationError as exc:
-            problems.extend(pydantic_problems(src, exc, ("devices", i, "driver")))
+        settings, found = validate_pruned(
+            info.settings_model,
+            dict(dev.driver.model_extra or {}),
+            src,
+            (*where, "driver"),
+            context={"kind": dev.kind},
+        )
+        problems += found
+        if settings is None:
+            complete = False
             continue
         settings = _resolve_paths(settings, base)
+        problems += _path_problems(src, settings, (*where, "driver"))
         loc = dev.location
         ref = DeviceRef(dev.id, dev.kind, Location(loc.building, loc.floor, loc.unit))
         specs.append(DeviceSpec(ref=ref, settings=settings, name=dev.name, driver=info.name))
-    return specs, problems
+        configs.append(dev)
+    return specs, configs, problems, complete
 
 
-def _cross_device_problems(
-    src: Located, cfg: GatewayConfig, specs: list[DeviceSpec], drivers: dict[str, DriverInfo]
-) -> list[Problem]:
-    # Each driver checks its devices against the others (a shared bus, a reader a door
-    # takes grants from); run only once every device is valid on its own.
-    index = {dev.id: i for i, dev in enumerate(cfg.devices)}
-    problems: list[Problem] = []
+def device_conflicts(
+    specs: Sequence[DeviceSpec], drivers: dict[str, DriverInfo]
+) -> list[DeviceProblem]:
+    """What each driver's `check_devices` finds between devices (a shared bus, a receiver).
+
+    The one place the conflict policy starts from: `gateway validate` refuses them, and
+    a gateway that runs anyway leaves only the devices named here unstarted.
+    """
+    problems: list[DeviceProblem] = []
     for name, info in sorted(drivers.items()):
         mine = [s for s in specs if s.driver == name]
-        if info.check_devices is None or not mine:
-            continue
-        for p in info.check_devices(mine, specs):
-            problems.append(
-                src.problem(("devices", index[p.device_id], "driver", *p.path), p.message)
-            )
+        if info.check_devices is not None and mine:
+            problems += info.check_devices(mine, specs)
     return problems
 
 
-def load_config(path: Path, drivers: dict[str, DriverInfo] | None = None) -> LoadedConfig:
-    """Read and validate a config file completely; raises ConfigError listing every problem."""
+def conflicting_devices(
+    specs: Sequence[DeviceSpec], drivers: dict[str, DriverInfo]
+) -> dict[str, str]:
+    """The devices a running gateway leaves unstarted, each with the reason to publish."""
+    out: dict[str, str] = {}
+    for p in device_conflicts(specs, drivers):
+        for device_id in (p.device_id, *p.also):
+            out.setdefault(device_id, f"not started: {p.message}")
+    return out
+
+
+def _raw_devices(src: Located) -> tuple[list[tuple[int, Any]], list[Problem]]:
+    raw = src.data.get("devices", [])
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        return [], [src.problem(("devices",), "must be a list of devices (each line '- id: ...')")]
+    return list(enumerate(raw)), []
+
+
+def load_config(
+    path: Path, drivers: dict[str, DriverInfo] | None = None, *, allow_conflicts: bool = False
+) -> LoadedConfig:
+    """Read and validate a config file completely; raises ConfigError listing every problem.
+
+    With `allow_conflicts` (what `gateway run` uses), problems between otherwise valid
+    devices do not raise: they come back in `LoadedConfig.conflicts` and the runtime
+    leaves those devices unstarted (docs/config.md, "Conflicts between devices").
+    """
     if drivers is None:
         from gateway.registry import available_drivers
 
         drivers = available_drivers()
     try:
-        src = load_located(path)
+        src = load_located(path, collect=True)
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
     except YamlSyntaxError as exc:
-        raise ConfigError([exc.problem]) from exc
+        raise ConfigError(exc.problems) from exc
     if not isinstance(src.data, dict):
         raise ConfigError([src.problem((), "the file must be a YAML mapping (key: value)")])
     if "version" not in src.data:
         raise ConfigError(
             [src.problem((), f"no 'version:' key; add 'version: {CONFIG_VERSION}' at the top")]
         )
-    try:
-        cfg = GatewayConfig.model_validate(src.data)
-    except ValidationError as exc:
-        problems = pydantic_problems(src, exc)
-        raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from exc
-    cfg = _resolve_paths(cfg, path.parent)
-    problems = _check_secrets(src, cfg)
-    specs, device_problems = _device_specs(src, cfg, drivers)
-    problems.extend(device_problems)
-    if not device_problems:
-        problems.extend(_cross_device_problems(src, cfg, specs, drivers))
-        problems.extend(src.problem(p, m) for p, m in wellness_problems(cfg.wellness, specs))
-        problems.extend(src.problem(p, m) for p, m in alarms_problems(cfg.alarms, specs))
-    if problems:
+    problems = list(src.problems)
+    core = {k: v for k, v in src.data.items() if k != "devices"}
+    cfg, found = validate_pruned(GatewayConfig, core, src, ())
+    problems += found
+    if cfg is not None:
+        cfg = _resolve_paths(cfg, path.parent)
+        problems += _path_problems(src, cfg, ())
+        problems += _check_secrets(src, cfg)
+    raw_devices, found = _raw_devices(src)
+    problems += found
+    specs, configs, found, complete = _device_specs(src, raw_devices, drivers)
+    problems += found
+    conflicts: list[Problem] = []
+    if complete:
+        # Every device was built, so specs[i] is devices[i]; a duplicate id names its first.
+        positions = {spec.id: i for i, spec in reversed(list(enumerate(specs)))}
+        for p in device_conflicts(specs, drivers):
+            conflicts.append(
+                src.problem(("devices", positions[p.device_id], "driver", *p.path), p.message)
+            )
+        if cfg is not None:
+            problems += (src.problem(p, m) for p, m in wellness_problems(cfg.wellness, specs))
+            problems += (src.problem(p, m) for p, m in alarms_problems(cfg.alarms, specs))
+    if not allow_conflicts:
+        problems += conflicts
+    if problems or cfg is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
-    return LoadedConfig(path=path, config=cfg, devices=tuple(specs))
+    cfg = cfg.model_copy(update={"devices": configs})
+    return LoadedConfig(path=path, config=cfg, devices=tuple(specs), conflicts=tuple(conflicts))

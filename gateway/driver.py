@@ -180,12 +180,15 @@ class DeviceProblem:
     """A problem of one device that only shows against other devices (e.g. a shared bus).
 
     `path` is the key path inside the device's `driver:` section, so `gateway validate`
-    can give the line.
+    can give the line.  `also` names the other devices the conflict makes unreliable
+    (two meters at one address: either may answer), which a running gateway leaves
+    unstarted too; a device whose own settings disagree with its bus names none.
     """
 
     device_id: str
     path: tuple[str | int, ...]
     message: str
+    also: tuple[str, ...] = ()
 
 
 # Config-time check across devices: (this driver's devices, every device) -> problems.

@@ -23,7 +23,7 @@ from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
-from gateway.config import GatewayConfig, LoadedConfig
+from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
 from gateway.driver import DeviceSpec, Driver, DriverContext
 from gateway.model import ClockState, DeviceRef, Identity, Message, Priority, encode, format_ts
 from gateway.outbox import Consumer, Outbox, OutboxItem
@@ -326,7 +326,16 @@ class Gateway:
         infos = available_drivers()
         tasks = []
         by_driver: dict[str, list[DeviceSpec]] = {}
+        # Devices in conflict (validate refuses them) stay unstarted and are reported
+        # unavailable with the reason; every other device runs (docs/config.md).
+        unstarted = conflicting_devices(self.loaded.devices, infos)
         for spec in self.loaded.devices:
+            reason = unstarted.get(spec.id)
+            if reason is not None:
+                log.error("device %s %s", spec.id, reason)
+                self.uplink.set_availability(spec.ref, False, reason)
+                self.observe_availability(spec.ref, False, reason)
+                continue
             by_driver.setdefault(spec.driver, []).append(spec)
         for name, specs in by_driver.items():
             driver = infos[name].factory(specs, _Context(self, name, specs))

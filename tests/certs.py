@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-__all__ = ["Pki", "make_pki"]
+__all__ = ["Issued", "Pki", "ca_pem", "issue", "make_pki"]
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -96,3 +97,69 @@ def make_pki(d: Path) -> Pki:
         d / "client.key",
         d / "other-ca.pem",
     )
+
+
+# ---- in-process certificates (fast: EC keys), for validate's TLS checks --------------
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and its key, as PEM bytes."""
+
+    cert: bytes
+    key: bytes
+
+
+def issue(
+    name: str,
+    *,
+    issuer: Issued | None = None,
+    ca: bool = False,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> Issued:
+    """A certificate for CN=`name`, signed by `issuer` (self-signed without one).
+
+    Made with the cryptography package in a few milliseconds; dates default to valid
+    from an hour ago for a day, so a test can make expired and future ones.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    if issuer is None:
+        issuer_name, signer = subject, key
+    else:
+        issuer_cert = x509.load_pem_x509_certificate(issuer.cert)
+        issuer_name = issuer_cert.subject
+        loaded = serialization.load_pem_private_key(issuer.key, password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signer = loaded
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(hours=1))
+        .not_valid_after(not_after or now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(signer, hashes.SHA256())
+    )
+    return Issued(
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def ca_pem() -> bytes:
+    """A valid CA certificate in PEM, for a config that only needs `ca_file` to parse."""
+    return issue("test ca", ca=True).cert

@@ -64,7 +64,8 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     found = problems(write(tmp_path, text))
     assert any(":5 broker.url: must look like mqtt://host:1883" in p for p in found), found
     assert any(":8 devices[0].kind: Input should be 'door'" in p for p in found), found
-    assert len(found) == 2  # the device section is checked after the core sections pass
+    assert any(":11 devices[1].id: duplicate id 'door-1' (also devices[0])" in p for p in found)
+    assert len(found) == 3  # the devices are checked although the core sections failed
 
 
 def test_duplicate_ids_and_unknown_driver(tmp_path: Path) -> None:
@@ -122,13 +123,15 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert len(found) == 1 and found[0].startswith(f"{tmp_path}/site.yaml:3: not valid YAML"), found
 
 
-def test_tls_needs_mqtts(tmp_path: Path) -> None:
+def test_tls_needs_mqtts_and_a_pem_ca(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("x")
     text = GOOD.replace(
         "url: mqtt://127.0.0.1:1883", "url: mqtt://127.0.0.1:1883\n  tls: {ca_file: ca.pem}"
     )
     assert problems(write(tmp_path, text)) == [
-        f"{tmp_path}/site.yaml:5 broker.url: tls is configured but the URL is mqtt://; use mqtts://"
+        f"{tmp_path}/site.yaml:5 broker.url: tls is configured but the URL is mqtt://; use mqtts://",
+        f"{tmp_path}/site.yaml:6 broker.tls.ca_file: {tmp_path}/ca.pem is not a PEM certificate "
+        "(no -----BEGIN ...----- block)",
     ]
 
 

@@ -10,33 +10,43 @@ from drivers.gpio.settings import GpioSettings
 from gateway.config import ConfigError, load_config
 from gateway.model import Kind
 from gateway.wellness_settings import activity_devices
+from tests.certs import Pki, make_pki
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example-building.yaml"
 ETC = "/etc/community-gateway/"
 SECRETS = {
     "broker.password": "not-the-real-password\n",
-    "platform-ca.pem": "-----BEGIN CERTIFICATE-----\n",
     "influx.token": "not-the-real-token\n",
     "osdp-reader-3-lobby.scbk": "00112233445566778899aabbccddeeff\n",
     "osdp-site.secret": "a-site-secret-of-enough-bytes-0123\n",
     "osdp-allow-lobby.txt": "# card pseudonyms, one a line\nc-5CXCB6IWFD6QRN7YN3UIE2M5\n",
-    "web.crt": "-----BEGIN CERTIFICATE-----\n",
-    "web.key": "-----BEGIN PRIVATE KEY-----\n",
 }
 
 
-def _installed(tmp_path: Path, skip: str = "") -> Path:
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    # validate loads the certificates and keys: stand-in text would be refused.
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _installed(tmp_path: Path, pki: Pki, skip: str = "") -> Path:
     """The example with /etc/community-gateway/ in tmp_path, and its secret files there."""
     for name, text in SECRETS.items():
         if name != skip:
             (tmp_path / name).write_text(text)
+    for name, source in (
+        ("platform-ca.pem", pki.ca),
+        ("web.crt", pki.server_cert),
+        ("web.key", pki.server_key),
+    ):
+        (tmp_path / name).write_bytes(source.read_bytes())
     path = tmp_path / "gateway.yaml"
     path.write_text(EXAMPLE.read_text("utf-8").replace(ETC, f"{tmp_path}/"))
     return path
 
 
-def test_the_example_building_validates_with_every_driver(tmp_path: Path) -> None:
-    loaded = load_config(_installed(tmp_path))
+def test_the_example_building_validates_with_every_driver(tmp_path: Path, pki: Pki) -> None:
+    loaded = load_config(_installed(tmp_path, pki))
     cfg = loaded.config
     assert {d.driver for d in loaded.devices} == {
         "modbus",
@@ -69,9 +79,9 @@ def test_the_example_building_validates_with_every_driver(tmp_path: Path) -> Non
     }
 
 
-def test_the_example_names_its_secret_files_when_one_is_missing(tmp_path: Path) -> None:
+def test_the_example_names_its_secret_files_when_one_is_missing(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(_installed(tmp_path, skip="influx.token"))
+        load_config(_installed(tmp_path, pki, skip="influx.token"))
     (problem,) = info.value.problems
     assert f"sinks.influxdb.token.file: secret file {tmp_path}/influx.token not found" in str(
         problem

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import ca_pem
 from tests.harness import GATEWAY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ def image(tmp_path: Path, config: str, boot: str = "boot/firmware") -> tuple[Pat
     (folder / "secrets").mkdir(parents=True)
     (folder / "gateway.yaml").write_text(config)
     (folder / "secrets" / "broker-password").write_text("s3cret\n")
-    (folder / "secrets" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (folder / "secrets" / "ca.crt").write_bytes(ca_pem())  # validate parses it
     return root, folder
 
 

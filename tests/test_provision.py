@@ -21,7 +21,7 @@ from gateway.cli import main
 from gateway.clock import Clock
 from gateway.config import ClockCheck, load_config
 from gateway.model import ClockState
-from tests.certs import Pki, make_pki
+from tests.certs import Pki, ca_pem, make_pki
 from tests.harness import GATEWAY
 from tests.peers import Mosquitto, free_port
 
@@ -38,7 +38,7 @@ def mode(path: Path) -> int:
 
 def test_flags_alone_write_a_valid_config_and_private_secrets(tmp_path: Path) -> None:
     ca = tmp_path / "platform-ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n(not parsed by validate)\n")
+    ca.write_bytes(ca_pem())  # validate parses it
     out = tmp_path / "etc"
     result = gateway(
         "provision", "--site", "sunrise-gardens", "--gateway", "gw-07",

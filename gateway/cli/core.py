@@ -45,7 +45,8 @@ def devices(config_path: Path) -> None:
 @click.pass_context
 def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
     """Run the gateway until SIGTERM or Ctrl-C."""
-    loaded = load_or_exit(config_path)
+    # Conflicting devices stay unstarted (reported unavailable); the others run.
+    loaded = load_or_exit(config_path, allow_conflicts=True)
     opts = ctx.find_root().obj or {}
     log_cfg = loaded.config.logging
     setup_logging(

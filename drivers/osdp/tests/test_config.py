@@ -76,7 +76,12 @@ SECOND = """\
             "",
             "devices[0].driver.site_secret: the site secret has 5 bytes",
         ),
-        (BASE + "secure_channel: 'off'\naddress: 127\n", "", "devices[0].driver.address: "),
+        (
+            # Written once: a key written twice is itself refused.
+            BASE.replace("address: 1\n", "address: 127\n") + "secure_channel: 'off'\n",
+            "",
+            "devices[0].driver.address: ",
+        ),
         (BASE + "secure_channel: 'off'\nbaudrate: 4800\n", "", "devices[0].driver.baudrate: "),
         (
             BASE + "secure_channel: 'off'\nwiegand: true\n",
