@@ -73,7 +73,11 @@ def one_device_config(
 def device_specs(
     tmp_path: Path, info: DriverInfo, *devices: tuple[str, str, dict[str, Any]]
 ) -> list[DeviceSpec]:
-    """Devices `(id, kind, driver settings)` of one driver, through the real config loader."""
+    """Devices `(id, kind, driver settings)` of one driver, through the real config loader.
+
+    Conflicts between them are allowed, as `gateway run` allows them: a driver's own
+    guard against conflicting devices is tested with these.
+    """
     path = config_with_devices(
         tmp_path,
         [
@@ -86,7 +90,7 @@ def device_specs(
             for device_id, kind, driver in devices
         ],
     )
-    return list(load_config(path, drivers={info.name: info}).devices)
+    return list(load_config(path, drivers={info.name: info}, allow_conflicts=True).devices)
 
 
 def config_head(driver_type: str, kind: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from drivers.dlt645.cli import scan
 from drivers.dlt645.driver import Dlt645Driver, read_once
-from drivers.dlt645.settings import Dlt645Settings
+from drivers.dlt645.settings import Dlt645Settings, check_devices
 from gateway.driver import DriverInfo
 from gateway.model import Kind
 
@@ -24,4 +24,5 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     read_once=read_once,
     scan_command=scan,
+    check_devices=check_devices,
 )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.dlt645.table import load_table
+from gateway.driver import DeviceProblem, DeviceSpec
 
-__all__ = ["DEFAULT_READINGS", "BusSettings", "Dlt645Settings", "Parity"]
+__all__ = ["DEFAULT_READINGS", "BusSettings", "Dlt645Settings", "Parity", "check_devices"]
 
 DEFAULT_READINGS = ("energy_total", "voltage_a", "current_a", "power_total", "power_factor_total")
 
@@ -87,3 +89,44 @@ class Dlt645Settings(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("a reading is listed twice")
         return value
+
+
+def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> list[DeviceProblem]:
+    """Meters on one port share its serial settings, and each has its own address.
+
+    Two meters at one address both answer (or the wrong one does): the readings could
+    belong to either flat, so both are in conflict.
+    """
+    problems: list[DeviceProblem] = []
+    first: dict[str, DeviceSpec] = {}
+    owners: dict[tuple[str, str], str] = {}
+    for spec in mine:
+        s = spec.settings
+        if not isinstance(s, Dlt645Settings):
+            continue
+        ref = first.setdefault(s.bus.port, spec)
+        r = ref.settings
+        assert isinstance(r, Dlt645Settings)
+        for key in ("baud", "parity", "stopbits"):
+            value, theirs = getattr(s.bus, key), getattr(r.bus, key)
+            if value != theirs:
+                problems.append(
+                    DeviceProblem(
+                        spec.id,
+                        ("bus", key),
+                        f"bus.{key} is {value}, but {ref.id} on the same port ({s.bus.port}) "
+                        f"has {theirs}; meters on one bus share its settings",
+                    )
+                )
+        other = owners.setdefault((s.bus.port, s.address), spec.id)
+        if other != spec.id:
+            problems.append(
+                DeviceProblem(
+                    spec.id,
+                    ("address",),
+                    f"address {s.address} is also {other}'s on {s.bus.port}; each meter on "
+                    "a bus has its own address (read it from the meter's label)",
+                    also=(other,),
+                )
+            )
+    return problems

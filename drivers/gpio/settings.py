@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
-__all__ = ["ROLES_OF_KIND", "Active", "Bias", "Contact", "GpioSettings", "Role", "check_devices"]
+__all__ = [
+    "MAX_LINE_ATTRIBUTES",
+    "ROLES_OF_KIND",
+    "Active",
+    "Bias",
+    "Contact",
+    "GpioSettings",
+    "Role",
+    "check_devices",
+]
 
 
 class Role(StrEnum):
@@ -126,10 +135,72 @@ class GpioSettings(BaseModel):
         return self
 
 
+# The kernel takes at most 10 attributes per line request (GPIO_V2_LINE_NUM_ATTRS_MAX);
+# beyond that every line of the chip fails with E2BIG.
+MAX_LINE_ATTRIBUTES = 10
+
+
+def _attributes(s: GpioSettings) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """What one device adds to its chip's request: flag sets, debounce periods, an output.
+
+    libgpiod makes one attribute per flag set beyond the first, one per distinct
+    non-zero debounce period, and one for all output values.
+    """
+    if s.role is Role.RELAY:
+        return ("output",), (), True
+    return (f"input {s.bias}",), ((s.debounce_ms,) if s.debounce_ms else ()), False
+
+
+def _chip_problems(mine: Sequence[DeviceSpec]) -> list[DeviceProblem]:
+    """Two devices on one line of a chip, and chips whose request the kernel would refuse."""
+    problems: list[DeviceProblem] = []
+    lines: dict[tuple[str, int], str] = {}
+    flags: dict[str, set[str]] = {}
+    debounces: dict[str, set[int]] = {}
+    outputs: dict[str, bool] = {}
+    for spec in mine:
+        s = spec.settings
+        if not isinstance(s, GpioSettings):
+            continue
+        for key, line in (("line", s.line), ("rex_line", s.rex_line)):
+            if line is None:
+                continue
+            other = lines.setdefault((s.chip, line), spec.id)
+            if other != spec.id:
+                problems.append(
+                    DeviceProblem(
+                        spec.id,
+                        (key,),
+                        f"line {line} of {s.chip} is also {other}'s; one wire, one device",
+                        also=(other,),
+                    )
+                )
+        new_flags, new_debounce, output = _attributes(s)
+        chip_flags = flags.setdefault(s.chip, set()) | set(new_flags)
+        chip_debounce = debounces.setdefault(s.chip, set()) | set(new_debounce)
+        chip_output = outputs.get(s.chip, False) or output
+        needed = len(chip_flags) - 1 + len(chip_debounce) + int(chip_output)
+        if needed > MAX_LINE_ATTRIBUTES:
+            periods = ", ".join(str(d) for d in sorted(debounces[s.chip]))
+            problems.append(
+                DeviceProblem(
+                    spec.id,
+                    ("debounce_ms",),
+                    f"{s.chip} cannot take this line's settings: the kernel allows "
+                    f"{MAX_LINE_ATTRIBUTES} different line settings per chip, and its lines "
+                    f"already use debounce_ms {periods} and {len(flags[s.chip])} kinds of "
+                    "line; use a debounce_ms another line on the chip has",
+                )
+            )
+            continue
+        flags[s.chip], debounces[s.chip], outputs[s.chip] = chip_flags, chip_debounce, chip_output
+    return problems
+
+
 def check_devices(mine: Sequence[DeviceSpec], every: Sequence[DeviceSpec]) -> list[DeviceProblem]:
-    """Each door contact's `grant_from` names existing door devices other than itself."""
+    """Doors' `grant_from` names door devices; lines are not shared; each chip fits a request."""
     kinds = {d.id: d.ref.kind for d in every}
-    problems = []
+    problems = _chip_problems(mine)
     for spec in mine:
         settings = spec.settings
         if not isinstance(settings, GpioSettings):

@@ -237,6 +237,8 @@ def group_problems(devices: Sequence[DeviceSpec]) -> list[DeviceProblem]:
                     ("unit_id",),
                     f"unit_id {s.unit_id} is already used by {other} on "
                     f"{s.bus.describe()}; each device on a bus needs its own address",
+                    # Either meter may be the one answering: neither reading is safe.
+                    also=(other,),
                 )
             )
     return problems

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.serial_line.driver import SerialLineDriver
-from drivers.serial_line.settings import SerialLineSettings
+from drivers.serial_line.settings import SerialLineSettings, check_devices
 from gateway.driver import DriverInfo
 from gateway.model import Kind
 
@@ -21,4 +21,5 @@ DRIVER = DriverInfo(
     factory=SerialLineDriver,
     kinds=frozenset({Kind.ELDERLY_ALARM, Kind.SMOKE}),
     folder=Path(__file__).parent,
+    check_devices=check_devices,
 )

@@ -39,7 +39,8 @@ def load(
         for device_id, (kind, code) in devices.items()
     ]
     path = config_with_devices(tmp_path, entries)
-    return list(load_config(path, drivers={"serial_line": DRIVER}).devices)
+    # allow_conflicts: these tests give the driver conflicting devices on purpose.
+    return list(load_config(path, drivers={"serial_line": DRIVER}, allow_conflicts=True).devices)
 
 
 def standard(tmp_path: Path, port: Path, **driver: Any) -> list[DeviceSpec]:
