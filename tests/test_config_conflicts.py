@@ -146,8 +146,8 @@ def test_run_starts_everything_but_the_conflicting_devices(
     unavailable: dict[str, str] = {}
     seen: list[str] = []
 
-    def on_availability(ref: DeviceRef, available: bool, reason: str) -> None:
-        if not available:
+    def on_availability(ref: DeviceRef, available: bool | None, reason: str) -> None:
+        if available is False:
             unavailable[ref.id] = reason
 
     async def scenario() -> None:

@@ -184,7 +184,7 @@ def test_an_absolute_path_to_a_secret_on_the_boot_partition_is_refused(
 
 def test_a_path_that_walks_out_of_secrets_is_refused(tmp_path: Path) -> None:
     root, folder = image(tmp_path, GOOD)
-    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (folder / "ca.crt").write_bytes(ca_pem())
     (folder / "gateway.yaml").write_text(GOOD.replace("secrets/ca.crt", "secrets/../ca.crt"))
     assert firstboot(root).returncode == 1
     assert any("ca.crt must be in the secrets/ folder" in line for line in report_of(folder))
@@ -272,7 +272,7 @@ def test_a_locked_gateway_refuses_the_next_card_until_unlocked(tmp_path: Path) -
     (folder / "gateway.yaml").write_text(hostile)
     (folder / "secrets").mkdir()
     (folder / "secrets" / "broker-password").write_text("theirs\n")
-    (folder / "secrets" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (folder / "secrets" / "ca.crt").write_bytes(ca_pem())
     result = firstboot(root)
     assert result.returncode == 1
     lines = report_of(folder)
