@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from gateway.model import Identity, format_ts
 from gateway.web import pages
 from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
 from gateway.web.building import Place, at_place
+from gateway.web.guard import SECURITY_HEADERS, SERVER_NAME, Caps, RefusalLog
 from gateway.web.i18n import t
 from gateway.web.live import LiveState
 from gateway.web.requests import (
@@ -48,6 +51,7 @@ LANG_COOKIE = "gw_console_lang"
 KIOSK_COOKIE = "gw_kiosk_csrf"
 STATIC = Path(__file__).parent / "static"
 _HEARTBEAT_S = 15.0
+_GONE_CHECK_S = 1.0
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-store",
@@ -93,20 +97,57 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-@web.middleware
-async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
-    resp.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    )
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("Referrer-Policy", "no-referrer")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
+async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """Headers every response carries, set as it is prepared: so also redirects, 401/404/413
+    raised as exceptions (inside aiohttp too) and refusals, which a middleware never sees."""
+    for name, value in SECURITY_HEADERS.items():
+        resp.headers.setdefault(name, value)
+    resp.headers["Server"] = SERVER_NAME
     if request.path.startswith(("/console", "/signin", "/kiosk")):
         resp.headers.setdefault("Cache-Control", "no-store")
-    return resp
+
+
+_ERROR_CODES = {
+    400: "bad-request",
+    401: "session-ended",
+    403: "csrf",
+    404: "not-found",
+    405: "bad-request",
+    413: "too-large",
+    429: "rate-limited",
+    503: "unavailable",
+}
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors of the console as JSON for a client that asks for JSON (the page's fetch).
+
+    Whatever raised them (a guard here or aiohttp, e.g. a body over the size limit), so
+    the page can always parse the answer and show its own words for `code`.
+    """
+    wants = request.path.startswith("/console") and "application/json" in request.headers.get(
+        "Accept", ""
+    )
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        if not wants or exc.status < 400:
+            raise
+        resp = exc
+    if not wants or resp.status < 400 or not isinstance(resp, web.Response):
+        return resp
+    if resp.content_type == "application/json":
+        return resp
+    text = re.sub(r"^\d{3}: ", "", (resp.text or resp.reason or "").strip())
+    doc = {"error": text, "code": _ERROR_CODES.get(resp.status, "error")}
+    if resp.status == 401:
+        doc["signin"] = "/signin"
+    out = web.json_response(doc, status=resp.status)
+    for name in ("Retry-After", "Connection"):
+        if name in resp.headers:
+            out.headers[name] = resp.headers[name]
+    return out
 
 
 class WebApp:
@@ -133,11 +174,18 @@ class WebApp:
         lim = cfg.signin
         self.signin_limit = FailureLimiter(lim.max_failures, lim.window_s, lim.lockout_s)
         self.kiosk_limit = WindowLimiter(cfg.kiosk.max_requests, cfg.kiosk.window_s)
+        caps = cfg.limits
+        self.stream_caps = {
+            "console": Caps(caps.streams_per_client, caps.streams_total),
+            "kiosk": Caps(caps.streams_per_client, caps.streams_total),
+        }
+        self.stream_refusals = RefusalLog("event streams", caps.log_every_s)
         self.secure_cookies = cfg.tls is not None
         self.zone = live.zone
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
+        app.on_response_prepare.append(_security_headers)
         r = app.router
         r.add_get("/", self.root)
         r.add_get("/favicon.ico", self.no_content)
@@ -205,8 +253,6 @@ class WebApp:
             accept = request.headers.get("Accept", "")
             if request.method == "GET" and "text/html" in accept:
                 raise web.HTTPSeeOther("/signin")
-            if "application/json" in accept:
-                raise _json_error(web.HTTPUnauthorized, "session-ended", "sign in first")
             raise web.HTTPUnauthorized(text="401: sign in first")
         return s
 
@@ -413,7 +459,13 @@ class WebApp:
         # Heartbeats often enough that an open stream keeps even a short session alive.
         beat = min(_HEARTBEAT_S, self.cfg.session_idle_s / 4)
         return await self._stream(
-            request, self.live.console, "snapshot", self._state, ended=ended, heartbeat_s=beat
+            request,
+            "console",
+            self.live.console,
+            "snapshot",
+            self._state,
+            ended=ended,
+            heartbeat_s=beat,
         )
 
     async def ack(self, request: web.Request) -> web.StreamResponse:
@@ -445,7 +497,7 @@ class WebApp:
         self, request: web.Request, wants_json: bool, status: int, text: str
     ) -> web.Response:
         if wants_json:
-            return web.json_response({"error": text}, status=status)
+            return web.json_response({"error": text, "code": _ERROR_CODES[status]}, status=status)
         lang = self._console_lang(request)
         return _html(
             pages.message_page(t("c_not_acked", lang), text, "/console", lang), status=status
@@ -454,6 +506,7 @@ class WebApp:
     async def _stream(
         self,
         request: web.Request,
+        screen: str,
         hub: Any,
         first_event: str,
         first: Callable[[], Any],
@@ -466,6 +519,35 @@ class WebApp:
         `ended` is asked before each write; a reason it gives is sent as the last event
         (`session-ended`), so the page knows to sign in instead of reconnecting.
         """
+        caps = self.stream_caps[screen]
+        client = request.remote or "?"
+        why = caps.acquire(client)
+        if why is not None:
+            # Before anything is prepared or subscribed: the refusal costs one short reply,
+            # and the connection closes so its file descriptor is free at once.
+            self.stream_refusals.refused(client, f"{why} cap of {screen} streams reached")
+            cls = web.HTTPTooManyRequests if why == "client" else web.HTTPServiceUnavailable
+            raise cls(
+                text=f"{cls.status_code}: too many open event streams; retry later",
+                headers={"Retry-After": "30", "Connection": "close"},
+            )
+        try:
+            return await self._stream_held(
+                request, hub, first_event, first, transform, ended, heartbeat_s
+            )
+        finally:
+            caps.release(client)
+
+    async def _stream_held(
+        self,
+        request: web.Request,
+        hub: Any,
+        first_event: str,
+        first: Callable[[], Any],
+        transform: Callable[[Any], Any],
+        ended: Callable[[], str | None],
+        heartbeat_s: float,
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
         q = hub.subscribe()
@@ -476,9 +558,10 @@ class WebApp:
                 if reason is not None:
                     await resp.write(_session_ended(reason))
                     break
-                try:
-                    item = await asyncio.wait_for(q.get(), heartbeat_s)
-                except TimeoutError:
+                item = await _next_or_gone(request, q, heartbeat_s)
+                if item is _Tick.GONE:  # the client went away: give its place back now
+                    break
+                if item is _Tick.BEAT:
                     await resp.write(b": keep-alive\n\n")
                     continue
                 if item is None:  # gateway stopping, or the client fell behind
@@ -497,7 +580,7 @@ class WebApp:
     def _kiosk_id(self, request: web.Request) -> str:
         kiosk = request.match_info["kiosk"]
         if kiosk not in self.cfg.kiosk.ids:
-            raise web.HTTPNotFound(text=f"404: no kiosk {kiosk!r}")
+            raise web.HTTPNotFound(text="404: no such kiosk")
         return kiosk
 
     def _lang(self, request: web.Request, form: dict[str, str] | None = None) -> Lang:
@@ -618,6 +701,7 @@ class WebApp:
         lang = self._lang(request)
         return await self._stream(
             request,
+            "kiosk",
             self.live.kiosk,
             "banner",
             self.live.banner,
@@ -625,14 +709,33 @@ class WebApp:
         )
 
 
-def _json_error(
-    cls: type[web.HTTPException], code: str, text: str, **headers: str
-) -> web.HTTPException:
-    """An HTTP error whose body is the console's JSON error document (docs/web.md)."""
-    doc: dict[str, str] = {"error": text, "code": code}
-    if code == "session-ended":
-        doc["signin"] = "/signin"
-    return cls(text=json.dumps(doc), content_type="application/json", headers=headers or None)
+class _Tick(Enum):
+    BEAT = "beat"
+    GONE = "gone"
+
+
+async def _next_or_gone(
+    request: web.Request, q: asyncio.Queue[tuple[str, Any] | None], heartbeat_s: float
+) -> tuple[str, Any] | _Tick | None:
+    """The hub's next item; BEAT when a heartbeat is due; GONE when the client left.
+
+    A closed connection is seen only when written to, so it is looked at every second:
+    a stream's place under the caps is free a second after its client left, not at the
+    next heartbeat.
+    """
+    loop = asyncio.get_running_loop()
+    due = loop.time() + heartbeat_s
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return _Tick.GONE
+        left = due - loop.time()
+        if left <= 0:
+            return _Tick.BEAT
+        try:
+            return await asyncio.wait_for(q.get(), min(left, _GONE_CHECK_S))
+        except TimeoutError:
+            continue
 
 
 def _write_private_in(path: Path, data: bytes) -> None:

@@ -14,6 +14,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.web.guard import (
+    Caps,
+    GuardedServer,
+    QuietHandler,
+    RefusalLog,
+    connection_budget,
+    quiet_resource_errors,
+)
 from gateway.web.live import LiveState
 from gateway.web.meters import MeterHistory
 from gateway.web.requests import RequestStore
@@ -113,10 +121,20 @@ class WebService:
         keeper = asyncio.create_task(self.web.keep_sessions())
         runner = web.AppRunner(self.web.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
+        lim = self.cfg.limits
+        server = runner.server
+        assert server is not None
+        bad = RefusalLog("malformed requests", lim.log_every_s)
+        crashes = RefusalLog("requests: internal errors", lim.log_every_s)
+        listener = GuardedServer(
+            lambda: QuietHandler(server, bad=bad, crashes=crashes),
+            Caps(lim.connections_per_client, connection_budget(lim.connections_total)),
+            RefusalLog("web connections", lim.log_every_s),
+        )
+        quiet_resource_errors(asyncio.get_running_loop(), lim.log_every_s)
         try:
-            site = web.TCPSite(runner, self.cfg.bind, self.cfg.port, ssl_context=self._ssl())
             try:
-                await site.start()
+                await listener.start(self.cfg.bind, self.cfg.port, self._ssl())
             except OSError as exc:
                 raise RuntimeError(
                     f"web: cannot listen on {self.cfg.bind}:{self.cfg.port}: {exc.strerror}"
@@ -135,6 +153,7 @@ class WebService:
                     await asyncio.to_thread(self.meters.save)
         finally:
             # End the event streams first so the runner need not wait for them.
+            listener.close()
             self.live.stop()
             keeper.cancel()
             await self.web.save_sessions()

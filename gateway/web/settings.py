@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["KioskConfig", "Lang", "SigninLimit", "WebConfig", "WebTls"]
+__all__ = ["KioskConfig", "Lang", "SigninLimit", "WebConfig", "WebLimits", "WebTls"]
 
 KioskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
 
@@ -42,6 +42,25 @@ class SigninLimit(_Strict):
     max_failures: int = Field(5, ge=1, le=100)
     window_s: float = Field(300.0, gt=0)
     lockout_s: float = Field(60.0, gt=0)
+
+
+class WebLimits(_Strict):
+    """What one client (source address) and all clients together may hold open.
+
+    Kiosks behind one lobby PC or router share an address, so the per-client caps are
+    several times what one screen needs (one event stream, a few connections).
+    """
+
+    connections_per_client: int = Field(64, ge=4, le=10_000)
+    connections_total: int = Field(512, ge=8, le=100_000)
+    # Event streams, counted apart for the kiosk and the console, so that a flood of
+    # kiosk streams never takes the console's.
+    streams_per_client: int = Field(16, ge=1, le=1000)
+    streams_total: int = Field(128, ge=1, le=10_000)
+    # Request-code lookups on the kiosk ("check my request") per client per minute.
+    code_lookups_per_minute: int = Field(30, ge=1, le=10_000)
+    # Refusals are logged once, then summed up once per this interval.
+    log_every_s: float = Field(60.0, gt=0)
 
 
 class KioskConfig(_Strict):
@@ -84,6 +103,7 @@ class WebConfig(_Strict):
     # IANA name (Asia/Shanghai) of the zone the screens show times in; None: the system's.
     timezone: str | None = None
     signin: SigninLimit = SigninLimit()
+    limits: WebLimits = WebLimits()
     kiosk: KioskConfig = KioskConfig()
 
     @field_validator("timezone")

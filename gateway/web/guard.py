@@ -1,0 +1,296 @@
+"""Caps on what one client and all clients together may hold open, refused cheaply.
+
+A flood of connections or event streams from the LAN must not exhaust the gateway's file
+descriptors (which the MQTT uplink, the outbox and the serial ports need too) nor fill
+its log.  Three layers:
+
+- `GuardedServer` counts TCP connections per client address and in total, and closes one
+  beyond its cap at once, before any HTTP is read: the cheapest refusal there is.
+- `Caps` counts what a route holds open (event streams) per client and in total; the
+  route answers 429 or 503 with `Retry-After` beyond it.
+- `RefusalLog` logs the first refusal at once and then one summary per interval, and
+  `quiet_resource_errors` does the same for the event loop's "out of file descriptors"
+  errors, so that no flood writes a traceback per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "KEEPALIVE_S",
+    "SECURITY_HEADERS",
+    "SERVER_NAME",
+    "Caps",
+    "GuardedServer",
+    "QuietHandler",
+    "RefusalLog",
+    "client_of",
+    "connection_budget",
+    "quiet_resource_errors",
+]
+
+log = logging.getLogger(__name__)
+
+# File descriptors kept for everything but web connections: the broker, the outbox and
+# request databases, serial ports, log files, the sessions file.
+_RESERVED_FDS = 128
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# An idle connection (none of a browser's needs longer) is closed after this long; also
+# one that never sends a request.
+KEEPALIVE_S = 30.0
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# Named without a version, which would tell an attacker which advisories apply.
+SERVER_NAME = "community-gateway"
+
+
+def client_of(peer: Any) -> str:
+    """The client key of a peer address: its IP (a port changes with every connection)."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "?"
+
+
+@dataclass
+class RefusalLog:
+    """One warning at the first refusal, then at most one summary per `every_s`."""
+
+    what: str
+    every_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _since: float | None = None
+    _counts: Counter[str] = field(default_factory=Counter)
+
+    def first_in_interval(self) -> bool:
+        """Whether the next `refused` starts an interval (so may be logged in full)."""
+        return self._since is None or self.clock() - self._since >= self.every_s
+
+    def refused(self, client: str, why: str) -> None:
+        now = self.clock()
+        self._counts[client] += 1
+        if self._since is None:
+            log.warning(
+                "web: refusing %s from %s (%s); further refusals are summed up every %.0f s",
+                self.what,
+                client,
+                why,
+                self.every_s,
+            )
+            self._since = now
+            self._counts.clear()
+        elif now - self._since >= self.every_s:
+            total = sum(self._counts.values())
+            top, n = self._counts.most_common(1)[0]
+            log.warning(
+                "web: refused %d %s in the last %.0f s (%d clients; most from %s: %d); %s",
+                total,
+                self.what,
+                now - self._since,
+                len(self._counts),
+                top,
+                n,
+                why,
+            )
+            self._since = now
+            self._counts.clear()
+
+
+@dataclass
+class Caps:
+    """How many of something each client and all clients hold; bounded by both caps."""
+
+    per_client: int
+    total: int
+    _held: Counter[str] = field(default_factory=Counter)
+
+    def acquire(self, client: str) -> str | None:
+        """Take one for `client`; None if granted, else why not ("client" or "total")."""
+        if self._held[client] >= self.per_client:
+            return "client"
+        if sum(self._held.values()) >= self.total:
+            return "total"
+        self._held[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self._held[client] -= 1
+        if self._held[client] <= 0:
+            del self._held[client]  # the table holds only clients with something open
+
+    def held(self, client: str | None = None) -> int:
+        return self._held[client] if client is not None else sum(self._held.values())
+
+
+def connection_budget(wanted: int) -> int:
+    """The total connection cap the process's open-file limit allows, at most `wanted`.
+
+    Logs once when the limit forces a lower cap (the unit's LimitNOFILE is too low).
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - _RESERVED_FDS >= wanted:
+        return wanted
+    budget = max(8, soft - _RESERVED_FDS)
+    log.warning(
+        "web: the open-file limit (%d) allows only %d web connections, not %d; "
+        "raise LimitNOFILE of the service",
+        soft,
+        budget,
+        wanted,
+    )
+    return budget
+
+
+class QuietHandler(web.RequestHandler):
+    """aiohttp's connection handler, with its own error answers made safe and quiet.
+
+    aiohttp answers a request it cannot parse (or a handler's crash) itself, past the
+    application's hooks: with the parser's message echoing the input, its version in
+    `Server`, no security headers, and a traceback in the log for each one.  Here the
+    answer is the status line's phrase with the usual headers, a malformed request is
+    logged once per interval, and a crash's traceback once per interval too.
+    """
+
+    def __init__(self, manager: web.Server, *, bad: RefusalLog, crashes: RefusalLog) -> None:
+        super().__init__(
+            manager,
+            loop=asyncio.get_running_loop(),
+            access_log=None,  # type: ignore[arg-type]  # None turns the access log off
+            keepalive_timeout=KEEPALIVE_S,
+        )
+        self._bad = bad
+        self._crashes = crashes
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        client = request.remote or "?"
+        if status >= 500:
+            if self._crashes.first_in_interval():
+                log.error("web: error handling a request from %s", client, exc_info=exc)
+            self._crashes.refused(client, f"HTTP {status}")
+        else:
+            self._bad.refused(client, f"HTTP {status}: {type(exc).__name__}")
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; the connection is closed")
+        resp = web.Response(status=status, text=f"{status}: {HTTPStatus(status).phrase}")
+        resp.headers.update(SECURITY_HEADERS)
+        resp.headers["Server"] = SERVER_NAME
+        resp.force_close()
+        return resp
+
+
+class _Guarded(asyncio.Protocol):
+    """A connection under the caps: handed to the HTTP protocol, or closed at once."""
+
+    def __init__(self, server: GuardedServer) -> None:
+        self._server = server
+        self._inner: asyncio.Protocol | None = None
+        self._client = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._client = client_of(transport.get_extra_info("peername"))
+        why = self._server.caps.acquire(self._client)
+        if why is not None:
+            self._server.refusals.refused(self._client, f"{why} connection cap reached")
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()  # no reply: the fd is freed now, not after a handshake
+            return
+        self._inner = self._server.protocol_factory()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is None:
+            return
+        self._server.caps.release(self._client)
+        inner, self._inner = self._inner, None
+        inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+@dataclass
+class GuardedServer:
+    """A listening socket whose connections pass the caps before reaching `protocol_factory`."""
+
+    protocol_factory: Callable[[], asyncio.Protocol]
+    caps: Caps
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog("web connections"))
+    _server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Guarded(self),
+            host,
+            port,
+            ssl=ssl_context,
+            reuse_address=True,
+            backlog=128,
+        )
+
+    def close(self) -> None:
+        """Stop listening (open connections are ended by the HTTP runner's cleanup)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+def quiet_resource_errors(loop: asyncio.AbstractEventLoop, every_s: float = 60.0) -> None:
+    """Log the loop's out-of-file-descriptor errors (failed accepts) once per interval.
+
+    asyncio logs every failed `accept()` with a traceback; when the process runs out of
+    file descriptors that is dozens of tracebacks a second.  Other errors go to the
+    handler that was there before.
+    """
+    previous = loop.get_exception_handler()
+    refusals = RefusalLog("connections: out of file descriptors", every_s)
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+            refusals.refused("?", f"{exc.strerror}; raise LimitNOFILE or lower web.limits")
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
