@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from gateway.config import CONFIG_VERSION, GatewayConfig
 from gateway.files import write_private
+from gateway.security.identity import broker_identity
 
 __all__ = [
     "INSTALLED_OUTBOX",
@@ -57,8 +58,13 @@ class Answers:
 
     @property
     def common_name(self) -> str:
-        """The client certificate's CN: site.gateway, as the broker's ACL expects."""
-        return f"{self.site}.{self.gateway}"
+        """The broker identity `gateway@site` (docs/security.md): the CN and the user name."""
+        return broker_identity(self.site, self.gateway)
+
+    @property
+    def broker_username(self) -> str | None:
+        """The user name to write: the identity whenever there is a password to go with it."""
+        return self.username or (self.common_name if self.password else None)
 
 
 @dataclass(slots=True)
@@ -90,8 +96,8 @@ def render_config(a: Answers) -> str:
         "broker:",
         f"  url: {_q(a.broker_url)}",
     ]
-    if a.username:
-        lines.append(f"  username: {_q(a.username)}")
+    if a.broker_username:
+        lines.append(f"  username: {_q(a.broker_username)}")
     if a.password:
         lines.append("  password: {file: secrets/broker-password}")
     tls: list[str] = []
@@ -138,6 +144,15 @@ def _check_answers(a: Answers) -> None:
             flag = names.get(str(err["loc"][0]), ".".join(str(p) for p in err["loc"]))
             problems.append(f"{flag}: {err['msg'].removeprefix('Value error, ')}")
         raise ProvisionError("; ".join(problems)) from exc
+    # One name per gateway, the one the generated ACL (`gateway security acl`) grants its
+    # topics to: another name would either get nothing or be shared between gateways.
+    if a.username and a.username != a.common_name:
+        raise ProvisionError(
+            f"--username: this gateway's broker identity is {a.common_name!r} "
+            "(gateway@site, see docs/security.md); give that, or nothing"
+        )
+    if a.username and not a.password:
+        raise ProvisionError("--username: a user name needs --password (mTLS needs neither)")
     if a.ca_file is not None and not a.ca_file.is_file():
         raise ProvisionError(f"--ca-file: {a.ca_file} not found")
     if a.csr and not a.broker_url.startswith("mqtts://"):

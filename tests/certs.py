@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-__all__ = ["Issued", "Pki", "ca_pem", "issue", "make_pki"]
+__all__ = ["Issued", "Pki", "ca_pem", "issue", "make_client_cert", "make_pki"]
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -163,3 +163,12 @@ def issue(
 def ca_pem() -> bytes:
     """A valid CA certificate in PEM, for a config that only needs `ca_file` to parse."""
     return issue("test ca", ca=True).cert
+
+
+def make_client_cert(pki: Pki, name: str, common_name: str) -> tuple[Path, Path]:
+    """Another client certificate from the test CA, with subject CN=common_name: (cert, key)."""
+    _leaf(pki.dir, name, "ca", f"/CN={common_name}", None)
+    cert, key = pki.dir / f"{name}.pem", pki.dir / f"{name}.key"
+    for f in (cert, key):
+        f.chmod(0o644)
+    return cert, key

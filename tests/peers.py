@@ -49,6 +49,12 @@ class Mosquitto:
     preamble: str = ""  # global options that must come before the first listener
     # e.g. ("faketime", "-f", "+5d", "mosquitto"): a broker whose clock is wrong
     command: tuple[str, ...] = ("mosquitto",)
+    anonymous: bool = True  # False: only users of password_file (or client certificates)
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    # 0 (unbounded) keeps delivery-count tests exact; but mosquitto 2.0.11 then drops the
+    # connection of a client whose QoS 1 publish the ACL denies: ACL tests give 1000.
+    max_queued: int = 0
     proc: subprocess.Popen[bytes] | None = None
     # Started as root, mosquitto drops to its own user, which cannot enter pytest's
     # 0700 tmp tree: its persistence lives in a folder of its own under /tmp instead,
@@ -67,8 +73,10 @@ class Mosquitto:
         lines = [
             self.preamble,
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "max_queued_messages 0",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            *([f"password_file {self.password_file}"] if self.password_file else []),
+            *([f"acl_file {self.acl_file}"] if self.acl_file else []),
+            f"max_queued_messages {self.max_queued}",
             "max_inflight_messages 0",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.store}/",

@@ -43,7 +43,7 @@ def test_flags_alone_write_a_valid_config_and_private_secrets(tmp_path: Path) ->
     result = gateway(
         "provision", "--site", "sunrise-gardens", "--gateway", "gw-07",
         "--broker-url", "mqtts://broker.example.net:8883", "--ca-file", str(ca),
-        "--username", "gw-07", "--password", "s3cret pass", "--out", str(out),
+        "--username", "", "--password", "s3cret pass", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = out / "gateway.yaml"
@@ -52,7 +52,10 @@ def test_flags_alone_write_a_valid_config_and_private_secrets(tmp_path: Path) ->
 
     cfg = load_config(config).config
     assert (cfg.site.id, cfg.gateway.id) == ("sunrise-gardens", "gw-07")
-    assert cfg.broker.url == "mqtts://broker.example.net:8883" and cfg.broker.username == "gw-07"
+    assert (
+        cfg.broker.url == "mqtts://broker.example.net:8883"
+        and cfg.broker.username == "gw-07@sunrise-gardens"
+    )
     assert cfg.broker.password is not None and cfg.broker.password.read() == "s3cret pass"
     assert cfg.broker.tls is not None and cfg.broker.tls.ca_file == out / "secrets" / "ca.crt"
     assert cfg.outbox.path == Path("/var/lib/community-gateway/outbox.db")
@@ -95,6 +98,27 @@ def test_a_wrong_answer_writes_nothing_and_an_existing_config_is_kept(tmp_path: 
     assert forced.returncode == 0 and "mqtt://other:1883" in (out / "gateway.yaml").read_text()
 
 
+def test_the_broker_user_is_the_gateways_identity_and_no_other(tmp_path: Path) -> None:
+    """gateway@site names one gateway ('a.b'+'c' and 'a'+'b.c' differ); a shared name is refused."""
+    base = ["provision", "--broker-url", "mqtt://h:1883", "--ca-file", "", "--password", "pw"]
+    made = {}
+    for site, gw in (("a.b", "c"), ("a", "b.c")):
+        out = tmp_path / f"{site}-{gw}"
+        done = gateway(*base, "--site", site, "--gateway", gw, "--username", "", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        made[(site, gw)] = load_config(out / "gateway.yaml").config.broker.username
+    assert made == {("a.b", "c"): "c@a.b", ("a", "b.c"): "b.c@a"}
+
+    out = tmp_path / "shared"
+    refused = gateway(
+        *base, "--site", "a", "--gateway", "g", "--username", "gateways", "--out", str(out)
+    )
+    assert refused.returncode == 2 and not out.exists()
+    assert "--username: this gateway's broker identity is 'g@a'" in refused.stderr
+    same = gateway(*base, "--site", "a", "--gateway", "g", "--username", "g@a", "--out", str(out))
+    assert same.returncode == 0, same.stderr
+
+
 @pytest.fixture
 def mtls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Pki, int]]:
     pki = make_pki(Path(tempfile.mkdtemp(prefix="pki-provision-")))
@@ -134,14 +158,14 @@ def test_csr_signed_by_the_ca_commissions_the_gateway_over_mutual_tls(
     assert result.returncode == 0, result.stderr
     key, csr = out / "secrets" / "client.key", out / "client.csr"
     assert mode(key) == 0o600 and mode(csr) == 0o644
-    assert "CN=site-a.gw-1" in result.stdout
+    assert "CN=gw-1@site-a" in result.stdout
 
     parsed = subprocess.run(
         ["openssl", "req", "-in", str(csr), "-noout", "-verify", "-subject"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert parsed.returncode == 0, parsed.stderr
-    assert "subject=CN = site-a.gw-1" in parsed.stdout
+    assert "subject=CN = gw-1@site-a" in parsed.stdout
     assert "verify OK" in parsed.stdout + parsed.stderr
 
     # Until the CA has signed it, validation names exactly the missing certificate.

@@ -9,6 +9,7 @@ from gateway.alarms.cli import COMMANDS as ALARM_COMMANDS
 from gateway.cli import core, installer, watch
 from gateway.logsetup import setup_logging
 from gateway.notify.cli import notify
+from gateway.security.cli import security
 from gateway.tickets.cli import tickets
 from gateway.web.cli import COMMANDS as WEB_COMMANDS
 
@@ -49,6 +50,7 @@ for command in ALARM_COMMANDS:
     main.add_command(command)
 main.add_command(tickets)
 main.add_command(notify)
+main.add_command(security)
 for command in WEB_COMMANDS:
     main.add_command(command)
 

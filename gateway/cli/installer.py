@@ -85,7 +85,12 @@ def _optional(value: str | None) -> str | None:
     prompt="CA certificate file (empty: the system's CAs)",
     help="The CA that signed the broker's certificate; copied into secrets/ca.crt.",
 )
-@click.option("--username", default="", prompt="Broker user name (empty: none)", help="MQTT user.")
+@click.option(
+    "--username",
+    default="",
+    prompt="Broker user name (empty: gateway@site if a password follows)",
+    help="MQTT user: the gateway's identity gateway@site (docs/security.md), or empty.",
+)
 @click.option(
     "--password",
     default="",
@@ -97,7 +102,7 @@ def _optional(value: str | None) -> str | None:
 @click.option(
     "--csr/--no-csr",
     default=False,
-    help="Make a client key and a certificate signing request (CN=site.gateway) for mutual TLS.",
+    help="Make a client key and a certificate signing request (CN=gateway@site) for mutual TLS.",
 )
 @click.option(
     "--out",

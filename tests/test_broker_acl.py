@@ -1,0 +1,299 @@
+"""The ACL of `gateway security acl` confines each identity, against a real Mosquitto.
+
+Mosquitto 2.0.11, checked here: a SUBSCRIBE outside the ACL is granted (SUBACK QoS 1)
+but nothing it matches is ever delivered; a denied QoS 1 PUBLISH is answered PUBACK
+135 "Not authorized" under MQTT 5 (a plain success under 3.1.1) and is neither
+delivered nor retained.  So the tests assert what a user relies on: nothing arrives,
+nothing is stored.  (With `max_queued_messages 0` it also drops the connection of the
+client whose QoS 1 publish it denied; the broker here uses 1000.)  "Nothing arrived" is proven by a marker published after the
+refused message on the same connection: the broker handles one client's packets in
+order, so once the marker is in, the refused message would have been in before it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.certs import Pki, make_client_cert, make_pki
+from tests.harness import GATEWAY
+from tests.peers import Mosquitto, free_port, wait_for
+
+pytestmark = [pytest.mark.broker]
+
+P = "community/v1"
+WATCHER = "test.watcher"  # reads everything; added by the test, not by the generator
+NAMES = ["gw-1@site-a", "gw-2@site-a", "gw-1@site-b", "service.tickets"]
+INVENTORY = f"""\
+prefix: {P}
+services:
+  tickets: [service.tickets]
+gateways:
+  - {{site: site-a, gateway: gw-1}}
+  - {{site: site-a, gateway: gw-2}}
+  - {{site: site-b, gateway: gw-1}}
+"""
+
+
+@dataclass
+class Broker:
+    mosquitto: Mosquitto
+    tls_port: int
+    pki: Pki
+    certs: dict[str, tuple[Path, Path]]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    work = tmp_path_factory.mktemp("acl")
+    # Read by the broker as its own user: not under pytest's 0700 tree.
+    files = Path(tempfile.mkdtemp(prefix="acl-test-"))
+    files.chmod(0o755)
+    inventory = work / "fleet.yaml"
+    inventory.write_text(INVENTORY)
+    acl = files / "acl"
+    done = subprocess.run(
+        [GATEWAY, "security", "acl", "--inventory", str(inventory), "-o", str(acl)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    with acl.open("a") as f:
+        f.write(f"\nuser {WATCHER}\ntopic read #\n")
+    passwords = files / "passwords"
+    for i, name in enumerate([*NAMES, WATCHER]):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run(
+            ["mosquitto_passwd", *flags, "-b", str(passwords), name, f"pw-{name}"], check=True
+        )
+    passwords.chmod(0o644)
+    pki = make_pki(files / "pki")
+    certs = {name: make_client_cert(pki, f"c{i}", name) for i, name in enumerate(NAMES)}
+    tls_port = free_port()
+    m = Mosquitto(
+        work / "broker",
+        anonymous=False,
+        max_queued=1000,
+        password_file=passwords,
+        acl_file=acl,
+        extra="\n".join(
+            [
+                f"listener {tls_port} 127.0.0.1",
+                f"cafile {pki.ca}",
+                f"certfile {pki.server_cert}",
+                f"keyfile {pki.server_key}",
+                "require_certificate true",
+                "use_identity_as_username true",
+            ]
+        ),
+    )
+    m.start()
+    yield Broker(m, tls_port, pki, certs)
+    m.remove()
+    shutil.rmtree(files, ignore_errors=True)
+
+
+@dataclass
+class Client:
+    """One identity's MQTT 5 connection, recording what it receives and its PUBACK codes."""
+
+    name: str
+    received: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    acks: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    client: Any = None
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [t for t, _, _ in self.received]
+
+    def publish(self, topic: str, payload: bytes = b"x", *, retain: bool = False) -> int:
+        """Publish at QoS 1; the PUBACK's reason code (0 delivered, 135 not authorized)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        assert wait_for(lambda: info.mid in self.acks, timeout=10)
+        return self.acks[info.mid]
+
+    def subscribe(self, *filters: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_a: done.set()
+        self.client.subscribe([(f, 1) for f in filters])
+        assert done.wait(10)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect(broker: Broker, name: str, how: str) -> Client:
+    """`name` logged in with its password, or with its client certificate (mTLS)."""
+    c = Client(name)
+    paho = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{name}-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
+    )
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with c.lock:
+            c.received.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        c.acks[mid] = rc.value
+
+    connected: list[Any] = []
+    paho.on_message = on_message
+    paho.on_publish = on_publish
+    paho.on_connect = lambda _c, _u, _f, rc, _p: connected.append(rc)
+    port = broker.mosquitto.port
+    if how == "mtls" and name in broker.certs:
+        cert, key = broker.certs[name]
+        paho.tls_set(ca_certs=str(broker.pki.ca), certfile=str(cert), keyfile=str(key))
+        port = broker.tls_port
+    else:
+        paho.username_pw_set(name, f"pw-{name}")
+    paho.connect("127.0.0.1", port)
+    paho.loop_start()
+    assert wait_for(lambda: connected, timeout=10)
+    assert not connected[0].is_failure, f"{name} refused: {connected[0]}"
+    c.client = paho
+    return c
+
+
+@pytest.fixture
+def watcher(broker: Broker) -> Iterator[Client]:
+    w = connect(broker, WATCHER, "password")
+    w.subscribe("#")
+    yield w
+    w.stop()
+
+
+def marker_after(c: Client, own_topic: str, watcher: Client, *, retain: bool = False) -> None:
+    """Publish a marker on `c`'s own topic and wait until the watcher has it."""
+    tag = uuid.uuid4().hex.encode()
+    assert c.publish(own_topic, tag, retain=retain) == 0
+    assert wait_for(lambda: any(p == tag for _, p, _ in list(watcher.received)), timeout=10)
+
+
+@pytest.mark.parametrize("how", ["password", "mtls"])
+def test_a_gateway_publishes_only_under_its_own_subtree(
+    broker: Broker, watcher: Client, how: str
+) -> None:
+    gw = connect(broker, "gw-1@site-a", how)
+    try:
+        run = uuid.uuid4().hex[:6]
+        own = f"{P}/site-a/gw-1/alarms/own-{run}"
+        foreign = [
+            f"{P}/site-a/gw-2/alarms/a-{run}",  # same site, another gateway
+            f"{P}/site-b/gw-1/alarms/a-{run}",  # another site, the same gateway id
+            f"{P}/site-a/gw-2/cmd/alarms/a-{run}/ack",  # another gateway's commands
+            f"{P}/central/tickets/T-{run}",
+            f"{P}/site-a/gw-1-{run}/status",  # a prefix of its id is not its subtree
+        ]
+        for topic in foreign:
+            assert gw.publish(topic, b'{"spoof": true}', retain=True) == 135, topic
+        marker_after(gw, own, watcher, retain=True)
+        assert [t for t in watcher.topics() if run in t] == [own]
+        # Nothing was retained either.  One connection's subscriptions are answered in
+        # order: once the own topic's retained message is in, the others' would be too.
+        late = connect(broker, WATCHER, "password")
+        try:
+            late.subscribe(*foreign)
+            late.subscribe(own)
+            assert wait_for(lambda: own in late.topics(), timeout=10)
+            assert late.topics() == [own]
+        finally:
+            late.stop()
+            gw.publish(own, b"", retain=True)
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize("how", ["password", "mtls"])
+def test_a_gateway_reads_only_its_own_commands(broker: Broker, watcher: Client, how: str) -> None:
+    gw = connect(broker, "gw-1@site-a", how)
+    tickets = connect(broker, "service.tickets", how)
+    other = connect(broker, "gw-1@site-b", how)
+    try:
+        run = uuid.uuid4().hex[:6]
+        gw.subscribe(
+            f"{P}/site-a/gw-2/cmd/#",
+            f"{P}/site-b/+/cmd/#",
+            f"{P}/site-b/#",
+            f"{P}/#",
+            f"$share/g-{run}/{P}/site-a/gw-2/cmd/#",
+            f"{P}/site-a/gw-1/cmd/#",
+        )
+        assert tickets.publish(f"{P}/site-a/gw-2/cmd/alarms/a-{run}/ack") == 0
+        assert tickets.publish(f"{P}/site-b/gw-1/cmd/alarms/a-{run}/ack") == 0
+        assert other.publish(f"{P}/site-b/gw-1/devices/m-{run}/telemetry") == 0
+        assert other.publish(f"{P}/site-b/gw-1/alarms/a-{run}") == 0
+        own = f"{P}/site-a/gw-1/cmd/alarms/a-{run}/ack"
+        assert tickets.publish(own) == 0
+        assert wait_for(lambda: own in gw.topics(), timeout=10)
+        # The foreign messages were published before `own`, from the same connections
+        # or earlier ones that the watcher proves were handled.
+        assert wait_for(lambda: sum(run in t for t in watcher.topics()) >= 5, timeout=10)
+        assert {t for t in gw.topics() if run in t} == {own}
+    finally:
+        for c in (gw, tickets, other):
+            c.stop()
+
+
+@pytest.mark.parametrize("how", ["password", "mtls"])
+def test_the_ticket_service_reads_alarms_and_writes_acks_only(
+    broker: Broker, watcher: Client, how: str
+) -> None:
+    tickets = connect(broker, "service.tickets", how)
+    gw = connect(broker, "gw-2@site-a", how)
+    try:
+        run = uuid.uuid4().hex[:6]
+        tickets.subscribe(f"$share/tickets-{run}/{P}/+/+/alarms/+", f"{P}/+/+/reply/central/#")
+        refused = [
+            f"{P}/site-a/gw-2/devices/m-{run}/telemetry",
+            f"{P}/site-a/gw-2/alarms/fake-{run}",
+            f"{P}/site-a/gw-2/status",
+            f"{P}/site-a/gw-2/cmd/devices/door-{run}/open",
+        ]
+        for topic in refused:
+            assert tickets.publish(topic) == 135, topic
+        assert tickets.publish(f"{P}/site-a/gw-2/cmd/alarms/a-{run}/ack") == 0
+        assert tickets.publish(f"{P}/central/tickets/T-{run}") == 0
+        alarm = f"{P}/site-a/gw-2/alarms/a-{run}"
+        reply = f"{P}/site-a/gw-2/reply/central/tickets-{run}"
+        assert gw.publish(alarm) == 0 and gw.publish(reply) == 0
+        assert wait_for(lambda: {alarm, reply} <= set(tickets.topics()), timeout=10)
+        assert not set(refused) & set(watcher.topics())
+        # A response topic outside the gateway's subtree is refused to the gateway.
+        assert gw.publish(f"{P}/central/ticket-service/tickets-{run}/replies") == 135
+    finally:
+        tickets.stop()
+        gw.stop()
+
+
+def test_an_unknown_user_or_a_wrong_password_is_refused(broker: Broker) -> None:
+    for name, password in (("gw-9@site-a", "pw-gw-9@site-a"), ("gw-1@site-a", "wrong")):
+        paho = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        paho.username_pw_set(name, password)
+        codes: list[Any] = []
+        paho.on_connect = lambda _c, _u, _f, rc, _p, seen=codes: seen.append(rc)
+        paho.connect("127.0.0.1", broker.mosquitto.port)
+        paho.loop_start()
+        try:
+            assert wait_for(lambda seen=codes: seen, timeout=10)
+            assert codes[0].is_failure
+        finally:
+            paho.disconnect()
+            paho.loop_stop()
