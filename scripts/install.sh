@@ -7,19 +7,29 @@
 #   sudo scripts/install.sh --uninstall          remove program and units, keep config and data
 #   sudo scripts/install.sh --uninstall --purge  remove config, data and the service user too
 #
+# Offline (no package index at the site), from a bundle made by scripts/bundle:
+#   sudo scripts/install.sh --bundle FILE.tar.gz   install from the bundle's wheels
+#   sudo community-gateway-*/scripts/install.sh    the same, run from an unpacked bundle
+#
 # For image builds and tests:
-#   --root DIR    install into DIR instead of / (creates no user: it says what it would do)
+#   --root DIR    install into DIR instead of / (creates no user: it says what it would do);
+#                 the tree works at / when that image boots
 #   --no-user     do not create the service user
 #   --skip-venv   do not build the virtualenv (quick tests of everything else)
 #
+# The program is built in a new virtualenv beside the old one and replaces it in one
+# rename only once it works: a failed install or upgrade leaves the previous one running.
+# Every failure ends with an "install: error:" line.  A run that changes nothing prints
+# nothing.
+#
 # What goes where (docs/install.md):
-#   /opt/community-gateway/venv          the program (pip install of this checkout),
-#                                        linked as /usr/local/bin/gateway
+#   /opt/community-gateway/venv          the program (a link to venvs/<when>), linked as
+#                                        /usr/local/bin/gateway
 #   /etc/community-gateway/gateway.yaml  the config, copied from systemd/gateway.example.yaml
 #                                        only when absent; secrets/ next to it (all 0600/0700)
 #   /var/lib/community-gateway           state: the outbox (the service's only writable place)
 #   /etc/systemd/system/community-gateway{,-firstboot}.service, enabled
-set -euo pipefail
+set -eEuo pipefail
 # The program must be readable by the service user whatever root's umask is; private
 # files and folders get their modes explicitly.
 umask 022
@@ -32,15 +42,29 @@ MODE=install
 PURGE=0
 MAKE_USER=1
 MAKE_VENV=1
+BUNDLE=""
+WHEELS=""
+CHANGED=0
+NOTES=()
+NEW_VENV=""
+ARGS=("$@")
 
-say() { printf 'install: %s\n' "$*"; }
+# A change: printed at once.  A note: printed at the end, and only if something changed,
+# so that a second run is silent.
+say() { CHANGED=1; printf 'install: %s\n' "$*"; }
+note() { NOTES+=("$*"); }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,/^set -eEuo/{/^set -eEuo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# Whatever fails unforeseen still ends with an install: line, and no half-built venv.
+trap 'die "failed at line $LINENO: $BASH_COMMAND"' ERR
+trap '[ -z "$NEW_VENV" ] || rm -rf "$NEW_VENV"' EXIT
 
 while (($#)); do
   case "$1" in
-    --root) [ $# -ge 2 ] || die "--root needs a folder"; ROOT="$(cd "$2" && pwd)"; shift ;;
-    --root=*) ROOT="$(cd "${1#--root=}" && pwd)" ;;
+    --root) [ $# -ge 2 ] || die "--root needs a folder"; ROOT="$(cd "$2" && pwd)" || die "no folder $2"; shift ;;
+    --root=*) ROOT="$(cd "${1#--root=}" && pwd)" || die "no folder ${1#--root=}" ;;
+    --bundle) [ $# -ge 2 ] || die "--bundle needs a file"; BUNDLE="$2"; shift ;;
+    --wheels) [ $# -ge 2 ] || die "--wheels needs a folder"; WHEELS="$2"; shift ;;
     --upgrade) MODE=upgrade ;;
     --uninstall) MODE=uninstall ;;
     --purge) PURGE=1 ;;
@@ -54,7 +78,34 @@ done
 [ "$ROOT" = "/" ] && ROOT=""
 [ "$PURGE" = 1 ] && [ "$MODE" != uninstall ] && die "--purge goes with --uninstall"
 
+# --bundle FILE: unpack it and run the bundle's own installer, so that the program, its
+# units and its docs are of one version.
+if [ -n "$BUNDLE" ]; then
+  [ -f "$BUNDLE" ] || die "no bundle $BUNDLE"
+  unpacked="$(mktemp -d)"
+  trap 'rm -rf "$unpacked"' EXIT
+  if ! tar -xzf "$BUNDLE" -C "$unpacked" 2>"$unpacked/.tar-errors"; then
+    die "$BUNDLE is not a complete bundle ($(tail -n 1 "$unpacked/.tar-errors")); copy it again"
+  fi
+  inner=("$unpacked"/community-gateway-*/scripts/install.sh)
+  [ -f "${inner[0]}" ] || die "$BUNDLE is not a bundle of scripts/bundle (no community-gateway-*/scripts/install.sh)"
+  rest=()
+  skip=0
+  for arg in "${ARGS[@]}"; do
+    if [ "$skip" = 1 ]; then skip=0; continue; fi
+    case "$arg" in --bundle) skip=1; continue ;; esac
+    rest+=("$arg")
+  done
+  trap - ERR
+  status=0
+  PYTHON="$PYTHON" bash "${inner[0]}" "${rest[@]}" || status=$?
+  exit "$status"
+fi
+# Run from an unpacked bundle: its wheels, and no package index at all.
+[ -z "$WHEELS" ] && [ -f "$SRC/BUNDLE" ] && [ -d "$SRC/wheels" ] && WHEELS="$SRC/wheels"
+
 OPT="$ROOT/opt/$NAME"
+VENVS="$OPT/venvs"
 ETC="$ROOT/etc/$NAME"
 STATE="$ROOT/var/lib/$NAME"
 UNITS="$ROOT/etc/systemd/system"
@@ -123,9 +174,9 @@ make_user() {
   local groups="dialout"
   has_group gpio && groups="dialout,gpio"
   if [ "$MAKE_USER" = 0 ]; then
-    say "not creating the service user (--no-user)"
+    note "not creating the service user (--no-user)"
   elif [ -n "$ROOT" ]; then
-    has_user "$NAME" || say "would create system user $NAME (groups $groups); --root creates no users"
+    has_user "$NAME" || note "would create system user $NAME (groups $groups); --root creates no users"
   else
     if ! has_user "$NAME"; then
       useradd --system --user-group --home-dir "/var/lib/$NAME" --no-create-home \
@@ -151,35 +202,133 @@ make_user() {
   fi
 }
 
-make_venv() {
-  if [ "$MAKE_VENV" = 0 ]; then
-    say "not building the virtualenv (--skip-venv)"
-    return
+# The bundle fits this machine, and no wheel was damaged on its way here.
+check_bundle() {
+  local manifest="$WHEELS/../BUNDLE" arch pyver want_arch want_py
+  [ -d "$WHEELS" ] || die "no wheels folder $WHEELS"
+  [ -f "$WHEELS/SHA256SUMS" ] || die "$WHEELS has no SHA256SUMS: make the bundle with scripts/bundle"
+  if ! (cd "$WHEELS" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1); then
+    die "the bundle is damaged: $(cd "$WHEELS" && sha256sum --quiet -c SHA256SUMS 2>/dev/null | head -n 1); copy it again"
   fi
-  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
-  if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
-    [ -z "$ROOT" ] || die "$PYTHON cannot make virtualenvs: install python3-venv"
-    say "installing python3-venv"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-  fi
-  local pip=("$OPT/venv/bin/pip" --disable-pip-version-check --quiet)
-  if [ ! -x "$OPT/venv/bin/python" ]; then
-    "$PYTHON" -m venv "$OPT/venv"
-    say "made ${OPT#"$ROOT"}/venv"
-  fi
-  if [ ! -x "$OPT/venv/bin/gateway" ]; then
-    "${pip[@]}" install "$SRC"
-    say "installed the gateway $("$OPT/venv/bin/gateway" --version)"
-  elif [ "$MODE" = upgrade ]; then
-    "${pip[@]}" install --upgrade "$SRC"
-    # Same version number, new code (a checkout between releases): replace it anyway.
-    "${pip[@]}" install --force-reinstall --no-deps "$SRC"
-    say "upgraded to $("$OPT/venv/bin/gateway" --version)"
+  if [ -f "$manifest" ]; then
+    want_arch="$(sed -n 's/^arch=//p' "$manifest")"
+    want_py="$(sed -n 's/^python=//p' "$manifest")"
+    arch="$(uname -m)"
+    pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    if [ "$want_arch" != "$arch" ] || [ "$want_py" != "$pyver" ]; then
+      die "this bundle is for $want_arch with Python $want_py; this machine is $arch with Python $pyver: make one with scripts/bundle --arch ... --python-version $pyver"
+    fi
   fi
 }
 
+# pip into the new venv.  From a bundle: nothing but the bundle, neither config files
+# nor PIP_* of the caller (a PIP_FIND_LINKS would hide a wheel missing from the bundle).
+# Online: the machine's pip config stays (a site's mirror or proxy).
+run_pip() { # LOG PIP-ARGS...
+  local log="$1"
+  shift
+  (
+    if [ -n "$WHEELS" ]; then
+      while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^PIP_' || true)
+      export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1
+    fi
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+    "$NEW_VENV/bin/python" -m pip "$@"
+  ) >"$log" 2>&1
+}
+
+pip_failed() { # LOG WHAT
+  sed -n '/ERROR\|rror:/p' "$1" | tail -n 5 | sed 's/^/install:   /' >&2
+  die "$2"
+}
+
+# A venv made under --root names that folder in its scripts; the image knows /opt only.
+relocate() { # VENV
+  [ -n "$ROOT" ] || return 0
+  local files
+  files="$(grep -rlF -- "$ROOT/opt/$NAME" "$1/bin" "$1/pyvenv.cfg" || true)"
+  [ -z "$files" ] || printf '%s\n' "$files" | while IFS= read -r f; do
+    sed -i "s#$ROOT/opt/$NAME#/opt/$NAME#g" "$f"
+  done
+  local base
+  base="$(readlink "$1/bin/python3" || true)"
+  case "$base" in
+    /*) [ -e "$ROOT$base" ] || note "warning: the venv runs $base, which $ROOT does not have: the image needs that Python" ;;
+  esac
+}
+
+venv_works() { # VENV
+  [ -x "$1/bin/gateway" ] && "$1/bin/python" -c 'import gateway.cli' >/dev/null 2>&1
+}
+
+make_venv() {
+  if [ "$MAKE_VENV" = 0 ]; then
+    note "not building the virtualenv (--skip-venv)"
+    return
+  fi
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
+  if [ "$MODE" = install ] && venv_works "$OPT/venv"; then
+    return # installed already: a second run changes nothing
+  fi
+  [ -z "$WHEELS" ] || check_bundle
+  if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+    if [ -n "$ROOT" ] || [ -n "$WHEELS" ]; then
+      die "$PYTHON cannot make virtualenvs: install python3-venv"
+    fi
+    say "installing python3-venv"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null ||
+      die "could not install python3-venv with apt-get"
+  fi
+  local id log
+  id="$(date -u +%Y%m%dT%H%M%SZ)-$$"
+  log="$(mktemp)"
+  mkdir -p "$VENVS"
+  # Beside the running one; the EXIT trap removes it unless it was swapped in.
+  NEW_VENV="$VENVS/$id"
+  "$PYTHON" -m venv "$NEW_VENV" >"$log" 2>&1 || pip_failed "$log" "could not make a virtualenv with $PYTHON"
+  if [ -n "$WHEELS" ]; then
+    run_pip "$log" install --no-compile --no-index --find-links "$WHEELS" community-gateway ||
+      pip_failed "$log" "pip could not install the gateway from the bundle's wheels in $WHEELS (a bundle for another machine?); nothing was changed"
+  else
+    run_pip "$log" install --no-compile --retries 1 --timeout 15 "$SRC" ||
+      pip_failed "$log" "pip could not install the gateway from $SRC (no package index reachable? install from a bundle made by scripts/bundle: docs/install.md, Offline install); nothing was changed"
+  fi
+  relocate "$NEW_VENV"
+  # Byte-code now, as it will be found at /opt: the service cannot write it later.
+  "$NEW_VENV/bin/python" -m compileall -q ${ROOT:+-f -s "$ROOT" -p /} "$NEW_VENV/lib" >/dev/null 2>&1 || true
+  venv_works "$NEW_VENV" || die "the new virtualenv does not run the gateway; nothing was changed"
+  local version
+  version="$("$NEW_VENV/bin/python" -c 'from importlib.metadata import version; print(version("community-gateway"))')"
+  swap_venv "$id"
+  say "installed the gateway $version${WHEELS:+ from the bundle} (${OPT#"$ROOT"}/venv -> venvs/$id)"
+}
+
+# Point venv at the new one in a single rename (relative link: right under --root too).
+swap_venv() { # ID
+  ln -sfn "venvs/$1" "$OPT/.venv.new"
+  if [ -d "$OPT/venv" ] && [ ! -L "$OPT/venv" ]; then
+    # An install from before venvs/: its scripts name /opt/.../venv, so it cannot move.
+    rm -rf "$OPT/venv"
+  fi
+  mv -Tf "$OPT/.venv.new" "$OPT/venv"
+  NEW_VENV=""
+}
+
+# Older venvs, once the new one runs (after the restart of an upgrade).
+prune_venvs() {
+  local current
+  current="$(readlink "$OPT/venv" 2>/dev/null || true)"
+  [ -d "$VENVS" ] || return 0
+  local old
+  for old in "$VENVS"/*; do
+    [ -e "$old" ] || continue
+    [ "venvs/${old##*/}" = "$current" ] && continue
+    rm -rf "$old"
+  done
+}
+
 install_files() {
-  install -d -m 0755 "$OPT"
+  [ -d "$OPT" ] || install -d -m 0755 "$OPT"
   private_dir "$ETC"
   private_dir "$ETC/secrets"
   private_dir "$STATE"
@@ -228,7 +377,7 @@ uninstall() {
   live_systemd && systemctl daemon-reload
   say "removed the program and its units"
   if [ "$PURGE" = 1 ]; then
-    rm -rf "$ETC" "$STATE"
+    rm -rf "$ETC" "$STATE" "$ROOT/var/lib/$NAME-firstboot"
     say "removed ${ETC#"$ROOT"} and ${STATE#"$ROOT"}"
     if [ -z "$ROOT" ] && has_user "$NAME"; then
       userdel "$NAME"
@@ -245,7 +394,12 @@ if [ "$MODE" = uninstall ]; then
   exit 0
 fi
 make_user
+[ -d "$OPT" ] || { install -d -m 0755 "$OPT"; say "made ${OPT#"$ROOT"}"; }
 make_venv
 install_files
 enable_units
-say "done; next: edit ${ETC#"$ROOT"}/gateway.yaml (or gateway provision), then gateway check"
+prune_venvs
+if [ "$CHANGED" = 1 ]; then
+  for line in "${NOTES[@]}"; do printf 'install: %s\n' "$line"; done
+  say "done; next: edit ${ETC#"$ROOT"}/gateway.yaml (or gateway provision), then gateway check"
+fi

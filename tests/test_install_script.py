@@ -1,7 +1,10 @@
-"""scripts/install.sh into a temporary root: layout, idempotence, upgrade, uninstall.
+"""scripts/install.sh into a temporary root: layout, idempotence, upgrade, uninstall,
+and the offline bundle of scripts/bundle.
 
-Most tests skip the virtualenv (--skip-venv) to stay quick; one slow test builds it for
-real under the root and runs the installed `gateway`.
+Most tests skip the virtualenv (--skip-venv) to stay quick.  The slow ones build it for
+real under the root and run the installed `gateway` where the image will have it: in a
+mount namespace with the root's /opt mounted on /opt.  The offline ones install with no
+network at all (a network namespace of their own).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +24,46 @@ from tests.harness import GATEWAY
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "install.sh"
+BUNDLE_SCRIPT = ROOT / "scripts" / "bundle"
 UNITS = "etc/systemd/system"
+OFFLINE = ("unshare", "--net")  # no network at all, not even loopback
 
 
-def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def no_index() -> dict[str, str]:
+    """The environment of a site with no package index: no pip config, no local wheels."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**env, "PYTHON": sys.executable, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
+
+
+def install(
+    root: Path,
+    *args: str,
+    prefix: tuple[str, ...] = (),
+    ok: bool = True,
+    script: Path = SCRIPT,
+) -> subprocess.CompletedProcess[str]:
+    """install.sh --root ROOT ARGS; with a prefix (OFFLINE) at a site with no index."""
     result = subprocess.run(
-        ["bash", str(SCRIPT), "--root", str(root), *args],
+        [*prefix, "bash", str(script), "--root", str(root), *args],
         capture_output=True,
         text=True,
         timeout=900,
+        env=no_index() if prefix else None,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    if ok:
+        assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def as_booted(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run a command with the tree's /opt at /opt, where the booted image has it."""
+    script = f'mount --bind "{root}/opt" /opt && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
@@ -52,8 +85,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def test_shellcheck_is_clean() -> None:
-    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+@pytest.mark.parametrize("script", [SCRIPT, BUNDLE_SCRIPT], ids=["install.sh", "bundle"])
+def test_shellcheck_is_clean(script: Path) -> None:
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -84,7 +118,7 @@ def test_install_lays_out_the_tree_and_a_second_run_changes_nothing(tmp_path: Pa
     before = snapshot(root)
     second = install(root, "--skip-venv")
     assert snapshot(root) == before
-    assert "wrote" not in second.stdout and "linked" not in second.stdout
+    assert second.stdout == "" and second.stderr == "", "a run that changes nothing is silent"
 
 
 def test_a_gpio_group_gets_a_drop_in_and_the_user_is_given_files(tmp_path: Path) -> None:
@@ -160,29 +194,8 @@ def test_first_boot_after_install_replaces_the_example_config(tmp_path: Path) ->
     assert "mqtt://10.0.0.2:1883" in installed
 
 
-@pytest.mark.slow
-def test_a_real_install_builds_a_working_venv_that_systemd_accepts(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    install(root)
-    program = root / "opt/community-gateway/venv/bin/gateway"
-    version = subprocess.run([str(program), "--version"], capture_output=True, text=True)
-    assert version.returncode == 0 and version.stdout.startswith("gateway, version "), version
-    # The installed package is a copy, not a link to this checkout.
-    where = subprocess.run(
-        [str(root / "opt/community-gateway/venv/bin/python"), "-c",
-         "import gateway; print(gateway.__file__)"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    ).stdout  # fmt: skip
-    assert where.startswith(str(root / "opt/community-gateway/venv/lib/")), where
-    validated = subprocess.run(
-        [str(program), "validate", "-c", str(root / "etc/community-gateway/gateway.yaml")],
-        capture_output=True,
-        text=True,
-    )
-    assert validated.returncode == 0, validated.stderr
-
-    # systemd accepts the units with the real program in place.
+def verify_units(root: Path) -> None:
+    """systemd accepts both units with the real program in place."""
     shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
     for unit in ("community-gateway.service", "community-gateway-firstboot.service"):
         verify = subprocess.run(
@@ -191,7 +204,137 @@ def test_a_real_install_builds_a_working_venv_that_systemd_accepts(tmp_path: Pat
             text=True,
         )
         assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+    shutil.rmtree(root / "lib/systemd/system")
+
+
+def assert_boots(root: Path) -> None:
+    """The installed program runs from /opt, and the tree names no build-time path."""
+    version = as_booted(root, "/opt/community-gateway/venv/bin/gateway", "--version")
+    assert version.returncode == 0 and version.stdout.startswith("gateway, version "), version
+    config = root / "etc/community-gateway/gateway.yaml"
+    validated = as_booted(
+        root, "/opt/community-gateway/venv/bin/gateway", "validate", "-c", str(config)
+    )
+    assert validated.returncode == 0, validated.stderr
+    named = subprocess.run(
+        ["grep", "-rlF", str(root), str(root / "opt")], capture_output=True, text=True
+    )
+    assert named.stdout == "", f"files that name the build folder:\n{named.stdout[:2000]}"
+
+
+@pytest.mark.slow
+def test_a_real_install_builds_a_working_venv_that_systemd_accepts(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    install(root)
+    venv = root / "opt/community-gateway/venv"
+    assert venv.is_symlink() and os.readlink(venv).startswith("venvs/")
+    # The installed package is a copy, not a link to this checkout.
+    where = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import gateway; print(gateway.__file__)"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    assert os.path.realpath(where.strip()).startswith(str(root / "opt/community-gateway/venvs/"))
+    assert_boots(root)
+    verify_units(root)
 
     before = snapshot(root)
-    install(root)
+    again = install(root)
     assert snapshot(root) == before, "a second run does not touch the venv either"
+    assert again.stdout == "", again.stdout
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A bundle of this checkout for this machine, made by scripts/bundle (pip's cache)."""
+    out = tmp_path_factory.mktemp("bundle")
+    made = subprocess.run(
+        ["bash", str(BUNDLE_SCRIPT), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    (found,) = out.glob("community-gateway-*.tar.gz")
+    assert made.stdout.splitlines()[-1].startswith(f"bundle: wrote {found} (")
+    yield found
+
+
+def beside(seen: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:
+    """A snapshot but for the time of venvs/, where a failed venv was made and removed."""
+    return {k: v for k, v in seen.items() if k != "opt/community-gateway/venvs"}
+
+
+def offline_possible() -> bool:
+    return subprocess.run([*OFFLINE, "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_offline_bundle_installs_with_no_network_and_a_failed_upgrade_changes_nothing(
+    tmp_path: Path, bundle: Path
+) -> None:
+    if not offline_possible():
+        pytest.skip("no network namespaces here (unshare --net)")
+    root = tmp_path / "root"
+    root.mkdir()
+    first = install(root, "--bundle", str(bundle), prefix=OFFLINE)
+    assert "from the bundle" in first.stdout
+    assert_boots(root)
+    verify_units(root)
+    before = snapshot(root)
+
+    # A copy damaged on its way to the site: refused before anything changes.
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    failed = install(root, "--upgrade", "--bundle", str(cut), prefix=OFFLINE, ok=False)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith(
+        f"install: error: {cut} is not a complete bundle"
+    )
+
+    # A bundle that lacks a dependency (made for another machine, edited by hand): pip
+    # fails in the new venv beside the old one, and the old one goes on.
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(bundle), "-C", str(unpacked)], check=True)
+    (tree,) = unpacked.glob("community-gateway-*")
+    wheels = tree / "wheels"
+    (wheel,) = wheels.glob("pydantic_core-*.whl")
+    wheel.unlink()
+    sums = wheels / "SHA256SUMS"
+    sums.write_text("".join(x for x in sums.read_text().splitlines(True) if wheel.name not in x))
+    inner = tree / "scripts/install.sh"
+    lacking = install(root, "--upgrade", prefix=OFFLINE, ok=False, script=inner)
+    assert lacking.returncode == 1, lacking.stdout + lacking.stderr
+    assert "No matching distribution found for pydantic-core" in lacking.stderr
+    assert lacking.stderr.splitlines()[-1].startswith(
+        "install: error: pip could not install the gateway from the bundle's wheels"
+    )
+    assert beside(snapshot(root)) == beside(before), "the previous install is untouched"
+    assert_boots(root)
+
+    # A wheel whose bytes changed: caught by the bundle's checksums.
+    (tree / "wheels" / wheel.name).write_bytes(b"not a wheel")
+    sums.write_text(sums.read_text() + f"{'0' * 64}  {wheel.name}\n")
+    damaged = install(root, "--upgrade", prefix=OFFLINE, ok=False, script=inner)
+    assert damaged.returncode == 1
+    assert damaged.stderr.splitlines()[-1].startswith("install: error: the bundle is damaged")
+    assert beside(snapshot(root)) == beside(before)
+
+
+@pytest.mark.slow
+def test_without_network_or_bundle_the_install_says_so_and_leaves_nothing_half_built(
+    tmp_path: Path,
+) -> None:
+    if not offline_possible():
+        pytest.skip("no network namespaces here (unshare --net)")
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install(root, prefix=OFFLINE, ok=False)
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("install: error: pip could not install the gateway from "), last
+    assert "scripts/bundle" in last
+    assert not list((root / "opt/community-gateway/venvs").iterdir()), "no half-built venv"
+    assert not (root / "opt/community-gateway/venv").exists()

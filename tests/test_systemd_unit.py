@@ -113,32 +113,40 @@ def unset_checks(unit: Path) -> set[str]:
     return {c["name"] for c in checks if c["set"] is False}
 
 
-def test_hardening_scores_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    score, verdict, table = exposure(UNIT)
-    with capsys.disabled():
-        sys.stderr.write(f"\nsystemd-analyze security: {score} {verdict}\n")
-    assert score <= MAX_EXPOSURE and verdict == "OK", table
+SERVICE_SETTINGS = ("NoNewPrivileges=", "ProtectSystem=", "ProtectHome=", "PrivateTmp=",
+                    "MemoryDenyWriteExecute=", "LockPersonality=", "RestrictSUIDSGID=",
+                    "ProtectKernelModules=", "RestrictAddressFamilies=~AF_NETLINK",
+                    "CapabilityBoundingSet=~CAP_SYS_ADMIN", "User=/DynamicUser=")  # fmt: skip
+# First boot parses files anyone with the SD card can write, as root: it gets what it
+# needs to install them and nothing else.
+FIRSTBOOT_SETTINGS = ("NoNewPrivileges=", "ProtectSystem=", "PrivateNetwork=",
+                      "PrivateDevices=", "MemoryDenyWriteExecute=",
+                      "CapabilityBoundingSet=~CAP_SYS_ADMIN",
+                      "RestrictAddressFamilies=~AF_(INET|INET6)",
+                      "SystemCallFilter=~@mount")  # fmt: skip
 
-    unset = unset_checks(UNIT)
-    for name in ("NoNewPrivileges=", "ProtectSystem=", "ProtectHome=", "PrivateTmp=",
-                 "MemoryDenyWriteExecute=", "LockPersonality=", "RestrictSUIDSGID=",
-                 "ProtectKernelModules=", "RestrictAddressFamilies=~AF_NETLINK",
-                 "CapabilityBoundingSet=~CAP_SYS_ADMIN", "User=/DynamicUser="):  # fmt: skip
+
+@pytest.mark.parametrize(
+    ("unit", "limit", "required"),
+    [
+        (UNIT, MAX_EXPOSURE, SERVICE_SETTINGS),
+        (FIRSTBOOT_UNIT, MAX_FIRSTBOOT_EXPOSURE, FIRSTBOOT_SETTINGS),
+    ],
+    ids=["service", "first boot"],
+)
+def test_hardening_scores_ok(
+    capsys: pytest.CaptureFixture[str], unit: Path, limit: float, required: tuple[str, ...]
+) -> None:
+    score, verdict, table = exposure(unit)
+    with capsys.disabled():
+        sys.stderr.write(f"\nsystemd-analyze security {unit.name}: {score} {verdict}\n")
+    assert score <= limit and verdict == "OK", table
+    unset = unset_checks(unit)
+    for name in required:
         assert name not in unset, f"{name} is not set"
 
 
-def test_the_first_boot_unit_is_sandboxed(capsys: pytest.CaptureFixture[str]) -> None:
-    # It parses files anyone with the SD card can write, as root: it gets what it needs
-    # to install them and nothing else, and bounded time and memory.
-    score, verdict, table = exposure(FIRSTBOOT_UNIT)
-    with capsys.disabled():
-        sys.stderr.write(f"\nsystemd-analyze security (first boot): {score} {verdict}\n")
-    assert score <= MAX_FIRSTBOOT_EXPOSURE and verdict == "OK", table
-    unset = unset_checks(FIRSTBOOT_UNIT)
-    for name in ("NoNewPrivileges=", "ProtectSystem=", "PrivateNetwork=", "PrivateDevices=",
-                 "MemoryDenyWriteExecute=", "CapabilityBoundingSet=~CAP_SYS_ADMIN",
-                 "RestrictAddressFamilies=~AF_(INET|INET6)", "SystemCallFilter=~@mount"):  # fmt: skip
-        assert name not in unset, f"{name} is not set"
+def test_the_first_boot_unit_has_bounded_time_and_memory() -> None:
     settings = dict(
         line.split("=", 1) for line in FIRSTBOOT_UNIT.read_text().splitlines() if "=" in line
     )
