@@ -60,6 +60,7 @@ def gw(tmp_path: Path, broker: Mosquitto) -> Iterator[WebGateway]:
         tmp_path,
         broker,
         web={"signin": {"max_failures": 3, "lockout_s": 30}, "timezone": "Asia/Shanghai"},
+        site_name="Sunrise Gardens",
     )
     yield g
     g.stop()
@@ -134,6 +135,11 @@ def test_staff_sees_the_smoke_alarm_live_and_acknowledges_it(browser: Any, gw: W
     assert row.locator(".ago").inner_text() in ("刚刚", "10 秒前", "11 秒前", "12 秒前")
     device = page.locator('#devices tr[data-device="smoke-b2-stair-2"] td.when')
     device.locator("time").wait_for()
+    # The Chinese console in Chinese: the site's name, the device's kind and last value.
+    assert "Sunrise Gardens" in page.inner_text("header h1")
+    assert page.title() == "(1) ⚠ 火警 · Sunrise Gardens · 楼宇值班台"  # attention
+    device_row = page.inner_text('#devices tr[data-device="smoke-b2-stair-2"]')
+    assert "烟感" in device_row and "烟雾报警" in device_row, device_row
     assert device.locator("time").inner_text() == shanghai_time(
         device.locator("time").get_attribute("datetime") or ""
     )
@@ -412,6 +418,8 @@ def test_a_console_open_across_a_gateway_restart_shows_the_alarm_raised_meanwhil
     # Not live: the page says so over everything, not in a small badge.
     page.wait_for_selector("#stale", state="visible")
     assert page.evaluate("document.body.classList.contains('is-stale')")
+    assert page.locator("#devices .ago").first.is_hidden()  # no "just now" on a dead page
+    assert "最后一次更新" in page.inner_text("#stale")
     _shot(page, "console-phone-stale")
     _start_again(gw)
     assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]

@@ -32,6 +32,7 @@ TEXT: dict[str, dict[Lang, str]] = {
     },
     "enter_code": {Lang.ZH: "请输入请求编号", Lang.EN: "Enter your request code"},
     "show": {Lang.ZH: "查询", Lang.EN: "Show"},
+    "another_code": {Lang.ZH: "查询其他编号", Lang.EN: "Check another code"},
     "delete": {Lang.ZH: "删除", Lang.EN: "Delete"},
     "no_such_code": {
         Lang.ZH: "没有找到这个编号，请检查后再试。",
@@ -130,8 +131,8 @@ TEXT: dict[str, dict[Lang, str]] = {
     # ---- console: a page that lost its stream, acknowledgement errors ----
     "c_stale": {Lang.ZH: "未连接：本页已停止更新", Lang.EN: "NOT LIVE: this page is not updating"},
     "c_stale_since": {
-        Lang.ZH: "最后一次更新在 {ago}。之后的新报警不会显示在这里。",
-        Lang.EN: "Last update {ago}. Alarms raised since then are not shown here.",
+        Lang.ZH: "最后一次更新：{ago}。之后的新报警不会显示在这里。",
+        Lang.EN: "Last update: {ago}. Alarms raised since then are not shown here.",
     },
     "c_stale_retry": {Lang.ZH: "正在重新连接…", Lang.EN: "Reconnecting…"},
     "c_session_ended": {

@@ -164,7 +164,7 @@ def _alarm_card(doc: dict[str, Any], csrf: str, lang: Lang, zone: tzinfo, now: d
         f'<article class="alarm sev-{esc(doc.get("severity"))} state-{esc(doc.get("state"))}" '
         f'data-alarm="{esc(doc["alarm_id"])}" data-rev="{esc(doc.get("rev"))}">'
         f'<p class="a-head"><strong class="a-type">{esc(_word("type", doc.get("type"), lang))}'
-        f'</strong> <span class="a-cause">{esc(_word("evt", doc.get("cause"), lang))}</span></p>'
+        f'</strong> · <span class="a-cause">{esc(_word("evt", doc.get("cause"), lang))}</span></p>'
         f'<p class="a-badges"><span class="badge sev">{esc(_word("sev", doc.get("severity"), lang))}'
         f'</span> <span class="badge st">{esc(_word("state", doc.get("state"), lang))}</span>'
         f"{escalated}</p>"
@@ -479,7 +479,7 @@ def kiosk_status_page(
 {esc(t("delete", lang))}</button></div>
 <button type="submit" class="big">{esc(t("show", lang))}</button></form>"""
     back = f'<a class="button" href="/kiosk/{esc(kiosk)}?lang={lang}">{esc(t("back", lang))}</a>'
-    title = f"<h1>{esc(t('enter_code', lang))}</h1>"
+    title = f"<h1>{esc(t('another_code' if result else 'enter_code', lang))}</h1>"
     # The answer first, the keypad for another code below it: with the fire banner on
     # top, a resident still sees the progress without scrolling.
     body = (

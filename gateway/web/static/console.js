@@ -102,7 +102,7 @@
     a.dataset.alarm = doc.alarm_id;
     a.dataset.rev = doc.rev;
     const head = el("p", "a-head");
-    head.append(el("strong", "a-type", word("type", doc.type)), " ",
+    head.append(el("strong", "a-type", word("type", doc.type)), " · ",
       el("span", "a-cause", word("evt", doc.cause)));
     const badges = el("p", "a-badges");
     badges.append(el("span", "badge sev", word("sev", doc.severity)), " ",
