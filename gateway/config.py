@@ -161,6 +161,8 @@ class OutboxConfig(_Strict):
     max_messages: int = Field(200_000, ge=100)
     commit_interval_ms: int = Field(50, ge=0, le=5000)
     sync: SyncMode = SyncMode.FULL
+    # Disk space kept free for events (gateway/diskspace.py); 0 turns the reserve off.
+    reserve_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)
 
 
 class ClockCheck(StrEnum):

@@ -19,6 +19,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 __all__ = [
+    "GATEWAY_STORAGE",
     "SCHEMA_VERSION",
     "ClockState",
     "DeviceRef",
@@ -34,6 +35,7 @@ __all__ = [
     "Unit",
     "ValueType",
     "encode",
+    "encode_gateway_event",
     "format_ts",
 ]
 
@@ -247,6 +249,39 @@ class Event:
 
 
 Message = Telemetry | Event
+
+
+GATEWAY_STORAGE = "gateway.storage"
+
+
+def encode_gateway_event(
+    event_type: str,
+    data: Mapping[str, Any],
+    identity: Identity,
+    seq: int,
+    clock: ClockState,
+    ts: datetime,
+    *,
+    uptime_ms: int | None = None,
+    boot_id: str | None = None,
+) -> bytes:
+    """An event of the gateway itself (no device), e.g. `gateway.storage`; schema gateway-event."""
+    doc: dict[str, Any] = {
+        "schema": {"name": "community.gateway_event", "version": SCHEMA_VERSION},
+        "msg_id": _new_id(),
+        "seq": seq,
+        "ts": format_ts(ts),
+        "clock": str(clock),
+        "site": identity.site,
+        "gateway": identity.gateway,
+    }
+    if clock is ClockState.UNSYNCED:
+        if uptime_ms is not None:
+            doc["uptime_ms"] = uptime_ms
+        if boot_id is not None:
+            doc["boot_id"] = boot_id
+    doc["event"] = {"type": event_type, "data": dict(data)}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def format_ts(ts: datetime) -> str:

@@ -49,10 +49,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from gateway import dbrecovery
 from gateway import outbox_sql as sql
 from gateway.config import SyncMode
+from gateway.diskspace import Room
 from gateway.model import Priority
+from gateway.outbox_memory import Unstored
 
 __all__ = [
     "Consumer",
@@ -70,6 +74,8 @@ MAX_BATCH = 2000  # requests per transaction: bounds the time a commit holds the
 # Telemetry waiting for the writer: at 640 readings/s (32 meters every 50 ms) this is
 # over 15 s of a stalled disk, and at about 1 KiB a message a bounded 10 MB.
 MAX_QUEUED = 10_000
+# Kept free for events (see gateway.diskspace): about 8,000 events of 500 bytes.
+RESERVE_BYTES = 4 * 1024 * 1024
 _WARN_EVERY_S = 60.0
 _LOWEST_EVERY_S = 0.5
 
@@ -140,6 +146,10 @@ class OutboxStats:
     disk_write_bytes_per_hour: float | None
     queued: int = 0  # telemetry handed off and not yet committed
     lowest_seq: Mapping[str, int] = field(default_factory=dict)  # consumer -> lowest seq waiting
+    free_bytes: int | None = None  # on the outbox's file system, outside the reserve
+    reserve_bytes: int = 0  # held for events right now (0: released or disabled)
+    unstored_events: int = 0  # events the disk refused, published from memory
+    lost_events: int = 0  # events refused while memory was full too (should stay 0)
 
 
 @dataclass(slots=True)
@@ -166,7 +176,13 @@ class _Increment:
     future: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
 
 
-_Request = _Put | _Ack | _Increment
+@dataclass(slots=True)
+class _Recover:
+    reason: str
+    generation: int  # the file the reader found damaged; already rebuilt if older
+
+
+_Request = _Put | _Ack | _Increment | _Recover
 _STOP = None  # queued by close(): everything queued before it is still committed
 
 
@@ -210,6 +226,8 @@ class Outbox:
         sync: SyncMode,
         consumers: Sequence[Consumer],
         max_queued: int = MAX_QUEUED,
+        on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None = None,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         names = [c.name for c in consumers]
         if not consumers or len(set(names)) != len(names):
@@ -224,6 +242,16 @@ class Outbox:
         self.sync = sync
         self.consumers = tuple(consumers)
         self.max_queued = max_queued
+        # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
+        # outbox stores about its own faults: a rebuilt file, a full disk.
+        self.on_storage_fault = on_storage_fault
+        self._reports: list[dict[str, Any]] = []  # found at open, queued once running
+        self._generation = 0  # +1 per rebuild: readers reopen the new file
+        self._room = Room(path, reserve_bytes)
+        self._memory = Unstored()
+        self._full = False  # shedding telemetry for lack of room (writer thread)
+        self._dropped_owed = 0  # dropped while nothing could be written (writer thread)
+        self._batch_dropped = 0
         self._masks: dict[str, int] = {}
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "is it open?" with enqueueing
@@ -241,7 +269,7 @@ class Outbox:
         self._conn: sqlite3.Connection
         self._next_seq = 0
         self._retry_acks: list[_Ack] = []
-        self._warned_drop = self._warned_events = -math.inf
+        self._warned_drop = self._warned_events = self._warned_room = -math.inf
         self._lowest_stale = False
         self._lowest_at = -math.inf
 
@@ -253,15 +281,15 @@ class Outbox:
             if self._state != "new":
                 raise RuntimeError(f"outbox {self.path} was already opened")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sql.connect(self.path, sync=self.sync)
-            try:
-                sql.init_schema(conn)
-                self._masks = sql.reconcile_consumers(conn, [c.name for c in self.consumers])
-                state = sql.load_state(conn)
-            except BaseException:
-                conn.close()
-                raise
+            conn, state = self._open_file()
             self._conn = conn
+            if not self._room.make_reserve():
+                log.warning(
+                    "outbox: no room for the %d-byte reserve next to %s; telemetry is shed"
+                    " until there is",
+                    self._room.reserve_bytes,
+                    self.path,
+                )
             self._next_seq = state.next_seq
             self._snap = _Snapshot(
                 depth=state.depth,
@@ -275,12 +303,83 @@ class Outbox:
             self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
             self._thread.start()
             self._state = "open"
+            for report in self._reports:
+                self._report(report)
+            self._reports = []
         log.info(
             "outbox %s open: %d messages stored, next seq %d",
             self.path,
             sum(state.depth.values()),
             state.next_seq,
         )
+
+    def _open_file(self) -> tuple[sqlite3.Connection, sql.StoredState]:
+        """Open the file, checked first; a damaged one is rebuilt from what can be read."""
+        conn, salvage = dbrecovery.open_checked(
+            self.path, lambda p: sql.connect(p, sync=self.sync), sql.init_schema
+        )
+        try:
+            if salvage is not None:
+                self._reports.append(self._after_rebuild(conn, salvage, None))
+            self._masks = sql.reconcile_consumers(conn, [c.name for c in self.consumers])
+            return conn, sql.load_state(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _rebuild(self, reason: str, next_seq: int) -> dict[str, Any]:
+        """Move the file that went bad under the writer aside and salvage its rows."""
+        salvage = dbrecovery.rebuild(
+            self.path, sql.init_schema, reason, connect=lambda p: sql.connect(p, sync=self.sync)
+        )
+        conn = sql.connect(self.path, sync=self.sync)
+        try:
+            return self._after_rebuild(conn, salvage, next_seq)
+        finally:
+            conn.close()
+
+    def _after_rebuild(
+        self, conn: sqlite3.Connection, salvage: dbrecovery.Salvage, next_seq: int | None
+    ) -> dict[str, Any]:
+        """Set the seq counter safely and say which seqs were lost: the `gateway.storage` data.
+
+        `next_seq` is the writer's own counter when the damage shows at run time; at
+        open it comes from the file, and if that is unreadable too it is put well
+        above every salvaged seq, so that no number is ever given twice.
+        """
+        lost = sql.repair_after_salvage(
+            conn, salvage.lost.get("messages", []), "meta" in salvage.lost, next_seq
+        )
+        self._generation += 1
+        log.error(
+            "outbox rebuilt after damage: %d rows salvaged, seq ranges lost: %s",
+            salvage.rows_copied,
+            lost or "none",
+        )
+        return {"store": "outbox", **salvage.as_dict(), "lost_seq": lost}
+
+    def _report(self, data: Mapping[str, Any]) -> None:
+        """Queue a `gateway.storage` event about the outbox itself (if a builder is set)."""
+        if self.on_storage_fault is None:
+            return
+        try:
+            self._queue.put(
+                _Put(self.on_storage_fault(data), concurrent.futures.Future(), time.time())
+            )
+        except Exception:
+            log.exception("outbox: the gateway.storage event could not be built: %s", data)
+
+    def report_storage_fault(self, data: Mapping[str, Any]) -> None:
+        """Store a `gateway.storage` event for another store (alarms, requests)."""
+        with self._lock:
+            if self._state == "open":
+                self._report(data)
+
+    def report_damage(self, reason: str) -> None:
+        """A reader found the file damaged: have the writer rebuild it (once per file)."""
+        with self._lock:
+            if self._state == "open":
+                self._queue.put(_Recover(reason, self._generation))
 
     def close(self) -> None:
         """Commit everything queued, stop the writer, checkpoint the WAL.  Idempotent."""
@@ -345,12 +444,21 @@ class Outbox:
         """A read connection for one thread at a time; WAL readers do not block the writer."""
         if self._state != "open":
             raise RuntimeError(f"outbox {self.path} is not open ({self._state})")
-        return OutboxReader(sql.connect(self.path, sync=None), dict(self._masks))
+        return OutboxReader(self, dict(self._masks))
+
+    def _read_connection(self) -> tuple[int, sqlite3.Connection]:
+        # Generation first: a rebuild in between makes the reader reopen once more.
+        generation = self._generation
+        return generation, sql.connect(self.path, sync=None)
 
     def ack(self, consumer: str, ids: Iterable[int]) -> None:
         """Mark rows delivered by `consumer`; applied with the next commit."""
         mask = self._masks[consumer]
         ids = tuple(ids)
+        held = [i for i in ids if i < 0]  # events the disk refused, held in memory
+        if held:
+            self._memory.ack(mask, held)
+            ids = tuple(i for i in ids if i >= 0)
         if ids:
             self._enqueue(_Ack(mask, ids))
 
@@ -380,8 +488,21 @@ class Outbox:
             bytes_written_per_hour=snap.bytes_written / hours if self._state != "new" else 0.0,
             disk_write_bytes_per_hour=disk,
             queued=self._queued,
-            lowest_seq=snap.lowest_seq,
+            lowest_seq=self._lowest_with_memory(snap.lowest_seq),
+            free_bytes=self._room.free_bytes(),
+            reserve_bytes=self._room.reserve_bytes if self._room.reserved else 0,
+            unstored_events=self._memory.count(),
+            lost_events=self._memory.lost,
         )
+
+    def _lowest_with_memory(self, lowest: Mapping[str, int]) -> dict[str, int]:
+        held = {
+            name: min(
+                (row.seq for _, row in self._memory.pending(mask, set()) if row.seq), default=None
+            )
+            for name, mask in self._masks.items()
+        }
+        return {name: min(value, held[name] or value) for name, value in lowest.items()}
 
     # -- writer thread --------------------------------------------------------------
 
@@ -394,6 +515,7 @@ class Outbox:
             except BaseException as exc:  # a bug here must not leave callers waiting forever
                 log.exception("outbox writer failed on a batch of %d requests", len(batch))
                 _fail(batch, exc)
+        self._store_held_events()
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
@@ -401,6 +523,20 @@ class Outbox:
         self._conn.close()
         if self._retry_acks:
             log.warning("outbox closed with acknowledgements not stored: rows will be resent")
+
+    def _store_held_events(self) -> None:
+        """At close: events still held in memory go to disk if they fit now, else are lost."""
+        rows = self._memory.take_all()
+        if not rows:
+            return
+        self._room.release()  # the reserve is for exactly this
+        try:
+            self._batch_dropped = 0
+            self._write([_Staged(None, r, False) for r in rows], self._next_seq, [], [])
+        except sqlite3.Error as exc:
+            log.error(
+                "outbox closed with %d undelivered events it could not store: %s", len(rows), exc
+            )
 
     def _collect(self) -> tuple[list[_Request], bool]:
         """Wait for a request, then gather what follows it; returns (batch, stop seen)."""
@@ -454,10 +590,45 @@ class Outbox:
         if time.monotonic() - self._lowest_at >= _LOWEST_EVERY_S:
             self._refresh_lowest()
 
+    def _recover(self, reason: str) -> None:
+        """Rebuild the damaged file under the writer and carry on with the new one."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        try:
+            report = self._rebuild(reason, self._next_seq)
+        except (OSError, sqlite3.Error) as exc:
+            # Not even a fresh file could be made (a full or read-only card): go on with
+            # what is there, so the next batch tries again instead of a closed connection.
+            log.error("outbox rebuild failed: %s", exc)
+            report = {
+                "store": "outbox",
+                "problem": "damaged",
+                "file": self.path.name,
+                "reason": f"{reason}; rebuild failed: {exc}",
+            }
+        self._conn = sql.connect(self.path, sync=self.sync)
+        sql.init_schema(self._conn)
+        # The rows keep their consumer bits: keep the bits' names too, even if the
+        # consumers table was on a page that could not be read.
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO consumers (name, bit) VALUES (?, ?)",
+            [(name, mask.bit_length() - 1) for name, mask in self._masks.items()],
+        )
+        state = sql.load_state(self._conn)
+        self._next_seq = max(self._next_seq, state.next_seq)
+        self._snap = replace(
+            self._snap,
+            depth=state.depth,
+            oldest_created=state.oldest_created,
+            dropped_telemetry=max(self._snap.dropped_telemetry, state.dropped_telemetry),
+        )
+        self._report(report)
+
     def _commit_batch(self, batch: list[_Request]) -> None:
-        conn = self._conn
-        staged: list[tuple[concurrent.futures.Future[int], sql.NewRow]] = []
-        offered = 0  # of the staged rows, telemetry nobody waits for
+        for request in batch:
+            if isinstance(request, _Recover) and request.generation == self._generation:
+                self._recover(request.reason)
+        staged: list[_Staged] = []
         increments = [r for r in batch if isinstance(r, _Increment)]
         acks = self._retry_acks + [r for r in batch if isinstance(r, _Ack)]
         self._retry_acks = []
@@ -466,6 +637,7 @@ class Outbox:
             shed, self._shed = self._shed, 0
         # Each shed reading gets a seq nobody receives: the platform sees the gap.
         seq = self._next_seq + shed
+        self._batch_dropped = shed  # readings of this batch whose seq nobody will get
         # Payloads are built before the transaction opens: a failing one fails alone.
         for put in (r for r in batch if isinstance(r, _Put)):
             if not put.future.set_running_or_notify_cancel():
@@ -479,26 +651,28 @@ class Outbox:
             if row is None:
                 put.future.set_result(-1)
                 continue
-            staged.append((put.future, row))
-            offered += put.offered
+            staged.append(_Staged(put.future, row, put.offered))
             if numbered:
                 seq += 1
-        if not staged and not acks and not increments and not shed:
+        if self._short_of_room():
+            staged = self._shed_telemetry(staged, "disk almost full: telemetry shed")
+        staged += self._memory_back()
+        if not (staged or acks or increments or self._batch_dropped or self._dropped_owed):
             return
-        snap = self._snap
         try:
-            out = sql.write_batch(
-                conn,
-                [row for _, row in staged],
-                seq,
-                [(a.mask, a.ids) for a in acks],
-                [i.key for i in increments],
-                snap.depth,
-                self.max_messages,
-                shed=shed,
-            )
+            out = self._write_with_fallbacks(staged, seq, acks, increments)
         except sqlite3.Error as exc:
-            log.error(
+            if _no_room(exc) and any(st.row.prio is Priority.EVENT for st in staged):
+                self._keep_in_memory(staged, seq, acks, increments, exc)
+                return
+            self._memory.add([st.row for st in staged if st.future is None])
+            offered = sum(st.offered for st in staged)
+            # On a full disk this repeats at every commit: say it once a minute.
+            now = time.monotonic()
+            quiet = _no_room(exc) and now - self._warned_room < _WARN_EVERY_S
+            if not quiet and _no_room(exc):
+                self._warned_room = now
+            (log.debug if quiet else log.error)(
                 "outbox commit failed (%s): %d messages refused (%d telemetry counted as"
                 " dropped), %d acknowledgements kept for the next commit",
                 exc,
@@ -507,38 +681,170 @@ class Outbox:
                 sum(len(a.ids) for a in acks),
             )
             self._retry_acks = acks
-            self._next_seq = _stored_next_seq(conn, self._next_seq)
+            self._next_seq = _stored_next_seq(self._conn, self._next_seq)
             # Nobody waits for offered telemetry: it is shed, and gets its seq (a gap)
             # with the next commit that succeeds, like the readings shed before.
             with self._lock:
-                self._shed += shed + offered
-            for fut in [f for f, _ in staged] + [i.future for i in increments]:
-                error = OutboxError(f"outbox commit failed: {exc}")
-                error.__cause__ = exc
-                fut.set_exception(error)
+                self._shed += self._batch_dropped + offered
+            _fail_staged(staged, increments, f"outbox commit failed: {exc}", exc)
             return
         self._next_seq = seq
+        snap = self._snap
         self._snap = replace(
             snap,
             depth=out.depth,
             oldest_created=out.oldest_created,
-            dropped_telemetry=snap.dropped_telemetry + out.dropped + shed,
+            dropped_telemetry=snap.dropped_telemetry + out.dropped + self._batch_dropped,
             accepted=snap.accepted + len(staged),
             commits=snap.commits + 1,
             bytes_written=snap.bytes_written
-            + sum(len(r.payload) + len(r.topic.encode()) for _, r in staged),
+            + sum(len(st.row.payload) + len(st.row.topic.encode()) for st in staged),
         )
         self._warn_about_bound(out)
-        for fut, row in staged:
-            fut.set_result(row.seq)
+        if self._full:
+            self._checkpoint()
+        for st in staged:
+            if st.future is not None:
+                st.future.set_result(st.row.seq)
         for inc in increments:
             inc.future.set_result(out.counters[inc.key])
         if staged:
-            for listener in self._listeners:
-                try:
-                    listener()
-                except Exception:
-                    log.exception("outbox listener %r failed", listener)
+            self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("outbox listener %r failed", listener)
+
+    def _write_with_fallbacks(
+        self,
+        staged: list[_Staged],
+        next_seq: int,
+        acks: list[_Ack],
+        increments: list[_Increment],
+    ) -> sql.BatchOutcome:
+        """Commit; rebuild a damaged file, or free the reserve for events, and try again.
+
+        `staged` loses its telemetry in place when the reserve is freed for events.
+        """
+        try:
+            return self._write(staged, next_seq, acks, increments)
+        except sqlite3.DatabaseError as exc:
+            if dbrecovery.is_damage(exc):
+                # The file went bad under us (a worn card, a power cut earlier): rebuild
+                # it and commit this batch into the new one; ids and seqs are kept.
+                self._recover(str(exc))
+                return self._write(staged, next_seq, acks, increments)
+            if not _no_room(exc):
+                raise
+            self._enter_full(str(exc))
+            if not self._room.release():
+                raise
+            staged[:] = self._shed_telemetry(staged, f"outbox commit failed: {exc}")
+            return self._write(staged, next_seq, acks, increments)
+
+    def _write(
+        self,
+        staged: list[_Staged],
+        next_seq: int,
+        acks: list[_Ack],
+        increments: list[_Increment],
+    ) -> sql.BatchOutcome:
+        out = sql.write_batch(
+            self._conn,
+            [st.row for st in staged],
+            next_seq,
+            [(a.mask, a.ids) for a in acks],
+            [i.key for i in increments],
+            self._snap.depth,
+            self.max_messages,
+            # Owed: dropped while nothing could be written, already in the snapshot.
+            dropped=self._batch_dropped + self._dropped_owed,
+        )
+        self._dropped_owed = 0
+        return out
+
+    # -- a full disk --------------------------------------------------------------
+
+    def _short_of_room(self) -> bool:
+        """True while telemetry must be shed; leaves that state once the reserve is back."""
+        tight = self._room.tight()
+        if not self._full:
+            if tight:
+                self._enter_full("free space below half the reserve")
+            return tight
+        if tight or not self._room.make_reserve():
+            return True
+        self._full = False
+        log.warning("outbox: room again, reserve restored; telemetry is stored again")
+        self._report(self._room_report("recovered"))
+        return False
+
+    def _checkpoint(self) -> None:
+        # The WAL grows by a few pages a commit until the next automatic checkpoint
+        # (4 MB): on a full disk, copy it back after every commit so the writer starts
+        # it over instead of asking the file system for more.
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.debug("outbox checkpoint on a full disk failed: %s", exc)
+
+    def _enter_full(self, reason: str) -> None:
+        if self._full:
+            return
+        self._full = True
+        log.error("outbox: disk full (%s): telemetry is shed, events keep being stored", reason)
+        self._report(self._room_report("full"))
+
+    def _room_report(self, problem: str) -> dict[str, Any]:
+        free = self._room.free_bytes()
+        return {
+            "store": "outbox",
+            "problem": problem,
+            "file": self.path.name,
+            "free_bytes": max(free or 0, 0),
+            "reserve_bytes": self._room.reserve_bytes if self._room.reserved else 0,
+            "events_unstored": self._memory.count(),
+        }
+
+    def _shed_telemetry(self, staged: list[_Staged], why: str) -> list[_Staged]:
+        """Drop the telemetry of a batch; their seqs stay taken (the gap), counted."""
+        dropped = [st for st in staged if st.row.prio is Priority.TELEMETRY]
+        _fail_staged(dropped, [], why, None)
+        self._batch_dropped += sum(1 for st in dropped if st.row.seq)
+        return [st for st in staged if st.row.prio is not Priority.TELEMETRY]
+
+    def _keep_in_memory(
+        self,
+        staged: list[_Staged],
+        next_seq: int,
+        acks: list[_Ack],
+        increments: list[_Increment],
+        exc: sqlite3.Error,
+    ) -> None:
+        """Nothing fits any more: events go to the uplinks from memory, with their seqs."""
+        self._retry_acks = acks
+        self._next_seq = next_seq  # the seqs are published: never give them again
+        events = [st for st in staged if st.row.prio is Priority.EVENT]
+        telemetry = [st for st in staged if st.row.prio is Priority.TELEMETRY]
+        _fail_staged(telemetry, increments, f"outbox commit failed: {exc}", exc)
+        dropped = self._batch_dropped + sum(1 for st in telemetry if st.row.seq)
+        self._dropped_owed += dropped  # written with the next commit that succeeds
+        self._snap = replace(self._snap, dropped_telemetry=self._snap.dropped_telemetry + dropped)
+        kept = self._memory.add([st.row for st in events])
+        log.error("outbox: disk full (%s): %d events published from memory, not stored", exc, kept)
+        for st in events:
+            if st.future is not None:
+                st.future.set_result(st.row.seq)
+        self._notify()
+
+    def _memory_back(self) -> list[_Staged]:
+        """Events held in memory, to store now that there is room (ids change, seqs stay)."""
+        if self._full:
+            return []
+        return [_Staged(None, row, False) for row in self._memory.take_all()]
 
     def _new_row(self, put: _Put, seq: int) -> sql.NewRow | None:
         item = put.item
@@ -590,9 +896,15 @@ class OutboxReader:
         " WHERE prio = ? AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
     )
 
-    def __init__(self, conn: sqlite3.Connection, masks: Mapping[str, int]) -> None:
-        self._conn = conn
+    def __init__(self, outbox: Outbox, masks: Mapping[str, int]) -> None:
+        self._outbox = outbox
+        self._generation, self._conn = outbox._read_connection()
         self._masks = masks
+        # Per consumer: events held in memory already handed out since the cursor last
+        # started over, and the last stored id read per priority (a held event's
+        # negative id in `after` says nothing about the stored rows).
+        self._held_read: dict[str, set[int]] = {}
+        self._stored_after: dict[str, dict[Priority, int]] = {}
 
     def counter(self, key: str) -> int:
         """A durable counter's committed value (see `Outbox.meta_increment`); 0 if unset."""
@@ -602,8 +914,39 @@ class OutboxReader:
     def next_batch(self, consumer: str, after: dict[Priority, int], limit: int) -> list[Row]:
         """Rows still pending for `consumer`: events first, then telemetry, each by id.
 
-        `after[p]` is the last id already read of priority p (missing: 0).
+        `after[p]` is the last id already read of priority p (missing: 0).  A damaged
+        file is reported to the writer, which rebuilds it (row ids are kept), and reads
+        nothing until then: a reader never dies of it, nor reads the bad page forever.
         """
+        if self._generation != self._outbox._generation:
+            self._conn.close()
+            self._generation, self._conn = self._outbox._read_connection()
+        held_read = self._held_read.setdefault(consumer, set())
+        stored_after = self._stored_after.setdefault(consumer, {})
+        if all(after.get(p, 0) == 0 for p in Priority):  # a cursor starting over
+            held_read.clear()
+            stored_after.clear()
+        held = [
+            _held_row(k, row)
+            for k, row in self._outbox._memory.pending(self._masks[consumer], held_read)[:limit]
+        ]
+        held_read.update(r.id for r in held)
+        cursor = {
+            p: after.get(p, 0) if after.get(p, 0) >= 0 else stored_after.get(p, 0) for p in Priority
+        }
+        try:
+            rows = self._read(consumer, cursor, limit - len(held)) if len(held) < limit else []
+        except sqlite3.DatabaseError as exc:
+            if not dbrecovery.is_damage(exc):
+                raise
+            log.error("outbox read failed, file damaged: %s", exc)
+            self._outbox.report_damage(str(exc))
+            return held
+        for row in rows:
+            stored_after[row.priority] = max(stored_after.get(row.priority, 0), row.id)
+        return held + rows
+
+    def _read(self, consumer: str, after: dict[Priority, int], limit: int) -> list[Row]:
         mask = self._masks[consumer]
         rows: list[Row] = []
         self._conn.execute("BEGIN")  # one snapshot for both priorities
@@ -627,11 +970,16 @@ class OutboxReader:
                     for i, s, p, t, b, c, r in cursor
                 )
         finally:
-            self._conn.execute("COMMIT")
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("COMMIT")
         return rows
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _held_row(row_id: int, row: sql.NewRow) -> Row:
+    return Row(row_id, row.seq, row.prio, row.topic, row.payload, row.created, row.retain)
 
 
 def _settle_waiters(batch: list[_Request]) -> None:
@@ -665,7 +1013,7 @@ def _apply_outcomes(
 def _urgent(request: _Request) -> bool:
     if isinstance(request, _Put):
         return request.item.priority == Priority.EVENT
-    return isinstance(request, _Increment)
+    return isinstance(request, _Increment | _Recover)
 
 
 def _fail(batch: list[_Request], exc: BaseException) -> None:
@@ -683,3 +1031,33 @@ def _stored_next_seq(conn: sqlite3.Connection, fallback: int) -> int:
         return max(fallback, int(row[0]))
     except sqlite3.Error:
         return fallback
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A row of the batch being committed; `future` None: an event held in memory before."""
+
+    future: concurrent.futures.Future[int] | None
+    row: sql.NewRow
+    offered: bool
+
+
+def _fail_staged(
+    staged: Iterable[_Staged],
+    increments: Iterable[_Increment],
+    why: str,
+    cause: BaseException | None,
+) -> None:
+    for fut in [st.future for st in staged] + [i.future for i in increments]:
+        if fut is not None and not fut.done():
+            error = OutboxError(why)
+            error.__cause__ = cause
+            fut.set_exception(error)
+
+
+def _no_room(exc: BaseException) -> bool:
+    """A full disk, a file over its size limit, or a write the card refused."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "full" in str(exc) or "I/O error" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

@@ -27,6 +27,7 @@ __all__ = [
     "load_state",
     "lowest_pending",
     "reconcile_consumers",
+    "repair_after_salvage",
     "write_batch",
 ]
 
@@ -204,12 +205,12 @@ def write_batch(
     depth: Mapping[Priority, int],
     max_messages: int,
     *,
-    shed: int = 0,
+    dropped: int = 0,
 ) -> BatchOutcome:
     """Insert, acknowledge, enforce the bound and commit, as one transaction.
 
-    `acks` holds (consumer mask, row ids); `shed` is telemetry refused before it was
-    stored, whose seqs (below `next_seq`) are skipped and counted as dropped.  `next_seq` is stored in the same transaction
+    `acks` holds (consumer mask, row ids); `dropped` is telemetry refused before it was
+    stored (its seqs, below `next_seq`, are skipped) to add to the dropped counter.  `next_seq` is stored in the same transaction
     as the rows carrying the seqs below it, so a seq is never handed out twice.  On any
     error the transaction is rolled back and the error raised: nothing of the batch
     is stored.
@@ -238,11 +239,11 @@ def write_batch(
             )
             for r in rows:
                 new_depth[r.prio] += 1
-        if rows or shed:
+        if rows or dropped:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
-        if shed:
+        if dropped:
             conn.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (shed,)
+                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (dropped,)
             )
         for mask, ids in acks:
             id_list = json.dumps(list(ids))
@@ -258,17 +259,17 @@ def write_batch(
             ).fetchall()
             for (prio,) in deleted:
                 new_depth[Priority(prio)] -= 1
-        dropped = 0
+        pruned = 0
         excess = sum(new_depth.values()) - max_messages
         if excess > 0 and new_depth[Priority.TELEMETRY] > 0:
-            dropped = conn.execute(
+            pruned = conn.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE prio = ?"
                 " ORDER BY id LIMIT ?)",
                 (int(Priority.TELEMETRY), excess),
             ).rowcount
-            new_depth[Priority.TELEMETRY] -= dropped
+            new_depth[Priority.TELEMETRY] -= pruned
             conn.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (dropped,)
+                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (pruned,)
             )
         for key in increments:
             (value,) = conn.execute(
@@ -282,7 +283,7 @@ def write_batch(
     except BaseException:
         _rollback(conn)
         raise
-    return BatchOutcome(new_depth, dropped, oldest, counters)
+    return BatchOutcome(new_depth, pruned, oldest, counters)
 
 
 def lowest_pending(
@@ -309,6 +310,61 @@ def lowest_pending(
         ]
         lowest[name] = min(found, default=next_seq)
     return lowest
+
+
+# When the damaged file no longer says which seq comes next, the new counter starts
+# this far above the highest salvaged one: more than a gateway commits in a day at
+# 1,000 messages a second is not needed, the platform only has to see it as one gap.
+SEQ_MARGIN_UNKNOWN = 100_000
+
+
+def repair_after_salvage(
+    conn: sqlite3.Connection,
+    lost_ids: Sequence[tuple[int, int | None]],
+    meta_lost: bool,
+    next_seq: int | None,
+) -> list[list[int]]:
+    """Make a salvaged outbox safe to go on with; returns the seq ranges that were lost.
+
+    `lost_ids` are the row-id ranges that could not be read.  For each, the numbers
+    between the salvaged rows on either side may have been in it: a platform that has
+    not received one of them will not get it.  `next_seq` is the writer's counter (run
+    time) or None (at open: the file's, or far above every salvaged seq when that is
+    unreadable).
+    """
+    (max_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+    (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+    ranges: list[list[int]] = []
+    if next_seq is None:
+        next_seq = max(int(stored), max_seq + 1)
+        if meta_lost:
+            ranges.append([max_seq + 1, next_seq + SEQ_MARGIN_UNKNOWN - 1])
+            next_seq += SEQ_MARGIN_UNKNOWN
+    next_seq = max(next_seq, int(stored), max_seq + 1)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+    for first, last in lost_ids:
+        before = conn.execute(
+            "SELECT seq FROM messages WHERE id < ? AND seq > 0 ORDER BY id DESC LIMIT 1", (first,)
+        ).fetchone()
+        after = (
+            None
+            if last is None
+            else conn.execute(
+                "SELECT seq FROM messages WHERE id > ? AND seq > 0 ORDER BY id LIMIT 1", (last,)
+            ).fetchone()
+        )
+        low = before[0] + 1 if before else 1
+        high = after[0] - 1 if after else next_seq - 1
+        if low <= high:
+            ranges.append([low, high])
+    ranges.sort()
+    merged: list[list[int]] = []
+    for low, high in ranges:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged
 
 
 def _oldest_created(conn: sqlite3.Connection) -> float | None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -25,7 +25,17 @@ from gateway.clock import Clock
 from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
 from gateway.driver import DeviceSpec, Driver, DriverContext
-from gateway.model import ClockState, DeviceRef, Identity, Message, Priority, encode, format_ts
+from gateway.model import (
+    GATEWAY_STORAGE,
+    ClockState,
+    DeviceRef,
+    Identity,
+    Message,
+    Priority,
+    encode,
+    encode_gateway_event,
+    format_ts,
+)
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
 from gateway.sinks import Sink, build_sinks
@@ -34,7 +44,14 @@ from gateway.topics import Topics
 from gateway.uplink import CONSUMER, Reply, Uplink
 from gateway.wellness import Wellness
 
-__all__ = ["AvailabilityObserver", "Gateway", "MessageObserver", "Service", "build_outbox"]
+__all__ = [
+    "AvailabilityObserver",
+    "Gateway",
+    "MessageObserver",
+    "Service",
+    "StorageEvents",
+    "build_outbox",
+]
 
 # Runtime parts that react to what the drivers report (the alarm engine, the inactivity
 # check, the local web console) register these.  They run on the event loop, after an
@@ -64,7 +81,40 @@ def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> O
         commit_interval_ms=cfg.commit_interval_ms,
         sync=cfg.sync,
         consumers=[Consumer(CONSUMER), *(s.consumer() for s in sinks)],
+        on_storage_fault=StorageEvents(loaded, Clock(loaded.config.clock.check)).item,
+        reserve_bytes=cfg.reserve_bytes,
     )
+
+
+class StorageEvents:
+    """Builds the `gateway.storage` events the outbox and the stores report their faults with."""
+
+    def __init__(self, loaded: LoadedConfig, clock: Clock) -> None:
+        self.identity = loaded.config.identity
+        self.topics = Topics(loaded.config.broker.topic_prefix, self.identity)
+        self.clock = clock
+
+    def item(self, data: Mapping[str, Any]) -> OutboxItem:
+        ts = datetime.now(UTC)
+        return OutboxItem(
+            priority=Priority.EVENT,
+            channel="events",
+            device_kind="gateway",
+            topic=self.topics.gateway_events,
+            build_payload=partial(self._encode, dict(data), ts),
+        )
+
+    def _encode(self, data: dict[str, Any], ts: datetime, seq: int) -> bytes:
+        return encode_gateway_event(
+            GATEWAY_STORAGE,
+            data,
+            self.identity,
+            seq,
+            self.clock.state(),
+            ts,
+            uptime_ms=self.clock.uptime_ms(),
+            boot_id=self.clock.boot_id,
+        )
 
 
 class _Context(DriverContext):
@@ -293,6 +343,9 @@ class Gateway:
                 else round(s.disk_write_bytes_per_hour),
                 "queued": s.queued,
                 "lowest_seq": s.lowest_seq[CONSUMER],
+                "free_bytes": s.free_bytes,
+                "reserve_bytes": s.reserve_bytes,
+                "unstored_events": s.unstored_events,
             },
             "publish": self.uplink.stats().as_dict(),
             "commands": self.uplink.gate.stats(),

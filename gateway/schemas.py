@@ -26,6 +26,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "envelope",
     "telemetry",
     "event",
+    "gateway-event",
     "status",
     "availability",
     "health",

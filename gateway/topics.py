@@ -28,6 +28,11 @@ class Topics:
     def health(self) -> str:
         return f"{self.base}/health"
 
+    @property
+    def gateway_events(self) -> str:
+        """Events of the gateway itself, not of a device (`gateway.storage`)."""
+        return f"{self.base}/events"
+
     def availability(self, device_id: str) -> str:
         return f"{self.base}/devices/{device_id}/availability"
 

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SCHEMA_OF = {
     "community.telemetry": "telemetry",
     "community.event": "event",
+    "community.gateway_event": "gateway-event",
     "community.status": "status",
     "community.availability": "availability",
     "community.health": "health",

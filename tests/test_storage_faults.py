@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import load_config
-from gateway.runtime import Gateway
-from tests.harness import write_config
+from gateway.alarms.store import AlarmStore
+from gateway.config import SyncMode, load_config
+from gateway.model import Priority
+from gateway.outbox import Consumer, Outbox, OutboxItem
+from gateway.runtime import Gateway, build_outbox
+from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
+from tests.test_delivery import assert_valid
 
 
 def meter(device_id: str, rate_hz: float) -> dict[str, Any]:
@@ -50,7 +58,7 @@ def test_a_fast_device_is_not_held_to_one_reading_per_commit(
 
     asyncio.run(scenario())
     sim = figures["drivers"]["simulated"]
-    assert sim["telemetry"] >= 150, sim
+    assert sim["telemetry"] >= 80, sim  # twice what a hand-off waiting for commits allows
     assert sim["late_skipped"] <= sim["telemetry"] // 10, sim
     # After SIGTERM every reading is accounted for: stored (delivered or still waiting)
     # or dropped, each with its own seq.
@@ -64,3 +72,224 @@ def test_a_fast_device_is_not_held_to_one_reading_per_commit(
         )
     assert next_seq - 1 >= sim["telemetry"] - figures["outbox"]["queued"]
     assert dropped == 0
+
+
+SMOKE = {
+    "id": "smoke-1",
+    "kind": "smoke",
+    "location": {"building": "2"},
+    "driver": {"type": "simulated", "events": [{"type": "smoke.alarm", "every_s": 0.5}]},
+}
+
+
+def _fill_outbox(config: Path, n: int) -> int:
+    """Store n readings in the config's outbox (broker never reached); the highest seq."""
+    loaded = load_config(config)
+    outbox = build_outbox(loaded)
+    outbox.open()
+    gw_items = [
+        OutboxItem(Priority.TELEMETRY, "telemetry", "meter", "t/x", lambda seq: b"x" * 200)
+        for _ in range(n)
+    ]
+    futures = [outbox.put(i) for i in gw_items]
+    top = max(f.result(timeout=30) for f in futures)
+    outbox.close()
+    return top
+
+
+@pytest.mark.broker
+def test_damaged_outbox_and_alarm_store_are_rebuilt_reported_and_the_gateway_goes_on(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", broker.url, [SMOKE])
+    top = _fill_outbox(config, 3000)
+    store = AlarmStore(tmp_path / "alarms.db")
+    store.open()
+    store.close()  # the last connection checkpoints: everything is in the main file
+    outbox_db = tmp_path / "outbox.db"
+    with open(outbox_db, "r+b") as f:  # random bytes in the middle of the outbox
+        f.seek(outbox_db.stat().st_size // 2)
+        f.write(os.urandom(8192))
+    with open(tmp_path / "alarms.db", "r+b") as f:  # a clobbered header: "not a database"
+        f.write(os.urandom(100))
+    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
+    gw = GatewayProc(config).start()
+    try:
+        storage = lambda ms: [m.json() for m in ms if m.topic == f"{topic_base(config)}/events"]  # noqa: E731
+        assert sub.wait(lambda ms: len(storage(ms)) == 2, timeout=20), gw.log()
+        reports = {d["event"]["data"]["store"]: d for d in storage(sub.snapshot())}
+        lost = reports["outbox"]["event"]["data"]["lost_seq"]
+        assert lost and all(1 <= low <= high <= top for low, high in lost)
+        assert reports["alarms"]["event"]["data"]["problem"] == "damaged"
+        # Not a zombie: the salvaged backlog drains (its rows went to a topic of their
+        # own), new smoke alarms and health flow.
+        assert sub.wait(lambda ms: any(m.topic.endswith("smoke-1/events") for m in ms)), gw.log()
+        assert sub.wait(
+            lambda ms: any(
+                m.topic.endswith("/health") and m.json()["outbox"]["lowest_seq"] > top for m in ms
+            ),
+            timeout=20,
+        ), gw.log()
+    finally:
+        assert gw.terminate() == 0
+        sub.stop()
+    assert_valid(sub.snapshot())
+    assert list(tmp_path.glob("outbox.db.damaged-*")) and list(tmp_path.glob("alarms.db.damaged-*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of the test's own: a full SD card without touching the real disk."""
+    card = tmp_path / "card"
+    card.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(card)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield card
+    finally:
+        subprocess.run(["umount", "-l", str(card)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the file system refuses; returns it (delete it to free the room)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        chunk = b"\1" * 4096
+        with contextlib.suppress(OSError):
+            for _ in range(100_000):  # 400 MB at most: bounded even if the mount failed
+                os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def smoke_seqs(messages: list[Received]) -> set[int]:
+    return {m.json()["seq"] for m in messages if m.topic.endswith("/smoke-1/events")}
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_full_disk_sheds_telemetry_with_seqs_and_every_alarm_still_arrives(
+    tmp_path: Path, broker: Mosquitto, small_disk: Path
+) -> None:
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker.url,
+        [meter("m1", 20), meter("m2", 20), SMOKE],
+        outbox={"path": str(small_disk / "outbox.db"), "reserve_bytes": 256 * 1024},
+    )
+    base = topic_base(config)
+    sub = Subscriber(broker.port, f"{base}/#").start()
+    gw = GatewayProc(config).start()
+
+    def health(ms: list[Received]) -> list[dict[str, Any]]:
+        return [m.json() for m in ms if m.topic == f"{base}/health"]
+
+    def storage(ms: list[Received], problem: str) -> list[dict[str, Any]]:
+        return [
+            d
+            for m in ms
+            if m.topic == f"{base}/events"
+            and (d := m.json())["event"]["data"]["problem"] == problem
+        ]
+
+    try:
+        assert sub.wait(lambda ms: smoke_seqs(ms) and health(ms)), gw.log()
+        filler = fill(small_disk)
+        full_from = len(sub.snapshot())
+        # The full period: the gateway says so, sheds telemetry, and smoke alarms raised
+        # meanwhile still reach the platform.
+        assert sub.wait(lambda ms: storage(ms, "full"), timeout=20), gw.log()
+        assert sub.wait(lambda ms: len(smoke_seqs(ms[full_from:])) >= 6, timeout=20), gw.log()
+        assert sub.wait(
+            lambda ms: any(h["outbox"]["dropped_telemetry"] > 0 for h in health(ms[full_from:]))
+        ), gw.log()
+        assert gw.running()
+        filler.unlink()
+        assert sub.wait(lambda ms: storage(ms, "recovered"), timeout=20), gw.log()
+        after = len(sub.snapshot())
+        assert sub.wait(lambda ms: any(m.topic.endswith("/m1/telemetry") for m in ms[after:])), (
+            gw.log()
+        )
+        assert sub.wait(
+            lambda ms: any(h["outbox"]["reserve_bytes"] == 256 * 1024 for h in health(ms[after:]))
+        ), gw.log()
+    finally:
+        assert gw.terminate() == 0
+        sub.stop()
+    messages = sub.snapshot()
+    assert_valid(messages)
+    # Every seq is received, still stored, or one of the dropped readings; no alarm lost.
+    received = {m.json()["seq"] for m in messages if "seq" in m.json()}
+    with sqlite3.connect(small_disk / "outbox.db") as db:
+        stored = {s for (s,) in db.execute("SELECT seq FROM messages WHERE seq > 0")}
+        (dropped,) = db.execute("SELECT value FROM meta WHERE key = 'dropped_telemetry'").fetchone()
+        (next_seq,) = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+    missing = set(range(1, int(next_seq))) - received - stored
+    assert len(missing) == int(dropped) > 0
+    assert not missing & smoke_seqs(messages)
+
+
+def event(n: int) -> OutboxItem:
+    return OutboxItem(
+        Priority.EVENT,
+        "events",
+        "smoke",
+        f"t/e{n}",
+        lambda seq: f'{{"seq":{seq}}}'.ljust(3000).encode(),
+    )
+
+
+def test_events_the_disk_refuses_are_read_from_memory_until_acknowledged(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "outbox.db"
+
+    def opened() -> Outbox:
+        box = Outbox(
+            path,
+            max_messages=100_000,
+            commit_interval_ms=0,
+            sync=SyncMode.FULL,
+            consumers=[Consumer("mqtt")],
+            reserve_bytes=0,  # no reserve: the disk refuses events too
+        )
+        box.open()
+        return box
+
+    outbox = opened()
+    filler = fill(small_disk)
+    seqs: list[int] = []
+    for n in range(2000):
+        seqs.append(outbox.put(event(n)).result(timeout=10))
+        if outbox.stats().unstored_events >= 3:
+            break
+    assert outbox.stats().unstored_events >= 3, "the disk never refused an event"
+    assert seqs == sorted(set(seqs))  # the held events kept their own, new seqs
+    reader = outbox.reader()
+    after: dict[Priority, int] = {}
+    rows = reader.next_batch("mqtt", after, 10_000)
+    held = [r for r in rows if r.id < 0]
+    assert len(held) == outbox.stats().unstored_events
+    assert {r.seq for r in rows} == set(seqs)
+    assert outbox.stats().lowest_seq["mqtt"] == min(seqs)
+    for r in rows:
+        after[r.priority] = r.id
+    assert reader.next_batch("mqtt", after, 10_000) == []  # handed out once per cursor
+    outbox.ack("mqtt", [r.id for r in held])
+    assert outbox.stats().unstored_events == 0
+    filler.unlink()
+    later = outbox.put(event(9999)).result(timeout=10)
+    assert later == max(seqs) + 1
+    reader.close()
+    outbox.close()
+    again = opened()
+    assert again.put(event(0)).result(timeout=10) == later + 1  # no seq given twice
+    again.close()

@@ -155,6 +155,8 @@ class AlarmEngine:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.store.open()
+        if self.store.salvage is not None:
+            self.outbox.report_storage_fault({"store": "alarms", **self.store.salvage.as_dict()})
         mark = self.store.run_mark()
         self._run = RunClock.resume(mark, self.clock.boot_id, self.clock.monotonic)
         if mark is not None and mark.boot_id != self.clock.boot_id:

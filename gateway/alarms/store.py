@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.clock import RunMark
 from gateway.config import SyncMode
+from gateway.dbrecovery import Salvage, open_checked
 from gateway.outbox_sql import connect
 
 from .model import Alarm, AlarmState, Change, Instant
@@ -68,6 +69,11 @@ CREATE TABLE IF NOT EXISTS pending_acks (
 );
 """
 
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
 _TOKEN_CHARS = string.ascii_lowercase + string.digits
 
 
@@ -92,6 +98,8 @@ class AlarmStore:
         self._conn: sqlite3.Connection | None = None
         self.token = ""
         self._next = 1
+        # Set by open() when the file was damaged and rebuilt: the engine reports it.
+        self.salvage: Salvage | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -104,9 +112,10 @@ class AlarmStore:
         if not create and not self.path.exists():
             raise FileNotFoundError(f"no alarm database at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.path, sync=SyncMode.FULL)
+        conn, self.salvage = open_checked(
+            self.path, lambda p: connect(p, sync=SyncMode.FULL), _create
+        )
         self._conn = conn
-        conn.executescript(_SCHEMA)
         with self._tx():
             row = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()
             if row is None:

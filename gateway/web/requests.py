@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands import Command, CommandFailed
+from gateway.dbrecovery import open_checked
 from gateway.model import ClockState, Identity, Priority, format_ts
 from gateway.outbox import Outbox, OutboxItem
 from gateway.topics import Topics
@@ -181,6 +182,24 @@ CREATE INDEX IF NOT EXISTS request_status_code ON request_status(code);
 _COLUMNS = "code, kiosk, category, flat, phone, text, lang, created_at, clock"
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    if "published" not in columns:
+        # A file of the first version: its requests were handed to the outbox right
+        # after they were stored, so they count as published (no flood at upgrade).
+        db.execute("ALTER TABLE requests ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
+    if "clock" not in columns:
+        db.execute("ALTER TABLE requests ADD COLUMN clock TEXT")
+
+
 def _request_of(row: tuple[Any, ...]) -> ServiceRequest:
     # No clock stored (a file of an older version): not known to be synced.
     clock = ClockState.UNSYNCED if row[-1] is None else ClockState(row[-1])
@@ -212,17 +231,9 @@ class RequestStore:
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-        if "published" not in columns:
-            # A file of the first version: its requests were handed to the outbox right
-            # after they were stored, so they count as published (no flood at upgrade).
-            db.execute("ALTER TABLE requests ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
-        if "clock" not in columns:
-            db.execute("ALTER TABLE requests ADD COLUMN clock TEXT")
+        db, salvage = open_checked(self.path, _connect, _create)
+        if salvage is not None:
+            self._outbox.report_storage_fault({"store": "requests", **salvage.as_dict()})
         self._db = db
 
     def close(self) -> None:
