@@ -6,11 +6,23 @@ One thread reads the outbox with the sink's own cursor, turns rows into points
 the outbox only once the write that holds it succeeded.
 
 A failed write keeps its batch and is retried, the same batch, with exponential
-backoff and jitter for as long as it takes: the outbox keeps every unacknowledged row,
-so an outage loses nothing (up to the outbox's bound) and the MQTT uplink, a consumer
-of its own, is not held up.  Only a write the server answers with 400 or 422 is not
-retried: the server has refused those points themselves (InfluxDB stores the valid
-points of such a batch and names the others), and sending them again cannot succeed.
+backoff and jitter for as long as it takes (the delay stays at its maximum however long
+the outage): the outbox keeps every unacknowledged row, so an outage loses nothing (up
+to the outbox's bound) and the MQTT uplink, a consumer of its own, is not held up.
+
+The server's answers are taken at their word:
+
+- 400 or 422: the server has refused those points themselves (InfluxDB stores the valid
+  points of such a batch and names the others); sending them again cannot succeed, so
+  they are counted as refused and not retried.
+- 413 (request too large): the request is split in halves until the server takes it,
+  and later requests stay at the size that worked; a single point that is still too
+  large is refused like a 400.
+- 429 or 503 with `Retry-After`: the next attempt waits that long (at most an hour),
+  instead of the backoff's delay.
+
+Each kind of failure is logged once until a write succeeds again, whatever figures
+(ports, timeouts) its text carries.
 """
 
 from __future__ import annotations
@@ -22,6 +34,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
@@ -40,7 +54,10 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "influx"
 _REFUSED = frozenset({400, 422})  # the points themselves are bad: never accepted on retry
+_TOO_LARGE = 413
 _ADDRESS = re.compile(r" object at 0x[0-9a-f]+")
+_FIGURES = re.compile(r"\d+(\.\d+)?")
+MAX_RETRY_AFTER_S = 3600.0  # a server asking for more is probably wrong; retry in an hour
 
 
 @dataclass
@@ -49,6 +66,7 @@ class _Batch:
 
     ids: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    written: int = 0  # lines[:written] are stored: a retry sends the rest only
     started: float = 0.0  # monotonic time the first row was read
     oldest_created: float | None = None  # wall time the oldest row was stored
 
@@ -65,6 +83,13 @@ class _Batch:
 
 class _TokenUnreadable(Exception):
     """The token's file or environment variable cannot be read (yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """A write that failed for now; `after` is the server's Retry-After, if it gave one."""
+
+    after: float | None = None
 
 
 class InfluxSink:
@@ -84,6 +109,7 @@ class InfluxSink:
         self._batch = _Batch()
         self._last_error = ""
         self._last_cause = ""  # what a failure is logged once for; see _failed
+        self._max_lines = cfg.batch_size  # lowered by a 413, kept for later requests
         # Figures for health, written by the sink thread only.
         self._written = 0
         self._acked = 0
@@ -129,12 +155,12 @@ class InfluxSink:
     # ---- the sink thread -----------------------------------------------------------
 
     def _main(self) -> None:
+        # Every failure of a write is retried inside _loop; an exception out of here is a
+        # bug or a broken outbox, and gateway.supervision then restarts the process.
         assert self._outbox is not None
         reader = self._outbox.reader()
         try:
             self._loop(reader)
-        except Exception:
-            log.exception("influx sink failed; its rows stay in the outbox until a restart")
         finally:
             reader.close()
             self._close_client()
@@ -164,14 +190,15 @@ class InfluxSink:
             if len(batch) < cfg.batch_size and age < cfg.flush_interval_s and not stopping:
                 self._wake.wait(cfg.flush_interval_s - age)  # gather more rows
                 continue
-            if self._write(batch.lines):
+            retry = self._write(batch)
+            if retry is None:
                 failing = False
                 backoff.reset()
                 if not self._ack(batch):
                     return
             else:
                 failing = True
-                self._stop.wait(backoff.next())
+                self._stop.wait(backoff.next() if retry.after is None else retry.after)
 
     def _points(self, row: Row) -> list[str]:
         try:
@@ -183,44 +210,63 @@ class InfluxSink:
             log.error("outbox row %d (seq %d) skipped by the influx sink: %s", row.id, row.seq, exc)
             return []
 
-    def _write(self, lines: list[str]) -> bool:
-        """Write the points; True when they are stored, or refused for good."""
-        if not lines:
-            return True
-        try:
-            self._write_api().write(
-                bucket=self.cfg.bucket, org=self.cfg.org, record=lines, write_precision=PRECISION
-            )
-        except ApiException as exc:
-            if exc.status not in _REFUSED:
+    def _write(self, batch: _Batch) -> _Retry | None:
+        """Write the batch's points, in requests the server takes; None once all are done."""
+        while batch.written < len(batch.lines):
+            chunk = batch.lines[batch.written : batch.written + self._max_lines]
+            try:
+                self._write_api().write(
+                    bucket=self.cfg.bucket,
+                    org=self.cfg.org,
+                    record=chunk,
+                    write_precision=PRECISION,
+                )
+            except ApiException as exc:
+                if exc.status == _TOO_LARGE and len(chunk) > 1:
+                    self._max_lines = max(1, len(chunk) // 2)
+                    log.info(
+                        "influx %s: a request of %d points is too large (HTTP 413);"
+                        " sending at most %d per request",
+                        self.cfg.url,
+                        len(chunk),
+                        self._max_lines,
+                    )
+                    continue
+                if exc.status not in _REFUSED and exc.status != _TOO_LARGE:
+                    return self._failed(exc)
+                self._refused += len(chunk)
+                log.error(
+                    "influx %s refused %d points, not retried: %s",
+                    self.cfg.url,
+                    len(chunk),
+                    _reason(exc),
+                )
+            except Exception as exc:  # connection, timeout, unreadable token: all retried
                 return self._failed(exc)
-            self._refused += len(lines)
-            log.error(
-                "influx %s refused %d points, not retried: %s",
-                self.cfg.url,
-                len(lines),
-                _reason(exc),
-            )
-            return True
-        except Exception as exc:  # connection, timeout, unreadable token: all retried
-            return self._failed(exc)
+            else:
+                self._written += len(chunk)
+            batch.written += len(chunk)
         if self._last_error:
             log.info("influx %s: writing again", self.cfg.url)
             self._last_error = self._last_cause = ""
-        self._written += len(lines)
-        return True
+        return None
 
-    def _failed(self, exc: Exception) -> bool:
+    def _failed(self, exc: Exception) -> _Retry:
         self._errors += 1
         self._close_client()  # the next attempt starts afresh and re-reads the token
         self._last_error = _reason(exc)
         # The same failure at every retry for an hour is one log line, not hundreds.  An
-        # HTTP error counts as the same by its status: bodies may name the client's port.
-        cause = f"HTTP {exc.status}" if isinstance(exc, ApiException) else self._last_error
+        # HTTP error counts as the same by its status (bodies may name the client's
+        # port); any other by its text without figures (a timeout's seconds change).
+        cause = (
+            f"HTTP {exc.status}"
+            if isinstance(exc, ApiException)
+            else _FIGURES.sub("N", self._last_error)
+        )
         if cause != self._last_cause:
             log.warning("influx %s: %s; retrying with backoff", self.cfg.url, self._last_error)
             self._last_cause = cause
-        return False
+        return _Retry(_retry_after(exc))
 
     def _write_api(self) -> WriteApi:
         if self._api is None:
@@ -257,6 +303,28 @@ class InfluxSink:
         self._acked += len(batch)
         self._batch = _Batch()
         return True
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 or 503 asks to wait (Retry-After: seconds or an HTTP date)."""
+    if not isinstance(exc, ApiException) or exc.status not in (429, 503) or not exc.headers:
+        return None
+    value = exc.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 def _reason(exc: BaseException) -> str:
