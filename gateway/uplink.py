@@ -197,6 +197,7 @@ class Uplink:
         self._published = 0
         self._acked_total = 0
         self._connects = 0
+        self.attempts = 0  # connection attempts since the start, failed ones included
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
         self._last_error = ""
@@ -302,6 +303,7 @@ class Uplink:
             return False
 
     def _connect(self, reader: OutboxReader) -> mqtt.Client | None:
+        self.attempts += 1
         if not self._probe():
             return None
         self.sessions.reserve(reader)
