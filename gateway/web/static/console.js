@@ -336,18 +336,21 @@
     if (probing) return;
     probing = true;
     fetch("/console/state", { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { if (r.status === 401) signIn(); else reopen(5000); })
-      .catch(function () { reopen(5000); })
+      .then(function (r) { if (r.status === 401) signIn(); else reopen(); })
+      .catch(function () { reopen(); })
       .finally(function () { probing = false; });
   }
-  function reopen(ms) {
+  // 5 s, then longer up to 30 s while the gateway keeps refusing (too many streams).
+  let delay = 5000;
+  function reopen() {
     clearTimeout(retry);
-    retry = setTimeout(connect, ms);
+    retry = setTimeout(connect, delay);
+    delay = Math.min(delay * 2, 30000);
   }
   function connect() {
     if (es) es.close();
     es = new EventSource("/console/events");
-    es.addEventListener("open", function () { lastContact = Date.now(); });
+    es.addEventListener("open", function () { lastContact = Date.now(); delay = 5000; });
     es.addEventListener("error", function () {
       setStale(true);
       // CLOSED: the browser gave up (a status other than 200); else it retries itself.

@@ -9,8 +9,7 @@
   const banner = document.getElementById("banner");
   const url = "/kiosk/" + encodeURIComponent(main.dataset.kiosk) + "/events?lang=" +
     encodeURIComponent(main.dataset.lang);
-  const es = new EventSource(url);
-  es.addEventListener("banner", function (m) {
+  function showBanner(m) {
     const lines = JSON.parse(m.data);
     banner.textContent = "";
     lines.forEach(function (line) {
@@ -19,7 +18,16 @@
       banner.appendChild(p);
     });
     banner.hidden = lines.length === 0;
-  });
+  }
+  function listen() {
+    const es = new EventSource(url);
+    es.addEventListener("banner", showBanner);
+    // Refused (too many streams on this network): the browser gives up; try again later.
+    es.addEventListener("error", function () {
+      if (es.readyState === EventSource.CLOSED) setTimeout(listen, 30000);
+    });
+  }
+  listen();
 
   const input = document.getElementById("code-input");
   const keypad = document.querySelector(".keypad");
