@@ -176,7 +176,7 @@ make_user() {
   if [ "$MAKE_USER" = 0 ]; then
     note "not creating the service user (--no-user)"
   elif [ -n "$ROOT" ]; then
-    has_user "$NAME" || note "would create system user $NAME (groups $groups); --root creates no users"
+    has_user "$NAME" || note "the image makes system user $NAME (groups $groups) when it boots (sysusers.d); --root creates no users"
   else
     if ! has_user "$NAME"; then
       useradd --system --user-group --home-dir "/var/lib/$NAME" --no-create-home \
@@ -341,6 +341,15 @@ install_files() {
   link "/opt/$NAME/venv/bin/gateway" "$ROOT/usr/local/bin/gateway"
   put "$SRC/systemd/$SERVICE" "$UNITS/$SERVICE" 0644
   put "$SRC/systemd/$FIRSTBOOT" "$UNITS/$FIRSTBOOT" 0644
+  # The user and the owner of the config folder, also for a --root tree that has no user
+  # yet: systemd-sysusers makes the user when the image boots, systemd-tmpfiles then
+  # hands it the folder (ConfigurationDirectory= would leave it root's).
+  local users=$'# Written by install.sh: the gateway\'s service user.\n'
+  users+=$'u community-gateway - "Community gateway" /var/lib/community-gateway /usr/sbin/nologin\n'
+  users+=$'m community-gateway dialout\n'
+  if has_group gpio; then users+=$'m community-gateway gpio\n'; fi
+  put_text "$ROOT/usr/lib/sysusers.d/$NAME.conf" 0644 "$users"
+  put_text "$ROOT/usr/lib/tmpfiles.d/$NAME.conf" 0644 $'# Written by install.sh: config and secrets belong to the service user, owner-only.\nZ /etc/community-gateway ~0700 community-gateway community-gateway -\n'
   # Debian has no gpio group; Raspberry Pi OS has, and owns /dev/gpiochip* with it.
   if has_group gpio; then
     put_text "$DROPIN/gpio.conf" 0644 $'# Written by install.sh: this system has a gpio group.\n[Service]\nSupplementaryGroups=gpio\n'
@@ -369,7 +378,8 @@ uninstall() {
   if live_systemd; then
     systemctl disable --now --quiet "$SERVICE" "$FIRSTBOOT" || true
   fi
-  rm -f "$WANTS/$SERVICE" "$WANTS/$FIRSTBOOT" "$UNITS/$SERVICE" "$UNITS/$FIRSTBOOT"
+  rm -f "$WANTS/$SERVICE" "$WANTS/$FIRSTBOOT" "$UNITS/$SERVICE" "$UNITS/$FIRSTBOOT" \
+    "$ROOT/usr/lib/sysusers.d/$NAME.conf" "$ROOT/usr/lib/tmpfiles.d/$NAME.conf"
   rm -rf "$DROPIN" "$OPT"
   if [ "$(readlink "$ROOT/usr/local/bin/gateway" 2>/dev/null)" = "/opt/$NAME/venv/bin/gateway" ]; then
     rm -f "$ROOT/usr/local/bin/gateway"

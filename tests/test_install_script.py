@@ -95,7 +95,9 @@ def test_install_lays_out_the_tree_and_a_second_run_changes_nothing(tmp_path: Pa
     root = tmp_path / "root"
     root.mkdir()
     first = install(root, "--skip-venv")
-    assert "would create system user community-gateway (groups dialout)" in first.stdout
+    assert "the image makes system user community-gateway (groups dialout) when it boots" in (
+        first.stdout
+    )
 
     for unit in ("community-gateway.service", "community-gateway-firstboot.service"):
         installed = root / UNITS / unit
@@ -119,6 +121,36 @@ def test_install_lays_out_the_tree_and_a_second_run_changes_nothing(tmp_path: Pa
     second = install(root, "--skip-venv")
     assert snapshot(root) == before
     assert second.stdout == "" and second.stderr == "", "a run that changes nothing is silent"
+
+
+def test_a_root_tree_gets_its_user_and_hands_it_the_config_when_the_image_boots(
+    tmp_path: Path,
+) -> None:
+    # --root creates no user, and the service reads its config as that user: the image
+    # makes the user at boot (systemd-sysusers), then hands it the config folder
+    # (systemd-tmpfiles), as their boot services do with the image's root.
+    root = tmp_path / "root"
+    root.mkdir()
+    install(root, "--skip-venv")
+    for tool in (["systemd-sysusers"], ["systemd-tmpfiles", "--create"]):
+        booted = subprocess.run([*tool, f"--root={root}"], capture_output=True, text=True)
+        assert booted.returncode == 0, booted.stderr
+    user = next(
+        line.split(":")
+        for line in (root / "etc/passwd").read_text().splitlines()
+        if line.startswith("community-gateway:")
+    )
+    owner = (int(user[2]), int(user[3]))
+    assert user[5:] == ["/var/lib/community-gateway", "/usr/sbin/nologin"]
+    assert "community-gateway" in next(
+        line
+        for line in (root / "etc/group").read_text().splitlines()
+        if line.startswith("dialout:")
+    )
+    etc = root / "etc/community-gateway"
+    for path, want in ((etc, 0o700), (etc / "secrets", 0o700), (etc / "gateway.yaml", 0o600)):
+        st = path.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (want, *owner), path
 
 
 def test_a_gpio_group_gets_a_drop_in_and_the_user_is_given_files(tmp_path: Path) -> None:
@@ -168,6 +200,7 @@ def test_uninstall_keeps_data_unless_purged(tmp_path: Path) -> None:
     assert not (root / "opt/community-gateway").exists()
     assert not (root / "usr/local/bin/gateway").is_symlink()
     assert not list((root / UNITS).rglob("community-gateway*"))
+    assert not list((root / "usr/lib").rglob("community-gateway*")), "sysusers.d, tmpfiles.d"
     assert (root / "etc/community-gateway/gateway.yaml").exists()
     assert outbox.read_bytes() == b"messages waiting"
 
