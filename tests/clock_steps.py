@@ -14,10 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.faketime import FakeTime
-from tests.peers import Mosquitto
+from tests.harness import Subscriber
+from tests.peers import Mosquitto, wait_for
 from tests.test_alarms_e2e import sim_device, start_site
 
-__all__ = ["Escalation", "escalation_across_step"]
+__all__ = ["Escalation", "escalation_across_step", "inactivity_across_step"]
 
 
 @dataclass(frozen=True)
@@ -85,4 +86,45 @@ def escalation_across_step(
             escalated["updated_at"],
         )
     finally:
+        site.stop()
+
+
+def inactivity_across_step(
+    workdir: Path, broker: Mosquitto, step: str, *, window_s: float
+) -> float:
+    """Seconds from a resident's last motion to `elderly.inactivity`, the clock stepped between.
+
+    The motion is injected on a flat's sensor; right after, the gateway's wall clock is
+    stepped by `step`.  The inactivity check must still wait exactly its window.
+    """
+    fake = FakeTime(workdir / "faketime")
+    flat = {"building": "1", "floor": 2, "unit": "201"}
+    devices = [
+        {"id": d, "kind": "elderly_alarm", "location": flat, "driver": {"type": "simulated"}}
+        for d in ("sos-201", "pir-201")
+    ]
+    site = start_site(
+        workdir,
+        broker,
+        devices,
+        env=fake.env(),
+        wellness={"checks": [{"device": "sos-201", "window_s": window_s}]},
+    )
+    events = Subscriber(broker.port, f"{site.base}/devices/+/events").start()
+    try:
+        site.inject("pir-201", "activity.motion")
+        moved = time.monotonic()
+        fake.set(step)
+
+        def raised() -> list[float]:
+            return [
+                m.at
+                for m in events.snapshot()
+                if m.at > moved and m.json()["event"]["type"] == "elderly.inactivity"
+            ]
+
+        assert wait_for(raised, timeout=window_s + 15), site.gw.log()[-3000:]
+        return raised()[0] - moved
+    finally:
+        events.stop()
         site.stop()

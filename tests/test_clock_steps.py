@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clock_steps import escalation_across_step
+from tests.clock_steps import escalation_across_step, inactivity_across_step
 from tests.faketime import libfaketime
 from tests.peers import Mosquitto
 
@@ -46,3 +46,11 @@ def test_escalation_survives_a_restart_with_a_stepped_clock(
     )
     # Same boot of the host: the time the gateway was down counts too.
     assert abs(run.error_s) < 1.0, run
+
+
+@pytest.mark.parametrize("step", ["+365d", "-1h"])
+def test_the_inactivity_window_keeps_its_length_when_the_clock_steps(
+    tmp_path: Path, broker: Mosquitto, step: str
+) -> None:
+    waited = inactivity_across_step(tmp_path, broker, step, window_s=ESCALATE_S)
+    assert abs(waited - ESCALATE_S) < 1.0, waited
