@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.config import SyncMode
 from gateway.model import ClockState, Identity, format_ts
+from gateway.outbox import Consumer, Outbox
 from gateway.schemas import validator
 from gateway.web.auth import FailureLimiter, SessionStore, WindowLimiter, tokens_match
 from gateway.web.live import building_banner
@@ -343,23 +345,26 @@ def test_a_code_already_taken_is_replaced_by_a_fresh_one(tmp_path: Path) -> None
     store.close()
 
 
-def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
-    tmp_path: Path,
-) -> None:
-    import asyncio
-
-    from gateway.config import SyncMode
-    from gateway.outbox import Consumer, Outbox
-    from gateway.topics import Topics
-    from gateway.web.requests import RequestStore
-
-    outbox = Outbox(
+def _outbox(tmp_path: Path) -> Outbox:
+    """An outbox of the test's own (not opened), one consumer, no commit delay."""
+    return Outbox(
         tmp_path / "outbox.db",
         max_messages=100,
         commit_interval_ms=0,
         sync=SyncMode.FULL,
         consumers=[Consumer("mqtt")],
     )
+
+
+def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    outbox = _outbox(tmp_path)
     store = RequestStore(tmp_path / "web.db", outbox, Topics("p", Identity("s", "g")))
 
     async def scenario() -> tuple[str, int, int, int]:
@@ -391,18 +396,10 @@ def test_a_request_says_whether_its_created_at_came_from_a_synced_clock(
 ) -> None:
     import asyncio
 
-    from gateway.config import SyncMode
-    from gateway.outbox import Consumer, Outbox
     from gateway.topics import Topics
     from gateway.web.requests import RequestStore
 
-    outbox = Outbox(
-        tmp_path / "outbox.db",
-        max_messages=100,
-        commit_interval_ms=0,
-        sync=SyncMode.FULL,
-        consumers=[Consumer("mqtt")],
-    )
+    outbox = _outbox(tmp_path)
     outbox.open()
     topics = Topics("p", Identity("s", "g"))
     store = RequestStore(tmp_path / "web.db", outbox, topics, clock=lambda: state)
