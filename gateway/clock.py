@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ class RunMark:
                        float(data["mono_s"]))  # fmt: skip
         except (ValueError, TypeError, KeyError):
             return None
-        return mark if mark.run_s >= 0 else None
+        ok = math.isfinite(mark.run_s) and math.isfinite(mark.mono_s) and mark.run_s >= 0
+        return mark if ok else None
 
 
 class RunClock:

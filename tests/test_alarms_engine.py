@@ -753,9 +753,26 @@ def test_records_with_wall_clock_deadlines_keep_what_was_left_of_them() -> None:
     assert old.escalate_due == 515.0 and old.synced
 
 
+def test_restored_timers_never_run_longer_than_configured() -> None:
+    b = book(critical=60)
+    [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
+    rec = fire.alarm.to_record()
+    del rec["escalate_due"]
+    rec["escalate_at"] = w(60).isoformat()
+    # Upgraded on a Pi whose clock says 1970 at boot: the old deadline is decades away.
+    boot = Instant(datetime(1970, 1, 1, tzinfo=UTC), 7.0, synced=False)
+    again = book(critical=60, restored=[Alarm.from_record(rec, boot)])
+    again.bound_timers(boot)
+    assert again.next_deadline() == 67.0
+    shorter = book(critical=30, restored=[fire.alarm.copy()])  # the config was changed
+    shorter.bound_timers(s(10))
+    assert shorter.next_deadline() == 40.0
+
+
 def test_a_damaged_run_mark_starts_the_run_clock_from_zero() -> None:
     assert RunMark.from_json("{not json") is None
     assert RunMark.from_json('{"run_s": -1, "boot_id": null, "mono_s": 0}') is None
+    assert RunMark.from_json('{"run_s": Infinity, "boot_id": null, "mono_s": 0}') is None
     mark = RunMark(12.5, "boot-a", 100.0)
     assert RunMark.from_json(mark.to_json()) == mark
     assert RunClock.resume(None, "boot-a", lambda: 7.0).now() == 0.0

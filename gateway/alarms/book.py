@@ -56,6 +56,22 @@ class AlarmBook:
                 self._open[alarm.id] = alarm
                 self._by_key[alarm.key] = alarm.id
 
+    def bound_timers(self, now: Instant) -> None:
+        """Cut restored timers to the configured times from `now`.
+
+        A timer never runs longer than its configured time from a restart: the config
+        may have shortened it, and an old record's wall-clock deadline read while the
+        clock said 1970 would otherwise lie decades away.
+        """
+        for alarm in self._open.values():
+            after = self.escalation.after_s(alarm.severity)
+            if alarm.escalate_due is not None:
+                alarm.escalate_due = (
+                    None if after is None else min(alarm.escalate_due, now.run + after)
+                )
+            if alarm.clear_due is not None:
+                alarm.clear_due = min(alarm.clear_due, now.run + self.damping)
+
     # ---- queries ------------------------------------------------------------------
 
     def open_alarms(self) -> list[Alarm]:

@@ -164,7 +164,8 @@ class AlarmEngine:
                 "alarms: the host rebooted since the alarm timers last ran; they carry on"
                 " from where they were then (the time it was off is not counted)"
             )
-        restored = self.store.open_alarms(self.now())
+        now = self.now()
+        restored = self.store.open_alarms(now)
         self._book = AlarmBook(
             self.cfg.rule_set(),
             self.cfg.escalation,
@@ -172,6 +173,7 @@ class AlarmEngine:
             self.store.new_id,
             restored,
         )
+        self._book.bound_timers(now)
         if restored:
             log.info("alarms: %d open alarms restored from %s", len(restored), self.path)
         self._republish()
