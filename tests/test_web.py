@@ -167,7 +167,10 @@ def test_state_changes_without_the_session_csrf_token_are_refused(gw: WebGateway
     unknown = c.post(
         "/console/alarms/x-1/ack", {"csrf": csrf}, headers={"Accept": "application/json"}
     )
-    assert unknown.status == 404 and unknown.json() == {"error": "no alarm 'x-1'", "code": "not-found"}
+    assert unknown.status == 404 and unknown.json() == {
+        "error": "no alarm 'x-1'",
+        "code": "not-found",
+    }
     token = c.cookies["gw_session"]
     out = c.post("/signout", {"csrf": csrf})
     assert out.status == 303 and "gw_session" not in c.cookies
