@@ -188,6 +188,17 @@ def _device_row(d: DeviceState, lang: Lang, zone: tzinfo, now: datetime) -> str:
     )
 
 
+def _devices_table(devices: list[DeviceState], lang: Lang, zone: tzinfo, now: datetime) -> str:
+    h = {k: esc(t(k, lang)) for k in TEXT if k.startswith("c_")}
+    rows = "".join(_device_row(d, lang, zone, now) for d in devices)
+    return (
+        f'<table id="devices"><thead><tr><th>{h["c_device"]}</th><th>{h["c_kind"]}</th>'
+        f"<th>{h['c_location']}</th><th>{h['c_availability']}</th>"
+        f"<th>{h['c_last_value']}</th><th>{h['c_at']}</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 _ICON = '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
 
 
@@ -232,7 +243,6 @@ def console_page(
     devices = list(devices)
     notice = "" if engine_running else f'<p class="error">{esc(t("c_no_engine", lang))}</p>'
     cards = "".join(_alarm_card(a, csrf, lang, zone, now) for a in alarms)
-    device_rows = "".join(_device_row(d, lang, zone, now) for d in devices)
     words = json.dumps({k: t(k, lang) for k in CONSOLE_JS_KEYS}, ensure_ascii=False)
     h = {k: esc(t(k, lang)) for k in TEXT}
     grid = building_html(place_states(devices, alarms), lang)
@@ -243,10 +253,7 @@ def console_page(
 <div id="alarms" class="cards">{cards}</div>
 {grid}
 <h2>{h["c_devices"]}</h2><p class="zone">{esc(t("times_in", lang).format(zone=zone_label(zone)))}</p>
-<table id="devices"><thead><tr><th>{h["c_device"]}</th>
-<th>{h["c_kind"]}</th><th>{h["c_location"]}</th><th>{h["c_availability"]}</th>
-<th>{h["c_last_value"]}</th><th>{h["c_at"]}</th></tr></thead>
-<tbody>{device_rows}</tbody></table></main>"""
+{_devices_table(devices, lang, zone, now)}</main>"""
     return _page(
         f"{site} · {t('c_title', lang)}",
         body,
@@ -282,13 +289,9 @@ def place_page(
         charts = "".join(usage_svg(u, lang) for u in usage)
         if any(d.kind == "meter" for d in devices):
             charts = f"<h2>{h['c_last_24h']}</h2>" + (charts or f"<p>{h['c_no_history']}</p>")
-        rows = "".join(_device_row(d, lang, zone, now) for d in devices)
         content = (
             f'<div id="alarms" class="cards">{cards}</div>{charts}'
-            f'<h2>{h["c_devices"]}</h2><table id="devices"><thead><tr><th>{h["c_device"]}</th>'
-            f"<th>{h['c_kind']}</th><th>{h['c_location']}</th><th>{h['c_availability']}</th>"
-            f"<th>{h['c_last_value']}</th><th>{h['c_at']}</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
+            f"<h2>{h['c_devices']}</h2>{_devices_table(devices, lang, zone, now)}"
         )
     body = (
         f"{_console_header(site, staff_name, csrf, lang, '/console/place?' + where.query(), live=False)}"
