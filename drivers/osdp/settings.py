@@ -147,6 +147,8 @@ def check_devices(mine: Sequence[DeviceSpec], _all: Sequence[DeviceSpec]) -> lis
                     spec.id,
                     ("address",),
                     f"address {s.address} on {s.port} is already device {addresses[s.address]}",
+                    # Both readers answer at that address: neither's cards are safe to use.
+                    also=(addresses[s.address],),
                 )
             )
         addresses.setdefault(s.address, spec.id)
