@@ -12,10 +12,12 @@ order, so once the marker is in, the refused message would have been in before i
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,9 +28,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.tickets import TicketStore
+from gateway.tickets.store import AckStatus
 from tests.certs import Pki, make_client_cert, make_pki
 from tests.harness import GATEWAY
 from tests.peers import Mosquitto, free_port, wait_for
+from tests.tickets_harness import TicketServiceProc, alarm_doc, tickets_in
 
 pytestmark = [pytest.mark.broker]
 
@@ -297,3 +302,60 @@ def test_an_unknown_user_or_a_wrong_password_is_refused(broker: Broker) -> None:
         finally:
             paho.disconnect()
             paho.loop_stop()
+
+
+def test_the_ticket_service_under_the_acl_refuses_a_spoofed_alarm_and_a_foreign_reply(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Alarms, acks and replies all work within the generated ACL; lies are counted."""
+    password = tmp_path / "tickets-password"
+    password.write_text("pw-service.tickets\n")
+    svc = TicketServiceProc(
+        broker.mosquitto.url,
+        tmp_path / "tickets.db",
+        P,
+        extra=["--username", "service.tickets", "--password-file", str(password)],
+    ).start()
+    gw = connect(broker, "gw-1@site-a", "password")
+    neighbour = connect(broker, "gw-2@site-a", "password")
+    run = uuid.uuid4().hex[:6]
+    base = f"{P}/site-a/gw-1"
+    commands: list[Any] = []
+    gw.client.on_message = lambda _c, _u, msg: commands.append(msg)
+    gw.subscribe(f"{base}/cmd/#")
+    try:
+        spoof = alarm_doc("site-b", "gw-1", f"s-{run}")  # says site-b, sent by site-a's gateway
+        assert gw.publish(f"{base}/alarms/s-{run}", json.dumps(spoof).encode()) == 0
+        real = alarm_doc("site-a", "gw-1", f"r-{run}")
+        assert gw.publish(f"{base}/alarms/r-{run}", json.dumps(real).encode()) == 0
+        assert wait_for(lambda: len(tickets_in(svc.db)) >= 1, timeout=10)
+        assert [t.alarm_id for t in tickets_in(svc.db)] == [f"r-{run}"]
+
+        store = TicketStore(svc.db)
+        try:
+            rid = store.request_ack(1, "staff-li", "", time.time())
+            assert wait_for(lambda: commands, timeout=10)
+            props = commands[0].properties
+            assert props.ResponseTopic == f"{base}/reply/central/{svc.client_id}"
+            forged = {"schema": {"name": "community.reply", "version": 1}, "request_id": rid,
+                      "command": "x", "ok": False, "status": "error", "error": "forged"}  # fmt: skip
+            mine = f"{P}/site-a/gw-2/reply/central/{svc.client_id}"
+            assert neighbour.publish(mine, json.dumps(forged).encode()) == 0
+            assert wait_for(
+                lambda: store.counters().get("refused_reply_wrong_gateway") == 1, timeout=10
+            )
+            assert store.ack_request(rid).status is AckStatus.PENDING  # type: ignore[union-attr]
+            reply = {**forged, "ok": True, "status": "accepted"}
+            del reply["error"]
+            assert gw.publish(props.ResponseTopic, json.dumps(reply).encode()) == 0
+            assert wait_for(
+                lambda: store.ack_request(rid).status is AckStatus.ACCEPTED,  # type: ignore[union-attr]
+                timeout=10,
+            )
+            assert store.counters().get("refused_mismatch") == 1
+        finally:
+            store.close()
+    finally:
+        for c in (gw, neighbour):
+            c.stop()
+        svc.terminate()

@@ -240,10 +240,19 @@ def test_malformed_alarms_are_skipped_with_one_log_line_per_topic(
         log = svc.log()
         for alarm_id in bad:
             assert log.count(f"gw-a/alarms/{alarm_id}:") == 1, (alarm_id, log)
-        assert "rev: Input should be a valid integer" in log
+        assert "fails alarm.json: rev: 'three' is not of type 'integer'" in log
         assert "not JSON" in log and "more than the 65536" in log
         assert "the topic names sunrise-gardens/gw-a/b-other" in log
         assert svc.running()
+        # Every refusal is counted, not only logged: twice each.
+        stats = json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)
+        assert wait_for(
+            lambda: (
+                json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)["counters"]
+                == {"refused_malformed": 6, "refused_schema": 4, "refused_mismatch": 2}
+            ),
+            timeout=5,
+        ), stats
     finally:
         pub.stop()
         svc.terminate()
@@ -286,6 +295,7 @@ class FakeGatewayCommands:
             "request_id": args.get("request_id"),
             "command": msg.topic.split("/cmd/", 1)[1],
             "ts": "2026-11-27T04:01:10.402Z",
+            "clock": "synced",
             **answer,
         }
         validator("command-reply").validate(reply)

@@ -120,6 +120,12 @@ def test_ticket_events_validate_against_the_schema(store: TicketStore) -> None:
         (b'"text"', "a JSON str, not an object"),
         (
             json.dumps({"schema": {"name": "community.alarm", "version": 2}}).encode(),
+            "'site' is a required property",
+        ),
+        (
+            json.dumps(
+                {**alarm_doc(SITE, GW, "a-1"), "schema": {"name": "community.alarm", "version": 2}}
+            ).encode(),
             "schema.version",
         ),
         (json.dumps({**alarm_doc(SITE, GW, "a-1"), "severity": "urgent"}).encode(), "severity"),
@@ -129,13 +135,24 @@ def test_ticket_events_validate_against_the_schema(store: TicketStore) -> None:
         ),
         (
             json.dumps({**alarm_doc(SITE, GW, "a-1"), "acknowledged": True}).encode(),
-            "acknowledged is true but there is no ack",
+            "fails alarm.json: acknowledged",
         ),
     ],
 )
 def test_bad_alarm_documents_say_what_is_wrong(payload: bytes, reason: str) -> None:
     with pytest.raises(BadAlarm, match=reason):
         parse_alarm(SITE, GW, "a-1", payload)
+
+
+def test_a_document_about_another_gateway_than_its_topic_is_refused() -> None:
+    spoof = json.dumps(alarm_doc("site-b", GW, "a-1")).encode()
+    with pytest.raises(BadAlarm, match="about site-b/gw-a/a-1, the topic names") as caught:
+        parse_alarm(SITE, GW, "a-1", spoof)
+    assert caught.value.kind == "mismatch"
+    extra = json.dumps({**alarm_doc(SITE, GW, "a-1"), "injected": "x" * 10}).encode()
+    with pytest.raises(BadAlarm, match="Additional properties") as caught:
+        parse_alarm(SITE, GW, "a-1", extra)
+    assert caught.value.kind == "schema"
 
 
 def test_list_and_stats_show_tickets_and_timings(store: TicketStore, tmp_path: Path) -> None:

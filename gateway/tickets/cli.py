@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gateway.config import BrokerConfig, ConfigError, ReconnectConfig, TlsConfig
 from gateway.secrets import SecretRef
 
+from .fair import Budget
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
 from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
@@ -106,6 +107,20 @@ def _default_client_id() -> str:
     show_default=True,
     help="Seconds between re-reads of every retained alarm, which heal any lost message.",
 )
+@click.option(
+    "--gateway-rate",
+    type=click.FloatRange(min=0.1),
+    default=Budget().rate_per_s,
+    show_default=True,
+    help="Alarm documents a second each gateway gets processed; the excess waits, coalesced.",
+)
+@click.option(
+    "--gateway-burst",
+    type=click.IntRange(min=1),
+    default=Budget().burst,
+    show_default=True,
+    help="Alarm documents a gateway may send at once before its rate applies.",
+)
 def serve(
     broker_url: str,
     db_path: Path,
@@ -118,8 +133,17 @@ def serve(
     ca_file: Path | None,
     session_expiry: int,
     reconcile_every: float,
+    gateway_rate: float,
+    gateway_burst: int,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
+    try:
+        import jsonschema  # noqa: F401  # refuses alarms failing alarm.json
+    except ImportError:
+        raise click.ClickException(
+            "the ticket service checks alarms against their JSON Schema and needs "
+            "jsonschema: pip install 'community-gateway[tickets]'"
+        ) from None
     client_id = client_id or _default_client_id()
     for name, value in (("--client-id", client_id), ("--group", group)):
         if not _LEVEL.match(value):
@@ -172,6 +196,7 @@ def serve(
         group,
         session_expiry_s=session_expiry,
         reconcile_every_s=reconcile_every,
+        budget=Budget(rate_per_s=gateway_rate, burst=gateway_burst),
     )
     TicketService(cfg, routes).run(stop)
 
@@ -322,6 +347,7 @@ def stats(db_path: Path, as_json: bool) -> None:
     store = _open(db_path)
     try:
         every = store.tickets()
+        counters = store.counters()
     finally:
         store.close()
     opened = [t.open_latency_s for t in every]
@@ -334,6 +360,9 @@ def stats(db_path: Path, as_json: bool) -> None:
         },
         "open_s": {"p50": percentile(opened, 0.5), "p99": percentile(opened, 0.99)},
         "ack_s": {"p50": percentile(acked, 0.5), "p99": percentile(acked, 0.99)},
+        # refused_mismatch: document about another gateway than its topic; refused_schema:
+        # fails alarm.json; deferred/coalesced/dropped: a gateway over its alarm budget.
+        "counters": counters,
     }
     if as_json:
         click.echo(json.dumps(out))
@@ -349,3 +378,4 @@ def stats(db_path: Path, as_json: bool) -> None:
         f"raised → acknowledged: p50 {_secs(out['ack_s']['p50'])} s  p99 {_secs(out['ack_s']['p99'])} s"
         f"  ({len(acked)} acknowledged)"
     )
+    click.echo("counters: " + ("  ".join(f"{k}={v}" for k, v in counters.items()) or "none"))

@@ -1,8 +1,11 @@
 """The alarm documents the service reads, checked before anything is stored.
 
-Only the fields a ticket needs are modelled; unknown fields are ignored so a later
-minor addition to the alarm contract does not stop ticketing.  Everything modelled is
-checked strictly: a document that fails is skipped with a reason, never half-applied.
+A document must pass its JSON Schema (gateway/schemas/alarm.json, the one contract
+both sides import) and agree with its topic: the site and gateway in a document are
+what a gateway claims, the topic is what the broker's ACL let it publish to, so a
+document about another gateway than its topic names is refused (a spoofing attempt, or
+a bug).  Only the fields a ticket needs are then modelled.  A document that fails is
+skipped with a reason and a kind, for the service's counters, never half-applied.
 """
 
 from __future__ import annotations
@@ -32,7 +35,28 @@ MAX_ALARM_BYTES = 64 * 1024
 
 
 class BadAlarm(ValueError):
-    """A message on an alarm topic that is not a usable alarm document; says why."""
+    """A message on an alarm topic that is not a usable alarm document; says why.
+
+    `kind`: "malformed" (too big, not a JSON object), "schema" (fails alarm.json) or
+    "mismatch" (about another site, gateway or alarm than its topic names).
+    """
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _schema_error(raw: dict[str, Any]) -> str | None:
+    """The first way `raw` fails alarm.json, or None."""
+    from jsonschema.exceptions import best_match
+
+    from gateway.schemas import validator
+
+    err = best_match(validator("alarm").iter_errors(raw))
+    if err is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+    return f"{where.lstrip('.') or 'document'}: {err.message[:200]}"
 
 
 class _SchemaRef(BaseModel):
@@ -96,8 +120,8 @@ def _first_error(exc: ValidationError) -> str:
 def parse_alarm(site: str, gateway: str, alarm_id: str, payload: bytes) -> AlarmDoc:
     """The alarm document in `payload` published on that gateway's alarm topic.
 
-    Raises BadAlarm saying what is wrong: too big, not JSON, a field missing or of the
-    wrong type, or a document about another alarm than its topic names.
+    Raises BadAlarm saying what is wrong: too big, not JSON, about another alarm than
+    its topic names, or failing the alarm's JSON Schema.
     """
     if len(payload) > MAX_ALARM_BYTES:
         raise BadAlarm(f"{len(payload)} bytes, more than the {MAX_ALARM_BYTES} an alarm may have")
@@ -107,15 +131,21 @@ def parse_alarm(site: str, gateway: str, alarm_id: str, payload: bytes) -> Alarm
         raise BadAlarm(f"not JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise BadAlarm(f"a JSON {type(raw).__name__}, not an object")
+    problem = _schema_error(raw)
+    if problem is not None:
+        raise BadAlarm(f"fails alarm.json: {problem}", "schema")
+    claimed = (raw.get("site"), raw.get("gateway"), raw.get("alarm_id"))
+    if claimed != (site, gateway, alarm_id):
+        raise BadAlarm(
+            "document is about {}/{}/{}, the topic names {}/{}/{}".format(
+                *(str(c)[:64] for c in claimed), site, gateway, alarm_id
+            ),
+            "mismatch",
+        )
     try:
         doc = AlarmDoc.model_validate(raw)
     except ValidationError as exc:
-        raise BadAlarm(_first_error(exc)) from exc
-    if (doc.site, doc.gateway, doc.alarm_id) != (site, gateway, alarm_id):
-        raise BadAlarm(
-            f"document is about {doc.site}/{doc.gateway}/{doc.alarm_id}, "
-            f"the topic names {site}/{gateway}/{alarm_id}"
-        )
+        raise BadAlarm(_first_error(exc), "schema") from exc
     try:
         doc.raised_ts()
     except ValueError as exc:

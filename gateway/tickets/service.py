@@ -16,6 +16,15 @@ subscription (MQTT 5, 4.8.2), so at start, and whenever the broker lost our sess
 the service also subscribes plainly to `{prefix}/+/+/alarms/+` to read every gateway's
 retained alarm state, and unsubscribes once no retained message came for a while.
 
+Trust: the broker's ACL (gateway security acl) lets a gateway publish only under its own
+topics, so the topic says who sent a document; a document that claims another site or
+gateway than its topic, or fails its JSON Schema, is refused and counted.  Each gateway
+has an alarm budget (fair.py): a flood from one is coalesced and deferred, so the
+others' alarms are ticketed as quickly as when it is quiet.  Replies come on a topic in
+the answering gateway's own subtree (`{prefix}/{site}/{gateway}/reply/central/{client
+id}`, the only place its ACL lets it answer), and count only for a request sent to that
+gateway.  Counters go to the database for `gateway tickets stats`.
+
 Ticket events go out retained on `{prefix}/central/tickets/{ticket_id}`; a ticket is
 marked published when its PUBACK comes, and whatever is unpublished after a reconnect
 or a restart is published again (the current state, carrying its `version`).  They go
@@ -33,7 +42,8 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +56,7 @@ from gateway.config import BrokerConfig
 from gateway.mqttclient import build_client, publish_properties, refused_credentials
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm
+from .fair import Budget, FairQueue
 from .routing import Routes
 from .store import Applied, Ticket, TicketStore
 
@@ -85,8 +96,13 @@ class TicketTopics:
 
     @property
     def replies(self) -> str:
-        """This instance's MQTT 5 response topic for ack commands."""
-        return f"{self.prefix}/central/ticket-service/{self.client_id}/replies"
+        """Subscription for this instance's MQTT 5 response topics, in every gateway."""
+        return f"{self.prefix}/+/+/reply/central/{self.client_id}"
+
+    def reply_to(self, site: str, gateway: str) -> str:
+        """The response topic for a command to one gateway: in that gateway's own subtree,
+        where its ACL lets it publish (docs/mqtt-api.md, "Commands")."""
+        return f"{self.prefix}/{site}/{gateway}/reply/central/{self.client_id}"
 
     def ticket(self, ticket_id: str) -> str:
         return f"{self.prefix}/central/tickets/{ticket_id}"
@@ -112,6 +128,7 @@ class ServiceConfig:
     reconcile_quiet_s: float = 1.0
     reconcile_every_s: float = 600.0
     poll_s: float = 0.25
+    budget: Budget = field(default_factory=Budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +166,8 @@ class TicketService:
         self.events: mqtt.Client | None = None
         self._events_connected = False
         self.store: TicketStore | None = None
+        self.fair: FairQueue[_Message] = FairQueue(cfg.budget)
+        self.counts: Counter[str] = Counter()  # not yet added to the database's counters
 
     # ---- paho's thread: queue only --------------------------------------------------
 
@@ -249,6 +268,9 @@ class TicketService:
                         self._handle(kind, value)
                 except queue.Empty:
                     pass
+                # Deferred alarms were acknowledged to the broker when deferred: qos 0
+                # marks them so that they are not acknowledged a second time.
+                self._pending += [replace(m, qos=0) for m in self.fair.release()]
                 self._flush_messages()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -263,6 +285,16 @@ class TicketService:
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "message":
+            levels = self.topics.split(value.topic)
+            if (
+                levels is not None
+                and len(levels) == 4
+                and levels[2] == "alarms"
+                and value.payload
+                and not self.fair.admit((levels[0], levels[1]), value.topic, value)
+            ):
+                self._puback(value)  # kept (or dropped, counted) by the budget
+                return
             self._pending.append(value)
             return
         self._flush_messages()  # keep arrival order across kinds
@@ -316,8 +348,21 @@ class TicketService:
         self._reconciling = True
         self._last_retained = self._reconciled_at = time.monotonic()
 
+    def _save_counts(self) -> None:
+        self.counts.update(self.fair.counts)
+        self.fair.counts.clear()
+        if not self.counts:
+            return
+        try:
+            self._store().add_counters(self.counts)
+        except sqlite3.Error as exc:
+            log.warning("database error, counters kept for the next try: %s", exc)
+            return
+        self.counts.clear()
+
     def _tick(self) -> None:
         assert self.client is not None
+        self._save_counts()
         if not self._connected:
             return
         now = time.monotonic()
@@ -370,11 +415,9 @@ class TicketService:
     def _classify(self, msg: _Message) -> tuple[str, AlarmDoc | None]:
         """("reply", None), ("alarm", doc) or ("skip", None) for something not to apply."""
         levels = self.topics.split(msg.topic)
-        if msg.topic == self.topics.replies or (
-            levels is not None
-            and len(levels) == 6
-            and levels[2:4] == ("reply", "alarms")
-            and levels[5] == "ack"
+        if levels is not None and (
+            (len(levels) == 5 and levels[2:] == ("reply", "central", self.cfg.client_id))
+            or (len(levels) == 6 and levels[2:4] == ("reply", "alarms") and levels[5] == "ack")
         ):
             return "reply", None
         if levels is not None and len(levels) == 3 and levels[2] == "status":
@@ -389,6 +432,7 @@ class TicketService:
         try:
             doc = parse_alarm(levels[0], levels[1], levels[3], msg.payload)
         except BadAlarm as exc:
+            self.counts[f"refused_{exc.kind}"] += 1
             if msg.topic not in self._bad_topics:
                 if len(self._bad_topics) > 10_000:
                     self._bad_topics.clear()
@@ -495,6 +539,24 @@ class TicketService:
         if not isinstance(request_id, str):
             log.warning("skipping a reply without request_id on %s", msg.topic)
             return
+        if reply.get("status") == "replayed":
+            # A redelivered copy of a signed command the gateway has run already: its
+            # first reply, or the answer to our next (freshly signed) attempt, counts.
+            log.debug("ignoring the reply to a redelivered copy of %s", request_id)
+            return
+        levels = self.topics.split(msg.topic)
+        req = self._store().ack_request(request_id)
+        if req is not None and levels is not None and (req.site, req.gateway) != levels[:2]:
+            # Any gateway may publish in its own reply topics: it answers only for itself.
+            self.counts["refused_reply_wrong_gateway"] += 1
+            log.warning(
+                "skipping a reply on %s to %s, which went to %s/%s",
+                msg.topic,
+                request_id,
+                req.site,
+                req.gateway,
+            )
+            return
         ticket = self._store().record_reply(request_id, reply, time.time())
         if ticket is None:
             log.debug("reply %s is for no request of ours", request_id)
@@ -532,7 +594,8 @@ class TicketService:
         for req in self._store().claim_due_acks(time.time()):
             payload = {"by": req.by, "note": req.note, "request_id": req.request_id}
             props = publish_properties(
-                ResponseTopic=self.topics.replies, CorrelationData=req.request_id.encode()
+                ResponseTopic=self.topics.reply_to(req.site, req.gateway),
+                CorrelationData=req.request_id.encode(),
             )
             self.client.publish(
                 self.topics.ack_command(req.site, req.gateway, req.alarm_id),

@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS ack_requests (
 );
 CREATE INDEX IF NOT EXISTS ack_requests_due ON ack_requests(next_attempt_ts)
     WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
 # Retry an unanswered ack command after 5 s, doubling to at most a minute: a gateway
@@ -262,6 +266,21 @@ class TicketStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    # ---- counters -----------------------------------------------------------------
+
+    def add_counters(self, counts: dict[str, int]) -> None:
+        """Add to the named counters (refused documents, deferred alarms, ...)."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                sorted(counts.items()),
+            )
+
+    def counters(self) -> dict[str, int]:
+        """Every counter, by name."""
+        return {n: v for n, v in self.db.execute("SELECT name, value FROM counters ORDER BY name")}
 
     # ---- alarms -------------------------------------------------------------------
 
