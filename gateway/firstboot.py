@@ -150,6 +150,8 @@ def _file_problems(folder: Path) -> list[str]:
     """What the folder holds, judged by lstat alone: nothing here reads a file's content."""
     problems = []
     config = folder / "gateway.yaml"
+    if config.is_symlink():
+        return [f"{config}: a link; copy the config itself onto the card"]
     if config.lstat().st_size > MAX_FILE_BYTES:
         problems.append(f"{config}: larger than {MAX_FILE_BYTES // 1024} KiB; is it the config?")
     secrets = folder / "secrets"

@@ -197,6 +197,15 @@ def test_a_link_in_secrets_is_refused_and_not_followed(tmp_path: Path) -> None:
     assert any("shadow: not a plain file" in line for line in report_of(folder))
     assert not (root / "etc/community-gateway").exists()
 
+    (folder / "secrets" / "shadow").unlink()
+    elsewhere = tmp_path / "gateway.yaml"
+    (folder / "gateway.yaml").rename(elsewhere)
+    (folder / "gateway.yaml").symlink_to(elsewhere)
+    assert firstboot(root).returncode == 1
+    assert f"{folder / 'gateway.yaml'}: a link; copy the config itself onto the card" in (
+        report_of(folder)
+    )
+
 
 def test_on_the_installed_image_a_refusal_says_the_gateway_goes_on_as_before(
     tmp_path: Path,
