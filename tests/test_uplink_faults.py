@@ -205,3 +205,72 @@ def test_a_command_sent_while_the_gateway_is_down_is_answered_when_it_returns(
     finally:
         commander.close()
         gw.terminate()
+
+
+def test_a_command_flood_is_bounded_counted_and_leaves_telemetry_flowing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker.url,
+        [METER],
+        broker={"url": broker.url, "commands": {"rate_per_s": 10, "burst": 10, "max_pending": 8}},
+    )
+    base = topic_base(config)
+    telemetry = Subscriber(broker.port, f"{base}/devices/+/telemetry").start()
+    health = Subscriber(broker.port, f"{base}/health").start()
+    replies = Subscriber(broker.port, f"{base}/reply/#").start()
+    gw = GatewayProc(config).start()
+    flooder = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    flooder.max_inflight_messages_set(1000)
+    flooder.max_queued_messages_set(0)
+    flooder.connect("127.0.0.1", broker.port)
+    flooder.loop_start()
+    try:
+        assert health.wait(lambda ms: len(ms) > 0), gw.log()
+        deep = b'{"a": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+        before = len(telemetry.snapshot())
+        infos = [
+            flooder.publish(f"{base}/cmd/ping", deep if i % 50 == 0 else b"{}", qos=1)
+            for i in range(5000)
+        ]
+        for info in infos:
+            info.wait_for_publish(30)
+        flooded = len(telemetry.snapshot())
+
+        def counted(ms: list[Any]) -> bool:
+            c = ms[-1].json()["commands"]
+            return bool(c["run_total"] + c["busy_total"] + c["dropped_total"] >= 5000)
+
+        assert health.wait(counted, timeout=30), gw.log()
+        figures = health.snapshot()[-1].json()["commands"]
+        # At most the burst plus the rate over the flood ran, as many were refused, the
+        # rest dropped unanswered; nothing is left waiting.
+        assert 10 <= figures["run_total"] < 1000 and 10 <= figures["busy_total"] < 1000
+        assert figures["dropped_total"] >= 3000
+        statuses = {m.json()["status"] for m in replies.snapshot()}
+        assert statuses <= {"done", "busy", "error"}, statuses
+        # Telemetry went on during the flood and after it; the gateway still answers.
+        assert flooded > before
+        assert telemetry.wait(lambda ms: len(ms) > flooded + 2), gw.log()
+        pong = f"after-{uuid.uuid4().hex[:6]}"
+        assert replies.wait(
+            lambda ms: (
+                _send(flooder, f"{base}/cmd/ping", pong)
+                and any(m.json()["request_id"] == pong for m in ms)
+            ),
+            timeout=15,
+        )
+        log = gw.log()
+        assert "Traceback" not in log and "RecursionError" not in log
+        assert log.count("refused") <= 25, "refusals are logged within a budget"
+    finally:
+        flooder.disconnect()
+        flooder.loop_stop()
+        gw.terminate()
+
+
+def _send(client: mqtt.Client, topic: str, request_id: str) -> bool:
+    # Sent again at each poll until answered: the first may still meet an empty bucket.
+    client.publish(topic, json.dumps({"request_id": request_id}), qos=1)
+    return True

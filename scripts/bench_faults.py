@@ -1,0 +1,297 @@
+"""Fault benchmark of the uplink: a command flood, and the time back after a broker outage.
+
+(F) Flood: a real `gateway run` with meters and an SOS pendant, a real Mosquitto and a
+subscriber.  Telemetry per second and the gateway's RSS are measured for a window
+before the flood (the baseline of the same run), during a flood of commands (target:
+about 12,000/s, at QoS 1, from a client of the script's own), and after it.  Targets:
+telemetry within 20 % of the baseline, RSS within 20 MB of it, alarms still delivered,
+a ping answered right after the flood, the log bounded.
+
+(R) Reconnect: the broker is stopped for `--outage-s` (long enough for the backoff to
+reach its maximum), then started again; the figure is the time from its start until the
+gateway's `online` status (by the status document's `ts`, same host clock).  Run with
+the default reconnect settings and, as the baseline, with the former default maximum
+of 60 s.  Target: within 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.harness import GatewayProc, Subscriber, topic_base, write_config
+from tests.peers import Mosquitto, wait_for
+
+
+def _meters(n: int, rate_hz: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"m{i}",
+            "kind": "meter",
+            "location": {"building": "1", "floor": 1, "unit": f"{i}"},
+            "driver": {
+                "type": "simulated",
+                "profile": "household_electricity",
+                "rate_hz": rate_hz,
+                "seed": i,
+            },
+        }
+        for i in range(n)
+    ]
+
+
+SOS = {
+    "id": "sos-1",
+    "kind": "elderly_alarm",
+    "location": {"building": "1", "floor": 2, "unit": "201"},
+    "driver": {"type": "simulated", "events": [{"type": "elderly.sos", "every_s": 2.0}]},
+}
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _flood(port: int, base: str, rate: float, seconds: float, out: Any) -> None:
+    """Publish commands at QoS 1 at `rate` for `seconds`; puts (acked, rate) on `out`.
+
+    Runs in a process of its own, so that it shares no GIL with the measuring subscriber.
+    One command in a hundred is a deeply nested payload under 64 KiB; the rest are pings and
+    commands for an unknown device.
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    acked = [0]
+    client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deep = b'{"a": ' + b"[" * 20000 + b"]" * 20000 + b"}"
+    payloads = [deep if i == 0 else b'{"request_id": "f%d"}' % i for i in range(100)]
+    sent = 0
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        # Never more than 2,000 ahead of the broker's PUBACKs: what counts is what
+        # reaches the broker, not what waits in this client's queue.
+        due = min(int(elapsed * rate), acked[0] + 2000)
+        while sent < due:
+            path = "ping" if sent % 2 else "devices/nope/inject"
+            client.publish(f"{base}/cmd/{path}", payloads[sent % 100], qos=1)
+            sent += 1
+        time.sleep(0.001)
+    out.put((acked[0], acked[0] / (time.monotonic() - start)))
+    client.disconnect()
+    client.loop_stop()
+
+
+def flood(work: Path, rate: float, window_s: float, procs: int) -> bool:
+    broker = Mosquitto(work / "broker")
+    broker.start()
+    config = write_config(
+        work / "gw.yaml", broker.url, [*_meters(3, 1.0), SOS], health={"interval_s": 1}
+    )
+    base = topic_base(config)
+    # Not {base}/#: the platform's subscriber would receive the flood of commands too.
+    sub = Subscriber(broker.port, f"{base}/devices/#").start()
+    health_sub = Subscriber(broker.port, f"{base}/health").start()
+    gw = GatewayProc(config).start()
+    log = config.parent / "gateway.log"
+    ok = True
+    try:
+        assert health_sub.wait(lambda ms: len(ms) > 0, timeout=20), gw.log()
+        assert gw.proc is not None
+        pid = gw.proc.pid
+        time.sleep(3)  # warm up: imports done, first commits made
+
+        def window(label: str, during: Any = None) -> tuple[float, float, int, float]:
+            log0 = log.stat().st_size
+            cpu0 = _cpu_s(pid)
+            t0 = time.monotonic()
+            n0 = len(_telemetry(sub))
+            a0 = len(sub.matching("/events"))
+            rss: list[float] = []
+            thread = threading.Thread(target=during) if during else None
+            if thread:
+                thread.start()
+            while time.monotonic() - t0 < window_s:
+                rss.append(_rss_mb(pid))
+                time.sleep(0.25)
+            if thread:
+                thread.join()
+            took = time.monotonic() - t0
+            rate_s = (len(_telemetry(sub)) - n0) / took
+            cpu = (_cpu_s(pid) - cpu0) / took
+            events = len(sub.matching("/events")) - a0
+            print(
+                f"    {label:<9} telemetry {rate_s:5.2f}/s   SOS events {events:3d}   RSS "
+                f"{statistics.median(rss):6.1f} MB median, {max(rss):6.1f} MB max"
+                f"   log +{(log.stat().st_size - log0) / 1024:6.1f} KiB   gateway CPU {cpu:4.0%}"
+            )
+            return rate_s, max(rss), events, statistics.median(rss)
+
+        results: multiprocessing.Queue[tuple[int, float]] = multiprocessing.Queue()
+        # One paho client takes a core for about 2,500 QoS 1 publishes a second here.
+        flooders = [
+            multiprocessing.Process(
+                target=_flood, args=(broker.port, base, rate / procs, window_s, results)
+            )
+            for _ in range(procs)
+        ]
+
+        def start_flood() -> None:
+            for p in flooders:
+                p.start()
+
+        print(f"(F) command flood: {rate:.0f} commands/s wanted, windows of {window_s:g} s")
+        base_rate, base_rss, _, base_median = window("baseline")
+        flood_rate, flood_rss, flood_events, _ = window("flood", start_flood)
+        after_rate, _, _, after_median = window("after")
+        for p in flooders:
+            p.join()
+        got = [results.get(timeout=10) for _ in flooders]
+        sent, offered = sum(n for n, _ in got), sum(r for _, r in got)
+        print(
+            f"    the broker took {offered:.0f} commands/s from {procs} flooding clients"
+            f" ({sent} in all)"
+        )
+        health = [m.json() for m in health_sub.snapshot()][-1]
+        print(f"    health commands: {json.dumps(health['commands'])}")
+        ping_ok = _ping(broker.port, base)
+        ok = (
+            flood_rate >= 0.8 * base_rate
+            and after_rate >= 0.8 * base_rate
+            and flood_rss - base_rss <= 20
+            and after_median - base_median <= 20
+            and flood_events > 0
+            and ping_ok
+        )
+        print(
+            f"    telemetry during flood {flood_rate / base_rate:.0%} of baseline, after"
+            f" {after_rate / base_rate:.0%}; RSS max +{flood_rss - base_rss:.1f} MB during,"
+            f" +{after_median - base_median:.1f} MB after; ping after flood"
+            f" {'answered' if ping_ok else 'NOT answered'}  {'ok' if ok else 'FAILED'}"
+            "  [targets: >= 80 %, <= 20 MB]"
+        )
+    finally:
+        gw.terminate()
+        sub.stop()
+        health_sub.stop()
+        broker.remove()
+    return ok
+
+
+def _telemetry(sub: Subscriber) -> list[Any]:
+    return sub.matching("/telemetry")
+
+
+def _ping(port: int, base: str) -> bool:
+    got = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_message = lambda *_: got.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe(f"{base}/reply/ping", qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    client.publish(f"{base}/cmd/ping", b'{"request_id": "after-flood"}', qos=1)
+    answered = got.wait(30)
+    client.disconnect()
+    client.loop_stop()
+    return answered
+
+
+def reconnect(work: Path, outage_s: float, runs: int, max_delay: float | None) -> list[float]:
+    broker = Mosquitto(work / "broker")
+    broker.start()
+    extra: dict[str, Any] = {"url": broker.url}
+    if max_delay is not None:
+        extra["reconnect"] = {"min_delay_s": 1, "max_delay_s": max_delay}
+    config = write_config(work / "gw.yaml", broker.url, _meters(1, 1.0), broker=extra)
+    base = topic_base(config)
+    gw = GatewayProc(config).start()
+    backs: list[float] = []
+    try:
+        status = Subscriber(broker.port, f"{base}/status").start()
+        assert status.wait(lambda ms: any(m.json()["state"] == "online" for m in ms)), gw.log()
+        status.stop()
+        for _ in range(runs):
+            broker.stop()
+            time.sleep(outage_s)
+            broker.start()
+            backs.append(_back_after(broker.port, base, datetime.now(UTC)))
+    finally:
+        gw.terminate()
+        broker.remove()
+    return backs
+
+
+def _back_after(port: int, base: str, back_at: datetime) -> float:
+    """Seconds from `back_at` to the gateway's next `online` status (by its `ts`)."""
+    # A fresh subscriber: the retained status is the gateway's latest word.
+    seen = Subscriber(port, f"{base}/status").start()
+
+    def online(m: Any) -> bool:
+        doc = m.json()
+        return bool(doc["state"] == "online" and datetime.fromisoformat(doc["ts"]) >= back_at)
+
+    wait_for(lambda: any(online(m) for m in seen.snapshot()), timeout=90, interval=0.05)
+    at = max(datetime.fromisoformat(m.json()["ts"]) for m in seen.snapshot() if online(m))
+    seen.stop()
+    return (at - back_at).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=12000)
+    parser.add_argument("--window-s", type=float, default=10)
+    parser.add_argument("--flooders", type=int, default=4, help="flooding processes")
+    parser.add_argument("--outage-s", type=float, default=40)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip", choices=["flood", "reconnect"], default=None)
+    args = parser.parse_args()
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.skip != "flood":
+            ok &= flood(Path(tmp) / "flood", args.rate, args.window_s, args.flooders)
+        if args.skip != "reconnect":
+            print(f"(R) back after a broker outage of {args.outage_s:g} s, {args.runs} runs")
+            for label, max_delay in (("default (max 8 s)", None), ("baseline max 60 s", 60.0)):
+                backs = reconnect(Path(tmp) / f"r{max_delay}", args.outage_s, args.runs, max_delay)
+                good = max(backs) < 10 if max_delay is None else True
+                ok &= good
+                print(
+                    f"    {label:<18} back after "
+                    + ", ".join(f"{b:5.1f}" for b in backs)
+                    + f" s; worst {max(backs):.1f} s"
+                    + (
+                        "  [target < 10 s] " + ("ok" if good else "FAILED")
+                        if max_delay is None
+                        else ""
+                    )
+                )
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
