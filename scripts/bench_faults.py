@@ -34,24 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
-
-
-def _meters(n: int, rate_hz: float) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"m{i}",
-            "kind": "meter",
-            "location": {"building": "1", "floor": 1, "unit": f"{i}"},
-            "driver": {
-                "type": "simulated",
-                "profile": "household_electricity",
-                "rate_hz": rate_hz,
-                "seed": i,
-            },
-        }
-        for i in range(n)
-    ]
-
+from tests.test_delivery import meters
 
 SOS = {
     "id": "sos-1",
@@ -110,7 +93,7 @@ def flood(work: Path, rate: float, window_s: float, procs: int) -> bool:
     broker = Mosquitto(work / "broker")
     broker.start()
     config = write_config(
-        work / "gw.yaml", broker.url, [*_meters(3, 1.0), SOS], health={"interval_s": 1}
+        work / "gw.yaml", broker.url, [*meters(3, 1.0), SOS], health={"interval_s": 1}
     )
     base = topic_base(config)
     # Not {base}/#: the platform's subscriber would receive the flood of commands too.
@@ -227,7 +210,7 @@ def reconnect(work: Path, outage_s: float, runs: int, max_delay: float | None) -
     extra: dict[str, Any] = {"url": broker.url}
     if max_delay is not None:
         extra["reconnect"] = {"min_delay_s": 1, "max_delay_s": max_delay}
-    config = write_config(work / "gw.yaml", broker.url, _meters(1, 1.0), broker=extra)
+    config = write_config(work / "gw.yaml", broker.url, meters(1, 1.0), broker=extra)
     base = topic_base(config)
     gw = GatewayProc(config).start()
     backs: list[float] = []

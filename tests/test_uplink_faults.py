@@ -11,13 +11,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from gateway.schemas import validator
 from gateway.service import serve
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
+from tests.test_storage_faults import fill, small_disk  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.broker]
 
@@ -105,31 +103,9 @@ def test_the_uplink_thread_dying_stops_the_gateway(
     assert "malformed" in str(gw.failure)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs of the test's own (root only), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> None:
-    with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
-
-
 def test_a_full_disk_does_not_keep_the_gateway_off_a_returning_broker(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path,
+    small_disk: Path,  # noqa: F811 (the fixture imported above)
 ) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
