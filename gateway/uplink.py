@@ -95,12 +95,12 @@ class SessionNumbers:
             if self._end == 0:  # nothing to go on yet: the stored counter, unchanged
                 block = reader.counter("mqtt_session") + 1
                 self._next, self._end = block * self.BLOCK, (block + 1) * self.BLOCK
-            log.error(
-                "cannot reserve MQTT session numbers (%s); connecting with session %d"
-                " anyway, and trying again at the next connection",
-                exc,
-                self._next,
-            )
+                log.error(
+                    "cannot reserve MQTT session numbers (%s); connecting with session %d"
+                    " anyway, and trying again at each connection",
+                    exc,
+                    self._next,
+                )
             return
         self._reserved = True
         self._next = max(self._next, block * self.BLOCK)
