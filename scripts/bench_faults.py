@@ -114,6 +114,7 @@ def flood(work: Path, rate: float, window_s: float, procs: int) -> bool:
             t0 = time.monotonic()
             n0 = len(_telemetry(sub))
             a0 = len(sub.matching("/events"))
+            h0 = len(health_sub.snapshot())
             rss: list[float] = []
             thread = threading.Thread(target=during) if during else None
             if thread:
@@ -127,10 +128,16 @@ def flood(work: Path, rate: float, window_s: float, procs: int) -> bool:
             rate_s = (len(_telemetry(sub)) - n0) / took
             cpu = (_cpu_s(pid) - cpu0) / took
             events = len(sub.matching("/events")) - a0
+            # The outbox's depth says whether the gateway kept publishing (0: it did, any
+            # delay was after it, at the broker).
+            depth = max(
+                (m.json()["outbox"]["depth"] for m in health_sub.snapshot()[h0:]), default=0
+            )
             print(
                 f"    {label:<9} telemetry {rate_s:5.2f}/s   SOS events {events:3d}   RSS "
                 f"{statistics.median(rss):6.1f} MB median, {max(rss):6.1f} MB max"
-                f"   log +{(log.stat().st_size - log0) / 1024:6.1f} KiB   gateway CPU {cpu:4.0%}"
+                f"   log +{(log.stat().st_size - log0) / 1024:5.1f} KiB   gateway CPU {cpu:4.0%}"
+                f"   outbox depth max {depth}"
             )
             return rate_s, max(rss), events, statistics.median(rss)
 
