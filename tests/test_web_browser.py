@@ -705,3 +705,20 @@ def test_the_building_view_colours_each_place_and_opens_its_devices_alarms_and_m
         assert page.js_errors == []
     finally:
         gw.stop()
+
+
+def test_a_console_stream_silent_for_90_s_is_replaced(browser: Any, gw: WebGateway) -> None:
+    page = _page(browser)
+    page.clock.install()
+    opened: list[str] = []
+    page.on("request", lambda r: opened.append(r.url) if r.url.endswith("/events") else None)
+    _sign_in(page, gw)
+    page.wait_for_url(re.compile(r"/console$"))
+    page.wait_for_selector("#live:not(.off)")
+    assert len(opened) == 1
+    page.clock.run_for(60_000)
+    assert len(opened) == 1  # heard from recently enough: kept
+    page.clock.run_for(45_000)
+    assert wait_for(lambda: len(opened) == 2, timeout=5)
+    page.wait_for_selector("#live:not(.off)")
+    assert page.js_errors == []

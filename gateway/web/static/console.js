@@ -386,4 +386,11 @@
   connect();
   refreshAges();
   setInterval(refreshAges, 15000);
+  // A stream can die without an error (Wi-Fi gone and back: the old connection is
+  // half-open and silent).  The server's heartbeats are comments a page cannot see, so
+  // a stream that has said nothing for 90 s is replaced by a fresh one; if that fails,
+  // the page goes stale as above.  (A quiet site costs a snapshot every 90 s.)
+  setInterval(function () {
+    if (es && es.readyState === EventSource.OPEN && Date.now() - lastContact > 90000) connect();
+  }, 15000);
 })();
