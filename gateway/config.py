@@ -45,6 +45,7 @@ __all__ = [
     "conflicting_devices",
     "device_conflicts",
     "load_config",
+    "paths_in",
     "pydantic_problems",
     "validate_pruned",
 ]
@@ -372,23 +373,24 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def _paths_in(
+def paths_in(
     value: Any, where: tuple[str | int, ...]
 ) -> Iterator[tuple[tuple[str | int, ...], Path]]:
+    """Every Path in a config model (or part of one), with its key path in the file."""
     if isinstance(value, Path):
         yield where, value
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from _paths_in(getattr(value, name), (*where, name))
+            yield from paths_in(getattr(value, name), (*where, name))
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            yield from _paths_in(item, (*where, i))
+            yield from paths_in(item, (*where, i))
 
 
 def _path_problems(src: Located, value: BaseModel, where: tuple[str | int, ...]) -> list[Problem]:
     """Every path setting that no file system can hold (opening it would fail at run)."""
     problems = []
-    for key, path in _paths_in(value, where):
+    for key, path in paths_in(value, where):
         raw = os.fsencode(path)
         if len(raw) >= PATH_MAX:
             problems.append(src.problem(key, f"a path of {len(raw)} bytes; at most {PATH_MAX - 1}"))

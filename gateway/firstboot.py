@@ -35,15 +35,12 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-from pydantic import BaseModel
 
 __all__ = [
     "BOOT_FOLDERS",
@@ -169,20 +166,6 @@ def _file_problems(folder: Path) -> list[str]:
     return problems
 
 
-def _named_paths(
-    value: Any, where: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], Path]]:
-    """Every Path in a validated config model, with its key path in the file."""
-    if isinstance(value, Path):
-        yield where, value
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _named_paths(getattr(value, name), (*where, name))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _named_paths(item, (*where, i))
-
-
 def _raw(data: Any, where: tuple[str | int, ...]) -> Any:
     """The value as written in the file at a key path, or None when it was not written."""
     for part in where:
@@ -196,16 +179,16 @@ def _raw(data: Any, where: tuple[str | int, ...]) -> Any:
 
 def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
     """Problems `gateway validate` cannot know: where the installed service runs."""
-    from gateway.config import load_config
+    from gateway.config import load_config, paths_in
     from gateway.yamlsource import load_located
 
     loaded = load_config(config)
     src = load_located(config)
     cfg = loaded.config
-    named = list(_named_paths(cfg, ()))
+    named = list(paths_in(cfg, ()))
     index = {dev.id: i for i, dev in enumerate(cfg.devices)}
     for spec in loaded.devices:
-        named += _named_paths(spec.settings, ("devices", index[spec.id], "driver"))
+        named += paths_in(spec.settings, ("devices", index[spec.id], "driver"))
     # Paths the service writes: only its state directory is writable (ProtectSystem=).
     writable = {("outbox", "path")}
     if cfg.web.enabled:
