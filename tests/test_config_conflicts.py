@@ -123,6 +123,32 @@ def test_a_gpio_chip_takes_at_most_ten_line_settings(tmp_path: Path) -> None:
     assert "the kernel allows 10 different line settings per chip" in line
 
 
+def test_two_zigbee_devices_with_one_friendly_name(tmp_path: Path) -> None:
+    found = problems_of(
+        tmp_path,
+        [
+            device("smoke-101", "smoke", type="zigbee2mqtt", friendly_name="b1/101/smoke"),
+            device("smoke-102", "smoke", type="zigbee2mqtt", friendly_name="b1/101/smoke"),
+        ],
+    )
+    assert found == [
+        "devices[1].driver.friendly_name: friendly_name 'b1/101/smoke' is also smoke-101's on "
+        "127.0.0.1:1883; each device has its own name in zigbee2mqtt"
+    ]
+
+
+def test_a_misspelt_key_hides_no_conflict(tmp_path: Path) -> None:
+    """Every problem in one run: the typo and the clash it would have hidden."""
+    found = problems_of(
+        tmp_path, [pendant("sos-101", "1A2B3C", dedupe=3), pendant("sos-102", "1A2B3C")]
+    )
+    assert found == [
+        "devices[0].driver.dedupe: unknown key (check the spelling; see the sample config)",
+        "devices[1].driver.code: code '1A2B3C' is also sos-101's on the receiver /dev/ttyUSB0; "
+        "a press could be either device: give each transmitter its own code",
+    ]
+
+
 def test_run_starts_everything_but_the_conflicting_devices(
     tmp_path: Path, broker: Mosquitto
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.zigbee2mqtt.driver import Zigbee2MqttDriver
-from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
+from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings, check_devices
 from gateway.driver import DriverInfo
 from gateway.model import Kind
 
@@ -21,4 +21,5 @@ DRIVER = DriverInfo(
     factory=Zigbee2MqttDriver,
     kinds=frozenset({Kind.SMOKE, Kind.ELDERLY_ALARM, Kind.DOOR}),
     folder=Path(__file__).parent,
+    check_devices=check_devices,
 )

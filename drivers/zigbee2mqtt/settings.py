@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping as AnyMapping
+from collections.abc import Sequence
 from typing import Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from drivers.zigbee2mqtt.mapping import DEFAULT_MAPPING, Mapping, load_mapping, mapping_names
+from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
-__all__ = ["Zigbee2MqttSettings"]
+__all__ = ["Zigbee2MqttSettings", "check_devices"]
 
 
 def _topic_part(what: str, value: str) -> str:
@@ -97,3 +99,30 @@ class Zigbee2MqttSettings(BaseModel):
     @property
     def port(self) -> int:
         return urlsplit(self.broker_url).port or 1883
+
+
+def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> list[DeviceProblem]:
+    """Each device has its own friendly name on its zigbee2mqtt broker.
+
+    Two devices on one name get the same messages: a smoke alarm would be filed under
+    either, so both are in conflict.
+    """
+    problems: list[DeviceProblem] = []
+    owners: dict[tuple[str, int, str, str], str] = {}
+    for spec in mine:
+        s = spec.settings
+        if not isinstance(s, Zigbee2MqttSettings):
+            continue
+        key = (s.host, s.port, s.base_topic, s.friendly_name)
+        other = owners.setdefault(key, spec.id)
+        if other != spec.id:
+            problems.append(
+                DeviceProblem(
+                    spec.id,
+                    ("friendly_name",),
+                    f"friendly_name {s.friendly_name!r} is also {other}'s on "
+                    f"{s.host}:{s.port}; each device has its own name in zigbee2mqtt",
+                    also=(other,),
+                )
+            )
+    return problems

@@ -55,7 +55,8 @@ def load(tmp_path: Path, broker: Mosquitto) -> list[DeviceSpec]:
     }
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return list(load_config(path, drivers={"zigbee2mqtt": DRIVER}).devices)
+    # allow_conflicts: some tests give the driver conflicting devices on purpose.
+    return list(load_config(path, drivers={"zigbee2mqtt": DRIVER}, allow_conflicts=True).devices)
 
 
 class Z2M:
