@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,15 @@ devices:
     location: {building: "1", floor: 0, unit: lobby}
     driver: {type: simulated}
 """
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder the service user may enter (first boot reads the card as that user)."""
+    work = Path(tempfile.mkdtemp(prefix="config-files-", dir="/tmp"))
+    work.chmod(0o755)
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def write(tmp_path: Path, data: str | bytes, name: str = "site.yaml") -> Path:
@@ -289,3 +301,19 @@ def test_too_many_values_are_refused_while_parsing(tmp_path: Path) -> None:
     path = write(tmp_path, "version: 1\nx: [" + "1," * (MAX_VALUES + 10) + "1]\n")
     (found,) = timed_problems(path)
     assert found == f"{path}:2: more than {MAX_VALUES} values; a config is far smaller"
+
+
+def test_first_boot_reports_the_encoding_line(open_tmp: Path) -> None:
+    """First boot reads the card through the same loader: its report names the byte."""
+    from tests.test_firstboot import GOOD as FIRSTBOOT_GOOD
+    from tests.test_firstboot import firstboot, image, report_of
+
+    root, folder = image(open_tmp, FIRSTBOOT_GOOD)
+    config = folder / "gateway.yaml"
+    config.write_bytes(b"# caf\xe9\n" + FIRSTBOOT_GOOD.encode())
+    result = firstboot(root)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"{config}: not UTF-8 (byte 0xe9 at line 1, column 6); save it as UTF-8" in report_of(
+        folder
+    )
