@@ -414,7 +414,7 @@ def _file_problem(path: Path) -> str | None:
         )
     except (OSError, ValueError) as exc:
         return f"file {path}: {getattr(exc, 'strerror', None) or exc}"
-    return None if stat.S_ISREG(st.st_mode) else f"{path} is not a regular file"
+    return None if stat.S_ISREG(st.st_mode) else f"file {path} is not a regular file"
 
 
 def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
@@ -428,6 +428,11 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
         if ref is None or ref.file is None:
             continue
         why = _file_problem(ref.file)
+        if why is None:
+            try:
+                ref.read()  # as the service will: readable, small, UTF-8
+            except OSError as exc:
+                why = f"cannot read file {ref.file}: {exc.strerror or exc}"
         if why is not None:
             problems.append(src.problem((*path, "file"), why.replace("file ", "secret file ", 1)))
     tls = cfg.broker.tls
@@ -579,6 +584,8 @@ def load_config(
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
     except YamlSyntaxError as exc:
         raise ConfigError(exc.problems) from exc
+    except ValueError as exc:  # a path with a NUL byte (first boot's, or a library user's)
+        raise ConfigError([Problem(repr(str(path)), None, "", f"cannot read: {exc}")]) from exc
     if not isinstance(src.data, dict):
         raise ConfigError([src.problem((), "the file must be a YAML mapping (key: value)")])
     if "version" not in src.data:

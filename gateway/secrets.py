@@ -7,12 +7,13 @@ can use it without importing the whole config module.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SecretRef", "refuse_inline"]
+__all__ = ["MAX_SECRET_BYTES", "SecretRef", "refuse_inline"]
 
 
 class SecretRef(BaseModel):
@@ -35,7 +36,30 @@ class SecretRef(BaseModel):
                 raise LookupError(f"environment variable {self.env} is not set")
             return value
         assert self.file is not None
-        return self.file.read_text(encoding="utf-8").rstrip("\r\n")
+        return _read_secret_file(self.file).rstrip("\r\n")
+
+
+# A password, token or key is a line of text; a bigger file is the wrong file.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def _read_secret_file(path: Path) -> str:
+    """The text of a secret file; OSError (with a message to act on) for anything else.
+
+    Only a regular file is opened: /dev/zero would be read forever, a FIFO waits for
+    a writer.  Non-UTF-8 bytes are an OSError too, so callers catching it need nothing
+    more.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise OSError(f"{path} is larger than {MAX_SECRET_BYTES // 1024} KiB; not a secret")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OSError(f"{path} is not UTF-8 text") from None
 
 
 def refuse_inline(value: Any) -> Any:

@@ -317,3 +317,26 @@ def test_first_boot_reports_the_encoding_line(open_tmp: Path) -> None:
     assert f"{config}: not UTF-8 (byte 0xe9 at line 1, column 6); save it as UTF-8" in report_of(
         folder
     )
+
+
+@pytest.mark.parametrize("what", ["dev-zero", "binary", "huge", "fifo"])
+def test_a_secret_file_that_is_no_secret_is_one_line(tmp_path: Path, what: str) -> None:
+    secret = tmp_path / "pw"
+    if what == "dev-zero":
+        secret = Path("/dev/zero")  # read whole, it never ends
+        expected = "secret file /dev/zero is not a regular file"
+    elif what == "fifo":
+        os.mkfifo(secret)
+        expected = f"secret file {secret} is not a regular file"
+    elif what == "binary":
+        secret.write_bytes(b"\xff\xfe\x00pw")
+        expected = f"cannot read secret file {secret}: {secret} is not UTF-8 text"
+    else:
+        secret.write_bytes(b"x" * 100_000)
+        expected = f"cannot read secret file {secret}: {secret} is larger than 64 KiB"
+    text = GOOD.replace(
+        "url: mqtt://127.0.0.1:1883",
+        f"url: mqtt://127.0.0.1:1883\n  username: gw\n  password: {{file: {secret}}}",
+    )
+    (found,) = timed_problems(write(tmp_path, text))
+    assert found.startswith(f"{tmp_path}/site.yaml:7 broker.password.file: {expected}"), found

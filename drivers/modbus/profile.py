@@ -270,7 +270,7 @@ def load_profile_file(path: Path) -> Profile:
     except OSError as exc:
         raise ProfileError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
     except YamlSyntaxError as exc:
-        raise ProfileError([exc.problem]) from exc
+        raise ProfileError(exc.problems) from exc
     try:
         return Profile.model_validate(src.data)
     except ValidationError as exc:
