@@ -37,6 +37,7 @@ __all__ = [
     "CommandFailed",
     "CommandGate",
     "CommandRouter",
+    "Guard",
     "Handler",
     "Throttled",
     "reply_doc",
@@ -66,10 +67,16 @@ class Command:
     args: Mapping[str, Any]
     request_id: str | None
     expires: datetime | None = None
+    # `auth` of a signed command, and every other field as received (what it signs);
+    # checked by the router's guard (gateway/security/signing.py), unseen by handlers.
+    auth: Any = None
+    signed: Mapping[str, Any] | None = None
 
 
 # A handler returns (status, result); raising CommandFailed gives an error reply.
 Handler = Callable[[Command], Awaitable[tuple[str, Any]]]
+# Runs before any handler; raises CommandFailed for a command that must not run.
+Guard = Callable[[Command], None]
 
 
 def reply_doc(
@@ -154,6 +161,7 @@ class CommandRouter:
         self._now = now
         self.timeout_s = timeout_s
         self._refusals = Throttled(log)
+        self.guard: Guard | None = None
 
     def register(self, head: str, handler: Handler) -> None:
         if head in self._handlers:
@@ -177,6 +185,8 @@ class CommandRouter:
             raise CommandFailed(f"payload must be a JSON object, not {type(args).__name__}")
         if not _depth(args, MAX_DEPTH):
             raise CommandFailed(f"payload nests deeper than {MAX_DEPTH} levels")
+        auth = args.pop("auth", None)
+        signed = dict(args)
         request_id = args.pop("request_id", None)
         # Same bounds as command-request.json: an empty id could not be matched to a reply.
         if request_id is not None and (
@@ -184,7 +194,7 @@ class CommandRouter:
         ):
             raise CommandFailed("field 'request_id' must be a string of 1 to 64 characters")
         expires = _expires(args.pop("expires")) if "expires" in args else None
-        return Command(path, parts, args, request_id, expires)
+        return Command(path, parts, args, request_id, expires, auth, signed)
 
     async def handle(self, path: str, payload: bytes) -> dict[str, Any]:
         """Run one command; always returns a reply document."""
@@ -192,6 +202,8 @@ class CommandRouter:
         try:
             cmd = self.parse(path, payload)
             request_id = cmd.request_id
+            if self.guard is not None:
+                self.guard(cmd)
             now = self._now()
             if cmd.expires is not None and now is not None and now >= cmd.expires:
                 raise CommandFailed(

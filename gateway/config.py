@@ -25,6 +25,7 @@ from gateway.driver import DeviceProblem, DeviceSpec, DriverInfo
 from gateway.model import DeviceRef, Identity, Kind, Location
 from gateway.notify.settings import NotifyConfig
 from gateway.secrets import SecretRef, refuse_inline
+from gateway.security.settings import SecurityConfig, security_problems
 from gateway.sinks.settings import SinksConfig
 from gateway.tlsfiles import SERVICE_USER, tls_problems
 from gateway.web.settings import WebConfig
@@ -244,6 +245,7 @@ class GatewayConfig(_Strict):
     wellness: WellnessConfig = WellnessConfig()
     alarms: AlarmsConfig = AlarmsConfig()
     notify: NotifyConfig = NotifyConfig()
+    security: SecurityConfig = SecurityConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("version")
@@ -600,6 +602,7 @@ def load_config(
         cfg = _resolve_paths(cfg, path.parent)
         problems += _path_problems(src, cfg, ())
         problems += _check_secrets(src, cfg)
+        problems += (src.problem(p, m) for p, m in security_problems(cfg.security))
     raw_devices, found = _raw_devices(src)
     problems += found
     specs, configs, found, complete = _device_specs(src, raw_devices, drivers)

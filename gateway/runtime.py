@@ -38,6 +38,7 @@ from gateway.model import (
 )
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.registry import available_drivers
+from gateway.security.guard import command_guard
 from gateway.sinks import Sink, build_sinks
 from gateway.supervision import ThreadDeath, ThreadDeaths
 from gateway.topics import Topics
@@ -160,6 +161,7 @@ class Gateway:
         self.sinks = build_sinks(cfg)
         self.outbox = build_outbox(loaded, self.sinks)
         self.router = CommandRouter(now=self._synced_now)
+        self.router.guard = command_guard(cfg.security, self.identity, self._synced_now)
         self.uplink = Uplink(
             broker,
             self.identity,

@@ -121,6 +121,13 @@ def _default_client_id() -> str:
     show_default=True,
     help="Alarm documents a gateway may send at once before its rate applies.",
 )
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Ed25519 private key (gateway security keygen) that signs acknowledgements; "
+    "gateways that trust its public key refuse unsigned ones.",
+)
 def serve(
     broker_url: str,
     db_path: Path,
@@ -135,6 +142,7 @@ def serve(
     reconcile_every: float,
     gateway_rate: float,
     gateway_burst: int,
+    signing_key: Path | None,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
     try:
@@ -185,6 +193,14 @@ def serve(
             click.echo(str(problem), err=True)
         click.echo(f"{routes_path}: not started", err=True)
         sys.exit(2)
+    signer = None
+    if signing_key is not None:
+        from gateway.security.signing import CommandSigner, load_private_key
+
+        try:
+            signer = CommandSigner(load_private_key(signing_key))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--signing-key") from exc
     _open(db_path).close()  # a database that cannot be opened stops us here
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,6 +213,7 @@ def serve(
         session_expiry_s=session_expiry,
         reconcile_every_s=reconcile_every,
         budget=Budget(rate_per_s=gateway_rate, burst=gateway_burst),
+        signer=signer,
     )
     TicketService(cfg, routes).run(stop)
 

@@ -53,7 +53,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import BrokerConfig
+from gateway.model import Identity
 from gateway.mqttclient import build_client, publish_properties, refused_credentials
+from gateway.security.signing import CommandSigner
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .fair import Budget, FairQueue
@@ -129,6 +131,7 @@ class ServiceConfig:
     reconcile_every_s: float = 600.0
     poll_s: float = 0.25
     budget: Budget = field(default_factory=Budget)
+    signer: CommandSigner | None = None  # signs acknowledgements (docs/security.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +595,12 @@ class TicketService:
     def _send_acks(self) -> None:
         assert self.client is not None
         for req in self._store().claim_due_acks(time.time()):
-            payload = {"by": req.by, "note": req.note, "request_id": req.request_id}
+            payload: dict[str, Any] = {"by": req.by, "note": req.note, "request_id": req.request_id}
+            if self.cfg.signer is not None:
+                # Signed afresh on every attempt: a new nonce, so a retry is not a replay.
+                payload = self.cfg.signer.sign(
+                    Identity(req.site, req.gateway), f"alarms/{req.alarm_id}/ack", payload
+                )
             props = publish_properties(
                 ResponseTopic=self.topics.reply_to(req.site, req.gateway),
                 CorrelationData=req.request_id.encode(),

@@ -1,0 +1,60 @@
+"""The `security:` config section: which keys the gateway trusts for signed commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["SecurityConfig", "security_problems"]
+
+_PATTERN = re.compile(r"^([A-Za-z0-9_.-]+|\*)(/([A-Za-z0-9_.-]+|\*))*(/#)?$")
+
+
+class SecurityConfig(BaseModel):
+    """Signed commands (docs/security.md): trusted public keys and what must be signed.
+
+    Without `command_keys` nothing is verified (and the gateway logs that at start):
+    any broker account that may publish to this gateway's `cmd/` can acknowledge its
+    alarms.  With keys, the command families in `signed_commands` run only when signed
+    by one of them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM) of the central services, e.g. secrets/tickets.pub",
+    )
+    signed_commands: list[str] = Field(
+        default_factory=lambda: ["alarms/*/ack", "requests/*/status"],
+        description="Command paths that must be signed; '*' is one level, a final '#' the rest",
+    )
+    command_max_age_s: float = Field(
+        86_400.0,
+        gt=0,
+        le=30 * 86_400,
+        description="A signed command older than this is refused (when the clock is synced)",
+    )
+
+    @field_validator("signed_commands")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for p in value:
+            if not _PATTERN.match(p):
+                raise ValueError(f"{p!r} is not a command path pattern like 'alarms/*/ack'")
+        return value
+
+
+def security_problems(cfg: SecurityConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """(key path, message) for every trusted key file that is not an Ed25519 public key."""
+    from .signing import load_public_key
+
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for i, path in enumerate(cfg.command_keys):
+        try:
+            load_public_key(path)
+        except ValueError as exc:
+            out.append((("security", "command_keys", i), str(exc)))
+    return out

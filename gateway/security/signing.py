@@ -1,0 +1,292 @@
+"""Signed commands: the central side signs, the gateway verifies, so a broker account
+alone cannot acknowledge (silence) a gateway's alarms or forge a request's status.
+
+A signed command carries `auth` in its JSON payload:
+
+    {"by": "staff-li", "request_id": "T-000042.ab12",
+     "auth": {"key_id": "3f1c…", "issued_at": "2026-12-06T17:00:00.000Z",
+              "nonce": "9c0e…", "sig": "base64 of 64 bytes"}}
+
+`sig` is Ed25519 over the UTF-8 bytes of, one per line:
+`community.cmd.v1`, `{site}/{gateway}/cmd/{path}`, `issued_at`, `nonce`, and the
+canonical JSON of every other field of the payload (sorted keys, no spaces,
+`ensure_ascii=False`).  So a signature is bound to one gateway, one command path (one
+alarm), and its exact arguments, `request_id` and `expires` included.
+
+The gateway trusts the public keys in its config (`key_id` is the first 16 hex digits
+of the SHA-256 of the raw public key, so it needs no naming) and refuses, with a reply
+that says why: a command of a family that needs a signature and has none, an unknown
+key, a wrong signature, one issued more than `max_age_s` ago or more than 5 minutes in
+the future (judged only when its clock is synced: an unsynced Pi boots in the past),
+and a nonce it has seen (the replay cache: bounded in size and kept for max_age_s).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gateway.commands import Command, CommandFailed
+from gateway.model import Identity, format_ts
+
+__all__ = [
+    "DEFAULT_SIGNED",
+    "CommandSigner",
+    "CommandVerifier",
+    "ReplayCache",
+    "generate_key",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "signed_message",
+]
+
+DOMAIN = "community.cmd.v1"
+# Families whose commands must be signed when the gateway trusts any key: the ones a
+# stolen broker account could use to silence alarms or mislead residents.
+DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
+FUTURE_SKEW_S = 300.0
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """The id of a public key: first 16 hex digits of SHA-256 of its 32 raw bytes."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def signed_message(target: str, issued_at: str, nonce: str, fields: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers; `target` is `{site}/{gateway}/cmd/{path}`."""
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "\n".join((DOMAIN, target, issued_at, nonce, body)).encode()
+
+
+def _read_pem(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file; ValueError saying what is wrong."""
+    try:
+        key = serialization.load_pem_public_key(_read_pem(path))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a PEM public key ({exc})") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key (gateway security keygen makes one)")
+    return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from an unencrypted PEM file; ValueError saying what is wrong."""
+    try:
+        key = serialization.load_pem_private_key(_read_pem(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(
+            f"{path} is not an Ed25519 private key (gateway security keygen makes one)"
+        )
+    return key
+
+
+def generate_key(folder: Path, name: str) -> tuple[Path, Path, str]:
+    """Write folder/name.key (0600) and folder/name.pub; (private, public, key id)."""
+    key = Ed25519PrivateKey.generate()
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    for p in (private, public):
+        if p.exists():
+            raise FileExistsError(f"{p} exists; keys are never overwritten")
+    folder.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    public.chmod(0o644)
+    return private, public, key_id(key.public_key())
+
+
+class CommandSigner:
+    """Signs command payloads for gateways (central side: the ticket service)."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    def sign(
+        self,
+        identity: Identity,
+        path: str,
+        fields: Mapping[str, Any],
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """`fields` plus an `auth` object for the command `path` to that gateway."""
+        issued_at = format_ts(now or datetime.now(UTC))
+        nonce = secrets.token_urlsafe(18)
+        target = f"{identity.site}/{identity.gateway}/cmd/{path}"
+        sig = self._key.sign(signed_message(target, issued_at, nonce, fields))
+        auth = {
+            "key_id": self.key_id,
+            "issued_at": issued_at,
+            "nonce": nonce,
+            "sig": base64.b64encode(sig).decode(),
+        }
+        return {**fields, "auth": auth}
+
+
+class ReplayCache:
+    """Nonces seen recently: at most `size`, each kept `keep_s` (monotonic) seconds."""
+
+    def __init__(self, size: int = 10_000, keep_s: float = 86_400.0) -> None:
+        self.size, self.keep_s = size, keep_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, nonce: str, now: float | None = None) -> bool:
+        """Record `nonce`; False if it was seen already (a replay)."""
+        now = time.monotonic() if now is None else now
+        while self._seen:  # forget the expired, oldest first
+            oldest, at = next(iter(self._seen.items()))
+            if now - at < self.keep_s:
+                break
+            del self._seen[oldest]
+        if nonce in self._seen:
+            return False
+        if len(self._seen) >= self.size:
+            self._seen.popitem(last=False)
+        self._seen[nonce] = now
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _matches(pattern: str, path: str) -> bool:
+    """'alarms/*/ack' matches 'alarms/a1/ack': '*' is exactly one level, '#' the rest."""
+    want, have = pattern.split("/"), path.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have) or (level != "*" and level != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+class CommandVerifier:
+    """The gateway's check of `auth` on commands; a CommandRouter guard."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        keys: Sequence[Ed25519PublicKey],
+        *,
+        signed: Sequence[str] = DEFAULT_SIGNED,
+        max_age_s: float = 86_400.0,
+        now: Callable[[], datetime | None] = lambda: None,
+        cache: ReplayCache | None = None,
+    ) -> None:
+        self.identity = identity
+        self.keys = {key_id(k): k for k in keys}
+        self.signed = tuple(signed)
+        self.max_age_s = max_age_s
+        self._now = now  # the time when the clock is synced, else None
+        self.cache = cache or ReplayCache(keep_s=max_age_s)
+
+    def needs_signature(self, path: str) -> bool:
+        return any(_matches(p, path) for p in self.signed)
+
+    def __call__(self, cmd: Command) -> None:
+        """Return if `cmd` may run; CommandFailed (status unauthorized / replayed) if not."""
+        if cmd.auth is None:
+            if self.needs_signature(cmd.path):
+                raise CommandFailed(
+                    f"command {cmd.path!r} must be signed by a key this gateway trusts"
+                    " (field 'auth'); not run",
+                    status="unauthorized",
+                )
+            return
+        auth = cmd.auth
+        if not isinstance(auth, Mapping) or set(auth) != {"key_id", "issued_at", "nonce", "sig"}:
+            raise CommandFailed(
+                "field 'auth' must be an object of key_id, issued_at, nonce and sig",
+                status="unauthorized",
+            )
+        kid, issued, nonce, sig = (auth["key_id"], auth["issued_at"], auth["nonce"], auth["sig"])
+        if not (isinstance(kid, str) and _KEY_ID.match(kid)):
+            raise CommandFailed("auth.key_id must be 16 hex digits", status="unauthorized")
+        key = self.keys.get(kid)
+        if key is None:
+            raise CommandFailed(
+                f"auth.key_id {kid} is not a key this gateway trusts; not run",
+                status="unauthorized",
+            )
+        if not (isinstance(nonce, str) and _NONCE.match(nonce)):
+            raise CommandFailed(
+                "auth.nonce must be 16-64 URL-safe characters", status="unauthorized"
+            )
+        when = _parse_time(issued)
+        try:
+            raw_sig = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
+        except (binascii.Error, ValueError):
+            raw_sig = b""
+        target = f"{self.identity.site}/{self.identity.gateway}/cmd/{cmd.path}"
+        try:
+            key.verify(raw_sig, signed_message(target, str(issued), nonce, cmd.signed or {}))
+        except InvalidSignature:
+            raise CommandFailed(
+                "auth.sig does not verify for this gateway, command and arguments; not run",
+                status="unauthorized",
+            ) from None
+        now = self._now()
+        if now is not None:
+            if now - when > timedelta(seconds=self.max_age_s):
+                raise CommandFailed(
+                    f"signed at {issued}, more than {self.max_age_s:g} s ago; not run",
+                    status="unauthorized",
+                )
+            if when - now > timedelta(seconds=FUTURE_SKEW_S):
+                raise CommandFailed(
+                    f"signed at {issued}, in the future; not run", status="unauthorized"
+                )
+        if not self.cache.add(f"{kid}:{nonce}"):
+            raise CommandFailed(
+                "this signed command was run already (same nonce); not run again", status="replayed"
+            )
+
+
+def _parse_time(value: Any) -> datetime:
+    moment = None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None:
+        raise CommandFailed("auth.issued_at must be an RFC 3339 time in UTC", status="unauthorized")
+    return moment
