@@ -63,7 +63,7 @@ def problems_of(tmp_path: Path, devices: list[dict[str, Any]]) -> list[str]:
 def test_two_pendants_with_one_code_on_one_receiver(tmp_path: Path) -> None:
     found = problems_of(tmp_path, [pendant("sos-101", "1A2B3C"), pendant("sos-102", "1A2B3C")])
     assert found == [
-        "devices[1].driver.code: code '1A2B3C' is also sos-101's on the receiver /dev/ttyUSB0; "
+        "devices[1].driver.code: code 1A2B3C is also sos-101's on the receiver /dev/ttyUSB0; "
         "a press could be either device: give each transmitter its own code"
     ]
 
@@ -95,19 +95,19 @@ def test_two_dlt645_meters_at_one_address_or_with_other_serial_settings(tmp_path
         ],
     )
     assert found == [
-        "devices[1].driver.address: address 000012345678 is also m-101's on /dev/ttyUSB1; "
+        "devices[1].driver.address: address 000012345678 is also m-101's on the bus /dev/ttyUSB1; "
         "each meter on a bus has its own address (read it from the meter's label)",
-        "devices[2].driver.bus.baud: bus.baud is 9600, but m-101 on the same port "
-        "(/dev/ttyUSB1) has 2400; meters on one bus share its settings",
-        "devices[2].driver.bus.parity: bus.parity is N, but m-101 on the same port "
-        "(/dev/ttyUSB1) has E; meters on one bus share its settings",
+        "devices[2].driver.bus.baud: bus.baud is 9600, but m-101 on the same bus "
+        "(/dev/ttyUSB1) has 2400; devices on one bus share its settings",
+        "devices[2].driver.bus.parity: bus.parity is N, but m-101 on the same bus "
+        "(/dev/ttyUSB1) has E; devices on one bus share its settings",
     ]
 
 
 def test_gpio_lines_are_not_shared(tmp_path: Path) -> None:
     found = problems_of(tmp_path, [gpio("sos-1", 17), gpio("sos-2", 17)])
     assert found == [
-        "devices[1].driver.line: line 17 of /dev/gpiochip0 is also sos-1's; one wire, one device"
+        "devices[1].driver.line: line 17 is also sos-1's on the chip /dev/gpiochip0; one wire, one device"
     ]
 
 
@@ -132,8 +132,8 @@ def test_two_zigbee_devices_with_one_friendly_name(tmp_path: Path) -> None:
         ],
     )
     assert found == [
-        "devices[1].driver.friendly_name: friendly_name 'b1/101/smoke' is also smoke-101's on "
-        "127.0.0.1:1883; each device has its own name in zigbee2mqtt"
+        "devices[1].driver.friendly_name: friendly_name b1/101/smoke is also smoke-101's on the broker "
+        "127.0.0.1:1883 (zigbee2mqtt/); each device has its own name in zigbee2mqtt"
     ]
 
 
@@ -144,7 +144,7 @@ def test_a_misspelt_key_hides_no_conflict(tmp_path: Path) -> None:
     )
     assert found == [
         "devices[0].driver.dedupe: unknown key (check the spelling; see the sample config)",
-        "devices[1].driver.code: code '1A2B3C' is also sos-101's on the receiver /dev/ttyUSB0; "
+        "devices[1].driver.code: code 1A2B3C is also sos-101's on the receiver /dev/ttyUSB0; "
         "a press could be either device: give each transmitter its own code",
     ]
 

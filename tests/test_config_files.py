@@ -24,19 +24,7 @@ from gateway.config import ConfigError, load_config
 from gateway.yamlsource import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 from tests.harness import GATEWAY
 from tests.harness import config_problems as problems
-
-GOOD = """\
-version: 1
-site: {id: sunrise}
-gateway: {id: gw-1}
-broker:
-  url: mqtt://127.0.0.1:1883
-devices:
-  - id: door-1
-    kind: door
-    location: {building: "1", floor: 0, unit: lobby}
-    driver: {type: simulated}
-"""
+from tests.test_config import GOOD  # a door on line 7-10, then a meter
 
 
 @pytest.fixture
@@ -99,7 +87,7 @@ def test_utf16_is_named_with_or_without_its_byte_order_mark(tmp_path: Path, code
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, b"\xef\xbb\xbf" + GOOD.encode()))
-    assert [d.id for d in loaded.devices] == ["door-1"]
+    assert [d.id for d in loaded.devices] == ["door-1", "meter-101"]
 
 
 @pytest.mark.parametrize("args", [["validate"], ["run"], ["check"]])
@@ -163,7 +151,7 @@ def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
         "    driver: {<<: *elec, scale: 0.5}\n"
     )
     loaded = load_config(write(tmp_path, text))
-    scales = [getattr(d.settings, "scale", None) for d in loaded.devices[1:]]
+    scales = [getattr(d.settings, "scale", None) for d in loaded.devices[2:]]
     assert scales == [2, 0.5]  # the key written next to '<<' wins over the merged one
 
 
@@ -248,10 +236,10 @@ def test_long_strings_and_paths_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     found = timed_problems(path)
     assert found == [
-        f"{path}:12: a value of 5000 characters; at most 4096 (a path or a name is far shorter)"
+        f"{path}:16: a value of 5000 characters; at most 4096 (a path or a name is far shorter)"
     ]
     found = timed_problems(write(tmp_path, GOOD + f"outbox: {{path: /var/lib/{long_name}/o.db}}\n"))
-    assert found == [f"{path}:11 outbox.path: a file or folder name in it is over 255 bytes"]
+    assert found == [f"{path}:15 outbox.path: a file or folder name in it is over 255 bytes"]
 
 
 def test_a_10mb_comment_line_is_refused_by_size(tmp_path: Path) -> None:

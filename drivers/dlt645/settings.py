@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.dlt645.table import load_table
+from gateway.devicechecks import SharedLine
 from gateway.driver import DeviceProblem, DeviceSpec
 
 __all__ = ["DEFAULT_READINGS", "BusSettings", "Dlt645Settings", "Parity", "check_devices"]
@@ -97,36 +98,18 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     Two meters at one address both answer (or the wrong one does): the readings could
     belong to either flat, so both are in conflict.
     """
-    problems: list[DeviceProblem] = []
-    first: dict[str, DeviceSpec] = {}
-    owners: dict[tuple[str, str], str] = {}
+    buses = SharedLine("bus")
     for spec in mine:
         s = spec.settings
         if not isinstance(s, Dlt645Settings):
             continue
-        ref = first.setdefault(s.bus.port, spec)
-        r = ref.settings
-        assert isinstance(r, Dlt645Settings)
-        for key in ("baud", "parity", "stopbits"):
-            value, theirs = getattr(s.bus, key), getattr(r.bus, key)
-            if value != theirs:
-                problems.append(
-                    DeviceProblem(
-                        spec.id,
-                        ("bus", key),
-                        f"bus.{key} is {value}, but {ref.id} on the same port ({s.bus.port}) "
-                        f"has {theirs}; meters on one bus share its settings",
-                    )
-                )
-        other = owners.setdefault((s.bus.port, s.address), spec.id)
-        if other != spec.id:
-            problems.append(
-                DeviceProblem(
-                    spec.id,
-                    ("address",),
-                    f"address {s.address} is also {other}'s on {s.bus.port}; each meter on "
-                    "a bus has its own address (read it from the meter's label)",
-                    also=(other,),
-                )
-            )
-    return problems
+        shared = {f"bus.{key}": getattr(s.bus, key) for key in ("baud", "parity", "stopbits")}
+        buses.settings(spec, s.bus.port, shared)
+        buses.claim(
+            spec,
+            s.bus.port,
+            "address",
+            s.address,
+            "each meter on a bus has its own address (read it from the meter's label)",
+        )
+    return buses.problems

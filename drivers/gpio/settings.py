@@ -13,6 +13,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from gateway.devicechecks import SharedLine
 from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
@@ -154,7 +155,7 @@ def _attributes(s: GpioSettings) -> tuple[tuple[str, ...], tuple[int, ...], bool
 def _chip_problems(mine: Sequence[DeviceSpec]) -> list[DeviceProblem]:
     """Two devices on one line of a chip, and chips whose request the kernel would refuse."""
     problems: list[DeviceProblem] = []
-    lines: dict[tuple[str, int], str] = {}
+    chips = SharedLine("chip")
     flags: dict[str, set[str]] = {}
     debounces: dict[str, set[int]] = {}
     outputs: dict[str, bool] = {}
@@ -163,18 +164,8 @@ def _chip_problems(mine: Sequence[DeviceSpec]) -> list[DeviceProblem]:
         if not isinstance(s, GpioSettings):
             continue
         for key, line in (("line", s.line), ("rex_line", s.rex_line)):
-            if line is None:
-                continue
-            other = lines.setdefault((s.chip, line), spec.id)
-            if other != spec.id:
-                problems.append(
-                    DeviceProblem(
-                        spec.id,
-                        (key,),
-                        f"line {line} of {s.chip} is also {other}'s; one wire, one device",
-                        also=(other,),
-                    )
-                )
+            if line is not None:
+                chips.claim(spec, s.chip, "line", line, "one wire, one device", path=key)
         new_flags, new_debounce, output = _attributes(s)
         chip_flags = flags.setdefault(s.chip, set()) | set(new_flags)
         chip_debounce = debounces.setdefault(s.chip, set()) | set(new_debounce)
@@ -194,7 +185,7 @@ def _chip_problems(mine: Sequence[DeviceSpec]) -> list[DeviceProblem]:
             )
             continue
         flags[s.chip], debounces[s.chip], outputs[s.chip] = chip_flags, chip_debounce, chip_output
-    return problems
+    return chips.problems + problems
 
 
 def check_devices(mine: Sequence[DeviceSpec], every: Sequence[DeviceSpec]) -> list[DeviceProblem]:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from drivers.serial_line.profile import Profile, load_profile, profile_names
+from gateway.devicechecks import SharedLine
 from gateway.driver import DeviceProblem, DeviceSpec
 
 __all__ = ["DEFAULT_PROFILE", "SerialLineSettings", "check_devices"]
@@ -80,39 +81,19 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     devices with one code cannot be told apart: a press would be filed under either
     flat, so both are in conflict.
     """
-    problems: list[DeviceProblem] = []
-    first: dict[str, DeviceSpec] = {}
-    owners: dict[tuple[str, str], str] = {}
+    receivers = SharedLine("receiver")
     for spec in mine:
         s = spec.settings
         if not isinstance(s, SerialLineSettings):
             continue
-        ref = first.setdefault(s.port, spec)
-        r = ref.settings
-        assert isinstance(r, SerialLineSettings)
-        for key, value, theirs in (
-            ("profile", s.profile, r.profile),
-            ("baud", s.line_baud, r.line_baud),
-            ("dedupe_s", s.window_s, r.window_s),
-        ):
-            if value != theirs:
-                problems.append(
-                    DeviceProblem(
-                        spec.id,
-                        (key,),
-                        f"{key} is {value}, but {ref.id} on the same receiver ({s.port}) has "
-                        f"{theirs}; devices on one receiver share its {key}",
-                    )
-                )
-        other = owners.setdefault((s.port, s.code), spec.id)
-        if other != spec.id:
-            problems.append(
-                DeviceProblem(
-                    spec.id,
-                    ("code",),
-                    f"code {s.code!r} is also {other}'s on the receiver {s.port}; a press "
-                    "could be either device: give each transmitter its own code",
-                    also=(other,),
-                )
-            )
-    return problems
+        receivers.settings(
+            spec, s.port, {"profile": s.profile, "baud": s.line_baud, "dedupe_s": s.window_s}
+        )
+        receivers.claim(
+            spec,
+            s.port,
+            "code",
+            s.code,
+            "a press could be either device: give each transmitter its own code",
+        )
+    return receivers.problems

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from drivers.zigbee2mqtt.mapping import DEFAULT_MAPPING, Mapping, load_mapping, mapping_names
+from gateway.devicechecks import SharedLine
 from gateway.driver import DeviceProblem, DeviceSpec
 from gateway.model import Kind
 
@@ -107,22 +108,15 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     Two devices on one name get the same messages: a smoke alarm would be filed under
     either, so both are in conflict.
     """
-    problems: list[DeviceProblem] = []
-    owners: dict[tuple[str, int, str, str], str] = {}
+    brokers = SharedLine("broker")
     for spec in mine:
         s = spec.settings
-        if not isinstance(s, Zigbee2MqttSettings):
-            continue
-        key = (s.host, s.port, s.base_topic, s.friendly_name)
-        other = owners.setdefault(key, spec.id)
-        if other != spec.id:
-            problems.append(
-                DeviceProblem(
-                    spec.id,
-                    ("friendly_name",),
-                    f"friendly_name {s.friendly_name!r} is also {other}'s on "
-                    f"{s.host}:{s.port}; each device has its own name in zigbee2mqtt",
-                    also=(other,),
-                )
+        if isinstance(s, Zigbee2MqttSettings):
+            brokers.claim(
+                spec,
+                f"{s.host}:{s.port} ({s.base_topic}/)",
+                "friendly_name",
+                s.friendly_name,
+                "each device has its own name in zigbee2mqtt",
             )
-    return problems
+    return brokers.problems
