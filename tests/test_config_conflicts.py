@@ -9,6 +9,7 @@ unstarted, published unavailable with the reason, and runs everything else.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import pytest
 from gateway.config import ConfigError, load_config
 from gateway.model import DeviceRef
 from gateway.runtime import Gateway
-from tests.harness import write_config
-from tests.peers import Mosquitto, free_port
+from tests.harness import GATEWAY, GatewayProc, write_config
+from tests.peers import Mosquitto, free_port, wait_for
 
 
 def device(dev_id: str, kind: str, **driver: Any) -> dict[str, Any]:
@@ -149,6 +150,7 @@ def test_a_misspelt_key_hides_no_conflict(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.broker
 def test_run_starts_everything_but_the_conflicting_devices(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
@@ -199,3 +201,30 @@ def test_run_starts_everything_but_the_conflicting_devices(
         "not started: unit_id 5 is already used by meter-101"
     )
     assert unavailable["meter-101"] == unavailable["meter-102"]
+
+
+@pytest.mark.broker
+def test_gateway_run_prints_each_conflict_and_keeps_running(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The process: validate exits 2 on the file; run says what it leaves out and runs."""
+    port = free_port()
+    devices = [
+        device("smoke-1", "smoke", type="simulated"),
+        modbus("meter-101", 5, port),
+        modbus("meter-102", 5, port),
+    ]
+    path = write_config(tmp_path / "gw.yaml", broker.url, devices)
+    validate = subprocess.run(
+        [GATEWAY, "validate", "-c", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert validate.returncode == 2
+    (line,) = [x for x in validate.stderr.splitlines() if "unit_id 5" in x]
+    gw = GatewayProc(path).start()
+    try:
+        assert wait_for(lambda: "gateway test-site/" in gw.log() and "running" in gw.log())
+        assert f"{line} (this device is not started)" in gw.log()
+        assert "device meter-101 not started: unit_id 5 is already used by meter-101" in gw.log()
+        assert gw.running()
+    finally:
+        assert gw.terminate() == 0

@@ -328,3 +328,27 @@ def test_a_secret_file_that_is_no_secret_is_one_line(tmp_path: Path, what: str) 
     )
     (found,) = timed_problems(write(tmp_path, text))
     assert found.startswith(f"{tmp_path}/site.yaml:7 broker.password.file: {expected}"), found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BOMB,
+        GOOD.replace("    kind: door\n", "    kind: door\n    kind: smoke\n"),
+        "version: 1\nx: " + "[" * 1000 + "]" * 1000 + "\n",
+        GOOD.replace("gw-1", "gw-\x001"),
+        GOOD.replace("url: mqtt://127.0.0.1:1883", "url: http://broker\n  usrname: x"),
+    ],
+    ids=["alias bomb", "duplicate key", "deep", "NUL", "url and unknown key"],
+)
+def test_run_refuses_with_the_lines_validate_prints(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    out = {
+        cmd: subprocess.run(
+            [GATEWAY, cmd, "-c", str(path)], capture_output=True, text=True, timeout=30
+        )
+        for cmd in ("validate", "run")
+    }
+    assert out["validate"].returncode == out["run"].returncode == 2
+    assert out["run"].stderr == out["validate"].stderr
+    assert "Traceback" not in out["run"].stderr
