@@ -380,6 +380,11 @@
       setStale(false);
       refreshAttention();
     });
+    // The heartbeat (every 15 s): the stream is alive, and the gateway's clock for ages.
+    es.addEventListener("ping", function (m) {
+      lastContact = Date.now();
+      try { setNow(JSON.parse(m.data).now); } catch (e) { /* an older gateway */ }
+    });
     es.addEventListener("alarm", function (m) { lastContact = Date.now(); showAlarm(JSON.parse(m.data)); });
     es.addEventListener("device", function (m) { lastContact = Date.now(); showDevice(JSON.parse(m.data)); });
   }
@@ -387,9 +392,9 @@
   refreshAges();
   setInterval(refreshAges, 15000);
   // A stream can die without an error (Wi-Fi gone and back: the old connection is
-  // half-open and silent).  The server's heartbeats are comments a page cannot see, so
-  // a stream that has said nothing for 90 s is replaced by a fresh one; if that fails,
-  // the page goes stale as above.  (A quiet site costs a snapshot every 90 s.)
+  // half-open and silent).  A stream that has said nothing for 90 s, not even its
+  // heartbeat (`ping`, every 15 s), is replaced by a fresh one; if that fails, the page
+  // goes stale as above.
   setInterval(function () {
     if (es && es.readyState === EventSource.OPEN && Date.now() - lastContact > 90000) connect();
   }, 15000);
