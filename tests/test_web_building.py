@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from gateway.web.live import DeviceState
 from gateway.web.meters import BUCKET_S, BUCKETS, MeterHistory
 from gateway.web.settings import Lang
 
-T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+# Ten hours ago, on a bucket boundary: the history takes readings of the last day only.
+T0 = datetime.fromtimestamp((int(time.time()) // BUCKET_S - 40) * BUCKET_S, UTC)
 
 
 def _dev(did: str, unit: str, available: bool | None = True, floor: int = 2) -> DeviceState:
@@ -111,7 +113,7 @@ def test_a_flat_whose_water_has_not_moved_says_since_when() -> None:
 def test_meter_history_is_bounded_in_time_and_in_series() -> None:
     m = MeterHistory(None, {f"m{i}" for i in range(5)}, max_series=3)
     for b in range(300):
-        _reading(m, T0 + timedelta(seconds=b * BUCKET_S), float(b))
+        m.record("m1", "volume", "m³", b, float(b))
     assert len(m._series[("m1", "volume")].points) == BUCKETS + 1
     for i in range(2, 5):
         _reading(m, T0, 1.0, device=f"m{i}")
@@ -140,3 +142,15 @@ def test_chinese_words_use_chinese_punctuation() -> None:
     for key, words in TEXT.items():
         zh = re.sub(r"\{\w*\}", "", words[Lang.ZH])
         assert not re.search(r"[,:;()!?]", zh), (key, zh)
+
+
+def test_a_reading_from_a_clock_far_off_does_not_push_the_window_away() -> None:
+    m = MeterHistory(None, {"m1"})
+    now = datetime.now(UTC)
+    _reading(m, now.replace(year=2099), 1.0)  # a meter whose clock is wrong
+    _reading(m, now - timedelta(days=3), 2.0)  # a backlog older than the window
+    assert m.usage("m1", now) == []
+    _reading(m, now - timedelta(minutes=30), 5.0)
+    _reading(m, now, 6.0)
+    (u,) = m.usage("m1", now)
+    assert u.total == 1.0

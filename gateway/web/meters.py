@@ -72,6 +72,11 @@ class MeterHistory:
         if not isinstance(message, Telemetry) or message.device.id not in self.meters:
             return
         bucket = int(message.ts.timestamp()) // BUCKET_S
+        # A reading stamped by a clock far off (a device or gateway clock not yet set)
+        # would push the window away from the present and lock out the good ones.
+        now = int(time.time()) // BUCKET_S
+        if not now - BUCKETS <= bucket <= now + 1:
+            return
         for r in message.readings:
             if r.type is not ValueType.COUNTER or isinstance(r.value, bool | str):
                 continue
