@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -153,6 +155,44 @@ def test_network_errors_are_retried_and_logged_once(
     assert _rows(db) == [("A1", 0, "warden", "sent", 4)]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("+CMS ERROR 38 (network out of order)" in w for w in warnings) == 1, warnings
+
+
+def test_stopping_mid_write_closes_the_record_after_the_write_not_under_it(
+    modem: tuple[ModemSim, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway stopping while an SMS is being recorded must not crash the process.
+
+    Closing the SQLite connection while another thread writes through it is a
+    segmentation fault, not an exception: the record's calls must never overlap.
+    """
+    sim, port = modem
+    db = tmp_path / "notify.db"
+    calls: list[str] = []
+    writing = threading.Event()
+
+    async def scenario() -> None:
+        async with running(_cfg(port), db) as n:
+            finish, close = n.store.finish, n.store.close
+
+            def slow_finish(*args: Any, **kwargs: Any) -> None:
+                calls.append("finish")
+                writing.set()
+                time.sleep(0.3)  # a slow SD card: the stop arrives during the write
+                finish(*args, **kwargs)
+                calls.append("finished")
+
+            def spy_close() -> None:
+                calls.append("close")
+                close()
+
+            monkeypatch.setattr(n.store, "finish", slow_finish)
+            monkeypatch.setattr(n.store, "close", spy_close)
+            n.observe(_doc())
+            await until(writing.is_set)
+
+    asyncio.run(scenario())
+    assert calls == ["finish", "finished", "close"]
+    assert _rows(db) == [("A1", 0, "warden", "sent", 1)] and len(sim.texts()) == 1
 
 
 def test_no_network_waits_then_sends_and_an_ack_cancels_what_is_still_waiting(

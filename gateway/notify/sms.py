@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .modem import Modem, ModemError
 from .pdu import encode_submit
@@ -38,6 +40,7 @@ _MAX_QUEUED_DOCS = 1000
 _MAX_DELAY_S = 300.0
 _IDLE_WAKE_S = 60.0  # purge and retry even when nothing happens
 _MODEM_PROBLEM = "SMS modem not usable"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class SmsNotifier:
         self.counts = {"sent": 0, "failed": 0, "cancelled": 0, "dropped_docs": 0}
         self.modem_state = "not started"
         self.pending = 0
+        self._worker: ThreadPoolExecutor | None = None
 
     # ---- the alarm listener ------------------------------------------------------------
 
@@ -125,9 +129,10 @@ class SmsNotifier:
     async def run(self) -> None:
         """Store and send until cancelled."""
         self._wake = asyncio.Event()
-        await asyncio.to_thread(self.store.open)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-sms")
         try:
-            await asyncio.to_thread(self.store.purge)
+            await self._io(self.store.open)
+            await self._io(self.store.purge)
             while True:
                 await self._take_docs()
                 await self._send_due()
@@ -135,7 +140,21 @@ class SmsNotifier:
                     await asyncio.wait_for(self._wake.wait(), self._wait_s())
                 self._wake.clear()
         finally:
-            await asyncio.to_thread(self._close)
+            # Queued behind a call a cancellation left running: closing the SQLite
+            # connection or the serial port under it crashes the process.
+            await self._io(self._close)
+            self._worker.shutdown(wait=False)
+
+    async def _io(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run blocking store or modem work on the notifier's one thread, in order.
+
+        Not asyncio.to_thread: a cancelled await leaves its call running, and the
+        default executor would run the next call beside it on the same connection.
+        """
+        if self._worker is None:
+            raise RuntimeError("SMS notifier is not running")
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, call)
 
     def _close(self) -> None:
         self.modem.close()
@@ -153,7 +172,7 @@ class SmsNotifier:
             doc = self._docs.popleft()
             plan = recipients_for(doc, self.cfg)
             if plan is not None:
-                await asyncio.to_thread(self._apply, plan, doc)
+                await self._io(self._apply, plan, doc)
 
     def _apply(self, plan: _Plan, doc: dict[str, Any]) -> None:
         if plan.cancel:
@@ -170,7 +189,7 @@ class SmsNotifier:
                 )
 
     async def _send_due(self) -> None:
-        pending = await asyncio.to_thread(self.store.pending)
+        pending = await self._io(self.store.pending)
         self.pending = len(pending)
         now = time.monotonic()
         for record in pending:
@@ -186,9 +205,9 @@ class SmsNotifier:
         if time.monotonic() < self._modem_retry_at:
             return False
         try:
-            state = await asyncio.to_thread(self.modem.prepare)
+            state = await self._io(self.modem.prepare)
         except ModemError as exc:
-            await asyncio.to_thread(self.modem.close)
+            await self._io(self.modem.close)
             self._modem_failures += 1
             self._modem_retry_at = time.monotonic() + _delay(
                 self._modem_failures - 1, self.retry_base_s
@@ -214,23 +233,21 @@ class SmsNotifier:
         )
         first = self._first_try.setdefault(record.id, time.monotonic())
         try:
-            refs = await asyncio.to_thread(self.modem.send, parts)
+            refs = await self._io(self.modem.send, parts)
         except ModemError as exc:
             # Whatever failed, talk the modem through its set-up again before the next try.
             self._ready = False
-            await asyncio.to_thread(self.modem.close)
+            await self._io(self.modem.close)
             if not exc.transient or time.monotonic() - first > self.cfg.retry_for_s:
                 await self._give_up(record, exc.reason)
                 return
-            await asyncio.to_thread(self.store.attempt_failed, record.id, exc.reason)
+            await self._io(self.store.attempt_failed, record.id, exc.reason)
             self._retry_at[record.id] = time.monotonic() + _delay(
                 record.attempts, self.retry_base_s
             )
             self._problem(f"SMS for alarm {record.alarm_id} to {person.name} failed: {exc.reason}")
             return
-        await asyncio.to_thread(
-            self.store.finish, record.id, SmsState.SENT, refs=",".join(map(str, refs))
-        )
+        await self._io(self.store.finish, record.id, SmsState.SENT, refs=",".join(map(str, refs)))
         self._forget(record.id)
         self._last_problem = ""
         self.counts["sent"] += 1
@@ -244,7 +261,7 @@ class SmsNotifier:
         )
 
     async def _give_up(self, record: SmsRecord, reason: str) -> None:
-        await asyncio.to_thread(self.store.finish, record.id, SmsState.FAILED, error=reason)
+        await self._io(self.store.finish, record.id, SmsState.FAILED, error=reason)
         self._forget(record.id)
         self.counts["failed"] += 1
         log.error(
