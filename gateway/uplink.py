@@ -64,6 +64,7 @@ _Availability = tuple[DeviceRef, bool | None, str, datetime, ClockState]
 CONSUMER = "mqtt"
 MAX_COMMAND_BYTES = 64 * 1024
 PROBE_TIMEOUT_S = 2.0
+READ_BURST = 256  # packets read from the broker before the outbox gets its turn
 
 
 class SessionNumbers:
@@ -422,11 +423,31 @@ class Uplink:
         if client is None:
             return
         if sock is not None and sock in readable:
-            client.loop_read()
+            self._read(client, sock)
         if sock is not None and sock in writable:
             client.loop_write()
         if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
             self._connected = False
+
+    @staticmethod
+    def _read(client: mqtt.Client, sock: Any) -> None:
+        # paho reads one packet per call when little is in flight: under a flood of
+        # commands that would be one trip round the whole loop (actions, outbox query,
+        # acks) per command.  Read what has arrived, up to a bound that keeps the outbox
+        # publishing between bursts.  `pending()`: bytes TLS has decrypted already,
+        # which select() cannot see.
+        for _ in range(READ_BURST):
+            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                return
+            pending = getattr(sock, "pending", None)
+            if pending is not None and pending() > 0:
+                continue
+            try:
+                more, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not more:
+                return
 
     def _run_actions(self) -> None:
         while True:
