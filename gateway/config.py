@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -335,14 +335,36 @@ def _prune(data: Any, loc: tuple[str | int, ...]) -> bool:
     return True
 
 
+def _fill(data: Any, loc: tuple[str | int, ...], stand_ins: Mapping[tuple[str, ...], Any]) -> bool:
+    """Put the stand-in for a required key that is missing (or was pruned) at `loc`."""
+    value = stand_ins.get(tuple(str(p) for p in loc))
+    cur = data
+    for part in loc[:-1]:
+        if not isinstance(cur, dict):
+            return False
+        cur = cur.setdefault(part, {})
+    if value is None or not isinstance(cur, dict) or loc[-1] in cur:
+        return False
+    cur[loc[-1]] = value
+    return True
+
+
 def validate_pruned(
-    model: type[M], data: Any, src: Located, prefix: tuple[str | int, ...], **kwargs: Any
+    model: type[M],
+    data: Any,
+    src: Located,
+    prefix: tuple[str | int, ...],
+    stand_ins: Mapping[tuple[str, ...], Any] | None = None,
+    **kwargs: Any,
 ) -> tuple[M | None, list[Problem]]:
     """Validate `data`; on errors, also the data without the keys in error.
 
     Returns the problems of the data as written and, if removing the keys in error
     (an unknown key, a bad value that has a default) leaves valid data, the model of
     that: its other settings can still be checked, so one typo hides nothing else.
+    A required key that is missing or wrong takes its value from `stand_ins` (key
+    path -> value), when given, so the rest of its section is checked too.  A model
+    built so is only for finding more problems: the file is refused anyway.
     """
     try:
         return model.model_validate(data, **kwargs), []
@@ -350,8 +372,14 @@ def validate_pruned(
         problems = pydantic_problems(src, exc, prefix)
         error = exc
     pruned = copy.deepcopy(data)
-    for _ in range(4):
-        if not any([_prune(pruned, tuple(err["loc"])) for err in error.errors()]):
+    for _ in range(6):
+        changed = False
+        for err in error.errors():
+            loc = tuple(err["loc"])
+            filled = err["type"] == "missing" and _fill(pruned, loc, stand_ins or {})
+            if filled or _prune(pruned, loc):
+                changed = True
+        if not changed:
             break
         try:
             return model.model_validate(pruned, **kwargs), problems
@@ -567,6 +595,18 @@ def _raw_devices(src: Located) -> tuple[list[tuple[int, Any]], list[Problem]]:
     return list(enumerate(raw)), []
 
 
+# Required core keys: when one is missing or wrong, the rest of the file is still
+# checked with these in its place (an mqtts URL: "tls needs mqtts" stays unsaid).
+_CORE_STAND_INS: Mapping[tuple[str, ...], Any] = {
+    ("site", "id"): "stand-in",
+    ("gateway", "id"): "stand-in",
+    ("broker", "url"): "mqtts://stand-in",
+    ("site",): {"id": "stand-in"},
+    ("gateway",): {"id": "stand-in"},
+    ("broker",): {"url": "mqtts://stand-in"},
+}
+
+
 def load_config(
     path: Path, drivers: dict[str, DriverInfo] | None = None, *, allow_conflicts: bool = False
 ) -> LoadedConfig:
@@ -596,7 +636,7 @@ def load_config(
         )
     problems = list(src.problems)
     core = {k: v for k, v in src.data.items() if k != "devices"}
-    cfg, found = validate_pruned(GatewayConfig, core, src, ())
+    cfg, found = validate_pruned(GatewayConfig, core, src, (), _CORE_STAND_INS)
     problems += found
     if cfg is not None:
         cfg = _resolve_paths(cfg, path.parent)

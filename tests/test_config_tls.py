@@ -212,3 +212,16 @@ def test_run_exits_2_on_a_tls_problem(tmp_path: Path, ca: Issued, client: Issued
     )
     assert result.returncode == 2, result.stderr
     assert "is not the key of" in result.stderr and "nothing was started" in result.stderr
+
+
+def test_a_wrong_broker_url_hides_no_tls_problem(
+    tmp_path: Path, ca: Issued, client: Issued
+) -> None:
+    """A required key in error (the URL) still lets the rest of the file be checked."""
+    other = issue("sunrise.gw-2", issuer=ca)
+    path = config(tmp_path, ca.cert, client.cert, other.key)
+    path.write_text(path.read_text().replace("mqtts://127.0.0.1:8883", "https://broker"))
+    found = lines(path)
+    assert found[0] == "broker.url: must look like mqtt://host:1883 or mqtts://host:8883"
+    assert found[1].startswith("broker.tls.key_file: ") and "is not the key of" in found[1]
+    assert len(found) == 2, found
