@@ -134,16 +134,45 @@ def test_a_flood_beyond_the_open_file_limit_writes_no_tracebacks(
                 source = f"127.0.1.{i % 5 + 1}"
                 try:
                     s = socket.create_connection(("127.0.0.1", gw.port), 2, (source, 0))
+                    held.callback(s.close)
+                    s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
                 except OSError:
-                    continue
-                held.callback(s.close)
-                s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                    continue  # refused: reset by the gateway
             assert _kiosk_answers(gw)
             staff = gw.client()
             assert staff.sign_in().status == 303
         log = gw.proc.log()
         assert "Traceback" not in log and "Too many open files" not in log
         assert log.count("refusing web connections") == 1
+    finally:
+        gw.stop()
+
+
+def test_a_stream_flood_from_one_address_leaves_the_screens_and_alarms_working(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    # The small version of scripts/bench_web_flood.py: 400 stream connections from one
+    # address, held open, while a resident, a staff member and an alarm get through.
+    gw = start_web_gateway(tmp_path, broker, web={"console_lang": "en"})
+    try:
+        with ExitStack() as held:
+            for _ in range(400):
+                try:
+                    s = socket.create_connection(("127.0.0.1", gw.port), 2, ("127.0.0.2", 0))
+                    held.callback(s.close)
+                    s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    continue
+            assert _kiosk_answers(gw)
+            assert gw.client().sign_in().status == 303
+            assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
+            assert gw.sub.wait(lambda ms: any("/alarms/" in m.topic and m.payload for m in ms)), (
+                gw.proc.log()
+            )
+        log = gw.proc.log()
+        assert "Traceback" not in log
+        assert log.count("refusing web connections") == 1
+        assert log.count("refusing event streams") == 1
     finally:
         gw.stop()
 

@@ -72,6 +72,8 @@ class HttpClient:
     port: int
     tls: ssl.SSLContext | None = None
     cookies: dict[str, str] = field(default_factory=dict)
+    # Another loopback address (127.0.0.2, ...) plays another client on the LAN.
+    source: str | None = None
 
     def request(
         self,
@@ -87,7 +89,12 @@ class HttpClient:
                 "127.0.0.1", self.port, timeout=timeout, context=self.tls
             )
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            conn = http.client.HTTPConnection(
+                "127.0.0.1",
+                self.port,
+                timeout=timeout,
+                source_address=(self.source, 0) if self.source else None,
+            )
         hdrs = dict(headers or {})
         if self.cookies:
             hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DeviceTrust",
     "FailureLimiter",
     "Session",
     "SessionStore",
@@ -242,20 +243,130 @@ class FailureLimiter:
 
 @dataclass
 class WindowLimiter:
-    """At most `limit` events per key in any `window_s` (service requests per kiosk)."""
+    """At most `limit` events per key in any `window_s` (service requests, code lookups).
+
+    Bounded like FailureLimiter: a key is forgotten once its events are older than the
+    window, and at most `max_keys` keys are kept (the least recently active make way).
+    """
 
     limit: int
     window_s: float
     clock: Callable[[], float] = time.monotonic
+    max_keys: int = 10_000
+    # In order of last event, so the stalest key is at the front.
     _events: dict[str, deque[float]] = field(default_factory=dict)
 
     def allow(self, key: str) -> bool:
         """Count one event for `key` and say whether it is within the limit."""
+        return self.retry_after(key) == 0.0
+
+    def retry_after(self, key: str) -> float:
+        """Count one event for `key`; 0 if within the limit, else seconds until it would be."""
         now = self.clock()
-        q = self._events.setdefault(key, deque())
+        self._prune(now)
+        q = self._events.pop(key, None) or deque()
         while q and now - q[0] > self.window_s:
             q.popleft()
+        self._events[key] = q
         if len(q) >= self.limit:
-            return False
+            return max(0.001, self.window_s - (now - q[0]))
         q.append(now)
-        return True
+        while len(self._events) > self.max_keys:
+            del self._events[next(iter(self._events))]
+        return 0.0
+
+    def blocked_for(self, key: str) -> float:
+        """Seconds until `key` may have another event (0: now), without counting one."""
+        now = self.clock()
+        q = self._events.get(key)
+        if not q:
+            return 0.0
+        live = [t for t in q if now - t <= self.window_s]
+        if len(live) < self.limit:
+            return 0.0
+        return max(0.001, self.window_s - (now - live[0]))
+
+    def tracked(self) -> int:
+        return len(self._events)
+
+    def _prune(self, now: float) -> None:
+        while self._events:
+            key = next(iter(self._events))
+            q = self._events[key]
+            if q and now - q[-1] <= self.window_s:
+                break
+            del self._events[key]
+
+
+@dataclass
+class DeviceTrust:
+    """Devices on which a staff member signed in: a random cookie, trusted for that id only.
+
+    A sign-in from a trusted device skips the lockouts a stranger can cause (per address,
+    per staff id), so the real staff member can sign in during an attack; its own wrong
+    PINs count against the device, which loses its trust after too many.  Bounded:
+    `per_staff` devices per staff member and `max_devices` in all, the least recently
+    used make way; a device unused for `ttl_s` is forgotten.  Kept across restarts with
+    the sessions (keys only, never the cookie).
+    """
+
+    ttl_s: float = 180 * 86400.0
+    clock: Callable[[], float] = time.monotonic
+    per_staff: int = 10
+    max_devices: int = 2000
+    # key (SHA-256 of the cookie) -> (staff id, last use), least recently used first.
+    _devices: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def trust(self, staff_id: str, token: str | None) -> str:
+        """Trust this device for `staff_id` (a new cookie token unless it had one); the token."""
+        if token:
+            self._devices.pop(token_key(token), None)
+        token = secrets.token_urlsafe(32)
+        mine = [k for k, (sid, _) in self._devices.items() if sid == staff_id]
+        for key in mine[: max(0, len(mine) - self.per_staff + 1)]:
+            del self._devices[key]
+        self._devices[token_key(token)] = (staff_id, self.clock())
+        while len(self._devices) > self.max_devices:
+            del self._devices[next(iter(self._devices))]
+        return token
+
+    def trusted(self, staff_id: str, token: str | None) -> str | None:
+        """The device's key if `token` is a live cookie of this staff id's devices, else None."""
+        if not token or len(token) > 256:
+            return None
+        key = token_key(token)
+        entry = self._devices.get(key)
+        if entry is None or entry[0] != staff_id:
+            return None
+        if self.clock() - entry[1] > self.ttl_s:
+            del self._devices[key]
+            return None
+        return key
+
+    def forget(self, key: str) -> None:
+        self._devices.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def dump(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [
+            {"key": k, "staff_id": sid, "ttl_left_s": round(self.ttl_s - (now - used), 1)}
+            for k, (sid, used) in self._devices.items()
+            if now - used <= self.ttl_s
+        ]
+
+    def restore(self, entries: Any) -> None:
+        """Take back `dump`'s list; ValueError if it is not one."""
+        if not isinstance(entries, list):
+            raise ValueError('"devices" must be a list')
+        now = self.clock()
+        for i, entry in enumerate(entries[-self.max_devices :]):
+            try:
+                key, sid = str(entry["key"]), str(entry["staff_id"])
+                left = min(float(entry["ttl_left_s"]), self.ttl_s)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"devices[{i}]: {exc}") from exc
+            if left > 0 and len(key) == 64:
+                self._devices[key] = (sid, now - (self.ttl_s - left))

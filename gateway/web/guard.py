@@ -19,7 +19,9 @@ import asyncio
 import errno
 import logging
 import resource
+import socket
 import ssl
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -204,73 +206,135 @@ class QuietHandler(web.RequestHandler):
         return resp
 
 
-class _Guarded(asyncio.Protocol):
-    """A connection under the caps: handed to the HTTP protocol, or closed at once."""
+class _Admitted(asyncio.Protocol):
+    """An admitted connection: handed to the HTTP protocol; gives its place back at the end."""
 
-    def __init__(self, server: GuardedServer) -> None:
-        self._server = server
-        self._inner: asyncio.Protocol | None = None
-        self._client = "?"
+    def __init__(self, inner: asyncio.Protocol, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._client = client_of(transport.get_extra_info("peername"))
-        why = self._server.caps.acquire(self._client)
-        if why is not None:
-            self._server.refusals.refused(self._client, f"{why} connection cap reached")
-            assert isinstance(transport, asyncio.Transport)
-            transport.abort()  # no reply: the fd is freed now, not after a handshake
-            return
-        self._inner = self._server.protocol_factory()
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._inner is None:
-            return
-        self._server.caps.release(self._client)
-        inner, self._inner = self._inner, None
-        inner.connection_lost(exc)
+        if self._release is not None:
+            self._release()
+            self._release = None
+        self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
+        self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
+        self._inner.resume_writing()
 
 
 @dataclass
 class GuardedServer:
-    """A listening socket whose connections pass the caps before reaching `protocol_factory`."""
+    """Listening sockets whose connections pass the caps before reaching `protocol_factory`.
+
+    Accepts by itself instead of through `loop.create_server`, so that a connection
+    beyond a cap is closed (with a reset) right after `accept()`, before asyncio builds
+    a transport for it: thousands of refusals a second cost little.  Running out of file
+    descriptors pauses accepting for a second, logged once per interval.
+    """
 
     protocol_factory: Callable[[], asyncio.Protocol]
     caps: Caps
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog("web connections"))
-    _server: asyncio.Server | None = None
+    backlog: int = 128
+    _socks: list[socket.socket] = field(default_factory=list)
+    _ssl: ssl.SSLContext | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _exhausted: RefusalLog = field(
+        default_factory=lambda: RefusalLog("connections: out of file descriptors")
+    )
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Guarded(self),
-            host,
-            port,
-            ssl=ssl_context,
-            reuse_address=True,
-            backlog=128,
-        )
+        self._ssl = ssl_context
+        self._exhausted.every_s = self.refusals.every_s
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            for family, kind, proto, _name, addr in infos:
+                sock = socket.socket(family, kind, proto)
+                self._socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(self.backlog)
+                sock.setblocking(False)
+                loop.add_reader(sock.fileno(), self._accept, sock)
+        except OSError:
+            self.close()
+            raise
+
+    def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(self.backlog):
+            try:
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    raise
+                self._exhausted.refused("?", f"{exc.strerror}; raise LimitNOFILE")
+                # As asyncio does: stop accepting for a second, the backlog waits.
+                loop.remove_reader(sock.fileno())
+                loop.call_later(1.0, self._resume, sock)
+                return
+            client = client_of(peer)
+            why = self.caps.acquire(client)
+            if why is not None:
+                self.refusals.refused(client, f"{why} connection cap reached")
+                # A reset instead of an orderly close: no TIME_WAIT, nothing to send.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._serve(conn, client))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if sock in self._socks:
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
+
+    async def _serve(self, conn: socket.socket, client: str) -> None:
+        loop = asyncio.get_running_loop()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.caps.release(client)
+
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Admitted(self.protocol_factory(), release), conn, ssl=self._ssl
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            # A failed TLS handshake, or a client gone at once: its place is free again.
+            release()
+            conn.close()
+            log.debug("web: connection from %s ended before HTTP: %s", client, exc)
 
     def close(self) -> None:
         """Stop listening (open connections are ended by the HTTP runner's cleanup)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        loop = asyncio.get_running_loop()
+        for sock in self._socks:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._socks.clear()
 
 
 def quiet_resource_errors(loop: asyncio.AbstractEventLoop, every_s: float = 60.0) -> None:

@@ -48,6 +48,11 @@ TEXT: dict[str, dict[Lang, str]] = {
         Lang.EN: "This kiosk has sent many requests just now. Please try again later, "
         "or call the office if it is urgent.",
     },
+    "call_office": {Lang.ZH: "请致电物业：{phone}", Lang.EN: "Please call the office: {phone}."},
+    "too_many_codes": {
+        Lang.ZH: "这台终端查询了太多不存在的编号，请稍后再试。",
+        Lang.EN: "Too many unknown codes were tried here. Please try again later.",
+    },
     "bad_input": {Lang.ZH: "输入有误", Lang.EN: "Please check"},
     "alarm_fire": {Lang.ZH: "火警", Lang.EN: "FIRE ALARM"},
     "building": {Lang.ZH: "{v}号楼", Lang.EN: "Building {v}"},

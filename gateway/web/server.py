@@ -26,7 +26,14 @@ from aiohttp import web
 from gateway.files import write_private
 from gateway.model import Identity, format_ts
 from gateway.web import pages
-from gateway.web.auth import FailureLimiter, Session, SessionStore, WindowLimiter, tokens_match
+from gateway.web.auth import (
+    DeviceTrust,
+    FailureLimiter,
+    Session,
+    SessionStore,
+    WindowLimiter,
+    tokens_match,
+)
 from gateway.web.building import Place, at_place
 from gateway.web.guard import SECURITY_HEADERS, SERVER_NAME, Caps, RefusalLog
 from gateway.web.i18n import t
@@ -36,6 +43,7 @@ from gateway.web.requests import (
     RequestError,
     RequestStore,
     ServiceRequest,
+    StatusEntry,
     normalise_code,
 )
 from gateway.web.settings import Lang, WebConfig
@@ -49,8 +57,10 @@ SESSION_COOKIE = "gw_session"
 SIGNIN_COOKIE = "gw_signin_csrf"
 LANG_COOKIE = "gw_console_lang"
 KIOSK_COOKIE = "gw_kiosk_csrf"
+DEVICE_COOKIE = "gw_device"
 STATIC = Path(__file__).parent / "static"
 _HEARTBEAT_S = 15.0
+_FAILURE_DELAY_S = 1.0
 _GONE_CHECK_S = 1.0
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -173,7 +183,17 @@ class WebApp:
         self._saved = self.sessions.version
         lim = cfg.signin
         self.signin_limit = FailureLimiter(lim.max_failures, lim.window_s, lim.lockout_s)
+        self.signin_refusals = RefusalLog("sign-ins (locked out)", cfg.limits.log_every_s)
+        self.devices = DeviceTrust()
         self.kiosk_limit = WindowLimiter(cfg.kiosk.max_requests, cfg.kiosk.window_s)
+        self.kiosk_client_limit = WindowLimiter(
+            cfg.kiosk.max_requests_per_client, cfg.kiosk.window_s
+        )
+        self.kiosk_refusals = RefusalLog("kiosk requests", cfg.limits.log_every_s)
+        self.code_limit = WindowLimiter(
+            cfg.limits.wrong_codes_per_client, cfg.limits.wrong_codes_window_s
+        )
+        self.code_refusals = RefusalLog("request-code lookups", cfg.limits.log_every_s)
         caps = cfg.limits
         self.stream_caps = {
             "console": Caps(caps.streams_per_client, caps.streams_total),
@@ -208,9 +228,22 @@ class WebApp:
 
     # ---- helpers ---------------------------------------------------------------------
 
-    def _cookie(self, resp: web.StreamResponse, name: str, value: str, path: str = "/") -> None:
+    def _cookie(
+        self,
+        resp: web.StreamResponse,
+        name: str,
+        value: str,
+        path: str = "/",
+        max_age: int | None = None,
+    ) -> None:
         resp.set_cookie(
-            name, value, path=path, httponly=True, samesite="Strict", secure=self.secure_cookies
+            name,
+            value,
+            path=path,
+            max_age=max_age,
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure_cookies,
         )
 
     def _session(self, request: web.Request) -> Session | None:
@@ -266,6 +299,7 @@ class WebApp:
         try:
             doc = json.loads(path.read_text("utf-8"))
             n = self.sessions.restore(doc)
+            self.devices.restore(doc.get("devices", []))
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -280,7 +314,8 @@ class WebApp:
         if path is None:
             return
         version = self.sessions.version
-        data = json.dumps(self.sessions.dump(), separators=(",", ":")).encode()
+        doc = {**self.sessions.dump(), "devices": self.devices.dump()}
+        data = json.dumps(doc, separators=(",", ":")).encode()
         try:
             await asyncio.to_thread(_write_private_in, path, data)
         except OSError as exc:
@@ -327,10 +362,15 @@ class WebApp:
         staff_id = form.get("staff_id", "").strip()[:64]
         secret = form.get("secret", "")
         ip = request.remote or "?"
-        keys = [f"ip:{ip}", f"id:{staff_id}"]
+        device_token = request.cookies.get(DEVICE_COOKIE)
+        device = self.devices.trusted(staff_id, device_token)
+        # A device this staff member signed in on before answers only for its own wrong
+        # PINs; anyone else is limited per address and per staff id, so a stranger's
+        # guesses lock out strangers and new devices, never the staff member's own.
+        keys = [f"dev:{device}"] if device is not None else [f"ip:{ip}", f"id:{staff_id}"]
         locked = max(self.signin_limit.locked_for(k) for k in keys)
         if locked > 0:
-            log.warning("sign-in of %r from %s refused: locked for %.0f s", staff_id, ip, locked)
+            self.signin_refusals.refused(ip, f"locked for {locked:.0f} s")
             resp = _html(
                 pages.signin_page(
                     cookie,
@@ -352,6 +392,10 @@ class WebApp:
         )
         if member is None or not ok:
             log.warning("failed sign-in of %r from %s", staff_id, ip)
+            if device is not None and self.signin_limit.locked_for(keys[0]) > 0:
+                self.devices.forget(device)  # too many wrong PINs: a device like any other
+            # Slows a guesser down; parallel guesses are stopped by the count above.
+            await asyncio.sleep(_FAILURE_DELAY_S)
             return _html(
                 pages.signin_page(cookie, lang, error=t("c_wrong", lang), staff_id=staff_id),
                 status=401,
@@ -362,6 +406,13 @@ class WebApp:
         log.info("staff %s signed in from %s", member.id, ip)
         resp = web.HTTPSeeOther("/console")
         self._cookie(resp, SESSION_COOKIE, session.token)
+        self._cookie(
+            resp,
+            DEVICE_COOKIE,
+            self.devices.trust(member.id, device_token),
+            path="/signin",
+            max_age=int(self.devices.ttl_s),
+        )
         resp.del_cookie(SIGNIN_COOKIE, path="/signin")
         raise resp
 
@@ -651,26 +702,65 @@ class WebApp:
                 values=form,
                 status=400,
             )
-        if not self.kiosk_limit.allow(kiosk):
-            log.warning("kiosk %s: request refused by the rate limit", kiosk)
-            return self._kiosk_form(
+        client = request.remote or "?"
+        # Per client first, so that one client's posts use up its own budget and never
+        # the kiosk's ceiling for everybody.
+        wait = self.kiosk_client_limit.retry_after(f"{kiosk}:{client}") or (
+            self.kiosk_limit.retry_after(kiosk)
+        )
+        if wait > 0:
+            self.kiosk_refusals.refused(client, f"kiosk {kiosk}: request limit reached")
+            resp = self._kiosk_form(
                 request,
                 kiosk,
                 lang,
                 req.category,
-                error=t("too_many", lang),
+                error=self._call_office(t("too_many", lang), lang),
                 values=form,
                 status=429,
             )
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
         req = await self.store.file(req)
         log.info("kiosk %s: %s request %s filed", kiosk, req.category, req.code)
         raise web.HTTPSeeOther(f"/kiosk/{kiosk}/filed/{req.code}?lang={lang}")
+
+    def _call_office(self, text: str, lang: Lang) -> str:
+        phone = self.cfg.kiosk.office_phone
+        return f"{text} {t('call_office', lang).format(phone=phone)}" if phone else text
+
+    async def _look_up(
+        self, request: web.Request, kiosk: str, lang: Lang, code: str | None
+    ) -> tuple[ServiceRequest, list[StatusEntry]] | None:
+        """A request by its code; a client that tried too many unknown codes gets 429."""
+        if code is None:
+            return None
+        client = request.remote or "?"
+        wait = self.code_limit.blocked_for(client)
+        if wait > 0:
+            self.code_refusals.refused(client, "too many unknown request codes")
+            raise web.HTTPTooManyRequests(
+                text=pages.message_page(
+                    t("too_many_codes", lang),
+                    self._call_office("", lang).strip(),
+                    f"/kiosk/{kiosk}?lang={lang}",
+                    lang,
+                ),
+                content_type="text/html",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        found = await self.store.history(code)
+        if found is None:
+            # Only unknown codes count: a resident's page re-reading its own code's
+            # progress never runs into the limit, a guesser does.
+            self.code_limit.retry_after(client)
+        return found
 
     async def kiosk_filed(self, request: web.Request) -> web.StreamResponse:
         kiosk = self._kiosk_id(request)
         lang = self._lang(request)
         code = normalise_code(request.match_info["code"])
-        found = await self.store.history(code) if code else None
+        found = await self._look_up(request, kiosk, lang, code)
         if found is None:
             raise web.HTTPSeeOther(f"/kiosk/{kiosk}/status?lang={lang}")
         req, history = found
@@ -682,8 +772,7 @@ class WebApp:
         kiosk = self._kiosk_id(request)
         lang = self._lang(request)
         typed = request.query.get("code", "")[:32]
-        code = normalise_code(typed)
-        found = await self.store.history(code) if code else None
+        found = await self._look_up(request, kiosk, lang, normalise_code(typed))
         return _html(
             pages.kiosk_status_page(
                 kiosk,

@@ -57,8 +57,10 @@ class WebLimits(_Strict):
     # kiosk streams never takes the console's.
     streams_per_client: int = Field(16, ge=1, le=1000)
     streams_total: int = Field(128, ge=1, le=10_000)
-    # Request-code lookups on the kiosk ("check my request") per client per minute.
-    code_lookups_per_minute: int = Field(30, ge=1, le=10_000)
+    # Unknown request codes looked up ("check my request") per client per window: the
+    # codes are short, so guessing them must be slow; a known code costs nothing.
+    wrong_codes_per_client: int = Field(20, ge=1, le=10_000)
+    wrong_codes_window_s: float = Field(600.0, gt=0)
     # Refusals are logged once, then summed up once per this interval.
     log_every_s: float = Field(60.0, gt=0)
 
@@ -68,9 +70,15 @@ class KioskConfig(_Strict):
 
     ids: list[KioskId] = Field(default_factory=lambda: ["lobby"], min_length=1)
     default_lang: Lang = Lang.ZH
-    # Service requests one kiosk accepts per window; more are refused with a message.
-    max_requests: int = Field(10, ge=1, le=1000)
+    # Service requests accepted per window from one client (source address) and, as a
+    # ceiling, by one kiosk from all its clients; more are refused with a message that
+    # says to call the office (at `office_phone`).  Several screens behind one lobby PC
+    # or router share an address, and so the client budget.
+    max_requests_per_client: int = Field(10, ge=1, le=1000)
+    max_requests: int = Field(60, ge=1, le=10_000)
     window_s: float = Field(600.0, gt=0)
+    # The property office's phone number, shown to a resident the limit refuses.
+    office_phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 ()-]{2,23}$")
     # Requests (with the flat, phone and text a resident typed) are deleted this many
     # days after they were filed: the platform keeps the record, the gateway need not.
     keep_days: int = Field(90, ge=1, le=3650)
