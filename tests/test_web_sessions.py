@@ -93,7 +93,7 @@ def test_an_open_console_stream_keeps_its_session_past_the_idle_time(gw: WebGate
     while beats < 10:
         line = stream.resp.readline()
         assert line, "\n".join(stream.lines)
-        beats += line == b": keep-alive\n"
+        beats += line == b"event: ping\n"
     assert c.get("/console/state").status == 200
     stream.close()
 

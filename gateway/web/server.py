@@ -613,7 +613,8 @@ class WebApp:
                 if item is _Tick.GONE:  # the client went away: give its place back now
                     break
                 if item is _Tick.BEAT:
-                    await resp.write(b": keep-alive\n\n")
+                    # An event, not a comment: the page can see it and know it is live.
+                    await resp.write(_sse("ping", {"now": format_ts(datetime.now(UTC))}))
                     continue
                 if item is None:  # gateway stopping, or the client fell behind
                     break
