@@ -22,6 +22,7 @@ from tests.peers import wait_for
 
 __all__ = [
     "ChildProcess",
+    "FakeClock",
     "GatewayProc",
     "Received",
     "Subscriber",
@@ -30,6 +31,16 @@ __all__ = [
 ]
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+class FakeClock:
+    """A monotonic clock a test moves by hand: `clock.now += 1.5`."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def write_config(

@@ -8,14 +8,7 @@ import logging
 import pytest
 
 from gateway.commands import Admission, CommandGate, CommandRouter, Throttled
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.harness import FakeClock
 
 
 def test_a_flood_runs_the_rate_refuses_as_many_then_drops_and_counts() -> None:
