@@ -292,6 +292,21 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+def _shape(value: Any) -> str:
+    """What a YAML value is, in the installer's words."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (yes/no/on/off are true or false in YAML)"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
 def pydantic_problems(
     src: Located, exc: ValidationError, prefix: tuple[str | int, ...] = ()
 ) -> list[Problem]:
@@ -304,6 +319,9 @@ def pydantic_problems(
             msg = "field required"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the sample config)"
+        elif err["type"] in ("model_type", "dict_type"):
+            # pydantic names the model class here, which means nothing to an installer.
+            msg = f"must be a mapping (key: value), not {_shape(err.get('input'))}"
         elif msg.startswith("Value error, "):
             msg = msg.removeprefix("Value error, ")
         problems.append(src.problem(loc, msg))

@@ -157,3 +157,15 @@ def test_shipped_configs_validate() -> None:
         # with stand-in files there by tests/test_example_config.py.
         if path.name != "example-building.yaml":
             load_config(path)
+
+
+def test_a_section_that_is_not_a_mapping_says_what_it_is(tmp_path: Path) -> None:
+    text = GOOD.replace("site: {id: sunrise}", "site: on").replace(
+        "  - id: door-1\n", "  - 42\n  - id: door-1\n"
+    )
+    found = problems(write(tmp_path, text))
+    assert found == [
+        f"{tmp_path}/site.yaml:2 site: must be a mapping (key: value), not true "
+        "(yes/no/on/off are true or false in YAML)",
+        f"{tmp_path}/site.yaml:7 devices[0]: must be a mapping (key: value), not the number 42",
+    ]
