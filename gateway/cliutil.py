@@ -25,13 +25,14 @@ config_option = click.option(
 )
 
 
-def load_or_exit(path: Path, *, allow_conflicts: bool = False) -> LoadedConfig:
+def load_or_exit(path: Path, *, allow_conflicts: bool = True) -> LoadedConfig:
     """Load the config or print every problem and exit 2.
 
     2 is the exit status systemd is told not to restart on (RestartPreventExitStatus):
-    a config problem needs a person, and a restart loop only hides it.  With
-    `allow_conflicts` (`gateway run`), conflicts between devices are printed as
-    warnings and the config is returned: those devices stay unstarted.
+    a config problem needs a person, and a restart loop only hides it.  Conflicts
+    between devices are printed as warnings and the config is returned (`run` leaves
+    those devices out; `ack`, `alarms`, `read` still work); `validate` passes
+    `allow_conflicts=False` and refuses them like any other problem.
     """
     try:
         loaded = load_config(path, allow_conflicts=allow_conflicts)
@@ -47,5 +48,5 @@ def load_or_exit(path: Path, *, allow_conflicts: bool = False) -> LoadedConfig:
         )
         sys.exit(2)
     for problem in loaded.conflicts:
-        click.echo(f"{problem} (this device is not started)", err=True)
+        click.echo(f"{problem} (gateway run leaves this device out)", err=True)
     return loaded

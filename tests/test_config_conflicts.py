@@ -220,10 +220,16 @@ def test_gateway_run_prints_each_conflict_and_keeps_running(
     )
     assert validate.returncode == 2
     (line,) = [x for x in validate.stderr.splitlines() if "unit_id 5" in x]
+    # Commands that operate on the box still work, and say what run leaves out.
+    devices_cmd = subprocess.run(
+        [GATEWAY, "devices", "-c", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert devices_cmd.returncode == 0 and "meter-102" in devices_cmd.stdout
+    assert f"{line} (gateway run leaves this device out)" in devices_cmd.stderr
     gw = GatewayProc(path).start()
     try:
         assert wait_for(lambda: "gateway test-site/" in gw.log() and "running" in gw.log())
-        assert f"{line} (this device is not started)" in gw.log()
+        assert f"{line} (gateway run leaves this device out)" in gw.log()
         assert "device meter-101 not started: unit_id 5 is already used by meter-101" in gw.log()
         assert gw.running()
     finally:

@@ -18,7 +18,7 @@ __all__ = ["COMMANDS", "config_option", "load_or_exit"]
 @config_option
 def validate(config_path: Path) -> None:
     """Check a config file completely, without connecting to anything."""
-    loaded = load_or_exit(config_path)
+    loaded = load_or_exit(config_path, allow_conflicts=False)
     n = len(loaded.devices)
     click.echo(f"{config_path}: OK ({n} device{'s' if n != 1 else ''})")
 
@@ -46,7 +46,7 @@ def devices(config_path: Path) -> None:
 def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
     """Run the gateway until SIGTERM or Ctrl-C."""
     # Conflicting devices stay unstarted (reported unavailable); the others run.
-    loaded = load_or_exit(config_path, allow_conflicts=True)
+    loaded = load_or_exit(config_path)
     opts = ctx.find_root().obj or {}
     log_cfg = loaded.config.logging
     setup_logging(
