@@ -429,7 +429,7 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self.router.register("ping", self._cmd_ping)
         self.router.register("devices", self._cmd_device)
-        with ThreadDeaths(partial(self._thread_died, stop)):
+        with ThreadDeaths(partial(self._thread_died, stop), stopping=stop.is_set):
             await self._run(stop)
 
     async def _run(self, stop: asyncio.Event) -> None:

@@ -44,10 +44,17 @@ class ThreadDeaths:
 
     The death is one log line (thread, exception, file and line); the traceback goes to
     debug.  Later deaths are logged at debug only: the process is already going down.
+    A death once `stopping()` is true (a stop was asked for: SIGTERM) is a warning and
+    changes nothing: the gateway is going down in order anyway, with exit code 0.
     """
 
-    def __init__(self, on_death: Callable[[ThreadDeath], None]) -> None:
+    def __init__(
+        self,
+        on_death: Callable[[ThreadDeath], None],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._on_death = on_death
+        self._stopping = stopping
         self._lock = threading.Lock()
         self._first: ThreadDeath | None = None
         self._previous: Callable[[threading.ExceptHookArgs], object] | None = None
@@ -76,6 +83,9 @@ class ThreadDeaths:
             return  # what threading itself ignores
         name = args.thread.name if args.thread is not None else "?"
         death = ThreadDeath(name, args.exc_value)
+        if self._first is None and self._stopping():
+            log.warning("%s while the gateway was stopping", death)
+            return
         with self._lock:
             first = self._first is None
             if first:
