@@ -9,6 +9,7 @@ address per reader) and that the secret files exist and hold what they should.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +125,19 @@ def _readable(ref: SecretRef) -> bool:
     return ref.file is not None or (ref.env is not None and ref.env in os.environ)
 
 
+def _allow_list_problem(path: Path) -> str | None:
+    """Why the driver could not read the allow list whole; a missing one is allowed
+    (every card is denied until it exists)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"cannot reach {path}: {getattr(exc, 'strerror', None) or exc}"
+    # Read whole at every change: /dev/zero or a FIFO would stall the reader.
+    return None if stat.S_ISREG(mode) else f"{path} is not a regular file"
+
+
 def check_devices(mine: Sequence[DeviceSpec], _all: Sequence[DeviceSpec]) -> list[DeviceProblem]:
     """Readers against each other (bus speed, addresses) and their secrets, before any I/O."""
     problems: list[DeviceProblem] = []
@@ -152,6 +166,9 @@ def check_devices(mine: Sequence[DeviceSpec], _all: Sequence[DeviceSpec]) -> lis
                 )
             )
         addresses.setdefault(s.address, spec.id)
+        why = _allow_list_problem(s.allow_list) if s.allow_list is not None else None
+        if why is not None:
+            problems.append(DeviceProblem(spec.id, ("allow_list",), why))
         # A variable not set where `gateway validate` runs may be set in the service: those
         # are checked at start (the reader is then not started, with the reason).
         if s.scbk is not None and _readable(s.scbk):

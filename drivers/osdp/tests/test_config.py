@@ -84,6 +84,11 @@ SECOND = """\
         ),
         (BASE + "secure_channel: 'off'\nbaudrate: 4800\n", "", "devices[0].driver.baudrate: "),
         (
+            BASE + "secure_channel: 'off'\nallow_list: /dev/zero\n",
+            "",
+            "devices[0].driver.allow_list: /dev/zero is not a regular file",
+        ),
+        (
             BASE + "secure_channel: 'off'\nwiegand: true\n",
             "",
             "devices[0].driver.wiegand: unknown key",
