@@ -8,6 +8,11 @@ them.  Latency is the ticket's `opened` time minus the alarm's `raised_at` (both
 machine's clock; `raised_at` has millisecond resolution, so figures read up to 1 ms
 high).  The baseline, in the same run and under the same telemetry: plain paho publish
 → subscriber latency measured the same way.  Every alarm must have exactly one ticket.
+
+Then fairness (issue 18): alarms of 100 well-behaved gateways, paced at 20 a second
+for 10 s, while the service is otherwise idle, and again while one more gateway floods
+1,000 alarm documents a second (1,000 alarm ids, QoS 1, retained).  The well-behaved
+gateways' raised → opened p99 with the flood must stay within 2x of the idle one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from gateway.tickets.documents import parse_ts
 from scripts.bench_core import pct
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc
+from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli
 
 PREFIX = "bench/v1"
 SITE = "bench-site"
@@ -155,18 +160,78 @@ def phase(db: Path, port: int, first: int, n: int, rate: float | None) -> dict[s
     }
 
 
+class Flood:
+    """One gateway publishing `rate` alarm documents a second on 1,000 alarm ids."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        self.rate, self.sent = rate, 0
+        self.stop = threading.Event()
+        self.publisher = Publisher(port)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        docs = [json.dumps(alarm_doc(SITE, "gw-noisy", f"flood-{i}")) for i in range(1000)]
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            due = int((time.monotonic() - t0) * self.rate)
+            while self.sent < due:
+                i = self.sent % len(docs)
+                topic = f"{PREFIX}/{SITE}/gw-noisy/alarms/flood-{i}"
+                self.publisher.client.publish(topic, docs[i], qos=1, retain=True)
+                self.sent += 1
+            time.sleep(0.002)
+
+    def __enter__(self) -> Flood:
+        self.t0 = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.achieved = self.sent / (time.monotonic() - self.t0)
+        self.publisher.stop()
+
+
+def fairness(db: Path, port: int, first: int, flood_rate: float) -> dict[str, Any]:
+    """Well-behaved gateways' raised → opened, alone and beside a flooding gateway."""
+    n, rate = 200, 20.0
+    idle = phase(db, port, first, n, rate)
+    base_idle = baseline(port, n, rate)
+    with Flood(port, flood_rate) as flood:
+        time.sleep(1.0)  # the flood is under way, the noisy gateway's burst spent
+        flooded = phase(db, port, first + n, n, rate)
+        # What the flood costs the machine and the broker, without the service.
+        base_flooded = baseline(port, n, rate)
+    return {
+        "idle": idle,
+        "flooded": flooded,
+        "flood_msgs_s": round(flood.achieved),
+        "p99_ratio": round(flooded["p99_ms"] / idle["p99_ms"], 2),
+        "baseline_p99_idle_ms": round(pct(base_idle, 0.99), 1),
+        "baseline_p99_flooded_ms": round(pct(base_flooded, 0.99), 1),
+    }
+
+
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--alarms", type=int, default=1000)
     parser.add_argument("--alarm-rate", type=float, default=100.0, help="alarms/s, paced phase")
     parser.add_argument("--telemetry-rate", type=float, default=300.0, help="telemetry msg/s")
+    parser.add_argument("--flood-rate", type=float, default=1000.0, help="alarms/s, one gateway")
+    parser.add_argument(
+        "--gateway-rate", type=float, default=None, help="the service's per-gateway alarm budget"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gw-bench-tickets-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "broker", persistence=False)
         broker.start()
         telemetry = Telemetry(broker.port, args.telemetry_rate).start()
-        svc = TicketServiceProc(broker.url, work / "tickets.db", PREFIX, client_id="bench-tickets")
+        budget = [] if args.gateway_rate is None else ["--gateway-rate", str(args.gateway_rate)]
+        svc = TicketServiceProc(
+            broker.url, work / "tickets.db", PREFIX, client_id="bench-tickets", extra=budget
+        )
         try:
             svc.start()
             tele_rate = telemetry.received_rate(2.0)
@@ -190,18 +255,39 @@ def main() -> dict[str, Any]:
                 f" raised -> opened p50 {burst['p50_ms']} ms, p99 {burst['p99_ms']} ms;"
                 f" {burst['tickets']} tickets, missing {burst['missing']}, doubled {burst['doubled']}"
             )
+            fair = fairness(svc.db, broker.port, 3 * args.alarms, args.flood_rate)
+            print(
+                f"    fairness, 100 gateways at 20 alarms/s: raised -> opened idle p50"
+                f" {fair['idle']['p50_ms']} ms, p99 {fair['idle']['p99_ms']} ms; beside one gateway"
+                f" flooding {fair['flood_msgs_s']} alarms/s: p50 {fair['flooded']['p50_ms']} ms,"
+                f" p99 {fair['flooded']['p99_ms']} ms (x{fair['p99_ratio']} of idle);"
+                f" missing {fair['idle']['missing'] + fair['flooded']['missing']}"
+            )
+            print(
+                f"    baseline paho publish -> subscribe at 20/s: p99 idle"
+                f" {fair['baseline_p99_idle_ms']} ms, beside the flood {fair['baseline_p99_flooded_ms']} ms"
+            )
+            counters = json.loads(
+                tickets_cli("stats", "--db", str(svc.db), "--json", check=True).stdout
+            )["counters"]
+            print(f"    counters: {counters}")
         finally:
             if svc.running():
                 svc.terminate()
             telemetry.close()
             broker.kill()
-    ok = all(p["missing"] == 0 and p["doubled"] == 0 for p in (paced, burst))
+    ok = all(
+        p["missing"] == 0 and p["doubled"] == 0
+        for p in (paced, burst, fair["idle"], fair["flooded"])
+    )
     result = {
         "telemetry_msg_s": round(tele_rate),
         "baseline_p50_ms": round(pct(base, 0.5), 1),
         "baseline_p99_ms": round(pct(base, 0.99), 1),
         "paced": paced,
         "burst": burst,
+        "fairness": fair,
+        "counters": counters,
         "exactly_one_ticket_each": ok,
     }
     print(json.dumps(result))

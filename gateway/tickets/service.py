@@ -169,7 +169,10 @@ class TicketService:
         self.events: mqtt.Client | None = None
         self._events_connected = False
         self.store: TicketStore | None = None
+        # Used from paho's thread (admit, so a flood costs the service thread nothing)
+        # and from the service thread (release, counters): hence the lock.
         self.fair: FairQueue[_Message] = FairQueue(cfg.budget)
+        self._fair_lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # not yet added to the database's counters
 
     # ---- paho's thread: queue only --------------------------------------------------
@@ -187,23 +190,29 @@ class TicketService:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._inbox.put(("disconnected", str(rc)))
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        self._inbox.put(
-            (
-                "message",
-                _Message(
-                    msg.topic,
-                    bytes(msg.payload),
-                    bool(msg.retain),
-                    msg.mid,
-                    msg.qos,
-                    correlation,
-                    self._connection,
-                ),
-            )
+        message = _Message(
+            msg.topic,
+            bytes(msg.payload),
+            bool(msg.retain),
+            msg.mid,
+            msg.qos,
+            correlation,
+            self._connection,
         )
+        levels = self.topics.split(msg.topic)
+        if levels is not None and len(levels) == 4 and levels[2] == "alarms" and message.payload:
+            with self._fair_lock:
+                admitted = self.fair.admit((levels[0], levels[1]), msg.topic, message)
+            if not admitted:
+                # Kept (or dropped, counted) by the budget: acknowledged here, on the
+                # connection it came on, without waking the service thread.
+                if msg.qos > 0:
+                    client.ack(msg.mid, msg.qos)
+                return
+        self._inbox.put(("message", message))
 
     def _on_events_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
@@ -273,7 +282,9 @@ class TicketService:
                     pass
                 # Deferred alarms were acknowledged to the broker when deferred: qos 0
                 # marks them so that they are not acknowledged a second time.
-                self._pending += [replace(m, qos=0) for m in self.fair.release()]
+                with self._fair_lock:
+                    released = self.fair.release()
+                self._pending += [replace(m, qos=0) for m in released]
                 self._flush_messages()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -288,16 +299,6 @@ class TicketService:
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "message":
-            levels = self.topics.split(value.topic)
-            if (
-                levels is not None
-                and len(levels) == 4
-                and levels[2] == "alarms"
-                and value.payload
-                and not self.fair.admit((levels[0], levels[1]), value.topic, value)
-            ):
-                self._puback(value)  # kept (or dropped, counted) by the budget
-                return
             self._pending.append(value)
             return
         self._flush_messages()  # keep arrival order across kinds
@@ -352,8 +353,9 @@ class TicketService:
         self._last_retained = self._reconciled_at = time.monotonic()
 
     def _save_counts(self) -> None:
-        self.counts.update(self.fair.counts)
-        self.fair.counts.clear()
+        with self._fair_lock:
+            self.counts.update(self.fair.counts)
+            self.fair.counts.clear()
         if not self.counts:
             return
         try:
