@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # request databases, serial ports, log files, the sessions file.
 _RESERVED_FDS = 128
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_MAX_LOGGED_CLIENTS = 1000
 # An idle connection (none of a browser's needs longer) is closed after this long; also
 # one that never sends a request.
 KEEPALIVE_S = 30.0
@@ -90,7 +91,11 @@ class RefusalLog:
 
     def refused(self, client: str, why: str) -> None:
         now = self.clock()
-        self._counts[client] += 1
+        # Bounded too: a flood from ever new addresses (IPv6) is summed up as "others".
+        if client in self._counts or len(self._counts) < _MAX_LOGGED_CLIENTS:
+            self._counts[client] += 1
+        else:
+            self._counts["others"] += 1
         if self._since is None:
             log.warning(
                 "web: refusing %s from %s (%s); further refusals are summed up every %.0f s",
