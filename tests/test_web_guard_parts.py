@@ -9,14 +9,7 @@ import pytest
 
 from gateway.web.auth import DeviceTrust, SessionStore, WindowLimiter, token_key
 from gateway.web.guard import Caps, RefusalLog, client_of
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.test_web_parts import Clock  # the web's fake monotonic clock
 
 
 def test_caps_hold_per_client_and_in_total_and_forget_idle_clients() -> None:

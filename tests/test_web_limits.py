@@ -49,27 +49,37 @@ def _open_stream(
     return conn, conn.getresponse()
 
 
+def _flood(held: ExitStack, port: int, sources: list[str]) -> None:
+    """One kiosk event-stream request per source address, kept open (unless refused)."""
+    for source in sources:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), 2, (source, 0))
+            held.callback(s.close)
+            s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        except OSError:
+            continue  # refused: reset by the gateway
+
+
 def _kiosk_answers(gw: WebGateway) -> bool:
     return HttpClient(gw.port).get("/kiosk/lobby", timeout=2).status == 200
 
 
 def test_event_streams_are_capped_per_client_and_in_total(gw: WebGateway) -> None:
     with ExitStack() as held:
-        for _ in range(3):
-            conn, resp = _open_stream(gw.port, "127.0.0.2")
+
+        def stream(source: str) -> http.client.HTTPResponse:
+            conn, resp = _open_stream(gw.port, source)
             held.callback(conn.close)
-            assert resp.status == 200
-        conn, refused = _open_stream(gw.port, "127.0.0.2")
-        held.callback(conn.close)
+            return resp
+
+        assert [stream("127.0.0.2").status for _ in range(3)] == [200] * 3
+        refused = stream("127.0.0.2")
         assert refused.status == 429 and refused.getheader("Retry-After") == "30"
         assert refused.getheader("Connection") == "close"
         assert refused.getheader("X-Content-Type-Options") == "nosniff"
-        for _ in range(2):  # another address still has its share of the total
-            conn, resp = _open_stream(gw.port, "127.0.0.3")
-            held.callback(conn.close)
-            assert resp.status == 200
-        conn, full = _open_stream(gw.port, "127.0.0.4")
-        held.callback(conn.close)
+        # Another address still has its share of the total, and then the total is full.
+        assert [stream("127.0.0.3").status for _ in range(2)] == [200] * 2
+        full = stream("127.0.0.4")
         assert full.status == 503 and full.getheader("Retry-After") == "30"
         # The pages and the console's own streams are not held up by the kiosk's.
         assert _kiosk_answers(gw)
@@ -130,14 +140,8 @@ def test_a_flood_beyond_the_open_file_limit_writes_no_tracebacks(
     try:
         assert "open-file limit (512) allows only 384 web connections" in gw.proc.log()
         with ExitStack() as held:
-            for i in range(600):  # 5 addresses, each far beyond its cap (64)
-                source = f"127.0.1.{i % 5 + 1}"
-                try:
-                    s = socket.create_connection(("127.0.0.1", gw.port), 2, (source, 0))
-                    held.callback(s.close)
-                    s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
-                except OSError:
-                    continue  # refused: reset by the gateway
+            # 5 addresses, each far beyond its cap (64)
+            _flood(held, gw.port, [f"127.0.1.{i % 5 + 1}" for i in range(600)])
             assert _kiosk_answers(gw)
             staff = gw.client()
             assert staff.sign_in().status == 303
@@ -156,13 +160,7 @@ def test_a_stream_flood_from_one_address_leaves_the_screens_and_alarms_working(
     gw = start_web_gateway(tmp_path, broker, web={"console_lang": "en"})
     try:
         with ExitStack() as held:
-            for _ in range(400):
-                try:
-                    s = socket.create_connection(("127.0.0.1", gw.port), 2, ("127.0.0.2", 0))
-                    held.callback(s.close)
-                    s.sendall(b"GET /kiosk/lobby/events HTTP/1.1\r\nHost: x\r\n\r\n")
-                except OSError:
-                    continue
+            _flood(held, gw.port, ["127.0.0.2"] * 400)
             assert _kiosk_answers(gw)
             assert gw.client().sign_in().status == 303
             assert gw.command("devices/smoke-b2-stair-2/inject", {"type": "smoke.alarm"})["ok"]
