@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -207,6 +208,67 @@ def test_running_out_of_descriptors_is_logged_once_without_a_traceback() -> None
     assert done.returncode == 0, out
     assert "Traceback" not in out
     assert out.count("out of file descriptors") == 1, out
+
+
+GUARDED = """
+import asyncio, logging, resource, sys
+from gateway.web.guard import Caps, GuardedServer, RefusalLog
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+
+async def main():
+    server = GuardedServer(Echo, Caps(100_000, 100_000), RefusalLog("web connections", 60))
+    await server.start("127.0.0.1", 0, None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, hard))
+    print("port", server.ports()[0], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+def test_the_listener_survives_running_out_of_descriptors_quietly() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", GUARDED],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = int(child.stdout.readline().split()[1])
+        with ExitStack() as held:
+            for _ in range(120):  # beyond the child's 48 descriptors, within its backlog
+                s = socket.create_connection(("127.0.0.1", port), 5)
+                held.callback(s.close)
+            # The child says so once, and keeps running.
+            assert select.select([child.stdout], [], [], 10)[0], "nothing logged"
+            first = child.stdout.readline()
+            assert "out of file descriptors" in first and child.poll() is None, first
+
+        # Once the flood is gone, accepting resumes (within asyncio's one-second pause).
+        def echoes() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 2) as s:
+                    s.sendall(b"ping")
+                    return s.recv(4) == b"ping"
+            except OSError:
+                return False
+
+        assert wait_for(echoes, timeout=10)
+    finally:
+        child.stdin.close()
+        out = child.stdout.read()
+        child.wait(10)
+    assert "Traceback" not in out, out
+    assert "out of file descriptors" not in out, out  # only the first line, read above
 
 
 # ---- item 8: headers on every answer -------------------------------------------------

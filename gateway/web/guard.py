@@ -333,6 +333,10 @@ class GuardedServer:
             conn.close()
             log.debug("web: connection from %s ended before HTTP: %s", client, exc)
 
+    def ports(self) -> list[int]:
+        """The ports listened on (one per address family), e.g. after asking for port 0."""
+        return [int(sock.getsockname()[1]) for sock in self._socks]
+
     def close(self) -> None:
         """Stop listening (open connections are ended by the HTTP runner's cleanup)."""
         loop = asyncio.get_running_loop()

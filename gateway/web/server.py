@@ -331,7 +331,9 @@ class WebApp:
         while True:
             await asyncio.sleep(_SESSIONS_CHECK_S)
             now = time.monotonic()
-            if self.sessions.version != self._saved or now - last >= _SESSIONS_SAVE_S:
+            # Idle times only while there are sessions: no writes to the card for nothing.
+            stale = len(self.sessions) > 0 and now - last >= _SESSIONS_SAVE_S
+            if self.sessions.version != self._saved or stale:
                 await self.save_sessions()
                 last = now
 
