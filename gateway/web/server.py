@@ -258,7 +258,8 @@ class WebApp:
         try:
             data = await request.post()
         except ValueError as exc:  # malformed body
-            raise web.HTTPBadRequest(text=f"malformed form: {exc}") from exc
+            # Not the parser's message: it may quote what the client sent.
+            raise web.HTTPBadRequest(text="400: malformed form") from exc
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
     def _console_lang(self, request: web.Request) -> Lang:
