@@ -257,10 +257,15 @@ def _readable(
             for row in src.execute(select, (after,)):
                 rows.append(tuple(row))
         except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
             if rows:
                 after = int(rows[-1][0])  # type: ignore[call-overload]
+            bad = _undecodable_row(src, table, after, exc)
+            if bad is not None:
+                yield rows, (bad, bad)
+                after = bad
+                continue
+            if not is_damage(exc):
+                raise
             resume = _next_readable(src, table, after)
             gap = (max(after + 1, 1), None if resume is None else resume - 1)
             yield rows, gap
@@ -272,6 +277,28 @@ def _readable(
             return
         yield rows, None
         after = int(rows[-1][0])  # type: ignore[call-overload]
+
+
+def _undecodable_row(
+    src: sqlite3.Connection, table: str, after: int, exc: sqlite3.DatabaseError
+) -> int | None:
+    """The rowid of the row after `after` if `exc` says its text is not UTF-8, else None.
+
+    Damaged bytes inside a page whose structure still reads (no SQLite error) show up
+    as a TEXT value Python's sqlite3 cannot decode: only that row is lost.  The walk by
+    rowid alone still reads it, so `_next_readable` would resume right on it again.
+    """
+    if not str(exc).startswith("Could not decode to UTF-8"):
+        return None
+    try:
+        row = src.execute(
+            f'SELECT rowid FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT 1', (after,)
+        ).fetchone()
+    except sqlite3.DatabaseError as probe_exc:
+        if not is_damage(probe_exc):
+            raise
+        return None
+    return None if row is None else int(row[0])
 
 
 def _next_readable(src: sqlite3.Connection, table: str, after: int) -> int | None:

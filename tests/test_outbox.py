@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from gateway import dbrecovery
+from gateway import outbox_sql as sql
 from gateway.config import SyncMode
 from gateway.model import Priority
 from gateway.outbox import Consumer, Outbox, OutboxItem, Row
@@ -471,6 +473,24 @@ def test_random_bytes_in_the_file_are_salvaged_around_and_reported_as_seq_ranges
     # The gateway carries on: the next seq follows the highest ever given.
     assert outbox.put(item()).result(timeout=10) > max(seqs)
     assert any(r.topic == "t/storage" for r in read_all(outbox))
+
+
+def test_a_row_whose_text_is_not_utf8_is_reported_lost_and_the_rest_salvaged(
+    opener: Opener,
+) -> None:
+    # Random bytes can land inside a row and leave the page readable: SQLite returns
+    # the row, Python cannot decode its topic.  Only that row is lost, not the rebuild.
+    _, seqs = _filled(opener, 1200)
+    with sqlite3.connect(opener.path) as db:
+        (bad,) = db.execute(
+            "SELECT rowid FROM messages ORDER BY rowid LIMIT 1 OFFSET 700"
+        ).fetchone()
+        db.execute("UPDATE messages SET topic = CAST(x'74ff2f78' AS TEXT) WHERE rowid = ?", (bad,))
+    salvage = dbrecovery.rebuild(opener.path, sql.init_schema, "test: damaged text")
+    assert salvage.lost == {"messages": [(bad, bad)]}
+    outbox = opener()
+    kept = {r.seq for r in read_all(outbox)}
+    assert len(kept) == len(seqs) - 1 and kept < set(seqs)
 
 
 def test_a_file_truncated_to_half_opens_with_its_first_half_and_the_rest_reported(
