@@ -359,3 +359,65 @@ def test_the_ticket_service_under_the_acl_refuses_a_spoofed_alarm_and_a_foreign_
         for c in (gw, neighbour):
             c.stop()
         svc.terminate()
+
+
+def test_another_identity_with_a_gateways_client_id_gets_nothing_of_its_session(
+    broker: Broker,
+) -> None:
+    """Client ids are the client's choice; the ACL is checked against the user on delivery."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    run = uuid.uuid4().hex[:6]
+    cid = f"gw-1@site-a-{run}"
+    cmd = f"{P}/site-a/gw-1/cmd/alarms/a-{run}/ack"
+
+    present: list[bool] = []
+
+    def session(name: str, clean: bool) -> tuple[Any, list[bytes]]:
+        got: list[bytes] = []
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        c.username_pw_set(name, f"pw-{name}")
+        c.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        up = threading.Event()
+
+        def on_connect(_c: Any, _u: Any, flags: Any, _rc: Any, _p: Any) -> None:
+            present.append(bool(flags.session_present))
+            up.set()
+
+        c.on_connect = on_connect
+        c.connect("127.0.0.1", broker.mosquitto.port, clean_start=clean, properties=props)
+        c.loop_start()
+        assert up.wait(10)
+        return c, got
+
+    real, _ = session("gw-1@site-a", True)
+    done = threading.Event()
+    real.on_subscribe = lambda *_a: done.set()
+    real.subscribe(cmd, qos=1)
+    assert done.wait(10)
+    real.disconnect()
+    real.loop_stop()
+    tickets = connect(broker, "service.tickets", "password")
+    try:
+        assert tickets.publish(cmd, b"queued while away") == 0
+        thief, got = session("gw-1@site-b", False)  # takes the session over
+        try:
+            assert present == [False, True], "the broker resumed the gateway's session"
+            assert tickets.publish(cmd, b"sent while the thief holds it") == 0
+            # A marker on the thief's own commands: once it is in, the others would be.
+            own = f"{P}/site-b/gw-1/cmd/alarms/x-{run}/ack"
+            subscribed = threading.Event()
+            thief.on_subscribe = lambda *_a: subscribed.set()
+            thief.subscribe(own, qos=1)
+            assert subscribed.wait(10)
+            assert tickets.publish(own, b"marker") == 0
+            assert wait_for(lambda: b"marker" in got, timeout=10)
+            assert got == [b"marker"]
+        finally:
+            thief.disconnect()
+            thief.loop_stop()
+    finally:
+        tickets.stop()
