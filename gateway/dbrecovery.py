@@ -135,6 +135,7 @@ def rebuild(
     try:
         create(fresh)
         with contextlib.closing(_plain(moved)) as src:
+            src.text_factory = _text
             tables = [
                 name
                 for (name,) in fresh.execute(
@@ -215,6 +216,20 @@ def _plain(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
+class _Undecodable:
+    """Stands for a damaged text value: its row is left out, not copied as garbage."""
+
+
+_BAD = _Undecodable()
+
+
+def _text(raw: bytes) -> str | _Undecodable:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _BAD
+
+
 def _ranges(ranges: list[tuple[int, int | None]]) -> str:
     return ", ".join(f"{a}-{'end' if b is None else b}" for a, b in ranges)
 
@@ -238,12 +253,14 @@ def _copy_table(
     n = 0
     lost: list[tuple[int, int | None]] = []
     for rows, gap in _readable(src, select, table):
-        if rows:
-            dst.executemany(insert, rows)
-            n += len(rows)
+        good = [r for r in rows if _BAD not in r]
+        if good:
+            dst.executemany(insert, good)
+            n += len(good)
+        lost.extend((int(r[0]), int(r[0])) for r in rows if _BAD in r)  # type: ignore[call-overload]
         if gap is not None:
             lost.append(gap)
-    return n, lost
+    return n, sorted(lost, key=lambda r: r[0])
 
 
 def _readable(

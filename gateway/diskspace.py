@@ -15,11 +15,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
-__all__ = ["Room"]
+__all__ = ["Room", "no_room", "release_reserves"]
 
 log = logging.getLogger("gateway.outbox")
+
+
+def no_room(exc: BaseException) -> bool:
+    """True for a full disk, a file over its size limit, or a write the card refused."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "full" in str(exc) or "I/O error" in str(exc)
+    return bool(code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR))
+
+
+def release_reserves(folder: Path) -> bool:
+    """Free the outbox reserves in `folder` for another store on the same full disk.
+
+    The alarm store lives next to the outbox: an alarm that cannot be saved matters as
+    much as its event.  The outbox notices the missing reserve, sheds telemetry, and
+    makes the reserve again once there is room.
+    """
+    released = False
+    for reserve in folder.glob("*.reserve"):
+        with contextlib.suppress(OSError):
+            reserve.unlink()
+            released = True
+            log.error("disk full: reserve %s released for %s", reserve.name, folder)
+    return released
 
 
 class Room:

@@ -54,7 +54,7 @@ from typing import Any
 from gateway import dbrecovery
 from gateway import outbox_sql as sql
 from gateway.config import SyncMode
-from gateway.diskspace import Room
+from gateway.diskspace import Room, no_room
 from gateway.model import Priority
 from gateway.outbox_memory import Unstored
 
@@ -662,15 +662,15 @@ class Outbox:
         try:
             out = self._write_with_fallbacks(staged, seq, acks, increments)
         except sqlite3.Error as exc:
-            if _no_room(exc) and any(st.row.prio is Priority.EVENT for st in staged):
+            if no_room(exc) and any(st.row.prio is Priority.EVENT for st in staged):
                 self._keep_in_memory(staged, seq, acks, increments, exc)
                 return
             self._memory.add([st.row for st in staged if st.future is None])
             offered = sum(st.offered for st in staged)
             # On a full disk this repeats at every commit: say it once a minute.
             now = time.monotonic()
-            quiet = _no_room(exc) and now - self._warned_room < _WARN_EVERY_S
-            if not quiet and _no_room(exc):
+            quiet = no_room(exc) and now - self._warned_room < _WARN_EVERY_S
+            if not quiet and no_room(exc):
                 self._warned_room = now
             (log.debug if quiet else log.error)(
                 "outbox commit failed (%s): %d messages refused (%d telemetry counted as"
@@ -737,7 +737,7 @@ class Outbox:
                 # it and commit this batch into the new one; ids and seqs are kept.
                 self._recover(str(exc))
                 return self._write(staged, next_seq, acks, increments)
-            if not _no_room(exc):
+            if not no_room(exc):
                 raise
             self._enter_full(str(exc))
             if not self._room.release():
@@ -1053,11 +1053,3 @@ def _fail_staged(
             error = OutboxError(why)
             error.__cause__ = cause
             fut.set_exception(error)
-
-
-def _no_room(exc: BaseException) -> bool:
-    """A full disk, a file over its size limit, or a write the card refused."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return "full" in str(exc) or "I/O error" in str(exc)
-    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

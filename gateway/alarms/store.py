@@ -24,6 +24,7 @@ from typing import Any
 from gateway.clock import RunMark
 from gateway.config import SyncMode
 from gateway.dbrecovery import Salvage, open_checked
+from gateway.diskspace import no_room, release_reserves
 from gateway.outbox_sql import connect
 
 from .model import Alarm, AlarmState, Change, Instant
@@ -167,6 +168,17 @@ class AlarmStore:
         """
         if not changes:
             return
+        try:
+            self._save(changes, mark)
+        except sqlite3.OperationalError as exc:
+            # A full card: the outbox's reserve next to us is there for alarms too.
+            if not (no_room(exc) and release_reserves(self.path.parent)):
+                raise
+            if self.conn.in_transaction:  # a COMMIT refused for lack of room leaves it open
+                self.conn.execute("ROLLBACK")
+            self._save(changes, mark)
+
+    def _save(self, changes: Sequence[Change], mark: RunMark | None) -> None:
         with self._tx() as c:
             if mark is not None:
                 self._put_mark(c, mark)
