@@ -456,14 +456,32 @@ class Gateway:
                 self.on_ready()
             await stop.wait()
             log.info("stopping: drivers first, then the uplink and sinks, then the outbox")
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel_all(tasks)
             await asyncio.gather(
                 asyncio.to_thread(self.uplink.stop, 2.0),
                 *(asyncio.to_thread(sink.stop, 2.0) for sink in self.sinks),
             )
         finally:
             self.outbox.close()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], patience_s: float = 10.0) -> None:
+    """Cancel the tasks and wait for them; cancel again those that swallowed it.
+
+    Python 3.11's asyncio.timeout can turn a cancellation that arrives as its own
+    deadline expires into a TimeoutError, which a poller then treats as a failed read
+    and goes on: without a second cancel, SIGTERM would wait for it forever.
+    """
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + patience_s
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in pending:
+        log.error(
+            "task %s did not stop within %g s of being cancelled", task.get_name(), patience_s
+        )
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.debug("task %s ended with %r", task.get_name(), task.exception())

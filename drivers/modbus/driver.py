@@ -161,7 +161,13 @@ class ModbusDriver(Driver):
         start = loop.time()
         for dev in devs:
             dev.next_due = start
+        task = asyncio.current_task()
         while True:
+            # Python 3.11's wait_for (inside pymodbus) drops a cancellation that arrives
+            # with the reply, and a TaskGroup cancels its children only once: without
+            # this check a busy bus would poll on after SIGTERM, forever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             dev = min(devs, key=lambda d: d.next_due)
             delay = dev.next_due - loop.time()
             if delay > 0:
