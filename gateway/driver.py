@@ -213,3 +213,6 @@ class DriverInfo:
     scan_command: Any = None
     cli_commands: tuple[Any, ...] = ()
     check_devices: DeviceCheck | None = None
+    # Messages a second one device makes at its configured interval, for the storage
+    # check of `gateway validate` (gateway/capacity.py); None: not on a schedule.
+    message_rate: Callable[[DeviceSpec], float] | None = None

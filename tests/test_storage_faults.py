@@ -18,7 +18,7 @@ from gateway.config import SyncMode, load_config
 from gateway.model import Priority
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.runtime import Gateway, build_outbox
-from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
+from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 from tests.test_delivery import assert_valid
 
@@ -295,3 +295,37 @@ def test_events_the_disk_refuses_are_read_from_memory_until_acknowledged(
     again = opened()
     assert again.put(event(0)).result(timeout=10) == later + 1  # no seq given twice
     again.close()
+
+
+def modbus_meters(n: int, poll_interval_s: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"meter-{u}",
+            "kind": "meter",
+            "location": {"building": "1", "unit": str(u)},
+            "driver": {
+                "type": "modbus",
+                "bus": {"host": f"127.0.0.{u % 200 + 2}", "port": 502},
+                "unit_id": 1,
+                "profile": "eastron_sdm630",
+                "poll_interval_s": poll_interval_s,
+            },
+        }
+        for u in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "interval", "warned"), [(64, 0.05, "about 1280 messages/s"), (32, 0.05, None)]
+)
+def test_validate_warns_when_the_devices_ask_for_more_than_the_gateway_stores(
+    tmp_path: Path, n: int, interval: float, warned: str | None
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", "mqtt://127.0.0.1:1883", modbus_meters(n, interval))
+    out = subprocess.run([GATEWAY, "validate", "-c", str(config)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr  # a warning, not a refusal
+    if warned is None:
+        assert "warning" not in out.stderr
+    else:
+        (line,) = out.stderr.splitlines()
+        assert warned in line and "dropped telemetry" in line and "meter-0 20/s" in line

@@ -22,6 +22,7 @@ DRIVER = DriverInfo(
     factory=Dlt645Driver,
     kinds=frozenset({Kind.METER}),
     folder=Path(__file__).parent,
+    message_rate=lambda spec: 1.0 / spec.settings_as(Dlt645Settings).poll_interval_s,
     read_once=read_once,
     scan_command=scan,
     check_devices=check_devices,

@@ -20,6 +20,7 @@ DRIVER = DriverInfo(
     factory=ModbusDriver,
     kinds=frozenset({Kind.METER, Kind.SMOKE}),
     folder=Path(__file__).parent,
+    message_rate=lambda spec: 1.0 / spec.settings_as(ModbusSettings).poll_interval_s,
     read_once=read_once,
     scan_command=scan_command,
     cli_commands=(plan_command,),

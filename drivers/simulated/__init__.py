@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from gateway.driver import DriverInfo
@@ -19,5 +20,8 @@ DRIVER = DriverInfo(
     factory=SimulatedDriver,
     kinds=frozenset(Kind),
     folder=Path(__file__).parent,
+    message_rate=lambda spec: (
+        1.0 / (spec.settings_as(SimulatedSettings).telemetry_period_s or math.inf)
+    ),
     read_once=read_once,
 )

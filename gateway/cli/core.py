@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from gateway.capacity import rate_warnings
 from gateway.cliutil import config_option, load_or_exit
 from gateway.driver import ReadResult
 from gateway.logsetup import setup_logging
+from gateway.registry import available_drivers
 
 __all__ = ["COMMANDS", "config_option", "load_or_exit"]
 
@@ -21,6 +23,9 @@ def validate(config_path: Path) -> None:
     loaded = load_or_exit(config_path, allow_conflicts=False)
     n = len(loaded.devices)
     click.echo(f"{config_path}: OK ({n} device{'s' if n != 1 else ''})")
+    # Warnings, not problems: the gateway runs, but sheds (and counts) what it cannot store.
+    for line in rate_warnings(loaded.devices, available_drivers()):
+        click.echo(f"{config_path}: warning: {line}", err=True)
 
 
 @click.command()
