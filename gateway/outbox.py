@@ -78,6 +78,7 @@ MAX_QUEUED = 10_000
 RESERVE_BYTES = 4 * 1024 * 1024
 _WARN_EVERY_S = 60.0
 _LOWEST_EVERY_S = 0.5
+_FULL_HOLD_S = 10.0  # shortest time telemetry is shed once the disk was found full
 
 
 class OutboxError(Exception):
@@ -250,6 +251,7 @@ class Outbox:
         self._room = Room(path, reserve_bytes)
         self._memory = Unstored()
         self._full = False  # shedding telemetry for lack of room (writer thread)
+        self._full_since = 0.0
         self._dropped_owed = 0  # dropped while nothing could be written (writer thread)
         self._batch_dropped = 0
         self._masks: dict[str, int] = {}
@@ -775,7 +777,11 @@ class Outbox:
             if tight:
                 self._enter_full("free space below half the reserve")
             return tight
-        if tight or not self._room.make_reserve():
+        # Held for a while: checkpoints give back room that the next commits take again,
+        # and a disk that is nearly full must not flap between full and recovered.
+        if tight or time.monotonic() - self._full_since < _FULL_HOLD_S:
+            return True
+        if not self._room.make_reserve():
             return True
         self._full = False
         log.warning("outbox: room again, reserve restored; telemetry is stored again")
@@ -784,10 +790,10 @@ class Outbox:
 
     def _checkpoint(self) -> None:
         # The WAL grows by a few pages a commit until the next automatic checkpoint
-        # (4 MB): on a full disk, copy it back after every commit so the writer starts
-        # it over instead of asking the file system for more.
+        # (4 MB): on a full disk, copy it back after every commit and give its space
+        # back, so the writer needs little and the reserve can be made again.
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.debug("outbox checkpoint on a full disk failed: %s", exc)
 
@@ -795,6 +801,7 @@ class Outbox:
         if self._full:
             return
         self._full = True
+        self._full_since = time.monotonic()
         log.error("outbox: disk full (%s): telemetry is shed, events keep being stored", reason)
         self._report(self._room_report("full"))
 

@@ -150,6 +150,10 @@ class ModbusDriver(Driver):
                 for key, devs in buses.items():
                     tg.create_task(self._poll_bus(self._links[key], devs), name=f"modbus {key}")
         finally:
+            # Readings already polled are handed to the outbox, not thrown away: telemetry
+            # hand-off does not wait, so this is quick; a stuck event commit is cut off.
+            if self._pending:
+                await asyncio.wait(set(self._pending), timeout=2.0)
             for task in self._pending:
                 task.cancel()
             await asyncio.gather(*self._pending, return_exceptions=True)
