@@ -266,9 +266,26 @@ def encode_gateway_event(
     boot_id: str | None = None,
 ) -> bytes:
     """An event of the gateway itself (no device), e.g. `gateway.storage`; schema gateway-event."""
+    doc = _envelope(
+        "community.gateway_event", _new_id(), seq, ts, clock, identity, uptime_ms, boot_id
+    )
+    doc["event"] = {"type": event_type, "data": dict(data)}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _envelope(
+    schema: str,
+    msg_id: str,
+    seq: int,
+    ts: datetime,
+    clock: ClockState,
+    identity: Identity,
+    uptime_ms: int | None,
+    boot_id: str | None,
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "schema": {"name": "community.gateway_event", "version": SCHEMA_VERSION},
-        "msg_id": _new_id(),
+        "schema": {"name": schema, "version": SCHEMA_VERSION},
+        "msg_id": msg_id,
         "seq": seq,
         "ts": format_ts(ts),
         "clock": str(clock),
@@ -280,8 +297,7 @@ def encode_gateway_event(
             doc["uptime_ms"] = uptime_ms
         if boot_id is not None:
             doc["boot_id"] = boot_id
-    doc["event"] = {"type": event_type, "data": dict(data)}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return doc
 
 
 def format_ts(ts: datetime) -> str:
@@ -306,20 +322,7 @@ def encode(
     arrives, instead of trusting a wall clock that may say 1970.
     """
     schema = "community.telemetry" if isinstance(msg, Telemetry) else "community.event"
-    doc: dict[str, Any] = {
-        "schema": {"name": schema, "version": SCHEMA_VERSION},
-        "msg_id": msg.msg_id,
-        "seq": seq,
-        "ts": format_ts(msg.ts),
-        "clock": str(clock),
-        "site": identity.site,
-        "gateway": identity.gateway,
-        "device": msg.device.as_dict(),
-    }
-    if clock is ClockState.UNSYNCED:
-        if uptime_ms is not None:
-            doc["uptime_ms"] = uptime_ms
-        if boot_id is not None:
-            doc["boot_id"] = boot_id
+    doc = _envelope(schema, msg.msg_id, seq, msg.ts, clock, identity, uptime_ms, boot_id)
+    doc["device"] = msg.device.as_dict()
     doc.update(msg.body())
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

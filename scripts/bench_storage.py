@@ -45,7 +45,7 @@ from gateway.config import SyncMode, load_config
 from gateway.model import Message, Priority
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.runtime import Gateway
-from tests.harness import Subscriber, topic_base, write_config
+from tests.harness import Subscriber, fill, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def disk_full(work: Path, full_s: float) -> None:
     broker = Mosquitto(work / "broker", persistence=False)
     broker.start()
     try:
-        meters = [meter(f"m{i}", 20) for i in (1, 2)]
+        meters = [simulated_meter(f"m{i}", 20) for i in (1, 2)]
         smoke = {
             "id": "smoke-1",
             "kind": "smoke",
@@ -121,7 +121,7 @@ def disk_full(work: Path, full_s: float) -> None:
         def during(elapsed: float) -> None:
             if elapsed >= 3 and "full" not in marks:
                 marks["full"] = time.monotonic()
-                _fill(filler)
+                fill(card)
             elif "full" in marks and "freed" not in marks and elapsed >= 3 + full_s:
                 marks["freed"] = time.monotonic()
                 filler.unlink()
@@ -155,25 +155,6 @@ def disk_full(work: Path, full_s: float) -> None:
         f"    gateway.storage events: {[d['problem'] for d in storage]};"
         f" dropped telemetry {outbox['dropped_telemetry']} (each with its seq)"
     )
-
-
-def _fill(filler: Path) -> None:
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            for _ in range(100_000):
-                os.write(fd, b"\1" * 4096)
-    finally:
-        os.close(fd)
-
-
-def meter(device_id: str, rate_hz: float) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "kind": "meter",
-        "location": {"building": "1", "floor": 1, "unit": device_id},
-        "driver": {"type": "simulated", "profile": "household_electricity", "rate_hz": rate_hz},
-    }
 
 
 # ---- S2: corruption ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -204,3 +205,27 @@ class GatewayProc(ChildProcess):
 
     def log(self) -> str:
         return (self.config.parent / "gateway.log").read_text(errors="replace")
+
+
+def simulated_meter(device_id: str, rate_hz: float) -> dict[str, Any]:
+    """A simulated household meter sending `rate_hz` readings a second."""
+    return {
+        "id": device_id,
+        "kind": "meter",
+        "location": {"building": "1", "floor": 1, "unit": device_id},
+        "driver": {"type": "simulated", "profile": "household_electricity", "rate_hz": rate_hz},
+    }
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the file system refuses; returns it (delete it to free the room)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        chunk = b"\1" * 4096
+        with contextlib.suppress(OSError):
+            for _ in range(100_000):  # 400 MB at most: bounded even if the mount failed
+                os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    return filler

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 import subprocess
@@ -18,18 +17,18 @@ from gateway.config import SyncMode, load_config
 from gateway.model import Priority
 from gateway.outbox import Consumer, Outbox, OutboxItem
 from gateway.runtime import Gateway, build_outbox
-from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
+from tests.harness import (
+    GATEWAY,
+    GatewayProc,
+    Received,
+    Subscriber,
+    fill,
+    simulated_meter,
+    topic_base,
+    write_config,
+)
 from tests.peers import Mosquitto
 from tests.test_delivery import assert_valid
-
-
-def meter(device_id: str, rate_hz: float) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "kind": "meter",
-        "location": {"building": "1", "floor": 1, "unit": device_id},
-        "driver": {"type": "simulated", "profile": "household_electricity", "rate_hz": rate_hz},
-    }
 
 
 @pytest.mark.broker
@@ -41,7 +40,7 @@ def test_a_fast_device_is_not_held_to_one_reading_per_commit(
     config = write_config(
         tmp_path / "gw.yaml",
         broker.url,
-        [meter("fast", 100)],
+        [simulated_meter("fast", 100)],
         outbox={"commit_interval_ms": 50},
     )
     loaded = load_config(config)
@@ -158,20 +157,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(card)], check=False)
 
 
-def fill(folder: Path) -> Path:
-    """Write a file until the file system refuses; returns it (delete it to free the room)."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        chunk = b"\1" * 4096
-        with contextlib.suppress(OSError):
-            for _ in range(100_000):  # 400 MB at most: bounded even if the mount failed
-                os.write(fd, chunk)
-    finally:
-        os.close(fd)
-    return filler
-
-
 def smoke_seqs(messages: list[Received]) -> set[int]:
     return {m.json()["seq"] for m in messages if m.topic.endswith("/smoke-1/events")}
 
@@ -184,7 +169,7 @@ def test_a_full_disk_sheds_telemetry_with_seqs_and_every_alarm_still_arrives(
     config = write_config(
         tmp_path / "gw.yaml",
         broker.url,
-        [meter("m1", 20), meter("m2", 20), SMOKE],
+        [simulated_meter("m1", 20), simulated_meter("m2", 20), SMOKE],
         outbox={"path": str(small_disk / "outbox.db"), "reserve_bytes": 256 * 1024},
     )
     base = topic_base(config)
