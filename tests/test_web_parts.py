@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,23 @@ def test_a_code_already_taken_is_replaced_by_a_fresh_one(tmp_path: Path) -> None
     assert (second.kiosk, second.text, second.created_at) == (req.kiosk, "first", req.created_at)
     assert store._history(second.code) is not None
     store.close()
+
+
+def test_closing_the_request_store_waits_for_a_write_in_progress(tmp_path: Path) -> None:
+    from gateway.topics import Topics
+    from gateway.web.requests import RequestStore
+
+    # The web's shutdown closes the store while a cancelled request's write may still
+    # run in its thread: closing SQLite under a write is a crash, not an exception.
+    store = RequestStore(tmp_path / "web.db", None, Topics("p", Identity("s", "g")))  # type: ignore[arg-type]
+    store._insert(_req(text="first"))
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (store.close(), closed.set()))
+    with store._lock:  # a write in progress
+        closer.start()
+        assert not closed.wait(0.3)
+    closer.join(timeout=10)
+    assert closed.is_set()
 
 
 def _outbox(tmp_path: Path) -> Outbox:

@@ -237,9 +237,12 @@ class RequestStore:
         self._db = db
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        # Under the lock: a write a cancelled request left running in its thread must
+        # end first; closing SQLite under it crashes the process.
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def _conn(self) -> sqlite3.Connection:
         # Opened on first use: a status command can arrive as soon as the uplink is up,
