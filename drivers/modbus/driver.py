@@ -6,8 +6,9 @@ that gets no valid reply ends that device's turn, so a dead meter costs the bus 
 timeout per attempt.  A device that keeps failing goes offline after `offline_after`
 polls and is retried with a doubling delay, while the others keep their interval.
 
-Messages are handed to the outbox by a short task per poll (`ctx.emit` waits for the
-commit), in order per device, so a slow disk never holds the bus.
+Messages are handed to the outbox by a short task per poll, in order per device, so
+a slow disk never holds the bus: an event's `ctx.emit` waits for its commit
+(telemetry's returns at once).  At stop, readings already polled are still handed over.
 """
 
 from __future__ import annotations

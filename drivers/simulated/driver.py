@@ -2,10 +2,11 @@
 
 All devices share one heap of "next thing due" (one entry per device) and one task
 that sleeps until the earliest; 500 devices cost 500 heap entries, not 500 sleeping
-tasks.  Each due item is performed in a short task of its own, because `ctx.emit`
-returns only once the outbox has committed, and commits are batched: emitting one
-message after another would cap the rate at one per commit.  A device's next item is
-scheduled only after its current one is done, so its messages stay in order.
+tasks.  Each due item is performed in a short task of its own, because emitting an
+event returns only once the outbox has committed it, and commits are batched: one
+event after another would cap the rate at one per commit (telemetry's hand-off does
+not wait).  A device's next item is scheduled only after its current one is done, so
+its messages stay in order.
 """
 
 from __future__ import annotations
