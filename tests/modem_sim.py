@@ -15,8 +15,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ModemSim", "Sms", "decode_submit"]
+__all__ = ["ModemSim", "Sms", "alarm_doc", "decode_submit"]
 
 _GSM7 = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -24,6 +25,27 @@ _GSM7 = (
 )
 _GSM7_EXT = {0x0A: "\f", 0x14: "^", 0x28: "{", 0x29: "}", 0x2F: "\\", 0x3C: "[", 0x3D: "~"}
 _GSM7_EXT |= {0x3E: "]", 0x40: "|", 0x65: "€"}
+
+
+def alarm_doc(alarm_id: str = "A1", **over: Any) -> dict[str, Any]:
+    """An alarm document (gateway/schemas/alarm.json) of an SOS pendant, for notifier tests."""
+    doc: dict[str, Any] = {
+        "alarm_id": alarm_id,
+        "type": "care",
+        "severity": "critical",
+        "state": "active",
+        "acknowledged": False,
+        "cause": "elderly.sos",
+        "device": {
+            "id": "pendant-301",
+            "name": "301 pendant",
+            "location": {"building": "1", "floor": "3", "unit": "301"},
+        },
+        "raised_at": "2026-12-06T06:03:00.000Z",
+        "escalation": 0,
+    }
+    doc.update(over)
+    return doc
 
 
 @dataclass

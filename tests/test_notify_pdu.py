@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from gateway.notify.at import Outcome, final_of, registration, sim_state
 from gateway.notify.pdu import encode_number, encode_submit
 from gateway.notify.text import alarm_text, place
-from tests.modem_sim import decode_submit
+from tests.modem_sim import alarm_doc, decode_submit
 
 
 def test_hello_packs_into_the_septets_every_reference_gives() -> None:
@@ -90,35 +90,23 @@ def test_registration_and_sim_state() -> None:
     assert sim_state(["+CPIN: SIM PIN"]) == "SIM PIN"
 
 
-def _doc(**over: object) -> dict[str, object]:
-    doc: dict[str, object] = {
-        "alarm_id": "A7",
-        "type": "care",
-        "severity": "critical",
-        "state": "active",
-        "acknowledged": False,
-        "cause": "elderly.fall",
-        "device": {
-            "id": "pendant-301",
-            "name": "301 pendant",
-            "location": {"building": "1", "floor": "3", "unit": "301"},
-        },
-        "raised_at": "2026-12-06T06:03:00.000Z",
-        "escalation": 0,
-    }
-    doc.update(over)
-    return doc
-
-
 def test_chinese_text_reads_building_not_floor_and_says_the_cause() -> None:
     from zoneinfo import ZoneInfo
 
-    text = alarm_text(_doc(), site_name="阳光花园", lang="zh", zone=ZoneInfo("Asia/Shanghai"))
+    text = alarm_text(
+        alarm_doc(cause="elderly.fall"),
+        site_name="阳光花园",
+        lang="zh",
+        zone=ZoneInfo("Asia/Shanghai"),
+    )
     assert text.startswith("【求助】阳光花园 1号楼3层301室 301 pendant：跌倒报警。14:03")
     # No ASCII punctuation in a Chinese sentence (the clock time aside).
     assert not set(text.replace("14:03", "")) & set(":,.;!?()")
     en = alarm_text(
-        _doc(escalation=2), site_name="Sunrise", lang="en", zone=ZoneInfo("Asia/Shanghai")
+        alarm_doc(cause="elderly.fall", escalation=2),
+        site_name="Sunrise",
+        lang="en",
+        zone=ZoneInfo("Asia/Shanghai"),
     )
     assert "fall detected" in en and "escalated to level 2" in en and "bldg 1, floor 3" in en
 

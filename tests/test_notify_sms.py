@@ -22,7 +22,7 @@ import pytest
 from gateway.notify.settings import SmsConfig
 from gateway.notify.sms import SmsNotifier
 from tests.harness import GatewayProc, write_config
-from tests.modem_sim import ModemSim
+from tests.modem_sim import ModemSim, alarm_doc
 from tests.peers import free_port, pty_pair, wait_for
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -52,26 +52,6 @@ def _cfg(port: Path, **over: Any) -> SmsConfig:
     }
     data.update(over)
     return SmsConfig.model_validate(data)
-
-
-def _doc(alarm_id: str = "A1", **over: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "alarm_id": alarm_id,
-        "type": "care",
-        "severity": "critical",
-        "state": "active",
-        "acknowledged": False,
-        "cause": "elderly.sos",
-        "device": {
-            "id": "pendant-301",
-            "name": "301 pendant",
-            "location": {"building": "1", "floor": "3", "unit": "301"},
-        },
-        "raised_at": "2026-12-06T06:03:00.000Z",
-        "escalation": 0,
-    }
-    doc.update(over)
-    return doc
 
 
 @asynccontextmanager
@@ -110,10 +90,10 @@ def test_raise_texts_the_warden_and_escalation_the_manager_too(
 
     async def scenario() -> None:
         async with running(_cfg(port), db) as n:
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(lambda: len(sim.texts()) == 1)
-            n.observe(_doc(count=2))  # a repeat of the same alarm texts nobody again
-            n.observe(_doc(escalation=1))
+            n.observe(alarm_doc(count=2))  # a repeat of the same alarm texts nobody again
+            n.observe(alarm_doc(escalation=1))
             await until(lambda: len(sim.texts()) == 3)
             await asyncio.sleep(0.3)
             assert n.health()["sent"] == 3 and n.health()["pending"] == 0
@@ -148,7 +128,7 @@ def test_network_errors_are_retried_and_logged_once(
 
     async def scenario() -> None:
         async with running(_cfg(port), db) as n:
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(lambda: len(sim.texts()) == 1)
 
     asyncio.run(scenario())
@@ -187,7 +167,7 @@ def test_stopping_mid_write_closes_the_record_after_the_write_not_under_it(
 
             monkeypatch.setattr(n.store, "finish", slow_finish)
             monkeypatch.setattr(n.store, "close", spy_close)
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(writing.is_set)
 
     asyncio.run(scenario())
@@ -204,11 +184,11 @@ def test_no_network_waits_then_sends_and_an_ack_cancels_what_is_still_waiting(
 
     async def scenario() -> None:
         async with running(_cfg(port), db) as n:
-            n.observe(_doc("A1"))
-            n.observe(_doc("A2"))
+            n.observe(alarm_doc("A1"))
+            n.observe(alarm_doc("A2"))
             await until(lambda: "searching" in n.health()["modem"])
             assert sim.sent == []
-            n.observe(_doc("A2", acknowledged=True, state="acknowledged"))
+            n.observe(alarm_doc("A2", acknowledged=True, state="acknowledged"))
             await until(lambda: n.health()["cancelled"] == 1)
             sim.registration = 1
             await until(lambda: len(sim.texts()) == 1)
@@ -227,7 +207,7 @@ def test_a_modem_that_stops_answering_is_reopened_and_the_sms_still_goes(
 
     async def scenario() -> None:
         async with running(_cfg(port), db) as n:
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(lambda: "check power, cable and port" in n.health()["modem"])
             assert "did not answer AT in time" in n.health()["modem"]
             sim.mute = False
@@ -248,7 +228,7 @@ def test_sim_pin_from_its_file_and_never_in_the_log(
 
     async def with_alarm() -> None:
         async with running(_cfg(port, pin_file=str(pin_file)), tmp_path / "n.db") as n:
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(lambda: len(sim.texts()) == 1)
 
     asyncio.run(with_alarm())
@@ -262,7 +242,7 @@ def test_sim_pin_missing_is_said_plainly(modem: tuple[ModemSim, Path], tmp_path:
 
     async def scenario() -> None:
         async with running(_cfg(port), tmp_path / "n.db") as n:
-            n.observe(_doc())
+            n.observe(alarm_doc())
             await until(lambda: "SIM needs its PIN; set notify.sms.pin_file" in n.health()["modem"])
 
     asyncio.run(scenario())
@@ -277,13 +257,13 @@ def test_a_restart_neither_loses_nor_repeats_an_sms(
 
     async def first() -> None:
         async with running(_cfg(port), db) as n:
-            n.observe(_doc("A1"))
+            n.observe(alarm_doc("A1"))
             await until(lambda: n.health()["pending"] == 1)
 
     async def second() -> None:
         async with running(_cfg(port), db) as n:
             # The alarm engine publishes open alarms again after a restart.
-            n.observe(_doc("A1"))
+            n.observe(alarm_doc("A1"))
             await until(lambda: len(sim.texts()) == 1)
             await asyncio.sleep(0.3)
 
@@ -301,7 +281,7 @@ def test_a_long_chinese_text_arrives_whole_in_concatenated_parts(
 
     async def scenario() -> None:
         async with running(_cfg(port), tmp_path / "n.db") as n:
-            doc = _doc()
+            doc = alarm_doc()
             doc["device"] = {**doc["device"], "name": long_name}
             n.observe(doc)
             await until(lambda: len(sim.texts()) == 1)
