@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
@@ -314,3 +315,51 @@ def test_validate_warns_when_the_devices_ask_for_more_than_the_gateway_stores(
     else:
         (line,) = out.stderr.splitlines()
         assert warned in line and "dropped telemetry" in line and "meter-0 20/s" in line
+
+
+def test_an_alarm_the_full_alarm_database_refuses_is_published_and_stored_later(
+    small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The alarm database alone on a full card (no outbox reserve beside it to free)."""
+    from gateway.model import Event, EventType
+    from tests.driverkit import until
+    from tests.test_alarms_engine import SMOKE_REF, T0, _engine, _outbox, _rows
+
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    seen: list[dict[str, Any]] = []
+
+    async def scenario() -> str:
+        engine = _engine(small_disk, outbox)
+        engine.listen(seen.append)
+        task = asyncio.create_task(engine.run())
+        await until(lambda: engine.started)
+        filler = fill(small_disk)
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        await until(lambda: len(seen) == 1)  # published, although not stored
+        alarm_id = str(seen[0]["alarm_id"])
+        assert AlarmStore(small_disk / "alarms.db").path.exists()
+        await asyncio.sleep(1.2)  # a few of run()'s ticks against the full card
+        filler.unlink()
+
+        def stored() -> bool:
+            st = AlarmStore(small_disk / "alarms.db")
+            st.open(create=False)
+            try:
+                return st.get(alarm_id) is not None
+            finally:
+                st.close()
+
+        await until(stored, timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return alarm_id
+
+    alarm_id = asyncio.run(scenario())
+    rows = _rows(outbox)
+    outbox.close()
+    states = [json.loads(r.payload)["state"] for r in rows if r.payload]
+    assert states == ["active"], "published once, not again at every tick while full"
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "alarm database" in r.message]
+    assert len(errors) == 1 and not any(r.exc_info for r in caplog.records), alarm_id

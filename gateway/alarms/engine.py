@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ REPEAT_PUBLISH_S = 1.0  # repeats of one alarm are published at most this often
 # While a timer runs, the run clock's mark is stored this often: after a power cut the
 # timers lose at most this much of their progress (plus the time the host was off).
 MARK_EVERY_S = 5.0
+# Changes kept in memory while the alarm database refuses them (a full card).
+_MAX_UNSAVED = 10_000
 _REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
@@ -136,6 +139,9 @@ class AlarmEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
+        self._sent_rev: dict[str, int] = {}  # alarm id -> latest rev the outbox took
+        self._unsaved: list[Change] = []  # refused by the store, in order
+        self._store_error = ""
         self._last_publish: dict[str, float] = {}  # open alarm id -> monotonic time
         self._deferred: set[str] = set()  # alarms with a repeat not yet published
         self._output_state: bool | None = None  # None: unknown, set it at the next tick
@@ -202,6 +208,8 @@ class AlarmEngine:
             while True:
                 book = self._require()
                 self._commit(book.tick(self.now()))
+                if self._unsaved:
+                    self._store([])
                 self._apply_queued_acks()
                 self._republish()
                 await self._sync_output(book.output_wanted())
@@ -220,7 +228,14 @@ class AlarmEngine:
     def _keep_mark(self) -> None:
         assert self._run is not None
         if self.clock.monotonic() - self._marked >= MARK_EVERY_S:
-            self.store.save_mark(self._run.mark())
+            if self._unsaved:
+                self._store([])  # stores the mark with the changes it caught up
+                return
+            try:
+                self.store.save_mark(self._run.mark())
+            except sqlite3.Error as exc:  # the timers keep counting; the next mark says where
+                log.debug("alarms: timer progress not stored: %s", exc)
+                return
             self._marked = self.clock.monotonic()
 
     def _require(self) -> AlarmBook:
@@ -327,9 +342,9 @@ class AlarmEngine:
         if not changes:
             return
         # Durable before anyone hears of it: a crash after this is repaired at start.
-        assert self._run is not None
-        self.store.save(changes, self._run.mark())
-        self._marked = self.clock.monotonic()
+        # A store that refuses (a full or failing card) must not cost the alarm: it is
+        # published from memory and stored when the store takes it again (run()).
+        self._store(changes)
         for ch in changes:
             if not ch.publish:
                 continue
@@ -353,6 +368,31 @@ class AlarmEngine:
             self._publish(ch.alarm)
         if self._wake is not None:
             self._wake.set()
+
+    def _store(self, changes: list[Change]) -> bool:
+        """Store `changes` after any the store refused before; False while it refuses."""
+        assert self._run is not None
+        pending = [*self._unsaved, *changes]
+        if not pending:
+            return True
+        try:
+            self.store.save(pending, self._run.mark())
+        except sqlite3.Error as exc:
+            self._unsaved = _bounded(pending)
+            if not self._store_error:
+                log.error(
+                    "alarms: the alarm database refused a change (%s); alarms are published"
+                    " from memory and stored as soon as it takes them again",
+                    exc,
+                )
+            self._store_error = str(exc)
+            return False
+        self._marked = self.clock.monotonic()
+        self._unsaved = []
+        if self._store_error:
+            log.info("alarms: the alarm database stores again (%d changes caught up)", len(pending))
+            self._store_error = ""
+        return True
 
     def _publish(self, alarm: Alarm) -> None:
         doc = alarm.document(self.identity)
@@ -403,13 +443,19 @@ class AlarmEngine:
         if error is not None:
             log.warning("alarm %s rev %d not stored in the outbox: %s", alarm_id, rev, error)
             return
+        if len(self._sent_rev) >= _MAX_UNSAVED:  # bounded: forgetting costs a repeat at most
+            self._sent_rev.clear()
+        self._sent_rev[alarm_id] = max(rev, self._sent_rev.get(alarm_id, 0))
         if self._book is not None:
-            self.store.mark_published(alarm_id, rev)
+            try:
+                self.store.mark_published(alarm_id, rev)
+            except sqlite3.Error as exc:  # a full card: _sent_rev keeps run() from repeating it
+                log.debug("alarm %s rev %d: published, not marked so: %s", alarm_id, rev, exc)
 
     def _republish(self) -> None:
         """Hand the outbox every latest rev it has not taken (after a crash or an error)."""
         for alarm in self.store.unpublished():
-            if self._inflight.get(alarm.id, 0) >= alarm.rev:
+            if max(self._inflight.get(alarm.id, 0), self._sent_rev.get(alarm.id, 0)) >= alarm.rev:
                 continue
             if alarm.id in self._deferred:
                 last = self._last_publish.get(alarm.id, 0.0)
@@ -436,6 +482,14 @@ class AlarmEngine:
         self._output_error = ""
         self._output_state = want
         log.info("alarm output switched %s", "on" if want else "off")
+
+
+def _bounded(changes: list[Change]) -> list[Change]:
+    """At most _MAX_UNSAVED changes; beyond, only the latest of each alarm (its state)."""
+    if len(changes) <= _MAX_UNSAVED:
+        return changes
+    latest = {ch.alarm.id: ch for ch in changes}
+    return list(latest.values())
 
 
 def _fixed(payload: bytes, seq: int) -> bytes:
