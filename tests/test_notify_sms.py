@@ -406,3 +406,20 @@ def test_a_wrong_on_call_entry_is_refused_with_its_line(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("name: warden\n", "name: manager\n", 1))
     (problem,) = config_problems(config)
     assert problem.endswith(f"notify.sms.pin_file: file {tmp_path / 'no-such-pin'} not found")
+
+
+def test_a_damaged_record_is_moved_aside_and_the_notifier_carries_on(
+    modem: tuple[ModemSim, Path], tmp_path: Path
+) -> None:
+    sim, port = modem
+    db = tmp_path / "notify.db"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x5a" * 8192)  # a power cut's leftovers
+
+    async def scenario() -> None:
+        async with running(_cfg(port), db) as n:
+            n.observe(alarm_doc())
+            await until(lambda: len(sim.texts()) == 1)
+
+    asyncio.run(scenario())
+    assert [p.name for p in tmp_path.glob("notify.db.damaged-*")], "kept for a post-mortem"
+    assert _rows(db)[0][3] == "sent"

@@ -9,15 +9,19 @@ after a restart, and that must not text anyone twice.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.config import SyncMode
+from gateway.dbrecovery import open_checked
 from gateway.outbox_sql import connect
 
 __all__ = ["SmsRecord", "SmsState", "SmsStore"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sms (
@@ -36,6 +40,12 @@ CREATE TABLE IF NOT EXISTS sms (
 );
 CREATE INDEX IF NOT EXISTS sms_pending ON sms (id) WHERE state = 'pending';
 """
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
 # Bounded on disk: done rows older than this go, and never more rows than _MAX_ROWS.
 _KEEP_DAYS = 90
 _MAX_ROWS = 20_000
@@ -82,8 +92,19 @@ class SmsStore:
         if not create and not self.path.exists():
             raise FileNotFoundError(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = connect(self.path, sync=SyncMode.FULL)
-        self._conn.executescript(_SCHEMA)
+        # A record damaged by a power cut is moved aside and rebuilt from what can be
+        # read, like every store of the gateway: never a notifier that dies at each start.
+        self._conn, salvage = open_checked(
+            self.path, lambda p: connect(p, sync=SyncMode.FULL), _create
+        )
+        if salvage is not None:
+            log.warning(
+                "SMS record %s was damaged (%s): moved to %s, %d rows salvaged",
+                self.path,
+                salvage.reason,
+                salvage.moved_to.name,
+                salvage.rows_copied,
+            )
 
     def close(self) -> None:
         if self._conn is not None:
