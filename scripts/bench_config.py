@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from gateway.config import load_config
-from gateway.registry import available_drivers
+from gateway.sdk.registry import available_drivers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ _CHILD = """
 import resource, sys, time
 from pathlib import Path
 from gateway.config import ConfigError, load_config
-from gateway.registry import available_drivers
+from gateway.sdk.registry import available_drivers
 drivers = available_drivers()  # imports every driver: not part of the figure
 start, cpu = time.monotonic(), time.process_time()
 if sys.argv[1] != "-":

@@ -34,15 +34,15 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-import gateway.runtime
+import gateway.process.runtime
 from drivers.gpio import DRIVER as GPIO
 from drivers.gpio import GpioDriver
 from drivers.gpio.tests.fakechip import FakeChip, Opener
 from gateway.config import load_config
-from gateway.driver import DeviceSpec, DriverContext
-from gateway.model import DeviceRef
-from gateway.registry import available_drivers
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
+from gateway.sdk.driver import DeviceSpec, DriverContext
+from gateway.sdk.model import DeviceRef
+from gateway.sdk.registry import available_drivers
 from scripts.bench_core import pct
 from tests.harness import Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, PtyPair, pty_pair
@@ -263,7 +263,7 @@ def _fake_gpio(chip: FakeChip) -> None:
         return GpioDriver(devices, ctx, opener=Opener(chip))
 
     patched = {**available_drivers(), "gpio": dataclasses.replace(GPIO, factory=factory)}
-    gateway.runtime.available_drivers = lambda: patched  # type: ignore[assignment]
+    gateway.process.runtime.available_drivers = lambda: patched  # type: ignore[assignment]
 
 
 async def _measure(

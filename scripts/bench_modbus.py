@@ -37,8 +37,8 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import plan_device
 from drivers.modbus.profile import load_profile
 from gateway.config import load_config
-from gateway.driver import DeviceSpec
-from gateway.model import Message
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import Message
 from tests.peers import pty_pair
 
 BAUD = 9600

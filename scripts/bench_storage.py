@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import SyncMode, load_config
-from gateway.model import Message, Priority
-from gateway.outbox import Consumer, Outbox, OutboxItem
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
+from gateway.sdk.model import Message, Priority
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 from tests.harness import Subscriber, fill, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 

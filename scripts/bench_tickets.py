@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.model import format_ts
+from gateway.sdk.model import format_ts
 from gateway.tickets.documents import parse_ts
 from scripts.bench_core import pct
 from tests.harness import Subscriber

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Message
+from gateway.sdk.model import Message
 from tests.peers import Mosquitto, PtyPair, pty_pair
 
 

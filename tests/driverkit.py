@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.driver import DeviceSpec, Driver, DriverHealth, DriverInfo
-from gateway.model import Event, EventType
+from gateway.sdk.driver import DeviceSpec, Driver, DriverHealth, DriverInfo
+from gateway.sdk.model import Event, EventType
 from tests.conftest import RecordingContext
 
 __all__ = [

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from gateway.config import SyncMode
-from gateway.model import Priority
-from gateway.outbox import Consumer, Outbox, OutboxItem
+from gateway.sdk.model import Priority
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 
 CONSUMER = "mqtt"
 

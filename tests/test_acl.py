@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Identity
+from gateway.mqtt.topics import Topics
+from gateway.sdk.model import Identity
 from gateway.security import broker_identity, parse_identity
 from gateway.security.acl import Fleet, gateway_rules, load_fleet, render_emqx, render_mosquitto
-from gateway.topics import Topics
 from tests.harness import GATEWAY
 
 

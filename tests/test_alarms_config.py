@@ -16,9 +16,9 @@ from gateway.alarms.model import DeviceInfo, Via
 from gateway.alarms.rules import RuleSet
 from gateway.alarms.settings import EscalationConfig
 from gateway.alarms.store import AlarmStore
-from gateway.commands import CommandFailed, CommandRouter
 from gateway.config import load_config
-from gateway.schemas import validator
+from gateway.mqtt.commands import CommandFailed, CommandRouter
+from gateway.mqtt.schemas import validator
 from tests.harness import GATEWAY
 from tests.harness import config_problems as _problems
 

@@ -19,12 +19,12 @@ from gateway.alarms.model import Alarm, AlarmState, Change, DeviceInfo, Instant,
 from gateway.alarms.rules import AlarmType, Rule, RuleSet, Severity
 from gateway.alarms.settings import AlarmsConfig, EscalationConfig
 from gateway.alarms.store import AlarmStore
-from gateway.clock import Clock, RunClock, RunMark
 from gateway.config import ClockCheck, SyncMode
-from gateway.model import ClockState, DeviceRef, Event, EventType, Identity, Kind, Location
-from gateway.outbox import Consumer, Outbox, Row
-from gateway.schemas import validator
-from gateway.topics import Topics
+from gateway.mqtt.schemas import validator
+from gateway.mqtt.topics import Topics
+from gateway.sdk.clock import Clock, RunClock, RunMark
+from gateway.sdk.model import ClockState, DeviceRef, Event, EventType, Identity, Kind, Location
+from gateway.storage.outbox import Consumer, Outbox, Row
 from tests.driverkit import until
 
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
@@ -584,8 +584,8 @@ def test_only_availability_changes_count(tmp_path: Path) -> None:
 
 
 def test_alarm_documents_take_no_seq_so_gaps_still_mean_dropped_telemetry(tmp_path: Path) -> None:
-    from gateway.model import Priority
-    from gateway.outbox import OutboxItem
+    from gateway.sdk.model import Priority
+    from gateway.storage.outbox import OutboxItem
 
     outbox = _outbox(tmp_path / "outbox.db")
     outbox.open()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.backoff import Backoff
+from gateway.sdk.backoff import Backoff
 
 
 def test_backoff_doubles_to_its_ceiling_with_jitter_and_resets() -> None:

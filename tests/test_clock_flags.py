@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import Clock
 from gateway.config import ClockCheck
-from gateway.model import ClockState
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
+from gateway.sdk.clock import Clock
+from gateway.sdk.model import ClockState
 from tests.harness import Subscriber
 from tests.peers import Mosquitto
 from tests.test_alarms_e2e import sim_device, start_site

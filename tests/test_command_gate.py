@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.commands import Admission, CommandGate, CommandRouter, Throttled
+from gateway.mqtt.commands import Admission, CommandGate, CommandRouter, Throttled
 from tests.harness import FakeClock
 
 

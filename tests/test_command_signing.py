@@ -21,10 +21,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.commands import Command, CommandRouter
-from gateway.model import Identity
-from gateway.mqttclient import publish_properties
-from gateway.schemas import validator
+from gateway.mqtt.client import publish_properties
+from gateway.mqtt.commands import Command, CommandRouter
+from gateway.mqtt.schemas import validator
+from gateway.sdk.model import Identity
 from gateway.security.signing import CommandSigner, CommandVerifier, ReplayCache
 from tests.harness import (
     GATEWAY,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.model import DeviceRef
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
+from gateway.sdk.model import DeviceRef
 from tests.harness import GATEWAY, GatewayProc, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 

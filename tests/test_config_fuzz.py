@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.driver import DriverInfo
-from gateway.registry import available_drivers
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.registry import available_drivers
 from tests.certs import issue
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import tlsfiles
-from gateway.config import load_config
+from gateway.config import load_config, tlsfiles
 from tests.certs import Issued, issue
 from tests.harness import GATEWAY, config_problems, write_config
 

@@ -8,8 +8,8 @@ import pytest
 
 from drivers.gpio.settings import GpioSettings
 from gateway.config import ConfigError, load_config
-from gateway.model import Kind
-from gateway.wellness_settings import activity_devices
+from gateway.sdk.model import Kind
+from gateway.wellness.settings import activity_devices
 from tests.certs import Pki, make_pki
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example-building.yaml"

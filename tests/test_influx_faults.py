@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Reading, Telemetry
-from gateway.outbox import Outbox
+from gateway.sdk.model import Reading, Telemetry
 from gateway.sinks.influx import InfluxSink
+from gateway.storage.outbox import Outbox
 from tests.peers import free_port, wait_for
 from tests.test_influx_sink import (
     item,

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, SyncMode, load_config
-from gateway.model import (
+from gateway.mqtt.schemas import validator
+from gateway.sdk.model import (
     ClockState,
     DeviceRef,
     Event,
@@ -42,12 +43,11 @@ from gateway.model import (
     ValueType,
     encode,
 )
-from gateway.outbox import Consumer, Outbox, OutboxItem
-from gateway.schemas import validator
 from gateway.sinks import build_sinks
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.influx_mapping import InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig, RetryConfig
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.settings import RetryConfig
 from tests.harness import Subscriber, topic_base, write_config

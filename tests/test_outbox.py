@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from gateway import dbrecovery
-from gateway import outbox_sql as sql
 from gateway.config import SyncMode
-from gateway.model import Priority
-from gateway.outbox import Consumer, Outbox, OutboxItem, Row
+from gateway.sdk.model import Priority
+from gateway.storage import dbrecovery
+from gateway.storage import outbox_sql as sql
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem, Row
 from tests.peers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_a_message_goes_only_to_the_consumers_that_accept_it(opener: Opener) -> 
 def test_bound_drops_oldest_telemetry_keeps_events_and_counts(
     opener: Opener, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.outbox")
+    caplog.set_level(logging.WARNING, logger="gateway.storage.outbox")
     outbox = opener(max_messages=10)
     order = [EVENT if n % 4 == 0 else TELEMETRY for n in range(20)]  # 5 events, 15 telemetry
     seqs = put_all(outbox, [item(p) for p in order])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from gateway.profiles import ProfileLibrary
+from gateway.sdk.profiles import ProfileLibrary
 
 
 class Meter(BaseModel):

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.clock import Clock
 from gateway.config import ClockCheck, load_config
-from gateway.model import ClockState
+from gateway.sdk.clock import Clock
+from gateway.sdk.model import ClockState
 from tests.certs import Pki, ca_pem, make_pki
 from tests.harness import GATEWAY
 from tests.peers import Mosquitto, free_port

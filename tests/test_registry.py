@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.registry import ENTRY_POINT_GROUP, available_drivers
+from gateway.sdk.registry import ENTRY_POINT_GROUP, available_drivers
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = sorted(p.name for p in (ROOT / "drivers").iterdir() if (p / "__init__.py").is_file())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
 from tests.harness import write_config
 from tests.peers import Mosquitto
 

@@ -19,7 +19,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gateway.model import (
+from gateway.mqtt.schemas import SCHEMA_NAMES, load_schema, validator
+from gateway.mqtt.topics import Topics
+from gateway.sdk.model import (
     ClockState,
     DeviceRef,
     Event,
@@ -33,8 +35,6 @@ from gateway.model import (
     ValueType,
     encode,
 )
-from gateway.schemas import SCHEMA_NAMES, load_schema, validator
-from gateway.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = ROOT / "gateway" / "schemas"
@@ -348,7 +348,7 @@ COMMAND_PATHS = ["ping", "devices/DEVICE/inject", "alarms/ALARM/ack", "requests/
 
 
 def _contract_topics() -> list[str]:
-    """Every concrete topic gateway/topics.py can produce, with placeholder ids.
+    """Every concrete topic gateway/mqtt/topics.py can produce, with placeholder ids.
 
     Found by introspection, so a topic added to Topics without a channel fails here.
     """

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import service
 from gateway.config import load_config
-from gateway.runtime import Gateway
-from gateway.sdnotify import Notifier
+from gateway.process import service
+from gateway.process.runtime import Gateway
+from gateway.process.sdnotify import Notifier
 from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -160,7 +160,7 @@ def test_pings_stop_when_the_uplink_is_dead(
         await run
         return alive, dead
 
-    with caplog.at_level(logging.ERROR, logger="gateway.service"):
+    with caplog.at_level(logging.ERROR, logger="gateway.process.service"):
         alive, dead = asyncio.run(scenario())
     assert alive >= 4, "0.2 s between pings while alive"
     assert dead == 0, "no ping once the uplink is dead: systemd restarts the gateway"

@@ -15,9 +15,9 @@ import pytest
 
 from gateway.alarms.store import AlarmStore
 from gateway.config import SyncMode, load_config
-from gateway.model import Priority
-from gateway.outbox import Consumer, Outbox, OutboxItem
-from gateway.runtime import Gateway, build_outbox
+from gateway.process.runtime import Gateway, build_outbox
+from gateway.sdk.model import Priority
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 from tests.harness import (
     GATEWAY,
     GatewayProc,
@@ -321,7 +321,7 @@ def test_an_alarm_the_full_alarm_database_refuses_is_published_and_stored_later(
     small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The alarm database alone on a full card (no outbox reserve beside it to free)."""
-    from gateway.model import Event, EventType
+    from gateway.sdk.model import Event, EventType
     from tests.driverkit import until
     from tests.test_alarms_engine import SMOKE_REF, T0, _engine, _outbox, _rows
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from gateway.supervision import ThreadDeath, ThreadDeaths
+from gateway.process.supervision import ThreadDeath, ThreadDeaths
 
 
 def die(name: str, exc: BaseException) -> None:
@@ -24,7 +24,7 @@ def test_the_first_death_is_reported_once_in_one_line_and_the_hook_restored(
 ) -> None:
     deaths: list[ThreadDeath] = []
     before = threading.excepthook
-    with caplog.at_level(logging.INFO, "gateway.supervision"), ThreadDeaths(deaths.append):
+    with caplog.at_level(logging.INFO, "gateway.process.supervision"), ThreadDeaths(deaths.append):
         die("sink-influx", OverflowError("int too large to convert to float"))
         die("uplink", ValueError("second"))
         die("quiet", SystemExit(0))  # what a thread may end with on purpose

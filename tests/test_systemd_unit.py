@@ -269,7 +269,7 @@ def test_the_sandbox_emulation_enforces_what_the_unit_says() -> None:
     assert seen["mdwe"] == ["1"], "MemoryDenyWriteExecute is in force after exec"
     assert seen["wx"][0] == "refused"
     assert seen["netlink"][0] == "refused"
-    # gateway/clock.py asks the kernel whether NTP set the clock: it must be allowed.
+    # gateway/sdk/clock.py asks the kernel whether NTP set the clock: it must be allowed.
     assert int(seen["adjtimex"][0]) >= 0, seen
     # Without the unit's last SystemCallFilter= line (adjtimex clock_adjtime ...), or
     # with ProtectClock=yes (which blocks @clock), the clock check fails with EPERM and

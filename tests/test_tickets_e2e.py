@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
 from gateway.tickets import Ticket, TicketState
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for

@@ -22,8 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqttclient import publish_properties
-from gateway.schemas import validator
+from gateway.mqtt.client import publish_properties
+from gateway.mqtt.schemas import validator
 from gateway.tickets import TicketState, TicketStore, load_routes
 from gateway.tickets.store import AckStatus
 from tests.harness import Subscriber

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
 from gateway.tickets import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
 from gateway.tickets.store import AckStatus, format_ticket_id, parse_ticket_id
 from tests.tickets_harness import alarm_doc, tickets_cli

@@ -23,9 +23,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
-from gateway.runtime import Gateway
-from gateway.schemas import validator
-from gateway.service import serve
+from gateway.mqtt.schemas import validator
+from gateway.process.runtime import Gateway
+from gateway.process.service import serve
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 from tests.test_storage_faults import fill, small_disk  # noqa: F401 (a fixture)
@@ -85,7 +85,7 @@ def test_the_uplink_thread_dying_stops_the_gateway(
     # A storage fault under the uplink's reader (what a damaged SD card gives).
     import sqlite3
 
-    from gateway.outbox import OutboxReader
+    from gateway.storage.outbox import OutboxReader
 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise sqlite3.DatabaseError("database disk image is malformed")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.uplink import SessionNumbers
+from gateway.mqtt.uplink import SessionNumbers
 from tests.test_outbox import Opener, opener  # noqa: F401 (a fixture)
 
 BLOCK = SessionNumbers.BLOCK

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from gateway.model import Identity
-from gateway.schemas import validator
-from gateway.topics import Topics
+from gateway.mqtt.schemas import validator
+from gateway.mqtt.topics import Topics
+from gateway.sdk.model import Identity
 from gateway.web.requests import CODE_ALPHABET, RequestStore, ServiceRequest
 from tests.certs import make_pki
 from tests.peers import Mosquitto, wait_for

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.model import DeviceRef, Kind, Location, Reading, Telemetry, Unit, ValueType
+from gateway.sdk.model import DeviceRef, Kind, Location, Reading, Telemetry, Unit, ValueType
 from gateway.web.building import Place, PlaceState, building_html, place_states, usage_svg
 from gateway.web.i18n import TEXT
 from gateway.web.live import DeviceState

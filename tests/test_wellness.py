@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.driver import DeviceSpec
-from gateway.model import (
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import (
     DeviceRef,
     Event,
     EventType,
@@ -23,8 +23,8 @@ from gateway.model import (
     Unit,
     ValueType,
 )
-from gateway.wellness import FlatWatch, MeterMemory, Wellness, classify
-from gateway.wellness_settings import (
+from gateway.wellness.monitor import FlatWatch, MeterMemory, Wellness, classify
+from gateway.wellness.settings import (
     ActivityRules,
     InactivityCheck,
     WellnessConfig,

@@ -15,8 +15,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.model import format_ts
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
+from gateway.sdk.model import format_ts
 from gateway.tickets import Ticket, TicketStore
 from tests.harness import GATEWAY, ChildProcess
 from tests.peers import wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 from drivers.dlt645.cli import scan
 from drivers.dlt645.driver import Dlt645Driver, read_once
 from drivers.dlt645.settings import Dlt645Settings, check_devices
-from gateway.driver import DriverInfo
-from gateway.model import Kind
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.model import Kind
 
 __all__ = ["DRIVER"]
 

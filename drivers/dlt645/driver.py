@@ -14,8 +14,15 @@ from drivers.dlt645.link import LinkError, SerialLink
 from drivers.dlt645.poll import PollResult, fault_hint, poll_meter
 from drivers.dlt645.settings import BusSettings, Dlt645Settings
 from drivers.dlt645.state import CounterGuard, MeterHealth, Transition
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
-from gateway.model import Event, EventType, Reading, Telemetry, ValueType
+from gateway.sdk.driver import (
+    DeviceSpec,
+    Driver,
+    DriverContext,
+    DriverHealth,
+    PointValue,
+    ReadResult,
+)
+from gateway.sdk.model import Event, EventType, Reading, Telemetry, ValueType
 
 __all__ = ["Dlt645Driver", "read_once"]
 

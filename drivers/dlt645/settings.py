@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.dlt645.table import load_table
-from gateway.devicechecks import SharedLine
-from gateway.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.devicechecks import SharedLine
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
 
 __all__ = ["DEFAULT_READINGS", "BusSettings", "Dlt645Settings", "Parity", "check_devices"]
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.dlt645.codec import ParseError, bcd_decode, scaled
-from gateway.model import Unit, ValueType
+from gateway.sdk.model import Unit, ValueType
 
 __all__ = ["TABLE_FILE", "DataItem", "DataTable", "Sign", "Value", "decode_reply", "load_table"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import click
 
-from gateway.cliutil import config_option, load_or_exit
-from gateway.driver import DeviceSpec
+from gateway.config.cli import config_option, load_or_exit
+from gateway.sdk.driver import DeviceSpec
 
 from .driver import _describe, _inputs
 from .relay import Relay

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 from .settings import Bias, Contact, Role
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 __all__ = ["DoorEvent", "DoorLogic"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from gateway.driver import (
+from gateway.sdk.driver import (
     CommandError,
     DeviceSpec,
     Driver,
@@ -27,7 +27,7 @@ from gateway.driver import (
     PointValue,
     ReadResult,
 )
-from gateway.model import Event, EventType, Message
+from gateway.sdk.model import Event, EventType, Message
 
 from .contact import ROLE_EVENTS, Debouncer, active_level
 from .door import DoorEvent, DoorLogic

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.driver import CommandError, DeviceSpec
+from gateway.sdk.driver import CommandError, DeviceSpec
 
 from .settings import Active, Bias
 from .source import LineConfig

@@ -13,9 +13,9 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from gateway.devicechecks import SharedLine
-from gateway.driver import DeviceProblem, DeviceSpec
-from gateway.model import Kind
+from gateway.sdk.devicechecks import SharedLine
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.model import Kind
 
 __all__ = [
     "MAX_LINE_ATTRIBUTES",

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from gateway.cliutil import config_option, load_or_exit
+from gateway.config.cli import config_option, load_or_exit
 
 from .faults import FaultKind, LinkFault
 from .link import Link, quiet_pymodbus

@@ -19,8 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
-from gateway.model import Event, EventType, Message, Reading, Telemetry, ValueType
+from gateway.sdk.driver import (
+    DeviceSpec,
+    Driver,
+    DriverContext,
+    DriverHealth,
+    PointValue,
+    ReadResult,
+)
+from gateway.sdk.model import Event, EventType, Message, Reading, Telemetry, ValueType
 
 from .counters import CounterGuard, Verdict
 from .decode import DataType

@@ -17,8 +17,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.model import EventType, Kind, Unit, ValueType
-from gateway.yamlsource import Problem, YamlSyntaxError, load_located
+from gateway.config.yamlsource import Problem, YamlSyntaxError, load_located
+from gateway.sdk.model import EventType, Kind, Unit, ValueType
 
 from .decode import ByteOrder, DataType
 

@@ -21,8 +21,8 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.driver import DeviceProblem, DeviceSpec
-from gateway.model import Kind
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.model import Kind
 
 from .profile import Profile, ProfileError, load_profile, profile_names
 

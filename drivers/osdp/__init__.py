@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.driver import DriverInfo
-from gateway.model import Kind
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.model import Kind
 
 from .cli import osdp_group
 from .driver import OsdpDriver, read_once

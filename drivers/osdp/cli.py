@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cliutil import config_option, load_or_exit
+from gateway.config.cli import config_option, load_or_exit
 
 from .pseudonym import PseudonymError, card_pseudonym
 from .settings import OsdpSettings, SecretError, read_site_secret

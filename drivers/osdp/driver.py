@@ -20,8 +20,15 @@ from typing import Any
 
 import osdp
 
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth, PointValue, ReadResult
-from gateway.model import Event, EventType
+from gateway.sdk.driver import (
+    DeviceSpec,
+    Driver,
+    DriverContext,
+    DriverHealth,
+    PointValue,
+    ReadResult,
+)
+from gateway.sdk.model import Event, EventType
 
 from .allowlist import AllowList
 from .bus import Bus, BusError, PdConfig, Queued, thread_safe_sink

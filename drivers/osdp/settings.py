@@ -17,8 +17,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.driver import DeviceProblem, DeviceSpec
-from gateway.secrets import SecretRef, refuse_inline
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.secrets import SecretRef, refuse_inline
 
 __all__ = [
     "Feedback",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from drivers.serial_line.driver import SerialLineDriver
 from drivers.serial_line.settings import SerialLineSettings, check_devices
-from gateway.driver import DriverInfo
-from gateway.model import Kind
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.model import Kind
 
 __all__ = ["DRIVER"]
 

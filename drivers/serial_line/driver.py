@@ -12,8 +12,8 @@ from typing import cast
 from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
 from drivers.serial_line.port import PortClosed, ReceiverPort
 from drivers.serial_line.settings import SerialLineSettings
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth
-from gateway.model import Event
+from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
+from gateway.sdk.model import Event
 
 __all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "SerialLineDriver"]
 

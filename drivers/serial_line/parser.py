@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from drivers.serial_line.profile import Profile
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 __all__ = [
     "MAX_LINE",

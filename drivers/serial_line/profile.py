@@ -13,8 +13,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.model import EventType
-from gateway.profiles import ProfileLibrary
+from gateway.sdk.model import EventType
+from gateway.sdk.profiles import ProfileLibrary
 
 __all__ = ["PROFILE_DIR", "Profile", "Rule", "load_profile", "profile_names"]
 

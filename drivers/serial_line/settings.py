@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from drivers.serial_line.profile import Profile, load_profile, profile_names
-from gateway.devicechecks import SharedLine
-from gateway.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.devicechecks import SharedLine
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
 
 __all__ = ["DEFAULT_PROFILE", "SerialLineSettings", "check_devices"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gateway.driver import DriverInfo
-from gateway.model import Kind
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.model import Kind
 
 from .driver import SimulatedDriver, read_once
 from .settings import SimulatedSettings

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.driver import (
+from gateway.sdk.driver import (
     CommandError,
     DeviceSpec,
     Driver,
@@ -28,7 +28,7 @@ from gateway.driver import (
     PointValue,
     ReadResult,
 )
-from gateway.model import Event, EventType, Telemetry
+from gateway.sdk.model import Event, EventType, Telemetry
 
 from .meter import MeterModel
 from .profile import load_profile

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from gateway.model import Reading
+from gateway.sdk.model import Reading
 
 from .noise import noise_after, prefix, salt, unit_interval
 from .profile import Profile, ReadingSource

@@ -13,8 +13,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.model import Unit, ValueType
-from gateway.profiles import ProfileLibrary
+from gateway.sdk.model import Unit, ValueType
+from gateway.sdk.profiles import ProfileLibrary
 
 __all__ = [
     "PROFILE_DIR",

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 from .noise import noise, salt, unit_interval
 from .settings import EventRule, SimulatedSettings

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.model import EventType, Kind
+from gateway.sdk.model import EventType, Kind
 
 from .profile import profile_names
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from drivers.zigbee2mqtt.driver import Zigbee2MqttDriver
 from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings, check_devices
-from gateway.driver import DriverInfo
-from gateway.model import Kind
+from gateway.sdk.driver import DriverInfo
+from gateway.sdk.model import Kind
 
 __all__ = ["DRIVER"]
 

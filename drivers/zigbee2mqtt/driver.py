@@ -29,8 +29,8 @@ from drivers.zigbee2mqtt.mapping import (
     parse_availability,
 )
 from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
-from gateway.driver import DeviceSpec, Driver, DriverContext, DriverHealth
-from gateway.model import Event, EventType, Kind
+from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
+from gateway.sdk.model import Event, EventType, Kind
 
 __all__ = ["Zigbee2MqttDriver"]
 

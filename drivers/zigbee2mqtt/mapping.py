@@ -26,8 +26,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.model import EventType, Kind
-from gateway.profiles import ProfileLibrary
+from gateway.sdk.model import EventType, Kind
+from gateway.sdk.profiles import ProfileLibrary
 
 __all__ = [
     "DEFAULT_MAPPING",

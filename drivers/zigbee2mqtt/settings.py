@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from drivers.zigbee2mqtt.mapping import DEFAULT_MAPPING, Mapping, load_mapping, mapping_names
-from gateway.devicechecks import SharedLine
-from gateway.driver import DeviceProblem, DeviceSpec
-from gateway.model import Kind
+from gateway.sdk.devicechecks import SharedLine
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.model import Kind
 
 __all__ = ["Zigbee2MqttSettings", "check_devices"]
 

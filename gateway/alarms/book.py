@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Literal
 
-from gateway.model import Kind
+from gateway.sdk.model import Kind
 
 from .model import Ack, Alarm, AlarmState, Change, DeviceInfo, Instant, Via
 from .rules import Rule, RuleSet

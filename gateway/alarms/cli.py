@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from gateway.cliutil import config_option, load_or_exit
 from gateway.config import GatewayConfig
+from gateway.config.cli import config_option, load_or_exit
 
 from .engine import check_ack_fields
 from .model import Alarm, AlarmState

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.commands import Command, CommandFailed, Handler
+from gateway.mqtt.commands import Command, CommandFailed, Handler
 
 from .engine import MAX_BY, MAX_NOTE, AlarmEngine, UnknownAlarm
 

@@ -27,11 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.clock import Clock, RunClock
 from gateway.config import ClockCheck
-from gateway.model import ClockState, DeviceRef, Event, Identity, Message, Priority
-from gateway.outbox import Outbox, OutboxItem
-from gateway.topics import Topics
+from gateway.mqtt.topics import Topics
+from gateway.sdk.clock import Clock, RunClock
+from gateway.sdk.model import ClockState, DeviceRef, Event, Identity, Message, Priority
+from gateway.storage.outbox import Outbox, OutboxItem
 
 from .book import AlarmBook
 from .model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from gateway.model import ClockState, DeviceRef, Identity, format_ts
+from gateway.sdk.model import ClockState, DeviceRef, Identity, format_ts
 
 from .rules import AlarmType, Severity
 

@@ -16,7 +16,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.model import EventType, Kind
+from gateway.sdk.model import EventType, Kind
 
 __all__ = [
     "ACK",

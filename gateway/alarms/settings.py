@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.driver import DeviceSpec
+from gateway.sdk.driver import DeviceSpec
 
 from .rules import Rule, RuleSet, Severity
 

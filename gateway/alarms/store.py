@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import RunMark
 from gateway.config import SyncMode
-from gateway.dbrecovery import Salvage, open_checked
-from gateway.diskspace import no_room, release_reserves
-from gateway.outbox_sql import connect
+from gateway.sdk.clock import RunMark
+from gateway.storage.dbrecovery import Salvage, open_checked
+from gateway.storage.diskspace import no_room, release_reserves
+from gateway.storage.outbox_sql import connect
 
 from .model import Alarm, AlarmState, Change, Instant
 

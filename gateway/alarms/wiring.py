@@ -10,7 +10,7 @@ from .model import DeviceInfo
 from .settings import AlarmsConfig
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.process.runtime import Gateway
 
 __all__ = ["attach"]
 

@@ -7,8 +7,8 @@ import click
 from gateway import __version__
 from gateway.alarms.cli import COMMANDS as ALARM_COMMANDS
 from gateway.cli import core, installer, watch
-from gateway.logsetup import setup_logging
 from gateway.notify.cli import notify
+from gateway.process.logsetup import setup_logging
 from gateway.security.cli import security
 from gateway.tickets.cli import tickets
 from gateway.web.cli import COMMANDS as WEB_COMMANDS
@@ -57,7 +57,7 @@ for command in WEB_COMMANDS:
 
 def _attach_driver_commands() -> None:
     # Driver-contributed commands come from the same entry points as the drivers.
-    from gateway.registry import available_drivers
+    from gateway.sdk.registry import available_drivers
 
     for info in available_drivers().values():
         if info.scan_command is not None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from gateway.capacity import rate_warnings
-from gateway.cliutil import config_option, load_or_exit
-from gateway.driver import ReadResult
-from gateway.logsetup import setup_logging
-from gateway.registry import available_drivers
+from gateway.config.cli import config_option, load_or_exit
+from gateway.process.logsetup import setup_logging
+from gateway.sdk.capacity import rate_warnings
+from gateway.sdk.driver import ReadResult
+from gateway.sdk.registry import available_drivers
 
 __all__ = ["COMMANDS", "config_option", "load_or_exit"]
 
@@ -57,7 +57,7 @@ def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
     setup_logging(
         opts.get("log_level") or log_cfg.level, opts.get("log_format") or str(log_cfg.format)
     )
-    from gateway.service import serve
+    from gateway.process.service import serve
 
     sys.exit(serve(loaded, broker_url=broker_url))
 
@@ -66,7 +66,7 @@ def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
 @config_option
 def outbox(config_path: Path) -> None:
     """Show the outbox: depth, oldest message, drops, bytes written."""
-    from gateway.runtime import build_outbox
+    from gateway.process.runtime import build_outbox
 
     loaded = load_or_exit(config_path)
     box = build_outbox(loaded)
@@ -89,7 +89,7 @@ def read(device_id: str, config_path: Path) -> None:
     """Read one device once: every point with value, unit and raw data, or the exact fault."""
     import asyncio
 
-    from gateway.registry import available_drivers
+    from gateway.sdk.registry import available_drivers
 
     loaded = load_or_exit(config_path)
     try:

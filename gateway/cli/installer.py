@@ -22,7 +22,7 @@ def check(config_path: Path) -> None:
     user to see what the service will see:
     sudo -u community-gateway gateway check -c /etc/community-gateway/gateway.yaml
     """
-    from gateway.checks import Status, run_all
+    from gateway.install.checks import Status, run_all
 
     results, problems = run_all(config_path)
     width = max(len(r.name) for r in results)
@@ -131,8 +131,8 @@ def provision(
     force: bool,
 ) -> None:
     """Write a first config and its secret files (0600), asking for what is not given."""
-    from gateway.provision import Answers, ProvisionError, service_owner
-    from gateway.provision import provision as write
+    from gateway.install.provision import Answers, ProvisionError, service_owner
+    from gateway.install.provision import provision as write
 
     answers = Answers(
         site=site.strip(),
@@ -175,7 +175,7 @@ def provision(
 @click.option("--unlock", "action", flag_value="unlock", help="Allow first boot again.")
 def firstboot(root: Path, action: str | None) -> None:
     """Install the config folder from the boot partition (run once by systemd)."""
-    from gateway.firstboot import REPORT, Outcome, lock, run, unlock
+    from gateway.install.firstboot import REPORT, Outcome, lock, run, unlock
 
     if action == "lock":
         click.echo(f"first boot is locked ({lock(root)}); undo with: gateway firstboot --unlock")

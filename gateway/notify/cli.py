@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cliutil import config_option, load_or_exit
+from gateway.config.cli import config_option, load_or_exit
 
 from .modem import Modem, ModemError
 from .pdu import encode_submit

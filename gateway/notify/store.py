@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.config import SyncMode
-from gateway.dbrecovery import open_checked
-from gateway.outbox_sql import connect
+from gateway.storage.dbrecovery import open_checked
+from gateway.storage.outbox_sql import connect
 
 __all__ = ["SmsRecord", "SmsState", "SmsStore"]
 

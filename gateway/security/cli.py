@@ -135,7 +135,7 @@ def sign(key_path: Path, site: str, gateway_id: str, path: str, payload: str) ->
     """
     import json
 
-    from gateway.model import Identity
+    from gateway.sdk.model import Identity
 
     from .signing import CommandSigner, load_private_key
 

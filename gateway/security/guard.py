@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from gateway.commands import Guard
-from gateway.model import Identity
+from gateway.mqtt.commands import Guard
+from gateway.sdk.model import Identity
 
 from .settings import SecurityConfig
 from .signing import CommandVerifier, ReplayCache, key_id, load_public_key

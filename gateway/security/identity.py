@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.model import Identity
+from gateway.sdk.model import Identity
 
 __all__ = ["SERVICE_NAME", "broker_identity", "check_service_name", "parse_identity"]
 

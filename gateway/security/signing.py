@@ -41,8 +41,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.commands import Command, CommandFailed
-from gateway.model import Identity, format_ts
+from gateway.mqtt.commands import Command, CommandFailed
+from gateway.sdk.model import Identity, format_ts
 
 __all__ = [
     "DEFAULT_SIGNED",

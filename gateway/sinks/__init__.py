@@ -14,7 +14,7 @@ from gateway.sinks.settings import InfluxConfig, SinksConfig
 
 if TYPE_CHECKING:  # gateway.config imports this package: no runtime import back
     from gateway.config import GatewayConfig
-    from gateway.outbox import Consumer, Outbox, OutboxItem
+    from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 
 __all__ = ["InfluxConfig", "Sink", "SinksConfig", "build_sinks", "meter_telemetry"]
 

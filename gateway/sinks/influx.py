@@ -41,12 +41,12 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
 from influxdb_client.rest import ApiException
 
-from gateway.backoff import Backoff
-from gateway.model import Priority
-from gateway.outbox import Consumer, Outbox, OutboxReader, Row
+from gateway.sdk.backoff import Backoff
+from gateway.sdk.model import Priority
 from gateway.sinks import meter_telemetry
 from gateway.sinks.influx_mapping import PRECISION, InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig
+from gateway.storage.outbox import Consumer, Outbox, OutboxReader, Row
 
 __all__ = ["CONSUMER", "InfluxSink"]
 

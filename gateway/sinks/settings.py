@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.secrets import SecretRef, refuse_inline
+from gateway.sdk.secrets import SecretRef, refuse_inline
 
 __all__ = ["InfluxConfig", "RetryConfig", "SinksConfig"]
 

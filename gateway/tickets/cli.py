@@ -16,8 +16,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from gateway.config import BrokerConfig, ConfigError, ReconnectConfig, TlsConfig
-from gateway.secrets import SecretRef
+from gateway.config import BrokerConfig, ConfigError
+from gateway.config.model import ReconnectConfig, TlsConfig
+from gateway.sdk.secrets import SecretRef
 
 from .fair import Budget
 from .routing import load_routes

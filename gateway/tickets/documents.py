@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.model import AlarmState
 from gateway.alarms.rules import Severity
-from gateway.config import Id
+from gateway.config.model import Id
 
 __all__ = [
     "MAX_ALARM_BYTES",
@@ -50,7 +50,7 @@ def _schema_error(raw: dict[str, Any]) -> str | None:
     """The first way `raw` fails alarm.json, or None."""
     from jsonschema.exceptions import best_match
 
-    from gateway.schemas import validator
+    from gateway.mqtt.schemas import validator
 
     err = best_match(validator("alarm").iter_errors(raw))
     if err is None:

@@ -22,8 +22,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.rules import AlarmType
-from gateway.config import ConfigError, Id, pydantic_problems
-from gateway.yamlsource import Problem, YamlSyntaxError, load_located
+from gateway.config import ConfigError, pydantic_problems
+from gateway.config.model import Id
+from gateway.config.yamlsource import Problem, YamlSyntaxError, load_located
 
 __all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
 

@@ -53,8 +53,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import BrokerConfig
-from gateway.model import Identity
-from gateway.mqttclient import build_client, publish_properties, refused_credentials
+from gateway.mqtt.client import build_client, publish_properties, refused_credentials
+from gateway.sdk.model import Identity
 from gateway.security.signing import CommandSigner
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm

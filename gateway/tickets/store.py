@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway.model import format_ts
+from gateway.sdk.model import format_ts
 
 from .documents import AlarmDoc
 

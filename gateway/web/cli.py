@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cliutil import config_option, load_or_exit
+from gateway.config.cli import config_option, load_or_exit
 from gateway.web.staff import StaffError, StaffFile, check_id, check_secret, staff_file_of
 
 __all__ = ["COMMANDS", "staff"]

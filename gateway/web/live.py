@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from gateway.driver import DeviceSpec
-from gateway.model import DeviceRef, Event, Message, Telemetry, format_ts
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import DeviceRef, Event, Message, Telemetry, format_ts
 from gateway.web.meters import MeterHistory
 from gateway.web.timefmt import local_time
 

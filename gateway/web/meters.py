@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from gateway.files import write_private
-from gateway.model import Message, Telemetry, ValueType
+from gateway.sdk.files import write_private
+from gateway.sdk.model import Message, Telemetry, ValueType
 
 __all__ = ["BUCKETS", "BUCKET_S", "MeterHistory", "Usage"]
 

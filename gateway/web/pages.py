@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.model import format_ts
+from gateway.sdk.model import format_ts
 from gateway.web.building import Place, building_html, place_states, usage_svg
 from gateway.web.i18n import CONSOLE_JS_KEYS, TEXT, t, t_or
 from gateway.web.live import DeviceState

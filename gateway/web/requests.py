@@ -29,11 +29,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway.commands import Command, CommandFailed
-from gateway.dbrecovery import open_checked
-from gateway.model import ClockState, Identity, Priority, format_ts
-from gateway.outbox import Outbox, OutboxItem
-from gateway.topics import Topics
+from gateway.mqtt.commands import Command, CommandFailed
+from gateway.mqtt.topics import Topics
+from gateway.sdk.model import ClockState, Identity, Priority, format_ts
+from gateway.storage.dbrecovery import open_checked
+from gateway.storage.outbox import Outbox, OutboxItem
 
 __all__ = [
     "CODE_ALPHABET",

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.files import write_private
-from gateway.model import Identity, format_ts
+from gateway.sdk.files import write_private
+from gateway.sdk.model import Identity, format_ts
 from gateway.web import pages
 from gateway.web.auth import (
     DeviceTrust,

@@ -30,7 +30,7 @@ from gateway.web.staff import staff_file_of
 from gateway.web.timefmt import load_zone
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.process.runtime import Gateway
 
 __all__ = ["WebService", "attach"]
 

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.files import write_private
+from gateway.sdk.files import write_private
 from gateway.web.settings import WebConfig
 
 __all__ = [

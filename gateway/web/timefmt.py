@@ -1,6 +1,6 @@
 """Times on the screens: the gateway's UTC timestamps in its local time zone, and their age.
 
-The gateway stores and publishes UTC (`gateway.model.format_ts`); people in the office
+The gateway stores and publishes UTC (`gateway.sdk.model.format_ts`); people in the office
 read local time.  The zone is `web.timezone` (an IANA name) or the system's.  Pages keep
 the UTC timestamp in the `datetime` and `title` attributes, so the exact instant is one
 hover away and the console's script can update the age without asking the server.

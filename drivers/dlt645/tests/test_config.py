@@ -13,7 +13,7 @@ from drivers.dlt645 import DRIVER
 from drivers.dlt645.settings import Dlt645Settings
 from drivers.dlt645.table import TABLE_FILE, DataTable, Sign, load_table
 from gateway.config import ConfigError, load_config
-from gateway.model import Unit, ValueType
+from gateway.sdk.model import Unit, ValueType
 
 FOLDER = Path(__file__).parent.parent
 

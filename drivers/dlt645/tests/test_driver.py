@@ -14,8 +14,8 @@ from drivers.dlt645 import DRIVER
 from drivers.dlt645.driver import read_once
 from drivers.dlt645.tests.responder import Bus, SimMeter, bcd_value
 from gateway.config import load_config
-from gateway.driver import DeviceSpec
-from gateway.model import EventType, Telemetry, Unit, ValueType
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import EventType, Telemetry, Unit, ValueType
 from tests.conftest import RecordingContext
 from tests.driverkit import config_with_devices, events, running
 from tests.peers import PtyPair

@@ -9,7 +9,7 @@ import pytest
 from drivers.gpio import DRIVER
 from drivers.gpio.settings import Active, Contact, GpioSettings, Role
 from gateway.config import ConfigError, load_config
-from gateway.model import Kind
+from gateway.sdk.model import Kind
 from tests.driverkit import config_head, driver_yaml_problems, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"

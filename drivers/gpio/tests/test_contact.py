@@ -6,7 +6,7 @@ import pytest
 
 from drivers.gpio.contact import ROLE_EVENTS, Debouncer, active_level
 from drivers.gpio.settings import Bias, Contact, Role
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 MS = 1_000_000
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drivers.gpio.door import DoorLogic
-from gateway.model import EventType as E
+from gateway.sdk.model import EventType as E
 
 
 def play(door: DoorLogic, timeline: list[tuple[float, str]], until: float) -> list[tuple[float, E]]:

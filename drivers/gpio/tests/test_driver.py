@@ -18,8 +18,8 @@ from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, LineConfig, explain, open_gpiod
 from drivers.gpio.tests.fakechip import FakeChip, Opener
-from gateway.model import ClockState, Event, EventType, Identity, Message, encode
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
+from gateway.sdk.model import ClockState, Event, EventType, Identity, Message, encode
 from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, running, until
 from tests.driverkit import event_types as types
@@ -316,7 +316,7 @@ def test_read_once_names_each_input_state(tmp_path: Path) -> None:
 def test_run_returns_only_when_cancelled_even_with_nothing_to_watch(
     recording_ctx: RecordingContext,
 ) -> None:
-    # The driver contract (gateway/driver.py): run() returns only when cancelled.
+    # The driver contract (gateway/sdk/driver.py): run() returns only when cancelled.
     driver = GpioDriver([], recording_ctx, opener=Opener(FakeChip({})))
 
     async def body() -> None:

@@ -19,7 +19,7 @@ from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.check import check_lines
 from drivers.gpio.driver import read_once
 from drivers.gpio.tests.gpiosim import SimChip, unavailable
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, running, until
 from tests.driverkit import event_types as types

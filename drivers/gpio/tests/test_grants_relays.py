@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-import gateway.runtime
+import gateway.process.runtime
 from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
@@ -21,10 +21,10 @@ from drivers.gpio.source import LineConfig
 from drivers.gpio.tests.fakechip import FakeChip, Opener
 from drivers.simulated import DRIVER as SIMULATED
 from gateway.config import load_config
-from gateway.driver import CommandError, DeviceSpec
-from gateway.model import Event, EventType, Message
-from gateway.registry import available_drivers
-from gateway.runtime import Gateway
+from gateway.process.runtime import Gateway
+from gateway.sdk.driver import CommandError, DeviceSpec
+from gateway.sdk.model import Event, EventType, Message
+from gateway.sdk.registry import available_drivers
 from tests.conftest import RecordingContext
 from tests.driverkit import event_types as types
 from tests.driverkit import running, until
@@ -115,7 +115,7 @@ def fake_chip_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeChip]:
         return GpioDriver(devices, ctx, opener=Opener(chip))
 
     patched = {**real, "gpio": dataclasses.replace(DRIVER, factory=factory)}
-    monkeypatch.setattr(gateway.runtime, "available_drivers", lambda: patched)
+    monkeypatch.setattr(gateway.process.runtime, "available_drivers", lambda: patched)
     yield chip
 
 

@@ -13,8 +13,8 @@ from drivers.modbus.decode import ByteOrder, DataType, encode
 from drivers.modbus.plan import plan_device
 from drivers.modbus.profile import load_profile
 from gateway.config import load_config
-from gateway.driver import DeviceSpec, DriverContext
-from gateway.model import Event, EventType, Message, Telemetry
+from gateway.sdk.driver import DeviceSpec, DriverContext
+from gateway.sdk.model import Event, EventType, Message, Telemetry
 
 from .peers import PeerUnit, float32_words
 

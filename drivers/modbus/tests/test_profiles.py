@@ -15,7 +15,7 @@ from drivers.modbus.profile import (
     load_profile_file,
     profile_names,
 )
-from gateway.model import Kind, Unit, ValueType
+from gateway.sdk.model import Kind, Unit, ValueType
 
 NAMES = profile_names()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from drivers.modbus.profile import Table
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 from tests.peers import PtyPair, pty_pair
 
 from .conftest import HistoryContext

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from drivers.modbus.driver import read_once
 from drivers.modbus.profile import Table
 from gateway.cli import main as gateway_main
-from gateway.driver import ReadResult
-from gateway.model import EventType
+from gateway.sdk.driver import ReadResult
+from gateway.sdk.model import EventType
 from tests.peers import free_port
 
 from .conftest import HistoryContext

@@ -14,7 +14,7 @@ from drivers.osdp.pseudonym import card_pseudonym
 from drivers.osdp.settings import Feedback, OsdpSettings, SecureChannel
 from drivers.osdp.wiegand import encode
 from gateway.config import load_config
-from gateway.model import Kind
+from gateway.sdk.model import Kind
 from tests.driverkit import config_head, driver_yaml_problems, readme_shows_sample
 
 SAMPLE = DRIVER.folder / "sample.yaml"

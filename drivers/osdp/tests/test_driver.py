@@ -18,10 +18,10 @@ from drivers.osdp import DRIVER, OsdpDriver
 from drivers.osdp.driver import read_once
 from drivers.osdp.pseudonym import card_pseudonym, pin_pseudonym
 from drivers.osdp.wiegand import encode
-from gateway.driver import DeviceSpec
-from gateway.model import ClockState, Event, EventType, Identity
-from gateway.model import encode as encode_message
-from gateway.schemas import validator
+from gateway.mqtt.schemas import validator
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import ClockState, Event, EventType, Identity
+from gateway.sdk.model import encode as encode_message
 from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, events, running, until
 from tests.driverkit import event_types as types

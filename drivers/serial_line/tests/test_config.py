@@ -8,7 +8,7 @@ from typing import Any
 from drivers.serial_line import DRIVER
 from drivers.serial_line.settings import SerialLineSettings
 from gateway.config import load_config
-from gateway.model import Kind
+from gateway.sdk.model import Kind
 from tests.driverkit import config_problems, one_device_config
 
 FOLDER = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 
 from drivers.serial_line import DRIVER
 from gateway.config import load_config
-from gateway.driver import DeviceSpec, DriverHealth
-from gateway.model import EventType
+from gateway.sdk.driver import DeviceSpec, DriverHealth
+from gateway.sdk.model import EventType
 from tests.conftest import RecordingContext
 from tests.driverkit import config_with_devices, events, run_driver, until
 from tests.peers import PtyPair, pty_pair

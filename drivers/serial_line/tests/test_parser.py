@@ -16,7 +16,7 @@ from drivers.serial_line.parser import (
     Signal,
 )
 from drivers.serial_line.profile import load_profile, profile_names
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 RF433 = Parser(load_profile("rf433_text"))
 EV1527 = Parser(load_profile("ev1527_kv"))

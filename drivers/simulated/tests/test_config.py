@@ -12,8 +12,8 @@ from drivers.simulated import DRIVER
 from drivers.simulated.scenario import ScriptedEvent, schedule
 from drivers.simulated.settings import SimulatedSettings
 from gateway.config import load_config
-from gateway.model import EventType, Kind
-from gateway.registry import available_drivers
+from gateway.sdk.model import EventType, Kind
+from gateway.sdk.registry import available_drivers
 from tests.driverkit import driver_yaml_problems
 
 SAMPLE = DRIVER.folder / "sample.yaml"

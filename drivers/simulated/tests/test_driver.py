@@ -14,8 +14,8 @@ import pytest
 from drivers.simulated import DRIVER, SimulatedDriver
 from drivers.simulated.driver import read_once
 from drivers.simulated.settings import SimulatedSettings
-from gateway.driver import CommandError, DeviceSpec
-from gateway.model import DeviceRef, Event, EventType, Kind, Location, Message, Telemetry
+from gateway.sdk.driver import CommandError, DeviceSpec
+from gateway.sdk.model import DeviceRef, Event, EventType, Kind, Location, Message, Telemetry
 from tests.conftest import RecordingContext
 
 

@@ -20,7 +20,7 @@ from drivers.simulated.scenario import (
     schedule,
 )
 from drivers.simulated.settings import SimulatedSettings
-from gateway.model import EventType, ValueType
+from gateway.sdk.model import EventType, ValueType
 
 
 def settings(kind: str, **raw: Any) -> SimulatedSettings:

@@ -10,7 +10,7 @@ import pytest
 from drivers.zigbee2mqtt import DRIVER
 from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
 from gateway.config import load_config
-from gateway.model import Kind
+from gateway.sdk.model import Kind
 from tests.driverkit import config_problems, one_device_config
 
 FOLDER = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.zigbee2mqtt import DRIVER
 from gateway.config import load_config
-from gateway.driver import DeviceSpec, DriverHealth
-from gateway.model import EventType
+from gateway.sdk.driver import DeviceSpec, DriverHealth
+from gateway.sdk.model import EventType
 from tests.conftest import RecordingContext
 from tests.driverkit import event_types as types
 from tests.driverkit import events, run_driver, until

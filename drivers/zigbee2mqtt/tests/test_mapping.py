@@ -20,7 +20,7 @@ from drivers.zigbee2mqtt.mapping import (
     mapping_names,
     parse_availability,
 )
-from gateway.model import EventType
+from gateway.sdk.model import EventType
 
 E = EventType
 

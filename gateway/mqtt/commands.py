@@ -28,7 +28,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from gateway.model import format_ts
+from gateway.sdk.model import format_ts
 
 __all__ = [
     "MAX_DEPTH",

@@ -51,12 +51,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway import dbrecovery
-from gateway import outbox_sql as sql
-from gateway.config import SyncMode
-from gateway.diskspace import Room, no_room
-from gateway.model import Priority
-from gateway.outbox_memory import Unstored
+from gateway.sdk.model import Priority
+from gateway.storage import dbrecovery
+from gateway.storage import outbox_sql as sql
+from gateway.storage.diskspace import Room, no_room
+from gateway.storage.outbox_memory import Unstored
+from gateway.storage.outbox_sql import SyncMode
 
 __all__ = [
     "Consumer",

@@ -26,18 +26,18 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
 
-from gateway.clock import Clock
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
-from gateway.driver import DeviceSpec, DriverInfo, ReadResult
-from gateway.model import ClockState
-from gateway.mqttclient import (
+from gateway.mqtt.client import (
     ConnectDiagnosis,
     build_client,
     explain_connect_error,
     reason_text,
     refused_credentials,
 )
-from gateway.topics import Topics
+from gateway.mqtt.topics import Topics
+from gateway.sdk.clock import Clock
+from gateway.sdk.driver import DeviceSpec, DriverInfo, ReadResult
+from gateway.sdk.model import ClockState
 
 __all__ = [
     "CheckResult",
@@ -438,7 +438,7 @@ def check_devices(
 ) -> list[CheckResult]:
     """Read every device once through its driver's `read_once`."""
     if drivers is None:
-        from gateway.registry import available_drivers
+        from gateway.sdk.registry import available_drivers
 
         drivers = available_drivers()
     return asyncio.run(_read_all(loaded, drivers, timeout_s))

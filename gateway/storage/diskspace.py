@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["Room", "no_room", "release_reserves"]
 
-log = logging.getLogger("gateway.outbox")
+log = logging.getLogger("gateway.storage.outbox")
 
 
 def no_room(exc: BaseException) -> bool:

@@ -9,8 +9,8 @@ import signal
 import threading
 
 from gateway.config import LoadedConfig
-from gateway.runtime import Gateway
-from gateway.sdnotify import Notifier
+from gateway.process.runtime import Gateway
+from gateway.process.sdnotify import Notifier
 
 __all__ = ["serve"]
 

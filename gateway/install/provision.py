@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.config import CONFIG_VERSION, GatewayConfig
-from gateway.files import write_private
+from gateway.sdk.files import write_private
 from gateway.security.identity import broker_identity
 
 __all__ = [

@@ -16,11 +16,11 @@ import threading
 from collections.abc import Iterable
 from dataclasses import replace
 
-from gateway.outbox_sql import NewRow
+from gateway.storage.outbox_sql import NewRow
 
 __all__ = ["Unstored"]
 
-log = logging.getLogger("gateway.outbox")
+log = logging.getLogger("gateway.storage.outbox")
 
 
 class Unstored:

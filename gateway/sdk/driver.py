@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from gateway.model import DeviceRef, Kind, Message
+from gateway.sdk.model import DeviceRef, Kind, Message
 
 __all__ = [
     "CommandError",
@@ -214,5 +214,5 @@ class DriverInfo:
     cli_commands: tuple[Any, ...] = ()
     check_devices: DeviceCheck | None = None
     # Messages a second one device makes at its configured interval, for the storage
-    # check of `gateway validate` (gateway/capacity.py); None: not on a schedule.
+    # check of `gateway validate` (gateway/sdk/capacity.py); None: not on a schedule.
     message_rate: Callable[[DeviceSpec], float] | None = None

@@ -39,11 +39,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway import __version__
-from gateway.backoff import Backoff
-from gateway.commands import Admission, CommandGate, Throttled, reply_doc
 from gateway.config import BrokerConfig, MqttProtocol
-from gateway.model import ClockState, DeviceRef, Identity, Priority, format_ts
-from gateway.mqttclient import (
+from gateway.mqtt.client import (
     ConnectDiagnosis,
     build_client,
     connect_properties,
@@ -51,8 +48,11 @@ from gateway.mqttclient import (
     publish_properties,
     reason_text,
 )
-from gateway.outbox import Outbox, OutboxError, OutboxReader
-from gateway.topics import Topics
+from gateway.mqtt.commands import Admission, CommandGate, Throttled, reply_doc
+from gateway.mqtt.topics import Topics
+from gateway.sdk.backoff import Backoff
+from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority, format_ts
+from gateway.storage.outbox import Outbox, OutboxError, OutboxReader
 
 __all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "SessionNumbers", "Uplink"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import sqlitepages as pages
+from gateway.storage import sqlitepages as pages
 
 __all__ = ["Salvage", "is_damage", "open_checked", "problem", "rebuild"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.driver import DeviceSpec, DriverInfo
+from gateway.sdk.driver import DeviceSpec, DriverInfo
 
 __all__ = ["STORABLE_PER_S", "configured_rate", "rate_warnings"]
 

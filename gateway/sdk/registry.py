@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-from gateway.driver import DriverInfo
+from gateway.sdk.driver import DriverInfo
 
 __all__ = ["ENTRY_POINT_GROUP", "available_drivers"]
 

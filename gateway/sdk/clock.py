@@ -16,12 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
-from gateway.config import ClockCheck
-from gateway.model import ClockState
+from gateway.sdk.model import ClockState
 
-__all__ = ["Clock", "RunClock", "RunMark"]
+__all__ = ["Clock", "ClockCheck", "RunClock", "RunMark"]
+
+
+class ClockCheck(StrEnum):
+    """How the gateway knows its clock is right: the kernel's NTP flag, or trust it."""
+
+    KERNEL = "kernel"
+    TRUST = "trust"
+
 
 _TIME_ERROR = 5  # adjtimex() return value: clock not synchronised (STA_UNSYNC set)
 

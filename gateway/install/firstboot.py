@@ -180,7 +180,7 @@ def _raw(data: Any, where: tuple[str | int, ...]) -> Any:
 def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
     """Problems `gateway validate` cannot know: where the installed service runs."""
     from gateway.config import load_config, paths_in
-    from gateway.yamlsource import load_located
+    from gateway.config.yamlsource import load_located
 
     loaded = load_config(config)
     src = load_located(config)
@@ -232,7 +232,7 @@ def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
 def _check_in_child(config: Path, folder: Path, boot: Path, owner: tuple[int, int] | None) -> None:
     """The child's side: validate as the service user, print the problems as JSON."""
     from gateway.config import ConfigError
-    from gateway.registry import available_drivers
+    from gateway.sdk.registry import available_drivers
 
     available_drivers()  # imported while the program's files are still readable
     if owner is not None and os.geteuid() == 0:
@@ -258,7 +258,7 @@ def _validate(root: Path, folder: Path) -> list[str]:
         args += [str(owner[0]), str(owner[1])]
     try:
         child = subprocess.run(
-            [sys.executable, "-I", "-m", "gateway.firstboot", *args],
+            [sys.executable, "-I", "-m", "gateway.install.firstboot", *args],
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT_S,
@@ -304,7 +304,7 @@ def _private_dir(path: Path, owner: tuple[int, int] | None) -> None:
 
 
 def _copy_private(src: Path, dst: Path, owner: tuple[int, int] | None) -> None:
-    from gateway.files import write_private
+    from gateway.sdk.files import write_private
 
     # Copy, not rename: the FAT partition and /etc are different file systems.
     write_private(dst, src.read_bytes(), owner=owner)

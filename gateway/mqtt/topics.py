@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.model import Identity
+from gateway.sdk.model import Identity
 
 __all__ = ["Topics"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.driver import DeviceProblem, DeviceSpec
 
 __all__ = ["SharedLine"]
 

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.driver import DeviceSpec
-from gateway.model import (
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import (
     DeviceRef,
     Event,
     EventType,
@@ -33,8 +33,8 @@ from gateway.model import (
     ValueType,
     format_ts,
 )
-from gateway.wellness_settings import ActivityRules, InactivityCheck, WellnessConfig
-from gateway.wellness_settings import activity_devices as _activity_devices
+from gateway.wellness.settings import ActivityRules, InactivityCheck, WellnessConfig
+from gateway.wellness.settings import activity_devices as _activity_devices
 
 __all__ = ["Decision", "FlatWatch", "MeterMemory", "Wellness", "classify"]
 

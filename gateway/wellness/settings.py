@@ -13,8 +13,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.driver import DeviceSpec
-from gateway.model import EventType, Kind
+from gateway.sdk.driver import DeviceSpec
+from gateway.sdk.model import EventType, Kind
 
 __all__ = [
     "ActivityRules",

@@ -21,11 +21,14 @@ from zoneinfo import ZoneInfo
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
-from gateway.clock import Clock
-from gateway.commands import Command, CommandFailed, CommandRouter
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
-from gateway.driver import DeviceSpec, Driver, DriverContext
-from gateway.model import (
+from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
+from gateway.mqtt.topics import Topics
+from gateway.mqtt.uplink import CONSUMER, Reply, Uplink
+from gateway.process.supervision import ThreadDeath, ThreadDeaths
+from gateway.sdk.clock import Clock
+from gateway.sdk.driver import DeviceSpec, Driver, DriverContext
+from gateway.sdk.model import (
     GATEWAY_STORAGE,
     ClockState,
     DeviceRef,
@@ -36,14 +39,11 @@ from gateway.model import (
     encode_gateway_event,
     format_ts,
 )
-from gateway.outbox import Consumer, Outbox, OutboxItem
-from gateway.registry import available_drivers
+from gateway.sdk.registry import available_drivers
 from gateway.security.guard import command_guard
 from gateway.sinks import Sink, build_sinks
-from gateway.supervision import ThreadDeath, ThreadDeaths
-from gateway.topics import Topics
-from gateway.uplink import CONSUMER, Reply, Uplink
-from gateway.wellness import Wellness
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem
+from gateway.wellness.monitor import Wellness
 
 __all__ = [
     "AvailabilityObserver",

@@ -1,7 +1,7 @@
 """The outbox's SQL: schema, consumer bits, and the one transaction each batch commits.
 
 Everything here takes a `sqlite3.Connection` opened by `connect` (autocommit mode, so
-transactions are explicit) and is called from one thread at a time; `gateway.outbox`
+transactions are explicit) and is called from one thread at a time; `gateway.storage.outbox`
 owns the threads and the futures.
 """
 
@@ -12,16 +12,17 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from gateway.config import SyncMode
-from gateway.model import Priority
+from gateway.sdk.model import Priority
 
 __all__ = [
     "MAX_CONSUMERS",
     "BatchOutcome",
     "NewRow",
     "StoredState",
+    "SyncMode",
     "connect",
     "init_schema",
     "load_state",
@@ -31,7 +32,15 @@ __all__ = [
     "write_batch",
 ]
 
-log = logging.getLogger("gateway.outbox")
+
+class SyncMode(StrEnum):
+    """`full` survives power loss; `normal` survives a crash of the process only."""
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+log = logging.getLogger("gateway.storage.outbox")
 
 SCHEMA_VERSION = 2
 # `pending` is a signed 64-bit integer: bits 0..62 keep it positive.

@@ -1,0 +1,11 @@
+"""The driver kit: what a driver is written against, and nothing else.
+
+Lives here: `model` (the normalised message: readings, events, device refs), `driver`
+(the driver contract, `DeviceSpec`, device problems), `registry` (drivers by entry
+point), `profiles` (device profiles as data), `backoff`, `secrets`, `files`, `clock`
+(wall and monotonic run clock), `capacity` and `devicechecks` (what `validate` and
+`check` ask of a driver).
+
+May import: the standard library and third-party packages only; no other `gateway`
+package.  Drivers (`drivers/*`) import this package (and `gateway.config` in their tests).
+"""
