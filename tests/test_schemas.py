@@ -121,9 +121,9 @@ def test_load_schema_returns_a_fresh_copy_and_refuses_unknown_names() -> None:
 
 
 def test_importing_the_module_does_not_need_jsonschema() -> None:
-    # jsonschema is a test dependency only; the runtime may import gateway.schemas.
+    # jsonschema is a test dependency only; the runtime may import gateway.mqtt.schemas.
     code = (
-        "import sys; import gateway.schemas as s; s.load_schema('status'); "
+        "import sys; import gateway.mqtt.schemas as s; s.load_schema('status'); "
         "assert 'jsonschema' not in sys.modules and 'referencing' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -7,7 +7,7 @@ get it.  `run()` is the engine's service: it restores the open alarms and their 
 republishes what a crash kept from the outbox, and then applies the timers, the
 acknowledgements queued by `gateway ack`, and the escalation output.
 
-Timers count on a run clock (gateway.clock.RunClock) whose mark is stored with every
+Timers count on a run clock (gateway.sdk.clock.RunClock) whose mark is stored with every
 change and every few seconds while a timer runs: a step of the wall clock (NTP at boot)
 neither fires nor delays them, also across a restart; see docs/config.md#alarms.
 """
@@ -94,7 +94,7 @@ def check_ack_fields(by: object, note: object) -> tuple[str, str]:
 
 
 class TimeSource(Protocol):
-    """The clocks the engine reads (gateway.clock.Clock; tests give their own)."""
+    """The clocks the engine reads (gateway.sdk.clock.Clock; tests give their own)."""
 
     boot_id: str | None
 

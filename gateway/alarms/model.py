@@ -1,7 +1,7 @@
 """One alarm's state, its stored record, and the document published for it (schema alarm.json).
 
 An alarm's timestamps come from the wall clock (for people); its timers are deadlines on
-the engine's run clock (gateway.clock.RunClock), which NTP steps never move.
+the engine's run clock (gateway.sdk.clock.RunClock), which NTP steps never move.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Via(StrEnum):
 class Instant:
     """One moment on both clocks: `wall` stamps documents, `run` (seconds) drives timers.
 
-    `synced` says whether the wall clock was known to be right (gateway.clock.Clock).
+    `synced` says whether the wall clock was known to be right (gateway.sdk.clock.Clock).
     """
 
     wall: datetime

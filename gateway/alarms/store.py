@@ -5,7 +5,7 @@ change in `transitions`, and `published_rev` per alarm: a crash between storing 
 change and the outbox taking its document is repaired at start by publishing again.
 `pending_acks` holds acknowledgements typed with `gateway ack` in another process; only
 the running engine applies them, so transitions are written by one process alone.
-The meta row `run_mark` is where the engine's run clock stood (gateway.clock.RunMark):
+The meta row `run_mark` is where the engine's run clock stood (gateway.sdk.clock.RunMark):
 the alarms' timers are deadlines on that clock, so the next process carries on from it.
 """
 

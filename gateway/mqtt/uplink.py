@@ -173,7 +173,7 @@ class Uplink:
         self.outbox = outbox
         self.topics = Topics(cfg.topic_prefix, identity)
         self.started = started
-        # Whether the wall clock is synced now (gateway.clock.Clock.state): documents say
+        # Whether the wall clock is synced now (gateway.sdk.clock.Clock.state): documents say
         # it beside their timestamps, as telemetry and events do.
         self.clock = clock
         self._started_clock = clock()
@@ -264,7 +264,7 @@ class Uplink:
     # ---- the uplink thread -----------------------------------------------------------
 
     def _main(self) -> None:
-        # An exception out of here ends the thread; gateway.supervision then stops the
+        # An exception out of here ends the thread; gateway.process.supervision then stops the
         # whole process (exit 1), so that it is restarted instead of running half-alive.
         reader = self.outbox.reader()
         backoff = Backoff(self.cfg.reconnect.min_delay_s, self.cfg.reconnect.max_delay_s)

@@ -156,7 +156,7 @@ class InfluxSink:
 
     def _main(self) -> None:
         # Every failure of a write is retried inside _loop; an exception out of here is a
-        # bug or a broken outbox, and gateway.supervision then restarts the process.
+        # bug or a broken outbox, and gateway.process.supervision then restarts the process.
         assert self._outbox is not None
         reader = self._outbox.reader()
         try:

@@ -74,7 +74,7 @@ MAX_BATCH = 2000  # requests per transaction: bounds the time a commit holds the
 # Telemetry waiting for the writer: at 640 readings/s (32 meters every 50 ms) this is
 # over 15 s of a stalled disk, and at about 1 KiB a message a bounded 10 MB.
 MAX_QUEUED = 10_000
-# Kept free for events (see gateway.diskspace): about 8,000 events of 500 bytes.
+# Kept free for events (see gateway.storage.diskspace): about 8,000 events of 500 bytes.
 RESERVE_BYTES = 4 * 1024 * 1024
 _WARN_EVERY_S = 60.0
 _LOWEST_EVERY_S = 0.5

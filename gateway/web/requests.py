@@ -222,7 +222,7 @@ class RequestStore:
         self.path = path
         self._outbox = outbox
         self._topics = topics
-        self._clock = clock  # gateway.clock.Clock.state: is the wall clock synced now?
+        self._clock = clock  # gateway.sdk.clock.Clock.state: is the wall clock synced now?
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         # Codes being handed to the outbox right now, so `publish_pending` does not hand
