@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from gateway.sdk.backoff import doubled
+
 __all__ = ["Anomaly", "CounterGuard", "MeterHealth", "Transition"]
 
 
@@ -53,9 +55,8 @@ class MeterHealth:
         """
         if self.online is not False:
             return self.poll_interval_s
-        beyond = self.failures - self.offline_after + 1
-        delay = self.poll_interval_s * 2 ** min(beyond, 30)
-        return min(delay, max(self.backoff_max_s, self.poll_interval_s))
+        cap = max(self.backoff_max_s, self.poll_interval_s)
+        return doubled(self.poll_interval_s, cap, self.failures - self.offline_after + 1)
 
 
 @dataclass(frozen=True, slots=True)

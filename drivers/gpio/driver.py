@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from gateway.sdk.backoff import Backoff
 from gateway.sdk.driver import (
     CommandError,
     DeviceSpec,
@@ -89,7 +90,7 @@ class GpioDriver(Driver):
     ) -> None:
         super().__init__(devices, ctx)
         self._opener = opener
-        self._retry = (retry_min_s, retry_max_s)
+        self._retry = (retry_min_s, retry_max_s)  # a Backoff per chip, without jitter
         self._online: dict[str, bool] = {}
         self._faults: dict[str, str] = {}  # chip -> its current fault, logged once
         self._connected: dict[str, bool] = {}  # chip -> its lines were read since the last fault
@@ -213,7 +214,7 @@ class GpioDriver(Driver):
                 **{r.spec.id: r.spec for r in relays.values()},
             }.values()
         )
-        delay = self._retry[0]
+        backoff = Backoff(*self._retry, jitter=False)
         while True:
             try:
                 # Relays are requested at the state last commanded (off at first).
@@ -230,9 +231,8 @@ class GpioDriver(Driver):
             except Exception as exc:  # one chip's bug must not stop the others
                 self._fault(chip, specs, f"{chip}: {type(exc).__name__}: {exc}")
             if self._connected.pop(chip, False):
-                delay = self._retry[0]  # it worked until now: a fresh fault, retry soon
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry[1])
+                backoff.reset()  # it worked until now: a fresh fault, retry soon
+            await asyncio.sleep(backoff.next())
 
     def _fault(self, chip: str, specs: list[DeviceSpec], reason: str) -> None:
         self._errors += 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from gateway.sdk.backoff import doubled
+
 __all__ = [
     "EXCEPTION_NAMES",
     "DeviceHealth",
@@ -146,8 +148,8 @@ class DeviceHealth:
         """Seconds until the next poll: the interval, doubling once offline, up to the cap."""
         if self.failures < self.offline_after:
             return self.poll_interval_s
-        steps = min(self.failures - self.offline_after + 1, 30)
-        return max(self.poll_interval_s, min(self.poll_interval_s * 2**steps, self.backoff_max_s))
+        cap = max(self.poll_interval_s, self.backoff_max_s)
+        return doubled(self.poll_interval_s, cap, self.failures - self.offline_after + 1)
 
     def first_time(self, key: str) -> bool:
         """True the first time `key` is seen since the device last recovered."""

@@ -19,6 +19,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
+from gateway.sdk.backoff import Backoff
+
 from .faults import EXCEPTION_NAMES, Fault, FaultKind, LinkFault, hint_for
 from .profile import Table
 from .settings import Framer, SerialBus, TcpBus
@@ -69,7 +71,9 @@ class Link:
         self._last_io = 0.0
         self._rx_bytes = 0
         self._retry_at = 0.0
-        self._connect_delay = _CONNECT_BACKOFF_MIN_S
+        self._connect_backoff = Backoff(
+            _CONNECT_BACKOFF_MIN_S, _CONNECT_BACKOFF_MAX_S, jitter=False
+        )
         self._port_fault_logged = False
 
     @property
@@ -152,15 +156,14 @@ class Link:
         if not ok:
             client.close()
             self._client = None
-            self._retry_at = loop.time() + self._connect_delay
-            self._connect_delay = min(self._connect_delay * 2, _CONNECT_BACKOFF_MAX_S)
+            self._retry_at = loop.time() + self._connect_backoff.next()
             detail = self._why_not_open()
             raise self._port_fault(f"{detail} ({error})" if error else detail)
         if self._port_fault_logged:
             self.logger.info("modbus bus %s: connected again", self.describe())
             self.stats.reconnects += 1
         self._port_fault_logged = False
-        self._connect_delay = _CONNECT_BACKOFF_MIN_S
+        self._connect_backoff.reset()
         return client
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import osdp
 
+from gateway.sdk.backoff import Backoff
 from gateway.sdk.driver import (
     DeviceSpec,
     Driver,
@@ -65,6 +66,11 @@ def _settings(spec: DeviceSpec) -> OsdpSettings:
     return spec.settings_as(OsdpSettings)
 
 
+def _retry_backoff(first_s: float) -> Backoff:
+    # Capped at libosdp's own pause, the first retry too: a reader is never left longer.
+    return Backoff(min(first_s, _RETRY_MAX_S), _RETRY_MAX_S, jitter=False)
+
+
 @dataclass(slots=True)
 class _Reader:
     """One reader's keys, buffers and reachability, kept across bus restarts."""
@@ -80,7 +86,7 @@ class _Reader:
     sc_failed: bool = False
     started: float = 0.0
     retry_at: float | None = None
-    retry_delay: float = 10.0
+    retry: Backoff = field(default_factory=lambda: _retry_backoff(10.0))
     quiet_until: float = 0.0  # notifications caused by our own reset are not news
     attempt: float = 0.0  # when libosdp last started to connect to the reader
     reason: str = ""
@@ -165,11 +171,12 @@ class OsdpDriver(Driver):
         elif not log:  # said once for the whole bus
             self._faults[r.spec.id] = f"device {r.spec.id} offline: {reason}"
         if r.retry_at is None:
-            r.retry_at = now + r.retry_delay
+            r.retry_at = now + r.retry.delay
 
     async def _online(self, bus: Bus, r: _Reader, sc: bool) -> None:
         r.online, r.sc_active, r.sc_failed, r.reason = True, sc, False, ""
-        r.retry_at, r.retry_delay = None, r.settings.retry_s
+        r.retry_at = None
+        r.retry.reset()
         self.ctx.set_available(r.spec.id, True)
         if self._faults.pop(r.spec.id, None) is not None:
             self.ctx.logger.info("osdp device %s online again", r.spec.id)
@@ -213,7 +220,7 @@ class OsdpDriver(Driver):
                 scbk=scbk,
                 keypad=KeypadBuffer(s.keypad_timeout_s, s.keypad_max_digits),
                 allow=AllowList(s.allow_list) if s.allow_list is not None else None,
-                retry_delay=s.retry_s,
+                retry=_retry_backoff(s.retry_s),
             )
             if r.allow is not None:
                 for problem in r.allow.refresh():
@@ -234,8 +241,7 @@ class OsdpDriver(Driver):
             )
             for r in readers
         ]
-        retry = min(r.settings.retry_s for r in readers)
-        delay = retry
+        backoff = _retry_backoff(min(r.settings.retry_s for r in readers))
         loop = asyncio.get_running_loop()
         while True:
             queue: asyncio.Queue[Queued] = asyncio.Queue()
@@ -264,9 +270,8 @@ class OsdpDriver(Driver):
             finally:
                 await asyncio.to_thread(bus.close)
             if served:
-                delay = retry
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
 
     async def _serve(self, bus: Bus, readers: list[_Reader], queue: asyncio.Queue[Queued]) -> None:
         by_address = {r.address: r for r in readers}
@@ -306,8 +311,8 @@ class OsdpDriver(Driver):
                 self._offline(r, _describe_offline(r), now)
             if r.online is False and r.retry_at is not None and now >= r.retry_at:
                 self._counts["retries"] += 1
-                r.retry_delay = min(r.retry_delay * 2, _RETRY_MAX_S)
-                r.retry_at = now + r.retry_delay
+                r.retry.next()  # one more failed retry: the next one waits twice as long
+                r.retry_at = now + r.retry.delay
                 r.sc_failed = False
                 await asyncio.to_thread(bus.reset, r.address)
                 r.quiet_until = r.attempt = time.monotonic()

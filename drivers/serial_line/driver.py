@@ -12,6 +12,7 @@ from typing import cast
 from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
 from drivers.serial_line.port import PortClosed, ReceiverPort
 from drivers.serial_line.settings import SerialLineSettings
+from gateway.sdk.backoff import Backoff
 from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event
 
@@ -120,7 +121,7 @@ class SerialLineDriver(Driver):
 
     async def _keep(self, receiver: _Receiver) -> None:
         """Keep the port open: on loss mark its devices unavailable and retry with backoff."""
-        delay = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, jitter=False)
         last_reason = ""
         while True:
             port = ReceiverPort(receiver.path, receiver.baud)
@@ -129,7 +130,7 @@ class SerialLineDriver(Driver):
                 if last_reason:
                     self.ctx.logger.info("serial_line: %s is open again", receiver.path)
                 last_reason = ""
-                delay = BACKOFF_MIN_S
+                backoff.reset()
                 self._set_all(receiver, True)
                 receiver.splitter.reset()
                 await self._read(receiver, port)
@@ -148,8 +149,7 @@ class SerialLineDriver(Driver):
                 self._set_all(receiver, False, "internal error; see the gateway log")
             finally:
                 port.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _read(self, receiver: _Receiver, port: ReceiverPort) -> None:
         while True:

@@ -24,6 +24,8 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.sdk.backoff import doubled
+
 from .modem import Modem, ModemError
 from .pdu import encode_submit
 from .settings import Recipient, SmsConfig
@@ -66,8 +68,7 @@ def recipients_for(doc: dict[str, Any], cfg: SmsConfig) -> _Plan | None:
 
 
 def _delay(attempts: int, base_s: float) -> float:
-    # Capped exponent: a modem gone for days must not overflow the float.
-    return min(_MAX_DELAY_S, base_s * 2 ** min(attempts, 16))
+    return doubled(base_s, _MAX_DELAY_S, attempts)
 
 
 class SmsNotifier:
