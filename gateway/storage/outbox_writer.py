@@ -1,0 +1,432 @@
+"""The outbox's writer thread: it owns the write connection and commits in groups.
+
+It waits for the first queued request, takes everything queued behind it, and commits
+the lot as one transaction.  A batch of telemetry only lingers up to
+`commit_interval_ms` to gather more (fewer writes to the SD card); an event, or a
+`meta_increment`, commits at once (alarm latency).  After each commit it publishes a
+`Snapshot` of its counters, read lock-free by `Outbox.stats`.
+
+A damaged file is rebuilt under it (`outbox_recovery`); on a full disk it sheds
+telemetry and keeps events, in memory if they fit nowhere else (`outbox_room`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway.sdk.model import Priority
+from gateway.storage import dbrecovery
+from gateway.storage import outbox_sql as sql
+from gateway.storage.diskspace import Room, no_room
+from gateway.storage.outbox_batch import gather
+from gateway.storage.outbox_memory import Unstored
+from gateway.storage.outbox_recovery import open_file, reopen_damaged, stored_next_seq
+from gateway.storage.outbox_room import FullDisk, checkpoint
+from gateway.storage.outbox_sql import SyncMode
+from gateway.storage.outbox_types import (
+    STOP,
+    Ack,
+    Consumer,
+    Handoff,
+    Increment,
+    OutboxItem,
+    Put,
+    Recover,
+    Request,
+    Snapshot,
+    Staged,
+    fail,
+    fail_staged,
+    new_row,
+    settle_waiters,
+)
+
+__all__ = ["Writer"]
+
+log = logging.getLogger("gateway.storage.outbox")
+
+_WARN_EVERY_S = 60.0
+_LOWEST_EVERY_S = 0.5
+
+
+class Writer:
+    """The writer thread of one outbox and the state only it changes.
+
+    `snap`, `generation` and `masks` are read by other threads: each is replaced
+    whole, never changed in place.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_messages: int,
+        commit_interval_ms: int,
+        sync: SyncMode,
+        consumers: Sequence[Consumer],
+        handoff: Handoff,
+        room: Room,
+        memory: Unstored,
+        on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None,
+    ) -> None:
+        self.path = path
+        self.max_messages = max_messages
+        self.commit_interval_ms = commit_interval_ms
+        self.sync = sync
+        self.consumers = tuple(consumers)
+        self.handoff = handoff
+        self.room = room
+        self.memory = memory
+        # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
+        # outbox stores about its own faults: a rebuilt file, a full disk.
+        self.on_storage_fault = on_storage_fault
+        self.disk = FullDisk(path, room, memory, self.report)
+        self.generation = 0  # +1 per rebuild: readers reopen the new file
+        self.masks: dict[str, int] = {}
+        self.snap = Snapshot(depth={p: 0 for p in Priority})
+        self.listeners: tuple[Callable[[], None], ...] = ()
+        self.thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection
+        self._next_seq = 0
+        self._retry_acks: list[Ack] = []
+        self._warned_drop = self._warned_events = self._warned_room = -math.inf
+        self._lowest_stale = False
+        self._lowest_at = -math.inf
+        self._dropped_owed = 0  # dropped while nothing could be written
+        self._batch_dropped = 0
+
+    def open(self) -> sql.StoredState:
+        """Open (or rebuild) the file, make the reserve, start the thread; the state found."""
+        opened = open_file(self.path, self.sync, [c.name for c in self.consumers])
+        self._conn, state, self.masks = opened.conn, opened.state, opened.masks
+        if opened.rebuilt:
+            self.generation += 1
+        if not self.room.make_reserve():
+            log.warning(
+                "outbox: no room for the %d-byte reserve next to %s; telemetry is shed"
+                " until there is",
+                self.room.reserve_bytes,
+                self.path,
+            )
+        self._next_seq = state.next_seq
+        self.snap = Snapshot(
+            depth=state.depth,
+            oldest_created=state.oldest_created,
+            dropped_telemetry=state.dropped_telemetry,
+            lowest_seq=sql.lowest_pending(self._conn, self.masks, state.next_seq),
+        )
+        self._lowest_at = time.monotonic()
+        self.thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self.thread.start()
+        if opened.report is not None:
+            self.report(opened.report)
+        return state
+
+    def _recover(self, reason: str) -> None:
+        """Rebuild the damaged file under the writer and carry on with the new one."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        opened = reopen_damaged(self.path, self.sync, self.masks, reason, self._next_seq)
+        self._conn, state = opened.conn, opened.state
+        if opened.rebuilt:
+            self.generation += 1
+        self._next_seq = max(self._next_seq, state.next_seq)
+        self.snap = replace(
+            self.snap,
+            depth=state.depth,
+            oldest_created=state.oldest_created,
+            dropped_telemetry=max(self.snap.dropped_telemetry, state.dropped_telemetry),
+        )
+        assert opened.report is not None
+        self.report(opened.report)
+
+    def report(self, data: Mapping[str, Any]) -> None:
+        """Queue a `gateway.storage` event (if a builder is set); stored with the next batch."""
+        if self.on_storage_fault is None:
+            return
+        try:
+            self.handoff.queue.put(
+                Put(self.on_storage_fault(data), concurrent.futures.Future(), time.time())
+            )
+        except Exception:
+            log.exception("outbox: the gateway.storage event could not be built: %s", data)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._collect()
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                log.exception("outbox writer failed on a batch of %d requests", len(batch))
+                fail(batch, exc)
+        self._store_held_events()
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            log.exception("outbox checkpoint at close failed")
+        self._conn.close()
+        if self._retry_acks:
+            log.warning("outbox closed with acknowledgements not stored: rows will be resent")
+
+    def _store_held_events(self) -> None:
+        """At close: events still held in memory go to disk if they fit now, else are lost."""
+        rows = self.memory.take_all()
+        if not rows:
+            return
+        self.room.release()  # the reserve is for exactly this
+        try:
+            self._batch_dropped = 0
+            self._write([Staged(None, r, False) for r in rows], self._next_seq, [], [])
+        except sqlite3.Error as exc:
+            log.error(
+                "outbox closed with %d undelivered events it could not store: %s", len(rows), exc
+            )
+
+    def _collect(self) -> tuple[list[Request], bool]:
+        """Wait for a request, then gather what follows it; returns (batch, stop seen)."""
+        first = self._next_request()
+        if first is STOP:
+            return [], True
+        return gather(self.handoff.queue, first, self.commit_interval_ms / 1000)
+
+    def _next_request(self) -> Request | None:
+        """Block for the next request; while `lowest_seq` is stale, refresh it when idle."""
+        while self._lowest_stale:
+            wait = self._lowest_at + _LOWEST_EVERY_S - time.monotonic()
+            try:
+                return (
+                    self.handoff.queue.get(timeout=wait)
+                    if wait > 0
+                    else self.handoff.queue.get_nowait()
+                )
+            except queue.Empty:
+                self._refresh_lowest()
+        return self.handoff.queue.get()
+
+    def _refresh_lowest(self) -> None:
+        self._lowest_stale = False
+        self._lowest_at = time.monotonic()
+        try:
+            lowest = sql.lowest_pending(self._conn, self.masks, self._next_seq)
+        except sqlite3.Error as exc:
+            log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
+            return
+        self.snap = replace(self.snap, lowest_seq=lowest)
+
+    def _commit(self, batch: list[Request]) -> None:
+        try:
+            self._commit_batch(batch)
+        finally:
+            settle_waiters(batch)
+        self._lowest_stale = True
+        if time.monotonic() - self._lowest_at >= _LOWEST_EVERY_S:
+            self._refresh_lowest()
+
+    def _commit_batch(self, batch: list[Request]) -> None:
+        for request in batch:
+            if isinstance(request, Recover) and request.generation == self.generation:
+                self._recover(request.reason)
+        staged: list[Staged] = []
+        increments = [r for r in batch if isinstance(r, Increment)]
+        acks = self._retry_acks + [r for r in batch if isinstance(r, Ack)]
+        self._retry_acks = []
+        with self.handoff.lock:
+            self.handoff.queued -= sum(1 for r in batch if isinstance(r, Put) and r.offered)
+            shed, self.handoff.shed = self.handoff.shed, 0
+        # Each shed reading gets a seq nobody receives: the platform sees the gap.
+        seq = self._next_seq + shed
+        self._batch_dropped = shed  # readings of this batch whose seq nobody will get
+        # Payloads are built before the transaction opens: a failing one fails alone.
+        for put in (r for r in batch if isinstance(r, Put)):
+            if not put.future.set_running_or_notify_cancel():
+                continue  # cancelled before it was stored: it never will be
+            numbered = put.item.sequenced
+            try:
+                row = new_row(put, seq if numbered else 0, self.consumers, self.masks)
+            except Exception as exc:
+                put.future.set_exception(exc)
+                continue
+            if row is None:
+                put.future.set_result(-1)
+                continue
+            staged.append(Staged(put.future, row, put.offered))
+            if numbered:
+                seq += 1
+        if self.disk.short_of_room():
+            staged = self._shed_telemetry(staged, "disk almost full: telemetry shed")
+        staged += self._memory_back()
+        if not (staged or acks or increments or self._batch_dropped or self._dropped_owed):
+            return
+        try:
+            out = self._write_with_fallbacks(staged, seq, acks, increments)
+        except sqlite3.Error as exc:
+            if no_room(exc) and any(st.row.prio is Priority.EVENT for st in staged):
+                self._keep_in_memory(staged, seq, acks, increments, exc)
+                return
+            self.memory.add([st.row for st in staged if st.future is None])
+            offered = sum(st.offered for st in staged)
+            # On a full disk this repeats at every commit: say it once a minute.
+            now = time.monotonic()
+            quiet = no_room(exc) and now - self._warned_room < _WARN_EVERY_S
+            if not quiet and no_room(exc):
+                self._warned_room = now
+            (log.debug if quiet else log.error)(
+                "outbox commit failed (%s): %d messages refused (%d telemetry counted as"
+                " dropped), %d acknowledgements kept for the next commit",
+                exc,
+                len(staged),
+                offered,
+                sum(len(a.ids) for a in acks),
+            )
+            self._retry_acks = acks
+            self._next_seq = stored_next_seq(self._conn, self._next_seq)
+            # Nobody waits for offered telemetry: it is shed, and gets its seq (a gap)
+            # with the next commit that succeeds, like the readings shed before.
+            with self.handoff.lock:
+                self.handoff.shed += self._batch_dropped + offered
+            fail_staged(staged, increments, f"outbox commit failed: {exc}", exc)
+            return
+        self._next_seq = seq
+        snap = self.snap
+        self.snap = replace(
+            snap,
+            depth=out.depth,
+            oldest_created=out.oldest_created,
+            dropped_telemetry=snap.dropped_telemetry + out.dropped + self._batch_dropped,
+            accepted=snap.accepted + len(staged),
+            commits=snap.commits + 1,
+            bytes_written=snap.bytes_written
+            + sum(len(st.row.payload) + len(st.row.topic.encode()) for st in staged),
+        )
+        self._warn_about_bound(out)
+        if self.disk.full:
+            checkpoint(self._conn)
+        for st in staged:
+            if st.future is not None:
+                st.future.set_result(st.row.seq)
+        for inc in increments:
+            inc.future.set_result(out.counters[inc.key])
+        if staged:
+            self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("outbox listener %r failed", listener)
+
+    def _write_with_fallbacks(
+        self,
+        staged: list[Staged],
+        next_seq: int,
+        acks: list[Ack],
+        increments: list[Increment],
+    ) -> sql.BatchOutcome:
+        """Commit; rebuild a damaged file, or free the reserve for events, and try again.
+
+        `staged` loses its telemetry in place when the reserve is freed for events.
+        """
+        try:
+            return self._write(staged, next_seq, acks, increments)
+        except sqlite3.DatabaseError as exc:
+            if dbrecovery.is_damage(exc):
+                # The file went bad under us (a worn card, a power cut earlier): rebuild
+                # it and commit this batch into the new one; ids and seqs are kept.
+                self._recover(str(exc))
+                return self._write(staged, next_seq, acks, increments)
+            if not no_room(exc):
+                raise
+            self.disk.enter(str(exc))
+            if not self.room.release():
+                raise
+            staged[:] = self._shed_telemetry(staged, f"outbox commit failed: {exc}")
+            return self._write(staged, next_seq, acks, increments)
+
+    def _write(
+        self,
+        staged: list[Staged],
+        next_seq: int,
+        acks: list[Ack],
+        increments: list[Increment],
+    ) -> sql.BatchOutcome:
+        out = sql.write_batch(
+            self._conn,
+            [st.row for st in staged],
+            next_seq,
+            [(a.mask, a.ids) for a in acks],
+            [i.key for i in increments],
+            self.snap.depth,
+            self.max_messages,
+            # Owed: dropped while nothing could be written, already in the snapshot.
+            dropped=self._batch_dropped + self._dropped_owed,
+        )
+        self._dropped_owed = 0
+        return out
+
+    def _shed_telemetry(self, staged: list[Staged], why: str) -> list[Staged]:
+        """Drop the telemetry of a batch; their seqs stay taken (the gap), counted."""
+        dropped = [st for st in staged if st.row.prio is Priority.TELEMETRY]
+        fail_staged(dropped, [], why, None)
+        self._batch_dropped += sum(1 for st in dropped if st.row.seq)
+        return [st for st in staged if st.row.prio is not Priority.TELEMETRY]
+
+    def _keep_in_memory(
+        self,
+        staged: list[Staged],
+        next_seq: int,
+        acks: list[Ack],
+        increments: list[Increment],
+        exc: sqlite3.Error,
+    ) -> None:
+        """Nothing fits any more: events go to the uplinks from memory, with their seqs."""
+        self._retry_acks = acks
+        self._next_seq = next_seq  # the seqs are published: never give them again
+        events = [st for st in staged if st.row.prio is Priority.EVENT]
+        telemetry = [st for st in staged if st.row.prio is Priority.TELEMETRY]
+        fail_staged(telemetry, increments, f"outbox commit failed: {exc}", exc)
+        dropped = self._batch_dropped + sum(1 for st in telemetry if st.row.seq)
+        self._dropped_owed += dropped  # written with the next commit that succeeds
+        self.snap = replace(self.snap, dropped_telemetry=self.snap.dropped_telemetry + dropped)
+        kept = self.memory.add([st.row for st in events])
+        log.error("outbox: disk full (%s): %d events published from memory, not stored", exc, kept)
+        for st in events:
+            if st.future is not None:
+                st.future.set_result(st.row.seq)
+        self._notify()
+
+    def _memory_back(self) -> list[Staged]:
+        """Events held in memory, to store now that there is room (ids change, seqs stay)."""
+        if self.disk.full:
+            return []
+        return [Staged(None, row, False) for row in self.memory.take_all()]
+
+    def _warn_about_bound(self, out: sql.BatchOutcome) -> None:
+        now = time.monotonic()
+        if out.dropped and now - self._warned_drop >= _WARN_EVERY_S:
+            self._warned_drop = now
+            log.warning(
+                "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
+                self.max_messages,
+                self.snap.dropped_telemetry,
+            )
+        events = out.depth[Priority.EVENT]
+        if events > self.max_messages and now - self._warned_events >= _WARN_EVERY_S:
+            self._warned_events = now
+            log.warning(
+                "outbox holds %d undelivered events, over its bound of %d: events are kept",
+                events,
+                self.max_messages,
+            )
