@@ -8,7 +8,6 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from drivers.dlt645.link import LinkError, SerialLink
 from drivers.dlt645.poll import PollResult, fault_hint, poll_meter
@@ -31,7 +30,7 @@ _RESTART_DELAY_S = 5.0
 
 
 def settings_of(spec: DeviceSpec) -> Dlt645Settings:
-    return cast(Dlt645Settings, spec.settings)
+    return spec.settings_as(Dlt645Settings)
 
 
 @dataclass(slots=True)

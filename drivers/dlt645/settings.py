@@ -100,9 +100,7 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     """
     buses = SharedLine("bus")
     for spec in mine:
-        s = spec.settings
-        if not isinstance(s, Dlt645Settings):
-            continue
+        s = spec.settings_as(Dlt645Settings)
         shared = {f"bus.{key}": getattr(s.bus, key) for key in ("baud", "parity", "stopbits")}
         buses.settings(spec, s.bus.port, shared)
         buses.claim(

@@ -160,9 +160,7 @@ def _chip_problems(mine: Sequence[DeviceSpec]) -> list[DeviceProblem]:
     debounces: dict[str, set[int]] = {}
     outputs: dict[str, bool] = {}
     for spec in mine:
-        s = spec.settings
-        if not isinstance(s, GpioSettings):
-            continue
+        s = spec.settings_as(GpioSettings)
         for key, line in (("line", s.line), ("rex_line", s.rex_line)):
             if line is not None:
                 chips.claim(spec, s.chip, "line", line, "one wire, one device", path=key)
@@ -193,9 +191,7 @@ def check_devices(mine: Sequence[DeviceSpec], every: Sequence[DeviceSpec]) -> li
     kinds = {d.id: d.ref.kind for d in every}
     problems = _chip_problems(mine)
     for spec in mine:
-        settings = spec.settings
-        if not isinstance(settings, GpioSettings):
-            continue
+        settings = spec.settings_as(GpioSettings)
         for i, reader in enumerate(settings.grant_from):
             kind = kinds.get(reader)
             if kind is None:

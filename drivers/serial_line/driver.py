@@ -7,7 +7,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
 from drivers.serial_line.port import PortClosed, ReceiverPort
@@ -25,7 +24,7 @@ _MAX_REMEMBERED_CODES = 1000
 
 
 def settings_of(spec: DeviceSpec) -> SerialLineSettings:
-    return cast(SerialLineSettings, spec.settings)
+    return spec.settings_as(SerialLineSettings)
 
 
 @dataclass(slots=True)

@@ -83,9 +83,7 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     """
     receivers = SharedLine("receiver")
     for spec in mine:
-        s = spec.settings
-        if not isinstance(s, SerialLineSettings):
-            continue
+        s = spec.settings_as(SerialLineSettings)
         receivers.settings(
             spec, s.port, {"profile": s.profile, "baud": s.line_baud, "dedupe_s": s.window_s}
         )

@@ -11,7 +11,6 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from drivers.zigbee2mqtt.client import (
     Connected,
@@ -44,7 +43,7 @@ REPORTS_OFFLINE = "zigbee2mqtt reports it offline"
 
 
 def settings_of(spec: DeviceSpec) -> Zigbee2MqttSettings:
-    return cast(Zigbee2MqttSettings, spec.settings)
+    return spec.settings_as(Zigbee2MqttSettings)
 
 
 @dataclass(slots=True)

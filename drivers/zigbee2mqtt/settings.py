@@ -110,13 +110,12 @@ def check_devices(mine: Sequence[DeviceSpec], _every: Sequence[DeviceSpec]) -> l
     """
     brokers = SharedLine("broker")
     for spec in mine:
-        s = spec.settings
-        if isinstance(s, Zigbee2MqttSettings):
-            brokers.claim(
-                spec,
-                f"{s.host}:{s.port} ({s.base_topic}/)",
-                "friendly_name",
-                s.friendly_name,
-                "each device has its own name in zigbee2mqtt",
-            )
+        s = spec.settings_as(Zigbee2MqttSettings)
+        brokers.claim(
+            spec,
+            f"{s.host}:{s.port} ({s.base_topic}/)",
+            "friendly_name",
+            s.friendly_name,
+            "each device has its own name in zigbee2mqtt",
+        )
     return brokers.problems
