@@ -8,8 +8,9 @@ import sys
 import click
 
 from drivers.dlt645.codec import Frame, Function, build_read_address
-from drivers.dlt645.link import LinkError, NoReply, SerialLink
+from drivers.dlt645.link import NoReply, SerialLink
 from drivers.dlt645.settings import BusSettings, Parity
+from gateway.sdk.serialport import PortError
 
 __all__ = ["scan", "scan_address"]
 
@@ -56,7 +57,7 @@ def scan(port: str, baud: int, parity: str, timeout_s: float) -> None:
         raise click.BadParameter(str(exc)) from exc
     try:
         address = asyncio.run(scan_address(bus, timeout_s))
-    except LinkError as exc:
+    except PortError as exc:
         click.echo(f"error: {exc}", err=True)
         click.echo(
             "check the port name and that no other program (the gateway service) holds it", err=True

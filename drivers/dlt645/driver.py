@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drivers.dlt645.link import LinkError, SerialLink
+from drivers.dlt645.link import SerialLink
 from drivers.dlt645.poll import PollResult, fault_hint, poll_meter
 from drivers.dlt645.settings import BusSettings, Dlt645Settings
 from drivers.dlt645.state import CounterGuard, MeterHealth, Transition
@@ -22,6 +22,7 @@ from gateway.sdk.driver import (
     ReadResult,
 )
 from gateway.sdk.model import Event, EventType, Reading, Telemetry, ValueType
+from gateway.sdk.serialport import PortError
 
 __all__ = ["Dlt645Driver", "read_once"]
 
@@ -134,7 +135,7 @@ class Dlt645Driver(Driver):
                 if not link.is_open:
                     try:
                         link.open()
-                    except LinkError as exc:
+                    except PortError as exc:
                         if str(exc) != open_error:
                             self.ctx.logger.warning("dlt645: %s", exc)
                             open_error = str(exc)
@@ -145,7 +146,7 @@ class Dlt645Driver(Driver):
                     open_error = ""
                 try:
                     result = await poll_meter(link, meter.settings)
-                except LinkError as exc:
+                except PortError as exc:
                     link.close()
                     await self._failed(meter, str(exc))
                     continue
@@ -254,7 +255,7 @@ async def read_once(spec: DeviceSpec) -> ReadResult:
     link = SerialLink(settings.bus, logging.getLogger(__name__))
     try:
         link.open()
-    except LinkError as exc:
+    except PortError as exc:
         return ReadResult(
             spec.id,
             fault=str(exc),
@@ -263,7 +264,7 @@ async def read_once(spec: DeviceSpec) -> ReadResult:
         )
     try:
         result = await poll_meter(link, settings)
-    except LinkError as exc:
+    except PortError as exc:
         return ReadResult(
             spec.id, fault=str(exc), hint="check the USB/RS-485 adapter and its cable"
         )

@@ -73,7 +73,7 @@ async def poll_meter(link: SerialLink, settings: Dlt645Settings) -> PollResult:
     Only silence to the first request ends the poll early: a meter that is off costs
     the bus one timeout, not one per value.  A reply garbled by the line (bad checksum,
     garbage), or silence later in the poll, costs that one value; the next data
-    identifier is still asked for.  Raises LinkError when the port itself fails, so
+    identifier is still asked for.  Raises PortError when the port itself fails, so
     the caller can reopen it.
     """
     address = settings.address

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
-from drivers.serial_line.port import PortClosed, ReceiverPort
 from drivers.serial_line.settings import SerialLineSettings
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event
+from gateway.sdk.serialport import LineSettings, PortError, SerialPort
 
 __all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "SerialLineDriver"]
 
@@ -123,7 +123,7 @@ class SerialLineDriver(Driver):
         backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, jitter=False)
         last_reason = ""
         while True:
-            port = ReceiverPort(receiver.path, receiver.baud)
+            port = SerialPort(receiver.path, LineSettings(receiver.baud), unplugged="receiver")
             try:
                 port.open()
                 if last_reason:
@@ -133,7 +133,7 @@ class SerialLineDriver(Driver):
                 self._set_all(receiver, True)
                 receiver.splitter.reset()
                 await self._read(receiver, port)
-            except PortClosed as exc:
+            except PortError as exc:
                 reason = str(exc)
                 self._error(reason)
                 if reason != last_reason:
@@ -150,7 +150,7 @@ class SerialLineDriver(Driver):
                 port.close()
             await asyncio.sleep(backoff.next())
 
-    async def _read(self, receiver: _Receiver, port: ReceiverPort) -> None:
+    async def _read(self, receiver: _Receiver, port: SerialPort) -> None:
         while True:
             chunk = await port.read()
             for item in receiver.splitter.feed(chunk):

@@ -2,7 +2,8 @@
 
 Lives here: `model` (the normalised message: readings, events, device refs), `driver`
 (the driver contract, `DeviceSpec`, device problems), `registry` (drivers by entry
-point), `profiles` (device profiles as data), `backoff`, `secrets`, `files`, `clock`
+point), `profiles` (device profiles as data), `backoff`, `serialport` (a serial line
+read from the event loop), `secrets`, `files`, `clock`
 (wall and monotonic run clock), `capacity` and `devicechecks` (what `validate` and
 `check` ask of a driver).
 
