@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drivers.dlt645.cli import scan
 from drivers.dlt645.driver import Dlt645Driver, read_once
 from drivers.dlt645.settings import Dlt645Settings, check_devices
 from gateway.sdk.driver import DriverInfo
@@ -24,6 +23,5 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     message_rate=lambda spec: 1.0 / spec.settings_as(Dlt645Settings).poll_interval_s,
     read_once=read_once,
-    scan_command=scan,
     check_devices=check_devices,
 )

@@ -7,7 +7,6 @@ from pathlib import Path
 from gateway.sdk.driver import DriverInfo
 from gateway.sdk.model import Kind
 
-from .check import gpio_group
 from .driver import GpioDriver, read_once
 from .settings import GpioSettings, check_devices
 
@@ -22,5 +21,4 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     read_once=read_once,
     check_devices=check_devices,
-    cli_commands=(gpio_group,),
 )

@@ -7,7 +7,6 @@ from pathlib import Path
 from gateway.sdk.driver import DriverInfo
 from gateway.sdk.model import Kind
 
-from .cli import plan_command, scan_command
 from .driver import ModbusDriver, read_once
 from .settings import ModbusSettings, check_devices, validate_group
 
@@ -22,7 +21,5 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     message_rate=lambda spec: 1.0 / spec.settings_as(ModbusSettings).poll_interval_s,
     read_once=read_once,
-    scan_command=scan_command,
-    cli_commands=(plan_command,),
     check_devices=check_devices,
 )

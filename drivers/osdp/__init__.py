@@ -10,7 +10,6 @@ from pathlib import Path
 from gateway.sdk.driver import DriverInfo
 from gateway.sdk.model import Kind
 
-from .cli import osdp_group
 from .driver import OsdpDriver, read_once
 from .settings import OsdpSettings, check_devices
 
@@ -24,6 +23,5 @@ DRIVER = DriverInfo(
     kinds=frozenset({Kind.DOOR}),
     folder=Path(__file__).parent,
     read_once=read_once,
-    cli_commands=(osdp_group,),
     check_devices=check_devices,
 )

@@ -25,7 +25,7 @@ from .engine import check_ack_fields
 from .model import Alarm, AlarmState
 from .store import AlarmStore
 
-__all__ = ["COMMANDS", "ack", "alarms"]
+__all__ = ["ack", "alarms"]
 
 
 def _store(config: GatewayConfig) -> AlarmStore | None:
@@ -158,6 +158,3 @@ def ack(alarm_id: str, by: str, note: str, wait: float, config_path: Path) -> No
         return
     click.echo(f"refused: {result.detail}", err=True)
     sys.exit(1)
-
-
-COMMANDS: list[click.Command] = [alarms, ack]

@@ -1,22 +1,49 @@
-"""The `gateway` command line: one module per command group, registered here explicitly."""
+"""The `gateway` command line: a table of command name -> where it lives, imported on use.
+
+`gateway --help` and each command import only what that command needs (see `lazy`):
+no driver, alarm engine or web console for `gateway validate`, and no command at all
+for `--help`.  Drivers add their commands through entry points (`lazy.COMMANDS_GROUP`,
+`lazy.SCAN_GROUP` in pyproject.toml).
+
+May import: every package of `gateway` (inside the commands, on use).
+"""
 
 from __future__ import annotations
 
 import click
 
 from gateway import __version__
-from gateway.alarms.cli import COMMANDS as ALARM_COMMANDS
-from gateway.cli import core, installer, watch
-from gateway.notify.cli import notify
-from gateway.process.logsetup import setup_logging
-from gateway.security.cli import security
-from gateway.tickets.cli import tickets
-from gateway.web.cli import COMMANDS as WEB_COMMANDS
+from gateway.cli.lazy import COMMANDS_GROUP, SCAN_GROUP, LazyGroup
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
+
+# name -> "module:attr"; tests/test_cli_startup.py checks each one loads and is listed.
+COMMANDS: dict[str, str] = {
+    "validate": "gateway.cli.core:validate",
+    "devices": "gateway.cli.core:devices",
+    "run": "gateway.cli.core:run",
+    "outbox": "gateway.cli.core:outbox",
+    "read": "gateway.cli.core:read",
+    "watch": "gateway.cli.watch:watch",
+    "check": "gateway.cli.installer:check",
+    "ports": "gateway.cli.installer:ports",
+    "provision": "gateway.cli.installer:provision",
+    "firstboot": "gateway.cli.installer:firstboot",
+    "alarms": "gateway.alarms.cli:alarms",
+    "ack": "gateway.alarms.cli:ack",
+    "staff": "gateway.web.cli:staff",
+    "tickets": "gateway.tickets.cli:tickets",
+    "notify": "gateway.notify.cli:notify",
+    "security": "gateway.security.cli:security",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    plugins=COMMANDS_GROUP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="gateway")
 @click.option(
     "--log-level",
@@ -33,37 +60,12 @@ __all__ = ["main"]
 @click.pass_context
 def main(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """Community IoT edge gateway: device drivers, durable outbox, MQTT uplink."""
+    from gateway.process.logsetup import setup_logging
+
     ctx.obj = {"log_level": log_level, "log_format": log_format}
     setup_logging(log_level or "info", log_format or "text")
 
 
-@main.group()
+@main.group(cls=LazyGroup, plugins=SCAN_GROUP)
 def scan() -> None:
     """Find devices on a bus (installers)."""
-
-
-for command in [*core.COMMANDS, *watch.COMMANDS]:
-    main.add_command(command)
-for command in installer.COMMANDS:
-    main.add_command(command)
-for command in ALARM_COMMANDS:
-    main.add_command(command)
-main.add_command(tickets)
-main.add_command(notify)
-main.add_command(security)
-for command in WEB_COMMANDS:
-    main.add_command(command)
-
-
-def _attach_driver_commands() -> None:
-    # Driver-contributed commands come from the same entry points as the drivers.
-    from gateway.sdk.registry import available_drivers
-
-    for info in available_drivers().values():
-        if info.scan_command is not None:
-            scan.add_command(info.scan_command, info.name)
-        for command in info.cli_commands:
-            main.add_command(command)
-
-
-_attach_driver_commands()

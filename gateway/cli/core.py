@@ -13,7 +13,7 @@ from gateway.sdk.capacity import rate_warnings
 from gateway.sdk.driver import ReadResult
 from gateway.sdk.registry import available_drivers
 
-__all__ = ["COMMANDS", "config_option", "load_or_exit"]
+__all__ = ["config_option", "devices", "load_or_exit", "outbox", "read", "run", "validate"]
 
 
 @click.command()
@@ -121,6 +121,3 @@ def read(device_id: str, config_path: Path) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-COMMANDS: list[click.Command] = [validate, devices, run, outbox, read]

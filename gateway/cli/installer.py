@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.core import config_option
+from gateway.config.cli import config_option
 
-__all__ = ["COMMANDS"]
+__all__ = ["check", "firstboot", "ports", "provision"]
 
 
 @click.command()
@@ -194,6 +194,3 @@ def firstboot(root: Path, action: str | None) -> None:
     assert result.folder is not None
     click.echo(f"{result.outcome}: report in {result.folder / REPORT}")
     sys.exit(1 if failed else 0)
-
-
-COMMANDS: list[click.Command] = [check, ports, provision, firstboot]

@@ -12,7 +12,7 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-__all__ = ["COMMANDS", "summarise"]
+__all__ = ["summarise", "watch"]
 
 
 def _values(doc: dict[str, Any]) -> str:
@@ -117,6 +117,3 @@ def watch(broker_url: str, topic: str, seconds: float | None, raw: bool) -> None
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-COMMANDS: list[click.Command] = [watch]

@@ -269,7 +269,7 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
 
 
 def _device_specs(
-    src: Located, raw_devices: list[tuple[int, Any]], drivers: dict[str, DriverInfo]
+    src: Located, raw_devices: list[tuple[int, Any]], drivers: Mapping[str, DriverInfo]
 ) -> tuple[list[DeviceSpec], list[DeviceConfig], list[Problem], bool]:
     """Each device validated alone: specs, their sections, problems, and whether all built.
 
@@ -339,7 +339,7 @@ def _device_specs(
 
 
 def device_conflicts(
-    specs: Sequence[DeviceSpec], drivers: dict[str, DriverInfo]
+    specs: Sequence[DeviceSpec], drivers: Mapping[str, DriverInfo]
 ) -> list[DeviceProblem]:
     """What each driver's `check_devices` finds between devices (a shared bus, a receiver).
 
@@ -347,15 +347,17 @@ def device_conflicts(
     a gateway that runs anyway leaves only the devices named here unstarted.
     """
     problems: list[DeviceProblem] = []
-    for name, info in sorted(drivers.items()):
+    # Only the drivers the devices name: asking the registry for another would import it.
+    for name in sorted({s.driver for s in specs}):
+        info = drivers.get(name)
         mine = [s for s in specs if s.driver == name]
-        if info.check_devices is not None and mine:
+        if info is not None and info.check_devices is not None:
             problems += info.check_devices(mine, specs)
     return problems
 
 
 def conflicting_devices(
-    specs: Sequence[DeviceSpec], drivers: dict[str, DriverInfo]
+    specs: Sequence[DeviceSpec], drivers: Mapping[str, DriverInfo]
 ) -> dict[str, str]:
     """The devices a running gateway leaves unstarted, each with the reason to publish."""
     out: dict[str, str] = {}
@@ -387,7 +389,7 @@ _CORE_STAND_INS: Mapping[tuple[str, ...], Any] = {
 
 
 def load_config(
-    path: Path, drivers: dict[str, DriverInfo] | None = None, *, allow_conflicts: bool = False
+    path: Path, drivers: Mapping[str, DriverInfo] | None = None, *, allow_conflicts: bool = False
 ) -> LoadedConfig:
     """Read and validate a config file completely; raises ConfigError listing every problem.
 

@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -405,7 +405,7 @@ def _group_name(gid: int) -> str:
 
 
 async def _read_all(
-    loaded: LoadedConfig, drivers: dict[str, DriverInfo], timeout_s: float
+    loaded: LoadedConfig, drivers: Mapping[str, DriverInfo], timeout_s: float
 ) -> list[CheckResult]:
     results = []
     # One device after the other: devices of one RS-485 bus must not be read at once.
@@ -434,7 +434,7 @@ async def _read_one(spec: DeviceSpec, info: DriverInfo | None, timeout_s: float)
 
 
 def check_devices(
-    loaded: LoadedConfig, drivers: dict[str, DriverInfo] | None = None, timeout_s: float = 15.0
+    loaded: LoadedConfig, drivers: Mapping[str, DriverInfo] | None = None, timeout_s: float = 15.0
 ) -> list[CheckResult]:
     """Read every device once through its driver's `read_once`."""
     if drivers is None:

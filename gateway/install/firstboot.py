@@ -234,7 +234,7 @@ def _check_in_child(config: Path, folder: Path, boot: Path, owner: tuple[int, in
     from gateway.config import ConfigError
     from gateway.sdk.registry import available_drivers
 
-    available_drivers()  # imported while the program's files are still readable
+    list(available_drivers().values())  # all imported while the files are still readable
     if owner is not None and os.geteuid() == 0:
         os.setgroups([])
         os.setgid(owner[1])

@@ -208,10 +208,8 @@ class DriverInfo:
     folder: Path  # the driver's folder: README.md and sample.yaml live there
     # Installer read of one device, used by `gateway read` and `gateway check`.
     read_once: Callable[[DeviceSpec], Awaitable[ReadResult]] | None = None
-    # Extra click commands the driver contributes: `scan` goes under `gateway scan NAME`,
-    # the others become top-level commands (e.g. `gateway plan`).
-    scan_command: Any = None
-    cli_commands: tuple[Any, ...] = ()
+    # A driver's click commands are entry points (community_gateway.commands and
+    # community_gateway.scan in pyproject.toml), so listing them imports no driver.
     check_devices: DeviceCheck | None = None
     # Messages a second one device makes at its configured interval, for the storage
     # check of `gateway validate` (gateway/sdk/capacity.py); None: not on a schedule.

@@ -10,7 +10,7 @@ import click
 from gateway.config.cli import config_option, load_or_exit
 from gateway.web.staff import StaffError, StaffFile, check_id, check_secret, staff_file_of
 
-__all__ = ["COMMANDS", "staff"]
+__all__ = ["staff"]
 
 
 def _file(config_path: Path) -> StaffFile:
@@ -79,6 +79,3 @@ def list_(config_path: Path) -> None:
     width = max(len(m.id) for m in members.values())
     for m in members.values():
         click.echo(f"{m.id.ljust(width)}  {m.name}".rstrip())
-
-
-COMMANDS: list[click.Command] = [staff]

@@ -1,0 +1,171 @@
+"""The `gateway` command imports only what the command it runs needs.
+
+An installer's every `gateway ...` call, and every gateway start, pays for what the
+command line imports: `--help` must import no command, and a config names the only
+drivers `validate` and `devices` import.  Each check runs the command in a fresh
+interpreter and looks at `sys.modules` afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import COMMANDS, main
+from gateway.cli.lazy import (
+    COMMANDS_GROUP,
+    SCAN_GROUP,
+    LazyGroup,
+    listed_help,
+    load_command,
+    source_help,
+)
+from gateway.sdk.registry import DriverRegistry, available_drivers
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "config" / "demo.yaml"
+
+# What no command may import unless it is the one that needs it.
+HEAVY = (
+    "drivers.",
+    "pymodbus",
+    "osdp",
+    "gpiod",
+    "serial",
+    "paho",
+    "aiohttp",
+    "cryptography",
+    "gateway.alarms",
+    "gateway.tickets",
+    "gateway.web",
+    "gateway.notify",
+    "gateway.sinks",
+    "gateway.config",
+    "gateway.mqtt",
+    "gateway.process.runtime",
+)
+
+_RUN = """
+import json, sys
+from gateway.cli import main
+try:
+    main(sys.argv[1:], prog_name="gateway")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("\\n" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def imported_by(*args: str) -> tuple[int, str, list[str]]:
+    """Run `gateway ARGS` in a fresh interpreter: exit code, output, modules it imported."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN, *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    head, _, last = out.stdout.rstrip("\n").rpartition("\n")
+    result = json.loads(last)
+    return result["code"], head + out.stderr, result["modules"]
+
+
+def heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if any(m == h.rstrip(".") or m.startswith(h) for h in HEAVY)]
+
+
+def test_help_lists_every_command_and_imports_none() -> None:
+    code, text, modules = imported_by("--help")
+    assert code == 0
+    listed = {line.split()[0] for line in text.split("Commands:")[1].splitlines() if line.strip()}
+    drivers_commands = {ep.name for ep in _entry_points(COMMANDS_GROUP)}
+    assert listed == {*COMMANDS, *drivers_commands, "scan"}
+    assert "plan" in listed and "osdp" in listed  # drivers' commands, not imported
+    assert heavy(modules) == []
+
+
+def test_scan_help_lists_the_drivers_scans_without_importing_a_driver() -> None:
+    code, text, modules = imported_by("scan", "--help")
+    assert code == 0
+    assert "modbus" in text and "dlt645" in text
+    assert heavy(modules) == []
+
+
+def test_validate_imports_only_the_drivers_the_config_names(tmp_path: Path) -> None:
+    code, text, modules = imported_by("validate", "-c", str(DEMO))
+    assert code == 0, text
+    assert "drivers.simulated" in modules
+    assert [
+        m for m in modules if m.startswith(("drivers.modbus", "drivers.osdp", "pymodbus"))
+    ] == []
+    assert [m for m in modules if m.startswith(("gateway.alarms.engine", "paho", "aiohttp"))] == []
+
+
+def _entry_points(group: str) -> list[EntryPoint]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=group))
+
+
+def _every_lazy_command() -> list[tuple[str, str]]:
+    table = [(name, target) for name, target in COMMANDS.items()]
+    for group in (COMMANDS_GROUP, SCAN_GROUP):
+        table += [(f"{group}:{ep.name}", ep.value) for ep in _entry_points(group)]
+    return table
+
+
+@pytest.mark.parametrize(("name", "target"), _every_lazy_command())
+def test_every_listed_command_loads_and_its_help_is_the_one_listed(name: str, target: str) -> None:
+    command = load_command(target)
+    module, _, attr = target.partition(":")
+    assert source_help(module, attr), f"{target} has no docstring to list"
+    # The help `--help` reads from the source is the help the command shows when run.
+    for limit in (45, 60, 200):
+        assert listed_help(name, target, limit) == command.get_short_help_str(limit)
+
+
+def test_a_driver_command_never_hides_a_built_in_one() -> None:
+    assert not {ep.name for ep in _entry_points(COMMANDS_GROUP)} & {*COMMANDS, "scan"}
+
+
+def test_a_driver_command_runs_through_the_lazy_table() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["scan", "modbus", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--port" in result.output
+    assert isinstance(main, LazyGroup) and "plan" in main.list_commands(click.Context(main))
+
+
+def test_an_unknown_command_is_one_clear_error() -> None:
+    code, text, _ = imported_by("nosuch")
+    assert code == 2 and "No such command 'nosuch'" in text
+
+
+def test_a_target_that_is_no_command_fails_loudly() -> None:
+    with pytest.raises(TypeError, match="is not a click command"):
+        load_command("gateway.cli.lazy:SCAN_GROUP")
+
+
+def test_registry_names_drivers_without_importing_and_loads_on_lookup() -> None:
+    registry = DriverRegistry(
+        {
+            "simulated": EntryPoint("simulated", "drivers.simulated:DRIVER", "g"),
+            "wrong": EntryPoint("wrong", "gateway.sdk.model:Kind", "g"),
+            "renamed": EntryPoint("renamed", "drivers.simulated:DRIVER", "g"),
+        }
+    )
+    assert sorted(registry) == ["renamed", "simulated", "wrong"]
+    assert "wrong" in registry and "nosuch" not in registry
+    assert registry["simulated"].name == "simulated"
+    with pytest.raises(TypeError, match="is not a DriverInfo"):
+        registry.get("wrong")
+    with pytest.raises(TypeError, match="names a driver called 'simulated'"):
+        registry["renamed"]
+    assert registry.get("nosuch") is None
+    assert available_drivers()["simulated"] is available_drivers()["simulated"]
