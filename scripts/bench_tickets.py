@@ -3,7 +3,7 @@
 1,000 contract-shaped alarm documents are published (QoS 1, retained, as gateways
 publish them) on the alarm topics of 100 gateways, paced, while a few hundred telemetry
 messages a second flow through the same broker to a subscriber; then 1,000 more as fast
-as the publishers go, for throughput.  One `gateway tickets serve` process tickets
+as the publishers go, for throughput.  One `community-central serve` process tickets
 them.  Latency is the ticket's `opened` time minus the alarm's `raised_at` (both this
 machine's clock; `raised_at` has millisecond resolution, so figures read up to 1 ms
 high).  The baseline, in the same run and under the same telemetry: plain paho publish
@@ -27,12 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.sdk.model import format_ts
-from gateway.tickets.documents import parse_ts
+from community_central.contract import format_ts
+from community_central.documents import parse_ts
+
+from central.tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli
 from scripts.bench_core import pct
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli
 
 PREFIX = "bench/v1"
 SITE = "bench-site"

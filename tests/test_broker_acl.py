@@ -26,14 +26,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from community_central import TicketStore
+from community_central.store import AckStatus
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.tickets import TicketStore
-from gateway.tickets.store import AckStatus
+from central.tests.tickets_harness import TicketServiceProc, alarm_doc, tickets_in
 from tests.certs import Pki, make_client_cert, make_pki
 from tests.harness import GATEWAY
 from tests.peers import Mosquitto, free_port, wait_for
-from tests.tickets_harness import TicketServiceProc, alarm_doc, tickets_in
 
 pytestmark = [pytest.mark.broker]
 

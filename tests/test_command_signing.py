@@ -18,12 +18,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from community_central.broker import publish_properties
+from community_central.contract import validator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.client import publish_properties
+from central.tests.tickets_harness import TicketServiceProc, tickets_cli, tickets_in
 from gateway.mqtt.commands import Command, CommandRouter
-from gateway.mqtt.schemas import validator
 from gateway.sdk.model import Identity
 from gateway.security.signing import CommandSigner, CommandVerifier, ReplayCache
 from tests.harness import (
@@ -35,7 +36,6 @@ from tests.harness import (
     write_config,
 )
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import TicketServiceProc, tickets_cli, tickets_in
 
 ME = Identity("sunrise-gardens", "gw-07")
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)

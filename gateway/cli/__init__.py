@@ -32,7 +32,6 @@ COMMANDS: dict[str, str] = {
     "alarms": "gateway.alarms.cli:alarms",
     "ack": "gateway.alarms.cli:ack",
     "staff": "gateway.web.cli:staff",
-    "tickets": "gateway.tickets.cli:tickets",
     "notify": "gateway.notify.cli:notify",
     "security": "gateway.security.cli:security",
 }

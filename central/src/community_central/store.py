@@ -1,7 +1,7 @@
 """The ticket database: one ticket per alarm, its acknowledgement requests and timings.
 
 SQLite in WAL mode with `synchronous=FULL`: a ticket that was reported opened survives
-a power cut.  Several service processes (and the `gateway tickets` commands) may share
+a power cut.  Several service processes (and the `community-central` commands) may share
 one file; every change runs in a `BEGIN IMMEDIATE` transaction, and the UNIQUE key on
 (site, gateway, alarm_id) is what guarantees one ticket per alarm whichever process
 sees the alarm first.  Alarm documents are applied in `rev` order: one not newer than
@@ -22,8 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway.sdk.model import format_ts
-
+from .contract import format_ts
 from .documents import AlarmDoc
 
 __all__ = [

@@ -1,8 +1,9 @@
-"""`gateway tickets`: run the reference ticket service, list tickets, acknowledge one."""
+"""`community-central`: run the ticket service, list tickets, acknowledge one."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -14,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from gateway.config import BrokerConfig, ConfigError
-from gateway.config.model import ReconnectConfig, TlsConfig
-from gateway.sdk.secrets import SecretRef
-
+from .broker import BrokerSettings
 from .fair import Budget
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
 from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
+from .yamlfile import ConfigError
 
-__all__ = ["percentile", "tickets"]
+__all__ = ["main", "percentile"]
 
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -46,8 +44,17 @@ def _open(db_path: Path) -> TicketStore:
 
 
 @click.group()
-def tickets() -> None:
-    """Reference ticket service (central side): one ticket per alarm, routed to a team."""
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def main(log_level: str) -> None:
+    """The community ticket service (central side): one ticket per alarm, routed to a team."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _default_client_id() -> str:
@@ -55,7 +62,7 @@ def _default_client_id() -> str:
     return f"tickets-{host}"
 
 
-@tickets.command()
+@main.command()
 @click.option("--broker", "broker_url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
 @click.option(
     "--db",
@@ -73,7 +80,7 @@ def _default_client_id() -> str:
     "routes_path",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="YAML file mapping alarm types to teams (docs/tickets.md).",
+    help="YAML file mapping alarm types to teams (central/docs/tickets.md).",
 )
 @click.option(
     "--client-id",
@@ -146,13 +153,6 @@ def serve(
     signing_key: Path | None,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
-    try:
-        import jsonschema  # noqa: F401  # refuses alarms failing alarm.json
-    except ImportError:
-        raise click.ClickException(
-            "the ticket service checks alarms against their JSON Schema and needs "
-            "jsonschema: pip install 'community-gateway[tickets]'"
-        ) from None
     client_id = client_id or _default_client_id()
     for name, value in (("--client-id", client_id), ("--group", group)):
         if not _LEVEL.match(value):
@@ -161,32 +161,16 @@ def serve(
                 param_hint=name,
             )
     try:
-        broker = BrokerConfig(
-            url=broker_url,
-            topic_prefix=prefix,
-            client_id=client_id,
-            username=username,
-            password=SecretRef(file=password_file) if password_file else None,
-            tls=TlsConfig(ca_file=ca_file) if ca_file else None,
-            reconnect=ReconnectConfig(min_delay_s=1, max_delay_s=10),
+        broker = BrokerSettings(
+            broker_url, prefix, username=username, password_file=password_file, ca_file=ca_file
         )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        hint = {"topic_prefix": "--prefix", "password": "--password-file"}.get(
-            str(err["loc"][0]) if err["loc"] else "", "--broker"
-        )
-        raise click.BadParameter(err["msg"].removeprefix("Value error, "), param_hint=hint) from exc
-    if password_file is not None and username is None:
-        raise click.BadParameter("a password needs --username", param_hint="--password-file")
-    if broker.password is not None:
-        try:
-            broker.password.read()
-        except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read it: {exc}", param_hint="--password-file"
-            ) from exc
-    if ca_file is not None and not broker.uses_tls:
-        raise click.BadParameter("--ca-file needs an mqtts:// broker URL", param_hint="--ca-file")
+    except ValueError as exc:
+        hint, _, message = str(exc).partition(": ")
+        raise click.BadParameter(message, param_hint=hint) from exc
+    try:
+        broker.password()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read it: {exc}", param_hint="--password-file") from exc
     try:
         routes = load_routes(routes_path)
     except ConfigError as exc:
@@ -196,7 +180,7 @@ def serve(
         sys.exit(2)
     signer = None
     if signing_key is not None:
-        from gateway.security.signing import CommandSigner, load_private_key
+        from .contract import CommandSigner, load_private_key
 
         try:
             signer = CommandSigner(load_private_key(signing_key))
@@ -254,7 +238,7 @@ def _row(t: Ticket) -> dict[str, Any]:
     }
 
 
-@tickets.command("list")
+@main.command("list")
 @db_option
 @click.option("--state", type=click.Choice([s.value for s in TicketState]), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
@@ -288,7 +272,7 @@ def list_(db_path: Path, state: str | None, limit: int, as_json: bool) -> None:
         )
 
 
-@tickets.command()
+@main.command()
 @click.argument("ticket")
 @click.option("--by", required=True, help="Staff id of who acknowledges (1-64 characters).")
 @click.option("--note", default="", help="What they are doing about it (at most 500 characters).")
@@ -342,8 +326,8 @@ def ack(ticket: str, by: str, note: str, db_path: Path, wait: float) -> None:
             )
         else:
             click.echo(
-                f"{current.ticket_id}: acknowledgement queued, not sent yet: is `gateway "
-                f"tickets serve` running? It goes to {where} when it runs (request {request_id})"
+                f"{current.ticket_id}: acknowledgement queued, not sent yet: is `community-"
+                f"central serve` running? It goes to {where} when it runs (request {request_id})"
             )
         return
     click.echo(f"{current.ticket_id}: {where} answered {req.status}; acknowledged by {by}")
@@ -357,7 +341,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-@tickets.command()
+@main.command()
 @db_option
 @click.option("--json", "as_json", is_flag=True)
 def stats(db_path: Path, as_json: bool) -> None:

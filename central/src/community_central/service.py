@@ -23,7 +23,7 @@ has an alarm budget (fair.py): a flood from one is coalesced and deferred, so th
 others' alarms are ticketed as quickly as when it is quiet.  Replies come on a topic in
 the answering gateway's own subtree (`{prefix}/{site}/{gateway}/reply/central/{client
 id}`, the only place its ACL lets it answer), and count only for a request sent to that
-gateway.  Counters go to the database for `gateway tickets stats`.
+gateway.  Counters go to the database for `community-central stats`.
 
 Ticket events go out retained on `{prefix}/central/tickets/{ticket_id}`; a ticket is
 marked published when its PUBACK comes, and whatever is unpublished after a reconnect
@@ -52,11 +52,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.config import BrokerConfig
-from gateway.mqtt.client import build_client, publish_properties, refused_credentials
-from gateway.sdk.model import Identity
-from gateway.security.signing import CommandSigner
-
+from .broker import BrokerSettings, build_client, publish_properties, refused_credentials
+from .contract import CommandSigner, Identity
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .fair import Budget, FairQueue
 from .routing import Routes
@@ -122,7 +119,7 @@ class TicketTopics:
 class ServiceConfig:
     """How one service instance connects and where it keeps its tickets."""
 
-    broker: BrokerConfig
+    broker: BrokerSettings
     db: Path
     client_id: str
     group: str = "tickets"
@@ -151,7 +148,7 @@ class TicketService:
     def __init__(self, cfg: ServiceConfig, routes: Routes) -> None:
         self.cfg = cfg
         self.routes = routes
-        self.topics = TicketTopics(cfg.broker.topic_prefix, cfg.group, cfg.client_id)
+        self.topics = TicketTopics(cfg.broker.prefix, cfg.group, cfg.client_id)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._connected = False
         self._bad_topics: set[str] = set()
@@ -236,14 +233,10 @@ class TicketService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        rc = self.cfg.broker.reconnect
-        delays = int(max(1, rc.min_delay_s)), int(max(1, rc.max_delay_s))
-        client.reconnect_delay_set(*delays)
         events = build_client(self.cfg.broker, f"{self.cfg.client_id}.events")
         events.on_connect = self._on_events_connect
         events.on_disconnect = self._on_events_disconnect
         events.on_publish = self._on_publish
-        events.reconnect_delay_set(*delays)
         self.events = events
         events.connect_async(
             self.cfg.broker.host, self.cfg.broker.port, keepalive=self.cfg.broker.keepalive_s

@@ -16,9 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.alarms.model import AlarmState
-from gateway.alarms.rules import Severity
-from gateway.config.model import Id
+from .contract import AlarmState, Severity, validator
+from .ids import Id
 
 __all__ = [
     "MAX_ALARM_BYTES",
@@ -49,8 +48,6 @@ class BadAlarm(ValueError):
 def _schema_error(raw: dict[str, Any]) -> str | None:
     """The first way `raw` fails alarm.json, or None."""
     from jsonschema.exceptions import best_match
-
-    from gateway.mqtt.schemas import validator
 
     err = best_match(validator("alarm").iter_errors(raw))
     if err is None:

@@ -21,10 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.alarms.rules import AlarmType
-from gateway.config import ConfigError, pydantic_problems
-from gateway.config.model import Id
-from gateway.config.yamlsource import Problem, YamlSyntaxError, load_located
+from .contract import AlarmType
+from .ids import Id
+from .yamlfile import ConfigError, Problem, load_located, pydantic_problems
 
 __all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
 
@@ -70,8 +69,6 @@ def load_routes(path: Path | None) -> Routes:
         return Routes()
     try:
         src = load_located(path)
-    except YamlSyntaxError as exc:
-        raise ConfigError([exc.problem]) from exc
     except OSError as exc:
         problem = Problem(str(path), None, "", f"cannot read: {exc.strerror or exc}")
         raise ConfigError([problem]) from exc

@@ -1,8 +1,8 @@
-"""Reference ticket service (central side): one ticket per gateway alarm, routed to a team.
+"""The community ticket service (central side): one ticket per gateway alarm, routed to a team.
 
-Not part of the gateway's runtime: it runs next to the central broker (`gateway tickets
-serve`), reads the alarm contract (docs/mqtt-api.md, "Alarms") and shows it end to end.
-See docs/tickets.md for operators.
+Its own distribution (`community-central`), installed next to the central broker, not
+on gateways: it imports the shared contract (`contract.py`), never the gateway.  It
+reads the alarm contract (docs/mqtt-api.md, "Alarms"); see central/docs/tickets.md.
 """
 
 from __future__ import annotations

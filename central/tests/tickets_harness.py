@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -13,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from community_central import Ticket, TicketStore
+from community_central.contract import format_ts, validator
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.schemas import validator
-from gateway.sdk.model import format_ts
-from gateway.tickets import Ticket, TicketStore
-from tests.harness import GATEWAY, ChildProcess
+from tests.harness import ChildProcess
 from tests.peers import wait_for
 
-__all__ = ["Publisher", "TicketServiceProc", "alarm_doc", "tickets_cli", "tickets_in"]
+# The central distribution's command, installed beside this interpreter.
+CENTRAL = str(Path(sys.executable).parent / "community-central")
+
+__all__ = ["CENTRAL", "Publisher", "TicketServiceProc", "alarm_doc", "tickets_cli", "tickets_in"]
 
 
 def alarm_doc(
@@ -79,7 +82,7 @@ def alarm_doc(
 
 @dataclass
 class TicketServiceProc(ChildProcess):
-    """`gateway tickets serve` as a real process, so it can be SIGTERMed or SIGKILLed."""
+    """`community-central serve` as a real process, so it can be SIGTERMed or SIGKILLed."""
 
     broker_url: str
     db: Path
@@ -96,7 +99,7 @@ class TicketServiceProc(ChildProcess):
 
     def start(self, *, ready: bool = True) -> TicketServiceProc:
         """Start; with `ready`, wait until it has read the retained alarms."""
-        cmd = [GATEWAY, "--log-level", "info", "tickets", "serve", "--broker", self.broker_url]
+        cmd = [CENTRAL, "--log-level", "info", "serve", "--broker", self.broker_url]
         cmd += ["--db", str(self.db), "--prefix", self.prefix, "--client-id", self.client_id]
         cmd += ["--group", self.group]
         if self.routes is not None:
@@ -143,10 +146,8 @@ class Publisher:
 
 
 def tickets_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """`gateway tickets ARGS` as staff would type it; output captured as text."""
-    return subprocess.run(
-        [GATEWAY, "tickets", *args], capture_output=True, text=True, timeout=30, check=check
-    )
+    """`community-central ARGS` as staff would type it; output captured as text."""
+    return subprocess.run([CENTRAL, *args], capture_output=True, text=True, timeout=30, check=check)
 
 
 def tickets_in(db: Path) -> list[Ticket]:

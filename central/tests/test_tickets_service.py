@@ -20,15 +20,21 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from community_central import TicketState, TicketStore, load_routes
+from community_central.broker import publish_properties
+from community_central.contract import validator
+from community_central.store import AckStatus
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.client import publish_properties
-from gateway.mqtt.schemas import validator
-from gateway.tickets import TicketState, TicketStore, load_routes
-from gateway.tickets.store import AckStatus
+from central.tests.tickets_harness import (
+    Publisher,
+    TicketServiceProc,
+    alarm_doc,
+    tickets_cli,
+    tickets_in,
+)
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, free_port, wait_for
-from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli, tickets_in
 
 SITE = "sunrise-gardens"
 

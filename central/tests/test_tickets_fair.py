@@ -7,10 +7,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from community_central.fair import Budget, FairQueue
 
-from gateway.tickets.fair import Budget, FairQueue
+from central.tests.tickets_harness import (
+    Publisher,
+    TicketServiceProc,
+    alarm_doc,
+    tickets_cli,
+    tickets_in,
+)
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import Publisher, TicketServiceProc, alarm_doc, tickets_cli, tickets_in
 
 
 class FakeClock:

@@ -1,8 +1,8 @@
 """End to end: a real gateway raises a smoke alarm, the ticket service tickets it, staff
 acknowledge through the ticket service, the scenario clears the smoke, the alarm closes
 and the ticket is resolved; also with the broker restarted and the gateway kill -9ed in
-the middle.  Every process is real: Mosquitto, `gateway run`, `gateway tickets serve`,
-and `gateway tickets ack` as staff would type it.
+the middle.  Every process is real: Mosquitto, `gateway run`, `community-central serve`,
+and `community-central ack` as staff would type it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from community_central import Ticket, TicketState
+from community_central.contract import validator
 
-from gateway.mqtt.schemas import validator
-from gateway.tickets import Ticket, TicketState
+from central.tests.tickets_harness import TicketServiceProc, tickets_cli, tickets_in
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
-from tests.tickets_harness import TicketServiceProc, tickets_cli, tickets_in
 
 STAFF = "staff-li"
 

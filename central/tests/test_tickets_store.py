@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from community_central import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
+from community_central.contract import validator
+from community_central.store import AckStatus, format_ticket_id, parse_ticket_id
 
-from gateway.mqtt.schemas import validator
-from gateway.tickets import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
-from gateway.tickets.store import AckStatus, format_ticket_id, parse_ticket_id
-from tests.tickets_harness import alarm_doc, tickets_cli
+from central.tests.tickets_harness import alarm_doc, tickets_cli
 
 SITE, GW = "sunrise-gardens", "gw-a"
 

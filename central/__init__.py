@@ -1,0 +1,1 @@
+"""The central distribution's folder; a package only so its tests import as `central.tests`."""

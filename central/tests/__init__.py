@@ -1,0 +1,1 @@
+"""Tests of the central ticket service, against a real Mosquitto (and PostgreSQL)."""
