@@ -43,7 +43,7 @@ HEAVY = (
     "aiohttp",
     "cryptography",
     "gateway.alarms",
-    "gateway.tickets",
+    "community_central",
     "gateway.web",
     "gateway.notify",
     "gateway.sinks",
