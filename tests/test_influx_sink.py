@@ -43,10 +43,10 @@ from gateway.sdk.model import (
     ValueType,
     encode,
 )
-from gateway.sinks import build_sinks
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.influx_mapping import InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig, RetryConfig
+from gateway.sinks.sink import build_sinks
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for

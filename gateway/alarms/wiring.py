@@ -1,50 +1,44 @@
-"""Builds a gateway's alarm engine and plugs it into the runtime's extension points."""
+"""Builds a gateway's alarm engine and plugs it into its host's extension points."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from gateway.host import Host
 
 from .commands import alarms_handler
 from .engine import AlarmEngine, OutputSwitch
 from .model import DeviceInfo
 from .settings import AlarmsConfig
 
-if TYPE_CHECKING:
-    from gateway.process.runtime import Gateway
-
 __all__ = ["attach"]
 
 
-def _output(gw: Gateway, cfg: AlarmsConfig) -> OutputSwitch | None:
+def _output(host: Host, cfg: AlarmsConfig) -> OutputSwitch | None:
     out = cfg.escalation.output
     if out is None:
         return None
-    spec = gw.loaded.device(out.device)  # checked by `gateway validate`
+    device_id = host.device(out.device).id  # checked by `gateway validate`
 
     async def switch(on: bool) -> None:
-        driver = gw.drivers.get(spec.driver)
-        if driver is None:
-            raise RuntimeError(f"driver {spec.driver} of {spec.id} is not running")
-        await driver.command(spec.id, out.on if on else out.off, {})
+        await host.command_device(device_id, out.on if on else out.off, {})
 
     return switch
 
 
-def attach(gw: Gateway) -> AlarmEngine:
-    """The engine of `gw`, registered as observer, service and `alarms` command family."""
-    config = gw.loaded.config
+def attach(host: Host) -> AlarmEngine:
+    """The engine of `host`, registered as observer, service and `alarms` command family."""
+    config = host.config
     cfg: AlarmsConfig = config.alarms
     engine = AlarmEngine(
         cfg,
         path=cfg.store_path(config.outbox.path),
-        topics=gw.topics,
-        devices={s.id: DeviceInfo.of(s.ref, s.name) for s in gw.loaded.devices},
-        outbox=gw.outbox,
-        output=_output(gw, cfg),
-        clock=gw.clock,
+        topics=host.topics,
+        devices={s.id: DeviceInfo.of(s.ref, s.name) for s in host.devices},
+        outbox=host.outbox,
+        output=_output(host, cfg),
+        clock=host.clock,
     )
-    gw.message_observers.append(engine.observe)
-    gw.availability_observers.append(engine.observe_availability)
-    gw.services["alarms"] = engine.run
-    gw.router.register("alarms", alarms_handler(engine))
+    host.add_message_observer(engine.observe)
+    host.add_availability_observer(engine.observe_availability)
+    host.add_service("alarms", engine.run)
+    host.add_command_route("alarms", alarms_handler(engine))
     return engine

@@ -17,12 +17,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from gateway.host import Host
 
 from gateway.sdk.backoff import doubled
 
@@ -32,7 +35,7 @@ from .settings import Recipient, SmsConfig
 from .store import SmsRecord, SmsState, SmsStore
 from .text import alarm_text
 
-__all__ = ["SmsNotifier", "attach_sms", "recipients_for"]
+__all__ = ["SmsNotifier", "attach", "recipients_for"]
 
 log = logging.getLogger(__name__)
 
@@ -285,17 +288,26 @@ class SmsNotifier:
             self._last_problem = text
 
 
-def attach_sms(
+def attach(
+    host: Host,
     cfg: SmsConfig,
     *,
-    site_name: str,
-    db_path: Path,
-    zone: tzinfo,
     listen: Callable[[Callable[[dict[str, Any]], None]], object],
-    add_service: Callable[[str, Callable[[], Awaitable[None]]], None],
 ) -> SmsNotifier:
-    """A notifier listening to the alarm engine and run as a gateway service."""
-    notifier = SmsNotifier(cfg, site_name=site_name, db_path=db_path, zone=zone)
+    """A notifier listening to the alarms (`listen`), run as a service of `host`."""
+    config = host.config
+    # The texts show local times in the building's zone: the web's, else the host's.
+    zone = (
+        ZoneInfo(config.web.timezone) if config.web.timezone else datetime.now().astimezone().tzinfo
+    )
+    assert zone is not None  # astimezone() always gives a zone
+    notifier = SmsNotifier(
+        cfg,
+        site_name=config.site.name or config.site.id,
+        db_path=cfg.db_path or config.gateway.state_dir / "notify.db",
+        zone=zone,
+    )
     listen(notifier.observe)
-    add_service("notify.sms", notifier.run)
+    host.add_service("notify.sms", notifier.run)
+    host.add_health_part("notify", notifier.health)
     return notifier

@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
+from gateway.host import Hooks, Service
 from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
 from gateway.mqtt.topics import Topics
 from gateway.mqtt.uplink import CONSUMER, Reply, Uplink
@@ -31,7 +31,6 @@ from gateway.sdk.driver import DeviceSpec, Driver, DriverContext
 from gateway.sdk.model import (
     GATEWAY_STORAGE,
     ClockState,
-    DeviceRef,
     Identity,
     Message,
     Priority,
@@ -41,28 +40,12 @@ from gateway.sdk.model import (
 )
 from gateway.sdk.registry import available_drivers
 from gateway.security.guard import command_guard
-from gateway.sinks import Sink, build_sinks
+from gateway.sinks.sink import Sink, build_sinks
+from gateway.sinks.wiring import attach as attach_sinks
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
-from gateway.wellness.monitor import Wellness
+from gateway.wellness.monitor import attach as attach_wellness
 
-__all__ = [
-    "AvailabilityObserver",
-    "Gateway",
-    "MessageObserver",
-    "Service",
-    "StorageEvents",
-    "build_outbox",
-]
-
-# Runtime parts that react to what the drivers report (the alarm engine, the inactivity
-# check, the local web console) register these.  They run on the event loop, after an
-# event is durable in the outbox (telemetry: once handed to it), and must not block:
-# slow work goes to a task.
-MessageObserver = Callable[[Message], None]
-AvailabilityObserver = Callable[[DeviceRef, bool | None, str], None]
-# A long-running part of the gateway besides the drivers, started after the uplink and
-# cancelled before it stops (same order as the drivers).
-Service = Callable[[], Awaitable[None]]
+__all__ = ["Gateway", "StorageEvents", "build_outbox"]
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +128,12 @@ class _Context(DriverContext):
         self._gw.observe_availability(ref, available, reason)
 
 
-class Gateway:
-    """One running gateway; `run()` returns when `stop` is set."""
+class Gateway(Hooks):
+    """One running gateway; `run()` returns when `stop` is set.
+
+    It is the `Host` (gateway/host.py) of its features: they register with it through
+    that interface only, before `run`.
+    """
 
     def __init__(self, loaded: LoadedConfig, *, broker_url: str | None = None) -> None:
         cfg = loaded.config
@@ -160,7 +147,7 @@ class Gateway:
         self.started = datetime.now(UTC)
         self.sinks = build_sinks(cfg)
         self.outbox = build_outbox(loaded, self.sinks)
-        self.router = CommandRouter(now=self._synced_now)
+        super().__init__(CommandRouter(now=self._synced_now))
         self.router.guard = command_guard(cfg.security, self.identity, self._synced_now)
         self.uplink = Uplink(
             broker,
@@ -174,59 +161,53 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
         self.on_ready: Callable[[], None] | None = None
-        self.message_observers: list[MessageObserver] = []
-        self.availability_observers: list[AvailabilityObserver] = []
-        self.services: dict[str, Service] = {}
         self.restart_pause_s = 5.0  # after a driver or service crashed
         # Set when a worker thread died: `run` then stops and the process exits non-zero.
         self.failure: ThreadDeath | None = None
-        # Before the web console, which uses it.
+        self._attach_features(cfg)
+
+    def _attach_features(self, cfg: GatewayConfig) -> None:
+        # The alarm engine first: the web console and the SMS notifier follow it.
         self.alarms: AlarmEngine = attach_alarms(self)
         if cfg.web.enabled:
             # Imported only when enabled: a gateway without screens never loads aiohttp.
-            from gateway.web.service import attach
+            from gateway.web.service import attach as attach_web
 
-            attach(self)
-        # Parts of the health document contributed by services (name -> builder).
-        self.health_parts: dict[str, Callable[[], dict[str, Any]]] = {}
+            attach_web(self, self.alarms)
+        attach_sinks(self, self.sinks)
         if cfg.notify.sms is not None:
-            self._attach_sms(cfg)
+            # Imported only when configured: a gateway without a modem never loads it.
+            from gateway.notify.sms import attach as attach_sms
+
+            attach_sms(self, cfg.notify.sms, listen=self.alarms.listen)
         if cfg.wellness.checks:
-            wellness = Wellness(cfg.wellness, loaded.devices, partial(self.emit, source="wellness"))
-            self.message_observers.append(wellness.observe)
-            self.services["wellness"] = wellness.run
+            attach_wellness(self)
 
-    def _attach_sms(self, cfg: GatewayConfig) -> None:
-        # Imported only when configured: a gateway without a modem never loads it.
-        from gateway.notify.sms import attach_sms
+    # ---- the Host interface, besides Hooks ---------------------------------------------
 
-        sms = cfg.notify.sms
-        assert sms is not None
-        zone = (
-            ZoneInfo(cfg.web.timezone) if cfg.web.timezone else datetime.now().astimezone().tzinfo
-        )
-        assert zone is not None
-        notifier = attach_sms(
-            sms,
-            site_name=cfg.site.name or cfg.site.id,
-            db_path=sms.db_path or cfg.gateway.state_dir / "notify.db",
-            zone=zone,
-            listen=self.alarms.listen,
-            add_service=self.services.__setitem__,
-        )
-        self.health_parts["notify"] = notifier.health
+    @property
+    def config(self) -> GatewayConfig:
+        return self.loaded.config
+
+    @property
+    def devices(self) -> tuple[DeviceSpec, ...]:
+        return self.loaded.devices
+
+    def device(self, device_id: str) -> DeviceSpec:
+        return self.loaded.device(device_id)
+
+    async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
+        spec = self.loaded.device(device_id)
+        driver = self.drivers.get(spec.driver)
+        if driver is None:
+            raise RuntimeError(f"driver {spec.driver} of {device_id!r} is not running")
+        return await driver.command(device_id, command, args)
 
     # ---- observers -------------------------------------------------------------------
 
     def observe(self, message: Message, *, source: str = "") -> None:
         """Tell the observers and the other drivers about a message now in the outbox."""
-        # A broken observer must not lose the driver its message (it is already stored)
-        # nor stop the next observer.
-        for observer in self.message_observers:
-            try:
-                observer(message)
-            except Exception:
-                log.exception("observer %r failed on a message of %s", observer, message.device.id)
+        self.tell_observers(message)
         for name, driver in self.drivers.items():
             if name == source:
                 continue
@@ -236,13 +217,6 @@ class Gateway:
                 log.exception(
                     "driver %s failed to observe a message of %s", name, message.device.id
                 )
-
-    def observe_availability(self, ref: DeviceRef, available: bool | None, reason: str) -> None:
-        for observer in self.availability_observers:
-            try:
-                observer(ref, available, reason)
-            except Exception:
-                log.exception("availability observer %r failed on %s", observer, ref.id)
 
     # ---- messages --------------------------------------------------------------------
 
@@ -307,11 +281,8 @@ class Gateway:
             spec = self.loaded.device(device_id)
         except KeyError as exc:
             raise CommandFailed(f"unknown device {device_id!r}") from exc
-        driver = self.drivers.get(spec.driver)
-        if driver is None:
-            raise CommandFailed(f"driver {spec.driver} of {device_id!r} is not running")
         try:
-            result = await driver.command(device_id, name, cmd.args)
+            result = await self.command_device(spec.id, name, cmd.args)
         except Exception as exc:
             raise CommandFailed(str(exc)) from exc
         return "done", result
@@ -353,10 +324,7 @@ class Gateway:
             "commands": self.uplink.gate.stats(),
             "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},
         }
-        if self.sinks:  # absent, as before, on gateways without sinks
-            doc["sinks"] = {sink.name: sink.health() for sink in self.sinks}
-        for name, part in self.health_parts.items():
-            doc[name] = part()
+        doc.update(self.health_parts_doc())
         return doc
 
     async def _health_loop(self) -> None:

@@ -43,16 +43,23 @@ from influxdb_client.rest import ApiException
 
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.model import Priority
-from gateway.sinks import meter_telemetry
 from gateway.sinks.influx_mapping import PRECISION, InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig
-from gateway.storage.outbox import Consumer, Outbox, OutboxReader, Row
+from gateway.storage.outbox import Consumer, Outbox, OutboxItem, OutboxReader, Row
 
 __all__ = ["CONSUMER", "InfluxSink"]
+
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "influx"
+
+
+def meter_telemetry(item: OutboxItem) -> bool:
+    """Accepts meter readings only: events and other kinds' telemetry go to MQTT alone."""
+    return item.channel == "telemetry" and item.device_kind == "meter"
+
+
 _REFUSED = frozenset({400, 422})  # the points themselves are bad: never accepted on retry
 _TOO_LARGE = 413
 _ADDRESS = re.compile(r" object at 0x[0-9a-f]+")

@@ -1,8 +1,8 @@
-"""Wires the local web into a Gateway: observers, the `requests` commands, the service.
+"""Wires the local web into its host: observers, the `requests` commands, the service.
 
-`attach(gw)` is called by the runtime when `web.enabled` is set.  The web server is a
-`Gateway.services` entry, so it starts after the uplink, stops before it, and is
-restarted by the runtime's supervisor if it ever crashes.
+`attach(host, alarms)` is called by the runtime when `web.enabled` is set, after the
+alarm engine is built.  The web server is a host service, so it starts after the
+uplink, stops before it, and is restarted by the runtime's supervisor if it ever crashes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.alarms.engine import AlarmEngine
+from gateway.host import Host
 from gateway.web.guard import (
     Caps,
     GuardedServer,
@@ -29,9 +30,6 @@ from gateway.web.server import WebApp
 from gateway.web.staff import staff_file_of
 from gateway.web.timefmt import load_zone
 
-if TYPE_CHECKING:
-    from gateway.process.runtime import Gateway
-
 __all__ = ["WebService", "attach"]
 
 log = logging.getLogger(__name__)
@@ -44,11 +42,10 @@ _REPUBLISH_EVERY_S = 60.0
 class WebService:
     """The web server of one gateway; `run` serves until cancelled."""
 
-    def __init__(self, gw: Gateway) -> None:
-        config = gw.loaded.config
+    def __init__(self, host: Host, alarms: AlarmEngine) -> None:
+        config = host.config
         self.cfg = config.web
-        self.gw = gw
-        devices = list(gw.loaded.devices)
+        devices = list(host.devices)
         # The building view's 24-hour meter charts, kept next to the other web state.
         self.meters = MeterHistory(
             config.gateway.state_dir / "web-meters.json",
@@ -56,20 +53,20 @@ class WebService:
         )
         self.live = LiveState(
             devices,
-            alarms=None,
+            alarms=alarms,
             zone=load_zone(self.cfg.timezone),
             site_name=config.site.name,
             meters=self.meters,
         )
         self.store = RequestStore(
             self.cfg.db_path or config.gateway.state_dir / "web.db",
-            gw.outbox,
-            gw.topics,
-            clock=gw.clock.state,
+            host.outbox,
+            host.topics,
+            clock=host.clock.state,
         )
         self.web = WebApp(
             self.cfg,
-            identity=gw.identity,
+            identity=config.identity,
             live=self.live,
             store=self.store,
             staff=staff_file_of(self.cfg, config.gateway.state_dir),
@@ -107,11 +104,6 @@ class WebService:
             log.exception("web: stored service requests not yet in the outbox; retrying later")
 
     async def run(self) -> None:
-        # The alarm engine is looked up now, not at attach time: the runtime may create
-        # it after the web was attached.
-        self.live.alarms = getattr(self.gw, "alarms", None)
-        if self.live.alarms is None:
-            log.warning("web: no alarm engine in this gateway; the console shows devices only")
         self.live.start()
         await asyncio.to_thread(self.meters.load)
         # Before the kiosk takes new requests: those stored but not in the outbox when the
@@ -162,11 +154,11 @@ class WebService:
             self.store.close()
 
 
-def attach(gw: Gateway) -> WebService:
-    """Register the web with a gateway that has not started yet."""
-    svc = WebService(gw)
-    gw.message_observers.append(svc.live.on_message)
-    gw.availability_observers.append(svc.live.on_availability)
-    gw.router.register("requests", svc.store.command)
-    gw.services["web"] = svc.run
+def attach(host: Host, alarms: AlarmEngine) -> WebService:
+    """Register the web, showing `alarms`, with a host that has not started yet."""
+    svc = WebService(host, alarms)
+    host.add_message_observer(svc.live.on_message)
+    host.add_availability_observer(svc.live.on_availability)
+    host.add_command_route("requests", svc.store.command)
+    host.add_service("web", svc.run)
     return svc

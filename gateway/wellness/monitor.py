@@ -2,7 +2,7 @@
 
 Elderly-care services check on residents living alone when nothing has moved in their
 flat for a long time.  The gateway sees every door, motion sensor, button and meter
-message after it is durable (`Gateway.message_observers`); `classify` says whether one
+message after it is durable (a `gateway.host.Host` message observer); `classify` says whether one
 is a sign of life, `FlatWatch` (pure, given times) decides when to raise
 `elderly.inactivity` and when to clear it, and `Wellness.run` (a gateway service)
 emits those events through the same outbox and observers as a driver's.
@@ -21,7 +21,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
+from gateway.host import Host
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import (
     DeviceRef,
@@ -36,7 +38,7 @@ from gateway.sdk.model import (
 from gateway.wellness.settings import ActivityRules, InactivityCheck, WellnessConfig
 from gateway.wellness.settings import activity_devices as _activity_devices
 
-__all__ = ["Decision", "FlatWatch", "MeterMemory", "Wellness", "classify"]
+__all__ = ["Decision", "FlatWatch", "MeterMemory", "Wellness", "attach", "classify"]
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +255,11 @@ class Wellness:
             return
         self.emitted += 1
         log.info("%s on %s: %s", event.type, event.device.id, event.data)
+
+
+def attach(host: Host) -> Wellness:
+    """The inactivity checks of `host`'s config, run as its observer and service."""
+    wellness = Wellness(host.config.wellness, host.devices, partial(host.emit, source="wellness"))
+    host.add_message_observer(wellness.observe)
+    host.add_service("wellness", wellness.run)
+    return wellness
