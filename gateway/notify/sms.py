@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.host import Host
-
 from gateway.sdk.backoff import doubled
 
 from .modem import Modem, ModemError
