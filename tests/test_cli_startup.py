@@ -50,6 +50,7 @@ HEAVY = (
     "gateway.config",
     "gateway.mqtt",
     "gateway.process.runtime",
+    "pydantic",
 )
 
 _RUN = """
@@ -87,6 +88,15 @@ def test_help_lists_every_command_and_imports_none() -> None:
     drivers_commands = {ep.name for ep in _entry_points(COMMANDS_GROUP)}
     assert listed == {*COMMANDS, *drivers_commands, "scan"}
     assert "plan" in listed and "osdp" in listed  # drivers' commands, not imported
+    assert heavy(modules) == []
+
+
+def test_run_takes_its_stop_signals_before_importing_the_gateway() -> None:
+    # `run` installs its SIGTERM/SIGINT handlers first thing: its module must be light,
+    # or a stop during the imports would kill the process (tests/test_run_signals.py).
+    code, text, modules = imported_by("run", "--help")
+    assert code == 0 and "--broker-url" in text
+    assert "gateway.process.stopsignal" in modules
     assert heavy(modules) == []
 
 

@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, str] = {
     "validate": "gateway.cli.core:validate",
     "devices": "gateway.cli.core:devices",
-    "run": "gateway.cli.core:run",
+    "run": "gateway.cli.run:run",
     "outbox": "gateway.cli.core:outbox",
     "read": "gateway.cli.core:read",
     "watch": "gateway.cli.watch:watch",

@@ -1,4 +1,4 @@
-"""Core commands: validate, devices, run, outbox."""
+"""Core commands: validate, devices, outbox, read (`run` is in `gateway.cli.run`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 import click
 
 from gateway.config.cli import config_option, load_or_exit
-from gateway.process.logsetup import setup_logging
 from gateway.sdk.capacity import rate_warnings
 from gateway.sdk.driver import ReadResult
 from gateway.sdk.registry import available_drivers
 
-__all__ = ["config_option", "devices", "load_or_exit", "outbox", "read", "run", "validate"]
+__all__ = ["config_option", "devices", "load_or_exit", "outbox", "read", "validate"]
 
 
 @click.command()
@@ -42,24 +41,6 @@ def devices(config_path: Path) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-@click.command()
-@config_option
-@click.option("--broker-url", help="Use this broker instead of the config's (demo, tests).")
-@click.pass_context
-def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
-    """Run the gateway until SIGTERM or Ctrl-C."""
-    # Conflicting devices stay unstarted (reported unavailable); the others run.
-    loaded = load_or_exit(config_path)
-    opts = ctx.find_root().obj or {}
-    log_cfg = loaded.config.logging
-    setup_logging(
-        opts.get("log_level") or log_cfg.level, opts.get("log_format") or str(log_cfg.format)
-    )
-    from gateway.process.service import serve
-
-    sys.exit(serve(loaded, broker_url=broker_url))
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """What every command that reads a config shares: the `-c FILE` option and loading it.
 
-Kept outside the `gateway.cli` package on purpose: importing that package registers
-every driver's commands, so a driver's own CLI module importing it would be a cycle.
+Kept outside the `gateway.cli` package on purpose: drivers' command modules import it,
+and `gateway.cli` may import every package.  The option itself lives in
+`gateway.sdk.options` (click only), for the commands that must not import the config.
 """
 
 from __future__ import annotations
@@ -12,17 +13,9 @@ from pathlib import Path
 import click
 
 from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.sdk.options import config_option
 
 __all__ = ["config_option", "load_or_exit"]
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The gateway's YAML config file.",
-)
 
 
 def load_or_exit(path: Path, *, allow_conflicts: bool = True) -> LoadedConfig:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
 
 from gateway.config import LoadedConfig
 from gateway.process.runtime import Gateway
 from gateway.process.sdnotify import Notifier
+from gateway.process.stopsignal import StopSignals
 
 __all__ = ["serve"]
 
@@ -40,11 +40,14 @@ async def _watchdog(gw: Gateway, notifier: Notifier) -> None:
             log.error("gateway not alive (event loop or uplink stuck); withholding watchdog ping")
 
 
-async def _main(loaded: LoadedConfig, broker_url: str | None) -> int:
+async def _main(loaded: LoadedConfig, broker_url: str | None, signals: StopSignals) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    signals.attach(asyncio.get_running_loop(), stop)
+    if stop.is_set():
+        # Came while the config and the runtime were loading: nothing is open yet.
+        assert signals.signal is not None
+        log.info("%s during start-up: stopping before anything started", signals.signal.name)
+        return 0
     notifier = Notifier()
     gw = Gateway(loaded, broker_url=broker_url)
 
@@ -71,6 +74,12 @@ async def _main(loaded: LoadedConfig, broker_url: str | None) -> int:
     return 1 if gw.failure is not None else 0
 
 
-def serve(loaded: LoadedConfig, *, broker_url: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
-    return asyncio.run(_main(loaded, broker_url))
+def serve(
+    loaded: LoadedConfig, *, broker_url: str | None = None, signals: StopSignals | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    `signals` are the stop handlers `gateway run` installed before its imports
+    (`stopsignal.catch()`); without them the handlers start with the event loop.
+    """
+    return asyncio.run(_main(loaded, broker_url, signals or StopSignals()))
