@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
+from gateway.config import load_config
+from gateway.install.checks import serial_ports_of
+from gateway.sdk.driver import DeviceSpec, DriverInfo, SerialPortUse
+from gateway.sdk.model import Kind
+from gateway.sdk.registry import available_drivers
 from tests.certs import Pki, make_pki
 from tests.harness import GATEWAY, write_config
 from tests.peers import Mosquitto, free_port, pty_pair
@@ -352,3 +358,90 @@ def test_ports_lists_what_pyserial_finds() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["PORT", "USB", "VID:PID"]
     assert [line.split()[0] for line in lines[1:]] == found
+
+
+class _TtySettings(BaseModel):
+    """A driver that names its serial port `tty` and has a `port` that is a socket path."""
+
+    model_config = ConfigDict(extra="forbid")
+    tty: str
+    port: str
+
+
+def _tty_ports(spec: DeviceSpec) -> list[SerialPortUse]:
+    return [SerialPortUse(spec.settings_as(_TtySettings).tty, ("tty",))]
+
+
+def test_serial_ports_are_the_ones_each_driver_declares(tmp_path: Path) -> None:
+    """Not every field called `port`: the driver says which device paths it opens."""
+    drivers = dict(available_drivers())
+    tty = DriverInfo(
+        "ttyish",
+        "test",
+        _TtySettings,
+        drivers["simulated"].factory,
+        frozenset({Kind.METER}),
+        tmp_path,
+        serial_ports=_tty_ports,
+    )
+    drivers["ttyish"] = tty
+    loc = {"building": "A"}
+    devices = [
+        {
+            "id": "m-rtu",
+            "kind": "meter",
+            "location": loc,
+            "driver": {
+                "type": "modbus",
+                "bus": {"port": "/dev/ttyUSB0"},
+                "unit_id": 1,
+                "profile": "eastron_sdm120",
+            },
+        },
+        {
+            "id": "m-tcp",
+            "kind": "meter",
+            "location": loc,
+            "driver": {
+                "type": "modbus",
+                "bus": {"host": "127.0.0.1", "port": 502},
+                "unit_id": 1,
+                "profile": "eastron_sdm120",
+            },
+        },
+        {
+            "id": "m-dlt",
+            "kind": "meter",
+            "location": loc,
+            "driver": {
+                "type": "dlt645",
+                "address": "000012345678",
+                "bus": {"port": "/dev/ttyUSB1"},
+            },
+        },
+        {
+            "id": "sos-1",
+            "kind": "elderly_alarm",
+            "location": loc,
+            "driver": {"type": "serial_line", "port": "/dev/ttyAMA0", "code": "1A2B3C"},
+        },
+        {
+            "id": "z-1",
+            "kind": "smoke",
+            "location": loc,
+            "driver": {"type": "zigbee2mqtt", "friendly_name": "b1/smoke"},
+        },
+        {
+            "id": "odd-1",
+            "kind": "meter",
+            "location": loc,
+            "driver": {"type": "ttyish", "tty": "/dev/ttyS3", "port": "/run/odd.sock"},
+        },
+    ]
+    loaded = load_config(write_config(tmp_path / "gw.yaml", "mqtt://127.0.0.1:1", devices), drivers)
+    assert serial_ports_of(loaded, drivers) == {
+        "/dev/ttyUSB0": ["m-rtu"],
+        "/dev/ttyUSB1": ["m-dlt"],
+        "/dev/ttyAMA0": ["sos-1"],
+        "/dev/ttyS3": ["odd-1"],
+    }

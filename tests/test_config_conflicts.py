@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, conflicting_devices, load_config
 from gateway.process.runtime import Gateway
 from gateway.sdk.model import DeviceRef
+from gateway.sdk.registry import available_drivers
 from tests.harness import GATEWAY, GatewayProc, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -136,6 +137,37 @@ def test_two_zigbee_devices_with_one_friendly_name(tmp_path: Path) -> None:
         "devices[1].driver.friendly_name: friendly_name b1/101/smoke is also smoke-101's on the broker "
         "127.0.0.1:1883 (zigbee2mqtt/); each device has its own name in zigbee2mqtt"
     ]
+
+
+def test_one_serial_port_is_opened_by_one_driver(tmp_path: Path) -> None:
+    """Each driver opens its port exclusively: whichever opens second never works."""
+    rtu = device(
+        "water-1",
+        "meter",
+        type="modbus",
+        bus={"port": "/dev/ttyUSB1", "baud": 2400, "parity": "E"},
+        unit_id=1,
+        profile="eastron_sdm120",
+    )
+    found = problems_of(
+        tmp_path,
+        [
+            dlt("m-101", "000012345678"),
+            rtu,
+            pendant("sos-1", "1A2B3C"),
+            dlt("m-102", "000012345679"),
+        ],
+    )
+    assert found == [
+        "devices[1].driver.bus.port: /dev/ttyUSB1 is also the serial port of m-101 (driver "
+        "dlt645); a port is opened by one driver only: give each bus its own adapter",
+    ]
+    # The device named first keeps the port; a running gateway leaves the other unstarted.
+    path = write_config(
+        tmp_path / "run.yaml", "mqtt://127.0.0.1:1883", [dlt("m-1", "000012345678"), rtu]
+    )
+    specs = load_config(path, allow_conflicts=True).devices
+    assert list(conflicting_devices(specs, available_drivers())) == ["water-1"]
 
 
 def test_a_misspelt_key_hides_no_conflict(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from drivers.dlt645.driver import Dlt645Driver, read_once
 from drivers.dlt645.settings import Dlt645Settings, check_devices
-from gateway.sdk.driver import DriverInfo
+from gateway.sdk.driver import DriverInfo, SerialPortUse
 from gateway.sdk.model import Kind
 
 __all__ = ["DRIVER"]
@@ -24,4 +24,7 @@ DRIVER = DriverInfo(
     message_rate=lambda spec: 1.0 / spec.settings_as(Dlt645Settings).poll_interval_s,
     read_once=read_once,
     check_devices=check_devices,
+    serial_ports=lambda spec: [
+        SerialPortUse(spec.settings_as(Dlt645Settings).bus.port, ("bus", "port"))
+    ],
 )

@@ -8,7 +8,7 @@ from gateway.sdk.driver import DriverInfo
 from gateway.sdk.model import Kind
 
 from .driver import ModbusDriver, read_once
-from .settings import ModbusSettings, check_devices, validate_group
+from .settings import ModbusSettings, check_devices, serial_ports, validate_group
 
 __all__ = ["DRIVER", "ModbusDriver", "ModbusSettings", "validate_group"]
 
@@ -22,4 +22,5 @@ DRIVER = DriverInfo(
     message_rate=lambda spec: 1.0 / spec.settings_as(ModbusSettings).poll_interval_s,
     read_once=read_once,
     check_devices=check_devices,
+    serial_ports=serial_ports,
 )

@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.driver import DeviceProblem, DeviceSpec, SerialPortUse
 from gateway.sdk.model import Kind
 
 from .profile import Profile, ProfileError, load_profile, profile_names
@@ -36,6 +36,7 @@ __all__ = [
     "bits_per_char",
     "check_devices",
     "group_problems",
+    "serial_ports",
     "validate_group",
 ]
 
@@ -258,3 +259,9 @@ def check_devices(
 ) -> list[DeviceProblem]:
     """The driver's config-time check (`DriverInfo.check_devices`): buses agree."""
     return group_problems(mine)
+
+
+def serial_ports(spec: DeviceSpec) -> list[SerialPortUse]:
+    """The RTU bus's port (`DriverInfo.serial_ports`); a TCP bus opens none."""
+    bus = spec.settings_as(ModbusSettings).bus
+    return [SerialPortUse(bus.port, ("bus", "port"))] if isinstance(bus, SerialBus) else []

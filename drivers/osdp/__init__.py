@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.sdk.driver import DriverInfo
+from gateway.sdk.driver import DriverInfo, SerialPortUse
 from gateway.sdk.model import Kind
 
 from .driver import OsdpDriver, read_once
@@ -24,4 +24,5 @@ DRIVER = DriverInfo(
     folder=Path(__file__).parent,
     read_once=read_once,
     check_devices=check_devices,
+    serial_ports=lambda spec: [SerialPortUse(spec.settings_as(OsdpSettings).port, ("port",))],
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from drivers.serial_line.driver import SerialLineDriver
 from drivers.serial_line.settings import SerialLineSettings, check_devices
-from gateway.sdk.driver import DriverInfo
+from gateway.sdk.driver import DriverInfo, SerialPortUse
 from gateway.sdk.model import Kind
 
 __all__ = ["DRIVER"]
@@ -22,4 +22,5 @@ DRIVER = DriverInfo(
     kinds=frozenset({Kind.ELDERLY_ALARM, Kind.SMOKE}),
     folder=Path(__file__).parent,
     check_devices=check_devices,
+    serial_ports=lambda spec: [SerialPortUse(spec.settings_as(SerialLineSettings).port, ("port",))],
 )

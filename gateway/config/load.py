@@ -28,6 +28,7 @@ from gateway.config.model import (
 )
 from gateway.config.tlsfiles import SERVICE_USER, tls_problems
 from gateway.config.yamlsource import Located, Problem, YamlSyntaxError, load_located
+from gateway.sdk.devicechecks import serial_port_clashes
 from gateway.sdk.driver import DeviceProblem, DeviceSpec, DriverInfo
 from gateway.sdk.model import DeviceRef, Location
 from gateway.sdk.secrets import SecretRef
@@ -353,7 +354,7 @@ def device_conflicts(
         mine = [s for s in specs if s.driver == name]
         if info is not None and info.check_devices is not None:
             problems += info.check_devices(mine, specs)
-    return problems
+    return problems + serial_port_clashes(specs, drivers)
 
 
 def conflicting_devices(

@@ -17,14 +17,13 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from pydantic import BaseModel
 
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
 from gateway.mqtt.client import (
@@ -36,6 +35,7 @@ from gateway.mqtt.client import (
 )
 from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock
+from gateway.sdk.devicechecks import serial_port_users
 from gateway.sdk.driver import DeviceSpec, DriverInfo, ReadResult
 from gateway.sdk.model import ClockState
 
@@ -336,34 +336,24 @@ def _read_back(session: _Session, topics: Topics) -> CheckResult:
 # ---- serial ports and devices -----------------------------------------------------------
 
 
-def _ports_in(value: Any) -> Iterator[str]:
-    # Drivers name serial ports in a `port` field of their settings (bus.port for Modbus
-    # and DL/T 645); a TCP port number is an int and is not a device path.
-    if isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            field = getattr(value, name)
-            if name == "port" and isinstance(field, str) and field.startswith("/"):
-                yield field
-            else:
-                yield from _ports_in(field)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _ports_in(item)
+def serial_ports_of(
+    loaded: LoadedConfig, drivers: Mapping[str, DriverInfo] | None = None
+) -> dict[str, list[str]]:
+    """Serial device paths the devices open, as their drivers declare, with their users."""
+    if drivers is None:
+        from gateway.sdk.registry import available_drivers
+
+        drivers = available_drivers()
+    users = serial_port_users(loaded.devices, drivers)
+    return {port: list(dict.fromkeys(s.id for s, _ in used)) for port, used in users.items()}
 
 
-def serial_ports_of(loaded: LoadedConfig) -> dict[str, list[str]]:
-    """Serial device paths the config names, each with the ids of the devices using it."""
-    ports: dict[str, list[str]] = {}
-    for spec in loaded.devices:
-        for port in dict.fromkeys(_ports_in(spec.settings)):
-            ports.setdefault(port, []).append(spec.id)
-    return ports
-
-
-def check_serial_ports(loaded: LoadedConfig) -> list[CheckResult]:
+def check_serial_ports(
+    loaded: LoadedConfig, drivers: Mapping[str, DriverInfo] | None = None
+) -> list[CheckResult]:
     """Every serial port of the config exists and this user may read and write it."""
     results = []
-    for port, users in serial_ports_of(loaded).items():
+    for port, users in serial_ports_of(loaded, drivers).items():
         name = f"serial {port}"
         used_by = f"used by {', '.join(users)}"
         if not os.path.exists(port):

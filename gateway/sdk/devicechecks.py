@@ -3,16 +3,18 @@
 Devices that share a line (a serial port, a receiver, a broker) take its settings from
 the first of them, and each identity on it (an address, a code, a name) belongs to one
 device.  `SharedLine` collects the problems, worded the same for every driver.
+Across drivers, a serial port is opened by one driver only (`serial_port_clashes`, from
+what each driver declares in `DriverInfo.serial_ports`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.sdk.driver import DeviceProblem, DeviceSpec
+from gateway.sdk.driver import DeviceProblem, DeviceSpec, DriverInfo, SerialPortUse
 
-__all__ = ["SharedLine"]
+__all__ = ["SharedLine", "serial_port_clashes", "serial_port_users"]
 
 
 @dataclass
@@ -66,3 +68,42 @@ class SharedLine:
                     also=(other,),
                 )
             )
+
+
+def serial_port_users(
+    specs: Sequence[DeviceSpec], drivers: Mapping[str, DriverInfo]
+) -> dict[str, list[tuple[DeviceSpec, SerialPortUse]]]:
+    """Each serial port the devices open (as declared by their drivers), with its users."""
+    users: dict[str, list[tuple[DeviceSpec, SerialPortUse]]] = {}
+    for spec in specs:
+        info = drivers.get(spec.driver)
+        if info is None:
+            continue
+        for use in info.serial_ports_of(spec):
+            users.setdefault(use.path, []).append((spec, use))
+    return users
+
+
+def serial_port_clashes(
+    specs: Sequence[DeviceSpec], drivers: Mapping[str, DriverInfo]
+) -> list[DeviceProblem]:
+    """Devices whose port a device of another driver opens first.
+
+    Every driver opens its port exclusively, so the second driver's open always fails.
+    The device named first in the config keeps the port: the clash is the other's alone.
+    """
+    problems: list[DeviceProblem] = []
+    for path, users in serial_port_users(specs, drivers).items():
+        first, _ = users[0]
+        for spec, use in users[1:]:
+            if spec.driver != first.driver:
+                problems.append(
+                    DeviceProblem(
+                        spec.id,
+                        use.key,
+                        f"{path} is also the serial port of {first.id} (driver "
+                        f"{first.driver}); a port is opened by one driver only: give each "
+                        "bus its own adapter",
+                    )
+                )
+    return problems

@@ -41,6 +41,7 @@ __all__ = [
     "DriverInfo",
     "PointValue",
     "ReadResult",
+    "SerialPortUse",
 ]
 
 
@@ -191,6 +192,18 @@ class DeviceProblem:
     also: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SerialPortUse:
+    """A serial port a device opens: its device path, and the key path naming it.
+
+    `key` is the path inside the device's `driver:` section (("bus", "port")), so a
+    conflict found on the port points at its line.
+    """
+
+    path: str
+    key: tuple[str | int, ...]
+
+
 # Config-time check across devices: (this driver's devices, every device) -> problems.
 # Runs in `gateway validate` before anything connects.
 DeviceCheck = Callable[[Sequence[DeviceSpec], Sequence[DeviceSpec]], list[DeviceProblem]]
@@ -214,3 +227,10 @@ class DriverInfo:
     # Messages a second one device makes at its configured interval, for the storage
     # check of `gateway validate` (gateway/sdk/capacity.py); None: not on a schedule.
     message_rate: Callable[[DeviceSpec], float] | None = None
+    # The serial ports a device opens (exclusively), for `gateway check` and for the
+    # conflicts between drivers; None: the driver opens none.
+    serial_ports: Callable[[DeviceSpec], Sequence[SerialPortUse]] | None = None
+
+    def serial_ports_of(self, spec: DeviceSpec) -> Sequence[SerialPortUse]:
+        """The serial ports `spec` opens; none for a driver without serial ports."""
+        return () if self.serial_ports is None else self.serial_ports(spec)
