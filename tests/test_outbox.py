@@ -488,7 +488,7 @@ def test_a_row_whose_text_is_not_utf8_is_reported_lost_and_the_rest_salvaged(
             "SELECT rowid FROM messages ORDER BY rowid LIMIT 1 OFFSET 700"
         ).fetchone()
         db.execute("UPDATE messages SET topic = CAST(x'74ff2f78' AS TEXT) WHERE rowid = ?", (bad,))
-    salvage = dbrecovery.rebuild(opener.path, sql.init_schema, "test: damaged text")
+    salvage = dbrecovery.rebuild(opener.path, sql.SCHEMA.apply, "test: damaged text")
     assert salvage.lost == {"messages": [(bad, bad)]}
     outbox = opener()
     kept = {r.seq for r in read_all(outbox)}

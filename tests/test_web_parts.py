@@ -314,7 +314,7 @@ def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
     now = datetime(2026, 11, 27, tzinfo=UTC)
     old = store._insert(_req(text="old"))
     new = store._insert(_req(text="new"))
-    db = store._conn()
+    db = store.conn
     db.execute(
         "UPDATE requests SET created_at = ? WHERE code = ?",
         (format_ts(now - timedelta(days=91)), old.code),
@@ -425,7 +425,7 @@ def test_a_request_says_whether_its_created_at_came_from_a_synced_clock(
     store.close()
     # Handed over again after a crash: the same document, clock included.
     again = RequestStore(tmp_path / "web.db", outbox, topics, clock=lambda: ClockState.SYNCED)
-    again._conn().execute("UPDATE requests SET published = 0")
+    again._db().execute("UPDATE requests SET published = 0")
     asyncio.run(again.publish_pending())
     again.close()
     reader = outbox.reader()

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import SyncMode
 from gateway.sdk.clock import RunMark
-from gateway.storage.dbrecovery import Salvage, open_checked
 from gateway.storage.diskspace import no_room, release_reserves
-from gateway.storage.outbox_sql import connect
+from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode
 
 from .model import Alarm, AlarmState, Change, Instant
 
@@ -71,10 +69,6 @@ CREATE TABLE IF NOT EXISTS pending_acks (
 """
 
 
-def _create(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
-
-
 _TOKEN_CHARS = string.ascii_lowercase + string.digits
 
 
@@ -91,33 +85,19 @@ class PendingAck:
     detail: str | None = None
 
 
-class AlarmStore:
+class AlarmStore(SqliteStore):
     """The alarm database of one gateway; use from one thread (the event loop)."""
 
+    schema = Schema("alarm database", 1, _SCHEMA)
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+        super().__init__(path, sync=SyncMode.FULL)
         self.token = ""
         self._next = 1
-        # Set by open() when the file was damaged and rebuilt: the engine reports it.
-        self.salvage: Salvage | None = None
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError(f"alarm store {self.path} is not open")
-        return self._conn
-
-    def open(self, *, create: bool = True) -> None:
-        """Open (and with `create`, make) the database; reads the id token and counter."""
-        if not create and not self.path.exists():
-            raise FileNotFoundError(f"no alarm database at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn, self.salvage = open_checked(
-            self.path, lambda p: connect(p, sync=SyncMode.FULL), _create
-        )
-        self._conn = conn
-        with self._tx():
+    def opened(self, conn: sqlite3.Connection) -> None:
+        """Read the id token and counter; a new database gets a fresh token."""
+        with self.transaction():
             row = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()
             if row is None:
                 # Ids must be unique per gateway forever, also after the database is
@@ -127,14 +107,6 @@ class AlarmStore:
                 conn.execute("INSERT INTO meta VALUES ('next', '1')")
         self.token = conn.execute("SELECT value FROM meta WHERE key='token'").fetchone()[0]
         self._next = int(conn.execute("SELECT value FROM meta WHERE key='next'").fetchone()[0])
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _tx(self) -> _Tx:
-        return _Tx(self.conn)
 
     # ---- alarms -------------------------------------------------------------------
 
@@ -150,7 +122,7 @@ class AlarmStore:
         return None if row is None else RunMark.from_json(str(row[0]))
 
     def save_mark(self, mark: RunMark) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             self._put_mark(c, mark)
 
     @staticmethod
@@ -174,12 +146,10 @@ class AlarmStore:
             # A full card: the outbox's reserve next to us is there for alarms too.
             if not (no_room(exc) and release_reserves(self.path.parent)):
                 raise
-            if self.conn.in_transaction:  # a COMMIT refused for lack of room leaves it open
-                self.conn.execute("ROLLBACK")
             self._save(changes, mark)
 
     def _save(self, changes: Sequence[Change], mark: RunMark | None) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             if mark is not None:
                 self._put_mark(c, mark)
             for ch in changes:
@@ -216,7 +186,7 @@ class AlarmStore:
             c.execute("UPDATE meta SET value = ? WHERE key = 'next'", (str(self._next),))
 
     def mark_published(self, alarm_id: str, rev: int) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "UPDATE alarms SET published_rev = max(published_rev, ?) WHERE id = ?",
                 (rev, alarm_id),
@@ -256,7 +226,7 @@ class AlarmStore:
     # ---- acknowledgements queued by another process ------------------------------
 
     def queue_ack(self, alarm_id: str, by: str, note: str, via: str) -> int:
-        with self._tx() as c:
+        with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO pending_acks (alarm_id, by, note, via, queued_at) VALUES (?,?,?,?,?)",
                 (alarm_id, by, note, via, time.time()),
@@ -271,7 +241,7 @@ class AlarmStore:
         return [PendingAck(*r) for r in rows]
 
     def finish_ack(self, ack_id: int, status: str, detail: str = "") -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "UPDATE pending_acks SET status = ?, detail = ?, done_at = ? WHERE id = ?",
                 (status, detail, time.time(), ack_id),
@@ -283,17 +253,3 @@ class AlarmStore:
             (ack_id,),
         ).fetchone()
         return None if row is None else PendingAck(*row)
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")

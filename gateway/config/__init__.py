@@ -4,7 +4,7 @@ Lives here: `model` (pydantic models of the core sections), `load` (`load_config
 problem with file:line), `yamlsource` (YAML with line numbers, hostile-file limits),
 `tlsfiles` (TLS files checked as the uplink will load them), `cli` (`--config` option).
 
-May import: `gateway.sdk`, `gateway.storage.outbox_sql` (for `SyncMode`), and the
+May import: `gateway.sdk`, `gateway.storage.sqlitestore` (for `SyncMode`), and the
 `settings` module of each feature package (alarms, notify, security, sinks, web,
 wellness), which import only `gateway.sdk` and `gateway.config.yamlsource`.  Nothing here
 connects anywhere.  The names below are the public API, re-exported for callers.

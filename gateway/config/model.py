@@ -25,7 +25,7 @@ from gateway.sdk.model import Identity, Kind
 from gateway.sdk.secrets import SecretRef, refuse_inline
 from gateway.security.settings import SecurityConfig
 from gateway.sinks.settings import SinksConfig
-from gateway.storage.outbox_sql import SyncMode
+from gateway.storage.sqlitestore import SyncMode
 from gateway.web.settings import WebConfig
 from gateway.wellness.settings import WellnessConfig
 

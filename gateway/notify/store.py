@@ -1,7 +1,7 @@
 """The notifier's record: every SMS it was asked to send, and what became of it.
 
-SQLite in WAL mode (the outbox's `connect`), so an SMS queued before a crash or a
-restart is still sent after it, and a person can see what was sent (`gateway notify
+SQLite in WAL mode (a `gateway.storage.sqlitestore` store), so an SMS queued before a
+crash or a restart is still sent after it, and a person can see what was sent (`gateway notify
 log`).  Recipients are recorded by name only: phone numbers stay in the config.  One row
 per alarm, escalation level and recipient: the alarm engine publishes an alarm again
 after a restart, and that must not text anyone twice.
@@ -13,11 +13,8 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from gateway.config import SyncMode
-from gateway.storage.dbrecovery import open_checked
-from gateway.storage.outbox_sql import connect
+from gateway.storage.sqlitestore import Schema, SqliteStore
 
 __all__ = ["SmsRecord", "SmsState", "SmsStore"]
 
@@ -40,10 +37,6 @@ CREATE TABLE IF NOT EXISTS sms (
 );
 CREATE INDEX IF NOT EXISTS sms_pending ON sms (id) WHERE state = 'pending';
 """
-
-
-def _create(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
 
 
 # Bounded on disk: done rows older than this go, and never more rows than _MAX_ROWS.
@@ -81,44 +74,26 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class SmsStore:
+class SmsStore(SqliteStore):
     """The record at `path`; every method is blocking (call it from a worker thread)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    schema = Schema("SMS record", 1, _SCHEMA)
 
-    def open(self, *, create: bool = True) -> None:
-        if not create and not self.path.exists():
-            raise FileNotFoundError(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def opened(self, conn: sqlite3.Connection) -> None:
         # A record damaged by a power cut is moved aside and rebuilt from what can be
         # read, like every store of the gateway: never a notifier that dies at each start.
-        self._conn, salvage = open_checked(
-            self.path, lambda p: connect(p, sync=SyncMode.FULL), _create
-        )
-        if salvage is not None:
+        if self.salvage is not None:
             log.warning(
                 "SMS record %s was damaged (%s): moved to %s, %d rows salvaged",
                 self.path,
-                salvage.reason,
-                salvage.moved_to.name,
-                salvage.rows_copied,
+                self.salvage.reason,
+                self.salvage.moved_to.name,
+                self.salvage.rows_copied,
             )
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("SMS record is not open")
-        return self._conn
 
     def add(self, alarm_id: str, level: int, recipient: str, text: str) -> bool:
         """Queue one SMS; False when this alarm, level and recipient were queued before."""
-        cur = self._db().execute(
+        cur = self.conn.execute(
             "INSERT OR IGNORE INTO sms (alarm_id, level, recipient, text, state, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (alarm_id, level, recipient, text, SmsState.PENDING, _now()),
@@ -132,7 +107,7 @@ class SmsStore:
         return self._select("ORDER BY id DESC LIMIT ?", (limit,))
 
     def _select(self, tail: str, args: tuple[object, ...]) -> list[SmsRecord]:
-        rows = self._db().execute(
+        rows = self.conn.execute(
             "SELECT id, alarm_id, level, recipient, text, state, attempts, last_error,"
             f" created_at, done_at, refs FROM sms {tail}",
             args,
@@ -140,14 +115,14 @@ class SmsStore:
         return [SmsRecord(*row) for row in rows]
 
     def attempt_failed(self, sms_id: int, error: str) -> None:
-        self._db().execute(
+        self.conn.execute(
             "UPDATE sms SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error, sms_id)
         )
 
     def finish(self, sms_id: int, state: str, *, refs: str = "", error: str = "") -> None:
         """Record the end of one SMS: sent (with the network's references) or failed."""
         tried = 1 if state == SmsState.SENT else 0
-        self._db().execute(
+        self.conn.execute(
             "UPDATE sms SET state = ?, done_at = ?, refs = ?, attempts = attempts + ?,"
             " last_error = ? WHERE id = ?",
             (state, _now(), refs, tried, error, sms_id),
@@ -155,7 +130,7 @@ class SmsStore:
 
     def cancel(self, alarm_id: str) -> int:
         """Cancel what is still pending for an alarm; returns how many."""
-        cur = self._db().execute(
+        cur = self.conn.execute(
             "UPDATE sms SET state = ?, done_at = ? WHERE alarm_id = ? AND state = ?",
             (SmsState.CANCELLED, _now(), alarm_id, SmsState.PENDING),
         )
@@ -164,7 +139,7 @@ class SmsStore:
     def purge(self) -> int:
         """Forget old finished rows; the record stays bounded on an SD card."""
         cutoff = (datetime.now(UTC) - timedelta(days=_KEEP_DAYS)).isoformat(timespec="seconds")
-        db = self._db()
+        db = self.conn
         gone = db.execute(
             "DELETE FROM sms WHERE state != ? AND done_at < ?", (SmsState.PENDING, cutoff)
         ).rowcount

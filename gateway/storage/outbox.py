@@ -53,7 +53,6 @@ from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room
 from gateway.storage.outbox_memory import Unstored
 from gateway.storage.outbox_reader import OutboxReader
-from gateway.storage.outbox_sql import SyncMode
 from gateway.storage.outbox_types import (
     STOP,
     Ack,
@@ -70,6 +69,7 @@ from gateway.storage.outbox_types import (
     read_write_bytes,
 )
 from gateway.storage.outbox_writer import Writer
+from gateway.storage.sqlitestore import SyncMode, connect
 
 __all__ = [
     "Consumer",
@@ -247,7 +247,7 @@ class Outbox:
     def _read_connection(self) -> tuple[int, sqlite3.Connection]:
         # Generation first: a rebuild in between makes the reader reopen once more.
         generation = self._writer.generation
-        return generation, sql.connect(self.path, sync=None)
+        return generation, connect(self.path, sync=None)
 
     def ack(self, consumer: str, ids: Iterable[int]) -> None:
         """Mark rows delivered by `consumer`; applied with the next commit."""

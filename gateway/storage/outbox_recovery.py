@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.storage import dbrecovery
 from gateway.storage import outbox_sql as sql
-from gateway.storage.outbox_sql import SyncMode
+from gateway.storage.sqlitestore import SyncMode, connect
 
 __all__ = ["Opened", "open_file", "reopen_damaged", "stored_next_seq"]
 
@@ -36,9 +36,7 @@ class Opened:
 
 def open_file(path: Path, sync: SyncMode, consumers: Sequence[str]) -> Opened:
     """Open the file, checked first; a damaged one is rebuilt from what can be read."""
-    conn, salvage = dbrecovery.open_checked(
-        path, lambda p: sql.connect(p, sync=sync), sql.init_schema
-    )
+    conn, salvage = dbrecovery.open_checked(path, lambda p: connect(p, sync=sync), sql.SCHEMA.apply)
     try:
         report = None if salvage is None else _after_rebuild(conn, salvage, None)
         masks = sql.reconcile_consumers(conn, consumers)
@@ -61,9 +59,9 @@ def reopen_damaged(
     rebuilt = False
     try:
         salvage = dbrecovery.rebuild(
-            path, sql.init_schema, reason, connect=lambda p: sql.connect(p, sync=sync)
+            path, sql.SCHEMA.apply, reason, connect=lambda p: connect(p, sync=sync)
         )
-        conn = sql.connect(path, sync=sync)
+        conn = connect(path, sync=sync)
         try:
             report = _after_rebuild(conn, salvage, next_seq)
             rebuilt = True
@@ -77,8 +75,8 @@ def reopen_damaged(
             "file": path.name,
             "reason": f"{reason}; rebuild failed: {exc}",
         }
-    conn = sql.connect(path, sync=sync)
-    sql.init_schema(conn)
+    conn = connect(path, sync=sync)
+    sql.SCHEMA.apply(conn)
     # The rows keep their consumer bits: keep the bits' names too, even if the
     # consumers table was on a page that could not be read.
     conn.executemany(

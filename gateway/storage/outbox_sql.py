@@ -1,7 +1,7 @@
 """The outbox's SQL: schema, consumer bits, and the one transaction each batch commits.
 
-Everything here takes a `sqlite3.Connection` opened by `connect` (autocommit mode, so
-transactions are explicit) and is called from one thread at a time; `gateway.storage.outbox`
+Everything here takes a `sqlite3.Connection` opened by `gateway.storage.sqlitestore.connect`
+(autocommit mode, so transactions are explicit) and is called from one thread at a time; `gateway.storage.outbox`
 owns the threads and the futures.
 """
 
@@ -12,32 +12,22 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 
 from gateway.sdk.model import Priority
+from gateway.storage.sqlitestore import Schema, transaction
 
 __all__ = [
     "MAX_CONSUMERS",
+    "SCHEMA",
     "BatchOutcome",
     "NewRow",
     "StoredState",
-    "SyncMode",
-    "connect",
-    "init_schema",
     "load_state",
     "lowest_pending",
     "reconcile_consumers",
     "repair_after_salvage",
     "write_batch",
 ]
-
-
-class SyncMode(StrEnum):
-    """`full` survives power loss; `normal` survives a crash of the process only."""
-
-    FULL = "full"
-    NORMAL = "normal"
 
 
 log = logging.getLogger("gateway.storage.outbox")
@@ -72,54 +62,13 @@ _INSERT = (
 )
 
 
-def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
-    """Open the database; `sync` set means the single write connection, None a reader.
-
-    Autocommit mode (isolation_level=None): every transaction is an explicit BEGIN, so
-    nothing is committed behind the writer's back.  check_same_thread is off because a
-    connection is handed from the thread that opens it to the one that uses it; each is
-    still used by one thread at a time.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        if sync is None:
-            conn.execute("PRAGMA query_only = ON")
-            return conn
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode!r})")
-        # FULL fsyncs the WAL at every commit (survives power loss); NORMAL only at
-        # checkpoints (survives a crash of the process, not of the machine).
-        conn.execute(f"PRAGMA synchronous = {'FULL' if sync is SyncMode.FULL else 'NORMAL'}")
-        # After a checkpoint, shrink a WAL that grew during a backlog: SD cards are small.
-        conn.execute("PRAGMA journal_size_limit = 8388608")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def init_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing; refuse a file written by a newer schema."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"outbox schema version {version} is newer than this gateway's ({SCHEMA_VERSION})"
-        )
+def _add_retain(conn: sqlite3.Connection) -> None:
     # Version 2 added `retain` (alarm states are retained messages); a version-1 file
     # keeps its rows, which were all published without retain.
-    migrate = (
-        "ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;" if version == 1 else ""
-    )
-    try:
-        # One script, one transaction: executescript() would commit a BEGIN issued before it.
-        conn.executescript(
-            f"BEGIN IMMEDIATE; {migrate} {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
-    except BaseException:
-        _rollback(conn)
-        raise
+    conn.execute("ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
+
+
+SCHEMA = Schema("outbox", SCHEMA_VERSION, _SCHEMA, {2: _add_retain})
 
 
 def reconcile_consumers(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:
@@ -127,8 +76,7 @@ def reconcile_consumers(conn: sqlite3.Connection, names: Sequence[str]) -> dict[
 
     Returns name -> mask.  A new consumer only sees messages stored from now on.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         known: dict[str, int] = dict(conn.execute("SELECT name, bit FROM consumers").fetchall())
         gone = [name for name in known if name not in names]
         for name in gone:
@@ -151,10 +99,6 @@ def reconcile_consumers(conn: sqlite3.Connection, names: Sequence[str]) -> dict[
                 used.add(bit)
                 known[name] = bit
                 conn.execute("INSERT INTO consumers (name, bit) VALUES (?, ?)", (name, bit))
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
     return {name: 1 << known[name] for name in names}
 
 
@@ -226,8 +170,7 @@ def write_batch(
     """
     new_depth = dict(depth)
     counters: dict[str, int] = {}
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if rows:
             conn.executemany(
                 _INSERT,
@@ -288,10 +231,6 @@ def write_batch(
             ).fetchone()
             counters[key] = int(value)
         oldest = _oldest_created(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
     return BatchOutcome(new_depth, pruned, oldest, counters)
 
 
@@ -380,12 +319,3 @@ def _oldest_created(conn: sqlite3.Connection) -> float | None:
     # ids grow with time, so the lowest id is the oldest row: one primary-key lookup.
     row = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
     return None if row is None else float(row[0])
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    # After some I/O errors SQLite has already rolled back; ROLLBACK would then fail.
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.exception("outbox rollback failed")

@@ -33,7 +33,6 @@ from gateway.storage.outbox_batch import gather
 from gateway.storage.outbox_memory import Unstored
 from gateway.storage.outbox_recovery import open_file, reopen_damaged, stored_next_seq
 from gateway.storage.outbox_room import FullDisk, checkpoint
-from gateway.storage.outbox_sql import SyncMode
 from gateway.storage.outbox_types import (
     STOP,
     Ack,
@@ -51,6 +50,7 @@ from gateway.storage.outbox_types import (
     new_row,
     settle_waiters,
 )
+from gateway.storage.sqlitestore import SyncMode
 
 __all__ = ["Writer"]
 

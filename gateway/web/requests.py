@@ -32,8 +32,8 @@ from typing import Any
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.mqtt.topics import Topics
 from gateway.sdk.model import ClockState, Identity, Priority, format_ts
-from gateway.storage.dbrecovery import open_checked
 from gateway.storage.outbox import Outbox, OutboxItem
+from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode, transaction
 
 __all__ = [
     "CODE_ALPHABET",
@@ -182,21 +182,14 @@ CREATE INDEX IF NOT EXISTS request_status_code ON request_status(code);
 _COLUMNS = "code, kiosk, category, flat, phone, text, lang, created_at, clock"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    return db
-
-
-def _create(db: sqlite3.Connection) -> None:
-    db.executescript(_SCHEMA)
+def _add_columns(db: sqlite3.Connection) -> None:
+    # Files from before the schema was versioned lack the columns added since.
     columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-    if "published" not in columns:
+    if columns and "published" not in columns:
         # A file of the first version: its requests were handed to the outbox right
         # after they were stored, so they count as published (no flood at upgrade).
         db.execute("ALTER TABLE requests ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
-    if "clock" not in columns:
+    if columns and "clock" not in columns:
         db.execute("ALTER TABLE requests ADD COLUMN clock TEXT")
 
 
@@ -209,8 +202,10 @@ def _request_of(row: tuple[Any, ...]) -> ServiceRequest:
     )
 
 
-class RequestStore:
+class RequestStore(SqliteStore):
     """Service requests and their status history in SQLite; the blocking work in a thread."""
+
+    schema = Schema("request store", 1, _SCHEMA, {1: _add_columns})
 
     def __init__(
         self,
@@ -219,88 +214,79 @@ class RequestStore:
         topics: Topics,
         clock: Callable[[], ClockState] = lambda: ClockState.UNSYNCED,
     ) -> None:
-        self.path = path
+        super().__init__(path, sync=SyncMode.FULL)
         self._outbox = outbox
         self._topics = topics
         self._clock = clock  # gateway.sdk.clock.Clock.state: is the wall clock synced now?
-        self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         # Codes being handed to the outbox right now, so `publish_pending` does not hand
         # a request filed this moment a second time.
         self._in_flight: set[str] = set()
 
-    def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db, salvage = open_checked(self.path, _connect, _create)
-        if salvage is not None:
-            self._outbox.report_storage_fault({"store": "requests", **salvage.as_dict()})
-        self._db = db
+    def opened(self, conn: sqlite3.Connection) -> None:
+        if self.salvage is not None:
+            self._outbox.report_storage_fault({"store": "requests", **self.salvage.as_dict()})
 
     def close(self) -> None:
         # Under the lock: a write a cancelled request left running in its thread must
         # end first; closing SQLite under it crashes the process.
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            super().close()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _db(self) -> sqlite3.Connection:
         # Opened on first use: a status command can arrive as soon as the uplink is up,
         # possibly before the web service has started.
         with self._lock:
-            if self._db is None:
+            if not self.is_open:
                 self.open()
-            assert self._db is not None
-            return self._db
+            return self.conn
 
     # ---- filing ----------------------------------------------------------------------
 
     def _insert(self, req: ServiceRequest) -> ServiceRequest:
-        db = self._conn()
+        db = self._db()
         with self._lock:
             # A fresh code on the rare collision: 25^6 is about 244 million codes.
             for _ in range(20):
                 try:
-                    db.execute("BEGIN IMMEDIATE")
-                    db.execute(
-                        f"INSERT INTO requests ({_COLUMNS}, published)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,0)",
-                        (
-                            req.code,
-                            req.kiosk,
-                            str(req.category),
-                            req.flat,
-                            req.phone,
-                            req.text,
-                            req.lang,
-                            req.created_at,
-                            str(req.clock),
-                        ),
-                    )
-                    db.execute(
-                        "INSERT INTO request_status (code, status, note, at) VALUES (?,?,?,?)",
-                        (req.code, str(RequestStatus.FILED), "", req.created_at),
-                    )
-                    db.execute("COMMIT")
+                    with transaction(db):
+                        db.execute(
+                            f"INSERT INTO requests ({_COLUMNS}, published)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,0)",
+                            (
+                                req.code,
+                                req.kiosk,
+                                str(req.category),
+                                req.flat,
+                                req.phone,
+                                req.text,
+                                req.lang,
+                                req.created_at,
+                                str(req.clock),
+                            ),
+                        )
+                        db.execute(
+                            "INSERT INTO request_status (code, status, note, at) VALUES (?,?,?,?)",
+                            (req.code, str(RequestStatus.FILED), "", req.created_at),
+                        )
                     return req
                 except sqlite3.IntegrityError:
-                    db.execute("ROLLBACK")
                     req = replace(req, code=new_code())
             raise RuntimeError("could not find a free request code")
 
     def _mark_published(self, code: str) -> None:
-        db = self._conn()
+        db = self._db()
         with self._lock:
             db.execute("UPDATE requests SET published = 1 WHERE code = ?", (code,))
 
     def _is_published(self, code: str) -> bool:
-        db = self._conn()
+        db = self._db()
         with self._lock:
             row = db.execute("SELECT published FROM requests WHERE code = ?", (code,)).fetchone()
         return row is None or bool(row[0])  # a purged request is not handed over either
 
     def _unpublished(self) -> list[ServiceRequest]:
-        db = self._conn()
+        db = self._db()
         with self._lock:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM requests WHERE published = 0 ORDER BY created_at, code"
@@ -367,19 +353,17 @@ class RequestStore:
     def purge(self, keep_days: int, now: datetime | None = None) -> int:
         """Delete requests filed more than `keep_days` ago, with their history; how many."""
         cutoff = format_ts((now or datetime.now(UTC)) - timedelta(days=keep_days))
-        db = self._conn()
-        with self._lock:
-            db.execute("BEGIN IMMEDIATE")
+        db = self._db()
+        with self._lock, transaction(db):
             old = "SELECT code FROM requests WHERE created_at < ?"
             db.execute(f"DELETE FROM request_status WHERE code IN ({old})", (cutoff,))
             n = db.execute("DELETE FROM requests WHERE created_at < ?", (cutoff,)).rowcount
-            db.execute("COMMIT")
         return int(n)
 
     # ---- status ----------------------------------------------------------------------
 
     def _history(self, code: str) -> tuple[ServiceRequest, list[StatusEntry]] | None:
-        db = self._conn()
+        db = self._db()
         with self._lock:
             row = db.execute(f"SELECT {_COLUMNS} FROM requests WHERE code = ?", (code,)).fetchone()
             if row is None:
@@ -395,7 +379,7 @@ class RequestStore:
         return await asyncio.to_thread(self._history, code)
 
     def _add_status(self, code: str, status: RequestStatus, note: str) -> str | None:
-        db = self._conn()
+        db = self._db()
         at = format_ts(datetime.now(UTC))
         with self._lock:
             if db.execute("SELECT 1 FROM requests WHERE code = ?", (code,)).fetchone() is None:

@@ -1,0 +1,192 @@
+"""The shared base of the gateway's SQLite stores: open checked, WAL, versioned schema, one transaction.
+
+Every store of the gateway (the outbox, the alarm database, the kiosk's requests, the
+SMS record) opens its file the same way:
+
+- checked first, and a damaged file moved aside and salvaged (`gateway.storage.dbrecovery`);
+- WAL mode, `synchronous` chosen per store (`SyncMode`), a busy timeout, a WAL size limit;
+- its schema made or migrated by a `Schema` (`PRAGMA user_version`), all in one
+  transaction, and a file written by a newer gateway refused;
+- every write in `transaction(conn)`: BEGIN IMMEDIATE ... COMMIT, rolled back on any
+  error, also when the COMMIT itself fails (a full disk leaves the transaction open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from gateway.storage.dbrecovery import Salvage, open_checked
+
+__all__ = ["Schema", "SqliteStore", "SyncMode", "connect", "rollback", "transaction"]
+
+log = logging.getLogger(__name__)
+
+
+class SyncMode(StrEnum):
+    """`full` survives power loss; `normal` survives a crash of the process only."""
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
+    """Open a store's file; `sync` set means a write connection, None a read-only one.
+
+    Autocommit mode (isolation_level=None): every transaction is an explicit BEGIN, so
+    nothing is committed behind a writer's back.  check_same_thread is off because a
+    connection is handed from the thread that opens it to the one that uses it; each is
+    still used by one thread at a time.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if sync is None:
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode!r})")
+        # FULL fsyncs the WAL at every commit (survives power loss); NORMAL only at
+        # checkpoints (survives a crash of the process, not of the machine).
+        conn.execute(f"PRAGMA synchronous = {'FULL' if sync is SyncMode.FULL else 'NORMAL'}")
+        # After a checkpoint, shrink a WAL that grew during a backlog: SD cards are small.
+        conn.execute("PRAGMA journal_size_limit = 8388608")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any; never raises."""
+    # After some I/O errors SQLite has already rolled back; ROLLBACK would then fail.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; on any error (the COMMIT's too) rolled back and raised."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A store's tables at `version`, and the steps that bring an older file there.
+
+    `script` holds CREATE ... IF NOT EXISTS statements: the current tables, run on
+    every open.  `migrations[v]` takes an existing file from version v-1 to v; it is
+    not run on a fresh file, which `script` makes at the current version directly.
+    Files of stores that were never versioned have version 0.
+    """
+
+    name: str  # for messages: "outbox", "alarm database"
+    version: int
+    script: str
+    migrations: Mapping[int, Callable[[sqlite3.Connection], None]] = field(default_factory=dict)
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        """Make or migrate the tables, as one transaction; refuse a newer file."""
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > self.version:
+            raise RuntimeError(
+                f"{self.name} schema version {found} is newer than this gateway's ({self.version})"
+            )
+        with transaction(conn):
+            fresh = not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchone()
+            if not fresh:
+                for version in range(found + 1, self.version + 1):
+                    step = self.migrations.get(version)
+                    if step is not None:
+                        step(conn)
+            # executescript() would commit the open transaction: one statement at a time.
+            for statement in _statements(self.script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(self.version)}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement at the end of a schema: {pending.strip()!r}")
+
+
+class SqliteStore:
+    """One store file of the gateway and its connection; subclasses set `schema`.
+
+    Constructor only assigns.  `open()` checks the file (a damaged one is rebuilt and
+    `salvage` says what was saved, for the store to report), makes or migrates the
+    schema and calls `opened()`; `transaction()` runs one write; `close()` is idempotent.
+    """
+
+    schema: Schema
+
+    def __init__(self, path: Path, *, sync: SyncMode = SyncMode.FULL) -> None:
+        self.path = path
+        self.sync = sync
+        self.salvage: Salvage | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection; RuntimeError when the store is not open."""
+        if self._conn is None:
+            raise RuntimeError(f"{self.schema.name} {self.path} is not open")
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def open(self, *, create: bool = True) -> None:
+        """Open (with `create`, make) the file, checked and at the current schema."""
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"no {self.schema.name} at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn, self.salvage = open_checked(self.path, self.connect, self.schema.apply)
+        self._conn = conn
+        try:
+            self.opened(conn)
+        except BaseException:
+            # Not close(): a subclass may hold a lock around it while opening.
+            self._conn = None
+            conn.close()
+            raise
+
+    def connect(self, path: Path) -> sqlite3.Connection:
+        """A write connection with this store's pragmas (also for a rebuilt file)."""
+        return connect(path, sync=self.sync)
+
+    def opened(self, conn: sqlite3.Connection) -> None:
+        """Read what the store keeps in memory (counters, tokens); nothing by default."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction on the store's connection (see `transaction`)."""
+        return transaction(self.conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

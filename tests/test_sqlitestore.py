@@ -1,0 +1,120 @@
+"""The shared SQLite store base: schema versions, migrations, the transaction helper, damage."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode, transaction
+
+_V1 = "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);"
+_V2 = """
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY, text TEXT NOT NULL, tag TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS notes_tag ON notes (tag);
+"""
+
+
+def _add_tag(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE notes ADD COLUMN tag TEXT NOT NULL DEFAULT 'old'")
+
+
+class Notes(SqliteStore):
+    schema = Schema("note store", 2, _V2, {2: _add_tag})
+
+
+class NotesV1(SqliteStore):
+    schema = Schema("note store", 1, _V1)
+
+
+def test_a_fresh_file_gets_the_current_schema_without_migrating(tmp_path: Path) -> None:
+    store = Notes(tmp_path / "notes.db")
+    store.open()
+    with store.transaction() as c:
+        c.execute("INSERT INTO notes (text) VALUES ('new')")
+    assert store.conn.execute("SELECT tag FROM notes").fetchall() == [("",)]
+    assert store.conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert store.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    store.close()
+    store.close()  # idempotent
+
+
+def test_an_older_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    old = NotesV1(tmp_path / "notes.db")
+    old.open()
+    with old.transaction() as c:
+        c.execute("INSERT INTO notes (text) VALUES ('kept')")
+    old.close()
+    store = Notes(tmp_path / "notes.db")
+    store.open(create=False)
+    assert store.conn.execute("SELECT text, tag FROM notes").fetchall() == [("kept", "old")]
+    assert store.conn.execute("PRAGMA user_version").fetchone() == (2,)
+    store.close()
+
+
+def test_a_file_of_a_newer_gateway_is_refused_and_left_alone(tmp_path: Path) -> None:
+    Notes(tmp_path / "notes.db").open()
+    older = NotesV1(tmp_path / "notes.db")
+    with pytest.raises(RuntimeError, match=r"note store schema version 2 is newer .*\(1\)"):
+        older.open()
+    assert not older.is_open
+    assert not list(tmp_path.glob("notes.db.damaged-*")), "not mistaken for damage"
+
+
+def test_open_without_create_names_the_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no note store at .*missing\.db"):
+        Notes(tmp_path / "missing.db").open(create=False)
+    with pytest.raises(RuntimeError, match=r"note store .* is not open"):
+        _ = Notes(tmp_path / "missing.db").conn
+
+
+def test_a_failed_transaction_leaves_nothing_and_no_open_transaction(tmp_path: Path) -> None:
+    store = Notes(tmp_path / "notes.db")
+    store.open()
+    with pytest.raises(ValueError, match="boom"), store.transaction() as c:
+        c.execute("INSERT INTO notes (text) VALUES ('lost')")
+        raise ValueError("boom")
+    assert not store.conn.in_transaction
+    assert store.conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+    store.close()
+
+
+def test_a_commit_that_fails_is_rolled_back_too(tmp_path: Path) -> None:
+    # A deferred foreign key is checked at COMMIT: SQLite refuses the COMMIT and keeps
+    # the transaction open, as it does for a COMMIT a full disk refuses.
+    conn = sqlite3.connect(tmp_path / "fk.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER"
+        " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with pytest.raises(sqlite3.IntegrityError), transaction(conn):
+        conn.execute("INSERT INTO child (parent) VALUES (42)")
+    assert not conn.in_transaction
+    with transaction(conn):  # the connection is usable again at once
+        conn.execute("INSERT INTO parent (id) VALUES (1)")
+    assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    conn.close()
+
+
+def test_a_damaged_file_is_moved_aside_and_what_can_be_read_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    store = Notes(path, sync=SyncMode.NORMAL)
+    store.open()
+    with store.transaction() as c:
+        c.executemany("INSERT INTO notes (text) VALUES (?)", [("x" * 3000,)] * 40)
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 3 : page * 3 + 64] = b"\xff" * 64  # a leaf page of the table
+    path.write_bytes(bytes(data))
+    store.open()
+    assert store.salvage is not None and store.salvage.rows_copied >= 30
+    assert list(tmp_path.glob("notes.db.damaged-*"))
+    (n,) = store.conn.execute("SELECT count(*) FROM notes").fetchone()
+    assert n == store.salvage.rows_copied
+    store.close()
