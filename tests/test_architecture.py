@@ -38,7 +38,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "cli": ALL,
 }
 # Single modules `gateway.config` may import from packages it otherwise may not.
-CONFIG_MODULES = FEATURE_SETTINGS | {"gateway.storage.outbox_sql"}
+CONFIG_MODULES = FEATURE_SETTINGS | {"gateway.storage.sqlitestore"}
 # Driver code (drivers/<family>/, not its tests) is written against the driver kit; it
 # may also add CLI commands that take `--config`, and read YAML profiles with file:line.
 DRIVER_MODULES = ("gateway.sdk", "gateway.config.cli", "gateway.config.yamlsource")
