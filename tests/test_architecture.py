@@ -39,9 +39,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 # Single modules `gateway.config` may import from packages it otherwise may not.
 CONFIG_MODULES = FEATURE_SETTINGS | {"gateway.storage.sqlitestore"}
-# Driver code (drivers/<family>/, not its tests) is written against the driver kit; it
-# may also add CLI commands that take `--config`, and read YAML profiles with file:line.
-DRIVER_MODULES = ("gateway.sdk", "gateway.config.cli", "gateway.config.yamlsource")
+# Driver code (drivers/<family>/, not its tests) is written against the driver kit
+# (which reads YAML profiles with file:line); it may also add CLI commands that take
+# `--config`.
+DRIVER_MODULES = ("gateway.sdk", "gateway.config.cli")
 
 
 def _module_name(path: Path) -> str:

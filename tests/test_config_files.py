@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.config.yamlsource import MAX_BYTES, MAX_DEPTH, MAX_VALUES
+from gateway.sdk.yamlsource import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 from tests.harness import GATEWAY
 from tests.harness import config_problems as problems
 from tests.test_config import GOOD  # a door on line 7-10, then a meter

@@ -14,11 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.dlt645.codec import ParseError, bcd_decode, scaled
 from gateway.sdk.model import Unit, ValueType
+from gateway.sdk.profiles import load_profile_file
 
 __all__ = ["TABLE_FILE", "DataItem", "DataTable", "Sign", "Value", "decode_reply", "load_table"]
 
@@ -122,8 +122,9 @@ class DataTable(BaseModel):
 
 @cache
 def load_table(path: Path = TABLE_FILE) -> DataTable:
-    """Load and validate a DI table file (the packaged one by default)."""
-    return DataTable.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    """Load and validate a DI table file (the packaged one by default); ProfileError
+    names file:line key path of each mistake."""
+    return load_profile_file(path, DataTable)
 
 
 class Value(BaseModel):

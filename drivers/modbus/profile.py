@@ -11,30 +11,29 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config.yamlsource import Problem, YamlSyntaxError, load_located
 from gateway.sdk.model import EventType, Kind, Unit, ValueType
+from gateway.sdk.problems import Path_
+from gateway.sdk.profiles import ProfileLibrary
 
 from .decode import ByteOrder, DataType
 
 __all__ = [
     "MAX_BITS_PER_READ",
     "MAX_REGISTERS_PER_READ",
+    "PROFILES",
     "PROFILE_DIR",
     "Emit",
     "Fraction",
     "Point",
     "Profile",
-    "ProfileError",
     "Table",
     "cross_problems",
     "load_profile",
-    "load_profile_file",
     "profile_names",
 ]
 
@@ -255,51 +254,24 @@ def _overlaps(points: tuple[Point, ...]) -> list[tuple[int, str]]:
     return problems
 
 
-class ProfileError(Exception):
-    """A profile file that does not load; str() lists each problem with file:line."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+def _whole_file(doc: Any) -> list[tuple[Path_, str]]:
+    # Cross-point problems fail the whole model; each is located here at its point.
+    fields = _ProfileFields.model_validate(doc)
+    return [(("points", i), message) for i, message in cross_problems(fields)]
 
 
-def load_profile_file(path: Path) -> Profile:
-    """Read and validate one profile file; raises ProfileError naming lines."""
-    try:
-        src = load_located(path)
-    except OSError as exc:
-        raise ProfileError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
-    except YamlSyntaxError as exc:
-        raise ProfileError(exc.problems) from exc
-    try:
-        return Profile.model_validate(src.data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc: tuple[Any, ...] = tuple(err["loc"])
-            if not loc:
-                continue  # cross-point problems: located below, point by point
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            problems.append(src.problem(loc, msg))
-        if not problems:
-            fields = _ProfileFields.model_validate(src.data)
-            problems = [src.problem(("points", i), m) for i, m in cross_problems(fields)]
-        raise ProfileError(problems) from exc
+# Shipped profiles by name; a site's own by absolute path (/etc/gateway/profiles/x.yaml).
+PROFILES = ProfileLibrary(PROFILE_DIR, Profile, site_files=True, whole=_whole_file)
 
 
-def profile_names() -> list[str]:
+def profile_names() -> tuple[str, ...]:
     """Every shipped profile, by file name without .yaml."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return PROFILES.names
 
 
-@cache
 def load_profile(name: str) -> Profile:
-    """A shipped profile by name (profiles/NAME.yaml), or a site's own profile by absolute
-    path (/etc/gateway/profiles/my_meter.yaml); validated once per process."""
-    if name.startswith("/"):
-        return load_profile_file(Path(name))
-    if name not in profile_names():
-        raise KeyError(f"no profile {name!r} (known: {', '.join(profile_names())})")
-    return load_profile_file(PROFILE_DIR / f"{name}.yaml")
+    """A shipped profile by name, or a site's own by absolute path; validated once.
+
+    KeyError for an unknown name, ProfileError (file:line key path) for a broken file.
+    """
+    return PROFILES.load(name)

@@ -23,8 +23,9 @@ from pydantic import (
 
 from gateway.sdk.driver import DeviceProblem, DeviceSpec, SerialPortUse
 from gateway.sdk.model import Kind
+from gateway.sdk.profiles import ProfileError
 
-from .profile import Profile, ProfileError, load_profile, profile_names
+from .profile import Profile, load_profile, profile_names
 
 __all__ = [
     "BusKey",
@@ -167,7 +168,7 @@ class ModbusSettings(_Strict):
             try:
                 prof = load_profile(value)
             except ProfileError as exc:
-                raise ValueError(f"profile file {value} is not valid:\n{exc}") from None
+                raise ValueError(f"profile file {value} is not valid: {exc}") from None
         elif value not in profile_names():
             raise ValueError(
                 f"unknown profile {value!r} (known: {', '.join(profile_names())}; "

@@ -9,6 +9,5 @@ docs/mqtt-api.md.  Import from the submodules; this file imports nothing, so tha
 `gateway.config` can load `settings` without the engine.
 
 May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`,
-`gateway.host`; `settings`, `rules` and `model` import only `gateway.sdk` and
-`gateway.config.yamlsource`.
+`gateway.host`; `settings`, `rules` and `model` import only `gateway.sdk`.
 """

@@ -1,12 +1,11 @@
 """Configuration: the YAML file's models, its loading and validation, and the CLI option.
 
 Lives here: `model` (pydantic models of the core sections), `load` (`load_config`, every
-problem with file:line), `yamlsource` (YAML with line numbers, hostile-file limits),
-`tlsfiles` (TLS files checked as the uplink will load them), `cli` (`--config` option).
+problem with file:line, read by the driver kit's `yamlsource` and `problems`), `tlsfiles` (TLS files checked as the uplink will load them), `cli` (`--config` option).
 
 May import: `gateway.sdk`, `gateway.storage.sqlitestore` (for `SyncMode`), and the
 `settings` module of each feature package (alarms, notify, security, sinks, web,
-wellness), which import only `gateway.sdk` and `gateway.config.yamlsource`.  Nothing here
+wellness), which import only `gateway.sdk`.  Nothing here
 connects anywhere.  The names below are the public API, re-exported for callers.
 """
 

@@ -27,11 +27,12 @@ from gateway.config.model import (
     LoadedConfig,
 )
 from gateway.config.tlsfiles import SERVICE_USER, tls_problems
-from gateway.config.yamlsource import Located, Problem, YamlSyntaxError, load_located
 from gateway.sdk.devicechecks import serial_port_clashes
 from gateway.sdk.driver import DeviceProblem, DeviceSpec, DriverInfo
 from gateway.sdk.model import DeviceRef, Location
+from gateway.sdk.problems import Located, Problem, YamlSyntaxError, pydantic_problems
 from gateway.sdk.secrets import SecretRef
+from gateway.sdk.yamlsource import load_located
 from gateway.security.settings import security_problems
 from gateway.wellness.settings import wellness_problems
 
@@ -52,42 +53,6 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-def _shape(value: Any) -> str:
-    """What a YAML value is, in the installer's words."""
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (yes/no/on/off are true or false in YAML)"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the text {value[:40]!r}"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
-
-
-def pydantic_problems(
-    src: Located, exc: ValidationError, prefix: tuple[str | int, ...] = ()
-) -> list[Problem]:
-    """A pydantic error as problems with file, line and key path (below `prefix`)."""
-    problems = []
-    for err in exc.errors():
-        loc = (*prefix, *err["loc"])
-        msg = err["msg"]
-        if err["type"] == "missing":
-            msg = "field required"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the sample config)"
-        elif err["type"] in ("model_type", "dict_type"):
-            # pydantic names the model class here, which means nothing to an installer.
-            msg = f"must be a mapping (key: value), not {_shape(err.get('input'))}"
-        elif msg.startswith("Value error, "):
-            msg = msg.removeprefix("Value error, ")
-        problems.append(src.problem(loc, msg))
-    return problems
 
 
 M = TypeVar("M", bound=BaseModel)

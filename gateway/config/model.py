@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.alarms.settings import AlarmsConfig
-from gateway.config.yamlsource import Problem
 from gateway.notify.settings import NotifyConfig
 from gateway.sdk.clock import ClockCheck
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import Identity, Kind
+from gateway.sdk.problems import Problem
 from gateway.sdk.secrets import SecretRef, refuse_inline
 from gateway.security.settings import SecurityConfig
 from gateway.sinks.settings import SinksConfig

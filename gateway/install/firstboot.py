@@ -180,7 +180,7 @@ def _raw(data: Any, where: tuple[str | int, ...]) -> Any:
 def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
     """Problems `gateway validate` cannot know: where the installed service runs."""
     from gateway.config import load_config, paths_in
-    from gateway.config.yamlsource import load_located
+    from gateway.sdk.yamlsource import load_located
 
     loaded = load_config(config)
     src = load_located(config)

@@ -2,8 +2,10 @@
 
 Lives here: `model` (the normalised message: readings, events, device refs), `driver`
 (the driver contract, `DeviceSpec`, device problems), `registry` (drivers by entry
-point), `profiles` (device profiles as data), `backoff`, `serialport` (a serial line
-read from the event loop), `secrets`, `files`, `clock`
+point), `profiles` (device profiles as data, file:line errors), `yamlsource` and
+`problems` (YAML read with the line of every key, hostile files refused; problems as
+file:line key path), `backoff`, `serialport` (a serial line read from the event loop),
+`secrets`, `files`, `clock`
 (wall and monotonic run clock), `capacity` and `devicechecks` (what `validate` and
 `check` ask of a driver).
 

@@ -23,9 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config.yamlsource import Problem, YamlSyntaxError, load_located
 from gateway.mqtt.topics import Topics
 from gateway.sdk.model import Identity
+from gateway.sdk.problems import Problem, YamlSyntaxError
+from gateway.sdk.yamlsource import load_located
 
 from .identity import broker_identity, check_service_name
 

@@ -10,12 +10,11 @@ import pytest
 from drivers.modbus.profile import (
     PROFILE_DIR,
     Emit,
-    ProfileError,
     load_profile,
-    load_profile_file,
     profile_names,
 )
 from gateway.sdk.model import Kind, Unit, ValueType
+from gateway.sdk.profiles import ProfileError
 
 NAMES = profile_names()
 
@@ -108,7 +107,7 @@ def test_broken_profile_is_refused_with_file_line_and_reason(
 ) -> None:
     path = write(tmp_path, GOOD_HEAD + points)
     with pytest.raises(ProfileError) as info:
-        load_profile_file(path)
+        load_profile(str(path))
     text = str(info.value)
     assert message in text
     assert f"{path}:{line}" in text
@@ -121,7 +120,7 @@ def test_two_bits_of_one_status_register_do_not_overlap(tmp_path: Path) -> None:
         + "  - {name: active, table: holding, address: 7, decode: bit, bit: 11, emit: event, on_true: smoke.alarm}\n"
         + "  - {name: trouble, table: holding, address: 7, decode: bit, bit: 13, emit: event, on_true: device.fault}\n",
     )
-    assert [p.bit for p in load_profile_file(path).points] == [11, 13]
+    assert [p.bit for p in load_profile(str(path)).points] == [11, 13]
 
 
 def test_profile_files_are_the_only_device_knowledge() -> None:

@@ -162,6 +162,7 @@ def test_a_site_profile_is_given_by_absolute_path_and_validated_up_front(tmp_pat
     (found,) = problems(tmp_path, METER.replace("eastron_sdm120", str(broken)))
     assert "devices[0].driver.profile: profile file" in found
     assert f"{broken}:5 points[0].unit" in found
+    assert "\n" not in found  # one line: the device's line, then the profile file's
     (relative,) = problems(tmp_path, METER.replace("eastron_sdm120", "acme_em1.yaml"))
     assert "give the absolute path of a profile file" in relative
 

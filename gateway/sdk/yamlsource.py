@@ -16,27 +16,22 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gateway.sdk.problems import Located, Path_, Problem, YamlSyntaxError, format_path
 
 __all__ = [
     "MAX_BYTES",
     "MAX_DEPTH",
     "MAX_SCALAR",
     "MAX_VALUES",
-    "Located",
-    "Problem",
-    "YamlSyntaxError",
     "decode_text",
-    "format_path",
     "load_located",
     "read_limited",
 ]
-
-Path_ = tuple[str | int, ...]
 
 # A large building's config is a few hundred devices, under 200 KiB.
 MAX_BYTES = 1 << 20
@@ -58,66 +53,6 @@ except AttributeError:  # pragma: no cover - pyyaml built without libyaml
     _Loader = yaml.SafeLoader
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong in a config file, with where it is."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-@dataclass(slots=True)
-class Located:
-    """A parsed YAML document and the 1-based line of each key path in it.
-
-    `problems` holds what is wrong in the document's structure but did not stop it from
-    being read (a key written twice, a value that is not what its tag says); only
-    `load_located(..., collect=True)` returns a document that has any.
-    """
-
-    file: str
-    data: Any
-    lines: dict[Path_, int] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-
-    def line_of(self, path: Path_) -> int | None:
-        """Line of the deepest prefix of `path` that exists (a missing key: its parent)."""
-        for end in range(len(path), -1, -1):
-            line = self.lines.get(tuple(path[:end]))
-            if line is not None:
-                return line
-        return None
-
-    def problem(self, path: Path_, message: str) -> Problem:
-        return Problem(self.file, self.line_of(path), format_path(path), message)
-
-
-class YamlSyntaxError(ValueError):
-    """The file cannot be read as a YAML config; `problems` say where (the first: `problem`)."""
-
-    def __init__(self, problem: Problem | list[Problem]) -> None:
-        self.problems = problem if isinstance(problem, list) else [problem]
-        self.problem = self.problems[0]
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-def format_path(path: Path_) -> str:
-    """('devices', 3, 'driver', 'port') -> 'devices[3].driver.port'."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 # ---- bytes -> text -------------------------------------------------------------------
