@@ -30,10 +30,6 @@ __all__ = ["Dlt645Driver", "read_once"]
 _RESTART_DELAY_S = 5.0
 
 
-def settings_of(spec: DeviceSpec) -> Dlt645Settings:
-    return spec.settings_as(Dlt645Settings)
-
-
 @dataclass(slots=True)
 class _Meter:
     spec: DeviceSpec
@@ -60,7 +56,7 @@ class Dlt645Driver(Driver):
     async def run(self) -> None:
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
         for spec in self.devices.values():
-            by_port[settings_of(spec).bus.port].append(spec)
+            by_port[spec.settings_as(Dlt645Settings).bus.port].append(spec)
         async with asyncio.TaskGroup() as group:
             for port, specs in by_port.items():
                 group.create_task(self._keep_bus(port, specs), name=f"dlt645 {port}")
@@ -95,11 +91,11 @@ class Dlt645Driver(Driver):
 
     def _admit(self, specs: list[DeviceSpec]) -> tuple[BusSettings, list[_Meter]]:
         """The bus settings (the first meter's) and the meters that agree with them."""
-        bus = settings_of(specs[0]).bus
+        bus = specs[0].settings_as(Dlt645Settings).bus
         admitted: list[_Meter] = []
         addresses: dict[str, str] = {}
         for spec in specs:
-            s = settings_of(spec)
+            s = spec.settings_as(Dlt645Settings)
             reason = ""
             if s.bus != bus:
                 reason = (
@@ -251,7 +247,7 @@ class Dlt645Driver(Driver):
 
 async def read_once(spec: DeviceSpec) -> ReadResult:
     """Read every configured value of one meter once, for `gateway read`."""
-    settings = settings_of(spec)
+    settings = spec.settings_as(Dlt645Settings)
     link = SerialLink(settings.bus, logging.getLogger(__name__))
     try:
         link.open()

@@ -41,10 +41,6 @@ __all__ = ["GpioDriver", "read_once"]
 _NS = 1_000_000_000
 
 
-def _settings(spec: DeviceSpec) -> GpioSettings:
-    return spec.settings_as(GpioSettings)
-
-
 @dataclass(slots=True)
 class _Input:
     """One requested line: its device, meaning, wiring and debounce state."""
@@ -61,7 +57,7 @@ class _Input:
 
 
 def _inputs(spec: DeviceSpec) -> list[_Input]:
-    s = _settings(spec)
+    s = spec.settings_as(GpioSettings)
     door = None
     if s.role is Role.DOOR_CONTACT:
         door = DoorLogic(grant_window_s=s.grant_window_s, held_open_s=s.held_open_s)
@@ -99,7 +95,7 @@ class GpioDriver(Driver):
         self._sources: dict[str, EdgeSource] = {}  # chip -> its request while it works
         self._grants: dict[str, list[str]] = {}  # reader id -> the doors it grants
         for spec in self.devices.values():
-            s = _settings(spec)
+            s = spec.settings_as(GpioSettings)
             if s.role is Role.RELAY:
                 self._relays[spec.id] = Relay(spec, s.chip, s.line, s.active)
             for reader in s.grant_from:
@@ -177,7 +173,7 @@ class GpioDriver(Driver):
         used: defaultdict[str, dict[int, str]] = defaultdict(dict)  # chip -> line -> device
         for spec in self.devices.values():
             self._online[spec.id] = False
-            chip = _settings(spec).chip
+            chip = spec.settings_as(GpioSettings).chip
             relay = self._relays.get(spec.id)
             inputs = _inputs(spec) if relay is None else []
             offsets = [i.offset for i in inputs] if relay is None else [relay.offset]
@@ -366,7 +362,7 @@ def _describe(role: Role, active: bool) -> str:
 
 async def read_once(spec: DeviceSpec, opener: Opener = open_gpiod) -> ReadResult:
     """Read the device's inputs once, for `gateway read`: what each line says now."""
-    s = _settings(spec)
+    s = spec.settings_as(GpioSettings)
     if s.role is Role.RELAY:
         return ReadResult(
             spec.id,

@@ -41,10 +41,6 @@ from .settings import BusKey, ModbusSettings, group_problems
 __all__ = ["ModbusDriver", "ReadOutcome", "read_device", "read_once"]
 
 
-def _settings(spec: DeviceSpec) -> ModbusSettings:
-    return spec.settings_as(ModbusSettings)
-
-
 @dataclass(frozen=True, slots=True)
 class ReadOutcome:
     """What one pass over a device's reads got: values by read, and the faults met."""
@@ -97,7 +93,7 @@ class _Device:
 
     @classmethod
     def of(cls, spec: DeviceSpec) -> _Device:
-        s = _settings(spec)
+        s = spec.settings_as(ModbusSettings)
         prof = s.profile_model
         guards = {
             p.name: CounterGuard(p.max_rate, _resolution(p))
@@ -367,7 +363,7 @@ def _note(d: Decoded) -> str:
 
 async def read_once(spec: DeviceSpec) -> ReadResult:
     """What `gateway read DEVICE` shows: every point now, with raw registers, or the fault."""
-    s = _settings(spec)
+    s = spec.settings_as(ModbusSettings)
     prof = s.profile_model
     plan = plan_device(prof.points, max_gap=s.gap, profile=prof)
     quiet_pymodbus()

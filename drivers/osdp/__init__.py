@@ -10,7 +10,8 @@ from pathlib import Path
 from gateway.sdk.driver import DriverInfo, SerialPortUse
 from gateway.sdk.model import Kind
 
-from .driver import OsdpDriver, read_once
+from .driver import OsdpDriver
+from .probe import read_once
 from .settings import OsdpSettings, check_devices
 
 __all__ = ["DRIVER", "OsdpDriver", "OsdpSettings"]

@@ -11,24 +11,14 @@ that fails closes the bus, marks its readers offline and is reopened with backof
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import osdp
 
-from gateway.sdk.backoff import Backoff
-from gateway.sdk.driver import (
-    DeviceSpec,
-    Driver,
-    DriverContext,
-    DriverHealth,
-    PointValue,
-    ReadResult,
-)
+from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event, EventType
 
 from .allowlist import AllowList
@@ -45,8 +35,8 @@ from .events import (
 )
 from .keypad import KeypadBuffer, KeypadEntry
 from .pseudonym import pin_pseudonym
+from .reader import Reader, describe_offline, feedback_commands, key_refused, retry_backoff
 from .settings import (
-    Feedback,
     OsdpSettings,
     SecretError,
     SecureChannel,
@@ -54,82 +44,10 @@ from .settings import (
     read_site_secret,
 )
 
-__all__ = ["OsdpDriver", "read_once"]
+__all__ = ["OsdpDriver"]
 
 _TICK_S = 0.1
-_RETRY_MAX_S = 300.0  # libosdp's own pause; never wait longer than it would
 _FIRST_CONTACT_S = 15.0  # libosdp probes about 8 s before it calls a silent reader offline
-_KEY_REFUSED_WITHIN_S = 3.0
-
-
-def _settings(spec: DeviceSpec) -> OsdpSettings:
-    return spec.settings_as(OsdpSettings)
-
-
-def _retry_backoff(first_s: float) -> Backoff:
-    # Capped at libosdp's own pause, the first retry too: a reader is never left longer.
-    return Backoff(min(first_s, _RETRY_MAX_S), _RETRY_MAX_S, jitter=False)
-
-
-@dataclass(slots=True)
-class _Reader:
-    """One reader's keys, buffers and reachability, kept across bus restarts."""
-
-    spec: DeviceSpec
-    settings: OsdpSettings
-    secret: bytes
-    scbk: bytes | None
-    keypad: KeypadBuffer
-    allow: AllowList | None
-    online: bool | None = None  # None: not known yet on this bus start
-    sc_active: bool = False
-    sc_failed: bool = False
-    started: float = 0.0
-    retry_at: float | None = None
-    retry: Backoff = field(default_factory=lambda: _retry_backoff(10.0))
-    quiet_until: float = 0.0  # notifications caused by our own reset are not news
-    attempt: float = 0.0  # when libosdp last started to connect to the reader
-    reason: str = ""
-    tamper: bool = False
-    keypad_reader_no: int = 0  # the reader (of a PD with several) being typed on
-    caps: dict[str, bool] = field(default_factory=dict)
-
-    @property
-    def address(self) -> int:
-        return self.settings.address
-
-
-def _key_refused(event: Notification, s: OsdpSettings, ts: float, attempt: float) -> bool:
-    """True if `event` says the secure channel went down soon after connecting: a wrong key.
-
-    libosdp also reports the secure channel down when a silent reader goes offline after
-    ~8 s of probing; a refused key fails within a second.
-    """
-    return (
-        event.type is NotificationType.SECURE_CHANNEL
-        and event.arg0 == 0
-        and s.secure_channel is not SecureChannel.OFF
-        and ts - attempt < _KEY_REFUSED_WITHIN_S
-    )
-
-
-def _describe_offline(r: _Reader) -> str:
-    s = r.settings
-    where = f"reader at address {s.address} on {s.port}"
-    if r.sc_failed and s.secure_channel is SecureChannel.SCBK and s.scbk is not None:
-        return (
-            f"{where}: secure channel refused: the reader's key does not match the SCBK in "
-            f"{s.scbk.file or s.scbk.env} (a new reader still in install mode needs "
-            "secure_channel: install once)"
-        )
-    if r.sc_failed:
-        return f"{where}: secure channel could not be set up (check the reader's key)"
-    if r.online is None:
-        return (
-            f"{where}: no reply at {s.baudrate} baud (check power, A/B wiring, address, baud "
-            "rate and termination)"
-        )
-    return f"{where}: stopped replying (power, cable, or the reader was replaced)"
 
 
 class OsdpDriver(Driver):
@@ -137,7 +55,7 @@ class OsdpDriver(Driver):
 
     def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
         super().__init__(devices, ctx)
-        self._readers: dict[str, _Reader] = {}
+        self._readers: dict[str, Reader] = {}
         self._faults: dict[str, str] = {}  # device or port -> the fault logged last
         self._errors = 0
         self._last_error = ""
@@ -162,7 +80,7 @@ class OsdpDriver(Driver):
             self._faults[key] = message
             getattr(self.ctx.logger, level)("osdp %s", message)
 
-    def _offline(self, r: _Reader, reason: str, now: float, *, log: bool = True) -> None:
+    def _offline(self, r: Reader, reason: str, now: float, *, log: bool = True) -> None:
         was = r.online
         r.online, r.sc_active, r.reason = False, False, reason
         self.ctx.set_available(r.spec.id, False, reason)
@@ -173,7 +91,7 @@ class OsdpDriver(Driver):
         if r.retry_at is None:
             r.retry_at = now + r.retry.delay
 
-    async def _online(self, bus: Bus, r: _Reader, sc: bool) -> None:
+    async def _online(self, bus: Bus, r: Reader, sc: bool) -> None:
         r.online, r.sc_active, r.sc_failed, r.reason = True, sc, False, ""
         r.retry_at = None
         r.retry.reset()
@@ -202,9 +120,9 @@ class OsdpDriver(Driver):
 
     async def run(self) -> None:
         """Serve every bus until cancelled."""
-        by_port: defaultdict[str, list[_Reader]] = defaultdict(list)
+        by_port: defaultdict[str, list[Reader]] = defaultdict(list)
         for spec in self.devices.values():
-            s = _settings(spec)
+            s = spec.settings_as(OsdpSettings)
             try:
                 secret = read_site_secret(s.site_secret)
                 scbk = read_scbk(s.scbk) if s.scbk is not None else None
@@ -213,14 +131,14 @@ class OsdpDriver(Driver):
                 self._error(spec.id, f"device {spec.id} {reason}", level="error")
                 self.ctx.set_available(spec.id, False, reason)
                 continue
-            r = _Reader(
+            r = Reader(
                 spec=spec,
                 settings=s,
                 secret=secret,
                 scbk=scbk,
                 keypad=KeypadBuffer(s.keypad_timeout_s, s.keypad_max_digits),
                 allow=AllowList(s.allow_list) if s.allow_list is not None else None,
-                retry=_retry_backoff(s.retry_s),
+                retry=retry_backoff(s.retry_s),
             )
             if r.allow is not None:
                 for problem in r.allow.refresh():
@@ -233,7 +151,7 @@ class OsdpDriver(Driver):
             for port, readers in by_port.items():
                 group.create_task(self._bus_loop(port, readers))
 
-    async def _bus_loop(self, port: str, readers: list[_Reader]) -> None:
+    async def _bus_loop(self, port: str, readers: list[Reader]) -> None:
         baud = readers[0].settings.baudrate
         pds = [
             PdConfig(
@@ -241,7 +159,7 @@ class OsdpDriver(Driver):
             )
             for r in readers
         ]
-        backoff = _retry_backoff(min(r.settings.retry_s for r in readers))
+        backoff = retry_backoff(min(r.settings.retry_s for r in readers))
         loop = asyncio.get_running_loop()
         while True:
             queue: asyncio.Queue[Queued] = asyncio.Queue()
@@ -273,7 +191,7 @@ class OsdpDriver(Driver):
                 backoff.reset()
             await asyncio.sleep(backoff.next())
 
-    async def _serve(self, bus: Bus, readers: list[_Reader], queue: asyncio.Queue[Queued]) -> None:
+    async def _serve(self, bus: Bus, readers: list[Reader], queue: asyncio.Queue[Queued]) -> None:
         by_address = {r.address: r for r in readers}
         now = time.monotonic()
         for r in readers:
@@ -299,7 +217,7 @@ class OsdpDriver(Driver):
                 for entry in r.keypad.expire(now):
                     await self._keypad(r, entry)
 
-    async def _poll(self, bus: Bus, readers: list[_Reader], now: float) -> None:
+    async def _poll(self, bus: Bus, readers: list[Reader], now: float) -> None:
         states = await asyncio.to_thread(bus.online)
         for r in readers:
             online, sc = states.get(r.address, (False, False))
@@ -308,7 +226,7 @@ class OsdpDriver(Driver):
             elif (not online and r.online is True) or (
                 r.online is None and now - r.started > _FIRST_CONTACT_S
             ):
-                self._offline(r, _describe_offline(r), now)
+                self._offline(r, describe_offline(r), now)
             if r.online is False and r.retry_at is not None and now >= r.retry_at:
                 self._counts["retries"] += 1
                 r.retry.next()  # one more failed retry: the next one waits twice as long
@@ -319,7 +237,7 @@ class OsdpDriver(Driver):
 
     # -- events -------------------------------------------------------------------------
 
-    async def _on_event(self, bus: Bus, r: _Reader, raw: dict[str, Any], ts: float) -> None:
+    async def _on_event(self, bus: Bus, r: Reader, raw: dict[str, Any], ts: float) -> None:
         try:
             event = parse_event(raw)
         except OsdpEventError as exc:
@@ -334,14 +252,14 @@ class OsdpDriver(Driver):
         if isinstance(event, Notification):
             if ts <= r.quiet_until:
                 return
-            if _key_refused(event, r.settings, ts, r.attempt) and r.online is not True:
+            if key_refused(event, r.settings, ts, r.attempt) and r.online is not True:
                 r.sc_failed = True
             elif (
                 event.type is NotificationType.PD_STATUS
                 and event.arg0 == 0
                 and (r.online is not False or (r.sc_failed and "secure" not in r.reason))
             ):
-                self._offline(r, _describe_offline(r), time.monotonic())
+                self._offline(r, describe_offline(r), time.monotonic())
             return
         if isinstance(event, CardRead):
             await self._card(bus, r, event)
@@ -358,7 +276,7 @@ class OsdpDriver(Driver):
                 self.ctx.logger.info("osdp device %s: tamper cleared", r.spec.id)
             r.tamper = event.tamper
 
-    async def _card(self, bus: Bus, r: _Reader, read: CardRead) -> None:
+    async def _card(self, bus: Bus, r: Reader, read: CardRead) -> None:
         self._counts["cards"] += 1
         data = card_data(read, r.secret, publish_raw=r.settings.publish_raw_card)
         feedback: asyncio.Task[None] | None = None
@@ -382,7 +300,7 @@ class OsdpDriver(Driver):
             if feedback is not None:
                 await feedback
 
-    async def _keypad(self, r: _Reader, entry: KeypadEntry) -> None:
+    async def _keypad(self, r: Reader, entry: KeypadEntry) -> None:
         self._counts["keypad"] += 1
         data: dict[str, Any] = {
             "pin": pin_pseudonym(r.secret, entry.digits),
@@ -394,39 +312,8 @@ class OsdpDriver(Driver):
             data["pin_raw"] = entry.digits
         await self._emit(r, EventType.ACCESS_KEYPAD, data)
 
-    async def _feedback(self, bus: Bus, r: _Reader, granted: bool, reader_no: int) -> None:
-        mode = r.settings.feedback
-        if mode is Feedback.NONE:
-            return
-        commands = []
-        if r.caps.get("led"):
-            color = osdp.CommandLEDColor.Green if granted else osdp.CommandLEDColor.Red
-            commands.append(
-                {
-                    "command": osdp.Command.LED,
-                    "reader": reader_no,
-                    "led_number": 0,
-                    "temporary": True,
-                    "control_code": 2,  # set the temporary state now
-                    "on_color": color,
-                    "off_color": osdp.CommandLEDColor.Black,
-                    "on_count": 5,
-                    "off_count": 0,
-                    "timer_count": 20,  # 2 s, then back to the permanent state
-                }
-            )
-        if mode is Feedback.LED_AND_BUZZER and r.caps.get("buzzer"):
-            commands.append(
-                {
-                    "command": osdp.Command.Buzzer,
-                    "reader": reader_no,
-                    "control_code": 2,  # default tone
-                    "on_count": 2 if granted else 1,
-                    "off_count": 1,
-                    "rep_count": 1 if granted else 3,
-                }
-            )
-        for command in commands:
+    async def _feedback(self, bus: Bus, r: Reader, granted: bool, reader_no: int) -> None:
+        for command in feedback_commands(r.settings.feedback, r.caps, granted, reader_no):
             try:
                 ok = await asyncio.to_thread(bus.submit, r.address, command)
             except Exception as exc:
@@ -438,7 +325,7 @@ class OsdpDriver(Driver):
             else:
                 self._counts["feedback"] += 1
 
-    async def _emit(self, r: _Reader, kind: EventType, data: dict[str, Any]) -> None:
+    async def _emit(self, r: Reader, kind: EventType, data: dict[str, Any]) -> None:
         try:
             await self.ctx.emit(Event(r.spec.ref, self.ctx.now(), kind, data))
         except Exception as exc:
@@ -448,62 +335,3 @@ class OsdpDriver(Driver):
             )
             return
         self._counts["events"] += 1
-
-
-async def read_once(spec: DeviceSpec, timeout_s: float = 10.0) -> ReadResult:
-    """Connect to one reader once, for `gateway read`: online, secure channel, ID, features."""
-    s = _settings(spec)
-    try:
-        scbk = read_scbk(s.scbk) if s.scbk is not None else None
-    except SecretError as exc:
-        return ReadResult(spec.id, fault=str(exc), hint="check the scbk file")
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Queued] = asyncio.Queue()
-    pd = PdConfig(s.address, scbk, s.secure_channel is SecureChannel.INSTALL, spec.id)
-    bus = Bus(s.port, s.baudrate, [pd], thread_safe_sink(loop, queue))
-    sc_failed = False
-    try:
-        await asyncio.to_thread(bus.start)
-        started = time.monotonic()
-        online, sc = False, False
-        while time.monotonic() < started + timeout_s:
-            online, sc = (await asyncio.to_thread(bus.online))[s.address]
-            while not queue.empty():
-                _, raw, ts = queue.get_nowait()
-                with contextlib.suppress(OsdpEventError):
-                    event = parse_event(raw)
-                    sc_failed = sc_failed or (
-                        isinstance(event, Notification) and _key_refused(event, s, ts, started)
-                    )
-            if online or sc_failed:
-                break
-            await asyncio.sleep(0.1)
-        if not online:
-            probe = _Reader(spec, s, b"", scbk, KeypadBuffer(), None, sc_failed=sc_failed)
-            hint = (
-                "compare the scbk file with the key given to the reader"
-                if sc_failed
-                else "is the gateway service running? it polls the bus too; stop it first"
-            )
-            return ReadResult(spec.id, fault=_describe_offline(probe), hint=hint)
-        ident = await asyncio.to_thread(bus.identity, s.address)
-        led = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.LEDControl)
-        buzzer = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.AudibleControl)
-        readers = await asyncio.to_thread(bus.capability, s.address, osdp.Capability.Readers)
-    except BusError as exc:
-        return ReadResult(spec.id, fault=str(exc), hint="check the port name and its permissions")
-    finally:
-        await asyncio.to_thread(bus.close)
-    points = [
-        PointValue("online", True, note=f"address {s.address} on {s.port} at {s.baudrate} baud"),
-        PointValue("secure_channel", sc),
-        PointValue("vendor_code", f"{ident['vendor_code']:06X}"),
-        PointValue("model", ident["model"]),
-        PointValue("version", ident["version"]),
-        PointValue("serial_number", f"{ident['serial_number']:08X}"),
-        PointValue("firmware", f"{ident['firmware_version']:06X}"),
-        PointValue("led_control", led[0] > 0, raw=f"level {led[0]}, {led[1]} LEDs"),
-        PointValue("buzzer", buzzer[0] > 0, raw=f"level {buzzer[0]}"),
-        PointValue("readers", readers[1], raw=f"level {readers[0]}"),
-    ]
-    return ReadResult(spec.id, tuple(points))

@@ -117,10 +117,6 @@ def read_site_secret(ref: SecretRef) -> bytes:
     return value
 
 
-def _settings(spec: DeviceSpec) -> OsdpSettings:
-    return spec.settings_as(OsdpSettings)
-
-
 def _readable(ref: SecretRef) -> bool:
     return ref.file is not None or (ref.env is not None and ref.env in os.environ)
 
@@ -143,15 +139,15 @@ def check_devices(mine: Sequence[DeviceSpec], _all: Sequence[DeviceSpec]) -> lis
     problems: list[DeviceProblem] = []
     buses: dict[str, tuple[DeviceSpec, dict[int, str]]] = {}
     for spec in mine:
-        s = _settings(spec)
+        s = spec.settings_as(OsdpSettings)
         # Readers on one port share one bus and one control panel (as the driver groups them).
         first, addresses = buses.setdefault(s.port, (spec, {}))
-        if _settings(first).baudrate != s.baudrate:
+        if first.settings_as(OsdpSettings).baudrate != s.baudrate:
             problems.append(
                 DeviceProblem(
                     spec.id,
                     ("baudrate",),
-                    f"{s.port} runs at {_settings(first).baudrate} for device {first.id}; "
+                    f"{s.port} runs at {first.settings_as(OsdpSettings).baudrate} for device {first.id}; "
                     "every reader on one bus uses the same baud rate",
                 )
             )

@@ -23,10 +23,6 @@ BACKOFF_MAX_S = 60.0
 _MAX_REMEMBERED_CODES = 1000
 
 
-def settings_of(spec: DeviceSpec) -> SerialLineSettings:
-    return spec.settings_as(SerialLineSettings)
-
-
 @dataclass(slots=True)
 class _Receiver:
     """One port, its profile, and the devices whose codes it hears."""
@@ -54,7 +50,7 @@ class SerialLineDriver(Driver):
     async def run(self) -> None:
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
         for spec in self.devices.values():
-            by_port[settings_of(spec).port].append(spec)
+            by_port[spec.settings_as(SerialLineSettings).port].append(spec)
         async with asyncio.TaskGroup() as group:
             for path, specs in by_port.items():
                 receiver = self._admit(path, specs)
@@ -85,10 +81,10 @@ class SerialLineDriver(Driver):
 
     def _admit(self, path: str, specs: list[DeviceSpec]) -> _Receiver | None:
         """The port's receiver (settings of its first device) and the devices that agree."""
-        first = settings_of(specs[0])
+        first = specs[0].settings_as(SerialLineSettings)
         owners: dict[str, DeviceSpec] = {}
         for spec in specs:
-            s = settings_of(spec)
+            s = spec.settings_as(SerialLineSettings)
             reason = ""
             if (s.profile, s.line_baud, s.window_s) != (
                 first.profile,

@@ -43,13 +43,9 @@ __all__ = ["SimulatedDriver", "meter_of", "read_once"]
 _SLACK_S = 0.002
 
 
-def _settings(spec: DeviceSpec) -> SimulatedSettings:
-    return spec.settings_as(SimulatedSettings)
-
-
 def meter_of(spec: DeviceSpec) -> MeterModel | None:
     """The meter model of a simulated meter; None for devices without a profile."""
-    s = _settings(spec)
+    s = spec.settings_as(SimulatedSettings)
     if s.profile is None:
         return None
     return MeterModel(
@@ -99,7 +95,7 @@ class SimulatedDriver(Driver):
         self._wake = wake = asyncio.Event()
         self._sims = []
         for spec in self.devices.values():
-            s = _settings(spec)
+            s = spec.settings_as(SimulatedSettings)
             self._sims.append(
                 _Sim(spec, schedule(s, spec.id), meter_of(spec), s.telemetry_period_s)
             )
@@ -259,7 +255,7 @@ def _describe(rule: EventRule) -> str:
 
 async def read_once(spec: DeviceSpec) -> ReadResult:
     """What `gateway read` shows: a meter's readings now, and the device's scenario."""
-    s = _settings(spec)
+    s = spec.settings_as(SimulatedSettings)
     points: list[PointValue] = []
     meter = meter_of(spec)
     if meter is not None:

@@ -42,10 +42,6 @@ NOT_HEARD = "zigbee2mqtt has said nothing about it since the gateway started"
 REPORTS_OFFLINE = "zigbee2mqtt reports it offline"
 
 
-def settings_of(spec: DeviceSpec) -> Zigbee2MqttSettings:
-    return spec.settings_as(Zigbee2MqttSettings)
-
-
 @dataclass(slots=True)
 class _Device:
     spec: DeviceSpec
@@ -66,7 +62,9 @@ class _Broker:
 
     @property
     def subscriptions(self) -> list[str]:
-        bases = {settings_of(d.spec).base_topic for d in self.state_topics.values()}
+        bases = {
+            d.spec.settings_as(Zigbee2MqttSettings).base_topic for d in self.state_topics.values()
+        }
         return [f"{base}/#" for base in sorted(bases)]
 
 
@@ -84,7 +82,7 @@ class Zigbee2MqttDriver(Driver):
     async def run(self) -> None:
         by_broker: dict[tuple[str, int], list[DeviceSpec]] = defaultdict(list)
         for spec in self.devices.values():
-            s = settings_of(spec)
+            s = spec.settings_as(Zigbee2MqttSettings)
             by_broker[(s.host, s.port)].append(spec)
         async with asyncio.TaskGroup() as group:
             for (host, port), specs in by_broker.items():
@@ -121,7 +119,7 @@ class Zigbee2MqttDriver(Driver):
     def _admit(self, host: str, port: int, specs: list[DeviceSpec]) -> _Broker:
         broker = _Broker(host, port)
         for spec in specs:
-            s = settings_of(spec)
+            s = spec.settings_as(Zigbee2MqttSettings)
             topic = f"{s.base_topic}/{s.friendly_name}"
             if topic in broker.state_topics:
                 other = broker.state_topics[topic].spec.id
@@ -193,7 +191,7 @@ class Zigbee2MqttDriver(Driver):
                 self._problem(item.topic, problem)
             for ignored in applied.ignored:
                 self._ignored(item.topic, ignored)
-            s = settings_of(device.spec)
+            s = device.spec.settings_as(Zigbee2MqttSettings)
             for f in applied.found:
                 self._counts["events"] += 1
                 data = {"friendly_name": s.friendly_name, "key": f.key, "value": f.value}

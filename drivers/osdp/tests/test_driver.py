@@ -15,7 +15,7 @@ import osdp
 import pytest
 
 from drivers.osdp import DRIVER, OsdpDriver
-from drivers.osdp.driver import read_once
+from drivers.osdp.probe import read_once
 from drivers.osdp.pseudonym import card_pseudonym, pin_pseudonym
 from drivers.osdp.wiegand import encode
 from gateway.mqtt.schemas import validator
