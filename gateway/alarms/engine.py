@@ -20,7 +20,9 @@ import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -37,7 +39,7 @@ from .book import AlarmBook
 from .model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via
 from .rules import OFFLINE, ONLINE
 from .settings import AlarmsConfig
-from .store import AlarmStore
+from .store import MAX_UNSAVED, AlarmStore
 
 __all__ = [
     "CHANNEL",
@@ -59,8 +61,6 @@ REPEAT_PUBLISH_S = 1.0  # repeats of one alarm are published at most this often
 # While a timer runs, the run clock's mark is stored this often: after a power cut the
 # timers lose at most this much of their progress (plus the time the host was off).
 MARK_EVERY_S = 5.0
-# Changes kept in memory while the alarm database refuses them (a full card).
-_MAX_UNSAVED = 10_000
 _REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
@@ -140,7 +140,10 @@ class AlarmEngine:
         self._wake: asyncio.Event | None = None
         self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
         self._sent_rev: dict[str, int] = {}  # alarm id -> latest rev the outbox took
-        self._unsaved: list[Change] = []  # refused by the store, in order
+        # Saves handed to the store's writer and not yet followed up on the loop; their
+        # outcomes come back in order through `_saved` (see `_commit`).
+        self._saving = 0
+        self._saved: deque[tuple[list[Change], Future[int]]] = deque()
         self._store_error = ""
         self._last_publish: dict[str, float] = {}  # open alarm id -> monotonic time
         self._deferred: set[str] = set()  # alarms with a repeat not yet published
@@ -161,6 +164,7 @@ class AlarmEngine:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.store.open()
+        self.store.start_writer()
         if self.store.salvage is not None:
             self.outbox.report_storage_fault({"store": "alarms", **self.store.salvage.as_dict()})
         mark = self.store.run_mark()
@@ -185,11 +189,13 @@ class AlarmEngine:
         self._republish()
 
     def close(self) -> None:
+        """Wait for the writes queued (their alarms are published), store the mark, close."""
         if self._book is not None and self._run is not None:
             try:
-                self.store.save_mark(self._run.mark())
+                self.store.save_mark_later(self._run.mark()).result()
             except Exception as exc:  # closing anyway: the last stored mark stays valid
                 log.warning("alarms: timer progress not stored at close: %s", exc)
+            self._follow_up()  # the saves before the mark are done: publish them now
         self._book = None
         self._run = None
         self.store.close()
@@ -208,10 +214,11 @@ class AlarmEngine:
             while True:
                 book = self._require()
                 self._commit(book.tick(self.now()))
-                if self._unsaved:
-                    self._store([])
-                self._apply_queued_acks()
-                self._republish()
+                if self.store.backlog and not self._saving:
+                    self._commit([])  # stores what the database refused before
+                await self._apply_queued_acks()
+                if not self._saving:  # a rev being saved is published when it is stored
+                    self._republish()
                 await self._sync_output(book.output_wanted())
                 deadline = book.next_deadline()
                 delay = _POLL_S
@@ -228,15 +235,10 @@ class AlarmEngine:
     def _keep_mark(self) -> None:
         assert self._run is not None
         if self.clock.monotonic() - self._marked >= MARK_EVERY_S:
-            if self._unsaved:
-                self._store([])  # stores the mark with the changes it caught up
-                return
-            try:
-                self.store.save_mark(self._run.mark())
-            except sqlite3.Error as exc:  # the timers keep counting; the next mark says where
-                log.debug("alarms: timer progress not stored: %s", exc)
-                return
+            # Counted from now, stored or not: the timers keep counting, the next mark
+            # says where (and a save of changes stores the mark with them).
             self._marked = self.clock.monotonic()
+            self.store.save_mark_later(self._run.mark()).add_done_callback(_log_mark_error)
 
     def _require(self) -> AlarmBook:
         if self._book is None:
@@ -279,9 +281,6 @@ class AlarmEngine:
         `by`, `note` or `via`.  Returns once the change is durable; its document goes
         out through the outbox (so also later, when the uplink is down now).
         """
-        return self._acknowledge(alarm_id, by=by, note=note, via=via)
-
-    def _acknowledge(self, alarm_id: str, *, by: str, note: str, via: str) -> AckOutcome:
         by, note = check_ack_fields(by, note)
         try:
             how = Via(via)
@@ -289,29 +288,37 @@ class AlarmEngine:
             raise ValueError(f"via must be one of {', '.join(v.value for v in Via)}") from None
         status, alarm, changes = self._require().acknowledge(alarm_id, by, note, how, self.now())
         if status == "unknown":
+            # Closed, so no longer in the book: in the database once the saves before are.
+            await asyncio.wrap_future(self.store.write(_nothing))
             closed = self.store.get(alarm_id)
             if closed is None:
                 raise UnknownAlarm(f"unknown alarm {alarm_id!r}")
             # A closed alarm was acknowledged (closing needs it): same answer as a repeat.
             return AckOutcome("already_acknowledged", closed.document(self.identity))
-        self._commit(changes)
+        saved = self._commit(changes)
         assert alarm is not None
         if status == "accepted":
             log.info("alarm %s acknowledged by %s via %s", alarm_id, by, how)
+        if saved is not None:
+            # A database that refuses does not fail the ack: published from memory.
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.wrap_future(saved)
         return AckOutcome(status, alarm.document(self.identity))
 
-    def _apply_queued_acks(self) -> None:
+    async def _apply_queued_acks(self) -> None:
         for pending in self.store.pending_acks():
             try:
-                outcome = self._acknowledge(
+                outcome = await self.acknowledge(
                     pending.alarm_id, by=pending.by, note=pending.note, via=pending.via
                 )
             except UnknownAlarm as exc:
-                self.store.finish_ack(pending.id, "unknown", str(exc))
+                result = ("unknown", str(exc))
             except ValueError as exc:
-                self.store.finish_ack(pending.id, "error", str(exc))
+                result = ("error", str(exc))
             else:
-                self.store.finish_ack(pending.id, outcome.status, json.dumps(outcome.alarm))
+                result = (outcome.status, json.dumps(outcome.alarm))
+            # Waited for: the next look at the queue must not see this one again.
+            await asyncio.wrap_future(self.store.finish_ack_later(pending.id, *result))
 
     # ---- outputs ------------------------------------------------------------------
 
@@ -337,14 +344,58 @@ class AlarmEngine:
 
         return unsubscribe
 
-    def _commit(self, changes: Iterable[Change]) -> None:
+    def _commit(self, changes: Iterable[Change]) -> Future[int] | None:
+        """Hand `changes` to the store's writer; they are published once it is done.
+
+        Durable before anyone hears of it: a crash after the write is repaired at start.
+        A store that refuses (a full or failing card) must not cost the alarm: it is
+        published from memory and stored when the store takes it again (run()).
+        Returns the save's future (None: nothing to save).
+        """
         changes = list(changes)
-        if not changes:
-            return
-        # Durable before anyone hears of it: a crash after this is repaired at start.
-        # A store that refuses (a full or failing card) must not cost the alarm: it is
-        # published from memory and stored when the store takes it again (run()).
-        self._store(changes)
+        if not changes and not self.store.backlog:
+            return None
+        loop = self._loop
+        assert loop is not None
+        saved = self.store.save_later(changes, self._require_run().mark())
+        self._saving += 1
+
+        def done(fut: Future[int]) -> None:  # in the writer thread
+            self._saved.append((changes, fut))
+            with contextlib.suppress(RuntimeError):  # a closed loop: close() followed up
+                loop.call_soon_threadsafe(self._follow_up)
+
+        saved.add_done_callback(done)
+        return saved
+
+    def _follow_up(self) -> None:
+        """On the loop: publish what the writer stored (or refused), in the order saved."""
+        while self._saved:
+            changes, saved = self._saved.popleft()
+            self._saving -= 1
+            self._after_save(changes, saved)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _after_save(self, changes: list[Change], saved: Future[int]) -> None:
+        if (error := saved.exception()) is not None:
+            if not isinstance(error, sqlite3.Error):
+                log.error("alarms: storing %d changes failed", len(changes), exc_info=error)
+            elif not self._store_error:
+                log.error(
+                    "alarms: the alarm database refused a change (%s); alarms are published"
+                    " from memory and stored as soon as it takes them again",
+                    error,
+                )
+            self._store_error = str(error)
+        else:
+            self._marked = self.clock.monotonic()
+            if self._store_error:
+                log.info(
+                    "alarms: the alarm database stores again (%d changes caught up)",
+                    saved.result(),
+                )
+                self._store_error = ""
         for ch in changes:
             if not ch.publish:
                 continue
@@ -366,33 +417,10 @@ class AlarmEngine:
                 self._deferred.add(ch.alarm.id)
                 continue
             self._publish(ch.alarm)
-        if self._wake is not None:
-            self._wake.set()
 
-    def _store(self, changes: list[Change]) -> bool:
-        """Store `changes` after any the store refused before; False while it refuses."""
-        assert self._run is not None
-        pending = [*self._unsaved, *changes]
-        if not pending:
-            return True
-        try:
-            self.store.save(pending, self._run.mark())
-        except sqlite3.Error as exc:
-            self._unsaved = _bounded(pending)
-            if not self._store_error:
-                log.error(
-                    "alarms: the alarm database refused a change (%s); alarms are published"
-                    " from memory and stored as soon as it takes them again",
-                    exc,
-                )
-            self._store_error = str(exc)
-            return False
-        self._marked = self.clock.monotonic()
-        self._unsaved = []
-        if self._store_error:
-            log.info("alarms: the alarm database stores again (%d changes caught up)", len(pending))
-            self._store_error = ""
-        return True
+    def _require_run(self) -> RunClock:
+        assert self._run is not None, "start() first"
+        return self._run
 
     def _publish(self, alarm: Alarm) -> None:
         doc = alarm.document(self.identity)
@@ -443,14 +471,12 @@ class AlarmEngine:
         if error is not None:
             log.warning("alarm %s rev %d not stored in the outbox: %s", alarm_id, rev, error)
             return
-        if len(self._sent_rev) >= _MAX_UNSAVED:  # bounded: forgetting costs a repeat at most
+        if len(self._sent_rev) >= MAX_UNSAVED:  # bounded: forgetting costs a repeat at most
             self._sent_rev.clear()
         self._sent_rev[alarm_id] = max(rev, self._sent_rev.get(alarm_id, 0))
         if self._book is not None:
-            try:
-                self.store.mark_published(alarm_id, rev)
-            except sqlite3.Error as exc:  # a full card: _sent_rev keeps run() from repeating it
-                log.debug("alarm %s rev %d: published, not marked so: %s", alarm_id, rev, exc)
+            # A full card refuses it: _sent_rev keeps run() from repeating the alarm.
+            self.store.mark_published_later(alarm_id, rev).add_done_callback(_log_mark_error)
 
     def _republish(self) -> None:
         """Hand the outbox every latest rev it has not taken (after a crash or an error)."""
@@ -484,12 +510,14 @@ class AlarmEngine:
         log.info("alarm output switched %s", "on" if want else "off")
 
 
-def _bounded(changes: list[Change]) -> list[Change]:
-    """At most _MAX_UNSAVED changes; beyond, only the latest of each alarm (its state)."""
-    if len(changes) <= _MAX_UNSAVED:
-        return changes
-    latest = {ch.alarm.id: ch for ch in changes}
-    return list(latest.values())
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write that writes nothing: done once the writes queued before it are."""
+
+
+def _log_mark_error(fut: Future[None]) -> None:
+    # A mark (run clock, published rev) the database refused: the next one will do.
+    if (exc := fut.exception()) is not None:
+        log.debug("alarms: bookkeeping not stored: %s", exc)
 
 
 def _fixed(payload: bytes, seq: int) -> bytes:

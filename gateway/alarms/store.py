@@ -17,17 +17,21 @@ import sqlite3
 import string
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.sdk.clock import RunMark
 from gateway.storage.diskspace import no_room, release_reserves
-from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode
+from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode, transaction
 
 from .model import Alarm, AlarmState, Change, Instant
 
-__all__ = ["AlarmStore", "PendingAck"]
+__all__ = ["MAX_UNSAVED", "AlarmStore", "PendingAck"]
+
+# Changes kept in memory while the alarm database refuses them (a full card).
+MAX_UNSAVED = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,7 +90,11 @@ class PendingAck:
 
 
 class AlarmStore(SqliteStore):
-    """The alarm database of one gateway; use from one thread (the event loop)."""
+    """The alarm database of one gateway; use from one thread (the event loop).
+
+    The engine writes with the `*_later` methods (after `start_writer()`): in order, in
+    the store's writer thread; reads and the blocking writes (tools, tests) run here.
+    """
 
     schema = Schema("alarm database", 1, _SCHEMA)
 
@@ -94,6 +102,7 @@ class AlarmStore(SqliteStore):
         super().__init__(path, sync=SyncMode.FULL)
         self.token = ""
         self._next = 1
+        self._backlog: list[Change] = []  # refused by the database; writer thread only
 
     def opened(self, conn: sqlite3.Connection) -> None:
         """Read the id token and counter; a new database gets a fresh token."""
@@ -121,76 +130,66 @@ class AlarmStore(SqliteStore):
         row = self.conn.execute("SELECT value FROM meta WHERE key='run_mark'").fetchone()
         return None if row is None else RunMark.from_json(str(row[0]))
 
-    def save_mark(self, mark: RunMark) -> None:
-        with self.transaction() as c:
-            self._put_mark(c, mark)
+    # ---- writes: blocking (tools, tests), or `*_later` in the writer thread -------
 
-    @staticmethod
-    def _put_mark(c: sqlite3.Connection, mark: RunMark) -> None:
-        c.execute(
-            "INSERT INTO meta VALUES ('run_mark', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (mark.to_json(),),
-        )
+    def save_mark(self, mark: RunMark) -> None:
+        _put_mark(self.conn, mark)
+
+    def save_mark_later(self, mark: RunMark) -> Future[None]:
+        return self.write(lambda c: _put_mark(c, mark))
 
     def save(self, changes: Sequence[Change], mark: RunMark | None = None) -> None:
         """Store the changes (rows, transitions) and the run clock's `mark` in one transaction.
 
         Together, so that the timers stored are always read with the clock they count on.
         """
-        if not changes:
-            return
+        if changes:
+            self._save(self.conn, changes, mark, self._next)
+
+    def save_later(self, changes: Sequence[Change], mark: RunMark) -> Future[int]:
+        """`save` in the writer thread, after the changes it refused before (a full card).
+
+        The future gives how many changes were stored, or the error; the refused ones
+        are kept (bounded, see `backlog`) and stored first by the next call.
+        """
+        changes, next_n = list(changes), self._next
+        return self.write(lambda c: self._save_backlog(c, changes, mark, next_n))
+
+    @property
+    def backlog(self) -> int:
+        """Changes the database refused, waiting for the next `save_later`."""
+        return len(self._backlog)
+
+    def _save_backlog(
+        self, c: sqlite3.Connection, changes: list[Change], mark: RunMark, next_n: int
+    ) -> int:
+        pending = [*self._backlog, *changes]
+        if not pending:
+            return 0
         try:
-            self._save(changes, mark)
+            self._save(c, pending, mark, next_n)
+        except sqlite3.Error:
+            self._backlog = _bounded(pending)
+            raise
+        self._backlog = []
+        return len(pending)
+
+    def _save(
+        self, c: sqlite3.Connection, changes: Sequence[Change], mark: RunMark | None, next_n: int
+    ) -> None:
+        try:
+            _put_changes(c, changes, mark, next_n)
         except sqlite3.OperationalError as exc:
             # A full card: the outbox's reserve next to us is there for alarms too.
             if not (no_room(exc) and release_reserves(self.path.parent)):
                 raise
-            self._save(changes, mark)
-
-    def _save(self, changes: Sequence[Change], mark: RunMark | None) -> None:
-        with self.transaction() as c:
-            if mark is not None:
-                self._put_mark(c, mark)
-            for ch in changes:
-                a = ch.alarm
-                rec = json.dumps(a.to_record(), separators=(",", ":"))
-                num = int(a.id.rsplit("-", 1)[1])
-                c.execute(
-                    "INSERT INTO alarms (id, num, device_id, type, state, rev, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET state=excluded.state, rev=excluded.rev,"
-                    " record=excluded.record",
-                    (a.id, num, a.device.id, str(a.type), str(a.state), a.rev, rec),
-                )
-                if a.state is AlarmState.CLOSED:
-                    c.execute(
-                        "UPDATE alarms SET closed_order ="
-                        " (SELECT coalesce(max(closed_order), 0) + 1 FROM alarms)"
-                        " WHERE id = ? AND closed_order IS NULL",
-                        (a.id,),
-                    )
-                c.execute(
-                    "INSERT INTO transitions (alarm_id, rev, what, before, after, at, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        a.id,
-                        a.rev,
-                        ch.what,
-                        None if ch.before is None else str(ch.before),
-                        str(a.state),
-                        a.updated_at.isoformat(),
-                        rec,
-                    ),
-                )
-            c.execute("UPDATE meta SET value = ? WHERE key = 'next'", (str(self._next),))
+            _put_changes(c, changes, mark, next_n)
 
     def mark_published(self, alarm_id: str, rev: int) -> None:
-        with self.transaction() as c:
-            c.execute(
-                "UPDATE alarms SET published_rev = max(published_rev, ?) WHERE id = ?",
-                (rev, alarm_id),
-            )
+        _put_published(self.conn, alarm_id, rev)
+
+    def mark_published_later(self, alarm_id: str, rev: int) -> Future[None]:
+        return self.write(lambda c: _put_published(c, alarm_id, rev))
 
     def _alarms(
         self, where: str, args: Sequence[Any] = (), now: Instant | None = None
@@ -241,11 +240,10 @@ class AlarmStore(SqliteStore):
         return [PendingAck(*r) for r in rows]
 
     def finish_ack(self, ack_id: int, status: str, detail: str = "") -> None:
-        with self.transaction() as c:
-            c.execute(
-                "UPDATE pending_acks SET status = ?, detail = ?, done_at = ? WHERE id = ?",
-                (status, detail, time.time(), ack_id),
-            )
+        _put_ack_result(self.conn, ack_id, status, detail)
+
+    def finish_ack_later(self, ack_id: int, status: str, detail: str = "") -> Future[None]:
+        return self.write(lambda c: _put_ack_result(c, ack_id, status, detail))
 
     def ack_result(self, ack_id: int) -> PendingAck | None:
         row = self.conn.execute(
@@ -253,3 +251,74 @@ class AlarmStore(SqliteStore):
             (ack_id,),
         ).fetchone()
         return None if row is None else PendingAck(*row)
+
+
+def _put_mark(c: sqlite3.Connection, mark: RunMark) -> None:
+    c.execute(
+        "INSERT INTO meta VALUES ('run_mark', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (mark.to_json(),),
+    )
+
+
+def _put_changes(
+    c: sqlite3.Connection, changes: Sequence[Change], mark: RunMark | None, next_n: int
+) -> None:
+    with transaction(c):
+        if mark is not None:
+            _put_mark(c, mark)
+        for ch in changes:
+            a = ch.alarm
+            rec = json.dumps(a.to_record(), separators=(",", ":"))
+            num = int(a.id.rsplit("-", 1)[1])
+            c.execute(
+                "INSERT INTO alarms (id, num, device_id, type, state, rev, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET state=excluded.state, rev=excluded.rev,"
+                " record=excluded.record",
+                (a.id, num, a.device.id, str(a.type), str(a.state), a.rev, rec),
+            )
+            if a.state is AlarmState.CLOSED:
+                c.execute(
+                    "UPDATE alarms SET closed_order ="
+                    " (SELECT coalesce(max(closed_order), 0) + 1 FROM alarms)"
+                    " WHERE id = ? AND closed_order IS NULL",
+                    (a.id,),
+                )
+            c.execute(
+                "INSERT INTO transitions (alarm_id, rev, what, before, after, at, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a.id,
+                    a.rev,
+                    ch.what,
+                    None if ch.before is None else str(ch.before),
+                    str(a.state),
+                    a.updated_at.isoformat(),
+                    rec,
+                ),
+            )
+        # The counter as it was when the changes were handed over: ids given out
+        # since are stored with their own alarms.
+        c.execute("UPDATE meta SET value = ? WHERE key = 'next'", (str(next_n),))
+
+
+def _put_published(c: sqlite3.Connection, alarm_id: str, rev: int) -> None:
+    c.execute(
+        "UPDATE alarms SET published_rev = max(published_rev, ?) WHERE id = ?", (rev, alarm_id)
+    )
+
+
+def _put_ack_result(c: sqlite3.Connection, ack_id: int, status: str, detail: str) -> None:
+    c.execute(
+        "UPDATE pending_acks SET status = ?, detail = ?, done_at = ? WHERE id = ?",
+        (status, detail, time.time(), ack_id),
+    )
+
+
+def _bounded(changes: list[Change]) -> list[Change]:
+    """At most MAX_UNSAVED changes; beyond, only the latest of each alarm (its state)."""
+    if len(changes) <= MAX_UNSAVED:
+        return changes
+    latest = {ch.alarm.id: ch for ch in changes}
+    return list(latest.values())

@@ -8,24 +8,35 @@ SMS record) opens its file the same way:
 - its schema made or migrated by a `Schema` (`PRAGMA user_version`), all in one
   transaction, and a file written by a newer gateway refused;
 - every write in `transaction(conn)`: BEGIN IMMEDIATE ... COMMIT, rolled back on any
-  error, also when the COMMIT itself fails (a full disk leaves the transaction open).
+  error, also when the COMMIT itself fails (a full disk leaves the transaction open);
+- for a store used from the event loop, `start_writer()`: its writes run in order in a
+  thread of their own, on a second connection (`write` returns a future), so a commit
+  with `synchronous=FULL` (milliseconds on a VM disk, more on an SD card, seconds while
+  another process holds the lock) never blocks the loop.  Reads stay on `conn`: in WAL
+  mode they do not wait for the writer.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gateway.storage.dbrecovery import Salvage, open_checked
 
 __all__ = ["Schema", "SqliteStore", "SyncMode", "connect", "rollback", "transaction"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class SyncMode(StrEnum):
@@ -148,6 +159,7 @@ class SqliteStore:
         self.sync = sync
         self.salvage: Salvage | None = None
         self._conn: sqlite3.Connection | None = None
+        self._writer: _Writer | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -186,7 +198,67 @@ class SqliteStore:
         """One write transaction on the store's connection (see `transaction`)."""
         return transaction(self.conn)
 
+    def start_writer(self) -> None:
+        """From now on `write` runs writes in order in a thread of its own (open first)."""
+        if self._writer is None:
+            self._writer = _Writer(self.connect(self.path), f"{self.path.stem}-writer")
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """Run `fn(conn)` in the writer thread after every write queued before it.
+
+        The future carries what `fn` returned or raised; `fn` opens its own transaction.
+        """
+        if self._writer is None:
+            raise RuntimeError(f"{self.schema.name} {self.path} has no writer running")
+        return self._writer.submit(fn)
+
     def close(self) -> None:
+        """Run the writes still queued, stop the writer, close the connections."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Writer:
+    """One thread, one connection, the writes queued to it run in order."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[tuple[Callable[[Any], Any], Any] | None]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "is it closed?" with queueing
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store's writer is closed")
+            self._queue.put((fn, fut))
+        return fut
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(self._conn)
+            except BaseException as exc:  # the caller decides; the thread goes on
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        self._conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()

@@ -1,0 +1,71 @@
+"""Alarm database writes run off the event loop, and an alarm is on disk before it is published."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.sdk.model import Event, EventType
+from tests.driverkit import until
+from tests.test_alarms_engine import SMOKE_REF, T0, _engine, _outbox, _rows
+
+
+def _stored_rev(db: Path, alarm_id: str) -> int | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT rev FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else int(row[0])
+
+
+def test_a_slow_alarm_database_does_not_block_the_loop_nor_publish_early(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    db = tmp_path / "alarms.db"
+    published: list[tuple[int, int | None]] = []  # (rev published, rev on disk then)
+
+    def on_publish(doc: dict[str, Any]) -> None:
+        published.append((doc["rev"], _stored_rev(db, doc["alarm_id"])))
+
+    async def scenario() -> float:
+        engine = _engine(tmp_path, outbox)
+        engine.start()
+        engine.listen(on_publish)
+        # Another process (`gateway ack`, a backup) holds the write lock: every write
+        # to the alarm database waits for it, as for a slow SD card.
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beat = asyncio.create_task(heartbeat())
+        started = time.monotonic()
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        took = time.monotonic() - started
+        await until(lambda: ticks >= 5)  # the loop runs on while the write waits
+        [doc] = engine.snapshot()
+        assert doc["state"] == "active", "the alarm is current in memory at once"
+        assert published == [], "not published before it is on disk"
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await until(lambda: len(published) == 1)
+        beat.cancel()
+        engine.close()
+        return took
+
+    took = asyncio.run(scenario())
+    rows = _rows(outbox)
+    outbox.close()
+    # The lock is held far longer than this; SQLite would wait up to its 5 s busy timeout.
+    assert took < 0.5, f"observe() waited {took:.2f} s for the disk"
+    assert published == [(1, 1)], "published once, and only once rev 1 was on disk"
+    assert len(rows) == 1 and rows[0].retain
