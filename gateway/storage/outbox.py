@@ -122,22 +122,14 @@ class Outbox:
         self.sync = sync
         self.consumers = tuple(consumers)
         self.max_queued = max_queued
+        # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
+        # outbox stores about its own faults: a rebuilt file, a full disk.
         self.on_storage_fault = on_storage_fault
         self._room = Room(path, reserve_bytes)
         self._memory = Unstored()
         self._handoff = Handoff()
         self._state = "new"  # new -> open -> closed, under the hand-off's lock
-        self._writer = Writer(
-            path,
-            max_messages=max_messages,
-            commit_interval_ms=commit_interval_ms,
-            sync=sync,
-            consumers=self.consumers,
-            handoff=self._handoff,
-            room=self._room,
-            memory=self._memory,
-            on_storage_fault=on_storage_fault,
-        )
+        self._writer = Writer(self, self._handoff, self._room, self._memory)
         self._opened_at = 0.0
         self._io_at_open: int | None = None
 

@@ -21,6 +21,7 @@ from gateway.storage.outbox_sql import NewRow
 __all__ = [
     "STOP",
     "Ack",
+    "Batch",
     "Consumer",
     "Handoff",
     "Increment",
@@ -223,6 +224,16 @@ class Staged:
     future: concurrent.futures.Future[int] | None
     row: NewRow
     offered: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one commit writes: the rows, the seq after them, acknowledgements, counters."""
+
+    staged: list[Staged]
+    next_seq: int
+    acks: list[Ack]
+    increments: list[Increment]
 
 
 def fail_staged(

@@ -20,10 +20,10 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.sdk.model import Priority
 from gateway.storage import dbrecovery
@@ -36,6 +36,7 @@ from gateway.storage.outbox_room import FullDisk, checkpoint
 from gateway.storage.outbox_types import (
     STOP,
     Ack,
+    Batch,
     Consumer,
     Handoff,
     Increment,
@@ -52,12 +53,25 @@ from gateway.storage.outbox_types import (
 )
 from gateway.storage.sqlitestore import SyncMode
 
-__all__ = ["Writer"]
+__all__ = ["Settings", "Writer"]
 
 log = logging.getLogger("gateway.storage.outbox")
 
 _WARN_EVERY_S = 60.0
 _LOWEST_EVERY_S = 0.5
+
+
+class Settings(Protocol):
+    """What the writer reads of its outbox's settings (`gateway.storage.outbox.Outbox`)."""
+
+    path: Path
+    max_messages: int
+    commit_interval_ms: int
+    sync: SyncMode
+    consumers: tuple[Consumer, ...]
+    # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
+    # outbox stores about its own faults: a rebuilt file, a full disk.
+    on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None
 
 
 class Writer:
@@ -67,31 +81,12 @@ class Writer:
     whole, never changed in place.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_messages: int,
-        commit_interval_ms: int,
-        sync: SyncMode,
-        consumers: Sequence[Consumer],
-        handoff: Handoff,
-        room: Room,
-        memory: Unstored,
-        on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None,
-    ) -> None:
-        self.path = path
-        self.max_messages = max_messages
-        self.commit_interval_ms = commit_interval_ms
-        self.sync = sync
-        self.consumers = tuple(consumers)
+    def __init__(self, cfg: Settings, handoff: Handoff, room: Room, memory: Unstored) -> None:
+        self.cfg = cfg
         self.handoff = handoff
         self.room = room
         self.memory = memory
-        # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
-        # outbox stores about its own faults: a rebuilt file, a full disk.
-        self.on_storage_fault = on_storage_fault
-        self.disk = FullDisk(path, room, memory, self.report)
+        self.disk = FullDisk(cfg.path, room, memory, self.report)
         self.generation = 0  # +1 per rebuild: readers reopen the new file
         self.masks: dict[str, int] = {}
         self.snap = Snapshot(depth={p: 0 for p in Priority})
@@ -108,7 +103,7 @@ class Writer:
 
     def open(self) -> sql.StoredState:
         """Open (or rebuild) the file, make the reserve, start the thread; the state found."""
-        opened = open_file(self.path, self.sync, [c.name for c in self.consumers])
+        opened = open_file(self.cfg.path, self.cfg.sync, [c.name for c in self.cfg.consumers])
         self._conn, state, self.masks = opened.conn, opened.state, opened.masks
         if opened.rebuilt:
             self.generation += 1
@@ -117,7 +112,7 @@ class Writer:
                 "outbox: no room for the %d-byte reserve next to %s; telemetry is shed"
                 " until there is",
                 self.room.reserve_bytes,
-                self.path,
+                self.cfg.path,
             )
         self._next_seq = state.next_seq
         self.snap = Snapshot(
@@ -137,7 +132,7 @@ class Writer:
         """Rebuild the damaged file under the writer and carry on with the new one."""
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
-        opened = reopen_damaged(self.path, self.sync, self.masks, reason, self._next_seq)
+        opened = reopen_damaged(self.cfg.path, self.cfg.sync, self.masks, reason, self._next_seq)
         self._conn, state = opened.conn, opened.state
         if opened.rebuilt:
             self.generation += 1
@@ -153,11 +148,11 @@ class Writer:
 
     def report(self, data: Mapping[str, Any]) -> None:
         """Queue a `gateway.storage` event (if a builder is set); stored with the next batch."""
-        if self.on_storage_fault is None:
+        if self.cfg.on_storage_fault is None:
             return
         try:
             self.handoff.queue.put(
-                Put(self.on_storage_fault(data), concurrent.futures.Future(), time.time())
+                Put(self.cfg.on_storage_fault(data), concurrent.futures.Future(), time.time())
             )
         except Exception:
             log.exception("outbox: the gateway.storage event could not be built: %s", data)
@@ -188,7 +183,7 @@ class Writer:
         self.room.release()  # the reserve is for exactly this
         try:
             self._batch_dropped = 0
-            self._write([Staged(None, r, False) for r in rows], self._next_seq, [], [])
+            self._write(Batch([Staged(None, r, False) for r in rows], self._next_seq, [], []))
         except sqlite3.Error as exc:
             log.error(
                 "outbox closed with %d undelivered events it could not store: %s", len(rows), exc
@@ -199,7 +194,7 @@ class Writer:
         first = self._next_request()
         if first is STOP:
             return [], True
-        return gather(self.handoff.queue, first, self.commit_interval_ms / 1000)
+        return gather(self.handoff.queue, first, self.cfg.commit_interval_ms / 1000)
 
     def _next_request(self) -> Request | None:
         """Block for the next request; while `lowest_seq` is stale, refresh it when idle."""
@@ -254,7 +249,7 @@ class Writer:
                 continue  # cancelled before it was stored: it never will be
             numbered = put.item.sequenced
             try:
-                row = new_row(put, seq if numbered else 0, self.consumers, self.masks)
+                row = new_row(put, seq if numbered else 0, self.cfg.consumers, self.masks)
             except Exception as exc:
                 put.future.set_exception(exc)
                 continue
@@ -270,10 +265,10 @@ class Writer:
         if not (staged or acks or increments or self._batch_dropped or self._dropped_owed):
             return
         try:
-            out = self._write_with_fallbacks(staged, seq, acks, increments)
+            out = self._write_with_fallbacks(Batch(staged, seq, acks, increments))
         except sqlite3.Error as exc:
             if no_room(exc) and any(st.row.prio is Priority.EVENT for st in staged):
-                self._keep_in_memory(staged, seq, acks, increments, exc)
+                self._keep_in_memory(Batch(staged, seq, acks, increments), exc)
                 return
             self.memory.add([st.row for st in staged if st.future is None])
             offered = sum(st.offered for st in staged)
@@ -328,48 +323,36 @@ class Writer:
             except Exception:
                 log.exception("outbox listener %r failed", listener)
 
-    def _write_with_fallbacks(
-        self,
-        staged: list[Staged],
-        next_seq: int,
-        acks: list[Ack],
-        increments: list[Increment],
-    ) -> sql.BatchOutcome:
+    def _write_with_fallbacks(self, batch: Batch) -> sql.BatchOutcome:
         """Commit; rebuild a damaged file, or free the reserve for events, and try again.
 
-        `staged` loses its telemetry in place when the reserve is freed for events.
+        `batch.staged` loses its telemetry in place when the reserve is freed for events.
         """
         try:
-            return self._write(staged, next_seq, acks, increments)
+            return self._write(batch)
         except sqlite3.DatabaseError as exc:
             if dbrecovery.is_damage(exc):
                 # The file went bad under us (a worn card, a power cut earlier): rebuild
                 # it and commit this batch into the new one; ids and seqs are kept.
                 self._recover(str(exc))
-                return self._write(staged, next_seq, acks, increments)
+                return self._write(batch)
             if not no_room(exc):
                 raise
             self.disk.enter(str(exc))
             if not self.room.release():
                 raise
-            staged[:] = self._shed_telemetry(staged, f"outbox commit failed: {exc}")
-            return self._write(staged, next_seq, acks, increments)
+            batch.staged[:] = self._shed_telemetry(batch.staged, f"outbox commit failed: {exc}")
+            return self._write(batch)
 
-    def _write(
-        self,
-        staged: list[Staged],
-        next_seq: int,
-        acks: list[Ack],
-        increments: list[Increment],
-    ) -> sql.BatchOutcome:
+    def _write(self, batch: Batch) -> sql.BatchOutcome:
         out = sql.write_batch(
             self._conn,
-            [st.row for st in staged],
-            next_seq,
-            [(a.mask, a.ids) for a in acks],
-            [i.key for i in increments],
+            [st.row for st in batch.staged],
+            batch.next_seq,
+            [(a.mask, a.ids) for a in batch.acks],
+            [i.key for i in batch.increments],
             self.snap.depth,
-            self.max_messages,
+            self.cfg.max_messages,
             # Owed: dropped while nothing could be written, already in the snapshot.
             dropped=self._batch_dropped + self._dropped_owed,
         )
@@ -383,20 +366,13 @@ class Writer:
         self._batch_dropped += sum(1 for st in dropped if st.row.seq)
         return [st for st in staged if st.row.prio is not Priority.TELEMETRY]
 
-    def _keep_in_memory(
-        self,
-        staged: list[Staged],
-        next_seq: int,
-        acks: list[Ack],
-        increments: list[Increment],
-        exc: sqlite3.Error,
-    ) -> None:
+    def _keep_in_memory(self, batch: Batch, exc: sqlite3.Error) -> None:
         """Nothing fits any more: events go to the uplinks from memory, with their seqs."""
-        self._retry_acks = acks
-        self._next_seq = next_seq  # the seqs are published: never give them again
-        events = [st for st in staged if st.row.prio is Priority.EVENT]
-        telemetry = [st for st in staged if st.row.prio is Priority.TELEMETRY]
-        fail_staged(telemetry, increments, f"outbox commit failed: {exc}", exc)
+        self._retry_acks = batch.acks
+        self._next_seq = batch.next_seq  # the seqs are published: never give them again
+        events = [st for st in batch.staged if st.row.prio is Priority.EVENT]
+        telemetry = [st for st in batch.staged if st.row.prio is Priority.TELEMETRY]
+        fail_staged(telemetry, batch.increments, f"outbox commit failed: {exc}", exc)
         dropped = self._batch_dropped + sum(1 for st in telemetry if st.row.seq)
         self._dropped_owed += dropped  # written with the next commit that succeeds
         self.snap = replace(self.snap, dropped_telemetry=self.snap.dropped_telemetry + dropped)
@@ -419,14 +395,14 @@ class Writer:
             self._warned_drop = now
             log.warning(
                 "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
-                self.max_messages,
+                self.cfg.max_messages,
                 self.snap.dropped_telemetry,
             )
         events = out.depth[Priority.EVENT]
-        if events > self.max_messages and now - self._warned_events >= _WARN_EVERY_S:
+        if events > self.cfg.max_messages and now - self._warned_events >= _WARN_EVERY_S:
             self._warned_events = now
             log.warning(
                 "outbox holds %d undelivered events, over its bound of %d: events are kept",
                 events,
-                self.max_messages,
+                self.cfg.max_messages,
             )
