@@ -10,7 +10,8 @@ no import cycle runs between the runtime and its features.
 `gateway.process.runtime.Gateway` implements `Host`; `Hooks` is the part of it that
 keeps what features registered, usable by any other host (a test, a bench).
 
-May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`.
+May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`, and
+`community_protocol` (the topic tree).
 Imported by: the feature packages and `gateway.process`.
 """
 
@@ -20,9 +21,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from community_protocol.topics import Topics
 from gateway.config import GatewayConfig
 from gateway.mqtt.commands import CommandRouter, Handler
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import DeviceRef, Message

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from community_protocol.topics import Topics
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.settings import AlarmsConfig
 from gateway.config import ClockCheck, SyncMode
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock
 from gateway.sdk.model import DeviceRef, Event, EventType, Identity, Kind, Location
 from gateway.storage.outbox import Consumer, Outbox

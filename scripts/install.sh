@@ -290,7 +290,8 @@ make_venv() {
     run_pip "$log" install --no-compile --no-index --find-links "$WHEELS" community-gateway ||
       pip_failed "$log" "pip could not install the gateway from the bundle's wheels in $WHEELS (a bundle for another machine?); nothing was changed"
   else
-    run_pip "$log" install --no-compile --retries 1 --timeout 15 "$SRC" ||
+    # protocol/ first: the gateway depends on it and no package index has it.
+    run_pip "$log" install --no-compile --retries 1 --timeout 15 "$SRC/protocol" "$SRC" ||
       pip_failed "$log" "pip could not install the gateway from $SRC (no package index reachable? install from a bundle made by scripts/bundle: docs/install.md, Offline install); nothing was changed"
   fi
   relocate "$NEW_VENV"

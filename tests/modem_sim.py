@@ -28,7 +28,7 @@ _GSM7_EXT |= {0x3E: "]", 0x40: "|", 0x65: "€"}
 
 
 def alarm_doc(alarm_id: str = "A1", **over: Any) -> dict[str, Any]:
-    """An alarm document (gateway/schemas/alarm.json) of an SOS pendant, for notifier tests."""
+    """An alarm document (protocol/community_protocol/schemas/alarm.json) of an SOS pendant, for notifier tests."""
     doc: dict[str, Any] = {
         "alarm_id": alarm_id,
         "type": "care",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mqtt.topics import Topics
+from community_protocol.topics import Topics
 from gateway.sdk.model import Identity
 from gateway.security import broker_identity, parse_identity
 from gateway.security.acl import Fleet, gateway_rules, load_fleet, render_emqx, render_mosquitto

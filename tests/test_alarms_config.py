@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from community_protocol.schemas import validator
 from gateway.alarms.book import AlarmBook
 from gateway.alarms.commands import parse_ack
 from gateway.alarms.model import DeviceInfo, Via
@@ -18,7 +19,6 @@ from gateway.alarms.settings import EscalationConfig
 from gateway.alarms.store import AlarmStore
 from gateway.config import load_config
 from gateway.mqtt.commands import CommandFailed, CommandRouter
-from gateway.mqtt.schemas import validator
 from tests.harness import GATEWAY
 from tests.harness import config_problems as _problems
 

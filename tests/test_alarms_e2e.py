@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.schemas import validator
+from community_protocol.schemas import validator
 from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from community_protocol.schemas import validator
+from community_protocol.topics import Topics
 from gateway.alarms.book import AlarmBook
 from gateway.alarms.engine import AlarmEngine, OutputSwitch, TimeSource, UnknownAlarm
 from gateway.alarms.model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via
@@ -20,8 +22,6 @@ from gateway.alarms.rules import AlarmType, Rule, RuleSet, Severity
 from gateway.alarms.settings import AlarmsConfig, EscalationConfig
 from gateway.alarms.store import AlarmStore
 from gateway.config import ClockCheck, SyncMode
-from gateway.mqtt.schemas import validator
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock, RunClock, RunMark
 from gateway.sdk.model import ClockState, DeviceRef, Event, EventType, Identity, Kind, Location
 from gateway.storage.outbox import Consumer, Outbox, Row

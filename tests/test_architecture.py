@@ -183,10 +183,10 @@ def test_a_cycle_behind_type_checking_is_seen(tmp_path: Path) -> None:
         "if TYPE_CHECKING:\n"
         "    from gateway.process.runtime import Gateway\n"
         "def f():\n"
-        "    from . import topics\n"
+        "    from . import commands\n"
     )
     found = {_resolve(n) for n in _imports(src, "gateway.mqtt.m")}
-    assert {"gateway.process.runtime", "gateway.mqtt.topics"} <= found
+    assert {"gateway.process.runtime", "gateway.mqtt.commands"} <= found
     graph = {"gateway.a": {"gateway.b"}, "gateway.b": {"gateway.a"}, "gateway.c": {"gateway.a"}}
     assert _cycles(graph) == [["gateway.a", "gateway.b"]]
     assert _loop(graph, ["gateway.a", "gateway.b"]) == "gateway.a -> gateway.b -> gateway.a"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from community_protocol.schemas import validator
 from gateway.config import ClockCheck
-from gateway.mqtt.schemas import validator
 from gateway.sdk.clock import Clock
 from gateway.sdk.model import ClockState
 from tests.harness import Subscriber

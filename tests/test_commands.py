@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.mqtt.schemas import validator
+from community_protocol.schemas import validator
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 

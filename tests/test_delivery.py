@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.mqtt.schemas import validator
+from community_protocol.schemas import validator
 from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 

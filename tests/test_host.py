@@ -16,11 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from community_protocol.topics import Topics
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, load_config
 from gateway.host import Hooks, Host
 from gateway.mqtt.commands import CommandRouter
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import Event, EventType, Message

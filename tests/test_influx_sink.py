@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
+from community_protocol.schemas import validator
 from gateway.config import ConfigError, SyncMode, load_config
-from gateway.mqtt.schemas import validator
 from gateway.sdk.model import (
     ClockState,
     DeviceRef,

@@ -19,8 +19,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gateway.mqtt.schemas import SCHEMA_NAMES, load_schema, validator
-from gateway.mqtt.topics import Topics
+from community_protocol.schemas import SCHEMA_NAMES, load_schema, validator
+from community_protocol.topics import Topics
 from gateway.sdk.model import (
     ClockState,
     DeviceRef,
@@ -37,7 +37,7 @@ from gateway.sdk.model import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DIR = ROOT / "gateway" / "schemas"
+SCHEMA_DIR = ROOT / "protocol" / "community_protocol" / "schemas"
 DOC = ROOT / "docs" / "mqtt-api.md"
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
 
@@ -78,7 +78,9 @@ def test_schema_is_a_valid_draft_2020_12_schema_with_a_versioned_id(name: str) -
     schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"] == f"https://community-gateway.example/schemas/{name}-1.json"
+    # The $id ends in the file's own name: a tool resolving the relative $refs against
+    # the file's path and one resolving them against the $id land on the same file.
+    assert schema["$id"] == f"https://community-gateway.example/schemas/v1/{name}.json"
     assert schema["title"] and schema["description"]
 
 
@@ -108,7 +110,7 @@ def test_every_reference_resolves_offline(name: str) -> None:
     if name not in ("envelope", "command-request", "alarm-ack"):
         # Shared fields (ts, ids, session) come from one place, not copies; command
         # payloads have none (alarm-ack's request_id comes from command-request).
-        assert any(r.startswith("envelope-1.json#/$defs/") for r in refs)
+        assert any(r.startswith("envelope.json#/$defs/") for r in refs)
 
 
 def test_load_schema_returns_a_fresh_copy_and_refuses_unknown_names() -> None:
@@ -121,9 +123,9 @@ def test_load_schema_returns_a_fresh_copy_and_refuses_unknown_names() -> None:
 
 
 def test_importing_the_module_does_not_need_jsonschema() -> None:
-    # jsonschema is a test dependency only; the runtime may import gateway.mqtt.schemas.
+    # jsonschema is a test dependency only; the runtime may import community_protocol.schemas.
     code = (
-        "import sys; import gateway.mqtt.schemas as s; s.load_schema('status'); "
+        "import sys; import community_protocol.schemas as s; s.load_schema('status'); "
         "assert 'jsonschema' not in sys.modules and 'referencing' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -348,7 +350,7 @@ COMMAND_PATHS = ["ping", "devices/DEVICE/inject", "alarms/ALARM/ack", "requests/
 
 
 def _contract_topics() -> list[str]:
-    """Every concrete topic gateway/mqtt/topics.py can produce, with placeholder ids.
+    """Every concrete topic protocol/community_protocol/topics.py can produce, with placeholder ids.
 
     Found by introspection, so a topic added to Topics without a channel fails here.
     """
@@ -360,7 +362,11 @@ def _contract_topics() -> list[str]:
         "code": [PLACEHOLDERS["code"]],
         "path": COMMAND_PATHS,
     }
-    not_topics = {"prefix", "identity", "base", "command_path"}
+    # Not channels of the contract: constructors and parsers; the subtree filter; the
+    # probe `gateway check` sends to itself; the response topic a requester chooses
+    # (MQTT 5, documented by the operations' reply rule).
+    not_topics = {"prefix", "identity", "base", "command_path", "fleet", "of", "split"}
+    not_topics |= {"everything", "check", "central_reply"}
     out: list[str] = []
     for name in dir(Topics):
         if name.startswith("_") or name in not_topics:

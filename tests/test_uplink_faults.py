@@ -22,8 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from community_protocol.schemas import validator
 from gateway.config import load_config
-from gateway.mqtt.schemas import validator
 from gateway.process.runtime import Gateway
 from gateway.process.service import serve
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.mqtt.schemas import validator
-from gateway.mqtt.topics import Topics
+from community_protocol.schemas import validator
+from community_protocol.topics import Topics
 from gateway.sdk.model import Identity
 from gateway.web.requests import CODE_ALPHABET, RequestStore, ServiceRequest
 from tests.certs import make_pki

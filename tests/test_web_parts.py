@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from community_protocol.schemas import validator
 from gateway.cli import main
 from gateway.config import SyncMode
-from gateway.mqtt.schemas import validator
 from gateway.sdk.model import ClockState, Identity, format_ts
 from gateway.storage.outbox import Consumer, Outbox
 from gateway.web.auth import FailureLimiter, SessionStore, WindowLimiter, tokens_match
@@ -306,7 +306,7 @@ def test_staff_cli_adds_lists_and_removes_without_showing_hashes(tmp_path: Path)
 def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     # Filing and purging are SQLite only; the outbox is not touched here.
@@ -332,7 +332,7 @@ def test_old_requests_are_purged_with_their_history(tmp_path: Path) -> None:
 
 
 def test_a_code_already_taken_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     store = RequestStore(tmp_path / "web.db", None, Topics("p", Identity("s", "g")))  # type: ignore[arg-type]
@@ -347,7 +347,7 @@ def test_a_code_already_taken_is_replaced_by_a_fresh_one(tmp_path: Path) -> None
 
 
 def test_closing_the_request_store_waits_for_a_write_in_progress(tmp_path: Path) -> None:
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     # The web's shutdown closes the store while a cancelled request's write may still
@@ -379,7 +379,7 @@ def test_a_request_the_outbox_refuses_keeps_its_code_and_is_handed_over_later(
 ) -> None:
     import asyncio
 
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     outbox = _outbox(tmp_path)
@@ -414,7 +414,7 @@ def test_a_request_says_whether_its_created_at_came_from_a_synced_clock(
 ) -> None:
     import asyncio
 
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     outbox = _outbox(tmp_path)
@@ -439,7 +439,7 @@ def test_a_request_says_whether_its_created_at_came_from_a_synced_clock(
 def test_requests_stored_by_an_older_version_are_not_claimed_synced(tmp_path: Path) -> None:
     import sqlite3
 
-    from gateway.mqtt.topics import Topics
+    from community_protocol.topics import Topics
     from gateway.web.requests import RequestStore
 
     old = sqlite3.connect(tmp_path / "web.db")

@@ -1,6 +1,6 @@
 """The `alarms` command family: `cmd/alarms/{alarm_id}/ack` over MQTT.
 
-The payload is checked with a pydantic model that mirrors gateway/schemas/alarm-ack.json
+The payload is checked with a pydantic model that mirrors protocol/community_protocol/schemas/alarm-ack.json
 (tests/test_alarms_config.py checks both agree on a corpus of good and bad
 payloads), so the runtime does not need jsonschema.  Every refusal says which field is
 wrong and why; the router turns it into an error reply and a log line.

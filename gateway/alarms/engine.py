@@ -29,8 +29,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from community_protocol.topics import Topics
 from gateway.config import ClockCheck
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock, RunClock
 from gateway.sdk.model import ClockState, DeviceRef, Event, Identity, Message, Priority
 from gateway.storage.outbox import Outbox, OutboxItem

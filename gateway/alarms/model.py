@@ -8,31 +8,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from community_protocol.enums import AckVia, AlarmState, AlarmType, Severity
+from community_protocol.names import SchemaName, schema_ref
 from gateway.sdk.model import ClockState, DeviceRef, Identity, format_ts
-
-from .rules import AlarmType, Severity
 
 __all__ = ["Ack", "Alarm", "AlarmState", "Change", "DeviceInfo", "Instant", "Via", "parse_ts"]
 
 
-class AlarmState(StrEnum):
-    """`cleared`: the condition is gone but nobody acknowledged yet; `closed`: both."""
-
-    ACTIVE = "active"
-    ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
-    CLOSED = "closed"
-
-
-class Via(StrEnum):
-    """Where an acknowledgement came from."""
-
-    MQTT = "mqtt"
-    CLI = "cli"
-    WEB = "web"
+# Where an acknowledgement came from (the alarm document's `ack.via`).
+Via = AckVia
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +115,9 @@ class Alarm:
         return replace(self)
 
     def document(self, identity: Identity) -> dict[str, Any]:
-        """The published document (gateway/schemas/alarm.json)."""
+        """The published document (protocol/community_protocol/schemas/alarm.json)."""
         return {
-            "schema": {"name": "community.alarm", "version": 1},
+            "schema": schema_ref(SchemaName.ALARM),
             "site": identity.site,
             "gateway": identity.gateway,
             "alarm_id": self.id,

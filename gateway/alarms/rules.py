@@ -11,11 +11,11 @@ adds a rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from enum import StrEnum
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from community_protocol.enums import AlarmType, Severity
 from gateway.sdk.model import EventType, Kind
 
 __all__ = [
@@ -32,25 +32,6 @@ __all__ = [
 OFFLINE = "offline"  # raise signal: the device became unreachable
 ONLINE = "online"  # clear signal: the device is reachable again
 ACK = "ack"  # clear signal: a person acknowledged the alarm
-
-
-class AlarmType(StrEnum):
-    """What kind of response an alarm needs."""
-
-    FIRE = "fire"
-    CARE = "care"
-    WELLNESS = "wellness"
-    SECURITY = "security"
-    MAINTENANCE = "maintenance"
-
-
-class Severity(StrEnum):
-    """How urgent an alarm is; sets its escalation time."""
-
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
 
 
 _EVENTS = {str(e) for e in EventType}

@@ -25,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from community_protocol.topics import Topics
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
 from gateway.mqtt.client import (
     ConnectDiagnosis,
@@ -33,7 +34,6 @@ from gateway.mqtt.client import (
     reason_text,
     refused_credentials,
 )
-from gateway.mqtt.topics import Topics
 from gateway.sdk.clock import Clock
 from gateway.sdk.devicechecks import serial_port_users
 from gateway.sdk.driver import DeviceSpec, DriverInfo, ReadResult

@@ -1,8 +1,8 @@
-"""The MQTT side: the uplink to the broker, the topic tree, commands and their replies.
+"""The MQTT side: the uplink to the broker, commands and their replies.
 
 Lives here: `uplink` (publishes the outbox, subscribes to commands, reconnects),
-`client` (the paho adapter), `commands` (the command router and reply documents),
-`topics` (the topic tree), `schemas` (the JSON Schemas of the payloads).
+`client` (the paho adapter), `commands` (the command router).  The contract itself
+(topic tree, schemas, reply document) is the protocol package, `community_protocol`.
 
-May import: `gateway.sdk`, `gateway.config`, `gateway.storage`.
+May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `community_protocol`.
 """

@@ -3,7 +3,7 @@
 A command is a JSON object, optionally with a `request_id` and an `expires` time.
 Handlers are registered by the first path segment (`ping`, `devices`, `alarms`), so a
 new command family slots in without touching the router.  Every reply, good or bad, has
-the same shape (gateway/schemas/command-reply.json); a malformed command gets an error
+the same shape (protocol/community_protocol/schemas/command-reply.json); a malformed command gets an error
 reply that says what is wrong, never an exception out of here.
 
 Commands cost the gateway work that telemetry and alarms must not wait for, so the
@@ -28,6 +28,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from community_protocol.documents import reply_document as reply_doc
 from gateway.sdk.model import format_ts
 
 __all__ = [
@@ -77,20 +78,6 @@ class Command:
 Handler = Callable[[Command], Awaitable[tuple[str, Any]]]
 # Runs before any handler; raises CommandFailed for a command that must not run.
 Guard = Callable[[Command], None]
-
-
-def reply_doc(
-    path: str, request_id: str | None, ok: bool, status: str, **extra: Any
-) -> dict[str, Any]:
-    """A command-reply.json document without its `ts` (added when it is sent)."""
-    return {
-        "schema": {"name": "community.reply", "version": 1},
-        "request_id": request_id,
-        "command": path,
-        "ok": ok,
-        "status": status,
-        **extra,
-    }
 
 
 class Throttled:

@@ -38,6 +38,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from community_protocol.documents import availability_document, status_document
+from community_protocol.enums import AvailabilityState, GatewayState
+from community_protocol.topics import Topics
 from gateway import __version__
 from gateway.config import BrokerConfig, MqttProtocol
 from gateway.mqtt.client import (
@@ -49,7 +52,6 @@ from gateway.mqtt.client import (
     reason_text,
 )
 from gateway.mqtt.commands import Admission, CommandGate, Throttled, reply_doc
-from gateway.mqtt.topics import Topics
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority, format_ts
 from gateway.storage.outbox import Outbox, OutboxError, OutboxReader
@@ -527,19 +529,16 @@ class Uplink:
     # ---- retained state and commands ---------------------------------------------------
 
     def _status_doc(self, state: str, reason: str = "", session: int | None = None) -> bytes:
-        doc: dict[str, Any] = {
-            "schema": {"name": "community.status", "version": 1},
-            "state": state,
-            "session": self.session if session is None else session,
-            "site": self.identity.site,
-            "gateway": self.identity.gateway,
-            "version": __version__,
-            "started": format_ts(self.started),
-            "ts": format_ts(datetime.now(UTC)),
-            "clock": str(_both(self._started_clock, self.clock())),
-        }
-        if reason:
-            doc["reason"] = reason
+        doc = status_document(
+            GatewayState(state),
+            session=self.session if session is None else session,
+            identity=self.identity,
+            version=__version__,
+            started=self.started,
+            ts=datetime.now(UTC),
+            clock=_both(self._started_clock, self.clock()),
+            reason=reason,
+        )
         return json.dumps(doc).encode()
 
     def _publish_now(
@@ -561,17 +560,22 @@ class Uplink:
     def _publish_availability(
         self, device: DeviceRef, online: bool | None, reason: str, ts: datetime, clock: ClockState
     ) -> None:
-        doc = {
-            "schema": {"name": "community.availability", "version": 1},
-            "state": "unknown" if online is None else "online" if online else "offline",
-            "reason": reason,
-            "session": self.session,
-            "site": self.identity.site,
-            "gateway": self.identity.gateway,
-            "device": device.as_dict(),
-            "ts": format_ts(ts),
-            "clock": str(clock),
-        }
+        state = (
+            AvailabilityState.UNKNOWN
+            if online is None
+            else AvailabilityState.ONLINE
+            if online
+            else AvailabilityState.OFFLINE
+        )
+        doc = availability_document(
+            state,
+            reason=reason,
+            session=self.session,
+            identity=self.identity,
+            device=device.as_dict(),
+            ts=ts,
+            clock=clock,
+        )
         self._publish_now(self.topics.availability(device.id), doc, qos=1, retain=True)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

@@ -50,7 +50,7 @@ def place(location: dict[str, str], lang: Language) -> str:
 
 
 def alarm_text(doc: dict[str, Any], *, site_name: str, lang: Language, zone: tzinfo) -> str:
-    """The SMS for an alarm document (gateway/schemas/alarm.json)."""
+    """The SMS for an alarm document (protocol/community_protocol/schemas/alarm.json)."""
     zh = lang == "zh"
     kind = _TYPE.get(doc["type"], (doc["type"], doc["type"].upper()))[0 if zh else 1]
     cause = _CAUSE.get(doc["cause"], (doc["cause"], doc["cause"]))[0 if zh else 1]

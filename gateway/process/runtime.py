@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from community_protocol.names import SchemaName, schema_ref
+from community_protocol.topics import Topics
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
 from gateway.host import Hooks, Service
 from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
-from gateway.mqtt.topics import Topics
 from gateway.mqtt.uplink import CONSUMER, Reply, Uplink
 from gateway.process.supervision import ThreadDeath, ThreadDeaths
 from gateway.sdk.clock import Clock
@@ -292,7 +293,7 @@ class Gateway(Hooks):
     def health_doc(self) -> dict[str, Any]:
         s = self.outbox.stats()
         doc: dict[str, Any] = {
-            "schema": {"name": "community.health", "version": 1},
+            "schema": schema_ref(SchemaName.HEALTH),
             "site": self.identity.site,
             "gateway": self.identity.gateway,
             "ts": format_ts(datetime.now(UTC)),

@@ -9,6 +9,7 @@ file:line key path), `backoff`, `serialport` (a serial line read from the event 
 (wall and monotonic run clock), `capacity` and `devicechecks` (what `validate` and
 `check` ask of a driver).
 
-May import: the standard library and third-party packages only; no other `gateway`
-package.  Drivers (`drivers/*`) import this package (and `gateway.config` in their tests).
+May import: the standard library, third-party packages and `community_protocol` (the
+contract's enums, ids and builders, which `model` re-exports); no other `gateway` package.
+Drivers (`drivers/*`) import this package (and `gateway.config` in their tests).
 """

@@ -2,21 +2,34 @@
 
 Drivers build `Telemetry` and `Event` values; `encode` turns one into the JSON the
 platform receives, once the outbox has given it its sequence number.  The wire format
-is documented in docs/mqtt-api.md and checked against gateway/schemas/*.json.
+is documented in docs/mqtt-api.md and checked against the protocol package's schemas
+(protocol/community_protocol/schemas/*.json).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import IntEnum, StrEnum
+from datetime import datetime
+from enum import IntEnum
 from typing import Any
+
+# The contract's enums and ids are the protocol package's; the driver kit re-exports
+# them so that a driver imports its whole vocabulary from gateway.sdk.model.
+from community_protocol.documents import dumps, envelope, format_ts
+from community_protocol.enums import (
+    ClockState,
+    EventType,
+    GatewayEventType,
+    Kind,
+    Unit,
+    ValueType,
+)
+from community_protocol.ids import Identity, check_id
+from community_protocol.names import SCHEMA_VERSION, SchemaName
 
 __all__ = [
     "GATEWAY_STORAGE",
@@ -39,104 +52,12 @@ __all__ = [
     "format_ts",
 ]
 
-SCHEMA_VERSION = 1
-
-
-class Kind(StrEnum):
-    """The four device families the platform knows."""
-
-    DOOR = "door"
-    SMOKE = "smoke"
-    METER = "meter"
-    ELDERLY_ALARM = "elderly_alarm"
-
-
-class Unit(StrEnum):
-    """Canonical units; drivers convert to these before emitting."""
-
-    KWH = "kWh"
-    KVARH = "kvarh"
-    W = "W"
-    VAR = "var"
-    VA = "VA"
-    V = "V"
-    A = "A"
-    HZ = "Hz"
-    M3 = "m³"
-    M3_PER_H = "m³/h"
-    CELSIUS = "°C"
-    PERCENT = "%"
-    SECOND = "s"
-    NONE = ""  # dimensionless: power factor, counts, states
-
-
-class ValueType(StrEnum):
-    """A counter only grows (energy, volume); a gauge goes up and down."""
-
-    COUNTER = "counter"
-    GAUGE = "gauge"
-
-
-class EventType(StrEnum):
-    """Known event types.  Adding one here needs the same line in schemas/event.json."""
-
-    DOOR_OPENED = "door.opened"
-    DOOR_CLOSED = "door.closed"
-    DOOR_FORCED = "door.forced"
-    DOOR_HELD_OPEN = "door.held_open"
-    DOOR_REQUEST_TO_EXIT = "door.request_to_exit"
-    ACCESS_GRANTED = "access.granted"
-    ACCESS_DENIED = "access.denied"
-    ACCESS_CARD_READ = "access.card_read"
-    ACCESS_KEYPAD = "access.keypad"
-    SMOKE_ALARM = "smoke.alarm"
-    SMOKE_CLEARED = "smoke.cleared"
-    ELDERLY_SOS = "elderly.sos"
-    ELDERLY_FALL = "elderly.fall"
-    ELDERLY_INACTIVITY = "elderly.inactivity"
-    ELDERLY_CLEARED = "elderly.cleared"
-    METER_COUNTER_ANOMALY = "meter.counter_anomaly"
-    DEVICE_FAULT = "device.fault"
-    DEVICE_BATTERY_LOW = "device.battery_low"
-    DEVICE_TAMPER = "device.tamper"
-    ACTIVITY_MOTION = "activity.motion"
-
 
 class Priority(IntEnum):
     """Outbox order under backlog: lower values are published first."""
 
     EVENT = 0
     TELEMETRY = 1
-
-
-class ClockState(StrEnum):
-    """Whether `ts` comes from a clock known to be synchronised (NTP) or not."""
-
-    SYNCED = "synced"
-    UNSYNCED = "unsynced"
-
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _check_id(what: str, value: str) -> None:
-    # Ids become MQTT topic levels: no '/', '+', '#' or spaces, bounded length.
-    if not _ID.match(value):
-        raise ValueError(
-            f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Which site and gateway a message comes from."""
-
-    site: str
-    gateway: str
-
-    def __post_init__(self) -> None:
-        _check_id("site id", self.site)
-        _check_id("gateway id", self.gateway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +86,7 @@ class DeviceRef:
     location: Location
 
     def __post_init__(self) -> None:
-        _check_id("device id", self.id)
+        check_id("device id", self.id)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": str(self.kind), "location": self.location.as_dict()}
@@ -251,7 +172,7 @@ class Event:
 Message = Telemetry | Event
 
 
-GATEWAY_STORAGE = "gateway.storage"
+GATEWAY_STORAGE = str(GatewayEventType.STORAGE)
 
 
 def encode_gateway_event(
@@ -266,44 +187,18 @@ def encode_gateway_event(
     boot_id: str | None = None,
 ) -> bytes:
     """An event of the gateway itself (no device), e.g. `gateway.storage`; schema gateway-event."""
-    doc = _envelope(
-        "community.gateway_event", _new_id(), seq, ts, clock, identity, uptime_ms, boot_id
+    doc = envelope(
+        SchemaName.GATEWAY_EVENT,
+        _new_id(),
+        seq,
+        ts,
+        clock,
+        identity,
+        uptime_ms=uptime_ms,
+        boot_id=boot_id,
     )
     doc["event"] = {"type": event_type, "data": dict(data)}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _envelope(
-    schema: str,
-    msg_id: str,
-    seq: int,
-    ts: datetime,
-    clock: ClockState,
-    identity: Identity,
-    uptime_ms: int | None,
-    boot_id: str | None,
-) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "schema": {"name": schema, "version": SCHEMA_VERSION},
-        "msg_id": msg_id,
-        "seq": seq,
-        "ts": format_ts(ts),
-        "clock": str(clock),
-        "site": identity.site,
-        "gateway": identity.gateway,
-    }
-    if clock is ClockState.UNSYNCED:
-        if uptime_ms is not None:
-            doc["uptime_ms"] = uptime_ms
-        if boot_id is not None:
-            doc["boot_id"] = boot_id
-    return doc
-
-
-def format_ts(ts: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T23:58:21.123Z."""
-    utc = ts.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return dumps(doc)
 
 
 def encode(
@@ -321,8 +216,10 @@ def encode(
     can place such messages in time once a synchronised message from the same boot
     arrives, instead of trusting a wall clock that may say 1970.
     """
-    schema = "community.telemetry" if isinstance(msg, Telemetry) else "community.event"
-    doc = _envelope(schema, msg.msg_id, seq, msg.ts, clock, identity, uptime_ms, boot_id)
+    name = SchemaName.TELEMETRY if isinstance(msg, Telemetry) else SchemaName.EVENT
+    doc = envelope(
+        name, msg.msg_id, seq, msg.ts, clock, identity, uptime_ms=uptime_ms, boot_id=boot_id
+    )
     doc["device"] = msg.device.as_dict()
     doc.update(msg.body())
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return dumps(doc)

@@ -1,6 +1,6 @@
 """Broker ACLs for a fleet: which topics each gateway and central service may use.
 
-The rules come from the topic contract (gateway/mqtt/topics.py, docs/mqtt-api.md) and are
+The rules come from the topic contract (protocol/community_protocol/topics.py, docs/mqtt-api.md) and are
 written per identity, one block per gateway, never as `pattern` lines.  Mosquitto's
 pattern substitution offers `%u` (user name) and `%c` (client id) as whole levels: a
 gateway is two levels (site and gateway), so a pattern would need an id unique across
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.mqtt.topics import Topics
+from community_protocol.topics import Topics
 from gateway.sdk.model import Identity
 from gateway.sdk.problems import Problem, YamlSyntaxError
 from gateway.sdk.yamlsource import load_located

@@ -29,8 +29,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from community_protocol.enums import RequestCategory
+from community_protocol.names import SchemaName, schema_ref
+from community_protocol.topics import Topics
 from gateway.mqtt.commands import Command, CommandFailed
-from gateway.mqtt.topics import Topics
 from gateway.sdk.model import ClockState, Identity, Priority, format_ts
 from gateway.storage.outbox import Outbox, OutboxItem
 from gateway.storage.sqlitestore import Schema, SqliteStore, SyncMode, transaction
@@ -60,13 +62,8 @@ _PHONE = re.compile(r"^[0-9+\- ]*$")
 _CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LEN}}}$")
 
 
-class Category(StrEnum):
-    """What a resident asks for."""
-
-    REPAIR = "repair"
-    CLEANING = "cleaning"
-    ASSISTANCE = "assistance"  # help for an elderly or disabled resident
-    FEEDBACK = "feedback"  # complaint or suggestion
+# What a resident asks for: the contract's value set (service-request.json `category`).
+Category = RequestCategory
 
 
 class RequestStatus(StrEnum):
@@ -148,9 +145,9 @@ class ServiceRequest:
         )
 
     def document(self, identity: Identity) -> dict[str, Any]:
-        """The `community.service_request` v1 message (gateway/schemas/service-request.json)."""
+        """The `community.service_request` v1 message (protocol/community_protocol/schemas/service-request.json)."""
         return {
-            "schema": {"name": "community.service_request", "version": 1},
+            "schema": schema_ref(SchemaName.SERVICE_REQUEST),
             "site": identity.site,
             "gateway": identity.gateway,
             "kiosk": self.kiosk,

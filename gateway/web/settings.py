@@ -6,12 +6,13 @@ relative to the config file's folder, like every other path in the file.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from community_protocol.enums import Lang as ProtocolLang
 
 __all__ = ["KioskConfig", "Lang", "SigninLimit", "WebConfig", "WebLimits", "WebTls"]
 
@@ -22,11 +23,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Lang(StrEnum):
-    """Languages of the kiosk and the staff console."""
-
-    ZH = "zh"
-    EN = "en"
+# Languages of the kiosk and the staff console: those a service request may carry.
+Lang = ProtocolLang
 
 
 class WebTls(_Strict):

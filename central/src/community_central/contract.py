@@ -7,12 +7,13 @@ switching their source (the protocol package) is a change to this one module.
 
 from __future__ import annotations
 
-# TEMPORARY (issue 19): these come from the gateway until the protocol package lands;
-# the central distribution must not import gateway.* once it has.
-from gateway.alarms.model import AlarmState
-from gateway.alarms.rules import AlarmType, Severity
-from gateway.mqtt.schemas import validator
-from gateway.sdk.model import Identity, format_ts
+from community_protocol.documents import format_ts
+from community_protocol.enums import AlarmState, AlarmType, Severity
+from community_protocol.ids import Identity
+from community_protocol.schemas import validator
+
+# TEMPORARY (issue 19): signing still comes from the gateway; the central distribution
+# must not import gateway.* once it has its own.
 from gateway.security.signing import CommandSigner, load_private_key
 
 __all__ = [

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from community_protocol.schemas import validator
 from drivers.gpio import DRIVER, GpioDriver
 from drivers.gpio.driver import read_once
 from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, LineConfig, explain, open_gpiod
 from drivers.gpio.tests.fakechip import FakeChip, Opener
-from gateway.mqtt.schemas import validator
 from gateway.sdk.model import ClockState, Event, EventType, Identity, Message, encode
 from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, running, until

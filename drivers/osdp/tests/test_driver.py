@@ -14,11 +14,11 @@ from typing import Any
 import osdp
 import pytest
 
+from community_protocol.schemas import validator
 from drivers.osdp import DRIVER, OsdpDriver
 from drivers.osdp.probe import read_once
 from drivers.osdp.pseudonym import card_pseudonym, pin_pseudonym
 from drivers.osdp.wiegand import encode
-from gateway.mqtt.schemas import validator
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import ClockState, Event, EventType, Identity
 from gateway.sdk.model import encode as encode_message

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.mqtt.schemas import validator
+from community_protocol.schemas import validator
 from tests.harness import GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
 

@@ -1,11 +1,13 @@
-"""The JSON Schemas of the MQTT payloads (gateway/schemas/*.json), loaded and ready to check.
+"""The JSON Schemas of the payloads (schemas/*.json), loaded and ready to check.
 
-The schemas are package data; docs/mqtt-api.md explains them for the platform's
-builders.  They refer to one another by `$id` (`envelope-1.json#/$defs/ts`), and
-`validator` resolves those references from the packaged files, never from the network.
+The schemas are package data.  Each file's `$id` ends in its own file name
+(`…/schemas/v1/envelope.json`) and the files refer to one another by relative
+references (`envelope.json#/$defs/ts`), so a file-based tool resolves every `$ref` to
+the file next to it, offline; `validator` resolves them from the packaged files, never
+from the network.
 
-jsonschema is imported inside `validator` only, so the runtime imports this module
-without needing jsonschema installed.
+jsonschema is imported inside `validator` only (the `validate` extra): a producer that
+only builds documents needs nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -13,37 +15,31 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
+
+from .names import SCHEMA_FILES
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
     from referencing import Registry
 
-__all__ = ["SCHEMA_NAMES", "load_schema", "validator"]
+__all__ = ["SCHEMA_NAMES", "load_schema", "schema_dir", "validator"]
 
-# One entry per file in gateway/schemas/; tests/test_schemas.py checks the two agree.
-SCHEMA_NAMES: tuple[str, ...] = (
-    "envelope",
-    "telemetry",
-    "event",
-    "gateway-event",
-    "status",
-    "availability",
-    "health",
-    "command-request",
-    "command-reply",
-    "alarm",
-    "alarm-ack",
-    "ticket",
-    "service-request",
-)
+# Kept under its old name for the gateway's callers: the file stems, e.g. "telemetry".
+SCHEMA_NAMES: tuple[str, ...] = SCHEMA_FILES
+
+
+def schema_dir() -> Traversable:
+    """The folder holding the schema files (for tools that read files, e.g. code generators)."""
+    return resources.files(__package__).joinpath("schemas")
 
 
 def load_schema(name: str) -> dict[str, Any]:
     """The schema `name` (e.g. "telemetry") as a fresh dict; ValueError for an unknown name."""
-    if name not in SCHEMA_NAMES:
-        raise ValueError(f"no schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-    text = resources.files("gateway").joinpath("schemas", f"{name}.json").read_text("utf-8")
+    if name not in SCHEMA_FILES:
+        raise ValueError(f"no schema {name!r}; known: {', '.join(SCHEMA_FILES)}")
+    text = schema_dir().joinpath(f"{name}.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -54,7 +50,7 @@ def _registry() -> Registry:
     from referencing.jsonschema import DRAFT202012
 
     resources_ = []
-    for name in SCHEMA_NAMES:
+    for name in SCHEMA_FILES:
         schema = load_schema(name)
         resources_.append(
             (schema["$id"], Resource.from_contents(schema, default_specification=DRAFT202012))

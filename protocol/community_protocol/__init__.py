@@ -1,0 +1,63 @@
+"""The contract between community gateways and the central platform, shared by both sides.
+
+Lives here: `topics` (the MQTT topic tree in both directions), `names` (schema names
+and versions), `enums` (every value set the schemas enumerate), `ids` (site, gateway
+and device ids), `documents` (builders of the documents), `schemas` (the JSON Schema
+files and their loader).  The standard library only: jsonschema is needed by
+`schemas.validator` alone (the `validate` extra).
+
+May import: nothing outside the standard library (and jsonschema, lazily).
+"""
+
+from .enums import (
+    AckVia,
+    AlarmState,
+    AlarmType,
+    AvailabilityState,
+    ClockState,
+    EventType,
+    GatewayEventType,
+    GatewayState,
+    Kind,
+    Lang,
+    RequestCategory,
+    RequestStatusUpdate,
+    Severity,
+    StorageProblem,
+    StorageStore,
+    TicketState,
+    Unit,
+    ValueType,
+)
+from .ids import Identity
+from .names import SCHEMA_VERSION, SchemaName, schema_ref
+from .topics import DEFAULT_PREFIX, CentralTopics, CommandPath, Topics
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "SCHEMA_VERSION",
+    "AckVia",
+    "AlarmState",
+    "AlarmType",
+    "AvailabilityState",
+    "CentralTopics",
+    "ClockState",
+    "CommandPath",
+    "EventType",
+    "GatewayEventType",
+    "GatewayState",
+    "Identity",
+    "Kind",
+    "Lang",
+    "RequestCategory",
+    "RequestStatusUpdate",
+    "SchemaName",
+    "Severity",
+    "StorageProblem",
+    "StorageStore",
+    "TicketState",
+    "Topics",
+    "Unit",
+    "ValueType",
+    "schema_ref",
+]
