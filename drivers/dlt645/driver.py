@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from drivers.dlt645.link import SerialLink
 from drivers.dlt645.poll import PollResult, fault_hint, poll_meter
-from drivers.dlt645.settings import BusSettings, Dlt645Settings
+from drivers.dlt645.settings import Dlt645Settings, check_devices
 from drivers.dlt645.state import CounterGuard, MeterHealth, Transition
+from gateway.sdk.devicechecks import admit
 from gateway.sdk.driver import (
     DeviceSpec,
     Driver,
@@ -54,8 +55,11 @@ class Dlt645Driver(Driver):
         self._garbled = 0
 
     async def run(self) -> None:
+        specs, problems = admit("dlt645", self.devices.values(), check_devices, self.ctx)
+        for problem in problems:
+            self._error(problem.message)
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
-        for spec in self.devices.values():
+        for spec in specs:
             by_port[spec.settings_as(Dlt645Settings).bus.port].append(spec)
         async with asyncio.TaskGroup() as group:
             for port, specs in by_port.items():
@@ -82,46 +86,27 @@ class Dlt645Driver(Driver):
         while True:
             try:
                 await self._run_bus(port, specs)
-                return  # no meter on this port could be admitted: nothing to poll
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.ctx.logger.exception("dlt645 bus %s failed; restarting it", port)
                 await asyncio.sleep(_RESTART_DELAY_S)
 
-    def _admit(self, specs: list[DeviceSpec]) -> tuple[BusSettings, list[_Meter]]:
-        """The bus settings (the first meter's) and the meters that agree with them."""
-        bus = specs[0].settings_as(Dlt645Settings).bus
-        admitted: list[_Meter] = []
-        addresses: dict[str, str] = {}
+    def _meters_of(self, specs: list[DeviceSpec]) -> list[_Meter]:
+        """The bus's meters, kept across restarts of its task (their health goes on)."""
+        meters = []
         for spec in specs:
             s = spec.settings_as(Dlt645Settings)
-            reason = ""
-            if s.bus != bus:
-                reason = (
-                    f"bus settings differ from meter {specs[0].id} on the same port {bus.port}: "
-                    "every meter on one port must use the same baud, parity and stop bits"
-                )
-            elif s.address in addresses:
-                reason = f"address {s.address} is also used by {addresses[s.address]} on {bus.port}"
-            if reason:
-                self.ctx.logger.error("dlt645 meter %s not polled: %s", spec.id, reason)
-                self.ctx.set_available(spec.id, False, reason)
-                self._error(reason)
-                continue
-            addresses[s.address] = spec.id
             meter = self._meters.get(spec.id) or _Meter(
                 spec, s, MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s)
             )
             self._meters[spec.id] = meter
-            admitted.append(meter)
-        return bus, admitted
+            meters.append(meter)
+        return meters
 
     async def _run_bus(self, port: str, specs: list[DeviceSpec]) -> None:
-        bus, meters = self._admit(specs)
-        if not meters:
-            return
-        link = SerialLink(bus, self.ctx.logger)
+        meters = self._meters_of(specs)
+        link = SerialLink(meters[0].settings.bus, self.ctx.logger)
         self._links.append(link)
         open_error = ""
         try:

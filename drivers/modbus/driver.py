@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.sdk.devicechecks import admit
 from gateway.sdk.driver import (
     DeviceSpec,
     Driver,
@@ -36,7 +37,7 @@ from .link import Link, quiet_pymodbus
 from .plan import DevicePlan, plan_device
 from .points import Decoded, decode_points, raw_hex
 from .profile import Emit, Point, Profile
-from .settings import BusKey, ModbusSettings, group_problems
+from .settings import BusKey, ModbusSettings, check_devices
 
 __all__ = ["ModbusDriver", "ReadOutcome", "read_device", "read_once"]
 
@@ -131,19 +132,9 @@ class ModbusDriver(Driver):
     async def run(self) -> None:
         """Poll every bus until cancelled."""
         quiet_pymodbus()
-        excluded: set[str] = set()
-        for problem in group_problems(list(self.devices.values())):
-            # gateway validate reports these; a gateway given devices some other way (a
-            # test, a library user) must still not mix up meters.
-            self.ctx.logger.error(
-                "modbus device %s not polled: %s", problem.device_id, problem.message
-            )
-            self.ctx.set_available(problem.device_id, False, problem.message)
-            excluded.add(problem.device_id)
+        specs, _ = admit("modbus", self.devices.values(), check_devices, self.ctx)
         buses: dict[BusKey, list[_Device]] = {}
-        for spec in self.devices.values():
-            if spec.id in excluded:
-                continue
+        for spec in specs:
             dev = _Device.of(spec)
             self._devs.append(dev)
             buses.setdefault(dev.settings.bus.key, []).append(dev)

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drivers.serial_line.parser import Deduper, LineSplitter, Parser, Problem, ProblemKind, Signal
-from drivers.serial_line.settings import SerialLineSettings
+from drivers.serial_line.settings import SerialLineSettings, check_devices
 from gateway.sdk.backoff import Backoff
+from gateway.sdk.devicechecks import admit
 from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event
 from gateway.sdk.serialport import LineSettings, PortError, SerialPort
@@ -48,15 +49,17 @@ class SerialLineDriver(Driver):
         self._counts: Counter[str] = Counter()
 
     async def run(self) -> None:
+        specs, problems = admit("serial_line", self.devices.values(), check_devices, self.ctx)
+        for problem in problems:
+            self._error(problem.message)
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
-        for spec in self.devices.values():
+        for spec in specs:
             by_port[spec.settings_as(SerialLineSettings).port].append(spec)
         async with asyncio.TaskGroup() as group:
-            for path, specs in by_port.items():
-                receiver = self._admit(path, specs)
-                if receiver is not None:
-                    self._receivers.append(receiver)
-                    group.create_task(self._keep(receiver), name=f"serial_line {path}")
+            for path, on_port in by_port.items():
+                receiver = self._receiver(path, on_port)
+                self._receivers.append(receiver)
+                group.create_task(self._keep(receiver), name=f"serial_line {path}")
         await asyncio.Future()  # the contract: return only when cancelled
 
     def health(self) -> DriverHealth:
@@ -79,32 +82,10 @@ class SerialLineDriver(Driver):
         self._stats.errors += 1
         self._stats.last_error = text
 
-    def _admit(self, path: str, specs: list[DeviceSpec]) -> _Receiver | None:
-        """The port's receiver (settings of its first device) and the devices that agree."""
+    def _receiver(self, path: str, specs: list[DeviceSpec]) -> _Receiver:
+        """The port's receiver, with the settings of its first device (all agree)."""
         first = specs[0].settings_as(SerialLineSettings)
-        owners: dict[str, DeviceSpec] = {}
-        for spec in specs:
-            s = spec.settings_as(SerialLineSettings)
-            reason = ""
-            if (s.profile, s.line_baud, s.window_s) != (
-                first.profile,
-                first.line_baud,
-                first.window_s,
-            ):
-                reason = (
-                    f"profile, baud or dedupe_s differ from device {specs[0].id} on the same "
-                    f"port {path}: one receiver has one profile and one baud rate"
-                )
-            elif s.code in owners:
-                reason = f"code {s.code} is also used by {owners[s.code].id} on {path}"
-            if reason:
-                self.ctx.logger.error("serial_line device %s not used: %s", spec.id, reason)
-                self.ctx.set_available(spec.id, False, reason)
-                self._error(reason)
-                continue
-            owners[s.code] = spec
-        if not owners:
-            return None
+        owners = {spec.settings_as(SerialLineSettings).code: spec for spec in specs}
         return _Receiver(
             path, first.line_baud, Parser(first.receiver), Deduper(first.window_s), owners
         )

@@ -27,7 +27,8 @@ from drivers.zigbee2mqtt.mapping import (
     ProblemKind,
     parse_availability,
 )
-from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings
+from drivers.zigbee2mqtt.settings import Zigbee2MqttSettings, check_devices
+from gateway.sdk.devicechecks import admit
 from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event, EventType, Kind
 
@@ -80,16 +81,18 @@ class Zigbee2MqttDriver(Driver):
         self._logged: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
+        specs, problems = admit("zigbee2mqtt", self.devices.values(), check_devices, self.ctx)
+        for problem in problems:
+            self._error(problem.message)
         by_broker: dict[tuple[str, int], list[DeviceSpec]] = defaultdict(list)
-        for spec in self.devices.values():
+        for spec in specs:
             s = spec.settings_as(Zigbee2MqttSettings)
             by_broker[(s.host, s.port)].append(spec)
         async with asyncio.TaskGroup() as group:
-            for (host, port), specs in by_broker.items():
-                broker = self._admit(host, port, specs)
-                if broker.state_topics:
-                    self._brokers.append(broker)
-                    group.create_task(self._keep(broker), name=f"zigbee2mqtt {host}:{port}")
+            for (host, port), on_broker in by_broker.items():
+                broker = self._broker(host, port, on_broker)
+                self._brokers.append(broker)
+                group.create_task(self._keep(broker), name=f"zigbee2mqtt {host}:{port}")
         await asyncio.Future()  # the contract: return only when cancelled
 
     def health(self) -> DriverHealth:
@@ -116,18 +119,11 @@ class Zigbee2MqttDriver(Driver):
         reason = NOT_HEARD if said is None else "" if said else REPORTS_OFFLINE
         self._set(device, said, reason)
 
-    def _admit(self, host: str, port: int, specs: list[DeviceSpec]) -> _Broker:
+    def _broker(self, host: str, port: int, specs: list[DeviceSpec]) -> _Broker:
         broker = _Broker(host, port)
         for spec in specs:
             s = spec.settings_as(Zigbee2MqttSettings)
             topic = f"{s.base_topic}/{s.friendly_name}"
-            if topic in broker.state_topics:
-                other = broker.state_topics[topic].spec.id
-                reason = f"friendly_name {s.friendly_name!r} is also used by {other}"
-                self.ctx.logger.error("zigbee2mqtt device %s not used: %s", spec.id, reason)
-                self.ctx.set_available(spec.id, False, reason)
-                self._error(reason)
-                continue
             # On an alarm pendant a press the mapping does not know is still a press.
             fallback = EventType.ELDERLY_SOS if spec.kind is Kind.ELDERLY_ALARM else None
             device = _Device(spec, DeviceState(s.profile, fallback))

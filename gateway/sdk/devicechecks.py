@@ -9,12 +9,19 @@ what each driver declares in `DriverInfo.serial_ports`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.sdk.driver import DeviceProblem, DeviceSpec, DriverInfo, SerialPortUse
+from gateway.sdk.driver import (
+    DeviceCheck,
+    DeviceProblem,
+    DeviceSpec,
+    DriverContext,
+    DriverInfo,
+    SerialPortUse,
+)
 
-__all__ = ["SharedLine", "serial_port_clashes", "serial_port_users"]
+__all__ = ["SharedLine", "admit", "serial_port_clashes", "serial_port_users"]
 
 
 @dataclass
@@ -107,3 +114,25 @@ def serial_port_clashes(
                     )
                 )
     return problems
+
+
+def admit(
+    driver: str, devices: Iterable[DeviceSpec], check: DeviceCheck, ctx: DriverContext
+) -> tuple[list[DeviceSpec], list[DeviceProblem]]:
+    """The devices `check` finds in no conflict, and the problems it found.
+
+    `gateway validate` refuses such a config and `gateway run` leaves those devices out
+    before a driver sees them (docs/config.md); this is for a driver given its devices
+    some other way (a test, a library user), which must still not mix two meters up.
+    The device named first keeps its place: only each problem's own device is refused,
+    logged and published unavailable with the reason.
+    """
+    specs = list(devices)
+    problems = check(specs, specs)
+    refused: dict[str, str] = {}
+    for p in problems:
+        refused.setdefault(p.device_id, p.message)
+    for device_id, reason in refused.items():
+        ctx.logger.error("%s device %s not used: %s", driver, device_id, reason)
+        ctx.set_available(device_id, False, reason)
+    return [s for s in specs if s.id not in refused], problems

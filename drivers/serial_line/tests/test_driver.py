@@ -303,7 +303,7 @@ def test_two_devices_claiming_one_code_keep_the_first(
     rx.close()
     assert events(ctx)[0].device.id == "pendant-101"
     available, reason = ctx.availability["pendant-copy"]
-    assert not available and "also used by pendant-101" in reason
+    assert not available and f"code {PENDANT} is also pendant-101's on the receiver" in reason
 
 
 def test_a_receiver_plugged_in_after_start_is_found(
