@@ -15,6 +15,7 @@ import json
 import secrets
 import sqlite3
 import string
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -103,6 +104,11 @@ class AlarmStore(SqliteStore):
         self.token = ""
         self._next = 1
         self._backlog: list[Change] = []  # refused by the database; writer thread only
+        # Handed to `save_later`, not yet taken by the writer (under the lock).
+        self._queue_lock = threading.Lock()
+        self._queued: list[Change] = []
+        self._queued_mark: RunMark | None = None
+        self._queued_save: Future[int] | None = None
 
     def opened(self, conn: sqlite3.Connection) -> None:
         """Read the id token and counter; a new database gets a fresh token."""
@@ -150,10 +156,23 @@ class AlarmStore(SqliteStore):
         """`save` in the writer thread, after the changes it refused before (a full card).
 
         The future gives how many changes were stored, or the error; the refused ones
-        are kept (bounded, see `backlog`) and stored first by the next call.
+        are kept (bounded, see `backlog`) and stored first by the next call.  Changes
+        handed over while a save still waits for the writer join it (one transaction,
+        one future): a stalled disk costs one queued write, not one per signal.
         """
-        changes, next_n = list(changes), self._next
-        return self.write(lambda c: self._save_backlog(c, changes, mark, next_n))
+        with self._queue_lock:
+            self._queued = _bounded([*self._queued, *changes])
+            self._queued_mark = mark
+            if self._queued_save is None:
+                self._queued_save = self.write(self._save_queued)
+            return self._queued_save
+
+    def _save_queued(self, c: sqlite3.Connection) -> int:
+        with self._queue_lock:
+            changes, mark = self._queued, self._queued_mark
+            self._queued, self._queued_save = [], None
+        # The counter as it is now: at least every id of these changes.
+        return self._save_backlog(c, changes, mark, self._next)
 
     @property
     def backlog(self) -> int:
@@ -161,7 +180,7 @@ class AlarmStore(SqliteStore):
         return len(self._backlog)
 
     def _save_backlog(
-        self, c: sqlite3.Connection, changes: list[Change], mark: RunMark, next_n: int
+        self, c: sqlite3.Connection, changes: list[Change], mark: RunMark | None, next_n: int
     ) -> int:
         pending = [*self._backlog, *changes]
         if not pending:
