@@ -128,8 +128,12 @@ class SerialLineDriver(Driver):
             await asyncio.sleep(backoff.next())
 
     async def _read(self, receiver: _Receiver, port: SerialPort) -> None:
+        counted = 0
         while True:
             chunk = await port.read()
+            if port.dropped > counted:  # the bounded buffer overflowed: count what it lost
+                self._counts["skipped_bytes"] += port.dropped - counted
+                counted = port.dropped
             for item in receiver.splitter.feed(chunk):
                 if isinstance(item, Problem):
                     self._problem(receiver, item)
