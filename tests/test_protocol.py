@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from community_protocol import documents, enums, names
+from community_protocol import documents, enums, names, signing
 from community_protocol.enums import ENUM_SOURCES, AvailabilityState, ClockState, GatewayState
 from community_protocol.ids import ID_PATTERN, Identity
 from community_protocol.names import DOCUMENT_FILES, ENVELOPE_NAMES, SCHEMA_FILES, SchemaName
@@ -220,3 +223,127 @@ def test_a_schema_file_is_plain_json_with_its_own_name_in_its_id() -> None:
     for name in SCHEMA_FILES:
         schema = json.loads(schema_dir().joinpath(f"{name}.json").read_text("utf-8"))
         assert schema["$id"].rsplit("/", 1)[1] == f"{name}.json"
+
+
+# ---- the protocol package is the only place the contract is spelled ------------------
+
+_NAMES = "|".join(re.escape(str(n).split(".", 1)[1]) for n in SchemaName)
+# What spelling a topic or a schema name by hand looks like in a string or f-string
+# (an f-string's fields read as `{}`): a schema name, the prefix, a level of the
+# command or reply subtrees, a shared subscription, the tickets' tree, a fleet-wide
+# filter, a gateway's subtree below a placeholder.
+SPELLINGS = (
+    re.compile(rf"\bcommunity\.({_NAMES})\b"),
+    re.compile(r"community/v\d"),
+    re.compile(r"\bcmd/"),
+    re.compile(r"\breply/"),
+    re.compile(r"\$share/"),
+    re.compile(r"central/tickets"),
+    re.compile(r"(^|/)\+/\+(/|$)"),
+    re.compile(r"\{\}/(status|health|events|alarms|requests|devices|check)(/|$)"),
+    re.compile(r"/(alarms|requests|devices)/[+#]"),
+)
+# Code outside the protocol package, not counting tests (which spell topics on purpose,
+# as an independent check of what the code publishes).
+SCANNED = ("gateway", "drivers", "central")
+# Files that still spell the contract, waiting for their owner to switch to the
+# protocol package (issue 19: the central distribution's TicketTopics and its
+# documents).  The list may only shrink: a file here that no longer spells anything
+# fails too, so it is taken off when it is fixed.
+NOT_YET = frozenset(
+    {
+        "central/src/community_central/broker.py",
+        "central/src/community_central/cli.py",
+        "central/src/community_central/documents.py",
+        "central/src/community_central/service.py",
+        "central/src/community_central/store.py",
+    }
+)
+
+
+def _strings(source: str) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string and f-string in `source`, docstrings left out."""
+    tree = ast.parse(source)
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            skip.add(id(body[0].value))
+        if isinstance(node, ast.JoinedStr):
+            skip.update(id(v) for v in node.values)
+            text = "".join(
+                v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "{}"
+                for v in node.values
+            )
+            yield node.lineno, text
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            yield node.lineno, node.value
+
+
+def _spelled(source: str) -> list[str]:
+    return [
+        f"{line}: {text[:80]!r}"
+        for line, text in _strings(source)
+        if any(p.search(text) for p in SPELLINGS)
+    ]
+
+
+def _scanned_files() -> Iterator[Path]:
+    for top in SCANNED:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if "tests" not in rel.parts and "build" not in rel.parts:
+                yield path
+
+
+def test_topics_and_schema_names_are_spelled_only_in_the_protocol_package() -> None:
+    found = {}
+    for path in _scanned_files():
+        rel = str(path.relative_to(ROOT))
+        hits = _spelled(path.read_text("utf-8"))
+        if hits or rel in NOT_YET:
+            found[rel] = hits
+    spelled = {f: h for f, h in found.items() if h and f not in NOT_YET}
+    assert spelled == {}, "use community_protocol (topics, names) instead of:\n" + "\n".join(
+        f"{f}:{h}" for f, hits in spelled.items() for h in hits
+    )
+    fixed = sorted(f for f in NOT_YET if f in found and not found[f])
+    gone = sorted(f for f in NOT_YET if f not in found)
+    assert fixed == gone == [], f"take these off NOT_YET: {fixed + gone}"
+
+
+def test_the_spelling_check_sees_each_kind_of_hand_written_topic() -> None:
+    source = '''
+"""Docstrings may say community/v1/{site}/{gateway}/cmd/# and community.alarm."""
+a = "community.alarm"
+b = f"{prefix}/{site}/{gw}/cmd/alarms/{alarm_id}/ack"
+c = f"$share/{group}/{prefix}/+/+/status"
+d = f"{base}/status"
+e = "community/v1"
+f = f"{prefix}/central/tickets/{ticket_id}"
+g = "/kiosk/{kiosk}/status"
+h = f"{every}/alarms/+"
+'''
+    lines = sorted(int(hit.split(":")[0]) for hit in _spelled(source))
+    assert lines == [3, 4, 5, 6, 7, 8, 10]
+
+
+def test_what_a_signature_covers_is_the_documented_lines() -> None:
+    target = signing.signed_target(IDENTITY, CommandPath.alarm_ack("a-1"))
+    assert target == "riverside/gw-1/cmd/alarms/a-1/ack"
+    signed = signing.signed_message(
+        target, "2026-12-06T17:00:00.000Z", "n" * 16, {"by": "李", "a": 1}
+    )
+    assert signed.decode().split("\n") == [
+        "community.cmd.v1",
+        "riverside/gw-1/cmd/alarms/a-1/ack",
+        "2026-12-06T17:00:00.000Z",
+        "n" * 16,
+        '{"a":1,"by":"李"}',
+    ]

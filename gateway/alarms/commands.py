@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from community_protocol.topics import CommandPath
 from gateway.mqtt.commands import Command, CommandFailed, Handler
 
 from .engine import MAX_BY, MAX_NOTE, AlarmEngine, UnknownAlarm
@@ -61,7 +62,7 @@ def alarms_handler(engine: AlarmEngine) -> Handler:
 
     async def handle(cmd: Command) -> tuple[str, Any]:
         if len(cmd.parts) != 3 or cmd.parts[2] != "ack":
-            raise CommandFailed("alarm commands are cmd/alarms/{alarm_id}/ack")
+            raise CommandFailed(f"alarm commands are {CommandPath.ALARM_ACK_FORM}")
         alarm_id = cmd.parts[1]
         request = parse_ack(cmd.args)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from community_protocol.topics import CommandPath
 from gateway.host import Host
 
 from .commands import alarms_handler
@@ -40,5 +41,5 @@ def attach(host: Host) -> AlarmEngine:
     host.add_message_observer(engine.observe)
     host.add_availability_observer(engine.observe_availability)
     host.add_service("alarms", engine.run)
-    host.add_command_route("alarms", alarms_handler(engine))
+    host.add_command_route(CommandPath.ALARMS, alarms_handler(engine))
     return engine

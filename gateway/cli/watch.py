@@ -12,6 +12,9 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from community_protocol.names import SchemaName
+from community_protocol.topics import DEFAULT_PREFIX
+
 __all__ = ["summarise", "watch"]
 
 
@@ -39,15 +42,15 @@ def summarise(topic: str, payload: bytes) -> str:
     loc = device.get("location", {})
     where = "/".join(str(loc[k]) for k in ("building", "floor", "unit") if loc.get(k) is not None)
     dev = f"{device.get('id', '?')} [{where}]"
-    if name == "community.event":
+    if name == SchemaName.EVENT:
         event = doc.get("event", {})
         data = json.dumps(event.get("data", {}), ensure_ascii=False) if event.get("data") else ""
         return f"EVENT  #{doc.get('seq')} {event.get('type')} {dev} {data}".rstrip()
-    if name == "community.telemetry":
+    if name == SchemaName.TELEMETRY:
         return f"value  #{doc.get('seq')} {dev} {_values(doc)}"
-    if name == "community.status":
+    if name == SchemaName.STATUS:
         return f"STATUS {doc.get('gateway')} {doc.get('state')} session={doc.get('session')} {doc.get('reason', '')}".rstrip()
-    if name == "community.alarm":
+    if name == SchemaName.ALARM:
         ack = doc.get("ack") or {}
         by = f" ack by {ack.get('by')}" if ack.get("by") else ""
         return (
@@ -55,21 +58,21 @@ def summarise(topic: str, payload: bytes) -> str:
             f"{doc.get('state')} {dev} {doc.get('cause')} x{doc.get('count')} "
             f"escalation={doc.get('escalation')}{by}"
         )
-    if name == "community.ticket":
+    if name == SchemaName.TICKET:
         alarm = doc.get("alarm", {}) if isinstance(doc.get("alarm"), dict) else {}
         by = f" by {doc.get('acknowledged_by')}" if doc.get("acknowledged_by") else ""
         return (
             f"TICKET {doc.get('ticket_id')} {doc.get('state')}{by} team={doc.get('team')} "
             f"alarm={alarm.get('gateway')}/{alarm.get('alarm_id')} ({alarm.get('type')})"
         )
-    if name == "community.service_request":
+    if name == SchemaName.SERVICE_REQUEST:
         return (
             f"REQUEST {doc.get('code')} {doc.get('category')} from kiosk {doc.get('kiosk')}"
             f" flat={doc.get('flat') or '-'}"
         )
-    if name == "community.availability":
+    if name == SchemaName.AVAILABILITY:
         return f"avail  {dev} {doc.get('state')} {doc.get('reason', '')}".rstrip()
-    if name == "community.health":
+    if name == SchemaName.HEALTH:
         box = doc.get("outbox", {})
         pub = doc.get("publish", {})
         return (
@@ -81,7 +84,7 @@ def summarise(topic: str, payload: bytes) -> str:
 
 @click.command()
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
-@click.option("--topic", default="community/v1/#", show_default=True, help="Topic filter.")
+@click.option("--topic", default=f"{DEFAULT_PREFIX}/#", show_default=True, help="Topic filter.")
 @click.option("--seconds", type=float, default=None, help="Stop after this long.")
 @click.option("--raw", is_flag=True, help="Print topic and payload as received.")
 def watch(broker_url: str, topic: str, seconds: float | None, raw: bool) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from community_protocol.topics import DEFAULT_PREFIX
 from gateway.alarms.settings import AlarmsConfig
 from gateway.notify.settings import NotifyConfig
 from gateway.sdk.clock import ClockCheck
@@ -94,7 +95,7 @@ class BrokerConfig(_Strict):
     password: SecretRef | None = None
     tls: TlsConfig | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
-    topic_prefix: str = "community/v1"
+    topic_prefix: str = DEFAULT_PREFIX
     max_inflight: int = Field(100, ge=1, le=1000)
     reconnect: ReconnectConfig = ReconnectConfig()
     # How long the broker keeps this gateway's session (and the commands sent to it)

@@ -308,7 +308,7 @@ def _skipped_after(failed: str, cfg: BrokerConfig) -> list[CheckResult]:
 
 def _read_back(session: _Session, topics: Topics) -> CheckResult:
     name = "publish and read back"
-    topic = f"{topics.base}/check/{uuid.uuid4().hex}"
+    topic = topics.check(uuid.uuid4().hex)
     session.client.subscribe(topic, qos=1)
     if not session.pump_until(lambda: session.granted is not None):
         return _fail(name, f"no answer to SUBSCRIBE {topic}")
@@ -330,7 +330,7 @@ def _read_back(session: _Session, topics: Topics) -> CheckResult:
         )
     if session.payload != payload:
         return _fail(name, f"a different message came back on {topic}")
-    return _ok(name, f"a QoS 1 message on {topics.base}/check/… came back")
+    return _ok(name, f"a QoS 1 message on {topics.check('…')} came back")
 
 
 # ---- serial ports and devices -----------------------------------------------------------

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from community_protocol.names import SchemaName, schema_ref
-from community_protocol.topics import Topics
+from community_protocol.topics import CommandPath, Topics
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
@@ -276,7 +276,7 @@ class Gateway(Hooks):
 
     async def _cmd_device(self, cmd: Command) -> tuple[str, Any]:
         if len(cmd.parts) != 3:
-            raise CommandFailed("device commands are cmd/devices/{device}/{command}")
+            raise CommandFailed(f"device commands are {CommandPath.DEVICE_FORM}")
         _, device_id, name = cmd.parts
         try:
             spec = self.loaded.device(device_id)
@@ -396,8 +396,8 @@ class Gateway(Hooks):
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, or until a worker thread dies (then `failure` says which)."""
         self._loop = asyncio.get_running_loop()
-        self.router.register("ping", self._cmd_ping)
-        self.router.register("devices", self._cmd_device)
+        self.router.register(CommandPath.PING, self._cmd_ping)
+        self.router.register(CommandPath.DEVICES, self._cmd_device)
         with ThreadDeaths(partial(self._thread_died, stop), stopping=stop.is_set):
             await self._run(stop)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from community_protocol.topics import Topics
+from community_protocol.topics import ANY, DEFAULT_PREFIX, CentralTopics, CommandPath, Topics
 from gateway.sdk.model import Identity
 from gateway.sdk.problems import Problem, YamlSyntaxError
 from gateway.sdk.yamlsource import load_located
@@ -43,8 +43,6 @@ __all__ = [
     "service_rules",
 ]
 
-DEFAULT_PREFIX = "community/v1"
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -58,32 +56,34 @@ def gateway_rules(prefix: str, site: str, gateway: str) -> list[Rule]:
     """Everything one gateway may do; nothing outside its own subtree."""
     t = Topics(prefix, Identity(site, gateway))
     return [
-        Rule("write", f"{t.base}/#"),
+        Rule("write", t.everything),
         Rule("read", t.commands),
         Rule("read", t.status),  # its own retained status: a late last will is repaired
-        Rule("read", f"{t.base}/check/#"),  # `gateway check` publishes and reads back here
+        Rule("read", t.check("#")),  # `gateway check` publishes and reads back here
     ]
 
 
 def _tickets(prefix: str) -> list[Rule]:
-    every = f"{prefix}/+/+"
+    every = Topics.fleet(prefix)
+    ack = CommandPath.alarm_ack(ANY)
     return [
-        Rule("read", f"{every}/alarms/+"),
-        Rule("read", f"{every}/status"),
-        Rule("read", f"{every}/reply/central/#"),  # MQTT 5 response topics (TicketTopics)
-        Rule("read", f"{every}/reply/alarms/+/ack"),  # replies of MQTT 3.1.1 gateways
-        Rule("write", f"{every}/cmd/alarms/+/ack"),
-        Rule("write", f"{prefix}/central/tickets/+"),
+        Rule("read", every.alarm(ANY)),
+        Rule("read", every.status),
+        Rule("read", every.central_reply("#")),  # MQTT 5 response topics (CentralTopics)
+        Rule("read", every.reply(ack)),  # replies of MQTT 3.1.1 gateways
+        Rule("write", every.command(ack)),
+        Rule("write", CentralTopics.ticket_topic(prefix, ANY)),
     ]
 
 
 def _requests(prefix: str) -> list[Rule]:
-    every = f"{prefix}/+/+"
+    every = Topics.fleet(prefix)
+    status = CommandPath.request_status(ANY)
     return [
-        Rule("read", f"{every}/requests/+"),
-        Rule("read", f"{every}/reply/central/#"),
-        Rule("read", f"{every}/reply/requests/+/status"),
-        Rule("write", f"{every}/cmd/requests/+/status"),
+        Rule("read", every.request(ANY)),
+        Rule("read", every.central_reply("#")),
+        Rule("read", every.reply(status)),
+        Rule("write", every.command(status)),
     ]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from community_protocol.topics import DEFAULT_PREFIX
+
 from .acl import ROLES, FleetError, load_fleet, render_emqx, render_mosquitto
 from .identity import check_service_name
 
@@ -39,7 +41,7 @@ def security() -> None:
     help="Broker name of the service answering kiosk requests (repeatable).",
 )
 @click.option(
-    "--prefix", default=None, help="Topic prefix [default: the inventory's, or community/v1]."
+    "--prefix", default=None, help=f"Topic prefix [default: the inventory's, or {DEFAULT_PREFIX}]."
 )
 @click.option(
     "--format",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -41,6 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from community_protocol.signing import signed_message, signed_target
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import Identity, format_ts
 
@@ -56,7 +56,6 @@ __all__ = [
     "signed_message",
 ]
 
-DOMAIN = "community.cmd.v1"
 # Families whose commands must be signed when the gateway trusts any key: the ones a
 # stolen broker account could use to silence alarms or mislead residents.
 DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
@@ -69,12 +68,6 @@ def key_id(public: Ed25519PublicKey) -> str:
     """The id of a public key: first 16 hex digits of SHA-256 of its 32 raw bytes."""
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def signed_message(target: str, issued_at: str, nonce: str, fields: Mapping[str, Any]) -> bytes:
-    """The bytes a signature covers; `target` is `{site}/{gateway}/cmd/{path}`."""
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "\n".join((DOMAIN, target, issued_at, nonce, body)).encode()
 
 
 def _read_pem(path: Path) -> bytes:
@@ -150,7 +143,7 @@ class CommandSigner:
         """`fields` plus an `auth` object for the command `path` to that gateway."""
         issued_at = format_ts(now or datetime.now(UTC))
         nonce = secrets.token_urlsafe(18)
-        target = f"{identity.site}/{identity.gateway}/cmd/{path}"
+        target = signed_target(identity, path)
         sig = self._key.sign(signed_message(target, issued_at, nonce, fields))
         auth = {
             "key_id": self.key_id,
@@ -255,7 +248,7 @@ class CommandVerifier:
             raw_sig = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
         except (binascii.Error, ValueError):
             raw_sig = b""
-        target = f"{self.identity.site}/{self.identity.gateway}/cmd/{cmd.path}"
+        target = signed_target(self.identity, cmd.path)
         try:
             key.verify(raw_sig, signed_message(target, str(issued), nonce, cmd.signed or {}))
         except InvalidSignature:

@@ -31,7 +31,7 @@ from typing import Any
 
 from community_protocol.enums import RequestCategory
 from community_protocol.names import SchemaName, schema_ref
-from community_protocol.topics import Topics
+from community_protocol.topics import CommandPath, Topics
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import ClockState, Identity, Priority, format_ts
 from gateway.storage.outbox import Outbox, OutboxItem
@@ -397,7 +397,7 @@ class RequestStore(SqliteStore):
     async def command(self, cmd: Command) -> tuple[str, Any]:
         """The `requests/{code}/status` command of the platform: record a status update."""
         if len(cmd.parts) != 3 or cmd.parts[2] != "status":
-            raise CommandFailed("request commands are cmd/requests/{code}/status")
+            raise CommandFailed(f"request commands are {CommandPath.REQUEST_STATUS_FORM}")
         code = cmd.parts[1]
         if normalise_code(code) != code:
             raise CommandFailed(f"{code!r} is not a request code")

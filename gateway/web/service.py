@@ -13,6 +13,7 @@ import ssl
 
 from aiohttp import web
 
+from community_protocol.topics import CommandPath
 from gateway.alarms.engine import AlarmEngine
 from gateway.host import Host
 from gateway.web.guard import (
@@ -159,6 +160,6 @@ def attach(host: Host, alarms: AlarmEngine) -> WebService:
     svc = WebService(host, alarms)
     host.add_message_observer(svc.live.on_message)
     host.add_availability_observer(svc.live.on_availability)
-    host.add_command_route("requests", svc.store.command)
+    host.add_command_route(CommandPath.REQUESTS, svc.store.command)
     host.add_service("web", svc.run)
     return svc

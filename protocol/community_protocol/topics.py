@@ -47,10 +47,10 @@ class CommandPath:
     ALARMS = "alarms"
     DEVICES = "devices"
     REQUESTS = "requests"
-    # The shapes of each family, for error messages and docs.
-    ALARM_ACK_FORM = "alarms/{alarm_id}/ack"
-    REQUEST_STATUS_FORM = "requests/{code}/status"
-    DEVICE_FORM = "devices/{device}/{command}"
+    # The shapes of each family, as error messages show them.
+    ALARM_ACK_FORM = "cmd/alarms/{alarm_id}/ack"
+    REQUEST_STATUS_FORM = "cmd/requests/{code}/status"
+    DEVICE_FORM = "cmd/devices/{device}/{command}"
 
     @staticmethod
     def alarm_ack(alarm_id: str) -> str:
@@ -212,7 +212,12 @@ class CentralTopics:
         return self.gateway(site, gateway).central_reply(self.client_id)
 
     def ticket(self, ticket_id: str) -> str:
-        return f"{self.prefix}/central/tickets/{ticket_id}"
+        return self.ticket_topic(self.prefix, ticket_id)
+
+    @staticmethod
+    def ticket_topic(prefix: str, ticket_id: str) -> str:
+        """A ticket's retained state (ticket.json), outside every gateway's subtree."""
+        return f"{prefix}/central/tickets/{ticket_id}"
 
     def ack_command(self, site: str, gateway: str, alarm_id: str) -> str:
         return self.gateway(site, gateway).command(CommandPath.alarm_ack(alarm_id))
