@@ -2,7 +2,10 @@
 
 Everything runs on this machine against a Mosquitto started here: the broker, the
 gateway process and the subscriber share the cores, as they share them in the
-baseline, so the ratio is fair.
+baseline, so the ratio is fair.  The gateway runs with the shipped outbox defaults
+(`shipped_outbox`), not the short linger the tests use.  "Sustained" is the highest
+offered rate at which every message given a seq in the timed window reaches the
+subscriber, none is dropped and the backlog stays flat.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
-from tests.peers import Mosquitto
+from tests.peers import Mosquitto, wait_for
 
 PAYLOAD = b"x" * 200
 
@@ -87,47 +92,108 @@ def _rss_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def _offer(work: Path, broker: Mosquitto, offered: float, seconds: float) -> tuple[float, int]:
-    """Run the gateway with `offered` msg/s of telemetry; (received msg/s, final outbox depth)."""
+def shipped_outbox(config: Path, **tuned: Any) -> Path:
+    """Rewrite a test config's outbox section to the shipped defaults (plus `tuned`).
+
+    tests.harness.write_config shortens the commit linger for tests; a benchmark must
+    measure what an installed gateway runs with.
+    """
+    doc = yaml.safe_load(config.read_text())
+    doc["outbox"] = {"path": doc["outbox"]["path"], **tuned}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return config
+
+
+@dataclass
+class Step:
+    """One offered rate: what the subscriber got and whether the gateway kept up."""
+
+    offered: float
+    received: float
+    missing: int  # seqs given during the window that never reached the subscriber
+    dropped: int  # dropped_telemetry growth during the window
+    depth_growth: int  # outbox depth at the end minus at the start
+
+    @property
+    def kept_up(self) -> bool:
+        # Every message of the window received, none dropped, the backlog flat (a
+        # quarter of a second of messages: one commit and one in-flight window).
+        return (
+            self.missing == 0
+            and self.dropped == 0
+            and self.depth_growth <= max(50, self.offered / 4)
+            and self.received >= 0.98 * self.offered  # the drivers did offer it
+        )
+
+
+class SeqCounter(Subscriber):
+    """Keeps the seqs of telemetry received (not the messages: bounded memory)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.seqs: set[int] = set()
+        self.client.on_message = self._keep
+
+    def _keep(self, _c: Any, _u: Any, msg: Any) -> None:
+        self.seqs.add(json.loads(msg.payload)["seq"])
+
+
+def _health(sub: Subscriber) -> dict[str, Any]:
+    doc: dict[str, Any] = sub.snapshot()[-1].json()["outbox"]
+    return doc
+
+
+def _offer(work: Path, broker: Mosquitto, offered: float, seconds: float) -> Step:
+    """Run the gateway (shipped defaults) with `offered` msg/s of telemetry for a window."""
     n = 100
-    config = write_config(
-        work / f"rate-{offered:.0f}" / "gw.yaml", broker.url, _meters(n, offered / n)
+    config = shipped_outbox(
+        write_config(work / f"rate-{offered:.0f}" / "gw.yaml", broker.url, _meters(n, offered / n))
     )
-    sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
+    sub = SeqCounter(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
     health = Subscriber(broker.port, f"{topic_base(config)}/health").start()
     gw = GatewayProc(config).start()
     try:
-        sub.wait(lambda ms: len(ms) > offered, timeout=30)
+        wait_for(lambda: len(sub.seqs) > offered and health.snapshot(), timeout=30)
         time.sleep(1)
-        n0, t0 = len(sub.snapshot()), time.monotonic()
+        h0, seq0, t0 = _health(health), max(sub.seqs), time.monotonic()
+        n0 = len(sub.seqs)
         time.sleep(seconds)
-        rate = (len(sub.snapshot()) - n0) / (time.monotonic() - t0)
-        depth = health.snapshot()[-1].json()["outbox"]["depth"]
+        h1, seq1, n1 = _health(health), max(sub.seqs), len(sub.seqs)
+        rate = (n1 - n0) / (time.monotonic() - t0)
+        # Whatever was given a seq in the window must arrive (at least once) soon after.
+        wait_for(lambda: all(s in sub.seqs for s in range(seq0, seq1 + 1)), timeout=3)
+        missing = sum(1 for s in range(seq0, seq1 + 1) if s not in sub.seqs)
     finally:
         gw.terminate()
         sub.stop()
         health.stop()
-    return rate, depth
+    return Step(
+        offered,
+        rate,
+        missing,
+        h1["dropped_telemetry"] - h0["dropped_telemetry"],
+        h1["depth"] - h0["depth"],
+    )
 
 
 def gateway_rate(work: Path, broker: Mosquitto, seconds: float, base: float) -> tuple[float, float]:
-    """The highest offered rate the gateway keeps up with: (offered, received) msg/s.
+    """The highest offered rate the gateway sustains: (offered, received) msg/s.
 
-    Keeping up means the subscriber receives at least 95% of what the drivers offer and
-    the outbox does not grow beyond half a second of messages. Offering more than that
-    only measures a growing backlog, which is not a sustained rate.
+    Sustained means every message of the window reaches the subscriber, none is
+    dropped, and the outbox backlog stays flat.  Offering more than that measures a
+    growing backlog (the saturation point), not a sustained rate.
     """
     best = (0.0, 0.0)
     for fraction in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        offered = base * fraction
-        rate, depth = _offer(work, broker, offered, seconds)
-        kept_up = rate >= 0.95 * offered and depth < offered / 2
+        step = _offer(work, broker, base * fraction, seconds)
         print(
-            f"    offered {offered:6.0f} msg/s: received {rate:6.0f} msg/s, outbox depth {depth:6d}  {'kept up' if kept_up else 'fell behind'}"
+            f"    offered {step.offered:6.0f} msg/s: received {step.received:6.0f} msg/s,"
+            f" missing {step.missing}, dropped {step.dropped}, backlog {step.depth_growth:+d}"
+            f"  {'kept up' if step.kept_up else 'fell behind'}"
         )
-        if not kept_up:
+        if not step.kept_up:
             break
-        best = (offered, rate)
+        best = (step.offered, step.received)
     return best
 
 
@@ -137,7 +203,7 @@ def alarm_latency(
     """Event created (its `ts`) to subscriber received, in ms, while telemetry flows."""
     n_meters = 50
     devices = _meters(n_meters, telemetry_rate / n_meters) + _alarms(10, 1.0)
-    config = write_config(work / "latency" / "gw.yaml", broker.url, devices)
+    config = shipped_outbox(write_config(work / "latency" / "gw.yaml", broker.url, devices))
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/events").start()
     gw = GatewayProc(config).start()
     try:
@@ -221,7 +287,7 @@ def peak_rss(work: Path, broker: Mosquitto, seconds: float) -> tuple[int, int]:
                 "driver": {"type": "simulated", "events": [{"type": "elderly.sos", "every_s": 20}]},
             }
         )
-    config = write_config(work / "rss" / "gw.yaml", broker.url, devices)
+    config = shipped_outbox(write_config(work / "rss" / "gw.yaml", broker.url, devices))
     gw = GatewayProc(config).start()
     assert gw.proc is not None
     try:
@@ -252,11 +318,14 @@ def main() -> dict[str, Any]:
             print(f"(1) baseline paho QoS 1 publish loop:      {base:8.0f} msg/s")
             print("(2) gateway end to end, simulated drivers -> outbox -> broker -> subscriber:")
             offered, rate = gateway_rate(work, broker, args.seconds / 2, base)
-            print(f"    sustained: {rate:8.0f} msg/s  = {rate / base:.0%} of (1)  [target >= 50%]")
+            print(
+                f"    sustained (shipped defaults): {rate:6.0f} msg/s = {rate / base:.0%} of (1)"
+                "  [target >= 80%]"
+            )
             lat = alarm_latency(work, broker, rate / 2, args.seconds)
             p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
             print(
-                f"(3) alarm latency at {rate / 2:.0f} msg/s telemetry: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms  [target p99 < 50 ms]"
+                f"(3) alarm latency at {rate / 2:.0f} msg/s telemetry: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms  [target p99 < 10 ms]"
             )
             rss, hwm = peak_rss(work, broker, args.seconds)
             print(

@@ -1,0 +1,273 @@
+"""Efficiency benchmark: disk writes per telemetry message, and the age of fresh data.
+
+Both runs use a real `gateway run` process with the SHIPPED outbox defaults (nothing in
+the `outbox:` section but its path), a Mosquitto started here and a subscriber; a
+setting passed with `--outbox KEY=VALUE` is applied to both and every line then says
+"tuned".
+
+(W) Writes at the demo's load: `config/demo.yaml` (7 flats' meters every 5 s, about 3
+    telemetry messages a second, doors, alarms, the web console), its state in a folder
+    on this machine's disk.  Figure: the gateway process's `write_bytes` from
+    /proc/PID/io over `--demo-s` seconds (what the kernel was asked to write to the
+    storage device, page by page) divided by the telemetry messages the subscriber
+    received meanwhile.  Baseline (same run): the size of those messages (topic and
+    payload), the least any store must write to keep them.
+(A) Data age at a 1 s poll: 32 Modbus TCP meters (eastron_sdm630, 20 float32 values
+    each), each its own endpoint on a pymodbus server in a child process.  Age = the
+    subscriber's receipt (wall clock) minus the message's `ts` (taken when the reading
+    was made; millisecond resolution), p50 and p99 over `--age-s` seconds; values per
+    CPU-second = values received / the gateway process's CPU time (user + system).
+    Baseline (same run): a paho QoS 1 publish of a message of the same size to the
+    same subscriber, stamped just before the publish: the age an ideal gateway adds.
+
+    python -m scripts.bench_efficiency [--demo-s 60] [--age-s 30] [--outbox KEY=VALUE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from scripts.bench_core import pct
+from scripts.bench_storage import SERVER, _listening
+from tests.harness import GATEWAY, Subscriber, topic_base, write_config
+from tests.peers import Mosquitto, free_port, wait_for
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """The counters of /proc/PID/io (bytes and calls)."""
+    text = Path(f"/proc/{pid}/io").read_text(encoding="ascii")
+    return {k: int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _ts(doc: dict[str, Any]) -> float:
+    return datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
+
+
+class AgeSubscriber(Subscriber):
+    """Keeps (age in ms, values) per telemetry message only: bounded by the run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ages: list[float] = []
+        self.values = 0
+        self.bytes = 0
+        self.client.on_message = self._keep
+
+    def _keep(self, _c: Any, _u: Any, msg: Any) -> None:
+        now = time.time()
+        doc = json.loads(msg.payload)
+        self.ages.append((now - _ts(doc)) * 1000)
+        self.values += len(doc.get("values", {}))
+        self.bytes += len(msg.payload) + len(msg.topic)
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.ages), self.values, self.bytes
+
+
+def _outbox_overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def _label(tuned: dict[str, Any]) -> str:
+    if not tuned:
+        return "shipped defaults"
+    return "TUNED " + ", ".join(f"{k}={v}" for k, v in tuned.items())
+
+
+def demo_writes(
+    work: Path, broker: Mosquitto, seconds: float, tuned: dict[str, Any]
+) -> dict[str, Any]:
+    """(W): write_bytes per telemetry message of `gateway run` on the demo config."""
+    doc = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    work.mkdir(parents=True)
+    doc["broker"].update(url=broker.url, topic_prefix="bench-demo/v1")
+    doc["outbox"] = {"path": str(work / "outbox.db"), **tuned}
+    doc["gateway"]["state_dir"] = str(work)
+    doc["web"].update(port=free_port(), staff_file=str(work / "staff.json"))
+    config = work / "demo.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    sub = AgeSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
+    log = open(work / "gateway.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([GATEWAY, "run", "-c", str(config)], stdout=log, stderr=log)
+    try:
+        # Past start-up (schema creation, the first checkpoint): the steady state.
+        wait_for(lambda: len(sub.ages) >= 20, timeout=30)
+        n0, _, b0 = sub.mark()
+        io0, t0 = proc_io(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        n1, _, b1 = sub.mark()
+        io1, t1 = proc_io(proc.pid), time.monotonic()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        sub.stop()
+    messages = max(n1 - n0, 1)
+    written = io1["write_bytes"] - io0["write_bytes"]
+    hours = (t1 - t0) / 3600
+    return {
+        "telemetry": n1 - n0,
+        "rate": (n1 - n0) / (t1 - t0),
+        "write_bytes": written,
+        "per_message": written / messages,
+        "message_bytes": (b1 - b0) / messages,
+        "per_day_mb": written / hours * 24 / 1e6,
+        "syscw": io1["syscw"] - io0["syscw"],
+    }
+
+
+def _meters(port: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"meter-{u:02d}",
+            "kind": "meter",
+            "location": {"building": "1", "floor": 1, "unit": f"{u:02d}"},
+            "driver": {
+                "type": "modbus",
+                "bus": {"host": f"127.0.0.{u + 1}", "port": port, "timeout_s": 0.5},
+                "unit_id": u,
+                "profile": "eastron_sdm630",
+                "poll_interval_s": 1.0,
+            },
+        }
+        for u in range(1, 33)
+    ]
+
+
+def data_age(
+    work: Path, broker: Mosquitto, seconds: float, tuned: dict[str, Any]
+) -> dict[str, Any]:
+    """(A): age at the subscriber and values per CPU-second, 32 meters at a 1 s poll."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    try:
+        wait_for(lambda: _listening("127.0.0.33", port), timeout=20)
+        config = write_config(work / "gw.yaml", broker.url, _meters(port))
+        doc = yaml.safe_load(config.read_text())
+        doc["outbox"] = {"path": doc["outbox"]["path"], **tuned}  # shipped linger
+        doc["health"] = {"interval_s": 60}
+        config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        sub = AgeSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
+        log = open(work / "gateway.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen([GATEWAY, "run", "-c", str(config)], stdout=log, stderr=log)
+        try:
+            wait_for(lambda: len(sub.ages) >= 32 * 3, timeout=30)
+            n0, v0, _ = sub.mark()
+            c0, t0 = cpu_s(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            n1, v1, _ = sub.mark()
+            c1, t1 = cpu_s(proc.pid), time.monotonic()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+            sub.stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    ages = sub.ages[n0:n1]
+    return {
+        "messages": n1 - n0,
+        "age_p50_ms": pct(ages, 0.5),
+        "age_p99_ms": pct(ages, 0.99),
+        "values_per_s": (v1 - v0) / (t1 - t0),
+        "values_per_cpu_s": (v1 - v0) / max(c1 - c0, 1e-9),
+        "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+    }
+
+
+def paho_age(broker: Mosquitto, n: int, size: int) -> list[float]:
+    """Baseline: publish → subscriber age of plain paho QoS 1, one message at a time."""
+    sub = AgeSubscriber(broker.port, "bench/age/#").start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-age", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        for i in range(n):
+            body = json.dumps(
+                {"ts": datetime.now().astimezone().isoformat(timespec="microseconds")}
+            )
+            pub.publish(f"bench/age/{i}", body.ljust(size).encode(), qos=1)
+            wait_for(lambda i=i: len(sub.ages) > i, timeout=5, interval=0.001)
+            time.sleep(0.01)  # one at a time, like readings of an idle gateway
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        sub.stop()
+    return sub.ages
+
+
+def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--demo-s", type=float, default=60)
+    parser.add_argument("--age-s", type=float, default=30)
+    parser.add_argument("--outbox", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--skip", action="append", default=[], choices=["writes", "age"])
+    args = parser.parse_args()
+    tuned = _outbox_overrides(args.outbox)
+    label = _label(tuned)
+    result: dict[str, Any] = {"settings": label}
+    # On this machine's disk, not a tmpfs: a tmpfs makes no block I/O to count.
+    with tempfile.TemporaryDirectory(prefix="gw-bench-eff-", dir=ROOT) as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "broker", persistence=False)
+        broker.start()
+        try:
+            if "writes" not in args.skip:
+                w = demo_writes(work / "demo", broker, args.demo_s, tuned)
+                print(
+                    f"(W) disk writes at the demo's load ({w['rate']:.1f} telemetry msg/s, {label}):"
+                    f" {w['per_message']:.0f} B per telemetry message"
+                    f"  (baseline: the message itself {w['message_bytes']:.0f} B;"
+                    f" {w['per_day_mb']:.0f} MB a day)  [target < 1024 B]"
+                )
+                result["writes"] = w
+            if "age" not in args.skip:
+                a = data_age(work / "age", broker, args.age_s, tuned)
+                base = paho_age(broker, 200, 600)
+                print(
+                    f"(A) data age, 32 Modbus TCP meters at a 1 s poll ({label}):"
+                    f" p50 {a['age_p50_ms']:.1f} ms, p99 {a['age_p99_ms']:.1f} ms,"
+                    f" {a['values_per_cpu_s']:.0f} values per CPU-second ({a['cpu_pct']:.1f} % CPU)"
+                    f"  (baseline paho QoS 1 publish: p50 {pct(base, 0.5):.1f} ms,"
+                    f" p99 {pct(base, 0.99):.1f} ms)  [target p50 < 10 ms]"
+                )
+                result["age"] = {**a, "paho_p50_ms": pct(base, 0.5), "paho_p99_ms": pct(base, 0.99)}
+        finally:
+            broker.kill()
+    print(json.dumps(result, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None  # paho's loop threads end noisily at exit
+    main()
