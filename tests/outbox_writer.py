@@ -51,6 +51,7 @@ def _open(db: Path, interval_ms: int) -> Outbox:
         commit_interval_ms=interval_ms,
         sync=SyncMode.FULL,
         consumers=[Consumer(CONSUMER)],
+        quiet_ms=interval_ms,  # a fixed linger: the puts of each step form one batch
     )
     outbox.open()
     return outbox

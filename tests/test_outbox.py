@@ -54,6 +54,7 @@ class Opener:
         max_messages: int = 10_000,
         commit_interval_ms: int = 0,
         sync: SyncMode = SyncMode.FULL,
+        quiet_ms: float | None = None,
     ) -> Outbox:
         outbox = Outbox(
             self.path,
@@ -62,6 +63,7 @@ class Opener:
             sync=sync,
             consumers=consumers,
             on_storage_fault=self.on_storage_fault,
+            **({} if quiet_ms is None else {"quiet_ms": quiet_ms}),
         )
         outbox.open()
         self.opened.append(outbox)
@@ -242,11 +244,20 @@ def test_group_commit_batches_telemetry_and_events_do_not_wait(opener: Opener) -
     assert stats.bytes_written_per_hour > 0
     outbox.close()
 
-    slow = opener(commit_interval_ms=500)
+    # A lone reading does not wait for company that is not coming: data stays fresh.
+    idle = opener(commit_interval_ms=500)
+    started = time.perf_counter()
+    idle.put(item()).result(timeout=10)
+    assert time.perf_counter() - started < 0.25  # far from the 500 ms bound
+    idle.close()
+
+    # A writer told to wait for company (quiet_ms: the old fixed linger) lingers, and an
+    # event still commits at once, taking the waiting telemetry along.
+    slow = opener(commit_interval_ms=500, quiet_ms=500)
     started = time.perf_counter()
     slow.put(item()).result(timeout=10)
     lingered = time.perf_counter() - started
-    assert lingered >= 0.45  # telemetry alone waits for company, saving SD-card writes
+    assert lingered >= 0.45
 
     telemetry = slow.put(item())  # the writer is now lingering on this one
     time.sleep(0.05)
@@ -258,8 +269,26 @@ def test_group_commit_batches_telemetry_and_events_do_not_wait(opener: Opener) -
     assert telemetry.done()  # the event's commit took the waiting telemetry along
 
 
+def test_acks_ride_along_with_the_next_commit_and_alone_wait(opener: Opener) -> None:
+    outbox = opener()
+    put_all(outbox, [item()])
+    assert outbox.stats().commits_total == 1
+    rows = read_all(outbox)
+    outbox.ack("mqtt", [r.id for r in rows])
+    time.sleep(0.1)  # an ack alone is not worth an fsync of its own yet
+    assert (outbox.stats().commits_total, outbox.stats().depth) == (1, 1)
+    put_all(outbox, [item()])  # the next message's commit carries the ack
+    assert (outbox.stats().commits_total, outbox.stats().depth) == (2, 1)
+    outbox.ack("mqtt", [r.id for r in read_all(outbox)])
+    # Without a message to ride along with, the ack is committed after ACK_DELAY_S.
+    assert wait_for(lambda: outbox.stats().depth == 0, timeout=5)
+    assert outbox.stats().commits_total == 3
+    outbox.close()  # nothing queued is lost at close either
+    assert opener().stats().depth == 0
+
+
 def test_a_failing_payload_builder_fails_only_its_own_message(opener: Opener) -> None:
-    outbox = opener(commit_interval_ms=200)  # the three puts land in one batch
+    outbox = opener(commit_interval_ms=200, quiet_ms=200)  # the three puts land in one batch
 
     def broken(seq: int) -> bytes:
         raise ValueError("cannot encode")
@@ -391,7 +420,7 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_rows(opener: Opener) -> No
 
 
 def test_offer_does_not_wait_for_the_commit_and_sheds_with_a_seq_gap(opener: Opener) -> None:
-    outbox = opener(commit_interval_ms=300)
+    outbox = opener(commit_interval_ms=300, quiet_ms=300)  # the writer lingers
     outbox.max_queued = 5
     started = time.perf_counter()
     assert all(outbox.offer(item(name=str(n))) for n in range(5))

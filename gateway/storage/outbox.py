@@ -8,9 +8,11 @@ has acknowledged it.  Delivery is at-least-once: what was not acknowledged is re
 again after a restart.
 
 One writer thread owns the write connection (`outbox_writer`) and commits what is
-queued in groups (`outbox_batch`): telemetry lingers up to `commit_interval_ms` to
-gather more (fewer writes to the SD card); an event, or a `meta_increment`, commits at
-once (alarm latency).  Readers are `outbox_reader`; a damaged file is rebuilt
+queued in groups (`outbox_batch`), adapting to the load: telemetry waits for company
+only while more keeps arriving (within `quiet_ms` of the last), for at most
+`commit_interval_ms`, so a lone reading commits at once and a burst shares one commit
+(fewer writes to the SD card); an event, or a `meta_increment`, commits at once (alarm
+latency); acknowledgements ride along with the next commit.  Readers are `outbox_reader`; a damaged file is rebuilt
 (`outbox_recovery`); a full disk sheds telemetry and keeps events (`outbox_room`).
 
 `seq` is per gateway and strictly increasing: the next value is stored in the same
@@ -51,6 +53,7 @@ from typing import Any
 from gateway.sdk.model import Priority
 from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room
+from gateway.storage.outbox_batch import QUIET_MS
 from gateway.storage.outbox_memory import Unstored
 from gateway.storage.outbox_reader import OutboxReader
 from gateway.storage.outbox_types import (
@@ -108,6 +111,7 @@ class Outbox:
         max_queued: int = MAX_QUEUED,
         on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None = None,
         reserve_bytes: int = RESERVE_BYTES,
+        quiet_ms: float = QUIET_MS,
     ) -> None:
         names = [c.name for c in consumers]
         if not consumers or len(set(names)) != len(names):
@@ -119,6 +123,7 @@ class Outbox:
         self.path = path
         self.max_messages = max_messages
         self.commit_interval_ms = commit_interval_ms
+        self.quiet_ms = quiet_ms
         self.sync = sync
         self.consumers = tuple(consumers)
         self.max_queued = max_queued

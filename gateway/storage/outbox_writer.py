@@ -1,9 +1,7 @@
 """The outbox's writer thread: it owns the write connection and commits in groups.
 
 It waits for the first queued request, takes everything queued behind it, and commits
-the lot as one transaction.  A batch of telemetry only lingers up to
-`commit_interval_ms` to gather more (fewer writes to the SD card); an event, or a
-`meta_increment`, commits at once (alarm latency).  After each commit it publishes a
+the lot as one transaction, by the commit policy of `outbox_batch`.  After each commit it publishes a
 `Snapshot` of its counters, read lock-free by `Outbox.stats`.
 
 A damaged file is rebuilt under it (`outbox_recovery`); on a full disk it sheds
@@ -67,6 +65,7 @@ class Settings(Protocol):
     path: Path
     max_messages: int
     commit_interval_ms: int
+    quiet_ms: float
     sync: SyncMode
     consumers: tuple[Consumer, ...]
     # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
@@ -194,7 +193,9 @@ class Writer:
         first = self._next_request()
         if first is STOP:
             return [], True
-        return gather(self.handoff.queue, first, self.cfg.commit_interval_ms / 1000)
+        return gather(
+            self.handoff.queue, first, self.cfg.commit_interval_ms / 1000, self.cfg.quiet_ms / 1000
+        )
 
     def _next_request(self) -> Request | None:
         """Block for the next request; while `lowest_seq` is stale, refresh it when idle."""
