@@ -1,7 +1,9 @@
 """The MQTT side: the uplink to the broker, commands and their replies.
 
-Lives here: `uplink` (publishes the outbox, subscribes to commands, reconnects),
-`client` (the paho adapter), `commands` (the command router).  The contract itself
+Lives here: `uplink` (publishes the outbox, subscribes to commands, reconnects), with
+`connect` (one connection), `sessions` (session numbers), `inbound` (commands in,
+replies out) and `retained` (status and availability documents); `client` (the paho
+adapter), `commands` (the command router).  The contract itself
 (topic tree, schemas, reply document) is the protocol package, `community_protocol`.
 
 May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `community_protocol`.

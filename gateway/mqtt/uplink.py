@@ -15,9 +15,10 @@ Session: the gateway connects with a persistent MQTT session (MQTT 5: clean star
 down waits at the broker and arrives when it connects again.
 
 Reconnecting needs no disk write: session numbers are reserved in blocks, one durable
-increment when the uplink starts (see `SessionNumbers`); a full or failing disk cannot
-keep the gateway off the broker.  Between attempts a cheap TCP probe of the broker's port
-decides whether a full (TLS, MQTT) connection is worth trying.
+increment when the uplink starts (`sessions`); a full or failing disk cannot keep the
+gateway off the broker.  Between attempts a cheap TCP probe of the broker's port
+decides whether a full (TLS, MQTT) connection is worth trying (`connect`).  Commands
+are admitted and answered by `inbound`; the retained documents are built by `retained`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import os
 import queue
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -38,23 +38,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from community_protocol.documents import availability_document, status_document
-from community_protocol.enums import AvailabilityState, GatewayState
 from community_protocol.topics import Topics
-from gateway import __version__
-from gateway.config import BrokerConfig, MqttProtocol
-from gateway.mqtt.client import (
-    ConnectDiagnosis,
-    build_client,
-    connect_properties,
-    explain_connect_error,
-    publish_properties,
-    reason_text,
-)
-from gateway.mqtt.commands import Admission, CommandGate, Throttled, reply_doc
+from gateway.config import BrokerConfig
+from gateway.mqtt.connect import connect, probe
+from gateway.mqtt.inbound import CommandHandler, CommandInbox, Reply
+from gateway.mqtt.retained import StateDocs
+from gateway.mqtt.sessions import SessionNumbers
 from gateway.sdk.backoff import Backoff
-from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority, format_ts
-from gateway.storage.outbox import Outbox, OutboxError, OutboxReader
+from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority
+from gateway.storage.outbox import Outbox, OutboxReader
 
 __all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "SessionNumbers", "Uplink"]
 
@@ -64,75 +56,7 @@ log = logging.getLogger(__name__)
 _Availability = tuple[DeviceRef, bool | None, str, datetime, ClockState]
 
 CONSUMER = "mqtt"
-MAX_COMMAND_BYTES = 64 * 1024
-PROBE_TIMEOUT_S = 2.0
 READ_BURST = 256  # packets read from the broker before the outbox gets its turn
-
-
-class SessionNumbers:
-    """The `session` of each connection: growing across connections and restarts.
-
-    The outbox's durable counter `mqtt_session` counts uplink starts.  Start n uses the
-    block 2n: the numbers 2n * BLOCK .. 2n * BLOCK + BLOCK - 1, one per connection, so
-    only the start writes to disk, never a reconnect.  A start whose write fails (a
-    full disk) uses the odd block 2s + 1 after the stored counter s: above every number
-    used before, below the next start that can write (block 2s + 2).  It tries the
-    write again at each connection and, once it succeeds, goes on in its new block.
-    (Before blocks, the counter counted connections; 2n * BLOCK is above any such count.)
-    Only two starts in a row that both cannot write may reuse numbers.
-    """
-
-    BLOCK = 1 << 20  # a million connections per start; numbers stay exact in JSON
-
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
-        self._next = 0
-        self._end = 0
-        self._reserved = False
-
-    def reserve(self, reader: OutboxReader) -> None:
-        """Reserve a block if none is reserved yet; never raises for a disk that fails."""
-        if self._reserved:
-            return
-        try:
-            start = self._outbox.meta_increment("mqtt_session")
-        except (OutboxError, RuntimeError) as exc:
-            if self._end == 0:  # nothing to go on yet: the block after the stored counter
-                self._use(2 * reader.counter("mqtt_session") + 1)
-                log.error(
-                    "cannot reserve MQTT session numbers (%s); connecting with session %d"
-                    " anyway, and trying again at each connection",
-                    exc,
-                    self._next,
-                )
-            return
-        self._reserved = True
-        self._use(2 * start)
-
-    def _use(self, block: int) -> None:
-        self._next = max(self._next, block * self.BLOCK)
-        self._end = max(self._end, (block + 1) * self.BLOCK)
-
-    def take(self) -> int:
-        """The number for the next connection (call `reserve` first)."""
-        if self._next >= self._end:
-            self._reserved = False  # a million reconnects: reserve the next start's block
-            self._end = self._next + self.BLOCK
-        number = self._next
-        self._next += 1
-        return number
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Where a command's reply goes: MQTT 5 response topic, or the 3.1.1 reply topic."""
-
-    topic: str
-    correlation: bytes | None
-
-
-# (command path, payload, reply) -> None; the handler answers later through Uplink.reply.
-CommandHandler = Callable[[str, bytes, Reply], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,18 +99,15 @@ class Uplink:
         self.outbox = outbox
         self.topics = Topics(cfg.topic_prefix, identity)
         self.started = started
-        # Whether the wall clock is synced now (gateway.sdk.clock.Clock.state): documents say
-        # it beside their timestamps, as telemetry and events do.
-        self.clock = clock
-        self._started_clock = clock()
-        self.on_command = on_command
+        self.clock = clock  # whether the wall clock is synced now (gateway.sdk.clock)
+        self.docs = StateDocs(identity, started, clock)
         self.client_id = cfg.client_id or f"{identity.site}.{identity.gateway}"
         self.session = 0
         self.sessions = SessionNumbers(outbox)
-        self._refusals = Throttled(log)
-        self.gate = CommandGate(
-            cfg.commands.rate_per_s, cfg.commands.burst, cfg.commands.max_pending
+        self.inbox = CommandInbox(
+            cfg, self.topics, clock=clock, client=lambda: self._client, on_command=on_command
         )
+        self.gate = self.inbox.gate
         self._actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         self._stop = threading.Event()
@@ -247,7 +168,7 @@ class Uplink:
 
     def reply(self, reply: Reply, doc: dict[str, Any]) -> None:
         """Send the answer to a command handed to `on_command`; frees its queue place."""
-        self._call(lambda: self._answered(reply, doc))
+        self._call(lambda: self.inbox.answered(reply, doc))
 
     def stats(self) -> PublishStats:
         return PublishStats(
@@ -296,78 +217,22 @@ class Uplink:
             log.warning("broker %s: %s; retrying with backoff", self.cfg.url, message)
             self._last_error = message
 
-    def _probe(self) -> bool:
-        """Whether the broker's port accepts a TCP connection: a SYN, not a TLS handshake.
-
-        Lets a fleet retry often (a short maximum delay) at almost no cost to a broker
-        that is down or restarting.
-        """
-        try:
-            with socket.create_connection((self.cfg.host, self.cfg.port), PROBE_TIMEOUT_S):
-                return True
-        except OSError as exc:
-            self._report(explain_connect_error(exc))
-            return False
-
     def _connect(self, reader: OutboxReader) -> mqtt.Client | None:
         self.attempts += 1
-        if not self._probe():
+        if not probe(self.cfg, self._report):
             return None
         self.sessions.reserve(reader)
         session = self.sessions.take()
-        client = build_client(self.cfg, self.client_id, persistent=True)
-        client.will_set(
-            self.topics.status,
-            self._status_doc("offline", "last will", session),
-            qos=1,
-            retain=True,
+        client = connect(
+            self.cfg,
+            self.client_id,
+            will=(self.topics.status, self._status_doc("offline", "last will", session)),
+            on_message=self._on_message,
+            stop=self._stop,
+            report=self._report,
+            track=self._track,
         )
-        # Before CONNECT: with a persistent session, commands queued while we were away
-        # arrive right after the CONNACK, before _serve runs, and are answered at once.
-        client.on_message = self._on_message
-        self._client = client
-        result: dict[str, Any] = {}
-
-        def on_connect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-            result["rc"] = rc
-
-        client.on_connect = on_connect
-        diagnosis = ConnectDiagnosis(client, tls=self.cfg.uses_tls)
-        try:
-            if self.cfg.protocol is MqttProtocol.MQTT5:
-                client.connect(
-                    self.cfg.host,
-                    self.cfg.port,
-                    self.cfg.keepalive_s,
-                    clean_start=False,
-                    properties=connect_properties(self.cfg),
-                )
-            else:  # 3.1.1: clean session is set on the client (build_client)
-                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
-            deadline = time.monotonic() + 10
-            while "rc" not in result and time.monotonic() < deadline and not self._stop.is_set():
-                if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
-                    break  # the broker closed the connection: no CONNACK will come
-        except Exception as exc:  # DNS, refused, TLS: every one is reported, then retried
-            self._report(explain_connect_error(exc))
-            sock = client.socket()
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
-            self._client = None
-            return None
-        rc = result.get("rc")
-        if rc is None or rc.is_failure:
-            if rc is not None:
-                self._report(reason_text(rc))
-            else:
-                self._report(
-                    diagnosis.explain()
-                    or "the broker closed the connection or sent no CONNACK within 10 s"
-                )
-            with contextlib.suppress(Exception):
-                client.disconnect()
-            self._client = None
+        if client is None:
             return None
         self.session = session
         if self._last_error:
@@ -376,6 +241,9 @@ class Uplink:
             log.info("broker %s: connected (session %d)", self.cfg.url, session)
         self._last_error = ""
         return client
+
+    def _track(self, client: mqtt.Client | None) -> None:
+        self._client = client
 
     def _serve(self, client: mqtt.Client, reader: OutboxReader) -> None:
         self._connects += 1
@@ -529,17 +397,7 @@ class Uplink:
     # ---- retained state and commands ---------------------------------------------------
 
     def _status_doc(self, state: str, reason: str = "", session: int | None = None) -> bytes:
-        doc = status_document(
-            GatewayState(state),
-            session=self.session if session is None else session,
-            identity=self.identity,
-            version=__version__,
-            started=self.started,
-            ts=datetime.now(UTC),
-            clock=_both(self._started_clock, self.clock()),
-            reason=reason,
-        )
-        return json.dumps(doc).encode()
+        return self.docs.status(state, self.session if session is None else session, reason)
 
     def _publish_now(
         self, topic: str, doc: dict[str, Any] | bytes, *, qos: int, retain: bool
@@ -560,83 +418,16 @@ class Uplink:
     def _publish_availability(
         self, device: DeviceRef, online: bool | None, reason: str, ts: datetime, clock: ClockState
     ) -> None:
-        state = (
-            AvailabilityState.UNKNOWN
-            if online is None
-            else AvailabilityState.ONLINE
-            if online
-            else AvailabilityState.OFFLINE
-        )
-        doc = availability_document(
-            state,
-            reason=reason,
-            session=self.session,
-            identity=self.identity,
-            device=device.as_dict(),
-            ts=ts,
-            clock=clock,
+        doc = self.docs.availability(
+            device, online, reason, session=self.session, ts=ts, clock=clock
         )
         self._publish_now(self.topics.availability(device.id), doc, qos=1, retain=True)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.status:
             self._repair_status(bytes(msg.payload))
-            return
-        path = self.topics.command_path(msg.topic)
-        if path is None:
-            return
-        # Admission first, before any parsing: in a flood, each command over the rate
-        # costs one short reply at most, then nothing but a counter.
-        verdict = self.gate.admit()
-        if verdict is Admission.DROP:
-            return
-        reply = self._reply_route(msg, path)
-        if verdict is Admission.BUSY:
-            self._send_reply(
-                reply,
-                reply_doc(
-                    path[:200],
-                    None,
-                    False,
-                    "busy",
-                    error=f"more than {self.gate.rate:g} commands/s; try again later",
-                ),
-            )
-            return
-        if len(msg.payload) > MAX_COMMAND_BYTES:
-            error = f"payload is {len(msg.payload)} bytes; the limit is {MAX_COMMAND_BYTES}"
-        elif self.on_command is None:
-            error = "this gateway takes no commands"
         else:
-            self.on_command(path, bytes(msg.payload), reply)
-            return
-        self._refusals.warning("command %s refused: %s", path[:200], error)
-        self._answered(reply, reply_doc(path[:200], None, False, "error", error=error))
-
-    def _answered(self, reply: Reply, doc: dict[str, Any]) -> None:
-        self.gate.done()
-        self._send_reply(reply, doc)
-
-    def _reply_route(self, msg: mqtt.MQTTMessage, path: str) -> Reply:
-        props = getattr(msg, "properties", None)
-        topic = getattr(props, "ResponseTopic", None) if props is not None else None
-        correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        if self.cfg.protocol is MqttProtocol.MQTT5 and topic:
-            return Reply(topic, correlation)
-        return Reply(self.topics.reply(path), None)
-
-    def _send_reply(self, reply: Reply, doc: dict[str, Any]) -> None:
-        if self._client is None:
-            return  # lost with the connection, as the command's PUBACK may have been
-        if "ts" not in doc:
-            doc["ts"] = format_ts(datetime.now(UTC))
-            doc["clock"] = str(self.clock())
-        payload = json.dumps(doc, ensure_ascii=False).encode()
-        if self.cfg.protocol is MqttProtocol.MQTT5 and reply.correlation is not None:
-            props = publish_properties(CorrelationData=reply.correlation)
-            self._client.publish(reply.topic, payload, qos=1, properties=props)
-        else:
-            self._client.publish(reply.topic, payload, qos=1)
+            self.inbox.handle(msg)
 
     def _repair_status(self, payload: bytes) -> None:
         # A last will of an older session can arrive after our birth (the broker noticed
@@ -649,8 +440,3 @@ class Uplink:
         if state == "offline" and session < self.session and not self._stop.is_set():
             log.info("late last will of session %d seen; publishing online again", session)
             self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
-
-
-def _both(a: ClockState, b: ClockState) -> ClockState:
-    """Synced only when both timestamps of a document were taken with a synced clock."""
-    return ClockState.SYNCED if a is b is ClockState.SYNCED else ClockState.UNSYNCED
