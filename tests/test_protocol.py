@@ -347,3 +347,13 @@ def test_what_a_signature_covers_is_the_documented_lines() -> None:
         "n" * 16,
         '{"a":1,"by":"李"}',
     ]
+
+
+def test_the_kiosks_request_statuses_are_the_contracts_plus_filed() -> None:
+    # `filed` is the kiosk's own state until the platform answers; the rest it stores
+    # as the platform sent them, so they must be the contract's words.
+    from gateway.web.requests import RequestStatus
+
+    assert {str(s) for s in RequestStatus} == {"filed"} | {
+        str(s) for s in enums.RequestStatusUpdate
+    }

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from community_protocol.enums import RequestCategory
+from community_protocol.enums import RequestCategory, RequestStatusUpdate
 from community_protocol.names import SchemaName, schema_ref
 from community_protocol.topics import CommandPath, Topics
 from gateway.mqtt.commands import Command, CommandFailed
@@ -407,7 +407,8 @@ class RequestStore(SqliteStore):
         raw = cmd.args.get("status")
         if raw is None:
             raise CommandFailed("field 'status' required")
-        allowed = [s for s in RequestStatus if s is not RequestStatus.FILED]
+        # The statuses the contract lets the platform send (command-request.json).
+        allowed = list(RequestStatusUpdate)
         if raw not in [str(s) for s in allowed]:
             names = ", ".join(str(s) for s in allowed)
             raise CommandFailed(f"field 'status' must be one of {names}")
