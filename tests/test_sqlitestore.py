@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,4 +119,37 @@ def test_a_damaged_file_is_moved_aside_and_what_can_be_read_is_kept(tmp_path: Pa
     assert list(tmp_path.glob("notes.db.damaged-*"))
     (n,) = store.conn.execute("SELECT count(*) FROM notes").fetchone()
     assert n == store.salvage.rows_copied
+    store.close()
+
+
+def test_writes_run_in_order_off_the_calling_thread_and_close_finishes_them(
+    tmp_path: Path,
+) -> None:
+    store = Notes(tmp_path / "notes.db")
+    store.open()
+    with pytest.raises(RuntimeError, match="no writer running"):
+        store.write(lambda c: None)
+    store.start_writer()
+    threads: set[int] = set()
+
+    def add(text: str) -> Callable[[sqlite3.Connection], int]:
+        def write(c: sqlite3.Connection) -> int:
+            threads.add(threading.get_ident())
+            with transaction(c):
+                cur = c.execute("INSERT INTO notes (text) VALUES (?)", (text,))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return write
+
+    futures = [store.write(add(str(n))) for n in range(50)]
+    failed = store.write(lambda c: c.execute("INSERT INTO nowhere VALUES (1)"))
+    last = store.write(add("after the error"))
+    store.close()  # waits for what was queued
+    assert [f.result() for f in futures] == list(range(1, 51))
+    assert isinstance(failed.exception(), sqlite3.OperationalError), "the error goes to its caller"
+    assert last.result() == 51, "and the writer goes on"
+    assert threads and threading.get_ident() not in threads
+    store.open()
+    assert store.conn.execute("SELECT count(*) FROM notes").fetchone() == (51,)
     store.close()
