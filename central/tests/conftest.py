@@ -1,7 +1,39 @@
-"""Fixtures of the central tests: the repository's real peers (Mosquitto per test)."""
+"""Fixtures of the central tests: the repository's real peers (Mosquitto per test), and
+a real PostgreSQL server per session with a fresh database per test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from central.tests.pgserver import PostgresServer, pg_bin
 from tests.conftest import broker
 
-__all__ = ["broker"]
+__all__ = ["broker", "db_target", "pg_server", "pg_url"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (initdb + start take a second or two)."""
+    if pg_bin("initdb") is None:
+        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """The URL of a new, empty database of this test's own."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`--db` of each store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tickets.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url

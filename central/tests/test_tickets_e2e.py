@@ -48,7 +48,7 @@ def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float) -> Pat
     )
 
 
-def _ack(db: Path) -> subprocess.CompletedProcess[str]:
+def _ack(db: Path | str) -> subprocess.CompletedProcess[str]:
     return tickets_cli(
         "ack", "T-000001", "--db", str(db), "--by", STAFF, "--note", "on my way", "--wait", "0"
     )
@@ -58,26 +58,26 @@ def _docs(sub: Subscriber) -> list[dict[str, Any]]:
     return [m.json() for m in sub.snapshot() if m.payload]
 
 
-def _one_ticket(db: Path) -> Ticket | None:
+def _one_ticket(db: Path | str) -> Ticket | None:
     found = tickets_in(db)
     return found[0] if len(found) == 1 else None
 
 
-Interrupt = Callable[[Mosquitto, GatewayProc, Path], None]
+Interrupt = Callable[[Mosquitto, GatewayProc, Path | str], None]
 
 
-def _no_interruption(_b: Mosquitto, _g: GatewayProc, db: Path) -> None:
+def _no_interruption(_b: Mosquitto, _g: GatewayProc, db: Path | str) -> None:
     assert _ack(db).returncode == 0
 
 
-def _broker_restart(broker: Mosquitto, _g: GatewayProc, db: Path) -> None:
+def _broker_restart(broker: Mosquitto, _g: GatewayProc, db: Path | str) -> None:
     # Staff acknowledge while the broker is down: the ack waits in the ticket database.
     broker.stop()
     assert _ack(db).returncode == 0
     broker.start()
 
 
-def _gateway_kill(_b: Mosquitto, gw: GatewayProc, db: Path) -> None:
+def _gateway_kill(_b: Mosquitto, gw: GatewayProc, db: Path | str) -> None:
     # Staff acknowledge while the gateway is dead: the service sends it again until it
     # answers.  The restarted gateway replays its scenario: the smoke detector reports
     # smoke again, which is the same alarm (a repeat), not a second one.

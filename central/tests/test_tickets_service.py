@@ -52,7 +52,7 @@ def _publish(pub: Publisher, prefix: str, doc: dict[str, Any], *, retain: bool =
     pub.publish(_topic(prefix, doc["gateway"], doc["alarm_id"]), json.dumps(doc), retain=retain)
 
 
-def _count(db: Path, n: int, timeout: float = 10) -> bool:
+def _count(db: Path | str, n: int, timeout: float = 10) -> bool:
     return wait_for(lambda: len(tickets_in(db)) >= n, timeout=timeout)
 
 
@@ -320,7 +320,7 @@ class FakeGatewayCommands:
         self.client.loop_stop()
 
 
-def _ack(db: Path, ticket: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _ack(db: Path | str, ticket: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return tickets_cli("ack", ticket, "--db", str(db), *extra)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,11 @@ def _doc(alarm_id: str, rev: int, **kw: object) -> AlarmDoc:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TicketStore:
-    return TicketStore(tmp_path / "tickets.db")
+def store(db_target: str) -> Iterator[TicketStore]:
+    """The store on SQLite, then on PostgreSQL: every test below runs on both."""
+    s = TicketStore(db_target)
+    yield s
+    s.close()
 
 
 def test_ticket_ids_are_short_and_parse_back() -> None:
@@ -155,13 +160,12 @@ def test_a_document_about_another_gateway_than_its_topic_is_refused() -> None:
     assert caught.value.kind == "schema"
 
 
-def test_list_and_stats_show_tickets_and_timings(store: TicketStore, tmp_path: Path) -> None:
+def test_list_and_stats_show_tickets_and_timings(store: TicketStore, db_target: str) -> None:
     store.apply_alarm(_doc("a-1", 1), "fire-safety", 100.0)
     store.apply_alarm(_doc("a-2", 1, type="care"), "care", 100.0)
     rid = store.request_ack(1, "staff-li", "", 110.0)
     store.record_reply(rid, {"ok": True, "status": "accepted"}, 111.0)
-    store.close()
-    db = str(tmp_path / "tickets.db")
+    db = db_target
     out = tickets_cli("list", "--db", db, "--state", "acknowledged", check=True).stdout
     assert "T-000001" in out and "staff-li" in out and "T-000002" not in out
     stats = json.loads(tickets_cli("stats", "--db", db, "--json", check=True).stdout)
@@ -178,3 +182,62 @@ def test_commands_refuse_a_file_that_is_not_a_ticket_database(tmp_path: Path) ->
         done = tickets_cli(*args, "--db", str(bad))
         assert done.returncode == 2, (args, done.stderr)
         assert "Invalid value for --db" in done.stderr and "is not a database" in done.stderr
+
+
+def test_concurrent_workers_open_one_ticket_per_alarm_and_claim_each_ack_once(
+    db_target: str,
+) -> None:
+    # Eight connections (as eight worker processes have) apply the same 40 alarms, in
+    # different orders and in batches, at the same time.
+    TicketStore(db_target).close()
+    docs = [_doc(f"c-{i}", 1) for i in range(40)]
+    outcomes: list[str] = []
+    claimed: list[str] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        s = TicketStore(db_target)
+        try:
+            start.wait(30)
+            mine = docs[n:] + docs[:n]
+            for i in range(0, len(mine), 7):
+                batch = [(d, "fire-safety") for d in mine[i : i + 7]]
+                outcomes.extend(a.outcome for a in s.apply_alarms(batch, 100.0))
+            if n == 0:
+                # By number as stored: PostgreSQL's sequence may leave gaps where two
+                # workers raced to insert the same alarm.
+                for t in s.tickets():
+                    s.request_ack(t.number, "staff-li", "", 100.0)
+            start.wait(30)
+            claimed.extend(r.request_id for r in s.claim_due_acks(200.0, limit=50))
+        except BaseException as exc:  # reported below, with the others'
+            failures.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert outcomes.count("opened") == 40 and outcomes.count("stale") == 7 * 40
+    s = TicketStore(db_target)
+    try:
+        tickets = s.tickets()
+        assert len(tickets) == 40
+        assert {t.alarm_id for t in tickets} == {f"c-{i}" for i in range(40)}
+    finally:
+        s.close()
+    assert len(claimed) == 40 and len(set(claimed)) == 40  # each sent by one worker only
+
+
+def test_commands_say_when_the_postgresql_database_cannot_be_reached() -> None:
+    from tests.peers import free_port
+
+    url = f"postgresql://tickets@127.0.0.1:{free_port()}/tickets"
+    done = tickets_cli("list", "--db", url)
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for --db: 127.0.0.1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

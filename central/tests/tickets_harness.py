@@ -85,17 +85,21 @@ class TicketServiceProc(ChildProcess):
     """`community-central serve` as a real process, so it can be SIGTERMed or SIGKILLed."""
 
     broker_url: str
-    db: Path
+    db: Path | str  # a SQLite file or a postgresql:// URL
     prefix: str
     client_id: str = field(default_factory=lambda: f"tickets-{uuid.uuid4().hex[:6]}")
     group: str = "tickets"
     routes: Path | None = None
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    logdir: Path | None = None  # where its log goes; by default beside a SQLite file
 
     @property
     def log_path(self) -> Path:
-        return self.db.parent / f"{self.client_id}.log"
+        if self.logdir is None:
+            assert isinstance(self.db, Path), "a PostgreSQL service needs a logdir"
+            self.logdir = self.db.parent
+        return self.logdir / f"{self.client_id}.log"
 
     def start(self, *, ready: bool = True) -> TicketServiceProc:
         """Start; with `ready`, wait until it has read the retained alarms."""
@@ -150,7 +154,7 @@ def tickets_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[
     return subprocess.run([CENTRAL, *args], capture_output=True, text=True, timeout=30, check=check)
 
 
-def tickets_in(db: Path) -> list[Ticket]:
+def tickets_in(db: Path | str) -> list[Ticket]:
     """Every ticket in the service's database, oldest first."""
     store = TicketStore(db)
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from .broker import BrokerSettings
+from .database import is_url
 from .fair import Budget
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
@@ -27,20 +28,50 @@ __all__ = ["main", "percentile"]
 
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+
+class DbTarget(click.ParamType):
+    """`--db`: a postgresql:// URL, or a SQLite file (that must exist unless serving)."""
+
+    name = "FILE|URL"
+
+    def __init__(self, *, exists: bool) -> None:
+        self.exists = exists
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str | Path:
+        if isinstance(value, Path) or is_url(value):
+            return value
+        path = click.Path(path_type=Path, dir_okay=False, exists=self.exists)
+        converted: Path = path.convert(value, param, ctx)
+        return converted
+
+
 db_option = click.option(
     "--db",
     "db_path",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=DbTarget(exists=True),
     required=True,
-    help="The ticket service's SQLite file.",
+    help="The tickets' database: a SQLite file, or a postgresql://user@host/dbname URL.",
 )
 
 
-def _open(db_path: Path) -> TicketStore:
+def _open(db_path: str | Path) -> TicketStore:
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+    try:
+        import psycopg
+
+        errors += (psycopg.Error,)
+    except ImportError:
+        if is_url(db_path):
+            raise click.BadParameter(
+                "PostgreSQL needs psycopg: pip install 'community-central[postgres]'",
+                param_hint="--db",
+            ) from None
     try:
         return TicketStore(db_path)
-    except (sqlite3.Error, OSError) as exc:
-        raise click.BadParameter(f"{db_path}: {exc}", param_hint="--db") from exc
+    except errors as exc:
+        shown = str(db_path).split("@")[-1] if is_url(db_path) else db_path
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.BadParameter(f"{shown}: {reason}", param_hint="--db") from exc
 
 
 @click.group()
@@ -67,9 +98,10 @@ def _default_client_id() -> str:
 @click.option(
     "--db",
     "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=DbTarget(exists=False),
     required=True,
-    help="SQLite file of the tickets; instances sharing the load share this file.",
+    help="The tickets' database, shared by the instances sharing the load: a SQLite file"
+    " (created if missing) or a postgresql://user@host/dbname URL (several machines).",
 )
 @click.option("--prefix", default="community/v1", show_default=True, help="Topic prefix.")
 @click.option(
@@ -138,7 +170,7 @@ def _default_client_id() -> str:
 )
 def serve(
     broker_url: str,
-    db_path: Path,
+    db_path: str | Path,
     prefix: str,
     group: str,
     routes_path: Path | None,
@@ -243,7 +275,7 @@ def _row(t: Ticket) -> dict[str, Any]:
 @click.option("--state", type=click.Choice([s.value for s in TicketState]), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_(db_path: Path, state: str | None, limit: int, as_json: bool) -> None:
+def list_(db_path: str | Path, state: str | None, limit: int, as_json: bool) -> None:
     """Tickets, newest first, with raised → opened and raised → acknowledged times."""
     store = _open(db_path)
     try:
@@ -284,7 +316,7 @@ def list_(db_path: Path, state: str | None, limit: int, as_json: bool) -> None:
     show_default=True,
     help="Seconds to wait for the gateway's answer.",
 )
-def ack(ticket: str, by: str, note: str, db_path: Path, wait: float) -> None:
+def ack(ticket: str, by: str, note: str, db_path: str | Path, wait: float) -> None:
     """Acknowledge TICKET: the service sends it to the gateway that raised the alarm."""
     try:
         number = parse_ticket_id(ticket)
@@ -344,7 +376,7 @@ def percentile(values: list[float], q: float) -> float | None:
 @main.command()
 @db_option
 @click.option("--json", "as_json", is_flag=True)
-def stats(db_path: Path, as_json: bool) -> None:
+def stats(db_path: str | Path, as_json: bool) -> None:
     """Ticket counts, and raised → opened / acknowledged times (p50, p99)."""
     store = _open(db_path)
     try:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -120,7 +119,7 @@ class ServiceConfig:
     """How one service instance connects and where it keeps its tickets."""
 
     broker: BrokerSettings
-    db: Path
+    db: str | Path  # a SQLite file or a postgresql:// URL
     client_id: str
     group: str = "tickets"
     session_expiry_s: int = 7 * 24 * 3600
@@ -162,6 +161,7 @@ class TicketService:
         self._pending: list[_Message] = []  # messages drained, not yet applied
         self._db_retry_at = 0.0
         self._connection = 0  # counts connections of the alarms client (paho's thread)
+        self._errors: tuple[type[Exception], ...] = ()  # the store's database errors
         self.client: mqtt.Client | None = None
         self.events: mqtt.Client | None = None
         self._events_connected = False
@@ -228,6 +228,7 @@ class TicketService:
     def run(self, stop: threading.Event) -> None:
         """Connect, then serve until `stop` is set; disconnects keeping the session."""
         self.store = TicketStore(self.cfg.db)
+        self._errors = self.store.errors
         client = build_client(self.cfg.broker, self.cfg.client_id)
         client.manual_ack_set(True)  # PUBACK after the commit, see the module docstring
         client.on_connect = self._on_connect
@@ -280,10 +281,15 @@ class TicketService:
                 self._pending += [replace(m, qos=0) for m in released]
                 self._flush_messages()
                 now = time.monotonic()
-                if now >= next_tick:
-                    self._tick()
-                    next_tick = now + self.cfg.poll_s
-                self._publish_tickets()
+                try:
+                    if now >= next_tick:
+                        next_tick = now + self.cfg.poll_s
+                        self._tick()
+                    self._publish_tickets()
+                except self._errors as exc:
+                    # Acknowledgements and ticket events wait in the database: the
+                    # next round sends them.
+                    log.warning("database error, tried again shortly: %s", exc)
         finally:
             for c in (client, events):
                 c.disconnect()
@@ -353,7 +359,7 @@ class TicketService:
             return
         try:
             self._store().add_counters(self.counts)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.warning("database error, counters kept for the next try: %s", exc)
             return
         self.counts.clear()
@@ -456,7 +462,7 @@ class TicketService:
                 docs = [(d, self.routes.team_for(d.type)) for _, d in batch if d is not None]
                 if docs:
                     self._applied(self._store().apply_alarms(docs, time.time()))
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.error("database error, %d message(s) wait and are tried again: %s", len(batch), exc)
             return False
         for msg, _ in batch:
@@ -487,12 +493,19 @@ class TicketService:
             at = time.time() + 0.5
             if online and self._store().resend_acks_to(levels[0], levels[1], at):
                 log.info("%s/%s is online: sending its acknowledgements now", *levels[:2])
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.warning("database error on %s, its retry keeps its time: %s", msg.topic, exc)
         self._puback(msg)
 
     def _store(self) -> TicketStore:
         assert self.store is not None
+        if self.store.db.broken():
+            # PostgreSQL restarted or the network was cut: a new connection; if that
+            # fails too, the caller's except clause keeps the work for the next try.
+            old = self.store
+            self.store = TicketStore(old.target)
+            old.close()
+            log.warning("database connection lost; reconnected")
         return self.store
 
     def _applied(self, results: list[Applied]) -> None:

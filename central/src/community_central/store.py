@@ -1,21 +1,22 @@
 """The ticket database: one ticket per alarm, its acknowledgement requests and timings.
 
-SQLite in WAL mode with `synchronous=FULL`: a ticket that was reported opened survives
-a power cut.  Several service processes (and the `community-central` commands) may share
-one file; every change runs in a `BEGIN IMMEDIATE` transaction, and the UNIQUE key on
-(site, gateway, alarm_id) is what guarantees one ticket per alarm whichever process
-sees the alarm first.  Alarm documents are applied in `rev` order: one not newer than
-the rev already applied changes nothing, so redelivery and the two subscription paths
-(shared and retained) are harmless.
+SQLite (one file, the default) or PostgreSQL (several workers on several machines),
+see database.py; the same SQL and the same tests run on both.  A ticket reported
+opened is committed durably first.  Several service processes (and the
+`community-central` commands) may share one database.  The UNIQUE key on (site,
+gateway, alarm_id) with `INSERT ... ON CONFLICT DO NOTHING` is what guarantees one
+ticket per alarm whichever worker sees the alarm first; the row is then locked
+(`FOR UPDATE`) while a document is applied to it.  Alarm documents are applied in `rev`
+order: one not newer than the rev already applied changes nothing, so redelivery, two
+workers receiving the same document and the two subscription paths (shared and
+retained) are harmless.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .contract import format_ts
+from .database import Database, open_database
 from .documents import AlarmDoc
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {pk},
     site TEXT NOT NULL,
     gateway TEXT NOT NULL,
     alarm_id TEXT NOT NULL,
@@ -50,12 +52,12 @@ CREATE TABLE IF NOT EXISTS tickets (
     alarm_rev INTEGER NOT NULL,
     alarm TEXT NOT NULL,
     raised_at TEXT NOT NULL,
-    raised_ts REAL NOT NULL,
-    opened_ts REAL NOT NULL,
-    acknowledged_ts REAL,
+    raised_ts {real} NOT NULL,
+    opened_ts {real} NOT NULL,
+    acknowledged_ts {real},
     acknowledged_by TEXT,
     ack_note TEXT,
-    resolved_ts REAL,
+    resolved_ts {real},
     last_ack_error TEXT,
     version INTEGER NOT NULL DEFAULT 1,
     published_version INTEGER NOT NULL DEFAULT 0,
@@ -66,15 +68,15 @@ CREATE INDEX IF NOT EXISTS tickets_unpublished ON tickets(id)
 CREATE INDEX IF NOT EXISTS tickets_state ON tickets(state, id);
 CREATE TABLE IF NOT EXISTS ack_requests (
     request_id TEXT PRIMARY KEY,
-    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    ticket_id BIGINT NOT NULL REFERENCES tickets(id),
     by TEXT NOT NULL,
     note TEXT NOT NULL,
-    requested_ts REAL NOT NULL,
+    requested_ts {real} NOT NULL,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ts REAL NOT NULL,
-    sent_ts REAL,
-    replied_ts REAL,
+    next_attempt_ts {real} NOT NULL,
+    sent_ts {real},
+    replied_ts {real},
     reply TEXT,
     error TEXT
 );
@@ -82,7 +84,7 @@ CREATE INDEX IF NOT EXISTS ack_requests_due ON ack_requests(next_attempt_ts)
     WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
+    value BIGINT NOT NULL
 );
 """
 
@@ -232,7 +234,7 @@ _TICKET_COLUMNS = (
 )
 
 
-def _ticket(row: sqlite3.Row) -> Ticket:
+def _ticket(row: Sequence[Any]) -> Ticket:
     values = list(row)
     values[5] = TicketState(values[5])
     values[10] = json.loads(values[10])
@@ -240,31 +242,23 @@ def _ticket(row: sqlite3.Row) -> Ticket:
 
 
 class TicketStore:
-    """The SQLite file of tickets; one instance per thread."""
+    """The tickets in a SQLite file or a PostgreSQL database; one instance per thread."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
-        # read-then-write never upgrades a shared lock and deadlocks with a peer process.
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
+    def __init__(self, target: str | Path) -> None:
+        self.target = target
+        self.db = open_database(target)
+        self.errors = self.db.errors  # what a failing database raises
+        try:
+            self.db.create(_SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _write(self, *, durable: bool = True) -> Any:
+        return self.db.transaction(durable=durable)
 
     # ---- counters -----------------------------------------------------------------
 
@@ -273,7 +267,7 @@ class TicketStore:
         with self._write() as db:
             db.executemany(
                 "INSERT INTO counters(name, value) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                " ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
                 sorted(counts.items()),
             )
 
@@ -293,14 +287,22 @@ class TicketStore:
         One commit (one fsync) for a burst of alarms instead of one each: what lets the
         service keep up when a whole site reports at once.
         """
+        # Rows are locked in one order (by alarm) in every worker, so two workers'
+        # transactions wait for each other instead of deadlocking; each alarm's own
+        # documents keep their order (a stable sort).
+        ordered = sorted(docs, key=lambda d: (d[0].site, d[0].gateway, d[0].alarm_id))
         with self._write() as db:
-            return [self._apply(db, doc, team, now) for doc, team in docs]
+            return [self._apply(db, doc, team, now) for doc, team in ordered]
 
-    def _apply(self, db: sqlite3.Connection, doc: AlarmDoc, team: str, now: float) -> Applied:
-        row = db.execute(
-            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE site=? AND gateway=? AND alarm_id=?",
+    def _locked(self, db: Database, doc: AlarmDoc) -> Any:
+        return db.execute(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE site=? AND gateway=? AND alarm_id=?"
+            + db.for_update,
             (doc.site, doc.gateway, doc.alarm_id),
         ).fetchone()
+
+    def _apply(self, db: Database, doc: AlarmDoc, team: str, now: float) -> Applied:
+        row = self._locked(db, doc)
         if row is None:
             state = TicketState.OPEN
             if doc.cleared:
@@ -308,11 +310,15 @@ class TicketStore:
             elif doc.acknowledged:
                 state = TicketState.ACKNOWLEDGED
             ack = doc.ack if doc.acknowledged else None
-            cur = db.execute(
+            # Another worker may insert the same alarm at the same moment: the UNIQUE
+            # key lets one insert win; the other waits for it, inserts nothing, and
+            # applies its document to the winner's row like any later document.
+            inserted = db.execute(
                 "INSERT INTO tickets (site, gateway, alarm_id, team, state, alarm_type,"
                 " severity, alarm_state, alarm_rev, alarm, raised_at, raised_ts, opened_ts,"
                 " acknowledged_ts, acknowledged_by, ack_note, resolved_ts)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (site, gateway, alarm_id) DO NOTHING RETURNING id",
                 (
                     doc.site,
                     doc.gateway,
@@ -332,8 +338,11 @@ class TicketStore:
                     ack.note if ack else None,
                     now if doc.cleared else None,
                 ),
-            )
-            return Applied("opened", self._get(db, int(cur.lastrowid or 0)))
+            ).fetchone()
+            if inserted is not None:
+                return Applied("opened", self._get(db, int(inserted[0])))
+            row = self._locked(db, doc)
+            assert row is not None, "a conflicting insert leaves the row"
         old = _ticket(row)
         if doc.rev <= old.alarm_rev:
             return Applied("stale", old)
@@ -365,7 +374,7 @@ class TicketStore:
 
     # ---- reading ------------------------------------------------------------------
 
-    def _get(self, db: sqlite3.Connection, number: int) -> Ticket:
+    def _get(self, db: Database, number: int) -> Ticket:
         row = db.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id=?", (number,)).fetchone()
         if row is None:
             raise LookupError(f"no ticket {format_ticket_id(number)}")
@@ -402,16 +411,12 @@ class TicketStore:
     def mark_published(self, done: list[tuple[int, int]]) -> None:
         """Record that these (ticket number, version) events reached the broker."""
         # Losing these marks in a power cut only means publishing those states again,
-        # so they are not worth an fsync each: the next FULL commit syncs them too.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._write() as db:
-                db.executemany(
-                    "UPDATE tickets SET published_version=MAX(published_version, ?) WHERE id=?",
-                    [(version, number) for number, version in done],
-                )
-        finally:
-            self.db.execute("PRAGMA synchronous=FULL")
+        # so they are not worth an fsync each: the next durable commit syncs them too.
+        with self._write(durable=False) as db:
+            db.executemany(
+                "UPDATE tickets SET published_version=? WHERE id=? AND published_version < ?",
+                [(version, number, version) for number, version in sorted(done)],
+            )
 
     # ---- acknowledgements ---------------------------------------------------------
 
@@ -431,7 +436,7 @@ class TicketStore:
             )
         return request_id
 
-    def _ack(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[AckRequest]:
+    def _ack(self, db: Database, where: str, args: tuple[Any, ...]) -> list[AckRequest]:
         rows = db.execute(
             "SELECT a.request_id, a.ticket_id, a.by, a.note, a.requested_ts, a.status,"
             " a.attempts, a.error, t.site, t.gateway, t.alarm_id"
@@ -452,7 +457,10 @@ class TicketStore:
         with self._write() as db:
             due = self._ack(
                 db,
-                "a.status='pending' AND a.next_attempt_ts <= ? ORDER BY a.next_attempt_ts LIMIT ?",
+                "a.status='pending' AND a.next_attempt_ts <= ? ORDER BY a.next_attempt_ts LIMIT ?"
+                # Two workers never claim the same request: the second skips the rows
+                # the first holds, and sees them pushed back once it commits.
+                + db.skip_locked.replace("UPDATE", "UPDATE OF a"),
                 (now, limit),
             )
             for req in due:
@@ -482,7 +490,8 @@ class TicketStore:
         late error does not overwrite `accepted`.
         """
         with self._write() as db:
-            found = self._ack(db, "a.request_id=?", (request_id,))
+            lock = db.for_update.replace("UPDATE", "UPDATE OF a")
+            found = self._ack(db, "a.request_id=?" + lock, (request_id,))
             if not found:
                 return None
             req = found[0]
