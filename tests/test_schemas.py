@@ -460,5 +460,7 @@ def test_asyncapi_operations_send_and_receive_the_right_channels() -> None:
         if "reply" in op:
             actions[op["reply"]["channel"]["$ref"].removeprefix("#/channels/")] = "send"
     for name, channel in doc["channels"].items():
-        expected = "receive" if "/cmd/" in channel["address"] else "send"
+        # Commands and the desired configuration come in; everything else goes out.
+        incoming = "/cmd/" in channel["address"] or channel["address"].endswith("/config/desired")
+        expected = "receive" if incoming else "send"
         assert actions.get(name) == expected, name

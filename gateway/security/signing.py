@@ -19,27 +19,29 @@ that says why: a command of a family that needs a signature and has none, an unk
 key, a wrong signature, one issued more than `max_age_s` ago or more than 5 minutes in
 the future (judged only when its clock is synced: an unsynced Pi boots in the past),
 and a nonce it has seen (the replay cache: bounded in size and kept for max_age_s).
+
+Keys (ids, PEM files) and the signed bytes are the contract's (`community_protocol`'s
+`ed25519` and `signing`, shared with the central side); this module adds the
+command-specific parts: signer, verifier, replay cache.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import os
 import re
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from community_protocol.ed25519 import KEY_ID as _KEY_ID
+from community_protocol.ed25519 import generate_key, key_id, load_private_key, load_public_key
 from community_protocol.signing import signed_message, signed_target
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import Identity, format_ts
@@ -61,67 +63,6 @@ __all__ = [
 DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
 FUTURE_SKEW_S = 300.0
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    """The id of a public key: first 16 hex digits of SHA-256 of its 32 raw bytes."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _read_pem(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM file; ValueError saying what is wrong."""
-    try:
-        key = serialization.load_pem_public_key(_read_pem(path))
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a PEM public key ({exc})") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key (gateway security keygen makes one)")
-    return key
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """An Ed25519 private key from an unencrypted PEM file; ValueError saying what is wrong."""
-    try:
-        key = serialization.load_pem_private_key(_read_pem(path), password=None)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(
-            f"{path} is not an Ed25519 private key (gateway security keygen makes one)"
-        )
-    return key
-
-
-def generate_key(folder: Path, name: str) -> tuple[Path, Path, str]:
-    """Write folder/name.key (0600) and folder/name.pub; (private, public, key id)."""
-    key = Ed25519PrivateKey.generate()
-    private, public = folder / f"{name}.key", folder / f"{name}.pub"
-    for p in (private, public):
-        if p.exists():
-            raise FileExistsError(f"{p} exists; keys are never overwritten")
-    folder.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    public.chmod(0o644)
-    return private, public, key_id(key.public_key())
 
 
 class CommandSigner:

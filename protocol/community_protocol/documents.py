@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .enums import AvailabilityState, ClockState, GatewayState
+from .enums import AvailabilityState, ClockState, ConfigResult, GatewayState
 from .ids import Identity
 from .names import SchemaName, schema_ref
 
 __all__ = [
     "availability_document",
+    "config_desired_document",
+    "config_reported_document",
     "dumps",
     "envelope",
     "format_ts",
@@ -138,3 +140,59 @@ def availability_document(
         "ts": format_ts(ts),
         "clock": str(clock),
     }
+
+
+def config_desired_document(
+    identity: Identity,
+    *,
+    version: int,
+    config: Mapping[str, Any],
+    signed_by: str,
+    issued_at: datetime,
+) -> dict[str, Any]:
+    """A desired configuration (config-desired.json) without its `auth`: sign it next."""
+    return {
+        "schema": schema_ref(SchemaName.CONFIG_DESIRED),
+        "site": identity.site,
+        "gateway": identity.gateway,
+        "version": version,
+        "issued_at": format_ts(issued_at),
+        "signed_by": signed_by,
+        "config": dict(config),
+    }
+
+
+def config_reported_document(
+    identity: Identity,
+    *,
+    version: int,
+    sha256: str,
+    applied_at: str | None,
+    signed_by: str | None,
+    result: ConfigResult,
+    desired_version: int | None,
+    previous_version: int | None,
+    problems: list[dict[str, str]],
+    ts: datetime,
+    clock: ClockState,
+    reason: str = "",
+) -> dict[str, Any]:
+    """What the gateway runs and how the last desired configuration went (config-reported.json)."""
+    doc: dict[str, Any] = {
+        "schema": schema_ref(SchemaName.CONFIG_REPORTED),
+        "site": identity.site,
+        "gateway": identity.gateway,
+        "ts": format_ts(ts),
+        "clock": str(clock),
+        "version": version,
+        "sha256": sha256,
+        "applied_at": applied_at,
+        "signed_by": signed_by,
+        "result": str(result),
+        "desired_version": desired_version,
+        "previous_version": previous_version,
+        "problems": problems[:100],
+    }
+    if reason:
+        doc["reason"] = reason
+    return doc

@@ -17,6 +17,7 @@ __all__ = [
     "AlarmType",
     "AvailabilityState",
     "ClockState",
+    "ConfigResult",
     "EventType",
     "GatewayEventType",
     "GatewayState",
@@ -97,6 +98,16 @@ class GatewayEventType(StrEnum):
     """Events of the gateway itself, not of a device (gateway-event.json)."""
 
     STORAGE = "gateway.storage"
+    CONFIG = "gateway.config"  # a desired configuration applied, refused or rolled back
+
+
+class ConfigResult(StrEnum):
+    """How a desired configuration went (config-reported.json, the `gateway.config` event)."""
+
+    TESTING = "testing"  # switched to it; committed once the broker sees the gateway again
+    APPLIED = "applied"
+    REFUSED = "refused"  # not signed, not valid, or older: nothing changed
+    ROLLED_BACK = "rolled_back"  # tried, did not come back in time: the previous one runs
 
 
 class StorageStore(StrEnum):
@@ -216,6 +227,10 @@ ENUM_SOURCES: dict[type[StrEnum], tuple[tuple[str, str], ...]] = {
     GatewayEventType: (("gateway-event", "/properties/event/properties/type/enum"),),
     StorageStore: (("gateway-event", "/$defs/storage/properties/store/enum"),),
     StorageProblem: (("gateway-event", "/$defs/storage/properties/problem/enum"),),
+    ConfigResult: (
+        ("config-reported", "/properties/result/enum"),
+        ("gateway-event", "/$defs/config/properties/result/enum"),
+    ),
     GatewayState: (("status", "/properties/state/enum"),),
     AvailabilityState: (("availability", "/properties/state/enum"),),
     AlarmType: (("alarm", "/properties/type/enum"),),

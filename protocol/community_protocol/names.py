@@ -38,6 +38,8 @@ class SchemaName(StrEnum):
     ALARM = "community.alarm"
     SERVICE_REQUEST = "community.service_request"
     TICKET = "community.ticket"
+    CONFIG_DESIRED = "community.config_desired"
+    CONFIG_REPORTED = "community.config_reported"
 
 
 # Document name -> the schema file (without .json) that checks it.
@@ -52,6 +54,8 @@ DOCUMENT_FILES: dict[SchemaName, str] = {
     SchemaName.ALARM: "alarm",
     SchemaName.SERVICE_REQUEST: "service-request",
     SchemaName.TICKET: "ticket",
+    SchemaName.CONFIG_DESIRED: "config-desired",
+    SchemaName.CONFIG_REPORTED: "config-reported",
 }
 
 # The data messages that share the envelope (envelope.json's `schema.name` enum).

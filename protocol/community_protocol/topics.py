@@ -129,6 +129,16 @@ class Topics:
         """A resident's service request filed on a kiosk (gateway/web)."""
         return f"{self.base}/requests/{code}"
 
+    @property
+    def config_desired(self) -> str:
+        """The platform's signed desired configuration of this gateway (retained, QoS 1)."""
+        return f"{self.base}/config/desired"
+
+    @property
+    def config_reported(self) -> str:
+        """What configuration this gateway runs and how the last desired one went (retained)."""
+        return f"{self.base}/config/reported"
+
     def check(self, token: str) -> str:
         """Where `gateway check` publishes a probe and reads it back; `#` for the filter."""
         return f"{self.base}/check/{token}"

@@ -1,0 +1,142 @@
+"""Ed25519 keys of the contract: key ids, PEM files, and signing and verifying a desired configuration.
+
+A key's id is the first 16 hex digits of the SHA-256 of its 32 raw public bytes, so
+keys need no naming.  The bytes each signature covers are spelled in `signing`; this
+module adds the cryptography, which needs `cryptography`
+(`pip install community-protocol[signing]`).  Nothing else in the package imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .ids import Identity
+from .signing import config_message
+
+__all__ = [
+    "KEY_ID",
+    "SignatureError",
+    "generate_key",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "sign_config",
+    "verify_config",
+]
+
+KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class SignatureError(ValueError):
+    """A signed document that must not be trusted; the message says why, in one line."""
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """The id of a public key: first 16 hex digits of SHA-256 of its 32 raw bytes."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_config(key: Ed25519PrivateKey, document: Mapping[str, Any]) -> dict[str, Any]:
+    """`document` (a config-desired.json without `auth`) with its `auth` added."""
+    body = {k: v for k, v in document.items() if k != "auth"}
+    identity = Identity(str(body["site"]), str(body["gateway"]))
+    sig = key.sign(config_message(identity, body))
+    auth = {"key_id": key_id(key.public_key()), "sig": base64.b64encode(sig).decode()}
+    return {**body, "auth": auth}
+
+
+def verify_config(
+    identity: Identity, keys: Iterable[Ed25519PublicKey], document: Mapping[str, Any]
+) -> str:
+    """The key id that signed `document` for `identity`; SignatureError saying why not.
+
+    The signature covers the site and gateway the verifier is (not the ones the
+    document claims), so a document signed for another gateway never verifies here.
+    """
+    trusted = {key_id(k): k for k in keys}
+    auth = document.get("auth")
+    if not isinstance(auth, Mapping):
+        raise SignatureError("not signed (no 'auth' object); a desired configuration must be")
+    kid, sig = auth.get("key_id"), auth.get("sig")
+    if not (isinstance(kid, str) and KEY_ID.match(kid)):
+        raise SignatureError("auth.key_id must be 16 hex digits")
+    key = trusted.get(kid)
+    if key is None:
+        raise SignatureError(f"auth.key_id {kid} is not a key this gateway trusts")
+    try:
+        raw = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    try:
+        key.verify(raw, config_message(identity, document))
+    except (InvalidSignature, ValueError):
+        raise SignatureError(
+            f"auth.sig does not verify with key {kid} for {identity.site}/{identity.gateway}"
+        ) from None
+    return kid
+
+
+def _read_pem(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file; ValueError saying what is wrong."""
+    try:
+        key = serialization.load_pem_public_key(_read_pem(path))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a PEM public key ({exc})") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key (gateway security keygen makes one)")
+    return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from an unencrypted PEM file; ValueError saying what is wrong."""
+    try:
+        key = serialization.load_pem_private_key(_read_pem(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(
+            f"{path} is not an Ed25519 private key (gateway security keygen makes one)"
+        )
+    return key
+
+
+def generate_key(folder: Path, name: str) -> tuple[Path, Path, str]:
+    """Write folder/name.key (0600) and folder/name.pub; (private, public, key id)."""
+    key = Ed25519PrivateKey.generate()
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    for p in (private, public):
+        if p.exists():
+            raise FileExistsError(f"{p} exists; keys are never overwritten")
+    folder.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    public.chmod(0o644)
+    return private, public, key_id(key.public_key())
