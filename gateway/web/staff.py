@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from gateway.web.settings import WebConfig
 
 __all__ = [
     "MIN_SECRET_LEN",
+    "StaffCache",
     "StaffError",
     "StaffFile",
     "StaffMember",
@@ -29,6 +31,8 @@ __all__ = [
     "staff_file_of",
     "verify_secret",
 ]
+
+log = logging.getLogger(__name__)
 
 MIN_SECRET_LEN = 6
 MAX_SECRET_LEN = 128
@@ -179,3 +183,26 @@ class StaffFile:
 def staff_file_of(cfg: WebConfig, state_dir: Path) -> StaffFile:
     """The staff file a config names, by default staff.json in the gateway's state dir."""
     return StaffFile(cfg.staff_file or state_dir / "staff.json")
+
+
+@dataclass
+class StaffCache:
+    """The staff file, re-read when it changes, so `gateway staff add` needs no restart."""
+
+    file: StaffFile
+    mtime: float | None = None
+    members: dict[str, StaffMember] | None = None
+
+    def get(self) -> dict[str, StaffMember]:
+        try:
+            mtime = self.file.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if self.members is None or mtime != self.mtime:
+            try:
+                self.members = self.file.load()
+            except StaffError as exc:
+                log.error("staff file unusable, nobody can sign in: %s", exc)
+                self.members = {}
+            self.mtime = mtime
+        return self.members
