@@ -1,13 +1,11 @@
 """The alarm engine in the running gateway: the book's changes stored, published, announced.
 
-Every change is stored first (durable: by the store's writer thread, so a commit never
-blocks the event loop; what follows runs from the write's callback, in order), then its
-document handed to the outbox as a retained message on `{base}/alarms/{alarm_id}` (an
-empty retained payload follows the closed document, so the broker forgets it), then
-the listeners (the local web console) get it.  `run()` is the engine's service: it
-restores the open alarms and their timers, republishes what a crash kept from the
-outbox, and then applies the timers, the acknowledgements queued by `gateway ack`, and
-the escalation output.
+Every change is stored first (durable), then its document handed to the outbox as a
+retained message on `{base}/alarms/{alarm_id}` (an empty retained payload follows the
+closed document, so the broker forgets it), then the listeners (the local web console)
+get it (`publisher`).  `run()` is the engine's service: it restores the open alarms and their timers,
+republishes what a crash kept from the outbox, and then applies the timers, the
+acknowledgements queued by `gateway ack`, and the escalation output.
 
 Timers count on a run clock (gateway.sdk.clock.RunClock) whose mark is stored with every
 change and every few seconds while a timer runs: a step of the wall clock (NTP at boot)
@@ -21,27 +19,26 @@ import contextlib
 import json
 import logging
 import sqlite3
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from community_protocol.topics import Topics
 from gateway.config import ClockCheck
 from gateway.sdk.clock import Clock, RunClock
-from gateway.sdk.model import ClockState, DeviceRef, Event, Identity, Message, Priority
-from gateway.storage.outbox import Outbox, OutboxItem
+from gateway.sdk.model import ClockState, DeviceRef, Event, Identity, Message
+from gateway.storage.outbox import Outbox
 
 from .book import AlarmBook
-from .model import Alarm, AlarmState, Change, DeviceInfo, Instant, Via
+from .model import Change, DeviceInfo, Instant, Via
+from .publisher import CHANNEL, AlarmPublisher, Listener, log_mark_error
 from .rules import OFFLINE, ONLINE
 from .settings import AlarmsConfig
-from .store import MAX_UNSAVED, AlarmStore
+from .store import AlarmStore
 
 __all__ = [
     "CHANNEL",
@@ -55,11 +52,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "alarms"
 MAX_BY = 64
 MAX_NOTE = 500
 _POLL_S = 0.5  # how often queued `gateway ack`s are looked for (the brief says <= 1 s)
-REPEAT_PUBLISH_S = 1.0  # repeats of one alarm are published at most this often
 # While a timer runs, the run clock's mark is stored this often: after a power cut the
 # timers lose at most this much of their progress (plus the time the host was off).
 MARK_EVERY_S = 5.0
@@ -67,7 +62,6 @@ _REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
 OutputSwitch = Callable[[bool], Awaitable[None]]
-Listener = Callable[[dict[str, Any]], None]
 
 
 class UnknownAlarm(LookupError):
@@ -134,21 +128,17 @@ class AlarmEngine:
         self.output = output
         self.clock: TimeSource = Clock(ClockCheck.KERNEL) if clock is None else clock
         self.store = AlarmStore(path)
+        self.publisher = AlarmPublisher(outbox, topics, self.store)
         self._run: RunClock | None = None
         self._marked = 0.0  # monotonic time the run clock's mark was last stored
         self._book: AlarmBook | None = None
-        self._listeners: list[Listener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._inflight: dict[str, int] = {}  # alarm id -> rev handed to the outbox
-        self._sent_rev: dict[str, int] = {}  # alarm id -> latest rev the outbox took
         # Saves handed to the store's writer and not yet followed up on the loop; their
         # outcomes come back in order through `_saved` (see `_commit`).
         self._saving = 0
         self._saved: deque[tuple[list[Change], Future[int]]] = deque()
         self._store_error = ""
-        self._last_publish: dict[str, float] = {}  # open alarm id -> monotonic time
-        self._deferred: set[str] = set()  # alarms with a repeat not yet published
         self._output_state: bool | None = None  # None: unknown, set it at the next tick
         self._output_error = ""
         self._available: dict[str, bool] = {}  # device id -> last reported availability
@@ -186,9 +176,10 @@ class AlarmEngine:
             restored,
         )
         self._book.bound_timers(now)
+        self.publisher.store_open = True
         if restored:
             log.info("alarms: %d open alarms restored from %s", len(restored), self.path)
-        self._republish()
+        self.publisher.republish()
 
     def close(self) -> None:
         """Wait for the writes queued (their alarms are published), store the mark, close."""
@@ -200,6 +191,7 @@ class AlarmEngine:
             self._follow_up()  # the saves before the mark are done: publish them now
         self._book = None
         self._run = None
+        self.publisher.store_open = False
         self.store.close()
 
     def now(self) -> Instant:
@@ -220,7 +212,7 @@ class AlarmEngine:
                     self._commit([])  # stores what the database refused before
                 await self._apply_queued_acks()
                 if not self._saving:  # a rev being saved is published when it is stored
-                    self._republish()
+                    self.publisher.republish()
                 await self._sync_output(book.output_wanted())
                 deadline = book.next_deadline()
                 delay = _POLL_S
@@ -240,7 +232,7 @@ class AlarmEngine:
             # Counted from now, stored or not: the timers keep counting, the next mark
             # says where (and a save of changes stores the mark with them).
             self._marked = self.clock.monotonic()
-            self.store.save_mark_later(self._run.mark()).add_done_callback(_log_mark_error)
+            self.store.save_mark_later(self._run.mark()).add_done_callback(log_mark_error)
 
     def _require(self) -> AlarmBook:
         if self._book is None:
@@ -338,13 +330,7 @@ class AlarmEngine:
         Every transition and escalation is published at once; repeats of one alarm
         (count, last seen) at most once a second.
         """
-        self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
-
-        return unsubscribe
+        return self.publisher.listen(callback)
 
     def _commit(self, changes: Iterable[Change]) -> Future[int] | None:
         """Hand `changes` to the store's writer; they are published once it is done.
@@ -412,86 +398,11 @@ class AlarmEngine:
                 ch.alarm.device.id,
                 ch.alarm.rev,
             )
-            last = self._last_publish.get(ch.alarm.id)
-            if repeat and last is not None and time.monotonic() - last < REPEAT_PUBLISH_S:
-                # A detector that repeats its alarm every few hundred ms: the count is
-                # stored at once, the document goes out at most once a second (run()).
-                self._deferred.add(ch.alarm.id)
-                continue
-            self._publish(ch.alarm)
+            self.publisher.offer(ch.alarm, repeat=repeat)
 
     def _require_run(self) -> RunClock:
         assert self._run is not None, "start() first"
         return self._run
-
-    def _publish(self, alarm: Alarm) -> None:
-        doc = alarm.document(self.identity)
-        payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-        topic = self.topics.alarm(alarm.id)
-        items = [self._item(topic, payload, alarm.device.kind)]
-        if alarm.state is AlarmState.CLOSED:
-            items.append(self._item(topic, b"", alarm.device.kind))  # the broker forgets it
-        try:
-            futures = [self.outbox.put(item) for item in items]
-        except Exception as exc:  # outbox closed or failing: run() tries again
-            log.warning("alarm %s rev %d not queued for publishing: %s", alarm.id, alarm.rev, exc)
-            return
-        self._inflight[alarm.id] = alarm.rev
-        self._deferred.discard(alarm.id)
-        if alarm.is_open:
-            self._last_publish[alarm.id] = time.monotonic()
-        else:
-            self._last_publish.pop(alarm.id, None)
-        for listener in list(self._listeners):
-            try:
-                listener(doc)
-            except Exception:  # a broken listener must not stop the others
-                log.exception("alarm listener %r failed", listener)
-        loop = self._loop
-        assert loop is not None
-
-        def done(fut: Any) -> None:
-            loop.call_soon_threadsafe(self._published, alarm.id, alarm.rev, fut.exception())
-
-        futures[-1].add_done_callback(done)
-
-    @staticmethod
-    def _item(topic: str, payload: bytes, kind: str) -> OutboxItem:
-        return OutboxItem(
-            priority=Priority.EVENT,
-            channel=CHANNEL,
-            device_kind=kind,
-            topic=topic,
-            build_payload=partial(_fixed, payload),
-            retain=True,
-            sequenced=False,  # a gap in seq must keep meaning dropped telemetry
-        )
-
-    def _published(self, alarm_id: str, rev: int, error: BaseException | None) -> None:
-        if self._inflight.get(alarm_id) == rev:
-            del self._inflight[alarm_id]
-        if error is not None:
-            log.warning("alarm %s rev %d not stored in the outbox: %s", alarm_id, rev, error)
-            return
-        if len(self._sent_rev) >= MAX_UNSAVED:  # bounded: forgetting costs a repeat at most
-            self._sent_rev.clear()
-        self._sent_rev[alarm_id] = max(rev, self._sent_rev.get(alarm_id, 0))
-        if self._book is not None:
-            # A full card refuses it: _sent_rev keeps run() from repeating the alarm.
-            self.store.mark_published_later(alarm_id, rev).add_done_callback(_log_mark_error)
-
-    def _republish(self) -> None:
-        """Hand the outbox every latest rev it has not taken (after a crash or an error)."""
-        for alarm in self.store.unpublished():
-            if max(self._inflight.get(alarm.id, 0), self._sent_rev.get(alarm.id, 0)) >= alarm.rev:
-                continue
-            if alarm.id in self._deferred:
-                last = self._last_publish.get(alarm.id, 0.0)
-                if time.monotonic() - last < REPEAT_PUBLISH_S:
-                    continue
-            else:
-                log.info("alarm %s: publishing rev %d again", alarm.id, alarm.rev)
-            self._publish(alarm)
 
     async def _sync_output(self, want: bool) -> None:
         if self.output is None or self._output_state is want:
@@ -514,13 +425,3 @@ class AlarmEngine:
 
 def _nothing(conn: sqlite3.Connection) -> None:
     """A write that writes nothing: done once the writes queued before it are."""
-
-
-def _log_mark_error(fut: Future[None]) -> None:
-    # A mark (run clock, published rev) the database refused: the next one will do.
-    if (exc := fut.exception()) is not None:
-        log.debug("alarms: bookkeeping not stored: %s", exc)
-
-
-def _fixed(payload: bytes, seq: int) -> bytes:
-    return payload

@@ -12,121 +12,44 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from community_protocol.names import SchemaName, schema_ref
 from community_protocol.topics import CommandPath, Topics
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
-from gateway.host import Hooks, Service
+from gateway.host import Hooks
 from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
-from gateway.mqtt.uplink import CONSUMER, Reply, Uplink
+from gateway.mqtt.uplink import Reply, Uplink
+from gateway.process.drivers import DriverSeat
+from gateway.process.health import build_health
+from gateway.process.outboxes import StorageEvents, build_outbox
 from gateway.process.supervision import ThreadDeath, ThreadDeaths
+from gateway.process.tasks import cancel_all, supervise
 from gateway.sdk.clock import Clock
-from gateway.sdk.driver import DeviceSpec, Driver, DriverContext
+from gateway.sdk.driver import DeviceSpec, Driver
 from gateway.sdk.model import (
-    GATEWAY_STORAGE,
     ClockState,
+    DeviceRef,
     Identity,
     Message,
     Priority,
     encode,
-    encode_gateway_event,
-    format_ts,
 )
 from gateway.sdk.registry import available_drivers
 from gateway.security.guard import command_guard
-from gateway.sinks.sink import Sink, build_sinks
+from gateway.sinks.sink import build_sinks
 from gateway.sinks.wiring import attach as attach_sinks
-from gateway.storage.outbox import Consumer, Outbox, OutboxItem
+from gateway.storage.outbox import OutboxItem
 from gateway.wellness.monitor import attach as attach_wellness
 
 __all__ = ["Gateway", "StorageEvents", "build_outbox"]
 
 log = logging.getLogger(__name__)
-
-
-def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> Outbox:
-    """The outbox of a config, with the MQTT consumer and every configured sink's.
-
-    Everything that opens the outbox must build it here: `Outbox.open` deletes the
-    pending rows of any consumer it is not given.  `sinks` None: the config's sinks.
-    """
-    cfg = loaded.config.outbox
-    if sinks is None:
-        sinks = build_sinks(loaded.config)
-    return Outbox(
-        cfg.path,
-        max_messages=cfg.max_messages,
-        commit_interval_ms=cfg.commit_interval_ms,
-        sync=cfg.sync,
-        consumers=[Consumer(CONSUMER), *(s.consumer() for s in sinks)],
-        on_storage_fault=StorageEvents(loaded, Clock(loaded.config.clock.check)).item,
-        reserve_bytes=cfg.reserve_bytes,
-    )
-
-
-class StorageEvents:
-    """Builds the `gateway.storage` events the outbox and the stores report their faults with."""
-
-    def __init__(self, loaded: LoadedConfig, clock: Clock) -> None:
-        self.identity = loaded.config.identity
-        self.topics = Topics(loaded.config.broker.topic_prefix, self.identity)
-        self.clock = clock
-
-    def item(self, data: Mapping[str, Any]) -> OutboxItem:
-        ts = datetime.now(UTC)
-        return OutboxItem(
-            priority=Priority.EVENT,
-            channel="events",
-            device_kind="gateway",
-            topic=self.topics.gateway_events,
-            build_payload=partial(self._encode, dict(data), ts),
-        )
-
-    def _encode(self, data: dict[str, Any], ts: datetime, seq: int) -> bytes:
-        return encode_gateway_event(
-            GATEWAY_STORAGE,
-            data,
-            self.identity,
-            seq,
-            self.clock.state(),
-            ts,
-            uptime_ms=self.clock.uptime_ms(),
-            boot_id=self.clock.boot_id,
-        )
-
-
-class _Context(DriverContext):
-    """What one driver instance sees of the runtime."""
-
-    def __init__(self, gw: Gateway, name: str, devices: list[DeviceSpec]) -> None:
-        self._gw = gw
-        self._name = name
-        self._devices = {d.id: d.ref for d in devices}
-        self._logger = logging.getLogger(f"drivers.{name}")
-
-    @property
-    def logger(self) -> logging.Logger:
-        return self._logger
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def emit(self, message: Message) -> None:
-        if message.device.id not in self._devices:
-            raise KeyError(f"driver emitted for device {message.device.id!r}, which is not its own")
-        await self._gw.emit(message, source=self._name)
-
-    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
-        ref = self._devices[device_id]
-        self._gw.uplink.set_availability(ref, available, reason)
-        self._gw.observe_availability(ref, available, reason)
 
 
 class Gateway(Hooks):
@@ -205,6 +128,11 @@ class Gateway(Hooks):
         return await driver.command(device_id, command, args)
 
     # ---- observers -------------------------------------------------------------------
+
+    def _set_available(self, ref: DeviceRef, available: bool | None, reason: str) -> None:
+        # A driver's report (or a device left unstarted): to the platform, then locally.
+        self.uplink.set_availability(ref, available, reason)
+        self.observe_availability(ref, available, reason)
 
     def observe(self, message: Message, *, source: str = "") -> None:
         """Tell the observers and the other drivers about a message now in the outbox."""
@@ -291,40 +219,7 @@ class Gateway(Hooks):
     # ---- health ----------------------------------------------------------------------
 
     def health_doc(self) -> dict[str, Any]:
-        s = self.outbox.stats()
-        doc: dict[str, Any] = {
-            "schema": schema_ref(SchemaName.HEALTH),
-            "site": self.identity.site,
-            "gateway": self.identity.gateway,
-            "ts": format_ts(datetime.now(UTC)),
-            "session": self.uplink.session,
-            # Host uptime on the same clock as an unsynced message's uptime_ms, so the
-            # platform can place such messages once a synced health message arrives.
-            "uptime_s": round(self.clock.uptime_ms() / 1000, 1),
-            "boot_id": self.clock.boot_id,
-            "clock": str(self.clock.state()),
-            "outbox": {
-                "depth": s.depth,
-                "depth_events": s.depth_events,
-                "depth_telemetry": s.depth_telemetry,
-                "oldest_age_s": None if s.oldest_age_s is None else round(s.oldest_age_s, 1),
-                "dropped_telemetry": s.dropped_telemetry,
-                "accepted_total": s.accepted_total,
-                "commits_total": s.commits_total,
-                "bytes_written_per_hour": round(s.bytes_written_per_hour),
-                "disk_write_bytes_per_hour": None
-                if s.disk_write_bytes_per_hour is None
-                else round(s.disk_write_bytes_per_hour),
-                "queued": s.queued,
-                "lowest_seq": s.lowest_seq[CONSUMER],
-                "free_bytes": s.free_bytes,
-                "reserve_bytes": s.reserve_bytes,
-                "unstored_events": s.unstored_events,
-            },
-            "publish": self.uplink.stats().as_dict(),
-            "commands": self.uplink.gate.stats(),
-            "drivers": {name: d.health().as_dict() for name, d in self.drivers.items()},
-        }
+        doc = build_health(self.identity, self.clock, self.outbox, self.uplink, self.drivers)
         doc.update(self.health_parts_doc())
         return doc
 
@@ -357,31 +252,19 @@ class Gateway(Hooks):
             reason = unstarted.get(spec.id)
             if reason is not None:
                 log.error("device %s %s", spec.id, reason)
-                self.uplink.set_availability(spec.ref, False, reason)
-                self.observe_availability(spec.ref, False, reason)
+                self._set_available(spec.ref, False, reason)
                 continue
             by_driver.setdefault(spec.driver, []).append(spec)
         for name, specs in by_driver.items():
-            driver = infos[name].factory(specs, _Context(self, name, specs))
+            seat = DriverSeat(name, specs, emit=self.emit, availability=self._set_available)
+            driver = infos[name].factory(specs, seat)
             self.drivers[name] = driver
             task = asyncio.create_task(
-                self._supervise(f"driver {name}", driver.run), name=f"driver:{name}"
+                supervise(f"driver {name}", driver.run, self.restart_pause_s),
+                name=f"driver:{name}",
             )
             tasks.append(task)
         return tasks
-
-    async def _supervise(self, name: str, run: Service) -> None:
-        # A driver or service that crashes is restarted after a pause; the others keep
-        # running.
-        while True:
-            try:
-                await run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s crashed; restarting it in %g s", name, self.restart_pause_s)
-                await asyncio.sleep(self.restart_pause_s)
 
     def _thread_died(self, stop: asyncio.Event, death: ThreadDeath) -> None:
         # Runs in the dying thread.  A drivers-only gateway would stay up publishing
@@ -408,7 +291,7 @@ class Gateway(Hooks):
             for sink in self.sinks:
                 sink.start(self.outbox)
             tasks = [
-                asyncio.create_task(self._supervise(name, service), name=name)
+                asyncio.create_task(supervise(name, service, self.restart_pause_s), name=name)
                 for name, service in self.services.items()
             ]
             tasks += self._start_drivers()
@@ -425,32 +308,10 @@ class Gateway(Hooks):
                 self.on_ready()
             await stop.wait()
             log.info("stopping: drivers first, then the uplink and sinks, then the outbox")
-            await _cancel_all(tasks)
+            await cancel_all(tasks)
             await asyncio.gather(
                 asyncio.to_thread(self.uplink.stop, 2.0),
                 *(asyncio.to_thread(sink.stop, 2.0) for sink in self.sinks),
             )
         finally:
             self.outbox.close()
-
-
-async def _cancel_all(tasks: list[asyncio.Task[None]], patience_s: float = 10.0) -> None:
-    """Cancel the tasks and wait for them; cancel again those that swallowed it.
-
-    Python 3.11's asyncio.timeout can turn a cancellation that arrives as its own
-    deadline expires into a TimeoutError, which a poller then treats as a failed read
-    and goes on: without a second cancel, SIGTERM would wait for it forever.
-    """
-    pending = {t for t in tasks if not t.done()}
-    deadline = time.monotonic() + patience_s
-    while pending and time.monotonic() < deadline:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    for task in pending:
-        log.error(
-            "task %s did not stop within %g s of being cancelled", task.get_name(), patience_s
-        )
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.debug("task %s ended with %r", task.get_name(), task.exception())
