@@ -175,7 +175,6 @@ def console_page(
     csrf: str,
     alarms: list[dict[str, Any]],
     devices: Iterable[DeviceState],
-    engine_running: bool,
     site: str,
     lang: Lang,
     zone: tzinfo,
@@ -183,14 +182,13 @@ def console_page(
 ) -> str:
     now = now or datetime.now(UTC)
     devices = list(devices)
-    notice = "" if engine_running else f'<p class="error">{esc(t("c_no_engine", lang))}</p>'
     cards = "".join(_alarm_card(a, csrf, lang, zone, now) for a in alarms)
     words = json.dumps({k: t(k, lang) for k in CONSOLE_JS_KEYS}, ensure_ascii=False)
     h = {k: esc(t(k, lang)) for k in TEXT}
     grid = building_html(place_states(devices, alarms), lang)
     body = f"""{_console_header(site, staff_name, csrf, lang, "/console")}{_stale_overlay(lang)}
 <main data-csrf="{esc(csrf)}" data-lang="{lang}" data-now="{esc(format_ts(now))}"
- data-site="{esc(site)}" data-words="{esc(words)}">{notice}
+ data-site="{esc(site)}" data-words="{esc(words)}">
 <h2>{h["c_alarms"]}</h2><p id="no-alarms"{" hidden" if alarms else ""}>{h["c_no_alarms"]}</p>
 <div id="alarms" class="cards">{cards}</div>
 {grid}

@@ -213,7 +213,6 @@ class ConsoleRoutes:
                 csrf=s.csrf,
                 alarms=self.live.alarm_snapshot(),
                 devices=self.live.devices.values(),
-                engine_running=self.live.alarms is not None,
                 site=self.live.site_name or self.identity.site,
                 lang=lang,
                 zone=self.zone,
@@ -299,11 +298,8 @@ class ConsoleRoutes:
             return csrf_refused("acknowledgement")
         wants_json = "application/json" in request.headers.get("Accept", "")
         alarm_id = request.match_info["alarm_id"]
-        engine = self.live.alarms
-        if engine is None:
-            return web.Response(status=503, text="503: the alarm engine is not running")
         try:
-            outcome = await engine.acknowledge(
+            outcome = await self.live.alarms.acknowledge(
                 alarm_id, by=s.staff_id, note=form.get("note", ""), via="web"
             )
         except LookupError:

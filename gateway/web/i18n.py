@@ -88,7 +88,6 @@ TEXT: dict[str, dict[Lang, str]] = {
     "c_reconnecting": {Lang.ZH: "重新连接中…", Lang.EN: "reconnecting…"},
     "c_signed_in_as": {Lang.ZH: "当前用户：{name}", Lang.EN: "Signed in as {name}"},
     "c_signout": {Lang.ZH: "退出", Lang.EN: "Sign out"},
-    "c_no_engine": {Lang.ZH: "报警引擎未运行。", Lang.EN: "The alarm engine is not running."},
     "c_alarms": {Lang.ZH: "报警", Lang.EN: "Alarms"},
     "c_type": {Lang.ZH: "类型", Lang.EN: "Type"},
     "c_severity": {Lang.ZH: "级别", Lang.EN: "Severity"},

@@ -65,16 +65,6 @@ class KioskRoutes:
         self.secure_cookies = cfg.tls is not None
         self.zone = live.zone
 
-    def _cookie(
-        self,
-        resp: web.StreamResponse,
-        name: str,
-        value: str,
-        path: str = "/",
-        max_age: int | None = None,
-    ) -> None:
-        set_cookie(resp, name, value, secure=self.secure_cookies, path=path, max_age=max_age)
-
     def _kiosk_id(self, request: web.Request) -> str:
         kiosk = request.match_info["kiosk"]
         if kiosk not in self.cfg.kiosk.ids:
@@ -110,7 +100,7 @@ class KioskRoutes:
             ),
             status=status,
         )
-        self._cookie(resp, KIOSK_COOKIE, token, path="/kiosk/")
+        set_cookie(resp, KIOSK_COOKIE, token, secure=self.secure_cookies, path="/kiosk/")
         return resp
 
     async def kiosk_form(self, request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from gateway.alarms.engine import AlarmEngine
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import DeviceRef, Event, Message, Telemetry, format_ts
 from gateway.web.meters import MeterHistory
@@ -143,7 +144,7 @@ class LiveState:
     def __init__(
         self,
         devices: list[DeviceSpec],
-        alarms: Any | None,
+        alarms: AlarmEngine,
         zone: tzinfo = UTC,
         *,
         site_name: str = "",
@@ -156,15 +157,14 @@ class LiveState:
             d.id: DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
             for d in devices
         }
-        self.alarms = alarms  # gateway.alarms.AlarmEngine, or None when not running
+        self.alarms = alarms
         self.console = Hub()
         self.kiosk = Hub()
         self._unlisten: Callable[[], None] | None = None
         self._banner: list[dict[str, Any]] = []
 
     def start(self) -> None:
-        if self.alarms is not None:
-            self._unlisten = self.alarms.listen(self.on_alarm)
+        self._unlisten = self.alarms.listen(self.on_alarm)
 
     def stop(self) -> None:
         if self._unlisten is not None:
@@ -174,10 +174,7 @@ class LiveState:
         self.kiosk.close()
 
     def alarm_snapshot(self) -> list[dict[str, Any]]:
-        if self.alarms is None:
-            return []
-        docs: list[dict[str, Any]] = self.alarms.snapshot(recent=50)
-        return docs
+        return self.alarms.snapshot(recent=50)
 
     def console_alarm(self, doc: dict[str, Any]) -> dict[str, Any]:
         """An alarm document for the console: a copy with `since_local` (raised_at, local)."""
