@@ -1,11 +1,13 @@
 """The alarm engine in the running gateway: the book's changes stored, published, announced.
 
-Every change is stored first (durable), then its document handed to the outbox as a
-retained message on `{base}/alarms/{alarm_id}` (an empty retained payload follows the
-closed document, so the broker forgets it), then the listeners (the local web console)
-get it (`publisher`).  `run()` is the engine's service: it restores the open alarms and their timers,
-republishes what a crash kept from the outbox, and then applies the timers, the
-acknowledgements queued by `gateway ack`, and the escalation output.
+Every change is stored first (durable: by the store's writer thread, so a commit never
+blocks the event loop; what follows runs from the write's callback, in order), then its
+document handed to the outbox as a retained message on `{base}/alarms/{alarm_id}` (an
+empty retained payload follows the closed document, so the broker forgets it), then
+the listeners (the local web console) get it (`publisher`).  `run()` is the engine's
+service: it restores the open alarms and their timers, republishes what a crash kept
+from the outbox, and then applies the timers, the acknowledgements queued by `gateway
+ack`, and the escalation output.
 
 Timers count on a run clock (gateway.sdk.clock.RunClock) whose mark is stored with every
 change and every few seconds while a timer runs: a step of the wall clock (NTP at boot)
