@@ -4,6 +4,9 @@ A key that does not match its certificate, a CA file that is not PEM, an expired
 certificate or a key the service cannot read all pass a "file exists" check and then
 kill the uplink's handshake over and over.  `tls_problems` loads every file the way the
 TLS library will and names the file and what to do; it never connects anywhere.
+
+cryptography is imported when a file is checked, not with this module: it is about
+8 MB of a gateway's memory, which a config without TLS files should not pay.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 __all__ = ["SERVICE_USER", "TlsFileProblem", "readable_by", "tls_problems"]
 
@@ -117,6 +120,8 @@ def _not_pem_hint(data: bytes, path: Path, what: str) -> str:
 
 
 def _certs(data: bytes, path: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -127,6 +132,9 @@ def _certs(data: bytes, path: Path) -> list[x509.Certificate]:
 
 
 def _key(data: bytes, path: Path) -> PrivateKeyTypes:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -157,6 +165,8 @@ def _dates(cert: x509.Certificate, whose: str, now: datetime) -> str | None:
 
 
 def _public(obj: x509.Certificate | PrivateKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     key = obj.public_key()
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -165,6 +175,8 @@ def _public(obj: x509.Certificate | PrivateKeyTypes) -> bytes:
 
 def _signed_by(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]) -> str | None:
     """None if the CAs issued the chain's first certificate (through the chain's others)."""
+    from cryptography.exceptions import InvalidSignature
+
     current = chain[0]
     pool = list(chain[1:])
     for _ in range(8):  # a chain is a handful of certificates; bound the walk anyway

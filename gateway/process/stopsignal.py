@@ -11,11 +11,14 @@ Imports the standard library only, so that installing the handlers costs nothing
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio  # 50 ms to import: after the handlers, not before
 
 __all__ = ["STOP_SIGNALS", "StopSignals", "catch"]
 

@@ -10,7 +10,6 @@ from gateway.mqtt.commands import Guard
 from gateway.sdk.model import Identity
 
 from .settings import SecurityConfig
-from .signing import CommandVerifier, ReplayCache, key_id, load_public_key
 
 __all__ = ["command_guard"]
 
@@ -31,6 +30,9 @@ def command_guard(
             " broker are not authenticated (docs/security.md, 'Signed commands')"
         )
         return None
+    # Only with keys: signing imports cryptography, about 8 MB of a gateway's memory.
+    from .signing import CommandVerifier, ReplayCache, key_id, load_public_key
+
     keys = [load_public_key(p) for p in cfg.command_keys]
     log.info(
         "signed commands: %s need a signature by key %s",

@@ -49,9 +49,11 @@ class SecurityConfig(BaseModel):
 
 def security_problems(cfg: SecurityConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """(key path, message) for every trusted key file that is not an Ed25519 public key."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if not cfg.command_keys:
+        return out  # signing imports cryptography (about 8 MB): only for a key to check
     from .signing import load_public_key
 
-    out: list[tuple[tuple[str | int, ...], str]] = []
     for i, path in enumerate(cfg.command_keys):
         try:
             load_public_key(path)
