@@ -70,13 +70,6 @@ def test_installing_the_gateway_does_not_bring_the_ticket_service() -> None:
     assert not [p for p in found if "ticket" in p or "central" in p], found
 
 
-# TEMPORARY (issue 19): contract.py imports the gateway until the protocol package lands;
-# strict, so these fail as soon as it no longer does and the marks must go.
-_UNTIL_PROTOCOL = pytest.mark.xfail(
-    strict=True, reason="contract.py imports the gateway until the protocol package lands"
-)
-
-
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     names: set[str] = set()
@@ -88,7 +81,6 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@_UNTIL_PROTOCOL
 def test_central_code_never_imports_the_gateway() -> None:
     offenders = [
         str(p.relative_to(ROOT))
@@ -98,7 +90,6 @@ def test_central_code_never_imports_the_gateway() -> None:
     assert offenders == []
 
 
-@_UNTIL_PROTOCOL
 def test_the_command_runs_without_the_gateway_importable(tmp_path: Path) -> None:
     # A gateway package that explodes when imported: central must never touch it.
     (tmp_path / "gateway").mkdir()

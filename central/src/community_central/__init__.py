@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .routing import DEFAULT_TEAMS, Routes, load_routes
-from .service import ServiceConfig, TicketService, TicketTopics
+from .service import ServiceConfig, TicketService
 from .store import AckStatus, Ticket, TicketState, TicketStore
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "TicketService",
     "TicketState",
     "TicketStore",
-    "TicketTopics",
     "load_routes",
     "parse_alarm",
 ]

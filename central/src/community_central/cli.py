@@ -212,7 +212,7 @@ def serve(
         sys.exit(2)
     signer = None
     if signing_key is not None:
-        from .contract import CommandSigner, load_private_key
+        from .signing import CommandSigner, load_private_key
 
         try:
             signer = CommandSigner(load_private_key(signing_key))

@@ -52,66 +52,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .broker import BrokerSettings, build_client, publish_properties, refused_credentials
-from .contract import CommandSigner, Identity
+from .contract import CentralTopics, Identity
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .fair import Budget, FairQueue
 from .routing import Routes
+from .signing import CommandSigner
 from .store import Applied, Ticket, TicketStore
 
-__all__ = ["ServiceConfig", "TicketService", "TicketTopics"]
+__all__ = ["ServiceConfig", "TicketService"]
 
 log = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 256 * 1024
 EVENT_SLICE = 10  # ticket events published between two looks at the incoming alarms
-
-
-@dataclass(frozen=True, slots=True)
-class TicketTopics:
-    """The service's topics under a prefix (docs/mqtt-api.md, "Tickets")."""
-
-    prefix: str
-    group: str
-    client_id: str
-
-    @property
-    def alarms(self) -> str:
-        return f"{self.prefix}/+/+/alarms/+"
-
-    @property
-    def shared_alarms(self) -> str:
-        return f"$share/{self.group}/{self.alarms}"
-
-    @property
-    def shared_replies(self) -> str:
-        """Replies of gateways on MQTT 3.1.1, which cannot use our response topic."""
-        return f"$share/{self.group}/{self.prefix}/+/+/reply/alarms/+/ack"
-
-    @property
-    def shared_status(self) -> str:
-        """Gateways' status: an acknowledgement waiting for one goes out when it is online."""
-        return f"$share/{self.group}/{self.prefix}/+/+/status"
-
-    @property
-    def replies(self) -> str:
-        """Subscription for this instance's MQTT 5 response topics, in every gateway."""
-        return f"{self.prefix}/+/+/reply/central/{self.client_id}"
-
-    def reply_to(self, site: str, gateway: str) -> str:
-        """The response topic for a command to one gateway: in that gateway's own subtree,
-        where its ACL lets it publish (docs/mqtt-api.md, "Commands")."""
-        return f"{self.prefix}/{site}/{gateway}/reply/central/{self.client_id}"
-
-    def ticket(self, ticket_id: str) -> str:
-        return f"{self.prefix}/central/tickets/{ticket_id}"
-
-    def ack_command(self, site: str, gateway: str, alarm_id: str) -> str:
-        return f"{self.prefix}/{site}/{gateway}/cmd/alarms/{alarm_id}/ack"
-
-    def split(self, topic: str) -> tuple[str, ...] | None:
-        """The levels after the prefix, or None for a topic outside it."""
-        head = self.prefix + "/"
-        return tuple(topic[len(head) :].split("/")) if topic.startswith(head) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +100,7 @@ class TicketService:
     def __init__(self, cfg: ServiceConfig, routes: Routes) -> None:
         self.cfg = cfg
         self.routes = routes
-        self.topics = TicketTopics(cfg.broker.prefix, cfg.group, cfg.client_id)
+        self.topics = CentralTopics(cfg.broker.prefix, cfg.group, cfg.client_id)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._connected = False
         self._bad_topics: set[str] = set()
