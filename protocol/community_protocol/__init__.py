@@ -2,8 +2,8 @@
 
 Lives here: `topics` (the MQTT topic tree in both directions), `names` (schema names
 and versions), `enums` (every value set the schemas enumerate), `ids` (site, gateway
-and device ids), `documents` (builders of the documents), `schemas` (the JSON Schema
-files and their loader).  The standard library only: jsonschema is needed by
+and device ids), `documents` (builders of the documents), `signing` (what a command
+signature covers), `schemas` (the JSON Schema files and their loader).  The standard library only: jsonschema is needed by
 `schemas.validator` alone (the `validate` extra).
 
 May import: nothing outside the standard library (and jsonschema, lazily).
