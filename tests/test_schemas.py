@@ -131,27 +131,7 @@ def test_importing_the_module_does_not_need_jsonschema() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-# --- enums mirror the model ---------------------------------------------------------------
-
-
-def test_event_type_enum_is_exactly_the_model_event_types() -> None:
-    enum = load_schema("event")["$defs"]["event_type"]["enum"]
-    assert len(enum) == len(set(enum))
-    assert set(enum) == {str(t) for t in EventType}
-
-
-def test_unit_enum_is_exactly_the_model_units_including_dimensionless() -> None:
-    enum = load_schema("telemetry")["$defs"]["unit"]["enum"]
-    assert set(enum) == {str(u) for u in Unit}
-    assert "" in enum
-
-
-def test_kind_value_type_and_clock_enums_match_the_model() -> None:
-    envelope = load_schema("envelope")["$defs"]
-    assert set(envelope["kind"]["enum"]) == {str(k) for k in Kind}
-    assert set(envelope["clock"]["enum"]) == {str(c) for c in ClockState}
-    reading = load_schema("telemetry")["$defs"]["reading"]
-    assert set(reading["properties"]["type"]["enum"]) == {str(v) for v in ValueType}
+# The enums against the schemas: tests/test_protocol.py, for every enum of the protocol.
 
 
 # --- what the gateway really encodes validates ---------------------------------------------
