@@ -2,11 +2,12 @@
 
 Lives here: `topics` (the MQTT topic tree in both directions), `names` (schema names
 and versions), `enums` (every value set the schemas enumerate), `ids` (site, gateway
-and device ids), `documents` (builders of the documents), `signing` (what a command
-signature covers), `schemas` (the JSON Schema files and their loader).  The standard library only: jsonschema is needed by
-`schemas.validator` alone (the `validate` extra).
+and device ids), `documents` (builders of the documents), `signing` (what a signature
+covers), `ed25519` (keys, signing and verifying: the `signing` extra), `schemas` (the
+JSON Schema files and their loader: jsonschema, the `validate` extra).
 
-May import: nothing outside the standard library (and jsonschema, lazily).
+May import: nothing outside the standard library, but jsonschema (lazily, in
+`schemas.validator`) and cryptography (in `ed25519` only).
 """
 
 from .enums import (
