@@ -297,6 +297,28 @@ def peak_rss(work: Path, broker: Mosquitto, seconds: float) -> tuple[int, int]:
         gw.terminate()
 
 
+def paho_age(port: int, n: int, size: int) -> list[float]:
+    """Baseline: publish -> subscriber latency (ms) of plain paho QoS 1, one at a time."""
+    got: list[float] = []
+    sub = Subscriber(port, "bench/age/#")
+    sub.client.on_message = lambda _c, _u, m: got.append(time.time() - json.loads(m.payload)["t"])
+    sub.start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-age", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    try:
+        for i in range(n):
+            body = json.dumps({"t": time.time()}).ljust(size).encode()
+            pub.publish(f"bench/age/{i}", body, qos=1)
+            wait_for(lambda i=i: len(got) > i, timeout=5, interval=0.001)
+            time.sleep(0.01)  # one at a time, like readings or alarms of an idle gateway
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        sub.stop()
+    return [g * 1000 for g in got]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -324,8 +346,12 @@ def main() -> dict[str, Any]:
             )
             lat = alarm_latency(work, broker, rate / 2, args.seconds)
             p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
+            base_lat = paho_age(broker.port, 200, 500)
             print(
-                f"(3) alarm latency at {rate / 2:.0f} msg/s telemetry: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms  [target p99 < 10 ms]"
+                f"(3) alarm latency at {rate / 2:.0f} msg/s telemetry (shipped defaults):"
+                f" p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms"
+                f"  (baseline paho QoS 1 publish: p50 {pct(base_lat, 0.5):.1f} ms,"
+                f" p99 {pct(base_lat, 0.99):.1f} ms)  [target p99 < 10 ms]"
             )
             rss, hwm = peak_rss(work, broker, args.seconds)
             print(

@@ -37,11 +37,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-from scripts.bench_core import pct
+from scripts.bench_core import paho_age, pct
 from scripts.bench_storage import SERVER, _listening
 from tests.harness import GATEWAY, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
@@ -205,27 +203,6 @@ def data_age(
     }
 
 
-def paho_age(broker: Mosquitto, n: int, size: int) -> list[float]:
-    """Baseline: publish → subscriber age of plain paho QoS 1, one message at a time."""
-    sub = AgeSubscriber(broker.port, "bench/age/#").start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-age", protocol=mqtt.MQTTv5)
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
-    try:
-        for i in range(n):
-            body = json.dumps(
-                {"ts": datetime.now().astimezone().isoformat(timespec="microseconds")}
-            )
-            pub.publish(f"bench/age/{i}", body.ljust(size).encode(), qos=1)
-            wait_for(lambda i=i: len(sub.ages) > i, timeout=5, interval=0.001)
-            time.sleep(0.01)  # one at a time, like readings of an idle gateway
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        sub.stop()
-    return sub.ages
-
-
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--demo-s", type=float, default=60)
@@ -253,7 +230,7 @@ def main() -> dict[str, Any]:
                 result["writes"] = w
             if "age" not in args.skip:
                 a = data_age(work / "age", broker, args.age_s, tuned)
-                base = paho_age(broker, 200, 600)
+                base = paho_age(broker.port, 200, 600)
                 print(
                     f"(A) data age, 32 Modbus TCP meters at a 1 s poll ({label}):"
                     f" p50 {a['age_p50_ms']:.1f} ms, p99 {a['age_p99_ms']:.1f} ms,"

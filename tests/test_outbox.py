@@ -269,6 +269,12 @@ def test_group_commit_batches_telemetry_and_events_do_not_wait(opener: Opener) -
     assert telemetry.done()  # the event's commit took the waiting telemetry along
 
 
+def test_events_committed_counts_events_only_for_the_uplink(opener: Opener) -> None:
+    outbox = opener()
+    put_all(outbox, [item(), item(EVENT), item(), item(EVENT)])
+    assert outbox.events_committed() == 2  # telemetry does not make the uplink hurry
+
+
 def test_acks_ride_along_with_the_next_commit_and_alone_wait(opener: Opener) -> None:
     outbox = opener()
     put_all(outbox, [item()])

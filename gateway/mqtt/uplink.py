@@ -121,6 +121,7 @@ class Uplink:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._after: dict[Priority, int] = {p: 0 for p in Priority}
         self._more = True  # the outbox may hold rows we have not read yet
+        self._events_seen = 0  # outbox.events_committed() when last refilled
         self._acked: list[int] = []
         self._published = 0
         self._acked_total = 0
@@ -336,9 +337,14 @@ class Uplink:
 
     def _pump(self, client: mqtt.Client, reader: OutboxReader) -> None:
         room = self.cfg.max_inflight - len(self._inflight)
-        # Refill in chunks, not after every PUBACK: one outbox query per quarter window.
+        events = self.outbox.events_committed()
+        # Refill in chunks, not after every PUBACK: one outbox query per quarter window;
+        # but a new event (an alarm) goes out as soon as there is any room at all.
         if self._inflight and room < max(1, self.cfg.max_inflight // 4):
-            return
+            if room == 0 or events == self._events_seen:
+                return
+            self._more = True
+        self._events_seen = events
         while self._connected and self._more and room > 0:
             rows = reader.next_batch(CONSUMER, self._after, min(room, 200))
             if not rows:

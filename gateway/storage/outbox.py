@@ -257,6 +257,10 @@ class Outbox:
         if ids:
             self._enqueue(Ack(mask, ids))
 
+    def events_committed(self) -> int:
+        """How many events were committed since `open()`; grows, read lock-free."""
+        return self._writer.events_committed
+
     def add_listener(self, fn: Callable[[], None]) -> None:
         """Call `fn()` in the writer thread after each commit that stored rows; keep it short."""
         with self._handoff.lock:

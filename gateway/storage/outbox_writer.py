@@ -90,6 +90,9 @@ class Writer:
         self.masks: dict[str, int] = {}
         self.snap = Snapshot(depth={p: 0 for p in Priority})
         self.listeners: tuple[Callable[[], None], ...] = ()
+        # Events committed so far: an uplink that sees it grow fetches them at once
+        # instead of waiting for room in its in-flight window (alarm latency).
+        self.events_committed = 0
         self.thread: threading.Thread | None = None
         self._conn: sqlite3.Connection
         self._next_seq = 0
@@ -315,6 +318,7 @@ class Writer:
         for inc in increments:
             inc.future.set_result(out.counters[inc.key])
         if staged:
+            self.events_committed += sum(1 for st in staged if st.row.prio is Priority.EVENT)
             self._notify()
 
     def _notify(self) -> None:
