@@ -15,7 +15,7 @@ import yaml
 from gateway.config import ConfigError, load_config
 from gateway.sdk.driver import DeviceSpec, Driver, DriverHealth, DriverInfo
 from gateway.sdk.model import Event, EventType
-from tests.conftest import RecordingContext
+from tests.recording import RecordingContext
 
 __all__ = [
     "config_head",

@@ -16,9 +16,9 @@ from drivers.dlt645.tests.responder import Bus, SimMeter, bcd_value
 from gateway.config import load_config
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import EventType, Telemetry, Unit, ValueType
-from tests.conftest import RecordingContext
 from tests.driverkit import config_with_devices, events, running
 from tests.peers import PtyPair
+from tests.recording import RecordingContext
 
 FLAT_101 = "000012345678"
 FLAT_102 = "000012345679"

@@ -20,9 +20,9 @@ from drivers.gpio.settings import Bias
 from drivers.gpio.source import ChipUnavailable, LineConfig, explain, open_gpiod
 from drivers.gpio.tests.fakechip import FakeChip, Opener
 from gateway.sdk.model import ClockState, Event, EventType, Identity, Message, encode
-from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, running, until
 from tests.driverkit import event_types as types
+from tests.recording import RecordingContext
 
 E = EventType
 

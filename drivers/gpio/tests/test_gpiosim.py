@@ -20,9 +20,9 @@ from drivers.gpio.check import check_lines
 from drivers.gpio.driver import read_once
 from drivers.gpio.tests.gpiosim import SimChip, unavailable
 from gateway.sdk.model import EventType
-from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, running, until
 from tests.driverkit import event_types as types
+from tests.recording import RecordingContext
 
 REASON = unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -25,11 +25,11 @@ from gateway.process.runtime import Gateway
 from gateway.sdk.driver import CommandError, DeviceSpec
 from gateway.sdk.model import Event, EventType, Message
 from gateway.sdk.registry import available_drivers
-from tests.conftest import RecordingContext
 from tests.driverkit import event_types as types
 from tests.driverkit import running, until
 from tests.harness import Subscriber, topic_base, write_config
 from tests.peers import Mosquitto
+from tests.recording import RecordingContext
 
 E = EventType
 LOC = {"building": "2", "floor": 0, "unit": "lobby"}

@@ -1,12 +1,12 @@
-"""Fixtures of the Modbus driver's tests: shared peers and a context that keeps history."""
+"""Fixtures of the Modbus driver's tests: a recording context that keeps history."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RecordingContext, ptys, recording_ctx
+from tests.recording import RecordingContext
 
-__all__ = ["HistoryContext", "ctx", "ptys", "recording_ctx"]
+__all__ = ["HistoryContext", "ctx"]
 
 
 class HistoryContext(RecordingContext):

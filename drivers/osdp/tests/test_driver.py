@@ -22,10 +22,10 @@ from drivers.osdp.wiegand import encode
 from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import ClockState, Event, EventType, Identity
 from gateway.sdk.model import encode as encode_message
-from tests.conftest import RecordingContext
 from tests.driverkit import device_specs, events, running, until
 from tests.driverkit import event_types as types
 from tests.peers import PtyPair, pty_pair
+from tests.recording import RecordingContext
 
 from .peer import ReaderPeer, SharedLine
 

@@ -18,9 +18,9 @@ from drivers.serial_line import DRIVER
 from gateway.config import load_config
 from gateway.sdk.driver import DeviceSpec, DriverHealth
 from gateway.sdk.model import EventType
-from tests.conftest import RecordingContext
 from tests.driverkit import config_with_devices, events, run_driver, until
 from tests.peers import PtyPair, pty_pair
+from tests.recording import RecordingContext
 
 PENDANT, DETECTOR, SPARE = "1A2B3C", "00BEEF", "C0FFEE"
 

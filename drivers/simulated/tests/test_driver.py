@@ -16,7 +16,7 @@ from drivers.simulated.driver import read_once
 from drivers.simulated.settings import SimulatedSettings
 from gateway.sdk.driver import CommandError, DeviceSpec
 from gateway.sdk.model import DeviceRef, Event, EventType, Kind, Location, Message, Telemetry
-from tests.conftest import RecordingContext
+from tests.recording import RecordingContext
 
 
 class Recorder(RecordingContext):

@@ -18,10 +18,10 @@ from drivers.zigbee2mqtt import DRIVER
 from gateway.config import load_config
 from gateway.sdk.driver import DeviceSpec, DriverHealth
 from gateway.sdk.model import EventType
-from tests.conftest import RecordingContext
 from tests.driverkit import event_types as types
 from tests.driverkit import events, run_driver, until
 from tests.peers import Mosquitto
+from tests.recording import RecordingContext
 
 pytestmark = pytest.mark.broker
 

@@ -1,32 +1,14 @@
-"""Shared fixtures: real peers started per test, and a recording driver context."""
+"""A recording driver context: the driver's side of the runtime, for driver tests."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from gateway.sdk.model import Message
-from tests.peers import Mosquitto, PtyPair, pty_pair
 
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A running Mosquitto of this test's own on a free port; stopped afterwards."""
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.remove()
-
-
-@pytest.fixture
-def ptys(tmp_path: Path) -> Iterator[PtyPair]:
-    with pty_pair(tmp_path) as pair:
-        yield pair
+__all__ = ["RecordingContext"]
 
 
 class RecordingContext:
@@ -51,8 +33,3 @@ class RecordingContext:
 
     def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         self.availability[device_id] = (available, reason)
-
-
-@pytest.fixture
-def recording_ctx() -> RecordingContext:
-    return RecordingContext()
