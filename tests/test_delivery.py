@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,16 @@ def outbox_seqs(config: Path) -> set[int]:
         return {row[0] for row in db.execute("SELECT seq FROM messages WHERE seq > 0")}
 
 
+def stored_seqs(config: Path) -> set[int]:
+    """The outbox's seqs while the gateway may still be creating it (empty until then)."""
+    if not (config.parent / "outbox.db").exists():
+        return set()  # connecting would create the file before the gateway does
+    try:
+        return outbox_seqs(config)
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return set()
+
+
 def data_messages(sub: Subscriber) -> list[dict[str, Any]]:
     return [m.json() for m in sub.snapshot() if m.topic.endswith(("/telemetry", "/events"))]
 
@@ -81,14 +91,24 @@ def assert_valid(messages: list[Received]) -> None:
         validator(SCHEMA_OF[doc["schema"]["name"]]).validate(doc)
 
 
-def assert_nothing_lost(sub: Subscriber, config: Path) -> list[dict[str, Any]]:
-    """Every seq from 1 to the highest is received or still in the outbox; no others."""
-    docs = data_messages(sub)
-    received = {d["seq"] for d in docs}
+def missing_seqs(sub: Subscriber, config: Path) -> set[int]:
+    """Seqs from 1 to the highest that are neither received nor still in the outbox."""
+    received = {d["seq"] for d in data_messages(sub)}
     stored = outbox_seqs(config)
-    top = max(received | stored)
-    missing = set(range(1, top + 1)) - received - stored
+    return set(range(1, max(received | stored) + 1)) - received - stored
+
+
+def assert_nothing_lost(sub: Subscriber, config: Path) -> list[dict[str, Any]]:
+    """Every seq from 1 to the highest is received or still in the outbox; no others.
+
+    Call it once the gateway has stopped, so the outbox no longer changes.  What the
+    broker acknowledged left the outbox but may still be on its way to the subscriber:
+    that is waited for (bounded), not slept for.
+    """
+    sub.wait(lambda _: not missing_seqs(sub, config), timeout=10)
+    missing = missing_seqs(sub, config)
     assert not missing, f"{len(missing)} seqs lost, e.g. {sorted(missing)[:10]}"
+    docs = data_messages(sub)
     # Redelivered duplicates are the same message: same seq, same msg_id.
     ids: dict[int, str] = {}
     for d in docs:
@@ -110,103 +130,111 @@ def assert_device_order(docs: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def offline_subscriber(tmp_path: Path) -> Any:
-    """A broker that knows the subscriber's session but is stopped, and a factory to resume."""
-
-    def make(config: Path) -> tuple[Mosquitto, Subscriber]:
-        broker = Mosquitto(tmp_path / "broker")
-        broker.start()
-        sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-        return broker, sub
-
-    return make
-
-
-def test_broker_down_at_start_then_up_everything_arrives(tmp_path: Path) -> None:
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, not started: the test starts and stops it; removed after."""
     broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    config = write_config(
-        tmp_path / "gw.yaml",
-        broker.url,
-        [*meters(2, 20), smoke(at_s=0.5)],
-        broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 1}},
+    yield broker
+    broker.remove()
+
+
+@pytest.fixture
+def run_gateway() -> Iterator[Callable[[Path], GatewayProc]]:
+    """Starts `gateway run` on a config; one a failed test left running is killed after."""
+    started: list[GatewayProc] = []
+
+    def start(config: Path) -> GatewayProc:
+        started.append(GatewayProc(config).start())
+        return started[-1]
+
+    yield start
+    for gw in started:
+        if gw.running():
+            gw.kill()
+
+
+def outage_config(
+    tmp_path: Path,
+    broker: Mosquitto,
+    devices: list[dict[str, Any]],
+    max_delay_s: float = 1,
+    **sections: Any,
+) -> Path:
+    """A gateway config for `broker` that reconnects quickly (0.2 s, up to `max_delay_s`)."""
+    reconnect = {"min_delay_s": 0.2, "max_delay_s": max_delay_s}
+    broker_section = {"url": broker.url, "reconnect": reconnect, **sections.pop("broker", {})}
+    return write_config(
+        tmp_path / "gw.yaml", broker.url, devices, broker=broker_section, **sections
     )
+
+
+def test_broker_down_at_start_then_up_everything_arrives(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    broker = own_broker
+    broker.start()
+    config = outage_config(tmp_path, broker, [*meters(2, 20), smoke(at_s=0.5)])
     sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
     broker.stop()  # the subscriber's session is saved with the broker's persistence
-    gw = GatewayProc(config).start()
-    try:
-        time.sleep(3)
-        assert outbox_seqs(config), "nothing was kept while the broker was down"
-        broker.start()
-        assert sub.wait(lambda ms: any(m.topic.endswith("/events") for m in ms)), gw.log()
-        time.sleep(1)
-    finally:
-        assert gw.terminate() == 0
-        broker.kill()
+    gw = run_gateway(config)
+    assert wait_for(lambda: stored_seqs(config), timeout=30), (
+        f"nothing was kept while the broker was down: {gw.log()}"
+    )
+    broker.start()
+    assert sub.wait(lambda ms: any(m.topic.endswith("/events") for m in ms)), gw.log()
+    assert gw.terminate() == 0
     docs = assert_nothing_lost(sub, config)
     assert any(d.get("event", {}).get("type") == "smoke.alarm" for d in docs)
     assert_valid(sub.snapshot())
 
 
-def test_broker_stopped_for_ten_seconds_every_seq_arrives_in_order(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker")
+def test_broker_stopped_through_a_long_backlog_every_seq_arrives_in_order(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    broker = own_broker
     broker.start()
-    config = write_config(
-        tmp_path / "gw.yaml",
-        broker.url,
-        [*meters(4, 25), smoke(every_s=0.5)],
-        broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 1}},
-    )
+    config = outage_config(tmp_path, broker, [*meters(4, 25), smoke(every_s=0.5)])
     sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw = GatewayProc(config).start()
-    try:
-        assert sub.wait(lambda ms: len(ms) > 50), gw.log()
-        broker.stop()
-        time.sleep(10)
-        broker.start()
-        time.sleep(4)
-    finally:
-        assert gw.terminate() == 0
-    time.sleep(1)
-    broker.kill()
+    gw = run_gateway(config)
+    assert sub.wait(lambda ms: len(ms) > 50), gw.log()
+    broker.stop()
+    # Down until the gateway has kept 600 messages (some 6 s of readings, several
+    # reconnect attempts at the 1 s maximum delay), however slow the machine is.
+    assert wait_for(lambda: len(stored_seqs(config)) >= 600, timeout=60), gw.log()
+    broker.start()
+    assert sub.wait(lambda ms: len(ms) > 1200, timeout=60), gw.log()
+    assert gw.terminate() == 0
     docs = assert_nothing_lost(sub, config)
     assert len({d["seq"] for d in docs}) > 1000
     assert_device_order(docs)
     assert "connected again" in gw.log()
 
 
-def test_kill_9_with_backlog_then_restart_backlog_arrives_and_seq_continues(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker")
-    config = write_config(
-        tmp_path / "gw.yaml",
-        broker.url,
-        [*meters(2, 20), smoke(every_s=0.3)],
-        broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 1}},
-    )
-    gw = GatewayProc(config).start()
-    time.sleep(3)
+def test_kill_9_with_backlog_then_restart_backlog_arrives_and_seq_continues(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    broker = own_broker
+    config = outage_config(tmp_path, broker, [*meters(2, 20), smoke(every_s=0.3)])
+    gw = run_gateway(config)
+    # A backlog of some size, however long a loaded machine takes to make it.
+    assert wait_for(lambda: len(stored_seqs(config)) > 50, timeout=30), gw.log()
     gw.kill()
     backlog = outbox_seqs(config)
     assert len(backlog) > 50
     broker.start()
     sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw2 = GatewayProc(config).start()
-    try:
-        assert sub.wait(
-            lambda ms: (
-                backlog
-                <= {
-                    m.json()["seq"]
-                    for m in ms
-                    if "/devices/" in m.topic and not m.topic.endswith("availability")
-                }
-            ),
-            timeout=20,
-        ), gw2.log()
-        time.sleep(1)
-    finally:
-        assert gw2.terminate() == 0
-        broker.kill()
+    gw2 = run_gateway(config)
+    assert sub.wait(
+        lambda ms: (
+            backlog
+            <= {
+                m.json()["seq"]
+                for m in ms
+                if "/devices/" in m.topic and not m.topic.endswith("availability")
+            }
+        ),
+        timeout=20,
+    ), gw2.log()
+    assert gw2.terminate() == 0
     docs = assert_nothing_lost(sub, config)
     newer = [d["seq"] for d in docs if d["seq"] > max(backlog)]
     assert newer, "the restarted gateway published nothing new"
@@ -237,16 +265,18 @@ def test_last_will_marks_a_dead_gateway_offline_with_its_session(
     assert sub.wait(lambda ms: ms[-1].json().get("reason") == "clean shutdown")
 
 
-def test_full_outbox_drops_oldest_telemetry_and_keeps_every_alarm(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker")
-    config = write_config(
-        tmp_path / "gw.yaml",
-        broker.url,
+def test_full_outbox_drops_oldest_telemetry_and_keeps_every_alarm(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    broker = own_broker
+    config = outage_config(
+        tmp_path,
+        broker,
         [*meters(3, 50), smoke(every_s=0.1)],
+        max_delay_s=0.5,
         outbox={"max_messages": 200, "commit_interval_ms": 20},
-        broker={"url": broker.url, "reconnect": {"min_delay_s": 0.2, "max_delay_s": 0.5}},
     )
-    gw = GatewayProc(config).start()
+    gw = run_gateway(config)
 
     def overfilled() -> bool:
         # Enough alarms stored and the bound passed: on a busy machine that takes longer.
@@ -273,21 +303,17 @@ def test_full_outbox_drops_oldest_telemetry_and_keeps_every_alarm(tmp_path: Path
     assert dropped == top - len(events) - telemetry
     broker.start()
     sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw2 = GatewayProc(config).start()
-    try:
-        assert sub.wait(
-            lambda ms: events <= {m.json()["seq"] for m in ms if m.topic.endswith("/events")}
-        ), gw2.log()
-        assert sub.wait(
-            lambda ms: any(
-                m.topic.endswith("/health")
-                and m.json()["outbox"]["dropped_telemetry"] >= dropped > 0
-                for m in ms
-            )
+    gw2 = run_gateway(config)
+    assert sub.wait(
+        lambda ms: events <= {m.json()["seq"] for m in ms if m.topic.endswith("/events")}
+    ), gw2.log()
+    assert sub.wait(
+        lambda ms: any(
+            m.topic.endswith("/health") and m.json()["outbox"]["dropped_telemetry"] >= dropped > 0
+            for m in ms
         )
-    finally:
-        gw2.terminate()
-        broker.kill()
+    )
+    gw2.terminate()
     assert_valid(sub.snapshot())
 
 
@@ -350,23 +376,22 @@ def test_late_last_will_of_an_older_session_is_repaired(tmp_path: Path, broker: 
         gw.terminate()
 
 
-def test_an_alarm_overtakes_a_telemetry_backlog(tmp_path: Path) -> None:
+def test_an_alarm_overtakes_a_telemetry_backlog(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
     """Events go before telemetry: the alarm is not stuck behind a backlog of readings."""
-    broker = Mosquitto(tmp_path / "broker")
-    config = write_config(
-        tmp_path / "gw.yaml",
-        broker.url,
+    broker = own_broker
+    config = outage_config(
+        tmp_path,
+        broker,
         [*meters(3, 50), smoke(at_s=1.5)],
-        broker={
-            "url": broker.url,
-            "max_inflight": 10,
-            "reconnect": {"min_delay_s": 0.2, "max_delay_s": 0.5},
-        },
+        max_delay_s=0.5,
+        broker={"max_inflight": 10},
     )
     broker.start()
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/#").start()
     broker.stop()
-    gw = GatewayProc(config).start()
+    gw = run_gateway(config)
 
     def stored(prio: int) -> int:
         # Device messages only: the alarm the smoke event raises is stored at prio 0 too.
@@ -380,16 +405,15 @@ def test_an_alarm_overtakes_a_telemetry_backlog(tmp_path: Path) -> None:
                 return 0
             return int(query.fetchone()[0])
 
-    try:
-        assert wait_for(
-            lambda: (config.parent / "outbox.db").exists() and stored(0) == 1, timeout=15
-        )
-        assert stored(1) > 100, "no telemetry backlog to overtake"
-        broker.start()
-        assert sub.wait(lambda ms: any(m.topic.endswith("/events") for m in ms)), gw.log()
-    finally:
-        gw.terminate()
-        broker.kill()
+    # The smoke event and a backlog of readings before it to overtake, however long a
+    # loaded machine takes to make them.
+    assert wait_for(
+        lambda: (config.parent / "outbox.db").exists() and stored(0) == 1 and stored(1) > 100,
+        timeout=30,
+    ), f"no event behind a telemetry backlog: {gw.log()}"
+    broker.start()
+    assert sub.wait(lambda ms: any(m.topic.endswith("/events") for m in ms)), gw.log()
+    gw.terminate()
     data = [m for m in sub.snapshot() if not m.topic.endswith("availability")]
     first_event = next(i for i, m in enumerate(data) if m.topic.endswith("/events"))
     assert first_event < 20, f"the alarm came after {first_event} backlog readings"
