@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from tests.harness import GATEWAY
-from tests.peers import free_port
+from tests.peers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "config" / "demo.yaml")
@@ -57,27 +56,39 @@ def test_version() -> None:
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
+    # The demo's web console on a port of this test's own, not the demo's 8080.
     config.write_text(
-        Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db"))
+        Path(DEMO)
+        .read_text()
+        .replace("state/demo-outbox.db", str(tmp_path / "o.db"))
+        .replace("  port: 8080\n", f"  port: {free_port()}\n")
     )
-    proc = subprocess.Popen(
-        [
-            GATEWAY,
-            "--log-format",
-            "json",
-            "run",
-            "-c",
-            str(config),
-            "--broker-url",
-            f"mqtt://127.0.0.1:{free_port()}",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0
-    records = [json.loads(line) for line in err.splitlines() if line.strip()]
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                GATEWAY,
+                "--log-format",
+                "json",
+                "run",
+                "-c",
+                str(config),
+                "--broker-url",
+                f"mqtt://127.0.0.1:{free_port()}",
+            ],
+            stderr=err,
+            text=True,
+        )
+    try:
+        # Stopped once it has started and met the missing broker, however long that takes.
+        assert wait_for(lambda: "connection refused" in log.read_text(), timeout=30), (
+            log.read_text()
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
     assert any("connection refused" in r["msg"] for r in records), "the broker fault is logged"
