@@ -154,17 +154,18 @@ def run_gateway() -> Iterator[Callable[[Path], GatewayProc]]:
 
 def outage_config(
     tmp_path: Path,
-    broker: Mosquitto,
+    peer: Mosquitto,
     devices: list[dict[str, Any]],
     max_delay_s: float = 1,
     **sections: Any,
 ) -> Path:
-    """A gateway config for `broker` that reconnects quickly (0.2 s, up to `max_delay_s`)."""
+    """A gateway config for `peer` that reconnects quickly (0.2 s, up to `max_delay_s`).
+
+    A `broker=` section adds to (or overrides) the broker settings.
+    """
     reconnect = {"min_delay_s": 0.2, "max_delay_s": max_delay_s}
-    broker_section = {"url": broker.url, "reconnect": reconnect, **sections.pop("broker", {})}
-    return write_config(
-        tmp_path / "gw.yaml", broker.url, devices, broker=broker_section, **sections
-    )
+    broker = {"url": peer.url, "reconnect": reconnect, **sections.pop("broker", {})}
+    return write_config(tmp_path / "gw.yaml", peer.url, devices, broker=broker, **sections)
 
 
 def test_broker_down_at_start_then_up_everything_arrives(
