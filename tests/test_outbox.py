@@ -245,10 +245,12 @@ def test_group_commit_batches_telemetry_and_events_do_not_wait(opener: Opener) -
     outbox.close()
 
     # A lone reading does not wait for company that is not coming: data stays fresh.
-    idle = opener(commit_interval_ms=500)
+    # Bounds are seconds, so that a loaded machine keeps the margin (scripts/bench
+    # measures the real latency).
+    idle = opener(commit_interval_ms=5000)
     started = time.perf_counter()
     idle.put(item()).result(timeout=10)
-    assert time.perf_counter() - started < 0.25  # far from the 500 ms bound
+    assert time.perf_counter() - started < 2.5  # half the 5 s bound at most
     idle.close()
 
     # A writer told to wait for company (quiet_ms: the old fixed linger) lingers, and an
@@ -258,14 +260,16 @@ def test_group_commit_batches_telemetry_and_events_do_not_wait(opener: Opener) -
     slow.put(item()).result(timeout=10)
     lingered = time.perf_counter() - started
     assert lingered >= 0.45
+    slow.close()
 
-    telemetry = slow.put(item())  # the writer is now lingering on this one
+    lazy = opener(commit_interval_ms=5000, quiet_ms=5000)  # a long linger, for the margin
+    telemetry = lazy.put(item())  # the writer is now lingering on this one
     time.sleep(0.05)
     started = time.perf_counter()
-    event = slow.put(item(EVENT))
+    event = lazy.put(item(EVENT))
     event.result(timeout=10)
     latency = time.perf_counter() - started
-    assert latency < 0.2  # far from the 500 ms linger; the target p99 is 50 ms
+    assert latency < 2.5  # half the 5 s linger at most; the target p99 is 50 ms
     assert telemetry.done()  # the event's commit took the waiting telemetry along
 
 
@@ -426,13 +430,16 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_rows(opener: Opener) -> No
 
 
 def test_offer_does_not_wait_for_the_commit_and_sheds_with_a_seq_gap(opener: Opener) -> None:
-    outbox = opener(commit_interval_ms=300, quiet_ms=300)  # the writer lingers
+    # The writer lingers long enough to commit nothing while a loaded machine makes the
+    # eight offers; the event below commits at once all the same.
+    outbox = opener(commit_interval_ms=3000, quiet_ms=3000)
     outbox.max_queued = 5
     started = time.perf_counter()
     assert all(outbox.offer(item(name=str(n))) for n in range(5))
     assert not any(outbox.offer(item()) for _ in range(3))  # the hand-off is full
-    assert time.perf_counter() - started < 0.1  # nobody waited for the 300 ms linger
+    assert time.perf_counter() - started < 1.0  # nobody waited for the 3 s linger
     assert outbox.stats().queued == 5
+    outbox.commit_interval_ms, outbox.quiet_ms = 300, 300  # the acks below wait no longer
     event_seq = outbox.put(item(EVENT)).result(timeout=10)
     # The three shed readings took seqs 1-3 (the gap the platform sees), then the five
     # queued readings and the event were committed in order.
