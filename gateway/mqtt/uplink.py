@@ -254,8 +254,11 @@ class Uplink:
         self._more = True
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
-        self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
+        # Commands first: the broker handles a connection's packets in order, so whoever
+        # sees "online" can send a command at once (a first session had it dropped).
+        # Status after, so that the retained status it gets back is this "online".
         client.subscribe(self.topics.commands, qos=1)
+        self._publish_now(self.topics.status, self._status_doc("online"), qos=1, retain=True)
         client.subscribe(self.topics.status, qos=1)
         for device, online, reason, ts, clock in self._availability.values():
             self._publish_availability(device, online, reason, ts, clock)
