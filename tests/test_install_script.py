@@ -27,6 +27,9 @@ SCRIPT = ROOT / "scripts" / "install.sh"
 BUNDLE_SCRIPT = ROOT / "scripts" / "bundle"
 UNITS = "etc/systemd/system"
 OFFLINE = ("unshare", "--net")  # no network at all, not even loopback
+# Building venvs with pip: minutes on a loaded machine, more than the suite's 600 s
+# per-test limit allows (pyproject.toml); install() itself gives up after 900 s.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def no_index() -> dict[str, str]:
