@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from gateway.sdk.model import Message
 
-__all__ = ["RecordingContext"]
+__all__ = ["HistoryContext", "RecordingContext"]
 
 
 class RecordingContext:
@@ -33,3 +33,15 @@ class RecordingContext:
 
     def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
         self.availability[device_id] = (available, reason)
+
+
+class HistoryContext(RecordingContext):
+    """A recording context that also keeps every availability change, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[str, bool | None, str]] = []
+
+    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
+        super().set_available(device_id, available, reason)
+        self.changes.append((device_id, available, reason))

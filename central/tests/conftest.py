@@ -1,5 +1,5 @@
-"""Fixtures of the central tests: the repository's real peers (Mosquitto per test), and
-a real PostgreSQL server per session with a fresh database per test."""
+"""Fixtures of the central tests: a real PostgreSQL server per session (per xdist worker)
+with a fresh database per test; the Mosquitto `broker` comes from tests/plugin.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from central.tests.pgserver import PostgresServer, pg_bin
-from tests.conftest import broker
 
-__all__ = ["broker", "db_target", "pg_server", "pg_url"]
+__all__ = ["db_target", "pg_server", "pg_url"]
 
 
 @pytest.fixture(scope="session")

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.recording import RecordingContext
+from tests.recording import HistoryContext
 
-__all__ = ["HistoryContext", "ctx"]
-
-
-class HistoryContext(RecordingContext):
-    """A recording context that also keeps every availability change, in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changes: list[tuple[str, bool | None, str]] = []
-
-    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
-        super().set_available(device_id, available, reason)
-        self.changes.append((device_id, available, reason))
+__all__ = ["ctx"]
 
 
 @pytest.fixture
 def ctx() -> HistoryContext:
+    """A fresh recording context that keeps every availability change."""
     return HistoryContext()

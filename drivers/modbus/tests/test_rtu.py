@@ -15,8 +15,8 @@ import pytest
 from drivers.modbus.profile import Table
 from gateway.sdk.model import EventType
 from tests.peers import PtyPair, pty_pair
+from tests.recording import HistoryContext
 
-from .conftest import HistoryContext
 from .helpers import events, meter_unit, readings, running, specs, telemetry, wait_until
 from .peers import JunkWriter, ModbusPeer, PeerUnit
 

@@ -17,8 +17,8 @@ from gateway.cli import main as gateway_main
 from gateway.sdk.driver import ReadResult
 from gateway.sdk.model import EventType
 from tests.peers import free_port
+from tests.recording import HistoryContext
 
-from .conftest import HistoryContext
 from .helpers import (
     config_file,
     events,

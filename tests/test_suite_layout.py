@@ -1,0 +1,51 @@
+"""The test suite's own rules: fixtures come from the plugin, never from importing a conftest."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("tests", "drivers", "central", "protocol")
+
+
+def _test_sources() -> list[Path]:
+    return [
+        path
+        for folder in FOLDERS
+        if (ROOT / folder).is_dir()
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "tests" in path.relative_to(ROOT).parts
+    ]
+
+
+def _imported_modules(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def test_no_test_module_imports_a_conftest() -> None:
+    # A conftest imported as a module registers its fixtures twice and hides where they
+    # come from: shared fixtures live in tests/plugin.py, helpers in ordinary modules.
+    found = [
+        f"{path.relative_to(ROOT)}: imports {name}"
+        for path in _test_sources()
+        for name in _imported_modules(path)
+        if name.rsplit(".", 1)[-1] == "conftest"
+    ]
+    assert _test_sources(), "no test sources found"
+    assert not found, "\n".join(found)
+
+
+def test_the_plugin_is_registered_once_in_the_root_conftest() -> None:
+    registering = [
+        str(path.relative_to(ROOT))
+        for path in [ROOT / "conftest.py", *_test_sources()]
+        if path.name == "conftest.py" and "pytest_plugins" in path.read_text("utf-8")
+    ]
+    assert registering == ["conftest.py"]
