@@ -16,19 +16,7 @@ from drivers.simulated.driver import read_once
 from drivers.simulated.settings import SimulatedSettings
 from gateway.sdk.driver import CommandError, DeviceSpec
 from gateway.sdk.model import DeviceRef, Event, EventType, Kind, Location, Message, Telemetry
-from tests.recording import RecordingContext
-
-
-class Recorder(RecordingContext):
-    """A recording context that also keeps every availability change in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changes: list[tuple[str, bool | None, str]] = []
-
-    def set_available(self, device_id: str, available: bool | None, reason: str = "") -> None:
-        super().set_available(device_id, available, reason)
-        self.changes.append((device_id, available, reason))
+from tests.recording import HistoryContext as Recorder
 
 
 def spec(device_id: str, kind: str, **raw: Any) -> DeviceSpec:
