@@ -259,10 +259,6 @@ def _long_files() -> list[str]:
     return long
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: files of other helpers are still being split; the lead removes this",
-)
 def test_no_file_over_450_lines_unless_it_says_why() -> None:
     long = _long_files()
     assert not long, (
