@@ -413,3 +413,13 @@ def stats(db_path: str | Path, as_json: bool) -> None:
         f"  ({len(acked)} acknowledged)"
     )
     click.echo("counters: " + ("  ".join(f"{k}={v}" for k, v in counters.items()) or "none"))
+
+
+def _register() -> None:
+    # Imported here so the ticket commands do not load the fleet's modules.
+    from .fleet.cli import fleet
+
+    main.add_command(fleet)
+
+
+_register()

@@ -1,0 +1,41 @@
+"""Fleet operations (central side of remote configuration): list, push, rollout, audit.
+
+`community-central fleet` and its Python API (`Fleet`).  The contract comes from the
+protocol package (config-desired.json, config-reported.json, the `gateway.config`
+event, the signed bytes and Ed25519 keys); the gateway side is `gateway.fleet` of the
+gateway distribution, which this package never imports.  docs/fleet.md has the model.
+
+- `link`: one short broker connection per operation (bounded queue);
+- `inventory`: gateways folded from their status, health and reported documents;
+- `desired`: a YAML config file checked and made into a signed document per gateway;
+- `audit`: the audit trail in central's database (SQLite or PostgreSQL);
+- `api`: `Fleet` (list, push, rollout, watch, audit);
+- `cli`: the `fleet` command group.
+
+May import: `community_protocol`, `community_central.broker`, `.database`,
+`.yamlfile`.  Imported by `community_central.cli` only.
+"""
+
+from __future__ import annotations
+
+from .api import Fleet, PushOutcome, RolloutReport, audit_trail
+from .audit import AuditRow, AuditStore
+from .desired import desired_for, load_config_file
+from .inventory import GatewayView, Inventory, Selector
+from .link import FleetLink, LinkError
+
+__all__ = [
+    "AuditRow",
+    "AuditStore",
+    "Fleet",
+    "FleetLink",
+    "GatewayView",
+    "Inventory",
+    "LinkError",
+    "PushOutcome",
+    "RolloutReport",
+    "Selector",
+    "audit_trail",
+    "desired_for",
+    "load_config_file",
+]

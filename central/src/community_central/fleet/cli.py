@@ -1,0 +1,352 @@
+"""`community-central fleet`: list gateways, push a configuration, roll it out in waves, audit.
+
+The issue calls it `gateway fleet`; it is central's (the platform team runs it, not a
+gateway), so it is a subcommand of `community-central` like `serve` and `list`.
+Signing keys are files (`--key`), never values on the command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from community_protocol.ed25519 import generate_key, load_private_key
+from community_protocol.topics import DEFAULT_PREFIX
+
+from ..broker import BrokerSettings
+from ..yamlfile import ConfigError
+from .api import Fleet, PushOutcome, RolloutReport, audit_trail
+from .audit import AuditRow
+from .desired import load_config_file
+from .inventory import GatewayView, Selector
+from .link import LinkError
+
+__all__ = ["fleet"]
+
+_File = click.Path(path_type=Path, dir_okay=False, exists=True)
+
+
+def _broker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--broker", "broker_url", required=True, help="mqtt://host:1883 or mqtts://host:8883"
+        ),
+        click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Topic prefix."),
+        click.option("--username", default=None, help="Broker user name."),
+        click.option(
+            "--password-file", type=_File, default=None, help="File holding the broker password."
+        ),
+        click.option(
+            "--ca-file", type=_File, default=None, help="CA certificate of an mqtts:// broker."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _settings(kw: dict[str, Any]) -> BrokerSettings:
+    try:
+        broker = BrokerSettings(
+            kw.pop("broker_url"),
+            kw.pop("prefix"),
+            username=kw.pop("username"),
+            password_file=kw.pop("password_file"),
+            ca_file=kw.pop("ca_file"),
+        )
+        broker.password()
+    except ValueError as exc:
+        hint, _, message = str(exc).partition(": ")
+        raise click.BadParameter(message, param_hint=hint) from exc
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read it: {exc}", param_hint="--password-file") from exc
+    return broker
+
+
+def _selector(values: tuple[str, ...], *, required: bool) -> Selector | None:
+    if not values and not required:
+        return None
+    try:
+        return Selector.parse(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SITE/GATEWAY") from exc
+
+
+def _link_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A broker or database that cannot be used ends the command with one line, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LinkError, LookupError) as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from exc
+
+    return wrapper
+
+
+db_option = click.option(
+    "--db",
+    "db",
+    default=None,
+    help="The audit database: a SQLite file or a postgresql:// URL (the tickets' database will do).",
+)
+
+
+@click.group()
+def fleet() -> None:
+    """Remote configuration of the gateways: list, push, rollout, audit (docs/fleet.md)."""
+
+
+@fleet.command("list")
+@_broker_options
+@click.argument("targets", nargs=-1)
+@click.option(
+    "--listen",
+    type=click.FloatRange(min=0.2, max=600),
+    default=2.0,
+    show_default=True,
+    help="Seconds to collect documents (health is not retained: it shows if one arrives).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_link_errors
+def list_(targets: tuple[str, ...], listen: float, as_json: bool, **kw: Any) -> None:
+    """Gateways (all, or those matching SITE/GATEWAY globs) with status, versions, outbox, last seen."""
+    selector = _selector(targets, required=False)
+    views = Fleet(_settings(kw)).gateways(selector, listen_s=listen)
+    if as_json:
+        for v in views:
+            click.echo(json.dumps(v.row(), ensure_ascii=False))
+        return
+    if not views:
+        click.echo("no gateways")
+        return
+    click.echo(
+        f"{'GATEWAY':32} {'STATE':8} {'SOFTWARE':10} {'CONFIG':>6} {'LAST RESULT':16} {'OUTBOX':>7}  LAST SEEN"
+    )
+    for v in views:
+        click.echo(_view_line(v))
+
+
+def _view_line(v: GatewayView) -> str:
+    result = v.config_result or "-"
+    if v.desired_version is not None and v.config_result != "applied":
+        result = f"{result} v{v.desired_version}"
+    depth = "-" if v.outbox_depth is None else str(v.outbox_depth)
+    config = "-" if v.config_version is None else str(v.config_version)
+    return (
+        f"{v.key:32} {v.state or '-':8} {v.software or '-':10} {config:>6} {result:16} "
+        f"{depth:>7}  {v.last_seen or '-'}" + (f"  ({v.reason})" if v.reason else "")
+    )
+
+
+def _push_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("config", type=_File),
+        click.argument("targets", nargs=-1, required=True),
+        click.option(
+            "--key",
+            "key_path",
+            type=_File,
+            required=True,
+            help="Ed25519 private key file (PEM) that signs the document.",
+        ),
+        click.option(
+            "--signed-by",
+            required=True,
+            help="Who signs it (a person or service), for the audit trail.",
+        ),
+        click.option(
+            "--wait",
+            type=click.FloatRange(min=1),
+            default=120.0,
+            show_default=True,
+            help="Seconds to wait for each gateway's reported document (its trial is 60 s by default).",
+        ),
+        db_option,
+        click.option("--json", "as_json", is_flag=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prepare(config: Path, key_path: Path) -> tuple[dict[str, Any], Any]:
+    try:
+        doc = load_config_file(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{config}: not pushed", err=True)
+        sys.exit(2)
+    try:
+        key = load_private_key(key_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from exc
+    return doc, key
+
+
+def _outcome_line(o: PushOutcome) -> str:
+    line = f"{o.key}: version {o.version} {o.result} in {o.seconds:.1f} s"
+    if o.reason:
+        line += f": {o.reason}"
+    for p in o.problems:
+        line += f"\n  {p.get('path') or '(document)'}: {p.get('message')}"
+    return line
+
+
+@fleet.command()
+@_broker_options
+@_push_options
+@_link_errors
+def push(
+    config: Path,
+    targets: tuple[str, ...],
+    key_path: Path,
+    signed_by: str,
+    wait: float,
+    db: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Sign CONFIG (a gateway config in YAML) for each SITE/GATEWAY and push it; wait for the results."""
+    selector = _selector(targets, required=True)
+    assert selector is not None
+    doc, key = _prepare(config, key_path)
+    outcomes = Fleet(_settings(kw), db).push(selector, doc, key, signed_by, wait_s=wait)
+    for o in outcomes:
+        click.echo(json.dumps(o.row(), ensure_ascii=False) if as_json else _outcome_line(o))
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@fleet.command()
+@_broker_options
+@_push_options
+@click.option(
+    "--canary",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Gateways in the first wave.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Gateways in each later wave.",
+)
+@_link_errors
+def rollout(
+    config: Path,
+    targets: tuple[str, ...],
+    key_path: Path,
+    signed_by: str,
+    wait: float,
+    db: str | None,
+    as_json: bool,
+    canary: int,
+    batch: int,
+    **kw: Any,
+) -> None:
+    """Push CONFIG in waves, canary first; stop at the first gateway that does not apply it."""
+    selector = _selector(targets, required=True)
+    assert selector is not None
+    doc, key = _prepare(config, key_path)
+    report = Fleet(_settings(kw), db).rollout(
+        selector, doc, key, signed_by, canary=canary, batch=batch, wait_s=wait
+    )
+    _print_rollout(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _print_rollout(report: RolloutReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok,
+            "waves": [[o.row() for o in wave] for wave in report.waves],
+            "stopped_by": None if report.stopped_by is None else report.stopped_by.row(),
+            "not_pushed": report.not_pushed,
+        }, ensure_ascii=False))  # fmt: skip
+        return
+    for n, wave in enumerate(report.waves):
+        click.echo(f"wave {n + 1} ({'canary' if n == 0 else 'batch'}, {len(wave)} gateways)")
+        for o in wave:
+            click.echo("  " + _outcome_line(o).replace("\n", "\n  "))
+    if report.stopped_by is not None:
+        click.echo(
+            f"stopped: {report.stopped_by.key} {report.stopped_by.result}; "
+            f"{len(report.not_pushed)} gateways not pushed"
+            + (f": {' '.join(report.not_pushed[:20])}" if report.not_pushed else "")
+        )
+    else:
+        click.echo(f"done: {sum(len(w) for w in report.waves)} gateways applied it")
+
+
+def _audit_line(r: AuditRow) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+    who = f" by {r.signed_by}" if r.signed_by else ""
+    kid = f" key {r.key_id}" if r.key_id else ""
+    version = "-" if r.version is None else str(r.version)
+    line = f"{when} {r.site}/{r.gateway:24} {r.origin:8} v{version:>4} {r.result:12}{who}{kid}"
+    return line + (f": {r.reason}" if r.reason else "")
+
+
+@fleet.command()
+@click.argument("targets", nargs=-1)
+@click.option(
+    "--db", "db", required=True, help="The audit database (SQLite file or postgresql:// URL)."
+)
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def audit(targets: tuple[str, ...], db: str, limit: int, as_json: bool) -> None:
+    """The audit trail, newest first: what was pushed, what gateways reported and audited."""
+    selector = _selector(targets, required=False)
+    try:
+        rows = audit_trail(db, selector, limit=limit)
+    except Exception as exc:  # a database that cannot be opened: one line
+        raise click.ClickException(f"{db}: {str(exc).strip().splitlines()[0]}") from exc
+    for r in rows:
+        click.echo(json.dumps(r.row(), ensure_ascii=False) if as_json else _audit_line(r))
+    if not rows and not as_json:
+        click.echo("no audit records")
+
+
+@fleet.command()
+@_broker_options
+@click.option(
+    "--db", "db", required=True, help="The audit database (SQLite file or postgresql:// URL)."
+)
+@_link_errors
+def watch(db: str, **kw: Any) -> None:
+    """Record every gateway's configuration audit events (gateway.config) until stopped."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Fleet(_settings(kw), db).watch(stop, on_row=lambda r: click.echo(_audit_line(r)))
+
+
+@fleet.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", default="fleet", show_default=True, help="Files NAME.key and NAME.pub.")
+def keygen(folder: Path, name: str) -> None:
+    """Write a new signing key pair (NAME.key 0600, NAME.pub) into FOLDER; never overwrites."""
+    try:
+        private, public, kid = generate_key(folder, name)
+    except (FileExistsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"key {kid}: private {private} (keep it off the gateways), public {public}"
+        " (add it to each gateway's security.config_keys)"
+    )
