@@ -223,8 +223,8 @@ def alarm_latency(
 _MONO_TO_WALL = time.time() - time.monotonic()
 
 
-def peak_rss(work: Path, broker: Mosquitto, seconds: float) -> tuple[int, int]:
-    """Peak RSS (kB) of the gateway process with 500 simulated devices at normal rates."""
+def rss_devices() -> list[dict[str, Any]]:
+    """500 simulated devices at normal rates: 250 meters, 100 doors, 75 smoke, 75 SOS."""
     devices: list[dict[str, Any]] = []
     for i in range(250):
         devices.append(
@@ -287,7 +287,12 @@ def peak_rss(work: Path, broker: Mosquitto, seconds: float) -> tuple[int, int]:
                 "driver": {"type": "simulated", "events": [{"type": "elderly.sos", "every_s": 20}]},
             }
         )
-    config = shipped_outbox(write_config(work / "rss" / "gw.yaml", broker.url, devices))
+    return devices
+
+
+def peak_rss(work: Path, broker: Mosquitto, seconds: float) -> tuple[int, int]:
+    """Peak RSS (kB) of the gateway process with 500 simulated devices at normal rates."""
+    config = shipped_outbox(write_config(work / "rss" / "gw.yaml", broker.url, rss_devices()))
     gw = GatewayProc(config).start()
     assert gw.proc is not None
     try:

@@ -9,6 +9,9 @@ interpreter and looks at `sys.modules` afterwards.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -28,6 +31,8 @@ from gateway.cli.lazy import (
     source_help,
 )
 from gateway.sdk.registry import DriverRegistry, available_drivers
+from tests.harness import simulated_meter, write_config
+from tests.peers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo.yaml"
@@ -181,3 +186,57 @@ def test_registry_names_drivers_without_importing_and_loads_on_lookup() -> None:
         registry["renamed"]
     assert registry.get("nosuch") is None
     assert available_drivers()["simulated"] is available_drivers()["simulated"]
+
+
+_DUMP_AT_EXIT = """
+import atexit, json, sys
+atexit.register(lambda: json.dump(sorted(sys.modules), open(sys.argv.pop(), "w")))
+"""
+
+
+def test_a_running_gateway_imports_only_what_its_config_uses(tmp_path: Path) -> None:
+    # One simulated meter; no web console, SMS, sink, TLS file or command key.
+    config = write_config(tmp_path / "gw.yaml", "mqtt://127.0.0.1:1", [simulated_meter("m1", 1.0)])
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    dump = tmp_path / "modules.json"
+    code = _DUMP_AT_EXIT + "from gateway.cli import main; main(sys.argv[1:-1], prog_name='gateway')"
+    broker = f"mqtt://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "-c", str(config), "--broker-url", broker, str(dump)],
+        env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while b"READY=1" not in notify.recv(4096).split(b"\n"):
+            pass  # STATUS lines; recv's timeout bounds the wait
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        notify.close()
+    assert proc.returncode == 0, err
+    modules = json.loads(dump.read_text())
+    assert "drivers.simulated" in modules and "gateway.process.runtime" in modules
+    unused = (
+        "drivers.modbus",
+        "drivers.osdp",
+        "drivers.gpio",
+        "drivers.dlt645",
+        "drivers.serial_line",
+        "drivers.zigbee2mqtt",
+        "pymodbus",
+        "osdp",
+        "aiohttp",
+        "influxdb_client",
+        "cryptography",
+        "gateway.web.service",
+        "gateway.web.server",
+        "gateway.notify.sms",
+        "gateway.notify.modem",
+        "gateway.sinks.influx",
+        "gateway.tickets",
+    )
+    assert [m for m in modules if m.startswith(unused)] == []
