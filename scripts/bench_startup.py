@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from scripts.bench_core import rss_devices
+from scripts.bench_efficiency import _meters as modbus_meters
 from scripts.bench_storage import SERVER, _listening
 from tests.harness import write_config
 from tests.peers import Mosquitto, free_port, wait_for
@@ -214,25 +215,6 @@ def ready_once(tree: Tree, work: Path, broker: Mosquitto) -> tuple[float, float]
         return gw.wait_ready(), rss_kb(gw.proc.pid)[0] / 1024
     finally:
         gw.stop()
-
-
-def modbus_meters(port: int) -> list[dict[str, Any]]:
-    """32 Modbus TCP meters at a 1 s poll, one endpoint each (127.0.0.2 ... .33)."""
-    return [
-        {
-            "id": f"meter-{u:02d}",
-            "kind": "meter",
-            "location": {"building": "1", "floor": 1, "unit": f"{u:02d}"},
-            "driver": {
-                "type": "modbus",
-                "bus": {"host": f"127.0.0.{u + 1}", "port": port, "timeout_s": 0.5},
-                "unit_id": u,
-                "profile": "eastron_sdm630",
-                "poll_interval_s": 1.0,
-            },
-        }
-        for u in range(1, 33)
-    ]
 
 
 def loaded_rss(
