@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from community_protocol.topics import Topics
@@ -36,6 +37,7 @@ __all__ = [
     "Host",
     "MessageObserver",
     "Service",
+    "TopicWatcher",
 ]
 
 # Called on the event loop after a message is durable in the outbox (telemetry: once
@@ -48,6 +50,9 @@ AvailabilityObserver = Callable[[DeviceRef, bool | None, str], None]
 Service = Callable[[], Awaitable[None]]
 # Builds one part of the health message (its key is the part's name).
 HealthPart = Callable[[], dict[str, Any]]
+# Called in the uplink's thread with the payload of a message on a watched topic; must
+# not block (hand the work to the event loop).
+TopicWatcher = Callable[[bytes], None]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,27 @@ class Host(Protocol):
 
     async def emit(self, message: Message, *, source: str = "") -> None:
         """Hand a message to the outbox, then to the observers (but not `source`'s own)."""
+        ...
+
+    @property
+    def config_path(self) -> Path:
+        """The config file the gateway runs (remote configuration replaces it)."""
+        ...
+
+    def watch(self, topic: str, watcher: TopicWatcher) -> None:
+        """Subscribe to `topic` (one of this gateway's own, no wildcards) at every connection."""
+        ...
+
+    def publish_document(self, topic: str, payload: bytes) -> None:
+        """Publish `payload` retained (QoS 1) now if connected, and again at every connection."""
+        ...
+
+    def broker_problem(self) -> str:
+        """Why the last connection attempt to the broker failed; empty while it works."""
+        ...
+
+    def request_restart(self, reason: str) -> None:
+        """Stop in order and start the process again on the config file as it is then."""
         ...
 
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:

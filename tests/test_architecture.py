@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 450
 
 # Features: what the runtime plugs in through `gateway.host.Host`.
-FEATURES = frozenset({"alarms", "notify", "security", "sinks", "web", "wellness"})
+FEATURES = frozenset({"alarms", "fleet", "notify", "security", "sinks", "web", "wellness"})
 CORE = frozenset({"sdk", "config", "storage", "mqtt", "host"})
 ALL = CORE | FEATURES | {"process", "install", "cli"}
 # The `settings` module of each feature: the config section's model, which
@@ -31,6 +31,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "mqtt": frozenset({"sdk", "config", "storage"}),
     "host": frozenset({"sdk", "config", "storage", "mqtt"}),
     **{f: CORE | FEATURES for f in FEATURES},
+    # Remote configuration checks a candidate with `gateway check`'s offline checks.
+    "fleet": CORE | FEATURES | {"install"},
     "process": ALL - {"cli", "install"},
     "install": ALL - {"cli"},
     "cli": ALL,

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "staff": "gateway.web.cli:staff",
     "notify": "gateway.notify.cli:notify",
     "security": "gateway.security.cli:security",
+    "config": "gateway.fleet.cli:config",
 }
 
 

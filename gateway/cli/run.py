@@ -7,6 +7,7 @@ a stop during the start is a clean stop (exit 0, logged), not a kill by the sign
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -26,15 +27,26 @@ def run(ctx: click.Context, config_path: Path, broker_url: str | None) -> None:
     """Run the gateway until SIGTERM or Ctrl-C."""
     signals = catch()
     from gateway.config.cli import load_or_exit
+    from gateway.fleet.restart import finish_trial, start_trial
     from gateway.process.logsetup import setup_logging
 
+    opts = ctx.find_root().obj or {}
+    # Before anything else: a remote configuration tried and not committed is rolled
+    # back here, one that does not even load too (docs/fleet.md).
+    trial = start_trial(config_path)
     # Conflicting devices stay unstarted (reported unavailable); the others run.
     loaded = load_or_exit(config_path)
-    opts = ctx.find_root().obj or {}
     log_cfg = loaded.config.logging
     setup_logging(
         opts.get("log_level") or log_cfg.level, opts.get("log_format") or str(log_cfg.format)
     )
     from gateway.process.service import serve
 
-    sys.exit(serve(loaded, broker_url=broker_url, signals=signals))
+    try:
+        code = serve(loaded, broker_url=broker_url, signals=signals)
+    except Exception:
+        if trial is None:
+            raise
+        logging.getLogger("gateway.run").exception("the gateway crashed trying a configuration")
+        code = 1
+    sys.exit(finish_trial(config_path, trial, code))

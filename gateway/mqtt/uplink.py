@@ -42,7 +42,7 @@ from community_protocol.topics import Topics
 from gateway.config import BrokerConfig
 from gateway.mqtt.connect import connect, probe
 from gateway.mqtt.inbound import CommandHandler, CommandInbox, Reply
-from gateway.mqtt.retained import StateDocs
+from gateway.mqtt.retained import FeatureDocuments, StateDocs
 from gateway.mqtt.sessions import SessionNumbers
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority
@@ -117,6 +117,7 @@ class Uplink:
         self._client: mqtt.Client | None = None  # from CONNECT until the connection ends
         self._heartbeat = time.monotonic()
         self._availability: dict[str, _Availability] = {}
+        self.documents = FeatureDocuments()  # features' retained documents and watches
         # Publishing state, touched by the uplink thread only.
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._after: dict[Priority, int] = {p: 0 for p in Priority}
@@ -129,7 +130,7 @@ class Uplink:
         self.attempts = 0  # connection attempts since the start, failed ones included
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
-        self._last_error = ""
+        self.last_error = ""
 
     # ---- called from other threads -------------------------------------------------
 
@@ -163,6 +164,10 @@ class Uplink:
 
     def set_availability(self, device: DeviceRef, online: bool | None, reason: str) -> None:
         self._call(lambda: self._set_availability(device, online, reason))
+
+    def publish_document(self, topic: str, payload: bytes) -> None:
+        """Publish `payload` retained, QoS 1, now if connected and at every connection."""
+        self._call(lambda: self.documents.keep(topic, payload, self._publish_now))
 
     def publish_health(self, doc: dict[str, Any]) -> None:
         self._call(lambda: self._publish_now(self.topics.health, doc, qos=0, retain=False))
@@ -214,9 +219,9 @@ class Uplink:
 
     def _report(self, message: str) -> None:
         # The same failure every few seconds for an hour is one log line, not a thousand.
-        if message != self._last_error:
+        if message != self.last_error:
             log.warning("broker %s: %s; retrying with backoff", self.cfg.url, message)
-            self._last_error = message
+            self.last_error = message
 
     def _connect(self, reader: OutboxReader) -> mqtt.Client | None:
         self.attempts += 1
@@ -236,11 +241,11 @@ class Uplink:
         if client is None:
             return None
         self.session = session
-        if self._last_error:
+        if self.last_error:
             log.info("broker %s: connected again (session %d)", self.cfg.url, session)
         else:
             log.info("broker %s: connected (session %d)", self.cfg.url, session)
-        self._last_error = ""
+        self.last_error = ""
         return client
 
     def _track(self, client: mqtt.Client | None) -> None:
@@ -262,6 +267,7 @@ class Uplink:
         client.subscribe(self.topics.status, qos=1)
         for device, online, reason, ts, clock in self._availability.values():
             self._publish_availability(device, online, reason, ts, clock)
+        self.documents.connected(client, self._publish_now)
         flushing = False
         while self._connected:
             self._heartbeat = time.monotonic()
@@ -435,7 +441,7 @@ class Uplink:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.status:
             self._repair_status(bytes(msg.payload))
-        else:
+        elif not self.documents.watched(msg):
             self.inbox.handle(msg)
 
     def _repair_status(self, payload: bytes) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from community_protocol.topics import CommandPath, Topics
@@ -22,7 +23,8 @@ from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
-from gateway.host import Hooks
+from gateway.fleet.service import attach as attach_fleet
+from gateway.host import Hooks, TopicWatcher
 from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
 from gateway.mqtt.uplink import Reply, Uplink
 from gateway.process.drivers import DriverSeat
@@ -88,6 +90,9 @@ class Gateway(Hooks):
         self.restart_pause_s = 5.0  # after a driver or service crashed
         # Set when a worker thread died: `run` then stops and the process exits non-zero.
         self.failure: ThreadDeath | None = None
+        # Set by a feature (remote configuration) that needs the process started afresh.
+        self.restart_reason: str | None = None
+        self._stop: asyncio.Event | None = None
         self._attach_features(cfg)
 
     def _attach_features(self, cfg: GatewayConfig) -> None:
@@ -106,6 +111,7 @@ class Gateway(Hooks):
             attach_sms(self, cfg.notify.sms, listen=self.alarms.listen)
         if cfg.wellness.checks:
             attach_wellness(self)
+        attach_fleet(self)
 
     # ---- the Host interface, besides Hooks ---------------------------------------------
 
@@ -119,6 +125,25 @@ class Gateway(Hooks):
 
     def device(self, device_id: str) -> DeviceSpec:
         return self.loaded.device(device_id)
+
+    @property
+    def config_path(self) -> Path:
+        return self.loaded.path
+
+    def watch(self, topic: str, watcher: TopicWatcher) -> None:
+        self.uplink.documents.watches[topic] = watcher
+
+    def publish_document(self, topic: str, payload: bytes) -> None:
+        self.uplink.publish_document(topic, payload)
+
+    def broker_problem(self) -> str:
+        return self.uplink.last_error
+
+    def request_restart(self, reason: str) -> None:
+        log.warning("restarting: %s", reason)
+        self.restart_reason = reason
+        if self._stop is not None:
+            self._stop.set()
 
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
         spec = self.loaded.device(device_id)
@@ -281,6 +306,7 @@ class Gateway(Hooks):
         self._loop = asyncio.get_running_loop()
         self.router.register(CommandPath.PING, self._cmd_ping)
         self.router.register(CommandPath.DEVICES, self._cmd_device)
+        self._stop = stop
         with ThreadDeaths(partial(self._thread_died, stop), stopping=stop.is_set):
             await self._run(stop)
 

@@ -13,7 +13,11 @@ from gateway.process.runtime import Gateway
 from gateway.process.sdnotify import Notifier
 from gateway.process.stopsignal import StopSignals
 
-__all__ = ["serve"]
+__all__ = ["RESTART", "serve"]
+
+# What `serve` returns when the gateway asked to be started afresh (remote configuration):
+# `gateway run` then re-executes itself.  EX_TEMPFAIL, should it ever reach systemd.
+RESTART = 75
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +76,18 @@ async def _main(loaded: LoadedConfig, broker_url: str | None, signals: StopSigna
         await running
     finally:
         backstop.cancel()  # stopped in time
-        notifier.stopping()
+        # A restart re-executes this process (same PID): systemd hears "reloading", then
+        # READY from the new program.
+        if gw.restart_reason:
+            notifier.send("RELOADING=1")
+        else:
+            notifier.stopping()
         stopping.cancel()
         if dog is not None:
             dog.cancel()
-    return 1 if gw.failure is not None else 0
+    if gw.failure is not None:
+        return 1
+    return RESTART if gw.restart_reason else 0
 
 
 def serve(

@@ -1,4 +1,4 @@
-"""The `security:` config section: which keys the gateway trusts for signed commands."""
+"""The `security:` config section: which keys the gateway trusts for signed commands and configurations."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ class SecurityConfig(BaseModel):
         description="A signed command older than this is refused (when the clock is synced)",
     )
 
+    config_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM) whose signed desired configurations this gateway"
+        " applies (docs/fleet.md); none: remote configuration is refused",
+    )
+    config_trial_s: float = Field(
+        60.0,
+        ge=5,
+        le=3600,
+        description="A new remote configuration must bring the gateway back to the broker"
+        " within this time, or the previous one is restored",
+    )
+
     @field_validator("signed_commands")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
@@ -50,13 +63,14 @@ class SecurityConfig(BaseModel):
 def security_problems(cfg: SecurityConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """(key path, message) for every trusted key file that is not an Ed25519 public key."""
     out: list[tuple[tuple[str | int, ...], str]] = []
-    if not cfg.command_keys:
+    if not cfg.command_keys and not cfg.config_keys:
         return out  # signing imports cryptography (about 8 MB): only for a key to check
     from .signing import load_public_key
 
-    for i, path in enumerate(cfg.command_keys):
-        try:
-            load_public_key(path)
-        except ValueError as exc:
-            out.append((("security", "command_keys", i), str(exc)))
+    for field in ("command_keys", "config_keys"):
+        for i, path in enumerate(getattr(cfg, field)):
+            try:
+                load_public_key(path)
+            except ValueError as exc:
+                out.append((("security", field, i), str(exc)))
     return out

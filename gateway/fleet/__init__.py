@@ -1,0 +1,25 @@
+"""Remote configuration, gateway side: a signed desired config is checked, tried, then committed or rolled back.
+
+The platform publishes a desired configuration (config-desired.json, retained) for one
+gateway; the gateway reports what it runs (config-reported.json, retained) and records
+every apply, refusal and rollback as a `gateway.config` event.  docs/fleet.md has the
+model; in short:
+
+- `state`: the files beside the config (what runs, the last result, a trial in
+  progress), each written atomically (fsync, rename, fsync of the folder);
+- `check`: signature, identity, version and the candidate config, checked as
+  `gateway validate` and `gateway check`'s offline parts do, with problems at their
+  paths in the document;
+- `trial`: switching to a candidate, and at the next start either trying it or
+  restoring the previous config (a trial that was already started once and not
+  committed is rolled back before anything else);
+- `service`: the feature plugged into the running gateway through `gateway.host.Host`
+  (watches `config/desired`, publishes `config/reported`, commits a trial once the
+  broker echoes the gateway's own report, rolls back at the deadline);
+- `cli`: `gateway config status`.
+
+May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`,
+`gateway.host`, the other feature packages, `gateway.install.checks` (the offline
+checks of `gateway check`), and `community_protocol`.  Imported by `gateway.process`
+and `gateway.cli`.
+"""
