@@ -17,22 +17,15 @@ from typing import Any
 
 import pytest
 
+from community_protocol.names import DOCUMENT_FILES
 from community_protocol.schemas import validator
 from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-SCHEMA_OF = {
-    "community.telemetry": "telemetry",
-    "community.event": "event",
-    "community.gateway_event": "gateway-event",
-    "community.status": "status",
-    "community.availability": "availability",
-    "community.health": "health",
-    "community.reply": "command-reply",
-    "community.alarm": "alarm",
-}
+# Every document a gateway may publish, checked by its schema file (the protocol's list).
+SCHEMA_OF = {str(name): file for name, file in DOCUMENT_FILES.items()}
 
 
 def meters(n: int, rate_hz: float) -> list[dict[str, Any]]:
