@@ -2,7 +2,8 @@
 
 Lives here: `uplink` (publishes the outbox, subscribes to commands, reconnects), with
 `connect` (one connection), `sessions` (session numbers), `inbound` (commands in,
-replies out) and `retained` (status and availability documents); `client` (the paho
+replies out), `retained` (status and availability documents, features' retained
+documents and watched topics) and `stats` (publishing figures); `client` (the paho
 adapter), `commands` (the command router).  The contract itself
 (topic tree, schemas, reply document) is the protocol package, `community_protocol`.
 

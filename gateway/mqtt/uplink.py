@@ -32,7 +32,6 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +43,7 @@ from gateway.mqtt.connect import connect, probe
 from gateway.mqtt.inbound import CommandHandler, CommandInbox, Reply
 from gateway.mqtt.retained import FeatureDocuments, StateDocs
 from gateway.mqtt.sessions import SessionNumbers
+from gateway.mqtt.stats import PublishStats
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority
 from gateway.storage.outbox import Outbox, OutboxReader
@@ -57,28 +57,6 @@ _Availability = tuple[DeviceRef, bool | None, str, datetime, ClockState]
 
 CONSUMER = "mqtt"
 READ_BURST = 256  # packets read from the broker before the outbox gets its turn
-
-
-@dataclass(frozen=True, slots=True)
-class PublishStats:
-    """Figures for the health message's `publish` section."""
-
-    published_total: int
-    acked_total: int
-    rate_per_s: float
-    inflight: int
-    connected: bool
-    connects_total: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "published_total": self.published_total,
-            "acked_total": self.acked_total,
-            "rate_per_s": round(self.rate_per_s, 1),
-            "inflight": self.inflight,
-            "connected": self.connected,
-            "connects_total": self.connects_total,
-        }
 
 
 class Uplink:
