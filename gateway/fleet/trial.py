@@ -23,12 +23,15 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from community_protocol.documents import format_ts
 from community_protocol.enums import ConfigResult
 
-from .check import Candidate
 from .state import FleetFiles, Outcome, Running, State, Trial, sha256_of, write_durably
+
+if TYPE_CHECKING:  # the checks import cryptography and the drivers: not for every start
+    from .check import Candidate
 
 __all__ = ["commit", "on_start", "rollback", "switch"]
 
