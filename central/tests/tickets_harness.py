@@ -24,7 +24,15 @@ from tests.peers import wait_for
 # The central distribution's command, installed beside this interpreter.
 CENTRAL = str(Path(sys.executable).parent / "community-central")
 
-__all__ = ["CENTRAL", "Publisher", "TicketServiceProc", "alarm_doc", "tickets_cli", "tickets_in"]
+__all__ = [
+    "CENTRAL",
+    "Publisher",
+    "TicketServiceProc",
+    "Workers",
+    "alarm_doc",
+    "tickets_cli",
+    "tickets_in",
+]
 
 
 def alarm_doc(
@@ -102,23 +110,29 @@ class TicketServiceProc(ChildProcess):
         return self.logdir / f"{self.client_id}.log"
 
     def start(self, *, ready: bool = True) -> TicketServiceProc:
-        """Start; with `ready`, wait until it has read the retained alarms."""
+        """Start; with `ready`, wait until it follows the alarms (see `ready_marks`)."""
         cmd = [CENTRAL, "--log-level", "info", "serve", "--broker", self.broker_url]
         cmd += ["--db", str(self.db), "--prefix", self.prefix, "--client-id", self.client_id]
         cmd += ["--group", self.group]
         if self.routes is not None:
             cmd += ["--routes", str(self.routes)]
         cmd += self.extra
-        marks = self.log().count("retained alarms read")
+        marks = self.ready_marks()
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))
         if ready:
             assert wait_for(
-                lambda: self.log().count("retained alarms read") > marks or not self.running(),
+                lambda: self.ready_marks() > marks or not self.running(),
                 timeout=15,
             ), f"ticket service did not get ready:\n{self.log()}"
             assert self.running(), f"ticket service exited:\n{self.log()}"
         return self
+
+    def ready_marks(self) -> int:
+        """Log lines saying it follows the alarms: the leader read the retained ones, or
+        a follower handed that to the leader."""
+        text = self.log()
+        return text.count("retained alarms read") + text.count("the leader reads the retained")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -161,3 +175,42 @@ def tickets_in(db: Path | str) -> list[Ticket]:
         return sorted(store.tickets(), key=lambda t: t.number)
     finally:
         store.close()
+
+
+@dataclass
+class Workers:
+    """N `community-central serve` workers on one database, one share group."""
+
+    broker_url: str
+    db: Path | str
+    prefix: str
+    count: int
+    logdir: Path
+    extra: list[str] = field(default_factory=list)
+    procs: list[TicketServiceProc] = field(default_factory=list)
+
+    def start(self) -> Workers:
+        run = uuid.uuid4().hex[:6]
+        for i in range(self.count):
+            proc = TicketServiceProc(
+                self.broker_url,
+                self.db,
+                self.prefix,
+                client_id=f"tickets-{run}-{i}",
+                logdir=self.logdir,
+                extra=list(self.extra),
+            )
+            self.procs.append(proc.start())
+        return self
+
+    def log(self) -> str:
+        return "\n".join(f"--- {p.client_id}\n{p.log()}" for p in self.procs)
+
+    def kill(self, i: int = 0) -> None:
+        """kill -9 one worker, as a crash or the OOM killer would."""
+        self.procs[i].kill()
+
+    def terminate(self) -> None:
+        for p in self.procs:
+            if p.running():
+                p.terminate()

@@ -65,6 +65,11 @@ log = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 256 * 1024
 EVENT_SLICE = 10  # ticket events published between two looks at the incoming alarms
+DUTY_S = 1.0  # heartbeat, leadership and the leader's checks, this often
+DEAD_AFTER_S = 3.0  # a worker silent this long has stopped (or hangs)
+# While a worker of the group is stopped, the broker keeps queueing a share of the
+# alarms in its session: the leader reads the retained alarms this often meanwhile.
+ORPHAN_RECONCILE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,14 @@ class TicketService:
         self._ever_connected = False
         self._last_retained = 0.0
         self._reconciled_at = 0.0
+        self._want_reconcile = False  # connected again: retained alarms must be read
+        self._leader = False  # this worker reconciles (the database's lock, see store)
+        self._next_duty = 0.0
+        self._seen_requests: int | None = None  # followers' reconcile requests seen
+        self._mourned: dict[str, float] = {}  # stopped workers already reconciled for
+        self._orphans = False  # some worker is stopped and its session still takes alarms
+        self._mine: set[int] = set()  # tickets this worker changed: it publishes them
+        self._last_sweep: set[tuple[int, int]] = set()  # the leader's look at stuck events
         self._publishing: dict[int, tuple[int, int]] = {}  # mid -> (ticket, version)
         self._in_flight: dict[int, int] = {}  # ticket -> version being published
         self._published: list[tuple[int, int]] = []
@@ -287,15 +300,16 @@ class TicketService:
                 (self.topics.replies, opts),
             ]
         )
-        if not session_present or not self._ever_connected:
-            self._ever_connected = True
-            self._reconcile()
-            log.info(
-                "connected (%s); reading retained alarms to reconcile",
-                "session resumed" if session_present else "new session",
-            )
-        else:
-            log.info("connected again, session resumed")
+        # Whatever the broker says it kept, read the retained alarms again: Mosquitto
+        # 2.0.11 resumes the session ("session present") without the shared
+        # subscriptions it had, and what gateways published until we subscribed
+        # again went to nobody of our group (docs/tickets.md, "Converging").
+        self._want_reconcile = True
+        self._ever_connected = True
+        log.info(
+            "connected (%s); subscribed again; the retained alarms are read",
+            "session resumed" if session_present else "new session",
+        )
 
     def _reconcile(self) -> None:
         """Read every retained alarm document through a plain subscription."""
@@ -320,20 +334,74 @@ class TicketService:
     def _tick(self) -> None:
         assert self.client is not None
         self._save_counts()
+        now = time.monotonic()
+        if now >= self._next_duty:
+            self._next_duty = now + DUTY_S
+            self._duties()
         if not self._connected:
             return
-        now = time.monotonic()
         quiet = now - self._last_retained >= self.cfg.reconcile_quiet_s
         if self._reconciling and quiet:
             self.client.unsubscribe(self.topics.alarms)
             self._reconciling = False  # until the next round
             log.info("retained alarms read; following the shared subscription only")
-        elif not self._reconciling and now - self._reconciled_at >= self.cfg.reconcile_every_s:
+        elif self._reconciling:
+            pass
+        elif self._leader and self._want_reconcile:
+            self._want_reconcile = False
+            self._reconcile()
+        elif self._leader and self._orphans and now - self._reconciled_at >= ORPHAN_RECONCILE_S:
+            log.debug("re-reading retained alarms: a stopped worker's session takes a share")
+            self._reconcile()
+        elif self._leader and now - self._reconciled_at >= self.cfg.reconcile_every_s:
             # Anti-entropy: an alarm message lost anywhere (e.g. queued for a stopped
             # instance whose session then expired) is still retained at the broker.
             log.debug("re-reading retained alarms")
             self._reconcile()
+        elif self._want_reconcile:
+            # One worker at a time reads the retained alarms: ask the leader.
+            self._want_reconcile = False
+            self.counts["reconcile_requests"] += 1
+            log.info("following the shared subscription; the leader reads the retained alarms")
         self._send_acks()
+
+    def _duties(self) -> None:
+        """Heartbeat and leadership; the leader also watches the others (every DUTY_S)."""
+        store, wall = self._store(), time.time()
+        store.heartbeat(self.cfg.client_id, wall)
+        was = self._leader
+        self._leader = store.try_lead(self.cfg.client_id, wall)
+        if self._leader and not was:
+            # The previous leader may have died mid-round: a round of our own, and
+            # every event still unpublished is ours to publish now.
+            log.info("leading: this worker reads the retained alarms for the group")
+            self._want_reconcile = True
+            self._mine |= {t.number for t in store.unpublished(limit=1000)}
+        elif was and not self._leader:
+            log.warning("no longer leading (the database connection was lost)")
+        if not self._leader:
+            return
+        requests = store.counters().get("reconcile_requests", 0)
+        if self._seen_requests is not None and requests > self._seen_requests:
+            self._want_reconcile = True
+        self._seen_requests = requests
+        self._orphans = False
+        for name, seen in store.workers().items():
+            if name == self.cfg.client_id or not DEAD_AFTER_S <= wall - seen:
+                continue
+            if wall - seen > self.cfg.session_expiry_s:
+                continue  # its session is gone from the broker, and its share with it
+            self._orphans = True
+            if self._mourned.get(name) != seen:
+                # Stopped since we last looked: the broker keeps giving its session a
+                # share of the alarms; they are retained, so a round finds them.
+                self._mourned[name] = seen
+                log.warning("worker %s stopped; reading the retained alarms for it", name)
+                self._want_reconcile = True
+        # Events whose worker died before publishing them: unpublished at two looks.
+        stuck = {(t.number, t.version) for t in store.unpublished(limit=500)}
+        self._mine |= {number for number, _ in stuck & self._last_sweep}
+        self._last_sweep = stuck
 
     # ---- alarms and replies in ------------------------------------------------------
 
@@ -464,6 +532,8 @@ class TicketService:
     def _applied(self, results: list[Applied]) -> None:
         for applied in results:
             t = applied.ticket
+            if applied.outcome != "stale":
+                self._mine.add(t.number)
             if applied.outcome == "opened":
                 log.info(
                     "%s opened for %s alarm %s/%s/%s (%s), team %s, %.0f ms after it was raised",
@@ -525,6 +595,7 @@ class TicketService:
         if ticket is None:
             log.debug("reply %s is for no request of ours", request_id)
             return
+        self._mine.add(ticket.number)
         if reply.get("ok") is True:
             log.info(
                 "%s: gateway answered %s to acknowledgement %s",
@@ -583,19 +654,24 @@ class TicketService:
             )
 
     def _publish_tickets(self) -> None:
-        """Publish a slice of the tickets whose newest state the broker has not acknowledged.
+        """Publish a slice of this worker's tickets whose newest state is not acknowledged.
 
         A slice, because a paho publish costs most of a millisecond here: publishing a
-        burst's events in one go would hold up the next alarms by tens of ms.
+        burst's events in one go would hold up the next alarms by tens of ms.  Each
+        worker publishes the tickets it changed, so several workers do not publish
+        the same events; the leader takes over those of a worker that died first.
         """
         store = self._store()
         if self._published:
             store.mark_published(self._published)
             self._published = []
-        if not self._events_connected:
+        if not self._events_connected or not self._mine:
             return
+        looked = sorted(self._mine)[: 4 * EVENT_SLICE + len(self._in_flight)]
+        tickets = store.unpublished_of(looked)
+        self._mine -= set(looked) - {t.number for t in tickets}  # published already
         sent = 0
-        for ticket in store.unpublished(limit=EVENT_SLICE + len(self._in_flight)):
+        for ticket in tickets:
             if self._in_flight.get(ticket.number, 0) >= ticket.version:
                 continue
             info = self._publish_ticket(ticket)

@@ -86,7 +86,19 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS workers (
+    client_id TEXT PRIMARY KEY,
+    seen_ts {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leader (
+    id INTEGER PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ts {real} NOT NULL
+);
 """
+
+# The reconciling worker's lease on SQLite (PostgreSQL ends it with the connection).
+LEASE_S = 5.0
 
 # Retry an unanswered ack command after 5 s, doubling to at most a minute: a gateway
 # that is offline gets it from its broker session anyway, the retry covers the rest.
@@ -248,6 +260,7 @@ class TicketStore:
         self.target = target
         self.db = open_database(target)
         self.errors = self.db.errors  # what a failing database raises
+        self._leading = False  # PostgreSQL: this connection holds the leader's lock
         try:
             self.db.create(_SCHEMA)
         except BaseException:
@@ -274,6 +287,42 @@ class TicketStore:
     def counters(self) -> dict[str, int]:
         """Every counter, by name."""
         return {n: v for n, v in self.db.execute("SELECT name, value FROM counters ORDER BY name")}
+
+    # ---- workers ------------------------------------------------------------------
+
+    def heartbeat(self, client_id: str, now: float) -> None:
+        """Say this worker is alive (the leader reconciles for one that stops saying so)."""
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO workers(client_id, seen_ts) VALUES (?, ?)"
+                " ON CONFLICT(client_id) DO UPDATE SET seen_ts = excluded.seen_ts",
+                (client_id, now),
+            )
+
+    def workers(self) -> dict[str, float]:
+        """Every worker that ever ran, with when it was last alive (its clock)."""
+        return {n: t for n, t in self.db.execute("SELECT client_id, seen_ts FROM workers")}
+
+    def try_lead(self, client_id: str, now: float) -> bool:
+        """Whether this worker reconciles: take or keep the leader's lock.
+
+        PostgreSQL: a session advisory lock, which the server releases the moment the
+        holder's connection ends (a worker killed with -9 included).  SQLite: a lease
+        of LEASE_S seconds in the file, renewed by each call, taken over once expired.
+        """
+        if self.db.kind == "postgres":
+            if not self._leading:
+                self._leading = self.db.try_leader_lock()
+            return self._leading
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO leader(id, holder, until_ts) VALUES (1, ?, ?) ON CONFLICT(id)"
+                " DO UPDATE SET holder = excluded.holder, until_ts = excluded.until_ts"
+                " WHERE leader.holder = excluded.holder OR leader.until_ts < ?",
+                (client_id, now + LEASE_S, now),
+            )
+            row = db.execute("SELECT holder FROM leader WHERE id = 1").fetchone()
+        return bool(row and row[0] == client_id)
 
     # ---- alarms -------------------------------------------------------------------
 
@@ -398,6 +447,18 @@ class TicketStore:
         return [_ticket(r) for r in self.db.execute(sql, args)]
 
     # ---- ticket events ------------------------------------------------------------
+
+    def unpublished_of(self, numbers: Sequence[int]) -> list[Ticket]:
+        """Those of these tickets whose current version is not published yet."""
+        if not numbers:
+            return []
+        marks = ",".join("?" * len(numbers))
+        rows = self.db.execute(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id IN ({marks})"
+            " AND version > published_version ORDER BY id",
+            list(numbers),
+        )
+        return [_ticket(r) for r in rows]
 
     def unpublished(self, limit: int = 200) -> list[Ticket]:
         """Tickets whose current version has not been published (PUBACKed) yet."""
