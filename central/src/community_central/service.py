@@ -387,7 +387,7 @@ class TicketService:
         self._seen_requests = requests
         self._orphans = False
         for name, seen in store.workers().items():
-            if name == self.cfg.client_id or not DEAD_AFTER_S <= wall - seen:
+            if name == self.cfg.client_id or wall - seen < DEAD_AFTER_S:
                 continue
             if wall - seen > self.cfg.session_expiry_s:
                 continue  # its session is gone from the broker, and its share with it
