@@ -25,6 +25,8 @@
 # What goes where (docs/install.md):
 #   /opt/community-gateway/venv          the program (a link to venvs/<when>), linked as
 #                                        /usr/local/bin/gateway
+#   /opt/community-gateway/launch        what the service starts: it runs that venv, or a
+#                                        release a software update installed (docs/fleet.md)
 #   /etc/community-gateway/gateway.yaml  the config, copied from systemd/gateway.example.yaml
 #                                        only when absent; secrets/ next to it (all 0600/0700)
 #   /var/lib/community-gateway           state: the outbox (the service's only writable place)
@@ -302,6 +304,7 @@ make_venv() {
   version="$("$NEW_VENV/bin/python" -c 'from importlib.metadata import version; print(version("community-gateway"))')"
   swap_venv "$id"
   say "installed the gateway $version${WHEELS:+ from the bundle} (${OPT#"$ROOT"}/venv -> venvs/$id)"
+  forget_updates
 }
 
 # Point venv at the new one in a single rename (relative link: right under --root too).
@@ -313,6 +316,15 @@ swap_venv() { # ID
   fi
   mv -Tf "$OPT/.venv.new" "$OPT/venv"
   NEW_VENV=""
+}
+
+# What is installed here runs from now on, not a release a software update left in the
+# state folder (docs/fleet.md, "Software updates").
+forget_updates() {
+  if [ -L "$STATE/current" ] || [ -d "$STATE/releases" ] || [ -e "$STATE/update" ]; then
+    rm -rf "$STATE/current" "$STATE/releases" "$STATE/update"
+    say "removed the releases of software updates from ${STATE#"$ROOT"}: the installed version runs"
+  fi
 }
 
 # Older venvs, once the new one runs (after the restart of an upgrade).
@@ -338,6 +350,8 @@ install_files() {
     [ -z "$OWNER" ] || chown "$OWNER" "$ETC/gateway.yaml"
   fi
   put "$SRC/docs/install.md" "$OPT/docs/install.md" 0644
+  # The service's launcher: the release to run, and the switch back from a failing one.
+  put "$SRC/gateway/fleet/launch.py" "$OPT/launch" 0755
   # `gateway check`, `gateway ports` ... on the PATH of installers and admins.
   link "/opt/$NAME/venv/bin/gateway" "$ROOT/usr/local/bin/gateway"
   put "$SRC/systemd/$SERVICE" "$UNITS/$SERVICE" 0644

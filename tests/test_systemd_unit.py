@@ -86,7 +86,7 @@ def test_verify_as_used_here_does_catch_mistakes(tmp_path: Path) -> None:
     typo = verify(root, SERVICE)
     assert typo.returncode != 0 and "Unknown key 'ProtectSytem'" in typo.stderr
     unit.write_text(UNIT.read_text())
-    (root / "opt/community-gateway/venv/bin/gateway").unlink()
+    (root / "opt/community-gateway/launch").unlink()  # ExecStart's program
     missing = verify(root, SERVICE)
     assert missing.returncode != 0 and "is not executable" in missing.stderr
 

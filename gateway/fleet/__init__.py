@@ -1,4 +1,4 @@
-"""Remote configuration, gateway side: a signed desired config is checked, tried, then committed or rolled back.
+"""Fleet operations, gateway side: remote configuration and software updates, each tried, then committed or rolled back.
 
 The platform publishes a desired configuration (config-desired.json, retained) for one
 gateway; the gateway reports what it runs (config-reported.json, retained) and records
@@ -17,6 +17,15 @@ model; in short:
   (watches `config/desired`, publishes `config/reported`, commits a trial once the
   broker echoes the gateway's own report, rolls back at the deadline);
 - `cli`: `gateway config status`.
+
+Software updates (docs/fleet.md, "Software updates"):
+
+- `update`: the signed update manifest, its checks, and the database guard;
+- `update_install`: fetching, building a release beside the running one, switching,
+  committing or rolling back;
+- `update_service`: the `update` command and the health gate in the running gateway;
+- `launch`: the service's launcher (standard library only, imports no release), which
+  switches back a release that keeps failing before any of it is imported.
 
 May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`,
 `gateway.host`, the other feature packages, `gateway.install.checks` (the offline

@@ -112,6 +112,10 @@ class Gateway(Hooks):
         if cfg.wellness.checks:
             attach_wellness(self)
         attach_fleet(self)
+        # Software updates: the `update` command and the health gate of a new release.
+        from gateway.fleet.update_service import attach as attach_update
+
+        attach_update(self)
 
     # ---- the Host interface, besides Hooks ---------------------------------------------
 

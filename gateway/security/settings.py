@@ -23,6 +23,26 @@ class SecurityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Software updates (docs/fleet.md, "Software updates"): none trusted, none installed.
+    update_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM) whose signed update manifests this gateway installs",
+    )
+    update_trial_s: float = Field(
+        120.0,
+        ge=10,
+        le=3600,
+        description="A new release must reach the broker with its devices up within this time,"
+        " or the previous one runs again",
+    )
+    update_max_starts: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Starts of a new release without passing its health gate before the"
+        " launcher switches back (a crash loop)",
+    )
+
     command_keys: list[Path] = Field(
         default_factory=list,
         description="Ed25519 public keys (PEM) of the central services, e.g. secrets/tickets.pub",
@@ -63,11 +83,11 @@ class SecurityConfig(BaseModel):
 def security_problems(cfg: SecurityConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """(key path, message) for every trusted key file that is not an Ed25519 public key."""
     out: list[tuple[tuple[str | int, ...], str]] = []
-    if not cfg.command_keys and not cfg.config_keys:
+    if not (cfg.command_keys or cfg.config_keys or cfg.update_keys):
         return out  # signing imports cryptography (about 8 MB): only for a key to check
     from .signing import load_public_key
 
-    for field in ("command_keys", "config_keys"):
+    for field in ("command_keys", "config_keys", "update_keys"):
         for i, path in enumerate(getattr(cfg, field)):
             try:
                 load_public_key(path)

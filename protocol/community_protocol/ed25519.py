@@ -1,4 +1,4 @@
-"""Ed25519 keys of the contract: key ids, PEM files, and signing and verifying a desired configuration.
+"""Ed25519 keys of the contract: key ids, PEM files, signing and verifying desired configurations and update manifests.
 
 A key's id is the first 16 hex digits of the SHA-256 of its 32 raw public bytes, so
 keys need no naming.  The bytes each signature covers are spelled in `signing`; this
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ids import Identity
-from .signing import config_message
+from .signing import config_message, update_message
 
 __all__ = [
     "KEY_ID",
@@ -32,7 +32,9 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "sign_config",
+    "sign_update",
     "verify_config",
+    "verify_update",
 ]
 
 KEY_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -65,26 +67,64 @@ def verify_config(
     The signature covers the site and gateway the verifier is (not the ones the
     document claims), so a document signed for another gateway never verifies here.
     """
+    return _verify(
+        keys,
+        document,
+        config_message(identity, document),
+        what="a desired configuration",
+        key_kind="a key",
+        target=f" for {identity.site}/{identity.gateway}",
+    )
+
+
+def sign_update(key: Ed25519PrivateKey, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """`manifest` (an update manifest without `auth`) with its `auth` added."""
+    body = {k: v for k, v in manifest.items() if k != "auth"}
+    sig = key.sign(update_message(body))
+    auth = {"key_id": key_id(key.public_key()), "sig": base64.b64encode(sig).decode()}
+    return {**body, "auth": auth}
+
+
+def verify_update(keys: Iterable[Ed25519PublicKey], manifest: Mapping[str, Any]) -> str:
+    """The key id that signed the update `manifest`; SignatureError saying why not."""
+    return _verify(
+        keys,
+        manifest,
+        update_message(manifest),
+        what="an update manifest",
+        key_kind="an update key",
+    )
+
+
+def _verify(
+    keys: Iterable[Ed25519PublicKey],
+    document: Mapping[str, Any],
+    message: bytes,
+    *,
+    what: str,
+    key_kind: str,
+    target: str = "",
+) -> str:
+    """The key id whose signature in `document`'s `auth` covers `message`; SignatureError."""
     trusted = {key_id(k): k for k in keys}
     auth = document.get("auth")
     if not isinstance(auth, Mapping):
-        raise SignatureError("not signed (no 'auth' object); a desired configuration must be")
+        raise SignatureError(f"not signed (no 'auth' object); {what} must be")
     kid, sig = auth.get("key_id"), auth.get("sig")
     if not (isinstance(kid, str) and KEY_ID.match(kid)):
         raise SignatureError("auth.key_id must be 16 hex digits")
     key = trusted.get(kid)
     if key is None:
-        raise SignatureError(f"auth.key_id {kid} is not a key this gateway trusts")
+        raise SignatureError(f"auth.key_id {kid} is not {key_kind} this gateway trusts")
     try:
         raw = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
     except (binascii.Error, ValueError):
         raw = b""
     try:
-        key.verify(raw, config_message(identity, document))
+        key.verify(raw, message)
     except (InvalidSignature, ValueError):
-        raise SignatureError(
-            f"auth.sig does not verify with key {kid} for {identity.site}/{identity.gateway}"
-        ) from None
+        kind = key_kind.split(" ", 1)[1]  # "an update key" -> "update key"
+        raise SignatureError(f"auth.sig does not verify with {kind} {kid}{target}") from None
     return kid
 
 

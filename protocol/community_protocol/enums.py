@@ -99,6 +99,7 @@ class GatewayEventType(StrEnum):
 
     STORAGE = "gateway.storage"
     CONFIG = "gateway.config"  # a desired configuration applied, refused or rolled back
+    UPDATE = "gateway.update"  # a software update refused, switched, committed or rolled back
 
 
 class ConfigResult(StrEnum):

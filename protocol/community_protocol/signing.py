@@ -6,7 +6,9 @@ other field of the payload.  A desired configuration (config-desired.json,
 docs/fleet.md): the lines `community.config.v1`, `{site}/{gateway}` and the canonical
 JSON of the document without its `auth`.  The domain string in front keeps a
 signature of one kind from ever passing as the other.  Canonical JSON: sorted keys, no
-spaces, not ASCII-escaped.
+spaces, not ASCII-escaped.  An update manifest (docs/fleet.md, "Software updates"): the
+lines `community.update.v1` and the canonical JSON of the manifest without its `auth`
+(not bound to one gateway: one release serves the fleet).
 
 The signature itself (Ed25519) needs a crypto library: `community_protocol.ed25519`
 (the `signing` extra) has keys, signing and verifying; this module is the standard
@@ -25,14 +27,17 @@ from .topics import Topics
 __all__ = [
     "CONFIG_DOMAIN",
     "DOMAIN",
+    "UPDATE_DOMAIN",
     "canonical_json",
     "config_message",
     "signed_message",
     "signed_target",
+    "update_message",
 ]
 
 DOMAIN = "community.cmd.v1"
 CONFIG_DOMAIN = "community.config.v1"
+UPDATE_DOMAIN = "community.update.v1"
 
 
 def canonical_json(value: Any) -> str:
@@ -58,3 +63,9 @@ def config_message(identity: Identity, document: Mapping[str, Any]) -> bytes:
     body = {k: v for k, v in document.items() if k != "auth"}
     target = f"{identity.site}/{identity.gateway}"
     return "\n".join((CONFIG_DOMAIN, target, canonical_json(body))).encode()
+
+
+def update_message(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes an update manifest's signature covers (its `auth` left out)."""
+    body = {k: v for k, v in manifest.items() if k != "auth"}
+    return "\n".join((UPDATE_DOMAIN, canonical_json(body))).encode()

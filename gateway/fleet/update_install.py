@@ -1,0 +1,235 @@
+"""Installing a verified update beside the running release, switching to it, and committing or rolling back.
+
+The layout, in the service's state folder (the only place the sandboxed service may
+write; docs/fleet.md, "Software updates"):
+
+    releases/<version>/          the unpacked bundle, and venv/ built from its wheels
+    current -> .../venv          the release that runs (absent: the installed
+                                 /opt/community-gateway/venv); switched by one rename
+    update/state.json            the trial in progress and the last result (launch.py)
+    update/download/             the archive while it is fetched
+
+Nothing here changes what runs until `switch`: fetching, checking and building a venv
+happen beside the running release and are thrown away on any failure.  `switch`
+writes the trial first (with the previous release to go back to), then points
+`current` at the new venv; the launcher counts the starts of the trial and the new
+release's health gate calls `commit`, or `rollback` when the gate is not passed in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import launch
+from .update import Manifest, UpdateRefused
+
+__all__ = [
+    "Layout",
+    "commit",
+    "fetch",
+    "install_release",
+    "rollback",
+    "switch",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 16
+PIP_TIMEOUT_S = 900.0
+
+
+class Layout:
+    """Where releases, the `current` link and the update state live."""
+
+    def __init__(self, state_dir: Path, factory: Path) -> None:
+        self.state_dir = state_dir
+        self.factory = factory  # the venv install.sh made: what runs without `current`
+        self.releases = state_dir / "releases"
+        self.download = state_dir / "update" / "download"
+
+    def current(self) -> str:
+        """What `current` names now (the installed venv when there is no link)."""
+        link = self.state_dir / launch.CURRENT
+        return os.readlink(link) if link.is_symlink() else str(self.factory)
+
+    def state(self) -> dict[str, Any]:
+        return launch.read_state(self.state_dir)
+
+
+def fetch(url: str, manifest: Manifest, into: Path, *, timeout_s: float = 30.0) -> Path:
+    """Download the archive to `into`, checking its size and SHA-256 on the way; UpdateRefused why not.
+
+    file:// and http(s):// only.  Reading stops one byte past the manifest's size, so a
+    wrong or hostile server can neither fill the disk nor keep the gateway waiting
+    longer than `timeout_s` per read.
+    """
+    if not url.startswith(("file://", "http://", "https://")):
+        raise UpdateRefused(f"the update URL must be file://, http:// or https://, not {url!r}")
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / manifest.archive
+    digest, got = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(target, "wb") as out:
+            while got <= manifest.size:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                got += len(block)
+                if got > manifest.size:
+                    break
+                digest.update(block)
+                out.write(block)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        target.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise UpdateRefused(f"cannot fetch {url}: {reason}") from None
+    if got != manifest.size:
+        target.unlink(missing_ok=True)
+        more = "more than" if got > manifest.size else f"{got} bytes, not"
+        raise UpdateRefused(f"{url} gave {more} the {manifest.size} bytes the manifest says")
+    if digest.hexdigest() != manifest.sha256:
+        target.unlink(missing_ok=True)
+        raise UpdateRefused(
+            f"{url} does not have the SHA-256 the manifest says (damaged or replaced)"
+        )
+    return target
+
+
+def _unpack(archive: Path, into: Path) -> Path:
+    """The bundle's top folder, unpacked into `into` (no links out, no absolute paths)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(into, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UpdateRefused(f"the archive does not unpack: {exc}") from None
+    tops = [p for p in into.iterdir() if p.is_dir() and (p / "BUNDLE").is_file()]
+    if len(tops) != 1:
+        raise UpdateRefused("the archive is not a bundle of scripts/bundle (no */BUNDLE)")
+    return tops[0]
+
+
+def _check_wheels(tree: Path) -> Path:
+    wheels = tree / "wheels"
+    sums = wheels / "SHA256SUMS"
+    if not sums.is_file():
+        raise UpdateRefused("the bundle has no wheels/SHA256SUMS")
+    for line in sums.read_text().splitlines():
+        want, _, name = line.partition("  ")
+        path = wheels / name.lstrip("*")
+        if "/" in name or not path.is_file():
+            raise UpdateRefused(f"the bundle lacks the wheel {name}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != want:
+            raise UpdateRefused(f"the bundle's wheel {name} is damaged")
+    return wheels
+
+
+def _run(cmd: list[str], what: str) -> str:
+    # The bundle's wheels only: no index, no pip config of the machine, no PIP_* variables.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=PIP_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UpdateRefused(f"{what} failed: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UpdateRefused(f"{what} failed: {last}")
+    return done.stdout.strip()
+
+
+def install_release(layout: Layout, manifest: Manifest, archive: Path, python: str) -> Path:
+    """Build releases/<version>/venv offline from the bundle's wheels; the venv, once it runs."""
+    final = layout.releases / manifest.version
+    venv = final / "venv"
+    if final.exists() and (venv / "bin" / "gateway").exists():
+        return venv  # built by an earlier attempt that got this far
+    layout.releases.mkdir(parents=True, exist_ok=True)
+    work = layout.releases / f".{manifest.version}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        tree = _unpack(archive, work / "unpacked")
+        _check_wheels(tree)
+        # A venv names its own folder in its scripts: it is built where it will run.
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+        wheels = final / "unpacked" / tree.name / "wheels"
+        _run([python, "-m", "venv", str(venv)], "making the virtualenv")
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-compile", "--quiet"]
+        _run([*pip, "--no-index", "--find-links", str(wheels), "community-gateway"], "pip")
+        check = "from importlib.metadata import version; import gateway.cli; print(version('community-gateway'))"
+        got = _run([str(venv / "bin" / "python"), "-c", check], "starting the new program")
+        if got != manifest.version:
+            raise UpdateRefused(f"the bundle installs version {got}, not {manifest.version}")
+        shutil.rmtree(final / "unpacked", ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return venv
+
+
+def switch(
+    layout: Layout, manifest: Manifest, venv: Path, *, max_starts: int, deadline_s: float
+) -> dict[str, Any]:
+    """Record the trial, then point `current` at `venv`; the trial as written."""
+    state = layout.state()
+    trial = {
+        "version": manifest.version,
+        "previous": layout.current(),
+        "venv": str(venv),
+        "starts": 0,
+        "max_starts": max_starts,
+        "deadline_s": deadline_s,
+        "signed_by": manifest.key_id,
+    }
+    state["trial"] = trial
+    launch.write_state(layout.state_dir, state)
+    launch.point(layout.state_dir, str(venv))
+    log.warning(
+        "version %s in place (signed by key %s); restarting to try it",
+        manifest.version,
+        manifest.key_id,
+    )
+    return trial
+
+
+def _finish(layout: Layout, result: str, reason: str, *, back: bool) -> dict[str, Any] | None:
+    state = layout.state()
+    trial = state.get("trial")
+    if not isinstance(trial, dict):
+        return None
+    if back:
+        launch.point(layout.state_dir, str(trial.get("previous") or layout.factory))
+    state["trial"] = None
+    state["last"] = {"version": trial.get("version"), "result": result, "reason": reason}
+    launch.write_state(layout.state_dir, state)
+    return trial
+
+
+def commit(layout: Layout) -> dict[str, Any] | None:
+    """The running trial passed its health gate: it stays; older releases go.  The trial, or None."""
+    trial = _finish(layout, "committed", "", back=False)
+    if trial is not None:
+        keep = {Path(str(trial.get("venv", ""))).parent.name}
+        for old in layout.releases.glob("*") if layout.releases.is_dir() else ():
+            # The previous release stays for an operator's manual rollback; no other.
+            if old.name not in keep and str(old / "venv") != trial.get("previous"):
+                shutil.rmtree(old, ignore_errors=True)
+    return trial
+
+
+def rollback(layout: Layout, reason: str) -> dict[str, Any] | None:
+    """Point `current` back at the release before the trial and record why.  The trial, or None."""
+    return _finish(layout, "rolled_back", reason, back=True)
