@@ -146,6 +146,9 @@ class OutboxConfig(_Strict):
     path: Path = Path("state/outbox.db")
     max_messages: int = Field(200_000, ge=100)
     commit_interval_ms: int = Field(50, ge=0, le=5000)
+    # How long the writer waits for the next reading before committing (issue 16): set
+    # it to commit_interval_ms for a fixed linger (older data, fewer SD-card writes).
+    commit_quiet_ms: float = Field(2.0, ge=0, le=5000)
     sync: SyncMode = SyncMode.FULL
     # Disk space kept free for events (gateway/storage/diskspace.py); 0 turns the reserve off.
     reserve_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)

@@ -31,6 +31,7 @@ def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> O
         cfg.path,
         max_messages=cfg.max_messages,
         commit_interval_ms=cfg.commit_interval_ms,
+        quiet_ms=cfg.commit_quiet_ms,
         sync=cfg.sync,
         consumers=[Consumer(CONSUMER), *(s.consumer() for s in sinks)],
         on_storage_fault=StorageEvents(loaded, Clock(loaded.config.clock.check)).item,
