@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from scripts.bench_storage import SeqSubscriber
 from tests.harness import GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 
@@ -126,18 +127,6 @@ class Step:
         )
 
 
-class SeqCounter(Subscriber):
-    """Keeps the seqs of telemetry received (not the messages: bounded memory)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.seqs: set[int] = set()
-        self.client.on_message = self._keep
-
-    def _keep(self, _c: Any, _u: Any, msg: Any) -> None:
-        self.seqs.add(json.loads(msg.payload)["seq"])
-
-
 def _health(sub: Subscriber) -> dict[str, Any]:
     doc: dict[str, Any] = sub.snapshot()[-1].json()["outbox"]
     return doc
@@ -149,7 +138,7 @@ def _offer(work: Path, broker: Mosquitto, offered: float, seconds: float) -> Ste
     config = shipped_outbox(
         write_config(work / f"rate-{offered:.0f}" / "gw.yaml", broker.url, _meters(n, offered / n))
     )
-    sub = SeqCounter(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
+    sub = SeqSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
     health = Subscriber(broker.port, f"{topic_base(config)}/health").start()
     gw = GatewayProc(config).start()
     try:

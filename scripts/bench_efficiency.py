@@ -26,6 +26,7 @@ setting passed with `--outbox KEY=VALUE` is applied to both and every line then 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,14 +34,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scripts.bench_core import paho_age, pct
-from scripts.bench_storage import SERVER, _listening
+from scripts.bench_core import paho_age, pct, shipped_outbox
+from scripts.bench_storage import SERVER, _listening, modbus_meters
 from tests.harness import GATEWAY, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -87,6 +89,18 @@ class AgeSubscriber(Subscriber):
         return len(self.ages), self.values, self.bytes
 
 
+@contextlib.contextmanager
+def gateway_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`gateway run -c config` as a child process, logging next to the config."""
+    with open(config.parent / "gateway.log", "ab") as log:
+        proc = subprocess.Popen([GATEWAY, "run", "-c", str(config)], stdout=log, stderr=log)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def _outbox_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -114,20 +128,14 @@ def demo_writes(
     config = work / "demo.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     sub = AgeSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
-    log = open(work / "gateway.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([GATEWAY, "run", "-c", str(config)], stdout=log, stderr=log)
     try:
-        # Past start-up (schema creation, the first checkpoint): the steady state.
-        wait_for(lambda: len(sub.ages) >= 20, timeout=30)
-        n0, _, b0 = sub.mark()
-        io0, t0 = proc_io(proc.pid), time.monotonic()
-        time.sleep(seconds)
-        n1, _, b1 = sub.mark()
-        io1, t1 = proc_io(proc.pid), time.monotonic()
+        with gateway_process(config) as proc:
+            # Past start-up (schema creation, the first checkpoint): the steady state.
+            wait_for(lambda: len(sub.ages) >= 20, timeout=30)
+            (n0, _, b0), io0, t0 = sub.mark(), proc_io(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            (n1, _, b1), io1, t1 = sub.mark(), proc_io(proc.pid), time.monotonic()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
         sub.stop()
     messages = max(n1 - n0, 1)
     written = io1["write_bytes"] - io0["write_bytes"]
@@ -143,24 +151,6 @@ def demo_writes(
     }
 
 
-def _meters(port: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"meter-{u:02d}",
-            "kind": "meter",
-            "location": {"building": "1", "floor": 1, "unit": f"{u:02d}"},
-            "driver": {
-                "type": "modbus",
-                "bus": {"host": f"127.0.0.{u + 1}", "port": port, "timeout_s": 0.5},
-                "unit_id": u,
-                "profile": "eastron_sdm630",
-                "poll_interval_s": 1.0,
-            },
-        }
-        for u in range(1, 33)
-    ]
-
-
 def data_age(
     work: Path, broker: Mosquitto, seconds: float, tuned: dict[str, Any]
 ) -> dict[str, Any]:
@@ -169,25 +159,20 @@ def data_age(
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
     try:
         wait_for(lambda: _listening("127.0.0.33", port), timeout=20)
-        config = write_config(work / "gw.yaml", broker.url, _meters(port))
-        doc = yaml.safe_load(config.read_text())
-        doc["outbox"] = {"path": doc["outbox"]["path"], **tuned}  # shipped linger
-        doc["health"] = {"interval_s": 60}
-        config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        config = shipped_outbox(
+            write_config(
+                work / "gw.yaml", broker.url, modbus_meters(port, 1.0), health={"interval_s": 60}
+            ),
+            **tuned,
+        )
         sub = AgeSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
-        log = open(work / "gateway.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([GATEWAY, "run", "-c", str(config)], stdout=log, stderr=log)
         try:
-            wait_for(lambda: len(sub.ages) >= 32 * 3, timeout=30)
-            n0, v0, _ = sub.mark()
-            c0, t0 = cpu_s(proc.pid), time.monotonic()
-            time.sleep(seconds)
-            n1, v1, _ = sub.mark()
-            c1, t1 = cpu_s(proc.pid), time.monotonic()
+            with gateway_process(config) as proc:
+                wait_for(lambda: len(sub.ages) >= 32 * 3, timeout=30)
+                (n0, v0, _), c0, t0 = sub.mark(), cpu_s(proc.pid), time.monotonic()
+                time.sleep(seconds)
+                (n1, v1, _), c1, t1 = sub.mark(), cpu_s(proc.pid), time.monotonic()
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
             sub.stop()
     finally:
         server.terminate()

@@ -287,10 +287,9 @@ def _listening(host: str, port: int) -> bool:
     return False
 
 
-def _modbus_run(
-    work: Path, broker: Mosquitto, port: int, seconds: float, old: bool, label: str
-) -> None:
-    devices = [
+def modbus_meters(port: int, poll_interval_s: float) -> list[dict[str, Any]]:
+    """32 eastron_sdm630 meters, meter u at 127.0.0.(u+1):port (the SERVER's endpoints)."""
+    return [
         {
             "id": f"meter-{u:02d}",
             "kind": "meter",
@@ -300,11 +299,17 @@ def _modbus_run(
                 "bus": {"host": f"127.0.0.{u + 1}", "port": port, "timeout_s": 0.5},
                 "unit_id": u,
                 "profile": "eastron_sdm630",
-                "poll_interval_s": 0.05,
+                "poll_interval_s": poll_interval_s,
             },
         }
         for u in range(1, 33)
     ]
+
+
+def _modbus_run(
+    work: Path, broker: Mosquitto, port: int, seconds: float, old: bool, label: str
+) -> None:
+    devices = modbus_meters(port, 0.05)
     # The default linger (50 ms): what an installed gateway runs with.
     config = write_config(work / "gw.yaml", broker.url, devices, outbox={"commit_interval_ms": 50})
     sub = SeqSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry")
