@@ -152,4 +152,5 @@ def health_document(identity: Identity, depth: int) -> dict[str, Any]:
             "connected": True, "connects_total": 1,
         },
         "drivers": {},
+        "from_a_newer_gateway": {"tolerated": True},
     }  # fmt: skip

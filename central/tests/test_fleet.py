@@ -192,6 +192,9 @@ def test_list_shows_status_versions_config_outbox_and_last_seen(
         gws["gw-1"].client.publish(f"{prefix}/site-a/gw-3/status", b"{", retain=True)
         lying = health_document(Identity("site-a", "gw-9"), 1)
         gws["gw-1"].client.publish(f"{prefix}/site-a/gw-1/health", json.dumps(lying).encode())
+        wrong = health_document(Identity("site-a", "gw-1"), 1)
+        wrong["outbox"]["depth"] = "deep"
+        gws["gw-1"].client.publish(f"{prefix}/site-a/gw-1/health", json.dumps(wrong).encode())
         stop = threading.Event()
 
         def heartbeat() -> None:

@@ -4,7 +4,8 @@ Sources (docs/mqtt-api.md): the retained status (online or offline, software ver
 the retained reported configuration (config version and how the last desired one went)
 and the periodic health (outbox depth; not retained, so it is seen only when one
 arrives while we listen).  Each document must pass its JSON Schema and name the
-gateway of its topic; anything else is ignored and counted.  At most `max_gateways`
+gateway of its topic (fields the schema does not know are tolerated: a newer gateway
+may add some); anything else is ignored and counted.  At most `max_gateways`
 gateways are kept, so a broker with junk under the prefix costs bounded memory.
 """
 
@@ -98,6 +99,12 @@ class Selector:
         return any(fnmatch.fnmatchcase(f"{site}/{gateway}", p) for p in self.patterns)
 
 
+def _acceptable(check: Any, doc: Mapping[str, Any]) -> bool:
+    """Valid, except for fields this schema does not know: a newer gateway may add some
+    (a tolerant reader), but a known field of the wrong type or missing is refused."""
+    return all(e.validator == "additionalProperties" for e in check.iter_errors(doc))
+
+
 class Inventory:
     """Gateways by `site/gateway`, updated by `feed(topic, payload)`."""
 
@@ -132,7 +139,7 @@ class Inventory:
         except ValueError:
             self.ignored += 1
             return None
-        if not payload or not isinstance(doc, Mapping) or not check.is_valid(doc):
+        if not isinstance(doc, Mapping) or not _acceptable(check, doc):
             self.ignored += 1
             return None
         if doc.get("site") != site or doc.get("gateway") != gateway:
