@@ -138,7 +138,7 @@ def test_restart_gets_alarms_queued_in_its_session_and_retained_ones_from_before
         # While it is down: a new alarm, not retained, so only the session can keep it,
         # and a newer rev of the first one.
         _publish(pub, prefix, alarm_doc(SITE, "gw-b", "q-1"), retain=False)
-        _publish(pub, prefix, alarm_doc(SITE, "gw-old", "r-1", 2, state="cleared"))
+        _publish(pub, prefix, alarm_doc(SITE, "gw-old", "r-1", 2, state="closed"))
         svc.start()
         assert wait_for(
             lambda: (

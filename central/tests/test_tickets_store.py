@@ -46,14 +46,14 @@ def test_an_alarm_seen_first_when_already_closed_opens_a_resolved_ticket(
     assert (t.state, t.acknowledged_by, t.resolved_ts) == (TicketState.RESOLVED, "web-jo", 100.0)
 
 
-def test_cleared_unacknowledged_resolves_and_a_later_ack_is_still_recorded(
+def test_cleared_unacknowledged_keeps_the_ticket_open_until_someone_acknowledges(
     store: TicketStore,
 ) -> None:
+    # The gateway keeps such an alarm `cleared` because it still needs a person: so does
+    # the ticket.  Acknowledged later, the alarm closes and the ticket is resolved.
     store.apply_alarm(_doc("a-1", 1), "fire-safety", 100.0)
-    assert (
-        store.apply_alarm(_doc("a-1", 2, state="cleared"), "fire-safety", 101.0).ticket.state
-        is TicketState.RESOLVED
-    )
+    t = store.apply_alarm(_doc("a-1", 2, state="cleared"), "fire-safety", 101.0).ticket
+    assert (t.state, t.alarm_state, t.resolved_ts) == (TicketState.OPEN, "cleared", None)
     t = store.apply_alarm(
         _doc("a-1", 3, state="closed", by="staff-li"), "fire-safety", 102.0
     ).ticket
@@ -61,9 +61,81 @@ def test_cleared_unacknowledged_resolves_and_a_later_ack_is_still_recorded(
         TicketState.RESOLVED,
         "staff-li",
         102.0,
-        101.0,
+        102.0,
     )
     assert store.apply_alarm(_doc("a-1", 3), "fire-safety", 103.0).outcome == "stale"
+
+
+# Every transition of the gateway's alarm state machine (gateway/alarms), as the
+# documents a ticket sees, with the ticket state each revision must leave.
+LIFECYCLES = {
+    "ack-then-clear": [
+        ("active", "open"),
+        ("acknowledged", "acknowledged"),
+        ("closed", "resolved"),
+    ],
+    "clear-then-ack": [("active", "open"), ("cleared", "open"), ("closed", "resolved")],
+    "cleared-raised-again": [
+        ("active", "open"),
+        ("cleared", "open"),
+        ("active", "open"),
+        ("acknowledged", "acknowledged"),
+        ("closed", "resolved"),
+    ],
+    "first-seen-acknowledged": [("acknowledged", "acknowledged"), ("closed", "resolved")],
+    "first-seen-cleared": [("cleared", "open"), ("closed", "resolved")],
+    "first-seen-closed": [("closed", "resolved")],
+}
+
+
+@pytest.mark.parametrize("name", LIFECYCLES)
+def test_the_ticket_follows_every_alarm_transition_in_order_repeated_and_out_of_order(
+    store: TicketStore, name: str
+) -> None:
+    steps = LIFECYCLES[name]
+    docs = [_doc("a-1", rev, state=state, by="staff-li") for rev, (state, _) in enumerate(steps, 1)]
+    for doc, (_, want) in zip(docs, steps, strict=True):
+        t = store.apply_alarm(doc, "fire-safety", 100.0 + doc.rev).ticket
+        assert t.state == want, (doc.rev, doc.state)
+        # A repeat of the same revision, and every older one, change nothing.
+        for old in docs[: doc.rev]:
+            assert store.apply_alarm(old, "fire-safety", 200.0).outcome == "stale"
+        assert store.get(t.number).state == want
+    # The same documents in reverse order (a late retained read, redelivery): the newest
+    # decides at once and the older ones are ignored.
+    other = [_doc("b-1", d.rev, state=d.state, by="staff-li") for d in docs]
+    outcomes = [store.apply_alarm(d, "fire-safety", 300.0).outcome for d in reversed(other)]
+    assert outcomes == ["opened"] + ["stale"] * (len(other) - 1)
+    assert store.tickets()[0].state == steps[-1][1]
+
+
+def test_an_alarm_active_again_after_its_ticket_was_resolved_reopens_it_visibly(
+    store: TicketStore,
+) -> None:
+    # A gateway that lost its alarm state (or an older service that resolved on
+    # `cleared`): a newer revision that is not closed must not leave the ticket resolved.
+    store.apply_alarm(_doc("a-1", 1, state="closed", by="staff-li"), "fire-safety", 100.0)
+    applied = store.apply_alarm(_doc("a-1", 2, state="active"), "fire-safety", 101.0)
+    t = applied.ticket
+    assert applied.outcome == "reopened"
+    assert (t.state, t.reopened, t.resolved_ts) == (TicketState.OPEN, 1, None)
+    assert t.event()["reopened"] == 1 and t.event()["state"] == "open"
+    validator("ticket").validate(t.event())
+    t = store.apply_alarm(
+        _doc("a-1", 3, state="closed", by="staff-li"), "fire-safety", 102.0
+    ).ticket
+    assert (t.state, t.reopened, t.resolved_ts) == (TicketState.RESOLVED, 1, 102.0)
+
+
+def test_an_accepted_acknowledgement_is_not_undone_by_an_older_alarm_document(
+    store: TicketStore,
+) -> None:
+    store.apply_alarm(_doc("a-1", 1), "care", 100.0)
+    rid = store.request_ack(1, "staff-li", "", 110.0)
+    store.record_reply(rid, {"ok": True, "status": "accepted"}, 111.0)
+    # An escalation published just before the gateway applied the acknowledgement.
+    t = store.apply_alarm(_doc("a-1", 2), "care", 112.0).ticket
+    assert t.state is TicketState.ACKNOWLEDGED
 
 
 def test_a_success_reply_is_final_and_an_error_is_shown_until_a_success(store: TicketStore) -> None:
@@ -241,3 +313,27 @@ def test_commands_say_when_the_postgresql_database_cannot_be_reached() -> None:
     assert done.returncode == 2, done.stderr
     assert "Invalid value for --db: 127.0.0.1" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_database_of_the_previous_version_gains_the_new_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    old = sqlite3.connect(db)
+    old.execute(
+        "CREATE TABLE tickets (id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL,"
+        " gateway TEXT NOT NULL, alarm_id TEXT NOT NULL, team TEXT NOT NULL, state TEXT NOT NULL,"
+        " alarm_type TEXT NOT NULL, severity TEXT NOT NULL, alarm_state TEXT NOT NULL,"
+        " alarm_rev INTEGER NOT NULL, alarm TEXT NOT NULL, raised_at TEXT NOT NULL,"
+        " raised_ts REAL NOT NULL, opened_ts REAL NOT NULL, acknowledged_ts REAL,"
+        " acknowledged_by TEXT, ack_note TEXT, resolved_ts REAL, last_ack_error TEXT,"
+        " version INTEGER NOT NULL DEFAULT 1, published_version INTEGER NOT NULL DEFAULT 0,"
+        " UNIQUE (site, gateway, alarm_id))"
+    )
+    old.close()
+    store = TicketStore(db)
+    try:
+        t = store.apply_alarm(_doc("a-1", 1), "care", 100.0).ticket
+        assert (t.state, t.reopened) == (TicketState.OPEN, 0)
+    finally:
+        store.close()

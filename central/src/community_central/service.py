@@ -546,6 +546,16 @@ class TicketService:
                     t.team,
                     t.open_latency_s * 1000,
                 )
+            elif applied.outcome == "reopened":
+                log.warning(
+                    "%s reopened: alarm %s/%s/%s is %s again (rev %d)",
+                    t.ticket_id,
+                    t.site,
+                    t.gateway,
+                    t.alarm_id,
+                    t.alarm_state,
+                    t.alarm_rev,
+                )
             elif applied.outcome == "updated":
                 log.info(
                     "%s: alarm rev %d is %s; ticket %s",

@@ -36,6 +36,7 @@ __all__ = [
     "TicketStore",
     "format_ticket_id",
     "parse_ticket_id",
+    "ticket_state",
 ]
 
 _SCHEMA = """
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     last_ack_error TEXT,
     version INTEGER NOT NULL DEFAULT 1,
     published_version INTEGER NOT NULL DEFAULT 0,
+    reopened INTEGER NOT NULL DEFAULT 0,
     UNIQUE (site, gateway, alarm_id)
 );
 CREATE INDEX IF NOT EXISTS tickets_unpublished ON tickets(id)
@@ -107,11 +109,27 @@ RETRY_MAX_S = 60.0
 
 
 class TicketState(StrEnum):
-    """open → acknowledged → resolved; a ticket whose alarm clears unacknowledged is resolved."""
+    """The alarm's lifecycle as work: `open` needs a person, `resolved` needs nobody.
+
+    open: nobody acknowledged the alarm (active, or cleared but unchecked);
+    acknowledged: someone did and its condition is still there; resolved: the alarm
+    closed (acknowledged and cleared).  See `ticket_state` and docs/tickets.md.
+    """
 
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+
+
+def ticket_state(doc: AlarmDoc) -> TicketState:
+    """The ticket state an alarm document calls for; a pure function of the document.
+
+    A cleared alarm nobody acknowledged still needs a person (the gateway keeps it
+    `cleared` for that reason), so its ticket stays open; only `closed` resolves.
+    """
+    if doc.state == "closed" or (doc.cleared and doc.acknowledged):
+        return TicketState.RESOLVED
+    return TicketState.ACKNOWLEDGED if doc.acknowledged else TicketState.OPEN
 
 
 class AckStatus(StrEnum):
@@ -160,6 +178,7 @@ class Ticket:
     resolved_ts: float | None
     last_ack_error: str | None
     version: int
+    reopened: int  # times its alarm became active again after the ticket was resolved
 
     @property
     def ticket_id(self) -> str:
@@ -203,6 +222,7 @@ class Ticket:
             "acknowledged_by": self.acknowledged_by,
             "ack_error": self.last_ack_error,
             "resolved_at": ts(self.resolved_ts),
+            "reopened": self.reopened,
             "timings": {
                 "open_s": round(self.open_latency_s, 3),
                 "ack_s": None if self.ack_latency_s is None else round(self.ack_latency_s, 3),
@@ -233,7 +253,8 @@ class AckRequest:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What applying one alarm document did: `opened`, `updated` or `stale` (nothing)."""
+    """What applying one alarm document did: `opened`, `updated`, `reopened` (its alarm
+    is active again after the ticket was resolved) or `stale` (nothing)."""
 
     outcome: str
     ticket: Ticket
@@ -242,7 +263,7 @@ class Applied:
 _TICKET_COLUMNS = (
     "id, site, gateway, alarm_id, team, state, alarm_type, severity, alarm_state, alarm_rev,"
     " alarm, raised_at, raised_ts, opened_ts, acknowledged_ts, acknowledged_by, ack_note,"
-    " resolved_ts, last_ack_error, version"
+    " resolved_ts, last_ack_error, version, reopened"
 )
 
 
@@ -263,12 +284,26 @@ class TicketStore:
         self._leading = False  # PostgreSQL: this connection holds the leader's lock
         try:
             self.db.create(_SCHEMA)
+            self._migrate()
         except BaseException:
             self.db.close()
             raise
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Add the columns a database made by an older version lacks."""
+        if self.db.kind == "postgres":
+            with self._write() as db:
+                db.execute(
+                    "ALTER TABLE tickets ADD COLUMN IF NOT EXISTS reopened INTEGER NOT NULL DEFAULT 0"
+                )
+            return
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tickets)")}
+        if "reopened" not in columns:
+            with self._write() as db:
+                db.execute("ALTER TABLE tickets ADD COLUMN reopened INTEGER NOT NULL DEFAULT 0")
 
     def _write(self, *, durable: bool = True) -> Any:
         return self.db.transaction(durable=durable)
@@ -352,12 +387,9 @@ class TicketStore:
 
     def _apply(self, db: Database, doc: AlarmDoc, team: str, now: float) -> Applied:
         row = self._locked(db, doc)
+        state = ticket_state(doc)
+        resolved = state is TicketState.RESOLVED
         if row is None:
-            state = TicketState.OPEN
-            if doc.cleared:
-                state = TicketState.RESOLVED
-            elif doc.acknowledged:
-                state = TicketState.ACKNOWLEDGED
             ack = doc.ack if doc.acknowledged else None
             # Another worker may insert the same alarm at the same moment: the UNIQUE
             # key lets one insert win; the other waits for it, inserts nothing, and
@@ -385,7 +417,7 @@ class TicketStore:
                     now if ack else None,
                     ack.by if ack else None,
                     ack.note if ack else None,
-                    now if doc.cleared else None,
+                    now if resolved else None,
                 ),
             ).fetchone()
             if inserted is not None:
@@ -394,18 +426,18 @@ class TicketStore:
             assert row is not None, "a conflicting insert leaves the row"
         old = _ticket(row)
         if doc.rev <= old.alarm_rev:
-            return Applied("stale", old)
-        state = old.state
-        if doc.acknowledged and state is TicketState.OPEN:
+            return Applied("stale", old)  # a repeat, or overtaken by a newer revision
+        if state is TicketState.OPEN and old.state is TicketState.ACKNOWLEDGED:
+            # The gateway accepted an acknowledgement (its reply) that this document,
+            # published before, does not show yet: not a step back to "needs a person".
             state = TicketState.ACKNOWLEDGED
-        if doc.cleared:
-            state = TicketState.RESOLVED
+        reopened = old.state is TicketState.RESOLVED and not resolved
         ack = doc.ack if doc.acknowledged and old.acknowledged_ts is None else None
         db.execute(
             "UPDATE tickets SET state=?, alarm_state=?, alarm_rev=?, alarm=?, severity=?,"
             " acknowledged_ts=COALESCE(acknowledged_ts, ?),"
             " acknowledged_by=COALESCE(acknowledged_by, ?), ack_note=COALESCE(ack_note, ?),"
-            " resolved_ts=COALESCE(resolved_ts, ?), version=version+1 WHERE id=?",
+            " resolved_ts=?, reopened=reopened+?, version=version+1 WHERE id=?",
             (
                 str(state),
                 str(doc.state),
@@ -415,11 +447,12 @@ class TicketStore:
                 now if ack else None,
                 ack.by if ack else None,
                 ack.note if ack else None,
-                now if doc.cleared else None,
+                (old.resolved_ts or now) if resolved else None,
+                1 if reopened else 0,
                 old.number,
             ),
         )
-        return Applied("updated", self._get(db, old.number))
+        return Applied("reopened" if reopened else "updated", self._get(db, old.number))
 
     # ---- reading ------------------------------------------------------------------
 
