@@ -45,7 +45,7 @@ Config = dict[str, Any]
 
 def _set(path: str, value: Any) -> Callable[[Config, Path], Config]:
     def change(cfg: Config, _work: Path) -> Config:
-        node = cfg
+        node: Any = cfg
         *head, last = path.split(".")
         for part in head:
             node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
