@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,23 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}/v1"
 
 
+@pytest.fixture
+def svc(broker: Mosquitto, tmp_path: Path, prefix: str) -> Iterator[TicketServiceProc]:
+    """The ticket service on this test's broker, prefix and SQLite file; stopped after."""
+    service = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
+    yield service
+    if service.running():
+        service.terminate()
+
+
+@pytest.fixture
+def pub(broker: Mosquitto) -> Iterator[Publisher]:
+    """Publishes alarm documents as gateways do; stopped after the test."""
+    publisher = Publisher(broker.port)
+    yield publisher
+    publisher.stop()
+
+
 def _topic(prefix: str, gateway: str, alarm_id: str) -> str:
     return f"{prefix}/{SITE}/{gateway}/alarms/{alarm_id}"
 
@@ -57,11 +75,13 @@ def _count(db: Path | str, n: int, timeout: float = 10) -> bool:
 
 
 def test_one_ticket_per_alarm_routed_to_its_team_with_ticket_events(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
     events = Subscriber(broker.port, f"{prefix}/central/tickets/+").start()
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
     try:
         types = ["fire", "care", "wellness", "security", "maintenance"]
         for i, alarm_type in enumerate(types):
@@ -88,41 +108,35 @@ def test_one_ticket_per_alarm_routed_to_its_team_with_ticket_events(
         assert all(m.retain for m in late.snapshot())
         late.stop()
     finally:
-        pub.stop()
         events.stop()
-        svc.terminate()
 
 
 def test_redelivered_same_and_older_revs_change_nothing_and_cleared_resolves(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
-    try:
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 1))
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 1))
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 3, state="acknowledged", by="web-jo"))
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 2))  # older: ignored
-        assert wait_for(
-            lambda: tickets_in(svc.db)[0].alarm_rev == 3 if tickets_in(svc.db) else False
-        )
-        time.sleep(0.3)  # the older rev had time to arrive and must have changed nothing
-        [ticket] = tickets_in(svc.db)
-        assert (ticket.alarm_rev, ticket.state, ticket.acknowledged_by) == (
-            3,
-            TicketState.ACKNOWLEDGED,
-            "web-jo",
-        )
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 4, state="closed", by="web-jo"))
-        pub.publish(_topic(prefix, "gw-a", "a-1"), b"")  # the broker forgets the alarm
-        assert wait_for(lambda: tickets_in(svc.db)[0].state is TicketState.RESOLVED)
-        [ticket] = tickets_in(svc.db)
-        assert ticket.alarm_state == "closed" and ticket.resolved_ts is not None
-        assert "malformed" not in svc.log()
-        assert svc.running()
-    finally:
-        pub.stop()
-        svc.terminate()
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 1))
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 1))
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 3, state="acknowledged", by="web-jo"))
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 2))  # older: ignored
+    assert wait_for(lambda: tickets_in(svc.db)[0].alarm_rev == 3 if tickets_in(svc.db) else False)
+    time.sleep(0.3)  # the older rev had time to arrive and must have changed nothing
+    [ticket] = tickets_in(svc.db)
+    assert (ticket.alarm_rev, ticket.state, ticket.acknowledged_by) == (
+        3,
+        TicketState.ACKNOWLEDGED,
+        "web-jo",
+    )
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "a-1", 4, state="closed", by="web-jo"))
+    pub.publish(_topic(prefix, "gw-a", "a-1"), b"")  # the broker forgets the alarm
+    assert wait_for(lambda: tickets_in(svc.db)[0].state is TicketState.RESOLVED)
+    [ticket] = tickets_in(svc.db)
+    assert ticket.alarm_state == "closed" and ticket.resolved_ts is not None
+    assert "malformed" not in svc.log()
+    assert svc.running()
 
 
 def test_restart_gets_alarms_queued_in_its_session_and_retained_ones_from_before(
@@ -201,10 +215,12 @@ def test_alarms_queued_for_a_stopped_instance_are_ticketed_by_the_others_reconci
 
 
 def test_a_database_locked_by_a_peer_delays_tickets_but_loses_none(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
     peer = sqlite3.connect(svc.db, isolation_level=None)
     try:
         peer.execute("BEGIN IMMEDIATE")  # as another instance or `tickets ack` would
@@ -217,51 +233,47 @@ def test_a_database_locked_by_a_peer_delays_tickets_but_loses_none(
         assert svc.running()
     finally:
         peer.close()
-        pub.stop()
-        svc.terminate()
 
 
 def test_malformed_alarms_are_skipped_with_one_log_line_per_topic(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
-    try:
-        bad = {
-            "b-json": b"{not json",
-            "b-list": b"[1, 2]",
-            "b-rev": json.dumps({**alarm_doc(SITE, "gw-a", "b-rev"), "rev": "three"}).encode(),
-            "b-schema": json.dumps(
-                {**alarm_doc(SITE, "gw-a", "b-schema"), "schema": {"name": "x", "version": 1}}
-            ).encode(),
-            "b-other": json.dumps(alarm_doc(SITE, "gw-a", "someone-else")).encode(),
-            "b-huge": b'{"pad": "' + b"x" * 100_000 + b'"}',
-        }
-        for _ in range(2):
-            for alarm_id, payload in bad.items():
-                pub.publish(_topic(prefix, "gw-a", alarm_id), payload)
-        _publish(pub, prefix, alarm_doc(SITE, "gw-a", "good-1"))
-        assert _count(svc.db, 1)
-        assert [t.alarm_id for t in tickets_in(svc.db)] == ["good-1"]
-        log = svc.log()
-        for alarm_id in bad:
-            assert log.count(f"gw-a/alarms/{alarm_id}:") == 1, (alarm_id, log)
-        assert "fails alarm.json: rev: 'three' is not of type 'integer'" in log
-        assert "not JSON" in log and "more than the 65536" in log
-        assert "the topic names sunrise-gardens/gw-a/b-other" in log
-        assert svc.running()
-        # Every refusal is counted, not only logged: twice each.
-        stats = json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)
-        assert wait_for(
-            lambda: (
-                json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)["counters"]
-                == {"refused_malformed": 6, "refused_schema": 4, "refused_mismatch": 2}
-            ),
-            timeout=5,
-        ), stats
-    finally:
-        pub.stop()
-        svc.terminate()
+    bad = {
+        "b-json": b"{not json",
+        "b-list": b"[1, 2]",
+        "b-rev": json.dumps({**alarm_doc(SITE, "gw-a", "b-rev"), "rev": "three"}).encode(),
+        "b-schema": json.dumps(
+            {**alarm_doc(SITE, "gw-a", "b-schema"), "schema": {"name": "x", "version": 1}}
+        ).encode(),
+        "b-other": json.dumps(alarm_doc(SITE, "gw-a", "someone-else")).encode(),
+        "b-huge": b'{"pad": "' + b"x" * 100_000 + b'"}',
+    }
+    for _ in range(2):
+        for alarm_id, payload in bad.items():
+            pub.publish(_topic(prefix, "gw-a", alarm_id), payload)
+    _publish(pub, prefix, alarm_doc(SITE, "gw-a", "good-1"))
+    assert _count(svc.db, 1)
+    assert [t.alarm_id for t in tickets_in(svc.db)] == ["good-1"]
+    log = svc.log()
+    for alarm_id in bad:
+        assert log.count(f"gw-a/alarms/{alarm_id}:") == 1, (alarm_id, log)
+    assert "fails alarm.json: rev: 'three' is not of type 'integer'" in log
+    assert "not JSON" in log and "more than the 65536" in log
+    assert "the topic names sunrise-gardens/gw-a/b-other" in log
+    assert svc.running()
+    # Every refusal is counted, not only logged: twice each.
+    stats = json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)
+    assert wait_for(
+        lambda: (
+            json.loads(tickets_cli("stats", "--db", str(svc.db), "--json").stdout)["counters"]
+            == {"refused_malformed": 6, "refused_schema": 4, "refused_mismatch": 2}
+        ),
+        timeout=5,
+    ), stats
 
 
 class FakeGatewayCommands:
@@ -326,10 +338,13 @@ def _ack(db: Path | str, ticket: str, *extra: str) -> subprocess.CompletedProces
 
 @pytest.mark.parametrize("v311", [False, True], ids=["mqtt5-response-topic", "mqtt311-reply-topic"])
 def test_ack_goes_to_the_gateway_that_raised_the_alarm_and_the_reply_is_recorded(
-    broker: Mosquitto, tmp_path: Path, prefix: str, v311: bool
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
+    v311: bool,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
     acked = alarm_doc(SITE, "gw-a", "a-7", 2, state="acknowledged", by="staff-li")
     gw = FakeGatewayCommands(
         broker.port,
@@ -363,15 +378,15 @@ def test_ack_goes_to_the_gateway_that_raised_the_alarm_and_the_reply_is_recorded
         assert len(gw.received) == 1
     finally:
         gw.stop()
-        pub.stop()
-        svc.terminate()
 
 
 def test_unanswered_ack_is_sent_again_and_an_error_reply_is_reported(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
     error = {"ok": False, "status": "error", "error": "unknown alarm 'a-9' on this gateway"}
     gw = FakeGatewayCommands(broker.port, f"{prefix}/{SITE}/gw-a", [None, error])
     try:
@@ -399,15 +414,15 @@ def test_unanswered_ack_is_sent_again_and_an_error_reply_is_reported(
         assert len(gw.received) == 2  # an error is an answer: no more retries
     finally:
         gw.stop()
-        pub.stop()
-        svc.terminate()
 
 
 def test_a_waiting_ack_goes_out_as_soon_as_its_gateway_says_it_is_online(
-    broker: Mosquitto, tmp_path: Path, prefix: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    prefix: str,
+    svc: TicketServiceProc,
+    pub: Publisher,
 ) -> None:
-    svc = TicketServiceProc(broker.url, tmp_path / "tickets.db", prefix).start()
-    pub = Publisher(broker.port)
     base = f"{prefix}/{SITE}/gw-a"
     gw: FakeGatewayCommands | None = None
     store = TicketStore(svc.db)
@@ -432,8 +447,6 @@ def test_a_waiting_ack_goes_out_as_soon_as_its_gateway_says_it_is_online(
         store.close()
         if gw is not None:
             gw.stop()
-        pub.stop()
-        svc.terminate()
 
 
 def test_ack_refuses_unknown_tickets_and_bad_fields(tmp_path: Path) -> None:
