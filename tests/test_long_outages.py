@@ -28,8 +28,10 @@ from tests.test_influx_sink import VictoriaMetrics, open_outbox, pending_for, si
 pytestmark = [pytest.mark.slow]
 
 # Connecting once the peer listens takes a moment of its own (a TCP and an HTTP or
-# MQTT round trip on a busy 2-core machine): allowed on top of the maximum delay.
-CONNECT_ALLOWANCE_S = 1.0
+# MQTT round trip, and the writes): allowed on top of the maximum delay.  3 s keeps a
+# 2-core machine that other jobs load within it, and still tells a capped delay from an
+# uncapped one (after a day of doubling, hours) or the default 8 s cap.
+CONNECT_ALLOWANCE_S = 3.0
 
 
 def test_a_day_of_failing_influx_then_it_writes_within_one_max_delay(tmp_path: Path) -> None:
