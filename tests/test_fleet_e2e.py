@@ -27,14 +27,11 @@ TRIAL_S = 5  # the shortest trial the config allows
 
 @pytest.fixture
 def site(tmp_path: Path, broker: Mosquitto) -> Iterator[tuple[Platform, GatewayProc, Subscriber]]:
-    keys = tmp_path / "keys"
     config = tmp_path / "gw" / "gateway.yaml"
     config.parent.mkdir(parents=True)
-    platform_keys = keys
-    # The public key is written first: the config names it.
-    platform = Platform.__new__(Platform)
     write_config(config, broker.url, [simulated_meter("m1", 20)])
-    Platform.__init__(platform, config, broker.port, platform_keys)
+    platform = Platform(config, broker.port, tmp_path / "keys")
+    # Again, now trusting the platform's key.
     write_config(
         config,
         broker.url,
