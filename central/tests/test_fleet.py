@@ -30,11 +30,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.tests.fleet_peers import ScriptedGateway, health_document
 from central.tests.tickets_harness import CENTRAL
-from community_protocol.ed25519 import SignatureError, generate_key, load_private_key, verify_config
+from community_protocol.ed25519 import (
+    SignatureError,
+    generate_key,
+    key_id,
+    load_private_key,
+    verify_config,
+)
 from community_protocol.enums import ConfigResult
 from community_protocol.ids import Identity
 from community_protocol.schemas import validator
-from tests.peers import Mosquitto
+from tests.peers import Mosquitto, free_port, wait_for
 
 CONFIG = {
     "version": 1,
@@ -305,3 +311,41 @@ def test_the_cli_pushes_with_a_key_file_and_prints_one_line_per_gateway(
     )  # fmt: skip
     assert done.returncode == 2 and "bad.yaml:8 broker.password" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.broker
+def test_watch_records_each_gateway_audit_event_once(
+    broker: Mosquitto, prefix: str, keys: tuple[Path, Ed25519PrivateKey], tmp_path: Path
+) -> None:
+    db = tmp_path / "audit.db"
+    watcher = Fleet(BrokerSettings(broker.url, prefix), db)
+    pusher = Fleet(BrokerSettings(broker.url, prefix), settle_s=0.3)
+    stop, ready, seen = threading.Event(), threading.Event(), []
+    thread = threading.Thread(target=lambda: watcher.watch(stop, on_row=seen.append, ready=ready))
+    thread.start()
+    try:
+        with _gateways(broker, prefix, keys[1], ["gw-1"], **{"gw-1": _rolls_back}):
+            assert ready.wait(10)
+            pusher.push(Selector.parse(["site-a/gw-1"]), CONFIG, keys[1], "ops-li", wait_s=10)
+            assert wait_for(lambda: len(seen) == 1, 10), seen
+    finally:
+        stop.set()
+        thread.join(10)
+    [row] = audit_trail(db)
+    assert (row.origin, row.version, row.result, row.signed_by) == (
+        "event",
+        1,
+        "rolled_back",
+        "ops-li",
+    )
+    assert row.key_id == key_id(keys[1].public_key())
+
+
+def test_an_unreachable_broker_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [CENTRAL, "fleet", "list", "--broker", f"mqtt://127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: cannot reach the broker mqtt://127.0.0.1:")
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1

@@ -287,9 +287,18 @@ class Fleet:
     # ---- audit -------------------------------------------------------------------------
 
     def watch(
-        self, stop: threading.Event, *, on_row: Callable[[AuditRow], None] | None = None
+        self,
+        stop: threading.Event,
+        *,
+        on_row: Callable[[AuditRow], None] | None = None,
+        ready: threading.Event | None = None,
     ) -> int:
-        """Record every `gateway.config` event until `stop` is set; how many were new."""
+        """Record every `gateway.config` event until `stop` is set; how many were new.
+
+        `ready` is set once the broker confirmed the subscription.  Events published
+        while no watcher runs are not seen (they are not retained): push and rollout
+        record those they wait for; run the watcher as a service for the rest.
+        """
         if self.db is None:
             raise ValueError("watching needs an audit database")
         audit = AuditStore(self.db)
@@ -297,6 +306,8 @@ class Fleet:
         try:
             with FleetLink(self.broker) as link:
                 link.subscribe(self.topics.gateway_events)
+                if ready is not None:
+                    ready.set()
                 while not stop.is_set():
                     msg = link.receive(time.monotonic() + 0.2)
                     if msg is None:
