@@ -320,7 +320,8 @@ def test_watch_records_each_gateway_audit_event_once(
     db = tmp_path / "audit.db"
     watcher = Fleet(BrokerSettings(broker.url, prefix), db)
     pusher = Fleet(BrokerSettings(broker.url, prefix), settle_s=0.3)
-    stop, ready, seen = threading.Event(), threading.Event(), []
+    stop, ready = threading.Event(), threading.Event()
+    seen: list[AuditRow] = []
     thread = threading.Thread(target=lambda: watcher.watch(stop, on_row=seen.append, ready=ready))
     thread.start()
     try:
