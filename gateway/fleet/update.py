@@ -29,13 +29,18 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from community_protocol.ed25519 import SignatureError, sign_update, verify_update
 from gateway.config.model import GatewayConfig
 from gateway.storage.sqlitestore import Schema
+
+if TYPE_CHECKING:
+    # The signature code loads cryptography (about 7 MB of a gateway's memory): only
+    # when an update is checked or signed, not for every start (tests/test_cli_startup.py).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "KIND",
@@ -117,6 +122,8 @@ def check_manifest(
     keys = list(keys)
     if not keys:
         raise UpdateRefused("this gateway trusts no update key (security.update_keys is empty)")
+    from community_protocol.ed25519 import SignatureError, verify_update
+
     try:
         kid = verify_update(keys, doc)
     except SignatureError as exc:
@@ -240,4 +247,6 @@ def make_manifest(
         "python": python,
         "schemas": release_schemas(),
     }
+    from community_protocol.ed25519 import sign_update
+
     return sign_update(key, body)
