@@ -19,23 +19,26 @@ from community_protocol.schemas import validator
 from tests.fleet_harness import Platform, config_status, signed_desired
 from tests.harness import GatewayProc, Received, Subscriber, simulated_meter, write_config
 from tests.peers import Mosquitto, free_port
+from tests.test_delivery import smoke
 
 pytestmark = pytest.mark.broker
 
 TRIAL_S = 5  # the shortest trial the config allows
+# A meter for the seq count, a smoke detector for an alarm that must outlive a change.
+DEVICES = [simulated_meter("m1", 20), smoke(at_s=0.5)]
 
 
 @pytest.fixture
 def site(tmp_path: Path, broker: Mosquitto) -> Iterator[tuple[Platform, GatewayProc, Subscriber]]:
     config = tmp_path / "gw" / "gateway.yaml"
     config.parent.mkdir(parents=True)
-    write_config(config, broker.url, [simulated_meter("m1", 20)])
+    write_config(config, broker.url, DEVICES)
     platform = Platform(config, broker.port, tmp_path / "keys")
     # Again, now trusting the platform's key.
     write_config(
         config,
         broker.url,
-        [simulated_meter("m1", 20)],
+        DEVICES,
         security={"config_keys": [str(platform.public)], "config_trial_s": TRIAL_S},
     )
     sub = Subscriber(broker.port, f"{platform.base}/#").start()
@@ -101,10 +104,20 @@ def _missing(sub: Subscriber) -> list[int]:
     return sorted(set(range(min(seqs), max(seqs) + 1)) - seqs)[:20] if seqs else []
 
 
+def _alarms(messages: list[Received]) -> dict[str, str]:
+    return {
+        (doc := m.json())["alarm_id"]: doc["state"]
+        for m in messages
+        if "/alarms/" in m.topic and m.payload
+    }
+
+
 def test_a_good_change_is_applied_reported_and_audited(
     site: tuple[Platform, GatewayProc, Subscriber],
 ) -> None:
     platform, gw, sub = site
+    assert sub.wait(lambda ms: _alarms(ms)), "the smoke detector raised no alarm"
+    alarm_ids = set(_alarms(sub.snapshot()))
     first = _last_report(sub)
     assert first["version"] == 0 and first["result"] == "applied"
     wanted = platform.current()
@@ -125,6 +138,15 @@ def test_a_good_change_is_applied_reported_and_audited(
     assert sub.wait(lambda ms: _no_gap(_telemetry_seqs(sub)) and max(_telemetry_seqs(sub)) > 50), (
         _missing(sub)
     )
+    # The alarm store survived the restart: the same alarm, still active and retained,
+    # not a new one raised by the smoke detector's event after the restart.
+    late = Subscriber(sub.port, f"{platform.base}/alarms/#").start()
+    try:
+        assert late.wait(lambda ms: _alarms(ms))
+        assert _alarms(late.snapshot()) == dict.fromkeys(alarm_ids, "active")
+    finally:
+        late.stop()
+    assert set(_alarms(sub.snapshot())) == alarm_ids
 
 
 @pytest.mark.parametrize("how", ["unsigned", "unknown key", "tampered", "invalid", "other gateway"])
