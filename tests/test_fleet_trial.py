@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,6 @@ def test_a_candidate_that_does_not_load_here_is_rolled_back_before_the_start(
     trial = files.read_trial()
     assert trial is not None
     files.config.write_text(text)
-    from dataclasses import replace
-
     from gateway.fleet.state import sha256_of
 
     files.write_trial(replace(trial, sha256=sha256_of(text.encode())))
@@ -149,3 +148,30 @@ def test_a_candidate_that_does_not_load_here_is_rolled_back_before_the_start(
     assert files.config.read_bytes() == before
     last = files.read_state().last
     assert last is not None and "does not load" in last.reason
+
+
+def test_config_status_says_what_runs_what_is_pending_and_how_the_last_went(setup: Any) -> None:
+    from click.testing import CliRunner
+
+    from gateway.fleet.cli import config
+
+    files, key, doc = setup
+
+    def status() -> str:
+        result = CliRunner().invoke(config, ["status", "-c", str(files.config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "version 0 (installed on site)" in status()
+    assert "pending     nothing" in status()
+    _switched(files, key, doc)
+    assert "pending     version 1 signed by ops-test: switched, not started yet" in status()
+    on_start(files)
+    assert "being tried now" in status()
+    on_start(files)  # that start died: rolled back
+    out = status()
+    assert "pending     nothing" in out
+    assert "last        version 1: rolled_back" in out and STOPPED_IN_TRIAL in out
+    files.config.write_text(files.config.read_text() + "\n# edited on site\n")
+    files.write_state(replace(files.read_state(), running=Running(version=2, sha256="ab" * 32)))
+    assert "changed on site" in status()
