@@ -3,7 +3,8 @@
 A feature (alarms, web, wellness, the SMS notifier, the sinks' health) is given a `Host`
 and plugs itself in through it: it observes the messages once they are durable, runs a
 long-lived service, answers a command family, puts documents into the outbox, looks
-devices up, commands a device's outputs and adds a part to the health message.  It
+devices up, commands a device's outputs, adds a part to the health message, reads
+the health message and restarts one driver (remote diagnostics).  It
 never sees the `Gateway` object, so a feature can be built and tested without one, and
 no import cycle runs between the runtime and its features.
 
@@ -136,6 +137,17 @@ class Host(Protocol):
 
     def request_restart(self, reason: str) -> None:
         """Stop in order and start the process again on the config file as it is then."""
+        ...
+
+    def health_doc(self) -> dict[str, Any]:
+        """The health message as it would be published now, every part included."""
+        ...
+
+    async def restart_driver(self, name: str) -> None:
+        """Stop the driver `name` and start it afresh on its devices; the others run on.
+
+        KeyError: no driver of that name is running.
+        """
         ...
 
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:

@@ -73,6 +73,16 @@ class LocalHost(Hooks):
         )
         self.tell_observers(message)
 
+    @property
+    def config_path(self) -> Path:
+        return self.loaded.path
+
+    def health_doc(self) -> dict[str, Any]:
+        return self.health_parts_doc()
+
+    async def restart_driver(self, name: str) -> None:
+        raise KeyError(f"no driver {name!r} is running")  # this host runs no drivers
+
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
         self.device(device_id)  # KeyError for a device not configured, as a Gateway
         self.switched.append((device_id, command))

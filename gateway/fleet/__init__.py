@@ -1,4 +1,5 @@
-"""Fleet operations, gateway side: remote configuration and software updates, each tried, then committed or rolled back.
+"""Fleet operations, gateway side: remote configuration and software updates, each tried,
+then committed or rolled back, and remote diagnostics.
 
 The platform publishes a desired configuration (config-desired.json, retained) for one
 gateway; the gateway reports what it runs (config-reported.json, retained) and records
@@ -17,6 +18,10 @@ model; in short:
   (watches `config/desired`, publishes `config/reported`, commits a trial once the
   broker echoes the gateway's own report, rolls back at the deadline);
 - `cli`: `gateway config status`.
+- `diag`: remote diagnostics, the `cmd/diag/...` commands (`gateway check`, outbox,
+  health, the last log lines, one device read, one driver restarted), signed,
+  rate-limited, bounded;
+- `logring`: the last log lines in memory, redacted as they arrive.
 
 Software updates (docs/fleet.md, "Software updates"):
 

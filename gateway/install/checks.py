@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from community_protocol.enums import CheckStatus
 from community_protocol.topics import Topics
 from gateway.config import BrokerConfig, ClockCheck, ConfigError, LoadedConfig, load_config
 from gateway.mqtt.client import (
@@ -55,10 +55,8 @@ __all__ = [
 TIMEOUT_S = 5.0
 
 
-class Status(StrEnum):
-    OK = "OK"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
+# The contract's spelling: cmd/diag/check returns these results to the platform.
+Status = CheckStatus
 
 
 @dataclass(frozen=True, slots=True)

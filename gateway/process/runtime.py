@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
+from gateway.fleet.diag import attach as attach_diag
 from gateway.fleet.service import attach as attach_fleet
 from gateway.host import Hooks, TopicWatcher
 from gateway.mqtt.commands import Command, CommandFailed, CommandRouter
@@ -84,6 +85,9 @@ class Gateway(Hooks):
             on_command=self._on_command,
         )
         self.drivers: dict[str, Driver] = {}
+        # Each running driver's task and devices: `restart_driver` replaces one of them.
+        self._driver_tasks: dict[str, asyncio.Task[None]] = {}
+        self._driver_specs: dict[str, list[DeviceSpec]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
         self.on_ready: Callable[[], None] | None = None
@@ -116,6 +120,8 @@ class Gateway(Hooks):
         from gateway.fleet.update_service import attach as attach_update
 
         attach_update(self)
+        # Always attached: without a trusted key it refuses every request, saying why.
+        attach_diag(self)
 
     # ---- the Host interface, besides Hooks ---------------------------------------------
 
@@ -148,6 +154,14 @@ class Gateway(Hooks):
         self.restart_reason = reason
         if self._stop is not None:
             self._stop.set()
+
+    async def restart_driver(self, name: str) -> None:
+        task = self._driver_tasks.get(name)
+        if task is None:
+            raise KeyError(f"no driver {name!r} is running")
+        log.info("restarting driver %s", name)
+        await cancel_all([task])
+        self._launch_driver(name, self._driver_specs[name])
 
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
         spec = self.loaded.device(device_id)
@@ -285,15 +299,21 @@ class Gateway(Hooks):
                 continue
             by_driver.setdefault(spec.driver, []).append(spec)
         for name, specs in by_driver.items():
-            seat = DriverSeat(name, specs, emit=self.emit, availability=self._set_available)
-            driver = infos[name].factory(specs, seat)
-            self.drivers[name] = driver
-            task = asyncio.create_task(
-                supervise(f"driver {name}", driver.run, self.restart_pause_s),
-                name=f"driver:{name}",
-            )
-            tasks.append(task)
+            tasks.append(self._launch_driver(name, specs))
         return tasks
+
+    def _launch_driver(self, name: str, specs: list[DeviceSpec]) -> asyncio.Task[None]:
+        """A new instance of driver `name` on `specs`, running in a supervised task."""
+        seat = DriverSeat(name, specs, emit=self.emit, availability=self._set_available)
+        driver = available_drivers()[name].factory(specs, seat)
+        self.drivers[name] = driver
+        task = asyncio.create_task(
+            supervise(f"driver {name}", driver.run, self.restart_pause_s),
+            name=f"driver:{name}",
+        )
+        self._driver_tasks[name] = task
+        self._driver_specs[name] = specs
+        return task
 
     def _thread_died(self, stop: asyncio.Event, death: ThreadDeath) -> None:
         # Runs in the dying thread.  A drivers-only gateway would stay up publishing
@@ -324,7 +344,7 @@ class Gateway(Hooks):
                 asyncio.create_task(supervise(name, service, self.restart_pause_s), name=name)
                 for name, service in self.services.items()
             ]
-            tasks += self._start_drivers()
+            self._start_drivers()
             tasks.append(asyncio.create_task(self._health_loop(), name="health"))
             tasks.append(asyncio.create_task(self._beat(), name="beat"))
             log.info(
@@ -338,7 +358,8 @@ class Gateway(Hooks):
                 self.on_ready()
             await stop.wait()
             log.info("stopping: drivers first, then the uplink and sinks, then the outbox")
-            await cancel_all(tasks)
+            # A restarted driver's task is not in `tasks`: take them as they are now.
+            await cancel_all([*self._driver_tasks.values(), *tasks])
             await asyncio.gather(
                 asyncio.to_thread(self.uplink.stop, 2.0),
                 *(asyncio.to_thread(sink.stop, 2.0) for sink in self.sinks),

@@ -47,6 +47,7 @@ from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import Identity, format_ts
 
 __all__ = [
+    "ALWAYS_SIGNED",
     "DEFAULT_SIGNED",
     "CommandSigner",
     "CommandVerifier",
@@ -61,6 +62,9 @@ __all__ = [
 # Families whose commands must be signed when the gateway trusts any key: the ones a
 # stolen broker account could use to silence alarms or mislead residents.
 DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
+# Families signed whatever `security.signed_commands` says: remote diagnostics read logs
+# and restart drivers, so a config that forgets them must not open them to any account.
+ALWAYS_SIGNED: tuple[str, ...] = ("diag/#",)
 FUTURE_SKEW_S = 300.0
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -147,7 +151,7 @@ class CommandVerifier:
     ) -> None:
         self.identity = identity
         self.keys = {key_id(k): k for k in keys}
-        self.signed = tuple(signed)
+        self.signed = tuple(dict.fromkeys((*signed, *ALWAYS_SIGNED)))
         self.max_age_s = max_age_s
         self._now = now  # the time when the clock is synced, else None
         self.cache = cache or ReplayCache(keep_s=max_age_s)

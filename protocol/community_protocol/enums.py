@@ -16,6 +16,7 @@ __all__ = [
     "AlarmState",
     "AlarmType",
     "AvailabilityState",
+    "CheckStatus",
     "ClockState",
     "ConfigResult",
     "EventType",
@@ -23,6 +24,7 @@ __all__ = [
     "GatewayState",
     "Kind",
     "Lang",
+    "LogLevel",
     "RequestCategory",
     "RequestStatusUpdate",
     "Severity",
@@ -109,6 +111,24 @@ class ConfigResult(StrEnum):
     APPLIED = "applied"
     REFUSED = "refused"  # not signed, not valid, or older: nothing changed
     ROLLED_BACK = "rolled_back"  # tried, did not come back in time: the previous one runs
+
+
+class CheckStatus(StrEnum):
+    """How one check of `gateway check` went (cmd/diag/check's results)."""
+
+    OK = "OK"
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # a check it needs failed first, or it cannot run here
+
+
+class LogLevel(StrEnum):
+    """The lowest level of the log lines cmd/diag/logs returns."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
 
 
 class StorageStore(StrEnum):
@@ -248,4 +268,11 @@ ENUM_SOURCES: dict[type[StrEnum], tuple[tuple[str, str], ...]] = {
     RequestCategory: (("service-request", "/properties/category/enum"),),
     RequestStatusUpdate: (("command-request", "/$defs/request_status/properties/status/enum"),),
     Lang: (("service-request", "/properties/lang/enum"),),
+    CheckStatus: (
+        (
+            "command-reply",
+            "/$defs/diag_check_result/properties/results/items/properties/status/enum",
+        ),
+    ),
+    LogLevel: (("command-request", "/$defs/diag/properties/level/enum"),),
 }

@@ -47,10 +47,20 @@ class CommandPath:
     ALARMS = "alarms"
     DEVICES = "devices"
     REQUESTS = "requests"
+    # Remote diagnostics (docs/fleet.md): always signed, rate-limited, never a shell.
+    DIAG = "diag"
+    DIAG_CHECK = "diag/check"
+    DIAG_OUTBOX = "diag/outbox"
+    DIAG_HEALTH = "diag/health"
+    DIAG_LOGS = "diag/logs"
+    DIAG_READ = "diag/read"
+    DIAG_RESTART = "diag/restart"
+    DIAG_COMMANDS = (DIAG_CHECK, DIAG_OUTBOX, DIAG_HEALTH, DIAG_LOGS, DIAG_READ, DIAG_RESTART)
     # The shapes of each family, as error messages show them.
     ALARM_ACK_FORM = "cmd/alarms/{alarm_id}/ack"
     REQUEST_STATUS_FORM = "cmd/requests/{code}/status"
     DEVICE_FORM = "cmd/devices/{device}/{command}"
+    DIAG_FORM = "cmd/diag/{check|outbox|health|logs|read|restart}"
 
     @staticmethod
     def alarm_ack(alarm_id: str) -> str:
