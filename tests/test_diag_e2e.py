@@ -68,7 +68,7 @@ class Platform:
         seen = len(mine())  # a replay reuses the request_id: wait for a new reply
         topic = f"{self.base}/cmd/{path}"
         self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
-        assert wait_for(lambda: len(mine()) > seen, timeout=20), f"no reply to {path}"
+        assert wait_for(lambda: len(mine()) > seen, timeout=40), f"no reply to {path}"
         reply = mine()[-1]
         validator("command-reply").validate(reply)
         return reply
@@ -151,7 +151,7 @@ def test_every_diagnostic_over_a_real_broker_signed_and_rate_limited(
         statuses = [
             platform.send(CommandPath.DIAG_HEALTH, {"by": "ops-ben"})["status"] for _ in range(7)
         ]
-        assert statuses[0] == "done" and statuses[-1] == "busy", statuses
+        assert statuses[0] == "done" and statuses[-1] == "busy", (statuses, gw.log()[-3000:])
         busy = platform.send(CommandPath.DIAG_HEALTH, {"by": "ops-ben"})
         assert "try again in" in busy["error"]
         assert gw.running()
