@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from community_protocol.topics import CommandPath
 from gateway.fleet.diag import RequestLimits, process_ring
 from gateway.fleet.logring import LogRing
-from gateway.mqtt.commands import Command
+from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import Identity
 from gateway.security.signing import CommandSigner, CommandVerifier
 from tests.harness import FakeClock
@@ -185,14 +185,28 @@ def test_requests_are_limited_per_requester_and_in_total_with_a_bounded_table() 
 def test_the_diag_family_must_be_signed_whatever_the_config_lists() -> None:
     me = Identity("sunrise-gardens", "gw-07")
     signer = CommandSigner(Ed25519PrivateKey.generate())
-    verifier = CommandVerifier(me, [signer.public_key], signed=[])
+    fleet = CommandSigner(Ed25519PrivateKey.generate())
+    verifier = CommandVerifier(me, [signer.public_key], signed=[], fleet_keys=[fleet.public_key])
     for path in CommandPath.DIAG_COMMANDS:
         assert verifier.needs_signature(path), path
         assert verifier.needs_signature(path + "/extra")
     assert not verifier.needs_signature("ping")
-    cmd = Command("diag/logs", ("diag", "logs"), {}, None, auth=None, signed={})
-    with pytest.raises(Exception, match="must be signed"):
-        verifier(cmd)
+
+    def command(path: str, payload: dict[str, object]) -> Command:
+        fields = {k: v for k, v in payload.items() if k != "auth"}
+        return Command(
+            path, tuple(path.split("/")), fields, None, auth=payload.get("auth"), signed=fields
+        )
+
+    with pytest.raises(CommandFailed, match="must be signed"):
+        verifier(command("diag/logs", {}))
+    # The ticket service's key signs acknowledgements, not diagnostics; a fleet key the reverse.
+    with pytest.raises(CommandFailed, match="not a fleet key"):
+        verifier(command("diag/logs", signer.sign(me, "diag/logs", {"lines": 5})))
+    verifier(command("diag/logs", fleet.sign(me, "diag/logs", {"lines": 5})))
+    with pytest.raises(CommandFailed, match="not a key this gateway trusts"):
+        verifier(command("alarms/a1/ack", fleet.sign(me, "alarms/a1/ack", {"by": "x"})))
+    verifier(command("alarms/a1/ack", signer.sign(me, "alarms/a1/ack", {"by": "x"})))
 
 
 def test_the_diagnostics_code_cannot_start_a_process() -> None:

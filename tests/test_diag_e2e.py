@@ -80,12 +80,14 @@ class Platform:
 
 
 def _gateway(broker: Mosquitto, tmp: Path) -> tuple[Path, Path]:
+    """A gateway trusting a fleet key (for diagnostics) and a ticket service's key."""
     private, public, _ = generate_key(tmp / "keys", "fleet")
+    _, tickets, _ = generate_key(tmp / "keys", "tickets")
     config = write_config(
         tmp / "gw" / "gw.yaml",
         broker.url,
         [simulated_meter("meter-1", 2.0)],
-        security={"command_keys": [str(public)]},
+        security={"config_keys": [str(public)], "command_keys": [str(tickets)]},
     )
     return config, private
 
@@ -108,6 +110,11 @@ def test_every_diagnostic_over_a_real_broker_signed_and_rate_limited(
         unsigned = platform.send(CommandPath.DIAG_LOGS, {}, signed=False)
         assert (unsigned["ok"], unsigned["status"]) == (False, "unauthorized")
         assert "must be signed" in unsigned["error"]
+        tickets = CommandSigner(load_private_key(tmp_path / "keys" / "tickets.key"))
+        payload = tickets.sign(platform.identity, CommandPath.DIAG_LOGS, {"request_id": "t1"})
+        by_tickets = platform.send_raw(CommandPath.DIAG_LOGS, payload)
+        assert (by_tickets["ok"], by_tickets["status"]) == (False, "unauthorized")
+        assert "not a fleet key (security.config_keys)" in by_tickets["error"]
 
         health = _result(
             platform.send(CommandPath.DIAG_HEALTH, {"by": "ops-ana"}), "diag_health_result"
@@ -202,19 +209,25 @@ def test_shell_injection_in_every_argument_runs_nothing(broker: Mosquitto, tmp_p
         assert gw.terminate() == 0
 
 
-def test_a_gateway_that_trusts_no_key_refuses_every_diagnostic(
+def test_a_gateway_that_trusts_no_fleet_key_refuses_every_diagnostic(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    private, _public, _ = generate_key(tmp_path / "keys", "fleet")
-    config = write_config(tmp_path / "gw" / "gw.yaml", broker.url, [simulated_meter("m-1", 1.0)])
+    # It trusts the ticket service's key (for acknowledgements): not enough to diagnose.
+    private, public, _ = generate_key(tmp_path / "keys", "tickets")
+    config = write_config(
+        tmp_path / "gw" / "gw.yaml",
+        broker.url,
+        [simulated_meter("m-1", 1.0)],
+        security={"command_keys": [str(public)]},
+    )
     gw = GatewayProc(config).start()
     platform = Platform(broker, config, private)
     try:
         platform.wait_ready(broker, gw)
         for path in CommandPath.DIAG_COMMANDS:
-            reply = platform.send(path, {})  # signed, but by nobody this gateway trusts
+            reply = platform.send(path, {})  # signed by a key trusted for other commands
             assert (reply["ok"], reply["status"]) == (False, "unauthorized"), reply
-            assert "security.command_keys" in reply["error"]
+            assert "security.config_keys" in reply["error"]
     finally:
         platform.stop()
         assert gw.terminate() == 0

@@ -8,9 +8,10 @@ driver.  docs/fleet.md, "Remote diagnostics", and docs/mqtt-api.md have the cont
 
 What keeps it safe:
 
-- every request must be signed by a key the gateway trusts (`diag/#` is always in the
-  signed families, gateway/security/signing.py); a gateway that trusts no key answers
-  every request `unauthorized`, since nothing could vouch for it;
+- authorised like remote configuration: every request must be signed by one of the
+  keys that may reconfigure the gateway (`security.config_keys`; `diag/#` is always
+  a signed family, gateway/security/signing.py, and the ticket service's command keys
+  do not sign it); a gateway without such a key answers every request `unauthorized`;
 - each command takes a fixed set of arguments, each checked (a device or driver must
   be one the config names, a count lies in its range); nothing here starts a process
   or touches a path from a request, so no argument can become a shell command;
@@ -171,11 +172,11 @@ class Diagnostics:
             raise CommandFailed(f"unknown command {cmd.path[:100]!r}: {CommandPath.DIAG_FORM}")
         # The router's guard verified any `auth` there is; without a trusted key there is
         # no guard, and a diag request must then not run at all.
-        if cmd.auth is None or not self.host.config.security.command_keys:
+        if cmd.auth is None or not self.host.config.security.config_keys:
             self.counts["refused"] += 1
             raise CommandFailed(
-                f"{cmd.path} must be signed by a key this gateway trusts"
-                " (security.command_keys); not run",
+                f"{cmd.path} must be signed by a fleet key this gateway trusts"
+                " (security.config_keys); not run",
                 status="unauthorized",
             )
         requester = _requester(cmd)

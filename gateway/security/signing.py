@@ -62,8 +62,10 @@ __all__ = [
 # Families whose commands must be signed when the gateway trusts any key: the ones a
 # stolen broker account could use to silence alarms or mislead residents.
 DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
-# Families signed whatever `security.signed_commands` says: remote diagnostics read logs
-# and restart drivers, so a config that forgets them must not open them to any account.
+# Families signed whatever `security.signed_commands` says, and only by a fleet key
+# (`security.config_keys`, the keys that may reconfigure the gateway): remote
+# diagnostics read logs and restart drivers, so neither a config that forgets them nor
+# the ticket service's key opens them.
 ALWAYS_SIGNED: tuple[str, ...] = ("diag/#",)
 FUTURE_SKEW_S = 300.0
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -137,7 +139,10 @@ def _matches(pattern: str, path: str) -> bool:
 
 
 class CommandVerifier:
-    """The gateway's check of `auth` on commands; a CommandRouter guard."""
+    """The gateway's check of `auth` on commands; a CommandRouter guard.
+
+    `keys` sign the ordinary families; `fleet_keys` alone sign the ALWAYS_SIGNED ones.
+    """
 
     def __init__(
         self,
@@ -148,9 +153,11 @@ class CommandVerifier:
         max_age_s: float = 86_400.0,
         now: Callable[[], datetime | None] = lambda: None,
         cache: ReplayCache | None = None,
+        fleet_keys: Sequence[Ed25519PublicKey] = (),
     ) -> None:
         self.identity = identity
         self.keys = {key_id(k): k for k in keys}
+        self.fleet_keys = {key_id(k): k for k in fleet_keys}
         self.signed = tuple(dict.fromkeys((*signed, *ALWAYS_SIGNED)))
         self.max_age_s = max_age_s
         self._now = now  # the time when the clock is synced, else None
@@ -169,6 +176,9 @@ class CommandVerifier:
                     status="unauthorized",
                 )
             return
+        fleet = any(_matches(p, cmd.path) for p in ALWAYS_SIGNED)
+        if not fleet and not self.keys:
+            return  # no command key configured: the ordinary families are not verified
         auth = cmd.auth
         if not isinstance(auth, Mapping) or set(auth) != {"key_id", "issued_at", "nonce", "sig"}:
             raise CommandFailed(
@@ -178,10 +188,11 @@ class CommandVerifier:
         kid, issued, nonce, sig = (auth["key_id"], auth["issued_at"], auth["nonce"], auth["sig"])
         if not (isinstance(kid, str) and _KEY_ID.match(kid)):
             raise CommandFailed("auth.key_id must be 16 hex digits", status="unauthorized")
-        key = self.keys.get(kid)
+        key = (self.fleet_keys if fleet else self.keys).get(kid)
         if key is None:
+            what = "a fleet key (security.config_keys)" if fleet else "a key"
             raise CommandFailed(
-                f"auth.key_id {kid} is not a key this gateway trusts; not run",
+                f"auth.key_id {kid} is not {what} this gateway trusts; not run",
                 status="unauthorized",
             )
         if not (isinstance(nonce, str) and _NONCE.match(nonce)):
