@@ -22,7 +22,8 @@ def check(config_path: Path) -> None:
     user to see what the service will see:
     sudo -u community-gateway gateway check -c /etc/community-gateway/gateway.yaml
     """
-    from gateway.install.checks import Status, run_all
+    from gateway.install.checkall import run_all
+    from gateway.install.checks import Status
 
     results, problems = run_all(config_path)
     width = max(len(r.name) for r in results)

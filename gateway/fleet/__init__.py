@@ -33,7 +33,7 @@ Software updates (docs/fleet.md, "Software updates"):
   switches back a release that keeps failing before any of it is imported.
 
 May import: `gateway.sdk`, `gateway.config`, `gateway.storage`, `gateway.mqtt`,
-`gateway.host`, the other feature packages, `gateway.install.checks` (the offline
+`gateway.host`, the other feature packages, `gateway.install.checks` and `checkall` (the
 checks of `gateway check`), and `community_protocol`.  Imported by `gateway.process`
 and `gateway.cli`.
 """

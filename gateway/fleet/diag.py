@@ -31,17 +31,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from community_protocol.topics import CommandPath, Topics
+from community_protocol.topics import CommandPath
 from gateway.host import Host
-from gateway.install.checks import (
-    CheckResult,
-    Status,
-    check_broker,
-    check_clock,
-    check_config,
-    check_outbox_dir,
-    check_serial_ports,
-)
+from gateway.install.checkall import run_before_devices
+from gateway.install.checks import CheckResult, Status
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.driver import DeviceSpec, ReadResult
 from gateway.sdk.registry import available_drivers
@@ -293,7 +286,8 @@ class Diagnostics:
 
     async def _run_checks(self, devices: bool) -> dict[str, Any]:
         host = self.host
-        results, problems = await asyncio.to_thread(_offline_and_broker, host)
+        # On the config file the gateway runs; blocking (sockets, files): in a thread.
+        results, _, problems = await asyncio.to_thread(run_before_devices, host.config_path)
         if devices and not problems:
             deadline = time.monotonic() + DEVICES_BUDGET_S
             for spec in host.devices:
@@ -317,19 +311,6 @@ class Diagnostics:
             "omitted": len(results) - len(shown),
             "problems": [_cut(p) for p in problems[:50]],
         }
-
-
-def _offline_and_broker(host: Host) -> tuple[list[CheckResult], list[str]]:
-    """`gateway check` without the device reads, on the config file the gateway runs."""
-    # Blocking (file reads, sockets, up to a few seconds on the broker): in a thread.
-    config_result, loaded, problems = check_config(host.config_path)
-    if loaded is None:
-        return [config_result], problems
-    cfg = loaded.config
-    results = [config_result, check_outbox_dir(loaded), check_clock(loaded)]
-    results += check_broker(cfg.broker, Topics(cfg.broker.topic_prefix, cfg.identity))
-    results += check_serial_ports(loaded)
-    return results, []
 
 
 async def _read_one(spec: DeviceSpec) -> dict[str, Any] | str:

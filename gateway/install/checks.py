@@ -48,7 +48,6 @@ __all__ = [
     "check_devices",
     "check_outbox_dir",
     "check_serial_ports",
-    "run_all",
     "serial_ports_of",
 ]
 
@@ -430,19 +429,3 @@ def check_devices(
 
         drivers = available_drivers()
     return asyncio.run(_read_all(loaded, drivers, timeout_s))
-
-
-# ---- everything -------------------------------------------------------------------------
-
-
-def run_all(path: Path) -> tuple[list[CheckResult], list[str]]:
-    """Every check in order; returns the results and the config's problem lines, if any."""
-    config_result, loaded, problems = check_config(path)
-    if loaded is None:
-        return [config_result], problems
-    cfg = loaded.config
-    results = [config_result, check_outbox_dir(loaded), check_clock(loaded)]
-    results += check_broker(cfg.broker, Topics(cfg.broker.topic_prefix, cfg.identity))
-    results += check_serial_ports(loaded)
-    results += check_devices(loaded)
-    return results, []
