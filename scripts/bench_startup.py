@@ -40,8 +40,7 @@ from typing import Any
 import yaml
 
 from scripts.bench_core import rss_devices
-from scripts.bench_efficiency import _meters as modbus_meters
-from scripts.bench_storage import SERVER, _listening
+from scripts.bench_storage import SERVER, _listening, modbus_meters
 from tests.harness import write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -271,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for t in trees:
                     slug = t.label.replace(" ", "-")
                     m1[t.label] = loaded_rss(
-                        t, work / f"m1-{slug}", broker, modbus_meters(port), args.rss_seconds
+                        t, work / f"m1-{slug}", broker, modbus_meters(port, 1.0), args.rss_seconds
                     )
                     m2[t.label] = loaded_rss(
                         t, work / f"m2-{slug}", broker, rss_devices(), args.rss_seconds
