@@ -20,7 +20,12 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from community_protocol.documents import config_reported_document, dumps, status_document
+from community_protocol.documents import (
+    config_reported_document,
+    dumps,
+    reply_document,
+    status_document,
+)
 from community_protocol.ed25519 import SignatureError, verify_config
 from community_protocol.enums import ClockState, ConfigResult, GatewayState
 from community_protocol.ids import Identity
@@ -41,13 +46,16 @@ class ScriptedGateway:
 
     def __init__(
         self, port: int, prefix: str, identity: Identity, key: Ed25519PublicKey,
-        answer: Answer = apply_all, *, depth: int = 7,
+        answer: Answer = apply_all, *, depth: int = 7, update: str = "committed",
     ) -> None:  # fmt: skip
         self.topics = Topics(prefix, identity)
         self.identity = identity
         self.key = key
         self.answer = answer
         self.depth = depth
+        self.update = update  # how an update command ends: committed, rolled_back, refused
+        self.software = "1.2.3"
+        self.commands: list[dict[str, Any]] = []
         self.version = 0
         self.seq = 0
         self.received: list[dict[str, Any]] = []
@@ -57,7 +65,9 @@ class ScriptedGateway:
             client_id=f"gw-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
-        self.client.on_connect = lambda c, *_: c.subscribe(self.topics.config_desired, 1)
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(self.topics.config_desired, 1), (self.topics.commands, 1)]
+        )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -98,6 +108,9 @@ class ScriptedGateway:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         doc = json.loads(msg.payload)
+        if self.topics.command_path(msg.topic) == "update":
+            threading.Thread(target=self._on_update, args=(doc, msg.properties)).start()
+            return
         with self._lock:
             self.received.append(doc)
         try:
@@ -125,6 +138,41 @@ class ScriptedGateway:
                 "result": str(result), "version": doc["version"], "running_version": self.version,
                 "signed_by": doc.get("signed_by"), "key_id": kid, "reason": reason,
             }},
+        }  # fmt: skip
+        self._publish(self.topics.gateway_events, event, retain=False)
+
+    def _on_update(self, args: dict[str, Any], props: Any) -> None:
+        """As gateway.fleet.update_service answers: a reply now, the end as events."""
+        self.commands.append(args)
+        release = args["manifest"]["version"]
+        ok = self.update != "refused"
+        extra = {"result": {"version": release, "result": "accepted"}} if ok else {
+            "error": "the manifest's signature does not verify"}  # fmt: skip
+        reply = reply_document(
+            "update", args.get("request_id"), ok, "ok" if ok else "refused", **extra
+        )
+        reply.update(ts=_now(), clock="synced")
+        to = getattr(props, "ResponseTopic", None) or self.topics.reply("update")
+        self.client.publish(to, dumps(reply), qos=1)
+        if not ok:
+            self._event("gateway.update", {"result": "refused", "version": release,
+                        "running_version": self.software, "reason": extra["error"]})  # fmt: skip
+            return
+        self._event("gateway.update", {"result": "switched", "version": release,
+                    "running_version": self.software})  # fmt: skip
+        if self.update == "committed":
+            self.software = release
+        data = {"result": self.update, "version": release, "running_version": self.software}
+        if self.update == "rolled_back":
+            data["reason"] = "the health gate did not pass within 60 s"
+        self._event("gateway.update", data)
+
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        self.seq += 1
+        event = {
+            "schema": schema_ref(SchemaName.GATEWAY_EVENT), "msg_id": uuid.uuid4().hex,
+            "seq": self.seq, "ts": _now(), "clock": "synced", "site": self.identity.site,
+            "gateway": self.identity.gateway, "event": {"type": kind, "data": data},
         }  # fmt: skip
         self._publish(self.topics.gateway_events, event, retain=False)
 

@@ -188,6 +188,24 @@ def _rolls_back(_doc: dict[str, Any]) -> tuple[ConfigResult, str]:
     return ConfigResult.ROLLED_BACK, "did not reach the broker within 5 s"
 
 
+@contextlib.contextmanager
+def _update_gateways(
+    broker: Mosquitto, prefix: str, key: Ed25519PrivateKey, ends: dict[str, str]
+) -> Iterator[dict[str, ScriptedGateway]]:
+    """Scripted gateways whose update command ends as `ends` says."""
+    gws = {
+        name: ScriptedGateway(
+            broker.port, prefix, Identity("site-a", name), key.public_key(), update=end
+        ).start()
+        for name, end in ends.items()
+    }
+    try:
+        yield gws
+    finally:
+        for g in gws.values():
+            g.stop()
+
+
 @pytest.mark.broker
 def test_list_shows_status_versions_config_outbox_and_last_seen(
     broker: Mosquitto, prefix: str, keys: tuple[Path, Ed25519PrivateKey]
@@ -350,3 +368,54 @@ def test_an_unreachable_broker_is_one_line_not_a_traceback() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("Error: cannot reach the broker mqtt://127.0.0.1:")
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.broker
+def test_an_update_rolls_out_in_waves_and_stops_at_the_first_that_does_not_commit(
+    broker: Mosquitto, prefix: str, keys: tuple[Path, Ed25519PrivateKey], tmp_path: Path
+) -> None:
+    from community_central.fleet.update import roll_update
+    from community_central.signing import CommandSigner
+
+    fleet = Fleet(BrokerSettings(broker.url, prefix), tmp_path / "audit.db", settle_s=0.5)
+    manifest = {"kind": "community-gateway.update", "version": "2.0.0", "auth": {"key_id": "x"}}
+    ends = {"gw-1": "committed", "gw-2": "committed", "gw-3": "rolled_back", "gw-4": "committed"}
+    with _update_gateways(broker, prefix, keys[1], ends) as gws:
+        signer = CommandSigner(keys[1])
+        report = roll_update(
+            fleet, Selector.parse(["site-a/*"]), manifest, "https://releases.example/2.0.0.tar.gz",
+            signer=signer, canary=1, batch=2, wait_s=10,
+        )  # fmt: skip
+        assert [[(o.gateway, o.result) for o in w] for w in report.waves] == [
+            [("gw-1", "committed")],
+            [("gw-2", "committed"), ("gw-3", "rolled_back")],
+        ]
+        assert report.stopped_by is not None and "health gate" in report.stopped_by.reason
+        assert report.not_pushed == ["site-a/gw-4"] and gws["gw-4"].commands == []
+        # The command as the gateway got it: the manifest untouched, the URL, signed.
+        sent = gws["gw-1"].commands[0]
+        assert sent["manifest"] == manifest and sent["url"].endswith("2.0.0.tar.gz")
+        assert sent["auth"]["key_id"] == signer.key_id and "expires" in sent
+    trail = audit_trail(tmp_path / "audit.db", Selector.parse(["site-a/gw-3"]))
+    assert {(r.origin, r.result, r.release) for r in trail} >= {
+        ("pushed", "update sent", "2.0.0"),
+        ("reported", "rolled_back", "2.0.0"),
+    }
+
+
+@pytest.mark.broker
+def test_an_update_a_gateway_refuses_stops_the_rollout_with_its_reason(
+    broker: Mosquitto, prefix: str, keys: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    from community_central.fleet.update import roll_update
+
+    fleet = Fleet(BrokerSettings(broker.url, prefix), settle_s=0.5)
+    with _update_gateways(broker, prefix, keys[1], {"gw-1": "refused", "gw-2": "committed"}):
+        report = roll_update(
+            fleet, Selector.parse(["site-a/*"]), {"version": "2.0.0"}, "https://r.example/b",
+            wait_s=10,
+        )  # fmt: skip
+    assert report.stopped_by is not None
+    assert (report.stopped_by.gateway, report.stopped_by.result) == ("gw-1", "refused")
+    assert "signature does not verify" in report.stopped_by.reason
+    assert report.not_pushed == ["site-a/gw-2"]

@@ -37,7 +37,7 @@ from community_protocol.topics import Topics
 from ..broker import BrokerSettings
 from .audit import AuditRow, AuditStore
 from .desired import desired_for
-from .inventory import GatewayView, Inventory, Selector
+from .inventory import GatewayView, Inventory, Selector, acceptable
 from .link import FleetLink
 
 __all__ = ["Fleet", "PushOutcome", "RolloutReport", "audit_trail"]
@@ -52,7 +52,7 @@ class PushOutcome:
 
     site: str
     gateway: str
-    version: int
+    version: int | str  # a config version, or a software release (update)
     result: str
     reason: str = ""
     problems: tuple[dict[str, str], ...] = ()
@@ -122,7 +122,7 @@ class Fleet:
         inventory = Inventory(self.broker.prefix, self.max_gateways)
         with FleetLink(self.broker) as link:
             link.subscribe(*inventory.filters)
-            self._drain(link, inventory, time.monotonic() + listen_s)
+            self.drain(link, inventory, time.monotonic() + listen_s)
         if selector is None:
             return [v for _, v in sorted(inventory.gateways.items())]
         return inventory.select(selector)
@@ -164,8 +164,8 @@ class Fleet:
         try:
             with FleetLink(self.broker) as link:
                 link.subscribe(*inventory.filters, self.topics.gateway_events)
-                self._drain(link, inventory, time.monotonic() + self.settle_s, audit)
-                targets = self._targets(inventory, selector)
+                self.drain(link, inventory, time.monotonic() + self.settle_s, audit)
+                targets = self.targets(inventory, selector)
                 if not targets:
                     raise LookupError(
                         f"no gateway matches {' '.join(selector.patterns)} under {self.broker.prefix}"
@@ -188,7 +188,7 @@ class Fleet:
                 audit.close()
         return report
 
-    def _targets(self, inventory: Inventory, selector: Selector) -> list[GatewayView]:
+    def targets(self, inventory: Inventory, selector: Selector) -> list[GatewayView]:
         found = {v.key: v for v in inventory.select(selector)}
         for identity in selector.exact():
             # A gateway that never published (or whose documents expired) can still be
@@ -238,7 +238,7 @@ class Fleet:
             msg = link.receive(deadline)
             if msg is None:
                 break
-            updated = self._take(inventory, audit, msg.topic, msg.payload)
+            updated = self.take(inventory, audit, msg.topic, msg.payload)
             if updated is None or updated.key not in pending or updated.key in outcomes:
                 continue
             view, version, started = pending[updated.key]
@@ -279,7 +279,8 @@ class Fleet:
             return
         audit.record(
             AuditRow(
-                time.time(), "reported", o.site, o.gateway, o.version, o.result,
+                time.time(), "reported", o.site, o.gateway,
+                o.version if isinstance(o.version, int) else None, o.result,
                 doc.get("signed_by"), None, doc.get("sha256"), o.reason,
             )
         )  # fmt: skip
@@ -293,7 +294,7 @@ class Fleet:
         on_row: Callable[[AuditRow], None] | None = None,
         ready: threading.Event | None = None,
     ) -> int:
-        """Record every `gateway.config` event until `stop` is set; how many were new.
+        """Record every `gateway.config` and `gateway.update` event until `stop` is set; how many were new.
 
         `ready` is set once the broker confirmed the subscription.  Events published
         while no watcher runs are not seen (they are not retained): push and rollout
@@ -312,7 +313,7 @@ class Fleet:
                     msg = link.receive(time.monotonic() + 0.2)
                     if msg is None:
                         continue
-                    row = self._event_row(msg.topic, msg.payload)
+                    row = self.event_row(msg.topic, msg.payload)
                     if row is not None and audit.record(row):
                         stored += 1
                         if on_row is not None:
@@ -329,7 +330,7 @@ class Fleet:
 
     # ---- incoming messages -----------------------------------------------------------
 
-    def _drain(
+    def drain(
         self,
         link: FleetLink,
         inventory: Inventory,
@@ -337,19 +338,19 @@ class Fleet:
         audit: AuditStore | None = None,
     ) -> None:
         while (msg := link.receive(until)) is not None:
-            self._take(inventory, audit, msg.topic, msg.payload)
+            self.take(inventory, audit, msg.topic, msg.payload)
 
-    def _take(
+    def take(
         self, inventory: Inventory, audit: AuditStore | None, topic: str, payload: bytes
     ) -> GatewayView | None:
         if audit is not None:
-            row = self._event_row(topic, payload)
+            row = self.event_row(topic, payload)
             if row is not None:
                 audit.record(row)
                 return None
         return inventory.feed(topic, payload)
 
-    def _event_row(self, topic: str, payload: bytes) -> AuditRow | None:
+    def event_row(self, topic: str, payload: bytes) -> AuditRow | None:
         parts = self.topics.split(topic)
         if parts is None or len(parts) != 3 or parts[2] != "events":
             return None
@@ -357,12 +358,22 @@ class Fleet:
             doc = json.loads(payload)
         except ValueError:
             return None
-        if not self._event_check.is_valid(doc) or (doc["site"], doc["gateway"]) != parts[:2]:
+        if (
+            not isinstance(doc, dict)
+            or not acceptable(self._event_check, doc)
+            or (doc["site"], doc["gateway"]) != parts[:2]
+        ):
             return None
         event = doc["event"]
+        data = event["data"]
+        if event["type"] == GatewayEventType.UPDATE:
+            return AuditRow(
+                time.time(), "event", doc["site"], doc["gateway"], None, data["result"],
+                None, data.get("key_id"), None, data.get("reason", ""), doc["msg_id"],
+                str(data["version"]),
+            )  # fmt: skip
         if event["type"] != GatewayEventType.CONFIG:
             return None
-        data = event["data"]
         return AuditRow(
             time.time(), "event", doc["site"], doc["gateway"], data.get("version"),
             data["result"], data.get("signed_by"), data.get("key_id"), None,

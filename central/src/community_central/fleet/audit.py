@@ -2,10 +2,11 @@
 
 One table, `fleet_audit`, in the same database as the tickets (a SQLite file by
 default, PostgreSQL through `community_central.database`).  Rows are of three
-origins: `pushed` (a desired document this command published: who signed it, with
-which key, its version and hash), `reported` (the gateway's reported document that
-answered it) and `event` (a `gateway.config` audit event a gateway published: applied,
-refused, rolled back).  Gateway events carry a `msg_id`, unique in the table, so the
+origins: `pushed` (a desired document or an update command this fleet published: who
+signed it, with which key, its version and hash), `reported` (the gateway's answer)
+and `event` (a `gateway.config` or `gateway.update` audit event a gateway published:
+applied, committed, refused, rolled back).  A software update's rows name its
+`release` (a string) and leave the config `version` empty.  Gateway events carry a `msg_id`, unique in the table, so the
 same event seen twice (a QoS 1 duplicate, two listeners) is stored once.
 """
 
@@ -33,12 +34,15 @@ CREATE TABLE IF NOT EXISTS fleet_audit (
     key_id TEXT,
     sha256 TEXT,
     reason TEXT NOT NULL DEFAULT '',
-    msg_id TEXT UNIQUE
+    msg_id TEXT UNIQUE,
+    release TEXT
 );
 CREATE INDEX IF NOT EXISTS fleet_audit_gateway ON fleet_audit (site, gateway, id)
 """
 
-COLUMNS = "at, origin, site, gateway, version, result, signed_by, key_id, sha256, reason, msg_id"
+COLUMNS = (
+    "at, origin, site, gateway, version, result, signed_by, key_id, sha256, reason, msg_id, release"
+)
 MAX_REASON = 1000
 
 
@@ -57,6 +61,7 @@ class AuditRow:
     sha256: str | None = None
     reason: str = ""
     msg_id: str | None = None
+    release: str | None = None  # a software update's release; `version` is a config's
 
     def row(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,7 @@ class AuditRow:
             "sha256": self.sha256,
             "reason": self.reason,
             "msg_id": self.msg_id,
+            "release": self.release,
         }
 
 
@@ -102,10 +108,11 @@ class AuditStore:
             row.sha256,
             row.reason[:MAX_REASON],
             row.msg_id,
+            row.release,
         )
         with self.db.transaction() as db:
             cur = db.execute(
-                f"INSERT INTO fleet_audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO fleet_audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_id) DO NOTHING",
                 values,
             )

@@ -1,4 +1,4 @@
-"""`community-central fleet`: list gateways, push a configuration, roll it out in waves, audit.
+"""`community-central fleet`: list gateways, push a configuration, roll it or an update out, audit.
 
 The issue calls it `gateway fleet`; it is central's (the platform team runs it, not a
 gateway), so it is a subcommand of `community-central` like `serve` and `list`.
@@ -104,7 +104,7 @@ db_option = click.option(
 
 @click.group()
 def fleet() -> None:
-    """Remote configuration of the gateways: list, push, rollout, audit (docs/fleet.md)."""
+    """Remote configuration and updates of the gateways: list, push, rollout, update, audit."""
 
 
 @fleet.command("list")
@@ -271,7 +271,7 @@ def rollout(
         sys.exit(1)
 
 
-def _print_rollout(report: RolloutReport, as_json: bool) -> None:
+def _print_rollout(report: RolloutReport, as_json: bool, done: str = "applied it") -> None:
     if as_json:
         click.echo(json.dumps({
             "ok": report.ok,
@@ -291,7 +291,71 @@ def _print_rollout(report: RolloutReport, as_json: bool) -> None:
             + (f": {' '.join(report.not_pushed[:20])}" if report.not_pushed else "")
         )
     else:
-        click.echo(f"done: {sum(len(w) for w in report.waves)} gateways applied it")
+        click.echo(f"done: {sum(len(w) for w in report.waves)} gateways {done}")
+
+
+@fleet.command()
+@_broker_options
+@click.argument("manifest_path", metavar="MANIFEST", type=_File)
+@click.argument("url")
+@click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "--command-key",
+    type=_File,
+    default=None,
+    help="Ed25519 private key file that signs the command (gateways that require signed commands).",
+)
+@click.option("--canary", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for each gateway's end of the update (fetch, install, health gate).",
+)
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+@_link_errors
+def update(
+    manifest_path: Path,
+    url: str,
+    targets: tuple[str, ...],
+    command_key: Path | None,
+    canary: int,
+    batch: int,
+    wait: float,
+    db: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Roll the release of MANIFEST (signed with an update key) out from URL, in waves."""
+    from ..signing import CommandSigner
+    from .update import roll_update
+
+    selector = _selector(targets, required=True)
+    assert selector is not None
+    try:
+        raw = manifest_path.read_bytes()[: 256 * 1024 + 1]
+        manifest = json.loads(raw)
+        if not isinstance(manifest, dict) or len(raw) > 256 * 1024:
+            raise ValueError("not a JSON object of at most 256 KiB")
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{manifest_path}: {exc}", param_hint="MANIFEST") from exc
+    signer = None
+    if command_key is not None:
+        try:
+            signer = CommandSigner(load_private_key(command_key))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--command-key") from exc
+    try:
+        report = roll_update(Fleet(_settings(kw), db), selector, manifest, url, signer=signer,
+                             canary=canary, batch=batch, wait_s=wait)  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MANIFEST") from exc
+    _print_rollout(report, as_json, done="committed it")
+    if not report.ok:
+        sys.exit(1)
 
 
 def _audit_line(r: AuditRow) -> str:
@@ -299,7 +363,8 @@ def _audit_line(r: AuditRow) -> str:
     who = f" by {r.signed_by}" if r.signed_by else ""
     kid = f" key {r.key_id}" if r.key_id else ""
     version = "-" if r.version is None else str(r.version)
-    line = f"{when} {r.site}/{r.gateway:24} {r.origin:8} v{version:>4} {r.result:12}{who}{kid}"
+    what = f"release {r.release}" if r.release else f"v{version:>4}"
+    line = f"{when} {r.site}/{r.gateway:24} {r.origin:8} {what} {r.result:12}{who}{kid}"
     return line + (f": {r.reason}" if r.reason else "")
 
 

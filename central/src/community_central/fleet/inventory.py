@@ -99,7 +99,7 @@ class Selector:
         return any(fnmatch.fnmatchcase(f"{site}/{gateway}", p) for p in self.patterns)
 
 
-def _acceptable(check: Any, doc: Mapping[str, Any]) -> bool:
+def acceptable(check: Any, doc: Mapping[str, Any]) -> bool:
     """Valid, except for fields this schema does not know: a newer gateway may add some
     (a tolerant reader), but a known field of the wrong type or missing is refused."""
     return all(e.validator == "additionalProperties" for e in check.iter_errors(doc))
@@ -139,7 +139,7 @@ class Inventory:
         except ValueError:
             self.ignored += 1
             return None
-        if not isinstance(doc, Mapping) or not _acceptable(check, doc):
+        if not isinstance(doc, Mapping) or not acceptable(check, doc):
             self.ignored += 1
             return None
         if doc.get("site") != site or doc.get("gateway") != gateway:

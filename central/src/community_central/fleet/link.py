@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
 
 from ..broker import BrokerSettings, build_client, refused_credentials
 
@@ -49,9 +50,11 @@ class FleetLink:
         self._subscribed: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
+        # A topic level too: MQTT 5 replies come to `reply/central/{client_id}`.
+        self.client_id = f"fleet-{uuid.uuid4().hex[:12]}"
 
     def __enter__(self) -> FleetLink:
-        client = build_client(self.broker, f"fleet-{uuid.uuid4().hex[:12]}")
+        client = build_client(self.broker, self.client_id)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -117,11 +120,17 @@ class FleetLink:
             raise LinkError(f"the broker did not confirm the subscription in {timeout_s:g} s")
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool = True, timeout_s: float = 10.0
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = True,
+        timeout_s: float = 10.0,
+        properties: Properties | None = None,
     ) -> None:
         """Publish QoS 1 and wait for the broker's PUBACK; LinkError if it does not come."""
         assert self._client is not None, "use FleetLink as a context manager"
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         try:
             info.wait_for_publish(timeout_s)
         except (RuntimeError, ValueError) as exc:

@@ -1,0 +1,196 @@
+"""Rolling a software update out in waves: the `update` command to each gateway, its outcome awaited.
+
+The release is described by a manifest signed with an update key (the bundle's, made
+where the release is built; docs/fleet.md, "Software updates"): the fleet sends it
+as is, with the URL of the bundle, in the `cmd/update` command (QoS 1, not
+retained; signed with a command key when given, for gateways that require signed
+commands).  A gateway answers the command at once (`refused` with the reason, or
+`accepted`), then installs the release beside the running one, switches, and reports
+the end in a `gateway.update` event: `committed` (its health gate passed) or
+`rolled_back` (the previous release runs again).  A wave waits for every gateway's
+end; the first wave with anything but `committed` stops the rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from community_protocol.documents import dumps, format_ts
+from community_protocol.ids import Identity
+from community_protocol.topics import Topics
+
+from ..broker import publish_properties
+from ..signing import CommandSigner
+from .api import NO_ANSWER, Fleet, PushOutcome, RolloutReport
+from .audit import AuditRow, AuditStore
+from .inventory import GatewayView, Inventory, Selector
+from .link import FleetLink
+
+__all__ = ["COMMAND", "COMMITTED", "roll_update"]
+
+COMMAND = "update"
+COMMITTED = "committed"
+FINAL = frozenset({COMMITTED, "rolled_back", "refused"})
+
+
+def roll_update(
+    fleet: Fleet,
+    selector: Selector,
+    manifest: Mapping[str, Any],
+    url: str,
+    *,
+    signer: CommandSigner | None = None,
+    canary: int = 1,
+    batch: int = 10,
+    wait_s: float = 900.0,
+) -> RolloutReport:
+    """Update the selected gateways in waves (`canary`, then `batch` at a time)."""
+    release = manifest.get("version")
+    if not isinstance(release, str) or not release:
+        raise ValueError("the manifest has no 'version' (is it an update manifest?)")
+    if canary < 1 or batch < 1:
+        raise ValueError("canary and batch are at least 1")
+    inventory = Inventory(fleet.broker.prefix, fleet.max_gateways)
+    every = Topics.fleet(fleet.broker.prefix)
+    report = RolloutReport()
+    audit = AuditStore(fleet.db) if fleet.db is not None else None
+    try:
+        with FleetLink(fleet.broker) as link:
+            link.subscribe(
+                *inventory.filters,
+                every.gateway_events,
+                every.central_reply(link.client_id),
+                every.reply(COMMAND),
+            )
+            fleet.drain(link, inventory, time.monotonic() + fleet.settle_s, audit)
+            targets = fleet.targets(inventory, selector)
+            if not targets:
+                raise LookupError(
+                    f"no gateway matches {' '.join(selector.patterns)} under {fleet.broker.prefix}"
+                )
+            waves = [targets[:canary]]
+            rest = targets[canary:]
+            waves += [rest[i : i + batch] for i in range(0, len(rest), batch)]
+            for n, wave in enumerate(waves):
+                outcomes = _wave(
+                    fleet, link, audit, wave, dict(manifest), release, url, signer, wait_s
+                )
+                report.waves.append(outcomes)
+                failed = next((o for o in outcomes if o.result != COMMITTED), None)
+                if failed is not None:
+                    report.stopped_by = failed
+                    report.not_pushed = [v.key for w in waves[n + 1 :] for v in w]
+                    break
+    finally:
+        if audit is not None:
+            audit.close()
+    return report
+
+
+def _wave(
+    fleet: Fleet,
+    link: FleetLink,
+    audit: AuditStore | None,
+    wave: list[GatewayView],
+    manifest: dict[str, Any],
+    release: str,
+    url: str,
+    signer: CommandSigner | None,
+    wait_s: float,
+) -> list[PushOutcome]:
+    pending: dict[str, tuple[GatewayView, str, float]] = {}
+    by_request: dict[str, str] = {}
+    for view in wave:
+        identity = Identity(view.site, view.gateway)
+        topics = Topics(fleet.broker.prefix, identity)
+        request_id = uuid.uuid4().hex
+        # Stale after the wait: a gateway offline now must not install it next week.
+        expires = format_ts(datetime.now(UTC) + timedelta(seconds=wait_s))
+        fields = {"request_id": request_id, "expires": expires, "manifest": manifest, "url": url}
+        payload = signer.sign(identity, COMMAND, fields) if signer is not None else fields
+        link.publish(
+            topics.command(COMMAND),
+            dumps(payload),
+            retain=False,
+            properties=publish_properties(
+                ResponseTopic=topics.central_reply(link.client_id),
+                CorrelationData=request_id.encode(),
+            ),
+        )
+        pending[view.key] = (view, request_id, time.monotonic())
+        by_request[request_id] = view.key
+        if audit is not None:
+            audit.record(
+                AuditRow(
+                    time.time(), "pushed", view.site, view.gateway, None, "update sent",
+                    None, signer.key_id if signer else None, None, url, release=release,
+                )
+            )  # fmt: skip
+    outcomes: dict[str, PushOutcome] = {}
+
+    def end(key: str, result: str, reason: str) -> None:
+        view, _, started = pending[key]
+        o = PushOutcome(view.site, view.gateway, release, result, reason,
+                        seconds=time.monotonic() - started)  # fmt: skip
+        outcomes[key] = o
+        if audit is not None:
+            audit.record(
+                AuditRow(time.time(), "reported", o.site, o.gateway, None, o.result,
+                         reason=o.reason, release=release)
+            )  # fmt: skip
+
+    deadline = time.monotonic() + wait_s
+    while len(outcomes) < len(pending):
+        msg = link.receive(deadline)
+        if msg is None:
+            break
+        parts = fleet.topics.split(msg.topic)
+        if parts is None or len(parts) < 3:
+            continue
+        key = f"{parts[0]}/{parts[1]}"
+        if key not in pending or key in outcomes:
+            other = fleet.event_row(msg.topic, msg.payload)
+            if other is not None and audit is not None:
+                audit.record(other)
+            continue
+        if parts[2] == "reply":
+            refused = _refusal(msg.payload, by_request)
+            if refused is not None and refused[0] == key:
+                end(key, "refused", refused[1])
+            continue
+        row = fleet.event_row(msg.topic, msg.payload)
+        if row is None:
+            continue
+        if audit is not None:
+            audit.record(row)
+        if row.release == release and row.result in FINAL:
+            end(key, row.result, row.reason)
+    for key, (view, _, _) in pending.items():
+        if key not in outcomes:
+            end(
+                key,
+                NO_ANSWER,
+                f"no end of the update within {wait_s:g} s (gateway {view.state or 'never seen'})",
+            )
+    return [outcomes[v.key] for v in wave]
+
+
+def _refusal(payload: bytes, by_request: Mapping[str, str]) -> tuple[str, str] | None:
+    """(gateway key, reason) when `payload` is a reply refusing one of our commands."""
+    try:
+        reply = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(reply, dict) or reply.get("ok") is not False:
+        return None
+    key = by_request.get(str(reply.get("request_id")))
+    if key is None:
+        return None
+    error = reply.get("error")
+    reason = error.get("message") if isinstance(error, dict) else error
+    return key, f"{reply.get('status', 'refused')}: {reason}"
