@@ -45,6 +45,7 @@ def test_every_topic_the_gateway_uses_is_in_its_rules() -> None:
     assert all(any(topic.startswith(w) for w in writes) for topic in published)
     assert writes == [f"{t.base}/"]
     assert {t.commands, t.status} <= reads and all(r.startswith(t.base + "/") for r in reads)
+    assert {t.config_desired, t.config_reported} <= reads
 
 
 def test_a_bad_yaml_inventory_gets_every_problem_with_its_line(tmp_path: Path) -> None:

@@ -39,11 +39,12 @@ pytestmark = [pytest.mark.broker]
 
 P = "community/v1"
 WATCHER = "test.watcher"  # reads everything; added by the test, not by the generator
-NAMES = ["gw-1@site-a", "gw-2@site-a", "gw-1@site-b", "service.tickets"]
+NAMES = ["gw-1@site-a", "gw-2@site-a", "gw-1@site-b", "service.tickets", "service.fleet"]
 INVENTORY = f"""\
 prefix: {P}
 services:
   tickets: [service.tickets]
+  fleet: [service.fleet]
 gateways:
   - {{site: site-a, gateway: gw-1}}
   - {{site: site-a, gateway: gw-2}}
@@ -421,3 +422,30 @@ def test_another_identity_with_a_gateways_client_id_gets_nothing_of_its_session(
             thief.loop_stop()
     finally:
         tickets.stop()
+
+
+def test_the_fleet_tool_writes_desired_configs_and_each_gateway_reads_only_its_own(
+    broker: Broker,
+) -> None:
+    fleet = connect(broker, "service.fleet", "password")
+    gw = connect(broker, "gw-1@site-a", "password")
+    try:
+        mine, theirs = (f"{P}/site-a/{g}/config/desired" for g in ("gw-1", "gw-2"))
+        report = f"{P}/site-a/gw-1/config/reported"
+        gw.subscribe(mine, theirs, report)
+        fleet.subscribe(f"{P}/+/+/config/reported")
+        # Published before `mine` on the same connection: had it been delivered, it
+        # would have arrived first.
+        assert fleet.publish(theirs) == 0
+        assert fleet.publish(mine) == 0
+        assert wait_for(lambda: mine in gw.topics(), timeout=10)
+        assert theirs not in gw.topics()
+        # The gateway sees its own report come back (a trial commits on it); so does the tool.
+        assert gw.publish(report) == 0
+        assert wait_for(lambda: report in gw.topics() and report in fleet.topics(), timeout=10)
+        # The fleet tool configures; it cannot command a gateway or speak for one.
+        assert fleet.publish(f"{P}/site-a/gw-1/cmd/alarms/a-1/ack") == 135
+        assert fleet.publish(f"{P}/site-a/gw-1/status") == 135
+    finally:
+        fleet.stop()
+        gw.stop()

@@ -9,8 +9,8 @@ opens every gateway at once.  An explicit block names the gateway's own topics
 literally; 500 gateways are 500 small blocks, which Mosquitto loads in milliseconds.
 
 A gateway may publish only under its own subtree `{prefix}/{site}/{gateway}/#` and read
-only its own commands, its own retained status (to repair a late last will) and the
-read-back topic of `gateway check`.  Replies to MQTT 5 requests go to the requester's
+only its own commands, its own retained status (to repair a late last will), the
+read-back topic of `gateway check`, and its own desired and reported configuration.  Replies to MQTT 5 requests go to the requester's
 response topic, which therefore must lie under `{base}/reply/`.  Central services get
 exactly what their role needs (`ROLES`).
 """
@@ -60,6 +60,10 @@ def gateway_rules(prefix: str, site: str, gateway: str) -> list[Rule]:
         Rule("read", t.commands),
         Rule("read", t.status),  # its own retained status: a late last will is repaired
         Rule("read", t.check("#")),  # `gateway check` publishes and reads back here
+        # Remote configuration (docs/fleet.md): the signed desired document, and its own
+        # report, which a trial must see come back before it commits.
+        Rule("read", t.config_desired),
+        Rule("read", t.config_reported),
     ]
 
 
@@ -87,9 +91,21 @@ def _requests(prefix: str) -> list[Rule]:
     ]
 
 
-# Central roles: the ticket service (gateway/tickets) and a platform service that
-# answers residents' kiosk requests with `cmd/requests/{code}/status`.
-ROLES = {"tickets": _tickets, "requests": _requests}
+def _fleet(prefix: str) -> list[Rule]:
+    every = Topics.fleet(prefix)
+    return [
+        Rule("read", every.status),
+        Rule("read", every.health),
+        Rule("read", every.gateway_events),  # the `gateway.config` audit events
+        Rule("read", every.config_reported),
+        Rule("write", every.config_desired),
+    ]
+
+
+# Central roles: the ticket service (gateway/tickets), a platform service that answers
+# residents' kiosk requests with `cmd/requests/{code}/status`, and the fleet tool that
+# pushes signed configurations (docs/fleet.md).
+ROLES = {"tickets": _tickets, "requests": _requests, "fleet": _fleet}
 
 
 def service_rules(prefix: str, role: str) -> list[Rule]:
@@ -140,7 +156,8 @@ def _from_csv(path: Path, text: str) -> tuple[list[tuple[int, str, str]], list[s
 def load_fleet(path: Path) -> Fleet:
     """The fleet in a YAML inventory, or a CSV of `site,gateway` lines; FleetError if bad.
 
-    YAML: `prefix:` (optional), `services: {tickets: [names], requests: [names]}`
+    YAML: `prefix:` (optional), `services: {tickets: [names], requests: [names],
+    fleet: [names]}`
     (optional), `gateways: [{site: .., gateway: ..}, ...]`.
     """
     try:
