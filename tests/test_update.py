@@ -266,6 +266,7 @@ def test_a_committed_release_stays_and_a_failed_gate_switches_back(tmp_path: Pat
         "version": "3.0",
         "result": "rolled_back",
         "reason": "no broker within 60 s",
+        "audited": True,
     }
 
 

@@ -239,6 +239,8 @@ def make_manifest(
     key: Ed25519PrivateKey, archive: Path, *, version: str, arch: str, python: str, sha256: str
 ) -> dict[str, Any]:
     """A signed manifest for `archive` (a bundle of this release), for `scripts/update-manifest`."""
+    from community_protocol.ed25519 import sign_update
+
     body = {
         "kind": KIND,
         "version": version,

@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from community_protocol.enums import UpdateResult
+
 from . import launch
 from .update import Manifest, UpdateRefused
 
@@ -132,13 +134,19 @@ def _check_wheels(tree: Path) -> Path:
     return wheels
 
 
-def _run(cmd: list[str], what: str) -> str:
+def _run(cmd: list[str], what: str, cwd: Path) -> str:
     # The bundle's wheels only: no index, no pip config of the machine, no PIP_* variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     try:
         done = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=PIP_TIMEOUT_S, check=False
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PIP_TIMEOUT_S,
+            check=False,
+            cwd=cwd,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UpdateRefused(f"{what} failed: {exc}") from None
@@ -152,8 +160,9 @@ def install_release(layout: Layout, manifest: Manifest, archive: Path, python: s
     """Build releases/<version>/venv offline from the bundle's wheels; the venv, once it runs."""
     final = layout.releases / manifest.version
     venv = final / "venv"
-    if final.exists() and (venv / "bin" / "gateway").exists():
-        return venv  # built by an earlier attempt that got this far
+    done = final / ".complete"
+    if done.exists():
+        return venv  # built and checked by an earlier attempt (a kill before the switch)
     layout.releases.mkdir(parents=True, exist_ok=True)
     work = layout.releases / f".{manifest.version}.partial"
     shutil.rmtree(work, ignore_errors=True)
@@ -165,14 +174,27 @@ def install_release(layout: Layout, manifest: Manifest, archive: Path, python: s
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
         wheels = final / "unpacked" / tree.name / "wheels"
-        _run([python, "-m", "venv", str(venv)], "making the virtualenv")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-compile", "--quiet"]
-        _run([*pip, "--no-index", "--find-links", str(wheels), "community-gateway"], "pip")
+        # -I and the release's own folder as cwd: nothing of the running release (its
+        # PYTHONPATH, a checkout's metadata in the cwd) can stand in for the new one.
+        _run([python, "-I", "-m", "venv", str(venv)], "making the virtualenv", final)
+        pip = [
+            str(venv / "bin" / "python"),
+            "-I",
+            "-m",
+            "pip",
+            "install",
+            "--no-compile",
+            "--quiet",
+        ]
+        _run([*pip, "--no-index", "--find-links", str(wheels), "community-gateway"], "pip", final)
         check = "from importlib.metadata import version; import gateway.cli; print(version('community-gateway'))"
-        got = _run([str(venv / "bin" / "python"), "-c", check], "starting the new program")
+        got = _run(
+            [str(venv / "bin" / "python"), "-I", "-c", check], "starting the new program", final
+        )
         if got != manifest.version:
             raise UpdateRefused(f"the bundle installs version {got}, not {manifest.version}")
         shutil.rmtree(final / "unpacked", ignore_errors=True)
+        done.touch()  # only now: a kill during pip leaves no release that looks built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
@@ -205,7 +227,9 @@ def switch(
     return trial
 
 
-def _finish(layout: Layout, result: str, reason: str, *, back: bool) -> dict[str, Any] | None:
+def _finish(
+    layout: Layout, result: UpdateResult, reason: str, *, back: bool
+) -> dict[str, Any] | None:
     state = layout.state()
     trial = state.get("trial")
     if not isinstance(trial, dict):
@@ -213,14 +237,21 @@ def _finish(layout: Layout, result: str, reason: str, *, back: bool) -> dict[str
     if back:
         launch.point(layout.state_dir, str(trial.get("previous") or layout.factory))
     state["trial"] = None
-    state["last"] = {"version": trial.get("version"), "result": result, "reason": reason}
+    # audited: the running gateway sends the event itself (the launcher's rollbacks are
+    # sent by the release that starts after them).
+    state["last"] = {
+        "version": trial.get("version"),
+        "result": str(result),
+        "reason": reason,
+        "audited": True,
+    }
     launch.write_state(layout.state_dir, state)
     return trial
 
 
 def commit(layout: Layout) -> dict[str, Any] | None:
     """The running trial passed its health gate: it stays; older releases go.  The trial, or None."""
-    trial = _finish(layout, "committed", "", back=False)
+    trial = _finish(layout, UpdateResult.COMMITTED, "", back=False)
     if trial is not None:
         keep = {Path(str(trial.get("venv", ""))).parent.name}
         for old in layout.releases.glob("*") if layout.releases.is_dir() else ():
@@ -232,4 +263,4 @@ def commit(layout: Layout) -> dict[str, Any] | None:
 
 def rollback(layout: Layout, reason: str) -> dict[str, Any] | None:
     """Point `current` back at the release before the trial and record why.  The trial, or None."""
-    return _finish(layout, "rolled_back", reason, back=True)
+    return _finish(layout, UpdateResult.ROLLED_BACK, reason, back=True)

@@ -32,12 +32,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from community_protocol.enums import GatewayEventType
+from community_protocol.enums import GatewayEventType, UpdateResult
 from gateway.host import Host
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import DeviceRef, Priority, encode_gateway_event
 from gateway.storage.outbox import OutboxItem
 
+from . import launch
 from .update import UpdateRefused, check_manifest, local_databases, schema_problems
 from .update_install import Layout, commit, fetch, install_release, rollback, switch
 
@@ -88,19 +89,15 @@ class UpdateService:
         try:
             manifest, url = self._check(cmd.args)
         except UpdateRefused as exc:
-            await self.audit(
-                "refused",
-                str(cmd.args.get("manifest", {}).get("version", "?"))
-                if isinstance(cmd.args.get("manifest"), dict)
-                else "?",
-                str(exc),
-            )
+            claimed = cmd.args.get("manifest")
+            named = claimed.get("version") if isinstance(claimed, dict) else None
+            await self.audit(UpdateResult.REFUSED, str(named or "?"), str(exc))
             raise CommandFailed(str(exc), status="refused") from None
         self._busy = True
         task = asyncio.get_running_loop().create_task(self._install(manifest, url))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return "ok", {"version": manifest.version, "result": "accepted", "running": self.version}
+        return "accepted", {"version": manifest.version, "running": self.version}
 
     def _check(self, args: Any) -> tuple[Any, str]:
         if self.layout is None:
@@ -141,9 +138,9 @@ class UpdateService:
         except (UpdateRefused, OSError) as exc:
             self._busy = False
             log.error("update to version %s refused: %s", manifest.version, exc)
-            await self.audit("refused", manifest.version, str(exc))
+            await self.audit(UpdateResult.REFUSED, manifest.version, str(exc))
             return
-        await self.audit("switched", manifest.version, "", signed_by=manifest.key_id)
+        await self.audit(UpdateResult.SWITCHED, manifest.version, "", signed_by=manifest.key_id)
         self.restart(f"to try version {manifest.version}")
 
     def restart(self, why: str) -> None:
@@ -166,12 +163,15 @@ class UpdateService:
         state = self.layout.state()
         last = state.get("last")
         if isinstance(last, dict) and not last.get("audited"):
+            # Written by the launcher, which rolled back a release before this start.
+            result = str(last.get("result"))
+            known = result in {str(r) for r in UpdateResult}
             await self.audit(
-                str(last.get("result")), str(last.get("version")), str(last.get("reason", ""))
+                UpdateResult(result) if known else UpdateResult.ROLLED_BACK,
+                str(last.get("version")),
+                str(last.get("reason", "")),
             )
             last["audited"] = True
-            from . import launch
-
             launch.write_state(self.layout.state_dir, state)
         trial = state.get("trial")
         if isinstance(trial, dict) and trial.get("version") == self.version:
@@ -182,7 +182,7 @@ class UpdateService:
         started = time.monotonic()
         if not self.host.devices:
             self._up.set()
-        seq = await self.audit("testing", self.version, "")
+        seq = await self.audit(UpdateResult.TESTING, self.version, "")
         why = ""
         try:
             async with asyncio.timeout(deadline_s):
@@ -199,11 +199,11 @@ class UpdateService:
         if not why:
             commit(self.layout)
             log.info("version %s committed after %.1f s", self.version, time.monotonic() - started)
-            await self.audit("committed", self.version, "")
+            await self.audit(UpdateResult.COMMITTED, self.version, "")
             return
         trial = rollback(self.layout, why)
         log.error("%s; switching back to %s", why, trial.get("previous") if trial else "?")
-        await self.audit("rolled_back", self.version, why)
+        await self.audit(UpdateResult.ROLLED_BACK, self.version, why)
         self.restart("to run the previous version")
 
     # ---- audit and health --------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "StorageStore",
     "TicketState",
     "Unit",
+    "UpdateResult",
     "ValueType",
 ]
 
@@ -129,6 +130,16 @@ class LogLevel(StrEnum):
     WARNING = "warning"
     ERROR = "error"
     CRITICAL = "critical"
+
+
+class UpdateResult(StrEnum):
+    """How a software update went (the `gateway.update` event; docs/fleet.md)."""
+
+    REFUSED = "refused"  # not signed, not for this machine, or not shareable: nothing changed
+    SWITCHED = "switched"  # built beside the running release; restarting to try it
+    TESTING = "testing"  # the new release started; its health gate is running
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"  # failed its gate or crash-looped: the previous one runs
 
 
 class StorageStore(StrEnum):
@@ -252,6 +263,7 @@ ENUM_SOURCES: dict[type[StrEnum], tuple[tuple[str, str], ...]] = {
         ("config-reported", "/properties/result/enum"),
         ("gateway-event", "/$defs/config/properties/result/enum"),
     ),
+    UpdateResult: (("gateway-event", "/$defs/update/properties/result/enum"),),
     GatewayState: (("status", "/properties/state/enum"),),
     AvailabilityState: (("availability", "/properties/state/enum"),),
     AlarmType: (("alarm", "/properties/type/enum"),),
