@@ -249,6 +249,4 @@ def make_manifest(
         "python": python,
         "schemas": release_schemas(),
     }
-    from community_protocol.ed25519 import sign_update
-
     return sign_update(key, body)
