@@ -419,3 +419,15 @@ def test_an_update_a_gateway_refuses_stops_the_rollout_with_its_reason(
     assert (report.stopped_by.gateway, report.stopped_by.result) == ("gw-1", "refused")
     assert "signature does not verify" in report.stopped_by.reason
     assert report.not_pushed == ["site-a/gw-2"]
+
+
+def test_an_audit_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = subprocess.run(
+        [CENTRAL, "fleet", "audit", "--db", str(blocker / "audit.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: {blocker / 'audit.db'}: ")
+    assert len(done.stderr.splitlines()) == 1

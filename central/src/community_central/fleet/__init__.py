@@ -19,12 +19,13 @@ May import: `community_protocol`, `community_central.broker`, `.database`,
 from __future__ import annotations
 
 from .api import Fleet, PushOutcome, RolloutReport, audit_trail
-from .audit import AuditRow, AuditStore
+from .audit import AuditError, AuditRow, AuditStore
 from .desired import desired_for, load_config_file
 from .inventory import GatewayView, Inventory, Selector
 from .link import FleetLink, LinkError
 
 __all__ = [
+    "AuditError",
     "AuditRow",
     "AuditStore",
     "Fleet",

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..database import Database, open_database
 
-__all__ = ["AuditRow", "AuditStore"]
+__all__ = ["AuditError", "AuditRow", "AuditStore"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_audit (
@@ -44,6 +44,11 @@ COLUMNS = (
     "at, origin, site, gateway, version, result, signed_by, key_id, sha256, reason, msg_id, release"
 )
 MAX_REASON = 1000
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +85,28 @@ class AuditRow:
         }
 
 
+class AuditError(RuntimeError):
+    """The audit database cannot be opened; the message names it (no password) and why."""
+
+
 class AuditStore:
     """The `fleet_audit` table; one instance per thread (like `Database`)."""
 
     def __init__(self, target: str | Path) -> None:
-        self.db: Database = open_database(target)
+        shown = str(target).split("@")[-1]  # a URL's user and password stay out of messages
+        try:
+            self.db: Database = open_database(target)
+        except ImportError as exc:
+            raise AuditError(
+                f"{shown}: PostgreSQL needs psycopg: pip install 'community-central[postgres]'"
+            ) from exc
+        except Exception as exc:  # sqlite3, psycopg or OSError: one line saying why
+            raise AuditError(f"{shown}: {_first_line(exc)}") from exc
         try:
             self.db.create(SCHEMA)
-        except Exception:
+        except Exception as exc:
             self.db.close()
-            raise
+            raise AuditError(f"{shown}: {_first_line(exc)}") from exc
 
     def close(self) -> None:
         self.db.close()

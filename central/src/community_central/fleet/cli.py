@@ -25,7 +25,7 @@ from community_protocol.topics import DEFAULT_PREFIX
 from ..broker import BrokerSettings
 from ..yamlfile import ConfigError
 from .api import Fleet, PushOutcome, RolloutReport, audit_trail
-from .audit import AuditRow
+from .audit import AuditError, AuditRow
 from .desired import load_config_file
 from .inventory import GatewayView, Selector
 from .link import LinkError
@@ -88,7 +88,7 @@ def _link_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (LinkError, LookupError) as exc:
+        except (LinkError, LookupError, AuditError) as exc:
             raise click.ClickException(str(exc).strip("'\"")) from exc
 
     return wrapper
@@ -380,8 +380,8 @@ def audit(targets: tuple[str, ...], db: str, limit: int, as_json: bool) -> None:
     selector = _selector(targets, required=False)
     try:
         rows = audit_trail(db, selector, limit=limit)
-    except Exception as exc:  # a database that cannot be opened: one line
-        raise click.ClickException(f"{db}: {str(exc).strip().splitlines()[0]}") from exc
+    except AuditError as exc:
+        raise click.ClickException(str(exc)) from exc
     for r in rows:
         click.echo(json.dumps(r.row(), ensure_ascii=False) if as_json else _audit_line(r))
     if not rows and not as_json:
