@@ -259,3 +259,26 @@ def test_kill_9_during_a_trial_is_rolled_back_at_the_next_start(
         assert _no_gap(_telemetry_seqs(sub))
     finally:
         again.terminate()
+
+
+def test_a_flood_of_forged_documents_is_counted_not_recorded_one_by_one(
+    site: tuple[Platform, GatewayProc, Subscriber],
+) -> None:
+    platform, gw, sub = site
+    wanted = platform.current()
+    forger = Ed25519PrivateKey.generate()
+    for version in range(1, 51):
+        platform.publish(signed_desired(forger, platform.identity, version, wanted))
+
+    def skipped(ms: list[Received]) -> int:
+        health = [m.json() for m in ms if m.topic.endswith("/health")]
+        return max((h.get("config", {}).get("untrusted_skipped", 0) for h in health), default=0)
+
+    assert sub.wait(lambda ms: skipped(ms) >= 1)
+    # A good one after the flood: once it is applied, every forged one was handled.
+    wanted["health"] = {"interval_s": 1}
+    platform.publish(signed_desired(platform.key, platform.identity, 51, wanted))
+    _wait_result(sub, "applied", 51)
+    # One refusal recorded, the rest counted in health (or superseded while waiting).
+    assert [a["result"] for a in _audits(sub.snapshot())] == ["refused", "testing", "applied"]
+    assert gw.running()

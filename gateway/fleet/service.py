@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # A config with a few hundred devices is well under this; a bigger payload is refused
 # unread.
 MAX_DESIRED_BYTES = 1024 * 1024
+# A document nobody trusted signed costs a state write, a report and an audit event at
+# most this often; in between they are only counted: a broker account flooding the
+# topic must not wear the SD card or fill the outbox.
+UNTRUSTED_EVERY_S = 10.0
 
 
 class FleetService:
@@ -58,7 +62,8 @@ class FleetService:
         self._wake: asyncio.Event | None = None
         self._testing: bytes | None = None  # the trial's report, awaited back from the broker
         self._echoed = False
-        self._busy = False
+        self._untrusted_at: float | None = None  # monotonic time of the last one recorded
+        self.untrusted_skipped = 0
 
     # ---- the uplink thread ------------------------------------------------------------
 
@@ -283,6 +288,12 @@ class FleetService:
         if verdict.quiet:
             log.debug("desired configuration ignored: %s", verdict.reason)
             return False
+        if verdict.key_id is None:  # no trusted signature: possibly a flood
+            now = time.monotonic()
+            if self._untrusted_at is not None and now - self._untrusted_at < UNTRUSTED_EVERY_S:
+                self.untrusted_skipped += 1
+                return False
+            self._untrusted_at = now
         log.warning("desired configuration version %s refused: %s", verdict.version, verdict.reason)
         outcome = Outcome(
             ConfigResult.REFUSED,
@@ -308,6 +319,7 @@ class FleetService:
             "version": state.running.version,
             "trial": None if self.trial is None else self.trial.version,
             "last_result": None if state.last is None else str(state.last.result),
+            "untrusted_skipped": self.untrusted_skipped,
         }
 
 
