@@ -225,3 +225,14 @@ def test_the_diagnostics_code_cannot_start_a_process() -> None:
             if isinstance(node, ast.Attribute | ast.Name):
                 name = node.attr if isinstance(node, ast.Attribute) else node.id
                 assert name not in calls, (path.name, name)
+
+
+def test_a_secret_at_the_cut_of_a_long_line_is_redacted_whole() -> None:
+    ring = LogRing(max_line=200)
+    key = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" * 2
+    text = "x " * 40 + f"scbk {key} " + "y " * 200  # the key straddles the cut
+    record = logging.LogRecord("drivers.osdp", logging.INFO, __file__, 1, "%s", (text,), None)
+    ring.handle(record)
+    [line] = ring.last(1)
+    assert len(line) < 300
+    assert not any(key[i : i + 8] in line for i in range(0, len(key) - 8))

@@ -107,11 +107,16 @@ class LogRing(logging.Handler):
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
         except Exception:  # a bad format string must not cost the log line, nor raise
             text = f"{record.msg!r} (unformattable arguments)"
+        # Redacted before it is cut, so a cut never leaves half a secret too short to
+        # be recognised; the rough cut first bounds the regexes' work.
+        if len(text) > 10 * self.max_line:
+            text = text[: 5 * self.max_line] + text[-5 * self.max_line :]
+        text = redact(text)
         if len(text) > self.max_line:
             half = self.max_line // 2
             text = f"{text[:half]} … {text[-half:]}"
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        line = f"{ts[:-6]}Z {record.levelname.lower()} {record.name}: {redact(text)}"
+        line = f"{ts[:-6]}Z {record.levelname.lower()} {record.name}: {text}"
         size = len(line.encode())
         with self._ring_lock:
             self._lines.append((record.levelno, line))

@@ -157,7 +157,8 @@ class Gateway(Hooks):
 
     async def restart_driver(self, name: str) -> None:
         task = self._driver_tasks.get(name)
-        if task is None:
+        if task is None or (self._stop is not None and self._stop.is_set()):
+            # While stopping, a new task would outlive the drivers' cancellation.
             raise KeyError(f"no driver {name!r} is running")
         log.info("restarting driver %s", name)
         await cancel_all([task])
