@@ -325,8 +325,15 @@ PLACEHOLDERS = {
     "device": "DEVICE",
     "alarm_id": "ALARM",
     "code": "CODE",
+    "diag": "logs",
 }
-COMMAND_PATHS = ["ping", "devices/DEVICE/inject", "alarms/ALARM/ack", "requests/CODE/status"]
+COMMAND_PATHS = [
+    "ping",
+    "devices/DEVICE/inject",
+    "alarms/ALARM/ack",
+    "requests/CODE/status",
+    "diag/logs",
+]
 
 
 def _contract_topics() -> list[str]:
