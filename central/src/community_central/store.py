@@ -283,14 +283,32 @@ class TicketStore:
         self.errors = self.db.errors  # what a failing database raises
         self._leading = False  # PostgreSQL: this connection holds the leader's lock
         try:
-            self.db.create(_SCHEMA)
-            self._migrate()
+            if not self._current():
+                self.db.create(_SCHEMA)
+                self._migrate()
         except BaseException:
             self.db.close()
             raise
 
     def close(self) -> None:
         self.db.close()
+
+    def _current(self) -> bool:
+        """Whether the schema is already there, as this version makes it (PostgreSQL).
+
+        CREATE INDEX IF NOT EXISTS and ALTER TABLE lock the table against writers even
+        when there is nothing to do: a `list` or a new worker would stall every other
+        worker's transactions.  SQLite's file lock makes that moot.
+        """
+        if self.db.kind != "postgres":
+            return False
+        row = self.db.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND ((table_name = 'tickets' AND column_name = 'reopened')"
+            " OR (table_name IN ('workers', 'leader', 'counters', 'ack_requests')"
+            " AND ordinal_position = 1))"
+        ).fetchone()
+        return bool(row and row[0] == 5)
 
     def _migrate(self) -> None:
         """Add the columns a database made by an older version lacks."""
