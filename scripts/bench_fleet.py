@@ -44,7 +44,6 @@ from community_protocol.documents import envelope, status_document
 from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
 
-PREFIX = "fleet/v1"
 SITE = "city"
 TYPES = ("fire", "care", "wellness", "security", "maintenance")
 
@@ -61,8 +60,8 @@ def gw(i: int) -> str:
 class Fleet:
     """The simulated gateways: retained status once, then telemetry at `rate` msg/s."""
 
-    def __init__(self, port: int, gateways: int, rate: float) -> None:
-        self.port, self.gateways, self.rate = port, gateways, rate
+    def __init__(self, port: int, prefix: str, gateways: int, rate: float) -> None:
+        self.port, self.prefix, self.gateways, self.rate = port, prefix, gateways, rate
         self.sent = 0
         self.stop = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{os.getpid()}")
@@ -101,7 +100,7 @@ class Fleet:
         validator("status").validate(self._status(0))
         validator("telemetry").validate(self._telemetry(0, 1))
         for i in range(self.gateways):
-            topic = f"{PREFIX}/{SITE}/{gw(i)}/status"
+            topic = f"{self.prefix}/{SITE}/{gw(i)}/status"
             self.client.publish(topic, json.dumps(self._status(i)), qos=1, retain=True)
         self.thread.start()
         return self
@@ -112,7 +111,7 @@ class Fleet:
             due = int((time.monotonic() - t0) * self.rate)
             while self.sent < due:
                 i = self.sent % self.gateways
-                topic = f"{PREFIX}/{SITE}/{gw(i)}/devices/meter-1/telemetry"
+                topic = f"{self.prefix}/{SITE}/{gw(i)}/devices/meter-1/telemetry"
                 doc = self._telemetry(i, self.sent // self.gateways + 1)
                 self.client.publish(topic, json.dumps(doc), qos=1)
                 self.sent += 1
@@ -125,12 +124,12 @@ class Fleet:
         self.client.loop_stop()
 
 
-def alarms(tag: str, n: int, gateways: int) -> list[tuple[str, dict[str, Any]]]:
+def alarms(prefix: str, tag: str, n: int, gateways: int) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for i in range(n):
         g, alarm_id = gw(i % gateways), f"{tag}-{i}"
         doc = alarm_doc(SITE, g, alarm_id, type=TYPES[i % len(TYPES)])  # schema-checked
-        out.append((f"{PREFIX}/{SITE}/{g}/alarms/{alarm_id}", doc))
+        out.append((f"{prefix}/{SITE}/{g}/alarms/{alarm_id}", doc))
     return out
 
 
@@ -167,9 +166,9 @@ def found(db: str | Path, tag: str) -> list[tuple[str, float, float]]:
 
 
 def phase(
-    db: str | Path, port: int, tag: str, n: int, gateways: int, rate: float | None
+    db: str | Path, port: int, prefix: str, tag: str, n: int, gateways: int, rate: float | None
 ) -> dict[str, Any]:
-    took = send(port, alarms(tag, n, gateways), rate)
+    took = send(port, alarms(prefix, tag, n, gateways), rate)
     wait_for(lambda: len(found(db, tag)) >= n, timeout=180, interval=0.25)
     time.sleep(0.5)  # a doubled ticket would have had time to appear
     rows = found(db, tag)
@@ -189,7 +188,7 @@ def phase(
 
 def baseline(port: int, n: int, rate: float) -> dict[str, float]:
     sub = Subscriber(port, "fleet-baseline/#").start()
-    messages = [(f"fleet-baseline/{t}", d) for t, d in alarms("base", n, 1000)]
+    messages = [(f"fleet-baseline/{t}", d) for t, d in alarms("x", "base", n, 1000)]
     send(port, messages, rate)
     sub.wait(lambda ms: len(ms) >= n, timeout=60)
     sub.stop()
@@ -205,11 +204,14 @@ def run_config(
     broker: Mosquitto, db: str | Path, workers: int, work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     group = f"g{uuid.uuid4().hex[:6]}"
+    # A topic tree of each configuration's own: no retained alarm of an earlier one.
+    prefix = f"fleet-{group}/v1"
+    fleet = Fleet(broker.port, prefix, args.gateways, args.telemetry_rate).start()
     procs = [
         TicketServiceProc(
             broker.url,
             db,
-            PREFIX,
+            prefix,
             client_id=f"{group}-{i}",
             group=group,
             logdir=work,
@@ -220,8 +222,9 @@ def run_config(
     ]
     tag = group
     try:
-        steady = phase(db, broker.port, f"{tag}s", args.steady, args.gateways, args.steady_rate)
-        sustained = phase(db, broker.port, f"{tag}u", args.sustained, args.gateways, None)
+        port, n = broker.port, args.gateways
+        steady = phase(db, port, prefix, f"{tag}s", args.steady, n, args.steady_rate)
+        sustained = phase(db, port, prefix, f"{tag}u", args.sustained, n, None)
 
         def kill() -> None:
             procs[0].kill()
@@ -230,13 +233,14 @@ def run_config(
 
         killer = threading.Timer(0.3, kill)
         killer.start()
-        burst = phase(db, broker.port, f"{tag}k", 200, args.gateways, None)
+        burst = phase(db, port, prefix, f"{tag}k", 200, n, None)
         killer.join()
-        return {"steady": steady, "sustained": sustained, "kill9": burst}
+        return {"steady": steady, "sustained": sustained, "kill9": burst, "sent": fleet.sent}
     finally:
         for p in procs:
             if p.running():
                 p.terminate()
+        fleet.close()
 
 
 def main() -> None:
@@ -253,7 +257,6 @@ def main() -> None:
         broker = Mosquitto(work / "broker", persistence=False)
         broker.start()
         pg = PostgresServer(fsync=True).start()
-        fleet = Fleet(broker.port, args.gateways, args.telemetry_rate).start()
         try:
             base = baseline(broker.port, args.steady, args.steady_rate)
             print(
@@ -274,12 +277,11 @@ def main() -> None:
                     f" {s['p50_ms']} ms p99 {s['p99_ms']} ms; sustained {u['tickets_per_s']}"
                     f" tickets/s (p99 {u['p99_ms']} ms, missing {u['missing']}, doubled"
                     f" {u['doubled']}); kill -9 mid-burst of 200: missing {k['missing']},"
-                    f" doubled {k['doubled']}, {k['tickets_per_s']} tickets/s",
+                    f" doubled {k['doubled']}, {k['tickets_per_s']} tickets/s;"
+                    f" telemetry sent {r['sent']}",
                     flush=True,
                 )
         finally:
-            fleet.close()
-            print(f"    telemetry sent: {fleet.sent} messages")
             pg.stop()
             broker.remove()
 
