@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.peers import wait_for
+from tests.peers import free_port, wait_for
 
 __all__ = [
     "ChildProcess",
@@ -28,10 +28,29 @@ __all__ = [
     "Received",
     "Subscriber",
     "config_problems",
+    "demo_config",
     "write_config",
 ]
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+def demo_config(folder: Path) -> Path:
+    """config/demo.yaml copied into `folder`: its outbox there, its web console on a free port.
+
+    The demo's own 8080 and state/ folder would be shared by tests running in parallel
+    (and with a demo someone runs).
+    """
+    text = DEMO.read_text()
+    assert "state/demo-outbox.db" in text and "\n  port: 8080\n" in text, "demo.yaml changed"
+    config = folder / "gw.yaml"
+    config.write_text(
+        text.replace("state/demo-outbox.db", str(folder / "o.db")).replace(
+            "\n  port: 8080\n", f"\n  port: {free_port()}\n"
+        )
+    )
+    return config
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.harness import GATEWAY
+from tests.harness import GATEWAY, demo_config
 from tests.peers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +40,7 @@ def test_read_prints_every_point_or_names_the_unknown_device() -> None:
 
 
 def test_outbox_reports_an_empty_new_outbox(tmp_path: Path) -> None:
-    config = tmp_path / "gw.yaml"
-    config.write_text(
-        Path(DEMO).read_text().replace("state/demo-outbox.db", str(tmp_path / "o.db"))
-    )
+    config = demo_config(tmp_path)
     out = gateway("outbox", "-c", str(config))
     assert out.returncode == 0, out.stderr
     assert "depth       0 (0 events, 0 telemetry)" in out.stdout
@@ -55,14 +52,7 @@ def test_version() -> None:
 
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
-    config = tmp_path / "gw.yaml"
-    # The demo's web console on a port of this test's own, not the demo's 8080.
-    config.write_text(
-        Path(DEMO)
-        .read_text()
-        .replace("state/demo-outbox.db", str(tmp_path / "o.db"))
-        .replace("  port: 8080\n", f"  port: {free_port()}\n")
-    )
+    config = demo_config(tmp_path)
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen(

@@ -14,18 +14,13 @@ import pytest
 from gateway.config import load_config
 from gateway.process.service import serve
 from gateway.process.stopsignal import STOP_SIGNALS, catch
-from tests.harness import GATEWAY
+from tests.harness import GATEWAY, demo_config
 from tests.peers import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "config" / "demo.yaml"
 
-
-def demo_config(tmp_path: Path) -> tuple[Path, Path]:
-    outbox = tmp_path / "o.db"
-    config = tmp_path / "gw.yaml"
-    config.write_text(DEMO.read_text().replace("state/demo-outbox.db", str(outbox)))
-    return config, outbox
+def demo_files(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo's config in tmp_path (own outbox and web port) and where its outbox goes."""
+    return demo_config(tmp_path), tmp_path / "o.db"
 
 
 def catches_sigterm(pid: int) -> bool:
@@ -51,7 +46,7 @@ def test_a_signal_during_the_start_stops_before_anything_opens(
     signals = catch()
     os.kill(os.getpid(), sig)  # while `gateway run` would still be importing
     assert wait_for(lambda: signals.received, timeout=5)
-    config, outbox = demo_config(tmp_path)
+    config, outbox = demo_files(tmp_path)
     loaded = load_config(config)
     with caplog.at_level(logging.INFO):
         code = serve(loaded, broker_url=f"mqtt://127.0.0.1:{free_port()}", signals=signals)
@@ -61,7 +56,7 @@ def test_a_signal_during_the_start_stops_before_anything_opens(
 
 
 def test_sigterm_as_soon_as_the_process_can_take_it_is_a_clean_stop(tmp_path: Path) -> None:
-    config, _ = demo_config(tmp_path)
+    config, _ = demo_files(tmp_path)
     broker = f"mqtt://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [GATEWAY, "run", "-c", str(config), "--broker-url", broker],
