@@ -201,12 +201,14 @@ class SlowCommit(Recorder):
         super().__init__()
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight_per_device = 0
+        self.max_in_flight = 0  # of all devices together: the commits that overlapped
 
     async def emit(self, message: Message) -> None:
         self.in_flight[message.device.id] += 1
         self.max_in_flight_per_device = max(
             self.max_in_flight_per_device, self.in_flight[message.device.id]
         )
+        self.max_in_flight = max(self.max_in_flight, self.in_flight.total())
         await asyncio.sleep(0.05)
         self.in_flight[message.device.id] -= 1
         await super().emit(message)
@@ -229,9 +231,11 @@ def test_500_meters_at_10_hz_are_not_held_back_by_commit_latency() -> None:
 
     tasks_mid_run = asyncio.run(scenario())
     # One after another, a 50 ms commit would allow 40 messages in 2 s; 10 Hz x 500 x 2 s
-    # is 10,000.  A machine whose cores other jobs keep busy made 3,461 (CPU, not commit
-    # latency): 1,000 still proves the commits overlap, 25 times the serial bound.
-    assert len(ctx.messages) >= 1000
+    # is 10,000.  How many a machine makes depends on the CPU other jobs leave it (3,461
+    # and 400 were seen under load), so the overlap is counted directly: 50 devices
+    # waiting on their commits at once, and 5 times the serial bound.
+    assert ctx.max_in_flight >= 50, ctx.max_in_flight
+    assert len(ctx.messages) >= 200
     assert ctx.max_in_flight_per_device == 1  # a device's messages stay in order...
     assert tasks_mid_run <= 500 + 3  # ...so at most one short task per device
     per_device: defaultdict[str, list[datetime]] = defaultdict(list)
