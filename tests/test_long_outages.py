@@ -94,7 +94,8 @@ def test_a_day_of_an_unreachable_broker_then_back_within_one_max_delay(tmp_path:
         await run
 
     try:
-        asyncio.run(asyncio.wait_for(scenario(), 120))
+        # 30 s on a quiet machine; the attempts take CPU, so a loaded one needs longer.
+        asyncio.run(asyncio.wait_for(scenario(), 400))
         assert gw.failure is None
         assert took[0] < max_delay + CONNECT_ALLOWANCE_S, took
         # Every seq stored during the outage and after reached the subscriber.
