@@ -29,6 +29,7 @@ Software updates (docs/fleet.md, "Software updates"):
 - `update_install`: fetching, building a release beside the running one, switching,
   committing or rolling back;
 - `update_service`: the `update` command and the health gate in the running gateway;
+- `events`: the `gateway.config` and `gateway.update` audit events as outbox items;
 - `launch`: the service's launcher (standard library only, imports no release), which
   switches back a release that keeps failing before any of it is imported.
 

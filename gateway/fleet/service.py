@@ -24,15 +24,13 @@ import time
 from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from community_protocol.documents import config_reported_document, dumps
 from community_protocol.enums import ConfigResult, GatewayEventType
 from gateway.host import Host
-from gateway.sdk.model import Priority, encode_gateway_event
-from gateway.storage.outbox import OutboxItem
 
+from .events import gateway_event
 from .state import FleetFiles, Outcome, State, Trial, sha256_of
 
 __all__ = ["MAX_DESIRED_BYTES", "FleetService", "attach"]
@@ -156,27 +154,8 @@ class FleetService:
             data["reason"] = outcome.reason
         if outcome.problems:
             data["problems"] = list(outcome.problems)
-        item = OutboxItem(
-            priority=Priority.EVENT,
-            channel="events",
-            device_kind="gateway",
-            topic=self.host.topics.gateway_events,
-            build_payload=partial(self._encode_event, data, datetime.now(UTC)),
-        )
+        item = gateway_event(self.host, GatewayEventType.CONFIG, data)
         await self.host.outbox.aput(item)
-
-    def _encode_event(self, data: dict[str, Any], ts: datetime, seq: int) -> bytes:
-        clock = self.host.clock
-        return encode_gateway_event(
-            str(GatewayEventType.CONFIG),
-            data,
-            self.identity,
-            seq,
-            clock.state(),
-            ts,
-            uptime_ms=clock.uptime_ms(),
-            boot_id=clock.boot_id,
-        )
 
     # ---- the event loop ----------------------------------------------------------------
 

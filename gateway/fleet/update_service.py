@@ -26,8 +26,6 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, datetime
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -35,10 +33,10 @@ from typing import Any
 from community_protocol.enums import GatewayEventType, UpdateResult
 from gateway.host import Host
 from gateway.mqtt.commands import Command, CommandFailed
-from gateway.sdk.model import DeviceRef, Priority, encode_gateway_event
-from gateway.storage.outbox import OutboxItem
+from gateway.sdk.model import DeviceRef
 
 from . import launch
+from .events import gateway_event
 from .update import UpdateRefused, check_manifest, local_databases, schema_problems
 from .update_install import Layout, commit, fetch, install_release, rollback, switch
 
@@ -221,27 +219,8 @@ class UpdateService:
             data["reason"] = reason
         if signed_by:
             data["key_id"] = signed_by
-        item = OutboxItem(
-            priority=Priority.EVENT,
-            channel="events",
-            device_kind="gateway",
-            topic=self.host.topics.gateway_events,
-            build_payload=partial(self._encode, data, datetime.now(UTC)),
-        )
-        return await asyncio.wrap_future(self.host.outbox.put(item))
-
-    def _encode(self, data: dict[str, Any], ts: datetime, seq: int) -> bytes:
-        clock = self.host.clock
-        return encode_gateway_event(
-            str(GatewayEventType.UPDATE),
-            data,
-            self.host.config.identity,
-            seq,
-            clock.state(),
-            ts,
-            uptime_ms=clock.uptime_ms(),
-            boot_id=clock.boot_id,
-        )
+        item = gateway_event(self.host, GatewayEventType.UPDATE, data)
+        return await self.host.outbox.aput(item)
 
     def health(self) -> dict[str, Any]:
         state = self.layout.state() if self.layout is not None else {}
