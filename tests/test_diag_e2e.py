@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from community_protocol.ed25519 import generate_key, load_private_key
@@ -23,6 +24,7 @@ from community_protocol.topics import CommandPath
 from gateway.security.signing import CommandSigner
 from tests.harness import GatewayProc, Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
+from tests.web_harness import start_web_gateway
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -31,7 +33,7 @@ class Platform:
     """Sends signed commands to one gateway and waits for each reply by request_id."""
 
     def __init__(self, broker: Mosquitto, config: Path, key: Path) -> None:
-        doc = json.loads(json.dumps(__import__("yaml").safe_load(config.read_text())))
+        doc = yaml.safe_load(config.read_text())
         self.identity = Identity(doc["site"]["id"], doc["gateway"]["id"])
         self.base = topic_base(config)
         self.signer = CommandSigner(load_private_key(key))
@@ -231,3 +233,23 @@ def test_a_gateway_that_trusts_no_fleet_key_refuses_every_diagnostic(
     finally:
         platform.stop()
         assert gw.terminate() == 0
+
+
+def test_a_pin_typed_as_a_staff_id_in_the_console_comes_back_redacted(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # A real line of the real web console: a failed sign-in logs the id typed, and
+    # people type their PIN into the id box.
+    private, public, _ = generate_key(tmp_path / "keys", "fleet")
+    gw = start_web_gateway(tmp_path, broker, sections={"security": {"config_keys": [str(public)]}})
+    platform = Platform(broker, gw.config, private)
+    try:
+        gw.client().sign_in(staff_id="482913", secret="000000")
+        assert wait_for(lambda: "failed sign-in of '482913'" in gw.proc.log()), gw.proc.log()
+        logs = platform.send(CommandPath.DIAG_LOGS, {"level": "warning"})
+        lines = _result(logs, "diag_logs_result")["lines"]
+        [line] = [x for x in lines if "failed sign-in" in x]
+        assert "482913" not in json.dumps(logs) and "'[redacted]' from 127.0.0.1" in line, line
+    finally:
+        platform.stop()
+        gw.stop()
