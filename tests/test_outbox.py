@@ -427,6 +427,28 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_rows(opener: Opener) -> No
     put_all(outbox, [item(EVENT, "new")])
     rows = read_all(outbox)
     assert [(r.topic, r.seq, r.retain) for r in rows] == [("t/old", 7, False), ("t/new", 8, False)]
+    conn = sqlite3.connect(opener.path)
+    indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "messages_prio_id" not in indexes and "messages_events" in indexes
+
+
+def test_a_reading_commits_three_pages_to_the_card_not_four(opener: Opener) -> None:
+    # Each page a commit changes is a 4 KiB WAL frame, fsync'ed: the SD card's wear.
+    # The messages leaf, meta (next_seq) and sqlite_sequence; no index page for
+    # telemetry since only events are indexed (issue 16).
+    outbox = opener()
+    wal = opener.path.with_name(opener.path.name + "-wal")
+    put_all(outbox, [item()])
+    frames = []
+    for _ in range(20):
+        before = wal.stat().st_size
+        put_all(outbox, [item()])
+        frames.append((wal.stat().st_size - before) // (4096 + 24))
+    assert sorted(frames)[10] <= 3
+    # Events are still found by their index, ahead of a telemetry backlog.
+    put_all(outbox, [item(EVENT, "alarm")])
+    assert read_all(outbox)[0].topic == "t/alarm"
 
 
 def test_offer_does_not_wait_for_the_commit_and_sheds_with_a_seq_gap(opener: Opener) -> None:

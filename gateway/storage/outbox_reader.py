@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from gateway.sdk.model import Priority
 from gateway.storage import dbrecovery
 from gateway.storage.outbox_memory import Unstored
-from gateway.storage.outbox_sql import NewRow
+from gateway.storage.outbox_sql import NewRow, by_prio
 from gateway.storage.outbox_types import Row
 
 __all__ = ["OutboxReader"]
@@ -28,7 +28,7 @@ class OutboxReader:
 
     _SELECT = (
         "SELECT id, seq, prio, topic, payload, created, retain FROM messages"
-        " WHERE prio = ? AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
+        " WHERE prio = {prio} AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
     )
 
     def __init__(
@@ -102,7 +102,7 @@ class OutboxReader:
                 if len(rows) >= limit:
                     break
                 cursor = self._conn.execute(
-                    self._SELECT, (int(prio), after.get(prio, 0), mask, limit - len(rows))
+                    by_prio(self._SELECT, prio), (after.get(prio, 0), mask, limit - len(rows))
                 )
                 rows.extend(
                     Row(
