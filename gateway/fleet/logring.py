@@ -38,13 +38,32 @@ _SECRET_WORD = (
     r"pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|private[_-]?key|scbk|psk|sig|"
     r"pin|card(?:_?(?:raw|number|no|id))?|raw_card|phone|msisdn|mobile|tel"
 )
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+_SECRET_HINTS: tuple[str, ...] = ("pass", "pwd", "secret", "token", "key", "scbk", "psk")
+_SECRET_HINTS += ("sig", "pin", "card", "phone", "msisdn", "mobile", "tel")
+_DIGITS = tuple("0123456789")
+_ALWAYS: tuple[str, ...] = ()
+
+# (pattern, replacement, hints): a rule runs only on a line that holds one of its hints
+# (lower case), which keeps a quiet line's cost to a few substring tests.
+_RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     # Key files pasted into a message.
-    (re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.S), HIDDEN),
+    (
+        re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.S),
+        HIDDEN,
+        ("-----begin",),
+    ),
     # A URL's user:password@.
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+@", re.I), rf"\1{HIDDEN}@"),
+    (
+        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+@", re.I),
+        rf"\1{HIDDEN}@",
+        ("://",),
+    ),
     # Authorization headers.
-    (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I), rf"\1 {HIDDEN}"),
+    (
+        re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.I),
+        rf"\1 {HIDDEN}",
+        ("bearer", "basic"),
+    ),
     # key=value, key: value, 'key': 'value', "key": "value".
     (
         re.compile(
@@ -52,6 +71,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
             re.I,
         ),
         rf"\1{HIDDEN}",
+        _SECRET_HINTS,
     ),
     # The value right after a word naming a card, PIN or key pad: `access.card_read 3f9a…`.
     (
@@ -61,25 +81,28 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
             re.I,
         ),
         rf"\1{HIDDEN}",
+        ("card", "pin", "key"),
     ),
     # Card data as the OSDP driver logs it: `access.denied 1234567 (26 bits)`.
-    (re.compile(r"(?<=\s)\S+(?= \(\d+ bits\))"), HIDDEN),
+    (re.compile(r"(?<=\s)\S+(?= \(\d+ bits\))"), HIDDEN, (" bits)",)),
     # Long hex or base64 runs: keys, signatures, raw card data.
-    (re.compile(r"(?<![\w/+=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w/+=-])"), HIDDEN),
+    (re.compile(r"(?<![\w/+=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w/+=-])"), HIDDEN, _ALWAYS),
     # International phone numbers.
-    (re.compile(r"(?<![\w+])\+\d(?:[ -]?\d){6,14}\b"), HIDDEN),
+    (re.compile(r"(?<![\w+])\+\d(?:[ -]?\d){6,14}\b"), HIDDEN, ("+",)),
     # National phone numbers in groups: 0171 234 5678, 030-1234-5678.
-    (re.compile(r"(?<![\w.:/-])0\d{1,4}(?:[ -]\d{2,4}){2,3}(?![\w.:-])"), HIDDEN),
+    (re.compile(r"(?<![\w.:/-])0\d{1,4}(?:[ -]\d{2,4}){2,3}(?![\w.:-])"), HIDDEN, _DIGITS),
     # Quoted digit strings (a PIN typed into a staff id field) and long digit runs.
-    (re.compile(r"""(["'])\d{4,}\1"""), rf"\1{HIDDEN}\1"),
-    (re.compile(r"(?<![\w.:-])\d{8,}(?![\w.:-])"), HIDDEN),
+    (re.compile(r"""(["'])\d{4,}\1"""), rf"\1{HIDDEN}\1", _DIGITS),
+    (re.compile(r"(?<![\w.:-])\d{8,}(?![\w.:-])"), HIDDEN, _DIGITS),
 )
 
 
 def redact(text: str) -> str:
     """`text` with secrets, card numbers, PINs and phone numbers replaced by [redacted]."""
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
+    low = text.lower()
+    for pattern, replacement, hints in _RULES:
+        if not hints or any(h in low for h in hints):
+            text = pattern.sub(replacement, text)
     return text
 
 
