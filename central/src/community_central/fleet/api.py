@@ -43,6 +43,7 @@ from .link import FleetLink
 __all__ = ["Fleet", "PushOutcome", "RolloutReport", "audit_trail"]
 
 NO_ANSWER = "no_answer"
+QUIET_S = 0.3
 FINAL = frozenset({ConfigResult.APPLIED, ConfigResult.REFUSED, ConfigResult.ROLLED_BACK})
 
 
@@ -100,12 +101,14 @@ class Fleet:
         db: str | Path | None = None,
         *,
         max_gateways: int = 10_000,
-        settle_s: float = 1.0,
+        settle_s: float = 5.0,
     ) -> None:
         self.broker = broker
         self.db = db
         self.max_gateways = max_gateways
-        self.settle_s = settle_s  # how long retained documents get to arrive
+        # The most time retained documents get to arrive before a push; it ends sooner,
+        # at the first quiet moment (the broker sends them right after the SUBACK).
+        self.settle_s = settle_s
         self.topics = Topics.fleet(broker.prefix)
         self._event_check = validator("gateway-event")
 
@@ -164,7 +167,7 @@ class Fleet:
         try:
             with FleetLink(self.broker) as link:
                 link.subscribe(*inventory.filters, self.topics.gateway_events)
-                self.drain(link, inventory, time.monotonic() + self.settle_s, audit)
+                self.settle(link, inventory, audit)
                 targets = self.targets(inventory, selector)
                 if not targets:
                     raise LookupError(
@@ -338,6 +341,17 @@ class Fleet:
         audit: AuditStore | None = None,
     ) -> None:
         while (msg := link.receive(until)) is not None:
+            self.take(inventory, audit, msg.topic, msg.payload)
+
+    def settle(self, link: FleetLink, inventory: Inventory, audit: AuditStore | None) -> None:
+        """Take the retained documents: until `settle_s`, or a quiet `QUIET_S` before it.
+
+        A gateway whose reported document has not arrived would get a version too low
+        (and refuse it without a word), so this errs on the long side: health
+        messages of a busy fleet keep it from ever being quiet, up to `settle_s`.
+        """
+        until = time.monotonic() + self.settle_s
+        while (msg := link.receive(min(until, time.monotonic() + QUIET_S))) is not None:
             self.take(inventory, audit, msg.topic, msg.payload)
 
     def take(

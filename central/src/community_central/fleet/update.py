@@ -67,7 +67,7 @@ def roll_update(
                 every.central_reply(link.client_id),
                 every.reply(COMMAND),
             )
-            fleet.drain(link, inventory, time.monotonic() + fleet.settle_s, audit)
+            fleet.settle(link, inventory, audit)
             targets = fleet.targets(inventory, selector)
             if not targets:
                 raise LookupError(
