@@ -40,10 +40,14 @@ from .desired import desired_for
 from .inventory import GatewayView, Inventory, Selector, acceptable
 from .link import FleetLink
 
-__all__ = ["Fleet", "PushOutcome", "RolloutReport", "audit_trail"]
+__all__ = ["Fleet", "PushOutcome", "RolloutReport", "WaveFn", "audit_trail"]
 
 NO_ANSWER = "no_answer"
 QUIET_S = 0.3
+# One wave of a rollout: its gateways in, their outcomes out (in the same order).
+WaveFn = Callable[
+    [FleetLink, Inventory, "AuditStore | None", list[GatewayView]], list["PushOutcome"]
+]
 FINAL = frozenset({ConfigResult.APPLIED, ConfigResult.REFUSED, ConfigResult.ROLLED_BACK})
 
 
@@ -159,6 +163,29 @@ class Fleet:
         wait_s: float = 120.0,
     ) -> RolloutReport:
         """Push in waves (`canary` gateways, then `batch` at a time); stop at the first failure."""
+
+        def wave(
+            link: FleetLink, inv: Inventory, audit: AuditStore | None, views: list[GatewayView]
+        ) -> list[PushOutcome]:
+            return self._wave(link, inv, audit, views, config, key, signed_by, wait_s)
+
+        return self.in_waves(selector, canary, batch, wave, ConfigResult.APPLIED)
+
+    def in_waves(
+        self,
+        selector: Selector,
+        canary: int,
+        batch: int,
+        wave: WaveFn,
+        success: str,
+        filters: Callable[[FleetLink], list[str]] = lambda _link: [],
+    ) -> RolloutReport:
+        """Run `wave` on the selected gateways, `canary` first, then `batch` at a time.
+
+        The first wave with an outcome other than `success` ends it: the gateways of
+        the later waves are named in the report and never touched.  `filters` adds
+        subscriptions (they may depend on the link's client id).
+        """
         if canary < 1 or batch < 1:
             raise ValueError("canary and batch are at least 1")
         inventory = Inventory(self.broker.prefix, self.max_gateways)
@@ -166,22 +193,22 @@ class Fleet:
         audit = AuditStore(self.db) if self.db is not None else None
         try:
             with FleetLink(self.broker) as link:
-                link.subscribe(*inventory.filters, self.topics.gateway_events)
+                link.subscribe(*inventory.filters, self.topics.gateway_events, *filters(link))
                 self.settle(link, inventory, audit)
                 targets = self.targets(inventory, selector)
                 if not targets:
                     raise LookupError(
                         f"no gateway matches {' '.join(selector.patterns)} under {self.broker.prefix}"
                     )
-                waves = [targets[:canary]]
                 rest = targets[canary:]
-                waves += [rest[i : i + batch] for i in range(0, len(rest), batch)]
-                for n, wave in enumerate(waves):
-                    outcomes = self._wave(
-                        link, inventory, audit, wave, config, key, signed_by, wait_s
-                    )
+                waves = [
+                    targets[:canary],
+                    *(rest[i : i + batch] for i in range(0, len(rest), batch)),
+                ]
+                for n, views in enumerate(waves):
+                    outcomes = wave(link, inventory, audit, views)
                     report.waves.append(outcomes)
-                    failed = next((o for o in outcomes if not o.ok), None)
+                    failed = next((o for o in outcomes if o.result != success), None)
                     if failed is not None:
                         report.stopped_by = failed
                         report.not_pushed = [v.key for w in waves[n + 1 :] for v in w]

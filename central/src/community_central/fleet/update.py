@@ -53,43 +53,17 @@ def roll_update(
     release = manifest.get("version")
     if not isinstance(release, str) or not release:
         raise ValueError("the manifest has no 'version' (is it an update manifest?)")
-    if canary < 1 or batch < 1:
-        raise ValueError("canary and batch are at least 1")
-    inventory = Inventory(fleet.broker.prefix, fleet.max_gateways)
     every = Topics.fleet(fleet.broker.prefix)
-    report = RolloutReport()
-    audit = AuditStore(fleet.db) if fleet.db is not None else None
-    try:
-        with FleetLink(fleet.broker) as link:
-            link.subscribe(
-                *inventory.filters,
-                every.gateway_events,
-                every.central_reply(link.client_id),
-                every.reply(COMMAND),
-            )
-            fleet.settle(link, inventory, audit)
-            targets = fleet.targets(inventory, selector)
-            if not targets:
-                raise LookupError(
-                    f"no gateway matches {' '.join(selector.patterns)} under {fleet.broker.prefix}"
-                )
-            waves = [targets[:canary]]
-            rest = targets[canary:]
-            waves += [rest[i : i + batch] for i in range(0, len(rest), batch)]
-            for n, wave in enumerate(waves):
-                outcomes = _wave(
-                    fleet, link, audit, wave, dict(manifest), release, url, signer, wait_s
-                )
-                report.waves.append(outcomes)
-                failed = next((o for o in outcomes if o.result != COMMITTED), None)
-                if failed is not None:
-                    report.stopped_by = failed
-                    report.not_pushed = [v.key for w in waves[n + 1 :] for v in w]
-                    break
-    finally:
-        if audit is not None:
-            audit.close()
-    return report
+
+    def wave(
+        link: FleetLink, _inv: Inventory, audit: AuditStore | None, views: list[GatewayView]
+    ) -> list[PushOutcome]:
+        return _wave(fleet, link, audit, views, dict(manifest), release, url, signer, wait_s)
+
+    return fleet.in_waves(
+        selector, canary, batch, wave, COMMITTED,
+        lambda link: [every.central_reply(link.client_id), every.reply(COMMAND)],
+    )  # fmt: skip
 
 
 def _wave(
