@@ -19,13 +19,13 @@ from community_central import Ticket, TicketState
 from community_central.contract import validator
 
 from central.tests.tickets_harness import Workers, tickets_cli, tickets_in
-from tests.harness import GatewayProc, Subscriber, topic_base, write_config
+from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 
 STAFF = "staff-li"
 
 
-def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float) -> Path:
+def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float, **alarms: float) -> Path:
     """A gateway with one simulated smoke detector in building 2: smoke at 1 s, clear later."""
     device = {
         "id": "smoke-b2-stair-2",
@@ -45,7 +45,7 @@ def _smoke_config(tmp_path: Path, broker: Mosquitto, cleared_at_s: float) -> Pat
         broker.url,
         [device],
         site={"id": "sunrise-gardens"},
-        alarms={"damping_s": 0.5},
+        alarms={"damping_s": 0.5, **alarms},
     )
 
 
@@ -184,3 +184,92 @@ def test_smoke_alarm_to_ticket_to_ack_to_resolved(
         if gw.running():
             gw.terminate()
         svc.terminate()
+
+
+def _gateway_alarms(config: Path) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [GATEWAY, "alarms", "-c", str(config), "--json"], capture_output=True, text=True, timeout=30
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_an_alarm_closed_on_site_while_the_broker_was_down_resolves_its_ticket(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # The issue's case: acknowledged on site (gateway ack) while the broker is down, the
+    # smoke clears, the alarm closes; the broker restarts and the gateway publishes the
+    # closing at once, before the service has its shared subscription back.  The
+    # gateway keeps the closed document retained for a while (alarms.closed_retain_s),
+    # so the read of the retained alarms after the reconnection learns the final state.
+    config = _smoke_config(tmp_path, broker, 6, closed_retain_s=30)
+    base = topic_base(config)
+    prefix = base.split("/sunrise-gardens/")[0]
+    svc = Workers(broker.url, tmp_path / "tickets.db", prefix, 1, tmp_path).start()
+    gw = GatewayProc(config).start()
+    try:
+        assert wait_for(lambda: _one_ticket(svc.db) is not None, timeout=20), gw.log()
+        ticket = _one_ticket(svc.db)
+        assert ticket is not None and ticket.state is TicketState.OPEN
+        broker.stop()
+        acked = subprocess.run(
+            [GATEWAY, "ack", ticket.alarm_id, "--by", STAFF, "-c", str(config), "--wait", "10"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert acked.returncode == 0, acked.stdout + acked.stderr
+        assert wait_for(
+            lambda: any(d["state"] == "closed" for d in _gateway_alarms(config)), timeout=20
+        ), _gateway_alarms(config)
+        assert _one_ticket(svc.db).state is TicketState.OPEN  # type: ignore[union-attr]
+        broker.start()
+        assert wait_for(
+            lambda: (t := _one_ticket(svc.db)) is not None and t.state is TicketState.RESOLVED,
+            timeout=30,
+        ), svc.log()
+        resolved = _one_ticket(svc.db)
+        assert resolved is not None and resolved.acknowledged_by == STAFF
+        assert resolved.alarm_state == "closed"
+        # Still retained for latecomers until the period ends.
+        late = Subscriber(broker.port, f"{base}/alarms/+").start()
+        assert late.wait(lambda ms: any(m.payload for m in ms), timeout=5)
+        late.stop()
+    finally:
+        if gw.running():
+            gw.terminate()
+        svc.terminate()
+
+
+def test_a_closed_alarm_document_is_forgotten_by_the_broker_after_its_period(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    config = _smoke_config(tmp_path, broker, 3, closed_retain_s=2)
+    base = topic_base(config)
+    gw = GatewayProc(config).start()
+    alarms = Subscriber(broker.port, f"{base}/alarms/+").start()
+    try:
+        # Raised, then cleared unacknowledged; acknowledged on site it closes.
+        assert alarms.wait(lambda ms: any(m.payload for m in ms), timeout=20), gw.log()
+        alarm_id = alarms.snapshot()[0].topic.rsplit("/", 1)[1]
+        assert wait_for(
+            lambda: any(d["state"] == "cleared" for d in _gateway_alarms(config)), timeout=20
+        )
+        subprocess.run(
+            [GATEWAY, "ack", alarm_id, "--by", STAFF, "-c", str(config), "--wait", "10"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        assert alarms.wait(
+            lambda ms: any(m.payload and m.json()["state"] == "closed" for m in ms), timeout=10
+        )
+        closed_at = next(
+            m.at for m in alarms.snapshot() if m.payload and m.json()["state"] == "closed"
+        )
+        # The empty retained message comes after the period (2 s), not with the closing.
+        assert alarms.wait(lambda ms: ms[-1].payload == b"", timeout=10), alarms.snapshot()
+        emptied_at = alarms.snapshot()[-1].at
+        assert emptied_at - closed_at >= 1.5
+    finally:
+        alarms.stop()
+        gw.terminate()

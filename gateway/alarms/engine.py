@@ -130,7 +130,7 @@ class AlarmEngine:
         self.output = output
         self.clock: TimeSource = Clock(ClockCheck.KERNEL) if clock is None else clock
         self.store = AlarmStore(path)
-        self.publisher = AlarmPublisher(outbox, topics, self.store)
+        self.publisher = AlarmPublisher(outbox, topics, self.store, cfg.closed_retain_s)
         self._run: RunClock | None = None
         self._marked = 0.0  # monotonic time the run clock's mark was last stored
         self._book: AlarmBook | None = None
@@ -182,6 +182,8 @@ class AlarmEngine:
         if restored:
             log.info("alarms: %d open alarms restored from %s", len(restored), self.path)
         self.publisher.republish()
+        if self.cfg.closed_retain_s > 0:
+            self.publisher.keep_closed(self.store.recent_closed(500), now.wall)
 
     def close(self) -> None:
         """Wait for the writes queued (their alarms are published), store the mark, close."""
@@ -215,6 +217,7 @@ class AlarmEngine:
                 await self._apply_queued_acks()
                 if not self._saving:  # a rev being saved is published when it is stored
                     self.publisher.republish()
+                self.publisher.forget_due()
                 await self._sync_output(book.output_wanted())
                 deadline = book.next_deadline()
                 delay = _POLL_S

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -38,8 +39,11 @@ Listener = Callable[[dict[str, Any]], None]
 class AlarmPublisher:
     """Hands alarm documents to the outbox and the listeners; used on the event loop only."""
 
-    def __init__(self, outbox: Outbox, topics: Topics, store: AlarmStore) -> None:
+    def __init__(
+        self, outbox: Outbox, topics: Topics, store: AlarmStore, closed_retain_s: float = 0.0
+    ) -> None:
         self.outbox = outbox
+        self.closed_retain_s = closed_retain_s
         self.topics = topics
         self.identity: Identity = topics.identity
         self.store = store
@@ -49,6 +53,9 @@ class AlarmPublisher:
         self._sent_rev: dict[str, int] = {}  # alarm id -> latest rev the outbox took
         self._last_publish: dict[str, float] = {}  # open alarm id -> monotonic time
         self._deferred: set[str] = set()  # alarms with a repeat not yet published
+        # Closed alarms whose retained document the broker forgets later: id -> (due
+        # monotonic time, device kind).  Bounded by the alarms closed in the period.
+        self._forget_at: dict[str, tuple[float, str]] = {}
 
     def listen(self, callback: Listener) -> Callable[[], None]:
         """Call `callback(document)` whenever a document is published; returns the unsubscribe."""
@@ -77,7 +84,11 @@ class AlarmPublisher:
         topic = self.topics.alarm(alarm.id)
         items = [self._item(topic, payload, alarm.device.kind)]
         if alarm.state is AlarmState.CLOSED:
-            items.append(self._item(topic, b"", alarm.device.kind))  # the broker forgets it
+            if self.closed_retain_s <= 0:
+                items.append(self._item(topic, b"", alarm.device.kind))  # the broker forgets it
+            else:
+                due = time.monotonic() + self.closed_retain_s
+                self._forget_at[alarm.id] = (due, alarm.device.kind)
         try:
             futures = [self.outbox.put(item) for item in items]
         except Exception as exc:  # outbox closed or failing: run() tries again
@@ -100,6 +111,36 @@ class AlarmPublisher:
             loop.call_soon_threadsafe(self._published, alarm.id, alarm.rev, fut.exception())
 
         futures[-1].add_done_callback(done)
+
+    def keep_closed(self, closed: list[Alarm], now: datetime) -> None:
+        """At start: forget the closed documents kept retained, when their time comes.
+
+        `closed`: recently closed alarms (newest first); those closed longer ago than
+        the period plus a week are taken to be forgotten already.
+        """
+        if self.closed_retain_s <= 0:
+            return
+        for alarm in closed:
+            if alarm.closed_at is None:
+                continue
+            age = (now - alarm.closed_at).total_seconds()
+            if age > self.closed_retain_s + 7 * 86400:
+                break
+            left = max(0.0, self.closed_retain_s - age)
+            self._forget_at[alarm.id] = (time.monotonic() + left, alarm.device.kind)
+
+    def forget_due(self) -> None:
+        """Tell the broker to forget the closed documents whose period is over."""
+        now = time.monotonic()
+        for alarm_id, (due, kind) in list(self._forget_at.items()):
+            if due > now:
+                continue
+            try:
+                self.outbox.put(self._item(self.topics.alarm(alarm_id), b"", kind))
+            except Exception as exc:  # outbox closed or failing: the next round tries again
+                log.warning("alarm %s: its closed document not forgotten yet: %s", alarm_id, exc)
+                return
+            del self._forget_at[alarm_id]
 
     def republish(self) -> None:
         """Hand the outbox every latest rev it has not taken (after a crash or an error)."""

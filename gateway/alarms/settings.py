@@ -65,6 +65,10 @@ class AlarmsConfig(_Strict):
 
     path: Path | None = None  # None: alarms.db next to the outbox
     damping_s: float = Field(10.0, ge=0, le=3600)
+    # How long a closed alarm's document stays retained before the broker is told to
+    # forget it: a central service that missed the closing (broker restarted, its
+    # subscription not restored) learns the final state from it.  0: forget at once.
+    closed_retain_s: float = Field(0.0, ge=0, le=30 * 86400)
     escalation: EscalationConfig = EscalationConfig()
     rules: tuple[Rule, ...] = ()
 
