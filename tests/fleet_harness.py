@@ -78,15 +78,16 @@ class Platform:
         doc = self.current()
         return f"{doc['broker']['topic_prefix']}/{doc['site']['id']}/{doc['gateway']['id']}"
 
-    def publish(self, doc: dict[str, Any] | bytes) -> None:
-        """Publish a desired document retained, QoS 1, as the platform does."""
-        payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    def publish(self, *docs: dict[str, Any] | bytes) -> None:
+        """Publish desired documents retained, QoS 1, as the platform does (one connection)."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
         client.connect("127.0.0.1", self.port)
         client.loop_start()
         try:
-            info = client.publish(f"{self.base}/config/desired", payload, qos=1, retain=True)
-            info.wait_for_publish(10)
+            for doc in docs:
+                payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+                info = client.publish(f"{self.base}/config/desired", payload, qos=1, retain=True)
+                info.wait_for_publish(10)
         finally:
             client.disconnect()
             client.loop_stop()

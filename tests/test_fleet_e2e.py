@@ -267,8 +267,7 @@ def test_a_flood_of_forged_documents_is_counted_not_recorded_one_by_one(
     platform, gw, sub = site
     wanted = platform.current()
     forger = Ed25519PrivateKey.generate()
-    for version in range(1, 51):
-        platform.publish(signed_desired(forger, platform.identity, version, wanted))
+    platform.publish(*(signed_desired(forger, platform.identity, v, wanted) for v in range(1, 51)))
 
     def skipped(ms: list[Received]) -> int:
         health = [m.json() for m in ms if m.topic.endswith("/health")]
@@ -279,6 +278,8 @@ def test_a_flood_of_forged_documents_is_counted_not_recorded_one_by_one(
     wanted["health"] = {"interval_s": 1}
     platform.publish(signed_desired(platform.key, platform.identity, 51, wanted))
     _wait_result(sub, "applied", 51)
-    # One refusal recorded, the rest counted in health (or superseded while waiting).
-    assert [a["result"] for a in _audits(sub.snapshot())] == ["refused", "testing", "applied"]
+    # One refusal recorded (two if the flood straddled the 10 s window on a loaded
+    # machine), the rest counted in health or superseded while waiting.
+    results = [a["result"] for a in _audits(sub.snapshot())]
+    assert results[-2:] == ["testing", "applied"] and results[:-2] in (["refused"], ["refused"] * 2)
     assert gw.running()
