@@ -33,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger("gateway.storage.outbox")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 # `pending` is a signed 64-bit integer: bits 0..62 keep it positive.
 MAX_CONSUMERS = 63
 
@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS messages (
     pending INTEGER NOT NULL,
     retain INTEGER NOT NULL DEFAULT 0
 );
+-- Only events are indexed (issue 16): telemetry, almost every row, is read in id order
+-- straight from the table, and a commit of telemetry writes one 4 KiB page fewer to
+-- the SD card.  No new schema version: an older release reads the file all the same
+-- and puts its (prio, id) index back, which the next open of this one drops again, so
+-- a rollback needs no migration.
+DROP INDEX IF EXISTS messages_prio_id;
 CREATE INDEX IF NOT EXISTS messages_events ON messages (id) WHERE prio = 0;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, bit INTEGER UNIQUE);
@@ -69,20 +75,14 @@ def _add_retain(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
 
 
-def _events_only_index(conn: sqlite3.Connection) -> None:
-    # Version 3 indexes events only (issue 16): telemetry, almost every row, is read
-    # in id order straight from the table, and each commit of telemetry writes one
-    # page fewer to the SD card (an fsync'ed WAL frame of 4 KiB).  The script creates
-    # the new index.
-    conn.execute("DROP INDEX IF EXISTS messages_prio_id")
-
-
-SCHEMA = Schema("outbox", SCHEMA_VERSION, _SCHEMA, {2: _add_retain, 3: _events_only_index})
+SCHEMA = Schema("outbox", SCHEMA_VERSION, _SCHEMA, {2: _add_retain})
 
 
 def by_prio(sql: str, prio: Priority) -> str:
-    """`sql` with its `prio = {prio}` spelled as a literal: the planner uses the
-    events-only index for `prio = 0` only when it sees the 0 (a bound ? hides it)."""
+    """`sql` with its `{prio}` filled in as a literal, not a bound parameter.
+
+    The planner uses the events-only index for `prio = 0` only when it sees the 0.
+    """
     return sql.format(prio=int(prio))
 
 
