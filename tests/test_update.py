@@ -208,10 +208,8 @@ def test_a_release_that_crash_loops_is_switched_back_before_it_starts_again(
 ) -> None:
     state, starts = tmp_path / "state", tmp_path / "starts.log"
     factory = fake_release(tmp_path / "factory", "exit 0")
-    new = fake_release(state / "releases" / "2.0" / "venv", broken)
     layout = Layout(state, factory)
-    m = check_manifest(sign_update(KEY, body(version="2.0")), [KEY.public_key()])
-    switch(layout, m, new, max_starts=2, deadline_s=60)
+    new = try_release(layout, "2.0", broken)
     assert layout.current() == str(new)
     # systemd's Restart=always: the launcher starts again after each crash.
     codes = [run_launcher(state, factory, starts) for _ in range(3)]
@@ -232,18 +230,19 @@ def test_a_release_that_crash_loops_is_switched_back_before_it_starts_again(
 KEY = Ed25519PrivateKey.generate()
 
 
+def try_release(layout: Layout, version: str, behaviour: str = "exit 0") -> Path:
+    """A release of `version` installed under the state folder and switched to."""
+    venv = fake_release(layout.state_dir / "releases" / version / "venv", behaviour)
+    manifest = check_manifest(sign_update(KEY, body(version=version)), [KEY.public_key()])
+    switch(layout, manifest, venv, max_starts=2, deadline_s=60)
+    return venv
+
+
 def test_a_committed_release_stays_and_a_failed_gate_switches_back(tmp_path: Path) -> None:
     state, starts = tmp_path / "state", tmp_path / "starts.log"
     factory = fake_release(tmp_path / "factory", "exit 0")
     layout = Layout(state, factory)
-    v2 = fake_release(state / "releases" / "2.0" / "venv", "exit 0")
-    switch(
-        layout,
-        check_manifest(sign_update(KEY, body(version="2.0")), [KEY.public_key()]),
-        v2,
-        max_starts=2,
-        deadline_s=60,
-    )
+    v2 = try_release(layout, "2.0")
     run_launcher(state, factory, starts)
     assert layout.state()["trial"]["starts"] == 1
     assert commit(layout) is not None
@@ -252,14 +251,7 @@ def test_a_committed_release_stays_and_a_failed_gate_switches_back(tmp_path: Pat
     assert {line.split()[0] for line in starts.read_text().splitlines()} == {"venv"}
     assert layout.state()["last"]["result"] == "committed"
     # 3.0 fails its health gate: the gateway itself switches back to 2.0.
-    v3 = fake_release(state / "releases" / "3.0" / "venv", "exit 0")
-    switch(
-        layout,
-        check_manifest(sign_update(KEY, body(version="3.0")), [KEY.public_key()]),
-        v3,
-        max_starts=2,
-        deadline_s=60,
-    )
+    try_release(layout, "3.0")
     rollback(layout, "no broker within 60 s")
     assert layout.current() == str(v2)
     assert layout.state()["last"] == {
