@@ -28,15 +28,17 @@ from typing import Any
 
 import pytest
 
-from community_protocol.ed25519 import generate_key, load_private_key
+from community_protocol.ed25519 import generate_key, load_private_key, sign_update
 from gateway.fleet import launch
 from gateway.fleet.update import check_manifest
 from gateway.fleet.update_install import Layout, install_release
+from gateway.storage.outbox_sql import SCHEMA_VERSION
 from tests.harness import Received, Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+# One worker builds the bundles once for all three (./scripts/test: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.xdist_group("update-bundles")]
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = Path(launch.__file__)
@@ -227,6 +229,16 @@ def seqs(received: list[Received]) -> list[int]:
 
 
 def test_an_update_that_passes_its_health_gate_is_committed(site: Site) -> None:
+    # First B as if it migrated the outbox to a schema A cannot read: refused at once.
+    schemas = {**site.kit.b.manifest["schemas"], "outbox": {"min": 0, "max": SCHEMA_VERSION + 1}}
+    newer = sign_update(load_private_key(site.kit.key), {**site.kit.b.manifest, "schemas": schemas})
+    body = {"manifest": newer, "url": site.kit.b.bundle.as_uri()}
+    refused = site.req.ask(f"{site.base}/cmd/update", json.dumps(body).encode())
+    assert refused["status"] == "refused", refused
+    assert f"which this version (schema {SCHEMA_VERSION}) cannot read" in refused["error"]
+    assert site.wait_update("refused", 10)["version"] == B
+    assert not (site.config.parent / "state" / "releases").exists()
+    # Then B as built.
     reply = site.update_to(site.kit.b)
     assert reply["ok"] and reply["status"] == "accepted", reply
     assert site.wait_update("switched", 300)["key_id"] == site.kit.b.manifest["auth"]["key_id"]
