@@ -338,11 +338,14 @@ def main() -> dict[str, Any]:
                 f"    sustained (shipped defaults): {rate:6.0f} msg/s = {rate / base:.0%} of (1)"
                 "  [target >= 80%]"
             )
-            lat = alarm_latency(work, broker, rate / 2, args.seconds)
+            # Half the sustained rate; on a machine too busy to sustain even the first
+            # step, half of that step, so the alarm figure is still measured.
+            half = (rate or base * 0.3) / 2
+            lat = alarm_latency(work, broker, half, args.seconds)
             p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
             base_lat = paho_age(broker.port, 200, 500)
             print(
-                f"(3) alarm latency at {rate / 2:.0f} msg/s telemetry (shipped defaults):"
+                f"(3) alarm latency at {half:.0f} msg/s telemetry (shipped defaults):"
                 f" p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms"
                 f"  (baseline paho QoS 1 publish: p50 {pct(base_lat, 0.5):.1f} ms,"
                 f" p99 {pct(base_lat, 0.99):.1f} ms)  [target p99 < 10 ms]"
