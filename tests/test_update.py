@@ -262,6 +262,18 @@ def test_a_committed_release_stays_and_a_failed_gate_switches_back(tmp_path: Pat
     }
 
 
+def test_a_switch_killed_before_the_link_moved_is_undone_at_the_next_start(tmp_path: Path) -> None:
+    state, starts = tmp_path / "state", tmp_path / "starts.log"
+    factory = fake_release(tmp_path / "factory", "exit 0")
+    layout = Layout(state, factory)
+    try_release(layout, "2.0")
+    launch.point(state, str(factory))  # as if killed after the trial was written
+    assert run_launcher(state, factory, starts).returncode == 0
+    assert starts.read_text().startswith("factory")
+    doc = layout.state()
+    assert doc["trial"] is None and "interrupted" in doc["last"]["reason"]
+
+
 def test_the_launcher_runs_the_installed_program_when_the_state_is_damaged(tmp_path: Path) -> None:
     state, starts = tmp_path / "state", tmp_path / "starts.log"
     factory = fake_release(tmp_path / "factory", "exit 0")

@@ -11,8 +11,9 @@ release that cannot even be imported is never started more than `max_starts` tim
 2. A trial (a new release switched in, not yet committed by its health gate) started
    fewer than `max_starts` times: count this start (written durably first), run it.
 3. A trial started `max_starts` times without a commit (it crashed, hung, was killed,
-   or its health gate never passed): point `current` back at the previous release,
-   record why, and run that one.
+   or its health gate never passed), or one whose switch was interrupted (`current`
+   does not name it): point `current` back at the previous release, record why, and
+   run that one.
 
 Every write is atomic: a new file or link beside the old one, fsync, rename, fsync of
 the folder, so a power cut at any point leaves either the old or the new state.
@@ -106,7 +107,10 @@ def choose(state_dir: Path, factory: Path) -> tuple[Path, str]:
     version = str(trial.get("version", "?"))
     previous = str(trial.get("previous") or factory)
     why = ""
-    if starts >= max_starts:
+    if trial.get("venv") and str(current) != str(trial["venv"]):
+        # Killed between writing the trial and switching the link: never started.
+        why = f"the switch to version {version} was interrupted before it ran"
+    elif starts >= max_starts:
         why = (
             f"version {version} was started {starts} times without passing its health gate"
             " (it crashed, hung or could not reach the broker)"
