@@ -333,6 +333,7 @@ COMMAND_PATHS = [
     "alarms/ALARM/ack",
     "requests/CODE/status",
     "diag/logs",
+    "update",
 ]
 
 

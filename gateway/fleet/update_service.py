@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from community_protocol.enums import GatewayEventType, UpdateResult
+from community_protocol.topics import CommandPath
 from gateway.host import Host
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import DeviceRef
@@ -247,7 +248,7 @@ def attach(host: Host) -> UpdateService:
     svc = UpdateService(
         host, layout, keys, max_starts=sec.update_max_starts, deadline_s=sec.update_trial_s
     )
-    host.add_command_route("update", svc.command)
+    host.add_command_route(CommandPath.UPDATE, svc.command)
     host.add_availability_observer(svc.on_availability)
     host.add_service("update", svc.run)
     host.add_health_part("update", svc.health)

@@ -56,6 +56,8 @@ class CommandPath:
     DIAG_READ = "diag/read"
     DIAG_RESTART = "diag/restart"
     DIAG_COMMANDS = (DIAG_CHECK, DIAG_OUTBOX, DIAG_HEALTH, DIAG_LOGS, DIAG_READ, DIAG_RESTART)
+    # Software updates (docs/fleet.md): a manifest signed by an update key, and a URL.
+    UPDATE = "update"
     # The shapes of each family, as error messages show them.
     ALARM_ACK_FORM = "cmd/alarms/{alarm_id}/ack"
     REQUEST_STATUS_FORM = "cmd/requests/{code}/status"
