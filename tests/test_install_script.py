@@ -247,6 +247,10 @@ def assert_boots(root: Path) -> None:
     """The installed program runs from /opt, and the tree names no build-time path."""
     version = as_booted(root, "/opt/community-gateway/venv/bin/gateway", "--version")
     assert version.returncode == 0 and version.stdout.startswith("gateway, version "), version
+    # What ExecStart= runs: the launcher (its #! is the system's python3) execs that venv.
+    state = str(root / "var/lib/community-gateway")
+    launched = as_booted(root, "/opt/community-gateway/launch", "--state", state, "--version")
+    assert launched.returncode == 0 and launched.stdout == version.stdout, launched
     config = root / "etc/community-gateway/gateway.yaml"
     validated = as_booted(
         root, "/opt/community-gateway/venv/bin/gateway", "validate", "-c", str(config)
