@@ -35,7 +35,9 @@ from tests.certs import Pki, make_client_cert, make_pki
 from tests.harness import GATEWAY
 from tests.peers import Mosquitto, free_port, wait_for
 
-pytestmark = [pytest.mark.broker]
+# One xdist worker runs this module, so its broker with a PKI and ACL (module-scoped)
+# starts once per run, not once on each worker that gets one of its tests.
+pytestmark = [pytest.mark.broker, pytest.mark.xdist_group("broker-acl")]
 
 P = "community/v1"
 WATCHER = "test.watcher"  # reads everything; added by the test, not by the generator

@@ -138,10 +138,17 @@ def _generated_enums(module: ModuleType) -> list[set[str]]:
     ]
 
 
+# The tests that use the generated models run on one xdist worker, so the module-scoped
+# models are generated once per run, not on each worker that gets one of them.
+ON_ONE_WORKER = pytest.mark.xdist_group("generated-models")
+
+
+@ON_ONE_WORKER
 def test_a_model_is_generated_from_every_schema_offline(models: dict[str, ModuleType]) -> None:
     assert set(models) == set(SCHEMA_FILES)
 
 
+@ON_ONE_WORKER
 @pytest.mark.parametrize("enum", list(ENUM_SOURCES), ids=lambda e: e.__name__)
 def test_the_generated_models_have_the_codes_enums(
     models: dict[str, ModuleType], enum: type[StrEnum]

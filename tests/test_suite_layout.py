@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,24 @@ def test_the_plugin_is_registered_once_in_the_root_conftest() -> None:
         if path.name == "conftest.py" and "pytest_plugins" in path.read_text("utf-8")
     ]
     assert registering == ["conftest.py"]
+
+
+def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path: Path) -> None:
+    # ./scripts/test relies on `--dist loadgroup` for modules whose expensive fixtures
+    # must be built once; pytest 9.2 with pytest-xdist 3.8 silently ignored the groups.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_where(i):\n"
+        "    print('worker', os.environ['PYTEST_XDIST_WORKER'])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "3", "--dist", "loadgroup", "-v", "-p",
+         "no:cacheprovider", str(tmp_path / "test_grouped.py")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    workers = {line.split()[0] for line in ran.stdout.splitlines() if " PASSED " in line}
+    assert len(workers) == 1 and ran.stdout.count(" PASSED ") == 8, ran.stdout
