@@ -284,21 +284,25 @@ def test_a_real_install_builds_a_working_venv_that_systemd_accepts(tmp_path: Pat
     assert again.stdout == "", again.stdout
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A bundle of this checkout for this machine, made by scripts/bundle (pip's cache)."""
-    out = tmp_path_factory.mktemp("bundle")
+def make_bundle(out: Path, tree: Path = ROOT) -> Path:
+    """A bundle of `tree` for this machine, made by its scripts/bundle into `out` (pip's cache)."""
     made = subprocess.run(
-        ["bash", str(BUNDLE_SCRIPT), "--out", str(out)],
+        ["bash", str(tree / "scripts" / "bundle"), "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert made.returncode == 0, made.stdout + made.stderr
     (found,) = out.glob("community-gateway-*.tar.gz")
     assert made.stdout.splitlines()[-1].startswith(f"bundle: wrote {found} (")
-    yield found
+    return found
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A bundle of this checkout for this machine."""
+    yield make_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def beside(seen: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:

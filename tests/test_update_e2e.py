@@ -36,6 +36,7 @@ from gateway.storage.outbox_sql import SCHEMA_VERSION
 from tests.harness import Received, Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester
+from tests.test_install_script import make_bundle
 
 # One worker builds the bundles once for all three (./scripts/test: --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.xdist_group("update-bundles")]
@@ -44,19 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = Path(launch.__file__)
 A = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 B = A + ".post1"
-
-
-def build(tree: Path, out: Path) -> Path:
-    made = subprocess.run(
-        ["bash", str(tree / "scripts/bundle"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
-    (found,) = out.glob("community-gateway-*.tar.gz")
-    return found
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     """Bundles A and B of this tree, their manifests, and A installed as the factory venv."""
     top = tmp_path_factory.mktemp("update-kit")
     key, public, _ = generate_key(top / "keys", "update")
-    bundle_a = build(ROOT, top / "a")
+    bundle_a = make_bundle(top / "a")
     tree_b = top / "tree-b"
     files = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -104,7 +92,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
             shutil.copy2(ROOT / name, tree_b / name)
     pyproject = tree_b / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'version = "{A}"', f'version = "{B}"', 1))
-    bundle_b = build(tree_b, top / "b")
+    bundle_b = make_bundle(top / "b", tree_b)
     a = Release(bundle_a, manifest_for(bundle_a, key))
     b = Release(bundle_b, manifest_for(bundle_b, key))
     pub = load_private_key(key).public_key()

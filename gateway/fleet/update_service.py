@@ -131,8 +131,14 @@ class UpdateService:
             finally:
                 archive.unlink(missing_ok=True)
 
+        started = time.monotonic()
         try:
             venv = await asyncio.to_thread(work)
+            log.info(
+                "version %s fetched, checked and built in %.1f s",
+                manifest.version,
+                time.monotonic() - started,
+            )
             switch(layout, manifest, venv, max_starts=self.max_starts, deadline_s=self.deadline_s)
         except (UpdateRefused, OSError) as exc:
             self._busy = False
