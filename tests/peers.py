@@ -88,8 +88,13 @@ class Mosquitto:
 
     def start(self) -> None:
         conf = self._write_conf()
+        # A session of its own: a wrapper (faketime) runs mosquitto as its child, and
+        # ending only the wrapper left that broker running after the tests.
         self.proc = subprocess.Popen(
-            [*self.command, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*self.command, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         if not wait_for(self._accepts, timeout=10):
             err = (
@@ -104,9 +109,13 @@ class Mosquitto:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def _end(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        if self.proc is not None:
+            # The whole group: the broker too when the command is a wrapper around it.
+            group = self.proc.pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
             self.proc.wait(timeout=10)
+            wait_for(lambda: not _group_alive(group), timeout=10)
         self.proc = None
 
     def stop(self) -> None:
@@ -119,6 +128,14 @@ class Mosquitto:
         """Kill the broker and delete its persistence folder."""
         self.kill()
         shutil.rmtree(self.store, ignore_errors=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @dataclass

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.peers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("tests", "drivers", "central", "protocol")
@@ -72,3 +78,26 @@ def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stdout + ran.stderr
     workers = {line.split()[0] for line in ran.stdout.splitlines() if " PASSED " in line}
     assert len(workers) == 1 and ran.stdout.count(" PASSED ") == 8, ran.stdout
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(
+                errors="replace"
+            ):
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime")
+def test_a_broker_run_through_a_wrapper_is_gone_after_the_test(tmp_path: Path) -> None:
+    # faketime runs mosquitto as its child: ending only faketime left the broker running
+    # (and its port taken) after every run of tests/test_check.py.
+    broker = Mosquitto(tmp_path / "late", command=("faketime", "-f", "+5d", "mosquitto"))
+    broker.start()
+    conf = str(tmp_path / "late" / "mosquitto.conf")
+    assert _processes_naming(conf)
+    broker.remove()
+    assert not _processes_naming(conf)
