@@ -120,11 +120,12 @@ class TicketServiceProc(ChildProcess):
         marks = self.ready_marks()
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))
+        if ready and not wait_for(
+            lambda: self.ready_marks() > marks or not self.running(), timeout=15
+        ):
+            self.kill()  # the test fails here, before any fixture or finally could stop it
+            raise AssertionError(f"ticket service did not get ready:\n{self.log()}")
         if ready:
-            assert wait_for(
-                lambda: self.ready_marks() > marks or not self.running(),
-                timeout=15,
-            ), f"ticket service did not get ready:\n{self.log()}"
             assert self.running(), f"ticket service exited:\n{self.log()}"
         return self
 
