@@ -93,7 +93,7 @@ def test_ping_replies_on_the_response_topic_with_correlation(running: Any) -> No
             b'{"request_id": 42}',
             "field 'request_id' must be a string of 1 to 64 characters",
         ),
-        ("reboot", b"{}", "unknown command 'reboot' (known: alarms, devices, ping)"),
+        ("reboot", b"{}", "unknown command 'reboot' (known: alarms, devices, diag, ping, update)"),
         ("devices/nope/inject", b"{}", "unknown device 'nope'"),
         ("devices/smoke-1", b"{}", "device commands are cmd/devices/{device}/{command}"),
         ("ping", b"x" * 70_000, "payload is 70000 bytes; the limit is 65536"),
