@@ -30,21 +30,26 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from community_protocol.ed25519 import KEY_ID as _KEY_ID
-from community_protocol.ed25519 import generate_key, key_id, load_private_key, load_public_key
+from community_protocol.ed25519 import (
+    CommandSigner,
+    generate_key,
+    key_id,
+    load_private_key,
+    load_public_key,
+)
 from community_protocol.signing import signed_message, signed_target
 from gateway.mqtt.commands import Command, CommandFailed
-from gateway.sdk.model import Identity, format_ts
+from gateway.sdk.model import Identity
 
 __all__ = [
     "ALWAYS_SIGNED",
@@ -69,36 +74,6 @@ DEFAULT_SIGNED: tuple[str, ...] = ("alarms/*/ack", "requests/*/status")
 ALWAYS_SIGNED: tuple[str, ...] = ("diag/#",)
 FUTURE_SKEW_S = 300.0
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-
-class CommandSigner:
-    """Signs command payloads for gateways (central side: the ticket service)."""
-
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self.public_key = key.public_key()
-        self.key_id = key_id(self.public_key)
-
-    def sign(
-        self,
-        identity: Identity,
-        path: str,
-        fields: Mapping[str, Any],
-        *,
-        now: datetime | None = None,
-    ) -> dict[str, Any]:
-        """`fields` plus an `auth` object for the command `path` to that gateway."""
-        issued_at = format_ts(now or datetime.now(UTC))
-        nonce = secrets.token_urlsafe(18)
-        target = signed_target(identity, path)
-        sig = self._key.sign(signed_message(target, issued_at, nonce, fields))
-        auth = {
-            "key_id": self.key_id,
-            "issued_at": issued_at,
-            "nonce": nonce,
-            "sig": base64.b64encode(sig).decode(),
-        }
-        return {**fields, "auth": auth}
 
 
 class ReplayCache:

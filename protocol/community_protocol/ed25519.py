@@ -13,7 +13,9 @@ import binascii
 import hashlib
 import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .documents import format_ts
 from .ids import Identity
-from .signing import config_message, update_message
+from .signing import config_message, signed_message, signed_target, update_message
 
 __all__ = [
     "KEY_ID",
+    "CommandSigner",
     "SignatureError",
     "generate_key",
     "key_id",
@@ -48,6 +52,40 @@ def key_id(public: Ed25519PublicKey) -> str:
     """The id of a public key: first 16 hex digits of SHA-256 of its 32 raw bytes."""
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class CommandSigner:
+    """Signs command payloads for gateways (the central side: acknowledgements)."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    def sign(
+        self,
+        identity: Identity,
+        path: str,
+        fields: Mapping[str, Any],
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """`fields` plus an `auth` object for the command `path` to that gateway.
+
+        Signed afresh on every call: a new nonce, so a retry is not a replay.
+        """
+        issued_at = format_ts(now or datetime.now(UTC))
+        nonce = secrets.token_urlsafe(18)
+        sig = self._key.sign(
+            signed_message(signed_target(identity, path), issued_at, nonce, fields)
+        )
+        auth = {
+            "key_id": self.key_id,
+            "issued_at": issued_at,
+            "nonce": nonce,
+            "sig": base64.b64encode(sig).decode(),
+        }
+        return {**fields, "auth": auth}
 
 
 def sign_config(key: Ed25519PrivateKey, document: Mapping[str, Any]) -> dict[str, Any]:
