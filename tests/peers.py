@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import tty
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,15 @@ def pty_pair(workdir: Path) -> Iterator[PtyPair]:
     try:
         if not wait_for(lambda: a.exists() and b.exists(), timeout=5):
             raise RuntimeError("socat did not create the pty pair")
+        # socat makes its ptys raw, but may do so just after the links appear: a test
+        # that writes at once would see '\n' go out as '\r\n' (seen under load: 40 extra
+        # bytes for 40 newlines). Make both ends raw here before anyone uses them.
+        for end in (a, b):
+            fd = os.open(end, os.O_RDWR | os.O_NOCTTY)
+            try:
+                tty.setraw(fd)
+            finally:
+                os.close(fd)
         yield PtyPair(a, b, proc)
     finally:
         proc.terminate()
