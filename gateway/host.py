@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from community_protocol.topics import Topics
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LoadedConfig
 from gateway.mqtt.commands import CommandRouter, Handler
 from gateway.sdk.clock import Clock
 from gateway.sdk.driver import DeviceSpec
@@ -77,6 +77,23 @@ class Host(Protocol):
 
     def device(self, device_id: str) -> DeviceSpec:
         """The device `device_id`; KeyError when it is not configured."""
+        ...
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The config and devices as they run (remote configuration compares a candidate)."""
+        ...
+
+    @property
+    def driver_failures(self) -> Mapping[str, str]:
+        """Each driver's last crash or refused start, by driver name, in one line."""
+        ...
+
+    async def apply_devices(self, loaded: LoadedConfig, drivers: set[str]) -> None:
+        """Run `loaded`'s devices: the `drivers` named restart on their new devices, alone.
+
+        Only for a config whose devices alone differ from the running one.
+        """
         ...
 
     @property

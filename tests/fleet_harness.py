@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from community_protocol.documents import config_desired_document
 from community_protocol.ed25519 import generate_key, load_private_key, sign_config
 from community_protocol.ids import Identity
-from tests.harness import GATEWAY
+from tests.harness import GATEWAY, GatewayProc, Subscriber, write_config
 
-__all__ = ["Platform", "config_status", "signed_desired"]
+__all__ = ["Platform", "config_status", "running_site", "signed_desired"]
 
 
 def signed_desired(
@@ -91,3 +93,39 @@ class Platform:
         finally:
             client.disconnect()
             client.loop_stop()
+
+
+@contextmanager
+def running_site(
+    folder: Path,
+    broker_url: str,
+    port: int,
+    devices: list[dict[str, Any]],
+    trial_s: float,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[Platform, GatewayProc, Subscriber]]:
+    """A `gateway run` trusting a new platform key, and a subscriber to its whole tree.
+
+    Yields once the gateway published its first reported document.
+    """
+    config = folder / "gw" / "gateway.yaml"
+    config.parent.mkdir(parents=True)
+    write_config(config, broker_url, devices)
+    platform = Platform(config, port, folder / "keys")
+    # Again, now trusting the platform's key.
+    write_config(
+        config,
+        broker_url,
+        devices,
+        security={"config_keys": [str(platform.public)], "config_trial_s": trial_s},
+    )
+    sub = Subscriber(port, f"{platform.base}/#").start()
+    gw = GatewayProc(config, extra_env=extra_env or {}).start()
+    try:
+        reported = lambda ms: any(m.topic.endswith("/config/reported") for m in ms)  # noqa: E731
+        assert sub.wait(reported), "no reported document: " + gw.log()[-2000:]
+        yield platform, gw, sub
+    finally:
+        if gw.running():
+            gw.terminate()
+        sub.stop()

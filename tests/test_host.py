@@ -83,6 +83,11 @@ class LocalHost(Hooks):
     async def restart_driver(self, name: str) -> None:
         raise KeyError(f"no driver {name!r} is running")  # this host runs no drivers
 
+    driver_failures: dict[str, str] = {}  # noqa: RUF012 - never written: no drivers
+
+    async def apply_devices(self, loaded: LoadedConfig, drivers: set[str]) -> None:
+        self.loaded = loaded  # no drivers to restart
+
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
         self.device(device_id)  # KeyError for a device not configured, as a Gateway
         self.switched.append((device_id, command))

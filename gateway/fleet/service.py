@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from community_protocol.documents import config_reported_document, dumps
 from community_protocol.enums import ConfigResult, GatewayEventType
 from gateway.host import Host
 
+from .devicechange import DeviceChange, device_change
 from .events import gateway_event
 from .state import FleetFiles, Outcome, State, Trial, sha256_of
 
@@ -44,6 +46,9 @@ MAX_DESIRED_BYTES = 1024 * 1024
 # most this often; in between they are only counted: a broker account flooding the
 # topic must not wear the SD card or fill the outbox.
 UNTRUSTED_EVERY_S = 10.0
+# A devices-only change commits once its restarted drivers ran this long without a
+# crash (and the broker echoed the report), within the trial time.
+DRIVERS_SETTLE_S = 2.0
 
 
 class FleetService:
@@ -60,6 +65,7 @@ class FleetService:
         self._wake: asyncio.Event | None = None
         self._testing: bytes | None = None  # the trial's report, awaited back from the broker
         self._echoed = False
+        self._seen_reported: bytes | None = None
         self._untrusted_at: float | None = None  # monotonic time of the last one recorded
         self.untrusted_skipped = 0
 
@@ -70,6 +76,8 @@ class FleetService:
         self._poke()
 
     def on_reported(self, payload: bytes) -> None:
+        # In process the echo can come back before `report` returned: kept for the check.
+        self._seen_reported = payload
         if self._testing is not None and payload == self._testing:
             self._echoed = True
             self._poke()
@@ -185,23 +193,41 @@ class FleetService:
             await self.audit(state.last, state.running.version)
             self.files.write_state(replace(state, last=replace(state.last, audited=True)))
 
-    async def _judge_trial(self, trial: Trial) -> bool:
-        """Commit the trial when the broker echoes our report in time; else roll back."""
+    async def _judge_trial(self, trial: Trial, undo: DeviceChange | None = None) -> bool:
+        """Commit the trial when the broker echoes our report in time; else roll back.
+
+        In process (`undo`: the devices to restore), the drivers it restarted must also
+        run for DRIVERS_SETTLE_S without a crash; a rollback then restores the devices
+        in process too, and the gateway runs on.
+        """
         from .trial import commit, rollback
 
         assert self._wake is not None
+        self._echoed = False
         self._testing = self.report(self.files.read_state(), testing=trial)
+        if self._seen_reported == self._testing:
+            self._echoed = True
         deadline = self.started + trial.trial_s
-        while not self._echoed:
+        settled = min(deadline, self.started + DRIVERS_SETTLE_S)
+        failure = ""
+        while not (self._echoed and (undo is None or time.monotonic() >= settled)):
             left = deadline - time.monotonic()
-            if left <= 0:
+            if undo is not None:
+                failure = _failure(self.host.driver_failures, undo.drivers)
+                if failure:
+                    break
+                left = min(left, 0.2)  # a driver's crash wakes nobody: look again soon
+            if deadline - time.monotonic() <= 0:
                 break
             try:
-                await asyncio.wait_for(self._wake.wait(), left)
+                await asyncio.wait_for(self._wake.wait(), max(left, 0.0))
             except TimeoutError:
-                break
+                continue
             self._wake.clear()
-        if self._echoed:
+        self._testing = None
+        if undo is not None and not failure:
+            failure = _failure(self.host.driver_failures, undo.drivers)
+        if self._echoed and not failure:
             state = await asyncio.to_thread(commit, self.files, trial)
             self.trial = None
             self.report(state)
@@ -209,13 +235,21 @@ class FleetService:
             await self.audit(state.last, state.running.version)
             self.files.write_state(replace(state, last=replace(state.last, audited=True)))
             return True
-        problem = self.host.broker_problem() or "no answer from the broker"
-        reason = f"not back at the broker within {trial.trial_s:g} s: {problem}"
+        if failure:
+            reason = f"a driver of the new devices failed: {failure}"
+        else:
+            problem = self.host.broker_problem() or "no answer from the broker"
+            reason = f"not back at the broker within {trial.trial_s:g} s: {problem}"
         state = await asyncio.to_thread(rollback, self.files, trial, reason)
         assert state.last is not None
         # Recorded now (the outbox survives the restart), reported after it.
         await self.audit(state.last, state.running.version)
         self.files.write_state(replace(state, last=replace(state.last, audited=True)))
+        self.trial = None
+        if undo is not None:
+            await self.host.apply_devices(undo.previous, undo.drivers)
+            self.report(self.files.read_state())
+            return False
         self.host.request_restart(f"configuration version {trial.version} rolled back")
         return False
 
@@ -262,8 +296,12 @@ class FleetService:
                 previous_version=state.running.version,
             )
             await self.audit(outcome, state.running.version)
-            self.host.request_restart(f"trying configuration version {trial.version}")
-            return True
+            change = await asyncio.to_thread(device_change, self.host.loaded, self.files.config)
+            if change is None:
+                self.host.request_restart(f"trying configuration version {trial.version}")
+                return True
+            await self._try_in_process(trial, change)
+            return False
         if verdict.quiet:
             log.debug("desired configuration ignored: %s", verdict.reason)
             return False
@@ -291,6 +329,22 @@ class FleetService:
         self.report(state)
         return False
 
+    async def _try_in_process(self, trial: Trial, change: DeviceChange) -> None:
+        """Try a devices-only candidate without a restart (docs/fleet.md, "What restarts")."""
+        # attempts 1: should the process die before the commit, its next start rolls
+        # back, as after a crash in a trial of a restarted process.
+        trial = replace(trial, attempts=1)
+        await asyncio.to_thread(self.files.write_trial, trial)
+        log.warning(
+            "trying configuration version %d in process: drivers %s restart",
+            trial.version,
+            ", ".join(sorted(change.drivers)) or "none",
+        )
+        self.trial = trial
+        self.started = time.monotonic()
+        await self.host.apply_devices(change.candidate, change.drivers)
+        await self._judge_trial(trial, undo=change)
+
     def health(self) -> dict[str, Any]:
         """The `config` part of the health message."""
         state = self.files.read_state()
@@ -300,6 +354,10 @@ class FleetService:
             "last_result": None if state.last is None else str(state.last.result),
             "untrusted_skipped": self.untrusted_skipped,
         }
+
+
+def _failure(failures: Mapping[str, str], drivers: set[str]) -> str:
+    return next((failures[name] for name in sorted(drivers) if name in failures), "")
 
 
 def _load_keys(paths: list[Any]) -> list[Any]:

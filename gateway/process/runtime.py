@@ -21,6 +21,7 @@ from typing import Any
 from community_protocol.topics import CommandPath, Topics
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
+from gateway.alarms.model import DeviceInfo
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
 from gateway.fleet.diag import attach as attach_diag
@@ -88,6 +89,8 @@ class Gateway(Hooks):
         # Each running driver's task and devices: `restart_driver` replaces one of them.
         self._driver_tasks: dict[str, asyncio.Task[None]] = {}
         self._driver_specs: dict[str, list[DeviceSpec]] = {}
+        # Each driver's last failure (a crash, or its start refused), for a trial to judge.
+        self.driver_failures: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
         self.on_ready: Callable[[], None] | None = None
@@ -163,6 +166,33 @@ class Gateway(Hooks):
         log.info("restarting driver %s", name)
         await cancel_all([task])
         self._launch_driver(name, self._driver_specs[name])
+
+    async def apply_devices(self, loaded: LoadedConfig, drivers: set[str]) -> None:
+        """Run `loaded`'s devices: the `drivers` named stop and start on their new lists.
+
+        The caller (remote configuration) checked that only devices differ; the other
+        drivers run on untouched.
+        """
+        self.loaded = loaded
+        self.alarms.devices = {s.id: DeviceInfo.of(s.ref, s.name) for s in loaded.devices}
+        await cancel_all([t for n, t in self._driver_tasks.items() if n in drivers])
+        plan = self._plan()
+        for name in sorted(drivers):
+            self._driver_tasks.pop(name, None)
+            self._driver_specs.pop(name, None)
+            self.drivers.pop(name, None)
+            self.driver_failures.pop(name, None)
+            if name in plan:
+                try:
+                    self._launch_driver(name, plan[name])
+                except Exception as exc:  # a driver refusing its devices: the trial fails
+                    log.error("driver %s did not start: %r", name, exc)
+                    self.driver_failures[name] = f"driver {name} did not start: {exc!r}"
+        log.info(
+            "devices applied: %d devices, drivers %s restarted",
+            len(loaded.devices),
+            sorted(drivers),
+        )
 
     async def command_device(self, device_id: str, command: str, args: Mapping[str, Any]) -> Any:
         spec = self.loaded.device(device_id)
@@ -286,8 +316,11 @@ class Gateway(Hooks):
     # ---- lifecycle -------------------------------------------------------------------
 
     def _start_drivers(self) -> list[asyncio.Task[None]]:
+        return [self._launch_driver(name, specs) for name, specs in self._plan().items()]
+
+    def _plan(self) -> dict[str, list[DeviceSpec]]:
+        """Each driver's devices to start; those in conflict are reported and left out."""
         infos = available_drivers()
-        tasks = []
         by_driver: dict[str, list[DeviceSpec]] = {}
         # Devices in conflict (validate refuses them) stay unstarted and are reported
         # unavailable with the reason; every other device runs (docs/config.md).
@@ -299,9 +332,7 @@ class Gateway(Hooks):
                 self._set_available(spec.ref, False, reason)
                 continue
             by_driver.setdefault(spec.driver, []).append(spec)
-        for name, specs in by_driver.items():
-            tasks.append(self._launch_driver(name, specs))
-        return tasks
+        return by_driver
 
     def _launch_driver(self, name: str, specs: list[DeviceSpec]) -> asyncio.Task[None]:
         """A new instance of driver `name` on `specs`, running in a supervised task."""
@@ -309,12 +340,17 @@ class Gateway(Hooks):
         driver = available_drivers()[name].factory(specs, seat)
         self.drivers[name] = driver
         task = asyncio.create_task(
-            supervise(f"driver {name}", driver.run, self.restart_pause_s),
+            supervise(
+                f"driver {name}", driver.run, self.restart_pause_s, partial(self._crashed, name)
+            ),
             name=f"driver:{name}",
         )
         self._driver_tasks[name] = task
         self._driver_specs[name] = specs
         return task
+
+    def _crashed(self, name: str, exc: Exception) -> None:
+        self.driver_failures[name] = f"driver {name} crashed: {exc!r}"
 
     def _thread_died(self, stop: asyncio.Event, death: ThreadDeath) -> None:
         # Runs in the dying thread.  A drivers-only gateway would stay up publishing

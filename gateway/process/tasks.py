@@ -12,8 +12,16 @@ __all__ = ["cancel_all", "supervise"]
 log = logging.getLogger(__name__)
 
 
-async def supervise(name: str, run: Callable[[], Awaitable[None]], pause_s: float) -> None:
-    """Run `run` until it returns; if it crashes, log it and start it again after `pause_s`."""
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    pause_s: float,
+    crashed: Callable[[Exception], None] | None = None,
+) -> None:
+    """Run `run` until it returns; if it crashes, log it and start it again after `pause_s`.
+
+    `crashed` hears of each crash (a remote configuration trial judges its drivers by it).
+    """
     # A driver or service that crashes is restarted after a pause; the others keep
     # running.
     while True:
@@ -22,8 +30,10 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], pause_s: floa
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s crashed; restarting it in %g s", name, pause_s)
+            if crashed is not None:
+                crashed(exc)
             await asyncio.sleep(pause_s)
 
 

@@ -1,0 +1,65 @@
+"""Applying a change to devices only, in the running process: which drivers it concerns.
+
+Remote configuration (gateway.fleet.service) applies a candidate config in process,
+without the exec restart, when the validated models differ in `devices:` only; then
+only the drivers whose device lists changed are stopped and started again.  Anything
+else (broker, identity, outbox, security, a feature's section) keeps the restart.
+Features that keep their own copy of the device list and cannot take a new one (the
+web console, wellness checks) keep the restart too (docs/fleet.md, "What restarts").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import LoadedConfig, load_config
+from gateway.sdk.driver import DeviceSpec
+
+__all__ = ["DeviceChange", "concerned_drivers", "device_change", "devices_only"]
+
+
+def devices_only(running: LoadedConfig, candidate: LoadedConfig) -> bool:
+    """True when `candidate` can be applied in process: only its devices differ."""
+    old, new = running.config, candidate.config
+    if old.model_dump(exclude={"devices"}) != new.model_dump(exclude={"devices"}):
+        return False
+    # These features copy the device list at start and have no way to take a new one.
+    return not (new.web.enabled or new.wellness.checks)
+
+
+def _by_driver(devices: Iterable[DeviceSpec]) -> dict[str, list[DeviceSpec]]:
+    out: dict[str, list[DeviceSpec]] = {}
+    for spec in devices:
+        out.setdefault(spec.driver, []).append(spec)
+    return out
+
+
+def concerned_drivers(running: LoadedConfig, candidate: LoadedConfig) -> set[str]:
+    """The drivers whose devices (or their settings, or order) differ between the two."""
+    old, new = _by_driver(running.devices), _by_driver(candidate.devices)
+    return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A candidate applied in process: its devices, the drivers to restart, what to go back to."""
+
+    candidate: LoadedConfig
+    previous: LoadedConfig
+    drivers: set[str]
+
+
+def device_change(running: LoadedConfig, config: Path) -> DeviceChange | None:
+    """The in-process change from `running` to the config file now at `config`, or None.
+
+    None: the file does not load here, or more than devices differ (the process restarts).
+    """
+    try:
+        candidate = load_config(config, allow_conflicts=True)
+    except Exception:  # the restart's start judges it, as for any other candidate
+        return None
+    if not devices_only(running, candidate):
+        return None
+    return DeviceChange(candidate, running, concerned_drivers(running, candidate))
