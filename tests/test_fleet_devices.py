@@ -143,6 +143,9 @@ def test_a_device_added_then_removed_is_applied_in_process(
         lambda ms: any("zigbee2mqtt" not in h["drivers"] for h in _health(ms[at:])), timeout=10
     )
     assert gw.running() and gw.proc is not None and gw.proc.pid == pid
+    # Only the zigbee2mqtt driver was started and stopped, both times.
+    applied = [line for line in gw.log().splitlines() if "devices applied" in line]
+    assert len(applied) == 2 and all("drivers ['zigbee2mqtt'] restarted" in a for a in applied)
     assert "restarting driver simulated" not in gw.log()
     assert all("simulated" in h["drivers"] for h in _health(sub.snapshot()))
     top = max(_telemetry_seqs(sub))
