@@ -185,3 +185,36 @@ def test_a_device_whose_driver_fails_is_rolled_back_in_process(
     )
     top = max(_telemetry_seqs(sub))
     assert sub.wait(lambda ms: _meter_steady(sub, top + 20)), _missing(sub)
+
+
+def test_a_kill_during_an_in_process_trial_rolls_back_at_the_next_start(
+    site: tuple[Platform, GatewayProc, Subscriber], broker: Mosquitto
+) -> None:
+    platform, gw, sub = site
+    _running_pid(gw, sub)
+    before = platform.config.read_bytes()
+    wanted = platform.current()
+    wanted["devices"].append(_z2m_smoke(broker))
+    trial = platform.config.with_name(platform.config.name + ".trial.json")
+
+    def started() -> bool:
+        try:
+            return bool(json.loads(trial.read_bytes())["attempts"] == 1)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    platform.publish(signed_desired(platform.key, platform.identity, 1, wanted))
+    # In process the trial file says attempts 1 at once: a kill before the commit (2 s
+    # of drivers running at least) is a start that tried it and did not confirm it.
+    assert wait_for(started, 15, interval=0.01), gw.log()[-3000:]
+    gw.kill()
+    assert trial.exists() and platform.config.read_bytes() != before
+    again = GatewayProc(platform.config, extra_env=gw.extra_env).start()
+    try:
+        report = _wait_result(sub, "rolled_back", 1)
+        assert "stopped before the new configuration was confirmed" in report["reason"]
+        assert platform.config.read_bytes() == before and not trial.exists()
+        top = max(_telemetry_seqs(sub))
+        assert sub.wait(lambda ms: _meter_steady(sub, top + 20)), _missing(sub)
+    finally:
+        again.terminate()
