@@ -17,6 +17,8 @@ model; in short:
 - `service`: the feature plugged into the running gateway through `gateway.host.Host`
   (watches `config/desired`, publishes `config/reported`, commits a trial once the
   broker echoes the gateway's own report, rolls back at the deadline);
+- `devicechange`: whether a candidate differs from the running config in devices only
+  (then it is tried in process, restarting only the drivers concerned);
 - `cli`: `gateway config status`.
 - `diag`: remote diagnostics, the `cmd/diag/...` commands (`gateway check`, outbox,
   health, the last log lines, one device read, one driver restarted), signed,

@@ -10,7 +10,8 @@ Plugged in through `gateway.host.Host` (docs/fleet.md):
   the previous config and restarts;
 - otherwise each desired document is checked (in a thread: loading a config imports
   drivers) and either refused (reported, audited, nothing changes) or switched to,
-  then the process restarts to try it.
+  then the process restarts to try it; a candidate that changes devices only is
+  tried in process instead (only the drivers concerned restart, `devicechange`).
 
 Only the newest desired document waits (a deque of one), so a flood costs nothing.
 """
