@@ -30,7 +30,7 @@ from community_protocol.ed25519 import SignatureError, verify_config
 from community_protocol.enums import ClockState, ConfigResult, GatewayState
 from community_protocol.ids import Identity
 from community_protocol.names import SchemaName, schema_ref
-from community_protocol.topics import Topics
+from community_protocol.topics import CommandPath, Topics
 
 __all__ = ["ScriptedGateway", "health_document"]
 
@@ -108,7 +108,7 @@ class ScriptedGateway:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         doc = json.loads(msg.payload)
-        if self.topics.command_path(msg.topic) == "update":
+        if self.topics.command_path(msg.topic) == CommandPath.UPDATE:
             threading.Thread(target=self._on_update, args=(doc, msg.properties)).start()
             return
         with self._lock:
@@ -149,10 +149,10 @@ class ScriptedGateway:
         extra = {"result": {"version": release, "result": "accepted"}} if ok else {
             "error": "the manifest's signature does not verify"}  # fmt: skip
         reply = reply_document(
-            "update", args.get("request_id"), ok, "ok" if ok else "refused", **extra
+            CommandPath.UPDATE, args.get("request_id"), ok, "ok" if ok else "refused", **extra
         )
         reply.update(ts=_now(), clock="synced")
-        to = getattr(props, "ResponseTopic", None) or self.topics.reply("update")
+        to = getattr(props, "ResponseTopic", None) or self.topics.reply(CommandPath.UPDATE)
         self.client.publish(to, dumps(reply), qos=1)
         if not ok:
             self._event("gateway.update", {"result": "refused", "version": release,

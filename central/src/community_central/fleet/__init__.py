@@ -1,4 +1,4 @@
-"""Fleet operations (central side of remote configuration): list, push, rollout, audit.
+"""Fleet operations (central side of remote configuration): list, push, rollout, audit, diag.
 
 `community-central fleet` and its Python API (`Fleet`).  The contract comes from the
 protocol package (config-desired.json, config-reported.json, the `gateway.config`
@@ -10,6 +10,7 @@ gateway distribution, which this package never imports.  docs/fleet.md has the m
 - `desired`: a YAML config file checked and made into a signed document per gateway;
 - `audit`: the audit trail in central's database (SQLite or PostgreSQL);
 - `api`: `Fleet` (list, push, rollout, watch, audit);
+- `diag`: `diagnose`, one signed remote-diagnostics request and its checked reply;
 - `cli`: the `fleet` command group.
 
 May import: `community_protocol`, `community_central.broker`, `.database`,
@@ -21,6 +22,7 @@ from __future__ import annotations
 from .api import Fleet, PushOutcome, RolloutReport, audit_trail
 from .audit import AuditError, AuditRow, AuditStore
 from .desired import desired_for, load_config_file
+from .diag import DiagError, diag_fields, diagnose
 from .inventory import GatewayView, Inventory, Selector
 from .link import FleetLink, LinkError
 
@@ -28,6 +30,7 @@ __all__ = [
     "AuditError",
     "AuditRow",
     "AuditStore",
+    "DiagError",
     "Fleet",
     "FleetLink",
     "GatewayView",
@@ -38,5 +41,7 @@ __all__ = [
     "Selector",
     "audit_trail",
     "desired_for",
+    "diag_fields",
+    "diagnose",
     "load_config_file",
 ]

@@ -104,7 +104,7 @@ db_option = click.option(
 
 @click.group()
 def fleet() -> None:
-    """Remote configuration and updates of the gateways: list, push, rollout, update, audit."""
+    """Remote configuration, updates and diagnostics of the gateways: list, push, rollout, update, audit, diag."""
 
 
 @fleet.command("list")
@@ -415,3 +415,92 @@ def keygen(folder: Path, name: str) -> None:
         f"key {kid}: private {private} (keep it off the gateways), public {public}"
         " (add it to each gateway's security.config_keys)"
     )
+
+
+@fleet.command()
+@_broker_options
+@click.argument("gateway", metavar="SITE/GATEWAY")
+@click.argument(
+    "command", type=click.Choice(["check", "outbox", "health", "logs", "read", "restart"])
+)
+@click.argument("target", required=False, metavar="[DEVICE|DRIVER]")
+@click.option(
+    "--key",
+    "key_path",
+    type=_File,
+    required=True,
+    help="Ed25519 private key file of a fleet key (one in the gateway's security.config_keys).",
+)
+@click.option("--lines", type=click.IntRange(1, 500), default=None, help="logs: newest N lines.")
+@click.option(
+    "--level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+    default=None,
+    help="logs: the lowest level shown.",
+)
+@click.option("--no-devices", is_flag=True, help="check: do not read the devices.")
+@click.option("--by", default=None, help="Who asks (an operator name), signed with the request.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1, max=600),
+    default=45.0,
+    show_default=True,
+    help="Seconds to wait for the reply.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The reply document as JSON.")
+@_link_errors
+def diag(
+    gateway: str,
+    command: str,
+    target: str | None,
+    key_path: Path,
+    lines: int | None,
+    level: str | None,
+    no_devices: bool,
+    by: str | None,
+    wait: float,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Ask one gateway for a diagnostic: check, outbox, health, logs, read DEVICE, restart DRIVER.
+
+    The request is signed with --key; the gateway answers only a fleet key's requests.
+    """
+    from community_protocol.ed25519 import CommandSigner
+    from community_protocol.ids import Identity
+
+    from .diag import DiagError, diag_fields, diagnose, render
+
+    site, _, gw = gateway.partition("/")
+    try:
+        identity = Identity(site, gw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SITE/GATEWAY") from exc
+    needs = {"read": "DEVICE", "restart": "DRIVER"}.get(command)
+    if (target is None) is (needs is not None):
+        wanted = f"{command} needs a {needs}" if needs else f"{command} takes no argument"
+        raise click.UsageError(wanted)
+    try:
+        path, fields = diag_fields(
+            command, lines=lines, level=level, by=by,
+            device=target if command == "read" else None,
+            driver=target if command == "restart" else None,
+            devices=False if no_devices else None,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        signer = CommandSigner(load_private_key(key_path))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from exc
+    try:
+        reply = diagnose(_settings(kw), identity, path, fields, signer, wait_s=wait)
+    except DiagError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(reply, ensure_ascii=False, indent=2))
+    else:
+        for line in render(reply):
+            click.echo(line)
+    if reply.get("ok") is not True:
+        sys.exit(1)

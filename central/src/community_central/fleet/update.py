@@ -22,7 +22,7 @@ from typing import Any
 
 from community_protocol.documents import dumps, format_ts
 from community_protocol.ids import Identity
-from community_protocol.topics import Topics
+from community_protocol.topics import CommandPath, Topics
 
 from ..broker import publish_properties
 from ..signing import CommandSigner
@@ -31,9 +31,8 @@ from .audit import AuditRow, AuditStore
 from .inventory import GatewayView, Inventory, Selector
 from .link import FleetLink
 
-__all__ = ["COMMAND", "COMMITTED", "roll_update"]
+__all__ = ["COMMITTED", "roll_update"]
 
-COMMAND = "update"
 COMMITTED = "committed"
 FINAL = frozenset({COMMITTED, "rolled_back", "refused"})
 
@@ -62,7 +61,7 @@ def roll_update(
 
     return fleet.in_waves(
         selector, canary, batch, wave, COMMITTED,
-        lambda link: [every.central_reply(link.client_id), every.reply(COMMAND)],
+        lambda link: [every.central_reply(link.client_id), every.reply(CommandPath.UPDATE)],
     )  # fmt: skip
 
 
@@ -86,9 +85,11 @@ def _wave(
         # Stale after the wait: a gateway offline now must not install it next week.
         expires = format_ts(datetime.now(UTC) + timedelta(seconds=wait_s))
         fields = {"request_id": request_id, "expires": expires, "manifest": manifest, "url": url}
-        payload = signer.sign(identity, COMMAND, fields) if signer is not None else fields
+        payload = (
+            signer.sign(identity, CommandPath.UPDATE, fields) if signer is not None else fields
+        )
         link.publish(
-            topics.command(COMMAND),
+            topics.command(CommandPath.UPDATE),
             dumps(payload),
             retain=False,
             properties=publish_properties(
