@@ -600,3 +600,18 @@ def test_damage_found_while_running_is_rebuilt_without_a_restart(opener: Opener)
     # max + 1 was put before the damage; the gateway.storage report took the next one.
     assert outbox.put(item()).result(timeout=10) == max(seqs) + 3
     reader.close()
+
+
+def test_a_value_longer_than_sqlite_allows_counts_as_damage(tmp_path: Path) -> None:
+    # A damaged record header can claim a value longer than SQLite's length limit; the
+    # read then fails with SQLITE_TOOBIG, and the file must be treated as damaged (moved
+    # aside and salvaged), not crash the gateway at start. Lowering the limit makes
+    # SQLite raise that very error on a real file.
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (v BLOB)")
+    conn.execute("INSERT INTO t VALUES (?)", (b"x" * 100,))
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10)
+    with pytest.raises(sqlite3.DataError) as raised:
+        conn.execute("SELECT v FROM t").fetchall()
+    conn.close()
+    assert dbrecovery.is_damage(raised.value)

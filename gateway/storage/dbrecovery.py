@@ -35,7 +35,10 @@ __all__ = ["Salvage", "is_damage", "open_checked", "problem", "rebuild"]
 
 log = logging.getLogger(__name__)
 
-_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# TOOBIG: a damaged record header can claim a value longer than SQLite's limit (1 GB);
+# every value this gateway stores is bounded far below that, so reading one is damage.
+# Seen with random bytes over an outbox: quick_check raised "string or blob too big".
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_TOOBIG})
 _CHUNK = 512  # rows per read: a damaged page costs at most the rows after it in a chunk
 _MAX_ROWID = 2**63 - 1
 _MAX_RANGES = 16
@@ -49,7 +52,7 @@ def is_damage(exc: BaseException) -> bool:
     if code is not None:
         return code & 0xFF in _DAMAGE_CODES
     text = str(exc).lower()
-    return "malformed" in text or "not a database" in text
+    return "malformed" in text or "not a database" in text or "too big" in text
 
 
 def problem(path: Path) -> str | None:
