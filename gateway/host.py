@@ -3,8 +3,9 @@
 A feature (alarms, web, wellness, the SMS notifier, the sinks' health) is given a `Host`
 and plugs itself in through it: it observes the messages once they are durable, runs a
 long-lived service, answers a command family, puts documents into the outbox, looks
-devices up, commands a device's outputs, adds a part to the health message, reads
-the health message and restarts one driver (remote diagnostics).  It
+devices up (and hears when remote configuration changes them), commands a device's
+outputs, adds a part to the health message, reads the health message and restarts one
+driver (remote diagnostics).  It
 never sees the `Gateway` object, so a feature can be built and tested without one, and
 no import cycle runs between the runtime and its features.
 
@@ -33,6 +34,7 @@ from gateway.storage.outbox import Outbox
 
 __all__ = [
     "AvailabilityObserver",
+    "DevicesObserver",
     "HealthPart",
     "Hooks",
     "Host",
@@ -46,6 +48,10 @@ __all__ = [
 MessageObserver = Callable[[Message], None]
 # A device became available (True), unavailable (False) or unknown (None), with why.
 AvailabilityObserver = Callable[[DeviceRef, bool | None, str], None]
+# Called on the event loop once a remote change of devices runs (`apply_devices`), with
+# every device now configured: a feature that shows or watches devices reads the list
+# here instead of keeping the one it was started with.  Must not block.
+DevicesObserver = Callable[[Sequence[DeviceSpec]], None]
 # A long-running part of the gateway besides the drivers, started after the uplink and
 # cancelled before it stops (same order as the drivers); restarted if it crashes.
 Service = Callable[[], Awaitable[None]]
@@ -119,6 +125,10 @@ class Host(Protocol):
         """Call `observer` when a device's availability changes."""
         ...
 
+    def add_devices_observer(self, observer: DevicesObserver) -> None:
+        """Call `observer` with the new device list whenever the configured devices change."""
+        ...
+
     def add_service(self, name: str, service: Service) -> None:
         """Run `service` with the drivers, under `name`; ValueError if the name is taken."""
         ...
@@ -183,6 +193,7 @@ class Hooks:
         self.router = router
         self.message_observers: list[MessageObserver] = []
         self.availability_observers: list[AvailabilityObserver] = []
+        self.devices_observers: list[DevicesObserver] = []
         self.services: dict[str, Service] = {}
         self.health_parts: dict[str, HealthPart] = {}
 
@@ -191,6 +202,9 @@ class Hooks:
 
     def add_availability_observer(self, observer: AvailabilityObserver) -> None:
         self.availability_observers.append(observer)
+
+    def add_devices_observer(self, observer: DevicesObserver) -> None:
+        self.devices_observers.append(observer)
 
     def add_service(self, name: str, service: Service) -> None:
         if name in self.services:
@@ -222,6 +236,14 @@ class Hooks:
                 observer(ref, available, reason)
             except Exception:
                 log.exception("availability observer %r failed on %s", observer, ref.id)
+
+    def tell_devices(self, devices: Sequence[DeviceSpec]) -> None:
+        """Give the new device list to every devices observer, likewise."""
+        for observer in self.devices_observers:
+            try:
+                observer(devices)
+            except Exception:
+                log.exception("devices observer %r failed on the new device list", observer)
 
     def health_parts_doc(self) -> dict[str, Any]:
         """Every registered health part, built now."""

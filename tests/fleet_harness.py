@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,9 +103,13 @@ def running_site(
     devices: list[dict[str, Any]],
     trial_s: float,
     extra_env: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
+    before_start: Callable[[Path], None] | None = None,
 ) -> Iterator[tuple[Platform, GatewayProc, Subscriber]]:
     """A `gateway run` trusting a new platform key, and a subscriber to its whole tree.
 
+    `sections`: more config sections (e.g. `web`), as write_config takes them;
+    `before_start` is given the config file once written (to add a staff account).
     Yields once the gateway published its first reported document.
     """
     config = folder / "gw" / "gateway.yaml"
@@ -118,7 +122,10 @@ def running_site(
         broker_url,
         devices,
         security={"config_keys": [str(platform.public)], "config_trial_s": trial_s},
+        **(sections or {}),
     )
+    if before_start is not None:
+        before_start(config)
     sub = Subscriber(port, f"{platform.base}/#").start()
     gw = GatewayProc(config, extra_env=extra_env or {}).start()
     try:

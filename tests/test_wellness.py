@@ -386,3 +386,47 @@ def test_the_demo_raises_inactivity_in_flat_1_201_at_240_s_and_clears_it_at_300_
         if (cleared := watch.activity(t, T0, device_id)) is not None:
             decided.append((t, cleared.type))
     assert decided[:2] == [(240.0, E.ELDERLY_INACTIVITY), (300.0, E.ELDERLY_CLEARED)]
+
+
+def test_a_check_kept_across_a_change_of_devices_keeps_its_window_and_a_dropped_one_clears() -> (
+    None
+):
+    asyncio.run(_test_a_check_kept_and_a_check_dropped())
+
+
+async def _test_a_check_kept_and_a_check_dropped() -> None:
+    now = [1000.0]
+    sos1, sos2 = _spec("sos-201", Kind.ELDERLY_ALARM), _spec("sos-202", Kind.ELDERLY_ALARM, "202")
+    both = WellnessConfig(
+        checks=(
+            InactivityCheck(device="sos-201", window_s=100.0),
+            InactivityCheck(device="sos-202", window_s=10.0),
+        )
+    )
+    out = _Outbox()
+    svc = out.wellness = Wellness(both, [sos1, sos2], out.emit, clock=lambda: now[0])
+    task = asyncio.create_task(svc.run())
+    try:
+        now[0] += 10.0
+        await until(lambda: out.types() == [E.ELDERLY_INACTIVITY])
+        # sos-202 and its check removed; a door added to flat 201 counts for its check.
+        door = _spec("door-201", Kind.DOOR)
+        svc.set_devices(WellnessConfig(checks=both.checks[:1]), [sos1, door])
+        await until(lambda: len(out.messages) == 2)
+        cleared = out.messages[1]
+        assert isinstance(cleared, Event) and cleared.type is E.ELDERLY_CLEARED
+        assert cleared.device.id == "sos-202" and cleared.data["clears"] == "elderly.inactivity"
+        svc.observe(
+            Event(_spec("sos-202", Kind.ELDERLY_ALARM, "202").ref, datetime.now(UTC), E.ELDERLY_SOS)
+        )
+        # The kept check's window still began at start: it raises at 1100, not 1110.
+        now[0] = 1100.0
+        await until(lambda: len(out.messages) == 3)
+        assert out.messages[2].device.id == "sos-201"
+        svc.observe(Event(door.ref, datetime.now(UTC), E.DOOR_OPENED))
+        await until(lambda: len(out.messages) == 4)
+        last = out.messages[3]
+        assert isinstance(last, Event) and last.data["activity_device"] == "door-201"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

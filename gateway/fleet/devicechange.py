@@ -3,9 +3,12 @@
 Remote configuration (gateway.fleet.service) applies a candidate config in process,
 without the exec restart, when the validated models differ in `devices:` only; then
 only the drivers whose device lists changed are stopped and started again.  Anything
-else (broker, identity, outbox, security, a feature's section) keeps the restart.
-Features that keep their own copy of the device list and cannot take a new one (the
-web console, wellness checks) keep the restart too (docs/fleet.md, "What restarts").
+else (broker, identity, outbox, security, a feature's section) keeps the restart, with
+one exception: the `wellness:` checks may change with the devices while the wellness
+feature runs (a flat's alarm device removed with its check), because that feature
+reads its checks again with every new device list.  The web console and the wellness
+checks follow the devices through the host's device-list hook (`Host.add_devices_observer`;
+docs/fleet.md, "What restarts").
 """
 
 from __future__ import annotations
@@ -23,10 +26,9 @@ __all__ = ["DeviceChange", "concerned_drivers", "device_change", "devices_only"]
 def devices_only(running: LoadedConfig, candidate: LoadedConfig) -> bool:
     """True when `candidate` can be applied in process: only its devices differ."""
     old, new = running.config, candidate.config
-    if old.model_dump(exclude={"devices"}) != new.model_dump(exclude={"devices"}):
-        return False
-    # These features copy the device list at start and have no way to take a new one.
-    return not (new.web.enabled or new.wellness.checks)
+    # Without checks at start the wellness feature is not attached: new checks need it.
+    same = {"devices", "wellness"} if old.wellness.checks else {"devices"}
+    return old.model_dump(exclude=same) == new.model_dump(exclude=same)
 
 
 def _by_driver(devices: Iterable[DeviceSpec]) -> dict[str, list[DeviceSpec]]:

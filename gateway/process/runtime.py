@@ -188,6 +188,8 @@ class Gateway(Hooks):
                 except Exception as exc:  # a driver refusing its devices: the trial fails
                     log.error("driver %s did not start: %r", name, exc)
                     self.driver_failures[name] = f"driver {name} did not start: {exc!r}"
+        # The web console and the wellness checks follow the new list.
+        self.tell_devices(loaded.devices)
         log.info(
             "devices applied: %d devices, drivers %s restarted",
             len(loaded.devices),

@@ -11,11 +11,10 @@ import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
-from gateway.sdk.model import Identity, format_ts
+from gateway.sdk.model import Identity
 from gateway.web.auth import DeviceTrust, FailureLimiter, Session, SessionStore, tokens_match
 from gateway.web.building import Place, at_place
 from gateway.web.console_pages import console_page, place_page, signin_page
@@ -245,17 +244,9 @@ class ConsoleRoutes:
         self._keep_lang(request, resp, lang)
         return resp
 
-    def _state(self) -> dict[str, Any]:
-        # `now` lets the page's script reckon ages by the gateway's clock, not the tablet's.
-        return {
-            "now": format_ts(datetime.now(UTC)),
-            "alarms": self.live.console_alarms(),
-            "devices": [self.live.console_device(d) for d in self.live.devices.values()],
-        }
-
     async def console_state(self, request: web.Request) -> web.StreamResponse:
         self._require_session(request)
-        return web.json_response(self._state())
+        return web.json_response(self.live.console_snapshot())
 
     async def console_events(self, request: web.Request) -> web.StreamResponse:
         s = self._session(request)
@@ -286,7 +277,7 @@ class ConsoleRoutes:
             "console",
             self.live.console,
             "snapshot",
-            self._state,
+            self.live.console_snapshot,
             ended=ended,
             heartbeat_s=beat,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -153,15 +153,43 @@ class LiveState:
         self.zone = zone  # the screens' local time zone
         self.site_name = site_name  # shown in the console's header (the id if no name)
         self.meters = meters
-        self.devices = {
-            d.id: DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
-            for d in devices
-        }
+        self.devices: dict[str, DeviceState] = {}
+        self.set_devices(devices)
         self.alarms = alarms
         self.console = Hub()
         self.kiosk = Hub()
         self._unlisten: Callable[[], None] | None = None
         self._banner: list[dict[str, Any]] = []
+
+    def set_devices(self, devices: Sequence[DeviceSpec]) -> None:
+        """Show exactly `devices` (a remote change of devices): new rows, removed ones gone.
+
+        A device that stays keeps its availability and last value; its name, kind and
+        place are taken from the new list.  Open consoles get the new snapshot.
+        """
+        old = self.devices
+        self.devices = {}
+        for d in devices:
+            row = DeviceState(d.id, str(d.ref.kind), d.name, d.ref.location.as_dict())
+            kept = old.get(d.id)
+            if kept is not None:
+                row.available, row.reason, row.last_at = kept.available, kept.reason, kept.last_at
+                row.last_value, row.last_readings = kept.last_value, kept.last_readings
+                row.last_event = kept.last_event
+            self.devices[d.id] = row
+        if self.meters is not None:
+            self.meters.meters = {d.id for d in devices if str(d.ref.kind) == "meter"}
+        if old and self.console.listening:
+            self.console.publish("snapshot", self.console_snapshot())
+
+    def console_snapshot(self) -> dict[str, Any]:
+        """What an open console starts from: the gateway's time, the alarms, the devices."""
+        # `now` lets the page's script reckon ages by the gateway's clock, not the tablet's.
+        return {
+            "now": format_ts(datetime.now(UTC)),
+            "alarms": self.console_alarms(),
+            "devices": [self.console_device(d) for d in self.devices.values()],
+        }
 
     def start(self) -> None:
         self._unlisten = self.alarms.listen(self.on_alarm)

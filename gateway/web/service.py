@@ -160,6 +160,7 @@ def attach(host: Host, alarms: AlarmEngine) -> WebService:
     svc = WebService(host, alarms)
     host.add_message_observer(svc.live.on_message)
     host.add_availability_observer(svc.live.on_availability)
+    host.add_devices_observer(svc.live.set_devices)
     host.add_command_route(CommandPath.REQUESTS, svc.store.command)
     host.add_service("web", svc.run)
     return svc

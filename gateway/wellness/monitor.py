@@ -164,27 +164,51 @@ class Wellness:
         self._clock = clock
         self._wall = wall
         self._meters = MeterMemory()
-        by_id = {d.id: d for d in devices}
-        start, start_wall = clock(), wall()
-        self._flats = [
-            _Flat(
-                c,
-                by_id[c.device].ref,
-                FlatWatch(c.seconds, start, start_wall),
-                frozenset(_activity_devices(c, devices)),
-            )
-            for c in cfg.checks
-        ]
-        # Every message of the gateway passes here: find its flats without a scan.
-        self._by_device: dict[str, list[_Flat]] = {}
-        for flat in self._flats:
-            for member in flat.members:
-                self._by_device.setdefault(member, []).append(flat)
         self._pending: asyncio.Queue[Event] = asyncio.Queue()
         self._wake = asyncio.Event()
+        self._flats: list[_Flat] = []
+        # Every message of the gateway passes here: find its flats without a scan.
+        self._by_device: dict[str, list[_Flat]] = {}
+        self.set_devices(cfg, devices)
         self._own: set[str] = set()  # msg_ids this service emitted: not activity
         self.emitted = 0
         self.errors = 0
+
+    def set_devices(self, cfg: WellnessConfig, devices: Sequence[DeviceSpec]) -> None:
+        """Watch `cfg`'s checks over `devices` (at start, and after a remote change of devices).
+
+        A check that stays (the same device and settings) keeps its quiet period, so a
+        change elsewhere in the building neither delays nor repeats its alarm; its
+        activity devices follow the new list (a sensor added to the flat counts).  A
+        check that is gone (its device was removed) is dropped; if it had raised
+        `elderly.inactivity`, an `elderly.cleared` says why, so no alarm stays active
+        for a flat nobody watches any more.
+        """
+        by_id = {d.id: d for d in devices}
+        old = {flat.check.device: flat for flat in self._flats}
+        now, wall = self._clock(), self._wall()
+        flats = []
+        for check in cfg.checks:
+            kept = old.pop(check.device, None)
+            watch = kept.watch if kept is not None and kept.check == check else None
+            if watch is None:
+                watch = FlatWatch(check.seconds, now, wall)
+            members = frozenset(_activity_devices(check, devices))
+            flats.append(_Flat(check, by_id[check.device].ref, watch, members))
+        for gone in old.values():
+            log.info("inactivity check on %s dropped: its device was removed", gone.ref.id)
+            if gone.watch.raised:
+                data: dict[str, object] = {
+                    "clears": str(EventType.ELDERLY_INACTIVITY),
+                    "reason": "the inactivity check was removed with its device",
+                }
+                self._queue(gone, Decision(EventType.ELDERLY_CLEARED, data), wall)
+        self._flats = flats
+        self._by_device = {}
+        for flat in flats:
+            for member in flat.members:
+                self._by_device.setdefault(member, []).append(flat)
+        self._wake.set()
 
     def observe(self, message: Message) -> None:
         """Runs on every durable message; never blocks (events are emitted by `run`)."""
@@ -261,5 +285,8 @@ def attach(host: Host) -> Wellness:
     """The inactivity checks of `host`'s config, run as its observer and service."""
     wellness = Wellness(host.config.wellness, host.devices, partial(host.emit, source="wellness"))
     host.add_message_observer(wellness.observe)
+    # The checks are read again with the devices: a remote change may remove a flat's
+    # device and its check together (gateway.fleet.devicechange).
+    host.add_devices_observer(lambda devices: wellness.set_devices(host.config.wellness, devices))
     host.add_service("wellness", wellness.run)
     return wellness
