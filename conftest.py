@@ -3,4 +3,4 @@
 The fixtures live in tests/plugin.py; test modules never import a conftest.
 """
 
-pytest_plugins = ["tests.plugin"]
+pytest_plugins = ["tests.plugin", "tests.cpureport"]

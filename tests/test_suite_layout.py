@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import Mosquitto
+from tests import cpureport
+from tests.peers import Mosquitto, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("tests", "drivers", "central", "protocol")
@@ -101,3 +104,46 @@ def test_a_broker_run_through_a_wrapper_is_gone_after_the_test(tmp_path: Path) -
     assert _processes_naming(conf)
     broker.remove()
     assert not _processes_naming(conf)
+
+
+def test_an_mqtt_client_a_test_leaves_running_is_stopped_and_named(tmp_path: Path) -> None:
+    # Tests that never stopped a Subscriber left paho threads reconnecting to dead
+    # brokers for the rest of the worker's life; tests/plugin.py stops them and says so.
+    (tmp_path / "conftest.py").write_text("pytest_plugins = ['tests.plugin']\n")
+    (tmp_path / "test_left.py").write_text(
+        "import threading\n"
+        "import paho.mqtt.client as mqtt\n"
+        "from tests.peers import free_port\n"
+        "def test_leaves_one():\n"
+        "    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id='left-behind')\n"
+        "    c.connect_async('127.0.0.1', free_port())\n"
+        "    c.loop_start()\n"
+        "def test_none_left():\n"
+        "    assert not [t for t in threading.enumerate() if t.name.startswith('paho')]\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
+         "-p", "no:randomly", "-W", "default", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "2 passed" in ran.stdout, ran.stdout
+    assert "test_leaves_one left MQTT clients running (left-behind)" in ran.stdout, ran.stdout
+
+
+def test_the_cpu_report_charges_a_child_once(tmp_path: Path) -> None:
+    # The meter reads a live child from /proc, then (once waited for) from rusage:
+    # what it charged while the child ran must not be charged again at its end.
+    meter = cpureport._Meter()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.process_time()\n"
+         "while time.process_time() - t < 0.6: pass\n"]
+    )  # fmt: skip
+    wait_for(lambda: cpureport._descendants_cpu(os.getpid()).get(child.pid, 0) > 0.2)
+    while_running = meter.take()
+    child.wait()
+    after = meter.take()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert while_running > 0.2, while_running
+    assert 0.55 < while_running + after < 1.0, (while_running, after, kids)
