@@ -70,6 +70,7 @@ def running(tmp_path: Path, broker: Mosquitto) -> Any:
     status = Subscriber(broker.port, f"{base}/status").start()
     gw = GatewayProc(config).start()
     assert status.wait(lambda ms: any(m.json()["state"] == "online" for m in ms)), gw.log()
+    status.stop()
     req = Requester(broker.port)
     yield base, req, gw
     req.close()
@@ -118,14 +119,17 @@ def test_bad_commands_get_a_clear_error_and_the_gateway_keeps_running(
 def test_device_command_injects_a_test_alarm(running: Any, broker: Mosquitto) -> None:
     base, req, _ = running
     events = Subscriber(broker.port, f"{base}/devices/smoke-1/events").start()
-    reply = req.ask(
-        f"{base}/cmd/devices/smoke-1/inject",
-        json.dumps({"type": "smoke.alarm", "data": {"test": True}}).encode(),
-    )
-    assert reply["ok"] is True, reply
-    assert events.wait(lambda ms: any(m.json()["event"]["type"] == "smoke.alarm" for m in ms))
-    bad = req.ask(f"{base}/cmd/devices/smoke-1/inject", b'{"type": "elderly.sos"}')
-    assert bad["ok"] is False and "smoke" in bad["error"]
+    try:
+        reply = req.ask(
+            f"{base}/cmd/devices/smoke-1/inject",
+            json.dumps({"type": "smoke.alarm", "data": {"test": True}}).encode(),
+        )
+        assert reply["ok"] is True, reply
+        assert events.wait(lambda ms: any(m.json()["event"]["type"] == "smoke.alarm" for m in ms))
+        bad = req.ask(f"{base}/cmd/devices/smoke-1/inject", b'{"type": "elderly.sos"}')
+        assert bad["ok"] is False and "smoke" in bad["error"]
+    finally:
+        events.stop()
 
 
 def test_mqtt311_gets_replies_on_the_reply_topic(tmp_path: Path, broker: Mosquitto) -> None:
@@ -147,4 +151,6 @@ def test_mqtt311_gets_replies_on_the_reply_topic(tmp_path: Path, broker: Mosquit
         client.disconnect()
         client.loop_stop()
     finally:
+        replies.stop()
+        status.stop()
         gw.terminate()
