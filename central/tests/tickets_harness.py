@@ -4,9 +4,11 @@ shaped per the contract, a plain paho publisher standing in for gateways."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from community_central import Ticket, TicketStore
+from community_central.broker import stop_loop
 from community_central.contract import format_ts, validator
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -129,6 +132,21 @@ class TicketServiceProc(ChildProcess):
             assert self.running(), f"ticket service exited:\n{self.log()}"
         return self
 
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM; if it is still running after `timeout`, its threads' stacks
+        (SIGUSR1, faulthandler) go into the failure, then it is killed."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.kill()
+            raise AssertionError(
+                f"{self.client_id} did not stop within {timeout} s of SIGTERM:\n{self.log()}"
+            ) from None
+
     def ready_marks(self) -> int:
         """Log lines saying it follows the alarms: the leader read the retained ones, or
         a follower handed that to the leader."""
@@ -160,8 +178,7 @@ class Publisher:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        assert stop_loop(self.client, "publisher", 10)
 
 
 def tickets_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,9 @@ model nor its adapter.  paho stays behind `build_client`.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ from paho.mqtt.properties import Properties
 
 MAX_SECRET_BYTES = 64 * 1024
 
-__all__ = ["BrokerSettings", "build_client", "publish_properties", "refused_credentials"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BrokerSettings",
+    "build_client",
+    "publish_properties",
+    "refused_credentials",
+    "stop_loop",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +119,21 @@ def refused_credentials(reason_code: Any) -> bool:
     """Whether a CONNACK refusal is about the user name or password."""
     text = str(reason_code)
     return "Not authorized" in text or "Bad user name or password" in text
+
+
+def stop_loop(client: mqtt.Client, name: str, timeout_s: float) -> bool:
+    """Disconnect and wait at most `timeout_s` for paho's network thread; whether it ended.
+
+    Not `loop_stop`: it joins without a timeout, and in paho 2.2 it reads the thread
+    twice while the thread clears it on exit, so a thread that ended in between makes
+    it raise AttributeError.
+    """
+    thread = client._thread  # paho names its network thread nowhere else
+    client.disconnect()
+    if thread is None or thread is threading.current_thread():
+        return True
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("MQTT connection %s: paho did not stop within %.1f s", name, timeout_s)
+        return False
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import re
@@ -9,7 +10,6 @@ import signal
 import socket
 import sqlite3
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import click
 from .broker import BrokerSettings
 from .database import is_url
 from .fair import Budget
+from .lifecycle import run_until_signalled
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
 from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
@@ -168,6 +169,14 @@ def _default_client_id() -> str:
     help="Ed25519 private key (gateway security keygen) that signs acknowledgements; "
     "gateways that trust its public key refuse unsigned ones.",
 )
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds given to an orderly stop after SIGTERM; work still busy then (e.g."
+    " waiting on a peer's database lock) is abandoned, logged, and exits with status 1.",
+)
 def serve(
     broker_url: str,
     db_path: str | Path,
@@ -183,6 +192,7 @@ def serve(
     gateway_rate: float,
     gateway_burst: int,
     signing_key: Path | None,
+    stop_timeout: float,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
     client_id = client_id or _default_client_id()
@@ -219,9 +229,8 @@ def serve(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--signing-key") from exc
     _open(db_path).close()  # a database that cannot be opened stops us here
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # `kill -USR1` writes every thread's stack to the log: what a hung service is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     cfg = ServiceConfig(
         broker,
         db_path,
@@ -232,7 +241,7 @@ def serve(
         budget=Budget(rate_per_s=gateway_rate, burst=gateway_burst),
         signer=signer,
     )
-    TicketService(cfg, routes).run(stop)
+    run_until_signalled(TicketService(cfg, routes).run, grace_s=stop_timeout)
 
 
 def _ago(ts: float | None) -> str:

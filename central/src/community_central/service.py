@@ -51,7 +51,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .broker import BrokerSettings, build_client, publish_properties, refused_credentials
+from .broker import (
+    BrokerSettings,
+    build_client,
+    publish_properties,
+    refused_credentials,
+    stop_loop,
+)
 from .contract import CentralTopics, Identity
 from .documents import AlarmDoc, BadAlarm, parse_alarm
 from .fair import Budget, FairQueue
@@ -70,6 +76,7 @@ DEAD_AFTER_S = 3.0  # a worker silent this long has stopped (or hangs)
 # While a worker of the group is stopped, the broker keeps queueing a share of the
 # alarms in its session: the leader reads the retained alarms this often meanwhile.
 ORPHAN_RECONCILE_S = 5.0
+CLIENT_STOP_S = 2.0  # a paho thread that takes longer to stop is left to the exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,9 +264,8 @@ class TicketService:
                     # next round sends them.
                     log.warning("database error, tried again shortly: %s", exc)
         finally:
-            for c in (client, events):
-                c.disconnect()
-                c.loop_stop()
+            stop_loop(client, self.cfg.client_id, CLIENT_STOP_S)
+            stop_loop(events, f"{self.cfg.client_id}.events", CLIENT_STOP_S)
             self.store.close()
 
     def _handle(self, kind: str, value: Any) -> None:
