@@ -102,3 +102,26 @@ def test_the_command_runs_without_the_gateway_importable(tmp_path: Path) -> None
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_command_that_connects_takes_the_same_broker_options() -> None:
+    import click
+    from community_central.cli import main
+
+    def commands(group: click.Group) -> list[click.Command]:
+        found: list[click.Command] = []
+        for command in group.commands.values():
+            found += commands(command) if isinstance(command, click.Group) else [command]
+        return found
+
+    names = ("broker_url", "prefix", "username", "password_file", "ca_file")
+    shapes: dict[str, list[tuple[object, ...]]] = {}
+    for command in commands(main):
+        params = {p.name: p for p in command.params}
+        if "broker_url" in params:
+            shapes[str(command.name)] = [
+                (params[n].opts, getattr(params[n], "help", None), params[n].default) for n in names
+            ]
+    assert "serve" in shapes and "push" in shapes and len(shapes) > 5, sorted(shapes)
+    first = shapes.pop("serve")
+    assert all(shape == first for shape in shapes.values()), shapes

@@ -94,3 +94,15 @@ def test_sigterm_stops_the_service_while_a_peer_holds_the_database_lock(
         pub.stop()
         if svc.running():
             svc.kill()
+
+
+def test_the_unit_leaves_the_service_its_stop_timeout() -> None:
+    # systemd kills the service TimeoutStopSec after SIGTERM: the service's own bound
+    # must come first, or its log never says what it abandoned.
+    from community_central.cli import serve
+
+    unit = Path(__file__).resolve().parents[1] / "systemd" / "community-central.service"
+    [line] = [x for x in unit.read_text().splitlines() if x.startswith("TimeoutStopSec=")]
+    [option] = [p for p in serve.params if p.name == "stop_timeout"]
+    assert isinstance(option.default, float)
+    assert option.default + 5 <= float(line.partition("=")[2]), line

@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from .broker import BrokerSettings
 from .database import is_url
 from .fair import Budget
 from .lifecycle import run_until_signalled
+from .options import broker_options, broker_settings
 from .routing import load_routes
 from .service import ServiceConfig, TicketService
 from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
@@ -95,7 +95,7 @@ def _default_client_id() -> str:
 
 
 @main.command()
-@click.option("--broker", "broker_url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+@broker_options
 @click.option(
     "--db",
     "db_path",
@@ -104,7 +104,6 @@ def _default_client_id() -> str:
     help="The tickets' database, shared by the instances sharing the load: a SQLite file"
     " (created if missing) or a postgresql://user@host/dbname URL (several machines).",
 )
-@click.option("--prefix", default="community/v1", show_default=True, help="Topic prefix.")
 @click.option(
     "--group", default="tickets", show_default=True, help="Shared subscription group name."
 )
@@ -120,19 +119,6 @@ def _default_client_id() -> str:
     default=None,
     help="MQTT client id; its broker session queues alarms while the service is down. "
     "Each instance needs its own. [default: tickets-HOSTNAME]",
-)
-@click.option("--username", default=None, help="Broker user name.")
-@click.option(
-    "--password-file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="File holding the broker password (never on the command line).",
-)
-@click.option(
-    "--ca-file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="CA certificate of an mqtts:// broker [default: the system's trusted CAs].",
 )
 @click.option(
     "--session-expiry",
@@ -178,21 +164,17 @@ def _default_client_id() -> str:
     " waiting on a peer's database lock) is abandoned, logged, and exits with status 1.",
 )
 def serve(
-    broker_url: str,
     db_path: str | Path,
-    prefix: str,
     group: str,
     routes_path: Path | None,
     client_id: str | None,
-    username: str | None,
-    password_file: Path | None,
-    ca_file: Path | None,
     session_expiry: int,
     reconcile_every: float,
     gateway_rate: float,
     gateway_burst: int,
     signing_key: Path | None,
     stop_timeout: float,
+    **broker_kw: Any,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
     client_id = client_id or _default_client_id()
@@ -202,17 +184,7 @@ def serve(
                 f"{value!r}: 1-64 letters, digits, '_', '.', '-' (it becomes a topic level)",
                 param_hint=name,
             )
-    try:
-        broker = BrokerSettings(
-            broker_url, prefix, username=username, password_file=password_file, ca_file=ca_file
-        )
-    except ValueError as exc:
-        hint, _, message = str(exc).partition(": ")
-        raise click.BadParameter(message, param_hint=hint) from exc
-    try:
-        broker.password()
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read it: {exc}", param_hint="--password-file") from exc
+    broker = broker_settings(broker_kw)
     try:
         routes = load_routes(routes_path)
     except ConfigError as exc:

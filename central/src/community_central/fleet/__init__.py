@@ -14,7 +14,7 @@ gateway distribution, which this package never imports.  docs/fleet.md has the m
 - `cli`: the `fleet` command group.
 
 May import: `community_protocol`, `community_central.broker`, `.database`,
-`.yamlfile`.  Imported by `community_central.cli` only.
+`.options`, `.yamlfile`.  Imported by `community_central.cli` only.
 """
 
 from __future__ import annotations

@@ -20,9 +20,8 @@ from typing import Any
 import click
 
 from community_protocol.ed25519 import generate_key, load_private_key
-from community_protocol.topics import DEFAULT_PREFIX
 
-from ..broker import BrokerSettings
+from ..options import broker_options, broker_settings
 from ..yamlfile import ConfigError
 from .api import Fleet, PushOutcome, RolloutReport, audit_trail
 from .audit import AuditError, AuditRow
@@ -33,43 +32,6 @@ from .link import LinkError
 __all__ = ["fleet"]
 
 _File = click.Path(path_type=Path, dir_okay=False, exists=True)
-
-
-def _broker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--broker", "broker_url", required=True, help="mqtt://host:1883 or mqtts://host:8883"
-        ),
-        click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Topic prefix."),
-        click.option("--username", default=None, help="Broker user name."),
-        click.option(
-            "--password-file", type=_File, default=None, help="File holding the broker password."
-        ),
-        click.option(
-            "--ca-file", type=_File, default=None, help="CA certificate of an mqtts:// broker."
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _settings(kw: dict[str, Any]) -> BrokerSettings:
-    try:
-        broker = BrokerSettings(
-            kw.pop("broker_url"),
-            kw.pop("prefix"),
-            username=kw.pop("username"),
-            password_file=kw.pop("password_file"),
-            ca_file=kw.pop("ca_file"),
-        )
-        broker.password()
-    except ValueError as exc:
-        hint, _, message = str(exc).partition(": ")
-        raise click.BadParameter(message, param_hint=hint) from exc
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read it: {exc}", param_hint="--password-file") from exc
-    return broker
 
 
 def _selector(values: tuple[str, ...], *, required: bool) -> Selector | None:
@@ -108,7 +70,7 @@ def fleet() -> None:
 
 
 @fleet.command("list")
-@_broker_options
+@broker_options
 @click.argument("targets", nargs=-1)
 @click.option(
     "--listen",
@@ -122,7 +84,7 @@ def fleet() -> None:
 def list_(targets: tuple[str, ...], listen: float, as_json: bool, **kw: Any) -> None:
     """Gateways (all, or those matching SITE/GATEWAY globs) with status, versions, outbox, last seen."""
     selector = _selector(targets, required=False)
-    views = Fleet(_settings(kw)).gateways(selector, listen_s=listen)
+    views = Fleet(broker_settings(kw)).gateways(selector, listen_s=listen)
     if as_json:
         for v in views:
             click.echo(json.dumps(v.row(), ensure_ascii=False))
@@ -205,7 +167,7 @@ def _outcome_line(o: PushOutcome) -> str:
 
 
 @fleet.command()
-@_broker_options
+@broker_options
 @_push_options
 @_link_errors
 def push(
@@ -222,7 +184,7 @@ def push(
     selector = _selector(targets, required=True)
     assert selector is not None
     doc, key = _prepare(config, key_path)
-    outcomes = Fleet(_settings(kw), db).push(selector, doc, key, signed_by, wait_s=wait)
+    outcomes = Fleet(broker_settings(kw), db).push(selector, doc, key, signed_by, wait_s=wait)
     for o in outcomes:
         click.echo(json.dumps(o.row(), ensure_ascii=False) if as_json else _outcome_line(o))
     if not all(o.ok for o in outcomes):
@@ -230,7 +192,7 @@ def push(
 
 
 @fleet.command()
-@_broker_options
+@broker_options
 @_push_options
 @click.option(
     "--canary",
@@ -263,7 +225,7 @@ def rollout(
     selector = _selector(targets, required=True)
     assert selector is not None
     doc, key = _prepare(config, key_path)
-    report = Fleet(_settings(kw), db).rollout(
+    report = Fleet(broker_settings(kw), db).rollout(
         selector, doc, key, signed_by, canary=canary, batch=batch, wait_s=wait
     )
     _print_rollout(report, as_json)
@@ -295,7 +257,7 @@ def _print_rollout(report: RolloutReport, as_json: bool, done: str = "applied it
 
 
 @fleet.command()
-@_broker_options
+@broker_options
 @click.argument("manifest_path", metavar="MANIFEST", type=_File)
 @click.argument("url")
 @click.argument("targets", nargs=-1, required=True)
@@ -349,7 +311,7 @@ def update(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--command-key") from exc
     try:
-        report = roll_update(Fleet(_settings(kw), db), selector, manifest, url, signer=signer,
+        report = roll_update(Fleet(broker_settings(kw), db), selector, manifest, url, signer=signer,
                              canary=canary, batch=batch, wait_s=wait)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="MANIFEST") from exc
@@ -389,7 +351,7 @@ def audit(targets: tuple[str, ...], db: str, limit: int, as_json: bool) -> None:
 
 
 @fleet.command()
-@_broker_options
+@broker_options
 @click.option(
     "--db", "db", required=True, help="The audit database (SQLite file or postgresql:// URL)."
 )
@@ -399,7 +361,7 @@ def watch(db: str, **kw: Any) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Fleet(_settings(kw), db).watch(stop, on_row=lambda r: click.echo(_audit_line(r)))
+    Fleet(broker_settings(kw), db).watch(stop, on_row=lambda r: click.echo(_audit_line(r)))
 
 
 @fleet.command()
@@ -418,7 +380,7 @@ def keygen(folder: Path, name: str) -> None:
 
 
 @fleet.command()
-@_broker_options
+@broker_options
 @click.argument("gateway", metavar="SITE/GATEWAY")
 @click.argument(
     "command", type=click.Choice(["check", "outbox", "health", "logs", "read", "restart"])
@@ -494,7 +456,7 @@ def diag(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--key") from exc
     try:
-        reply = diagnose(_settings(kw), identity, path, fields, signer, wait_s=wait)
+        reply = diagnose(broker_settings(kw), identity, path, fields, signer, wait_s=wait)
     except DiagError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
