@@ -4,10 +4,13 @@ Lives here: `topics` (the MQTT topic tree in both directions), `names` (schema n
 and versions), `enums` (every value set the schemas enumerate), `ids` (site, gateway
 and device ids), `documents` (builders of the documents), `signing` (what a signature
 covers), `ed25519` (keys, signing and verifying: the `signing` extra), `schemas` (the
-JSON Schema files and their loader: jsonschema, the `validate` extra).
+JSON Schema files and their loader: jsonschema, the `validate` extra), `problems`
+(what is wrong in a file, as `file:line key.path: message`) and `yamlsource` (YAML read
+with the line of every key, hostile files refused: PyYAML, the `files` extra), which
+the gateway's config and central's routes and fleet configs share.
 
 May import: nothing outside the standard library, but jsonschema (lazily, in
-`schemas.validator`) and cryptography (in `ed25519` only).
+`schemas.validator`), cryptography (in `ed25519` only) and PyYAML (in `yamlsource` only).
 """
 
 from .enums import (

@@ -21,9 +21,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from community_protocol.problems import Problem, pydantic_problems
+
 from .contract import AlarmType
 from .ids import Id
-from .yamlfile import ConfigError, Problem, load_located, pydantic_problems
+from .yamlfile import ConfigError, load_located
 
 __all__ = ["DEFAULT_TEAMS", "Routes", "load_routes"]
 

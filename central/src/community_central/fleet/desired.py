@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from community_protocol.documents import config_desired_document, dumps
 from community_protocol.ed25519 import sign_config
 from community_protocol.ids import Identity
+from community_protocol.problems import Located, Problem
 
-from ..yamlfile import ConfigError, KeyPath, Located, Problem, load_located
+from ..yamlfile import ConfigError, KeyPath, load_located
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_DOCUMENT_BYTES", "desired_for", "load_config_file"]
 
