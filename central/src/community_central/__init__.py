@@ -3,6 +3,9 @@
 Its own distribution (`community-central`), installed next to the central broker, not
 on gateways: it imports the shared contract (`contract.py`), never the gateway.  It
 reads the alarm contract (docs/mqtt-api.md, "Alarms"); see central/docs/tickets.md.
+
+May import: `community_protocol` and third-party packages; never `gateway` or
+`drivers` (tests/test_architecture.py).  Only `cli` imports the `fleet` package.
 """
 
 from __future__ import annotations

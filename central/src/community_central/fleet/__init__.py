@@ -11,7 +11,7 @@ gateway distribution, which this package never imports.  docs/fleet.md has the m
 - `audit`: the audit trail in central's database (SQLite or PostgreSQL);
 - `api`: `Fleet` (list, push, rollout, watch, audit);
 - `diag`: `diagnose`, one signed remote-diagnostics request and its checked reply;
-- `cli`: the `fleet` command group.
+- `cli`: the `fleet` command group; `show`: how it prints results.
 
 May import: `community_protocol`, `community_central.broker`, `.database`,
 `.options`, `.yamlfile`.  Imported by `community_central.cli` only.

@@ -12,7 +12,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,12 @@ from community_protocol.ed25519 import generate_key, load_private_key
 
 from ..options import broker_options, broker_settings
 from ..yamlfile import ConfigError
-from .api import Fleet, PushOutcome, RolloutReport, audit_trail
-from .audit import AuditError, AuditRow
+from .api import Fleet, audit_trail
+from .audit import AuditError
 from .desired import load_config_file
-from .inventory import GatewayView, Selector
+from .inventory import Selector
 from .link import LinkError
+from .show import audit_line, outcome_line, print_rollout, view_line
 
 __all__ = ["fleet"]
 
@@ -96,19 +96,7 @@ def list_(targets: tuple[str, ...], listen: float, as_json: bool, **kw: Any) -> 
         f"{'GATEWAY':32} {'STATE':8} {'SOFTWARE':10} {'CONFIG':>6} {'LAST RESULT':16} {'OUTBOX':>7}  LAST SEEN"
     )
     for v in views:
-        click.echo(_view_line(v))
-
-
-def _view_line(v: GatewayView) -> str:
-    result = v.config_result or "-"
-    if v.desired_version is not None and v.config_result != "applied":
-        result = f"{result} v{v.desired_version}"
-    depth = "-" if v.outbox_depth is None else str(v.outbox_depth)
-    config = "-" if v.config_version is None else str(v.config_version)
-    return (
-        f"{v.key:32} {v.state or '-':8} {v.software or '-':10} {config:>6} {result:16} "
-        f"{depth:>7}  {v.last_seen or '-'}" + (f"  ({v.reason})" if v.reason else "")
-    )
+        click.echo(view_line(v))
 
 
 def _push_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,15 +145,6 @@ def _prepare(config: Path, key_path: Path) -> tuple[dict[str, Any], Any]:
     return doc, key
 
 
-def _outcome_line(o: PushOutcome) -> str:
-    line = f"{o.key}: version {o.version} {o.result} in {o.seconds:.1f} s"
-    if o.reason:
-        line += f": {o.reason}"
-    for p in o.problems:
-        line += f"\n  {p.get('path') or '(document)'}: {p.get('message')}"
-    return line
-
-
 @fleet.command()
 @broker_options
 @_push_options
@@ -186,7 +165,7 @@ def push(
     doc, key = _prepare(config, key_path)
     outcomes = Fleet(broker_settings(kw), db).push(selector, doc, key, signed_by, wait_s=wait)
     for o in outcomes:
-        click.echo(json.dumps(o.row(), ensure_ascii=False) if as_json else _outcome_line(o))
+        click.echo(json.dumps(o.row(), ensure_ascii=False) if as_json else outcome_line(o))
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 
@@ -228,32 +207,9 @@ def rollout(
     report = Fleet(broker_settings(kw), db).rollout(
         selector, doc, key, signed_by, canary=canary, batch=batch, wait_s=wait
     )
-    _print_rollout(report, as_json)
+    print_rollout(report, as_json)
     if not report.ok:
         sys.exit(1)
-
-
-def _print_rollout(report: RolloutReport, as_json: bool, done: str = "applied it") -> None:
-    if as_json:
-        click.echo(json.dumps({
-            "ok": report.ok,
-            "waves": [[o.row() for o in wave] for wave in report.waves],
-            "stopped_by": None if report.stopped_by is None else report.stopped_by.row(),
-            "not_pushed": report.not_pushed,
-        }, ensure_ascii=False))  # fmt: skip
-        return
-    for n, wave in enumerate(report.waves):
-        click.echo(f"wave {n + 1} ({'canary' if n == 0 else 'batch'}, {len(wave)} gateways)")
-        for o in wave:
-            click.echo("  " + _outcome_line(o).replace("\n", "\n  "))
-    if report.stopped_by is not None:
-        click.echo(
-            f"stopped: {report.stopped_by.key} {report.stopped_by.result}; "
-            f"{len(report.not_pushed)} gateways not pushed"
-            + (f": {' '.join(report.not_pushed[:20])}" if report.not_pushed else "")
-        )
-    else:
-        click.echo(f"done: {sum(len(w) for w in report.waves)} gateways {done}")
 
 
 @fleet.command()
@@ -292,7 +248,8 @@ def update(
     **kw: Any,
 ) -> None:
     """Roll the release of MANIFEST (signed with an update key) out from URL, in waves."""
-    from ..signing import CommandSigner
+    from community_protocol.ed25519 import CommandSigner
+
     from .update import roll_update
 
     selector = _selector(targets, required=True)
@@ -315,19 +272,9 @@ def update(
                              canary=canary, batch=batch, wait_s=wait)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="MANIFEST") from exc
-    _print_rollout(report, as_json, done="committed it")
+    print_rollout(report, as_json, done="committed it")
     if not report.ok:
         sys.exit(1)
-
-
-def _audit_line(r: AuditRow) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
-    who = f" by {r.signed_by}" if r.signed_by else ""
-    kid = f" key {r.key_id}" if r.key_id else ""
-    version = "-" if r.version is None else str(r.version)
-    what = f"release {r.release}" if r.release else f"v{version:>4}"
-    line = f"{when} {r.site}/{r.gateway:24} {r.origin:8} {what} {r.result:12}{who}{kid}"
-    return line + (f": {r.reason}" if r.reason else "")
 
 
 @fleet.command()
@@ -345,7 +292,7 @@ def audit(targets: tuple[str, ...], db: str, limit: int, as_json: bool) -> None:
     except AuditError as exc:
         raise click.ClickException(str(exc)) from exc
     for r in rows:
-        click.echo(json.dumps(r.row(), ensure_ascii=False) if as_json else _audit_line(r))
+        click.echo(json.dumps(r.row(), ensure_ascii=False) if as_json else audit_line(r))
     if not rows and not as_json:
         click.echo("no audit records")
 
@@ -361,7 +308,7 @@ def watch(db: str, **kw: Any) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Fleet(broker_settings(kw), db).watch(stop, on_row=lambda r: click.echo(_audit_line(r)))
+    Fleet(broker_settings(kw), db).watch(stop, on_row=lambda r: click.echo(audit_line(r)))
 
 
 @fleet.command()

@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from community_protocol.documents import dumps, format_ts
+from community_protocol.ed25519 import CommandSigner
 from community_protocol.ids import Identity
 from community_protocol.topics import CommandPath, Topics
 
 from ..broker import publish_properties
-from ..signing import CommandSigner
 from .api import NO_ANSWER, Fleet, PushOutcome, RolloutReport
 from .audit import AuditRow, AuditStore
 from .inventory import GatewayView, Inventory, Selector
