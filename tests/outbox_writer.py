@@ -4,6 +4,10 @@
         Puts messages until killed, 20 in flight; after each future resolves, writes
         `{"seq": N}` on stdout and flushes, so the parent knows N was committed.
 
+    python -m tests.outbox_writer DB stream RAM_DIR
+        The same with the memory tier (gateway.storage.outbox_ram) in RAM_DIR, and a
+        spill delay longer than the test: telemetry stays in the RAM file.
+
     python -m tests.outbox_writer DB diskfull
         Commits one message, then lowers RLIMIT_FSIZE so the next batch (two small
         messages and a large one) cannot be written, reports each future's outcome,
@@ -44,7 +48,7 @@ def _item(n: int, size: int = 100) -> OutboxItem:
     )
 
 
-def _open(db: Path, interval_ms: int) -> Outbox:
+def _open(db: Path, interval_ms: int, ram_dir: Path | None = None) -> Outbox:
     outbox = Outbox(
         db,
         max_messages=1_000_000,
@@ -52,13 +56,15 @@ def _open(db: Path, interval_ms: int) -> Outbox:
         sync=SyncMode.FULL,
         consumers=[Consumer(CONSUMER)],
         quiet_ms=interval_ms,  # a fixed linger: the puts of each step form one batch
+        ram_dir=ram_dir,
+        spill_after_s=600,
     )
     outbox.open()
     return outbox
 
 
-def stream(db: Path) -> None:
-    outbox = _open(db, interval_ms=5)
+def stream(db: Path, ram_dir: Path | None = None) -> None:
+    outbox = _open(db, interval_ms=5, ram_dir=ram_dir)
     n = 0
     while True:
         futures = [outbox.put(_item(n + i)) for i in range(20)]
@@ -94,6 +100,9 @@ def diskfull(db: Path) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     db, mode = Path(sys.argv[1]), sys.argv[2]
+    if mode == "stream" and len(sys.argv) > 3:
+        stream(db, Path(sys.argv[3]))
+        return
     {"stream": stream, "diskfull": diskfull}[mode](db)
 
 

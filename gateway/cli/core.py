@@ -50,7 +50,7 @@ def outbox(config_path: Path) -> None:
     from gateway.process.runtime import build_outbox
 
     loaded = load_or_exit(config_path)
-    box = build_outbox(loaded)
+    box = build_outbox(loaded, memory_tier=False)  # the gateway may be running
     box.open()
     try:
         s = box.stats()

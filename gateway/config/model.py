@@ -152,6 +152,11 @@ class OutboxConfig(_Strict):
     sync: SyncMode = SyncMode.FULL
     # Disk space kept free for events (gateway/storage/diskspace.py); 0 turns the reserve off.
     reserve_bytes: int = Field(4 * 1024 * 1024, ge=0, le=1024**3)
+    # Telemetry waits in a file in RAM until the broker has it, and goes to the SD card
+    # only if the broker has not acknowledged it within spill_after_s (issue 16:
+    # gateway/storage/outbox_ram.py).  false: every reading is committed to the card.
+    memory_tier: bool = True
+    spill_after_s: float = Field(1.0, ge=0.05, le=60)
 
 
 class LogFormat(StrEnum):

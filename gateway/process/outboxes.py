@@ -14,17 +14,23 @@ from gateway.sdk.clock import Clock
 from gateway.sdk.model import GATEWAY_STORAGE, Priority, encode_gateway_event
 from gateway.sinks.sink import Sink, build_sinks
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
+from gateway.storage.outbox_ram import default_ram_dir
 
 __all__ = ["StorageEvents", "build_outbox"]
 
 
-def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> Outbox:
+def build_outbox(
+    loaded: LoadedConfig, sinks: Sequence[Sink] | None = None, *, memory_tier: bool = True
+) -> Outbox:
     """The outbox of a config, with the MQTT consumer and every configured sink's.
 
     Everything that opens the outbox must build it here: `Outbox.open` deletes the
     pending rows of any consumer it is not given.  `sinks` None: the config's sinks.
+    `memory_tier` False: leave the RAM file alone (a command run beside the gateway
+    must not take the running gateway's readings to disk and remove its file).
     """
     cfg = loaded.config.outbox
+    ram_dir = default_ram_dir() if memory_tier and cfg.memory_tier else None
     if sinks is None:
         sinks = build_sinks(loaded.config)
     return Outbox(
@@ -36,6 +42,8 @@ def build_outbox(loaded: LoadedConfig, sinks: Sequence[Sink] | None = None) -> O
         consumers=[Consumer(CONSUMER), *(s.consumer() for s in sinks)],
         on_storage_fault=StorageEvents(loaded, Clock(loaded.config.clock.check)).item,
         reserve_bytes=cfg.reserve_bytes,
+        ram_dir=ram_dir,
+        spill_after_s=cfg.spill_after_s,
     )
 
 

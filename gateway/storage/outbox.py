@@ -55,6 +55,7 @@ from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room
 from gateway.storage.outbox_batch import QUIET_MS
 from gateway.storage.outbox_memory import Unstored
+from gateway.storage.outbox_ram import SPILL_AFTER_S, ram_file
 from gateway.storage.outbox_reader import OutboxReader
 from gateway.storage.outbox_types import (
     STOP,
@@ -141,6 +142,8 @@ class Outbox:
         on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None = None,
         reserve_bytes: int = RESERVE_BYTES,
         quiet_ms: float = QUIET_MS,
+        ram_dir: Path | None = None,
+        spill_after_s: float = SPILL_AFTER_S,
     ) -> None:
         names = [c.name for c in consumers]
         if not consumers or len(set(names)) != len(names):
@@ -156,6 +159,9 @@ class Outbox:
         self.sync = sync
         self.consumers = tuple(consumers)
         self.max_queued = max_queued
+        # Telemetry waits in RAM until the broker has it (gateway.storage.outbox_ram).
+        self.ram_path = None if ram_dir is None else ram_file(path, ram_dir)
+        self.spill_after_s = spill_after_s
         # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
         # outbox stores about its own faults: a rebuilt file, a full disk.
         self.on_storage_fault = on_storage_fault
@@ -268,6 +274,7 @@ class Outbox:
             self._memory,
             self.report_damage,
             dict(self._writer.masks),
+            self.ram_path,
         )
 
     def _read_connection(self) -> tuple[int, sqlite3.Connection]:

@@ -11,10 +11,12 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from gateway.sdk.model import Priority
 from gateway.storage import dbrecovery
 from gateway.storage.outbox_memory import Unstored
+from gateway.storage.outbox_ram import RAM_BASE
 from gateway.storage.outbox_sql import NewRow, by_prio
 from gateway.storage.outbox_types import Row
 
@@ -30,6 +32,11 @@ class OutboxReader:
         "SELECT id, seq, prio, topic, payload, created, retain FROM messages"
         " WHERE prio = {prio} AND id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
     )
+    # Telemetry in the memory tier, after the card's (older) telemetry; ids offset.
+    _SELECT_RAM = (
+        "SELECT id + ?, seq, prio, topic, payload, created, retain FROM ram.messages"
+        " WHERE id > ? AND (pending & ?) != 0 ORDER BY id LIMIT ?"
+    )
 
     def __init__(
         self,
@@ -38,6 +45,7 @@ class OutboxReader:
         memory: Unstored,
         report_damage: Callable[[str], None],
         masks: Mapping[str, int],
+        ram_path: Path | None = None,
     ) -> None:
         # `connect` returns the file's generation with the connection: a file rebuilt
         # since (`generation()` moved on) is reopened before the next read.
@@ -45,13 +53,21 @@ class OutboxReader:
         self._current = generation
         self._memory = memory
         self._report_damage = report_damage
-        self._generation, self._conn = connect()
+        self._ram_path = ram_path
+        self._generation, self._conn = self._open()
         self._masks = masks
         # Per consumer: events held in memory already handed out since the cursor last
         # started over, and the last stored id read per priority (a held event's
         # negative id in `after` says nothing about the stored rows).
         self._held_read: dict[str, set[int]] = {}
         self._stored_after: dict[str, dict[Priority, int]] = {}
+        self._ram_after: dict[str, int] = {}  # last RAM row id read, without the offset
+
+    def _open(self) -> tuple[int, sqlite3.Connection]:
+        generation, conn = self._connect()
+        if self._ram_path is not None:
+            conn.execute("ATTACH DATABASE ? AS ram", (str(self._ram_path),))
+        return generation, conn
 
     def counter(self, key: str) -> int:
         """A durable counter's committed value (see `Outbox.meta_increment`); 0 if unset."""
@@ -67,22 +83,32 @@ class OutboxReader:
         """
         if self._generation != self._current():
             self._conn.close()
-            self._generation, self._conn = self._connect()
+            self._generation, self._conn = self._open()
         held_read = self._held_read.setdefault(consumer, set())
         stored_after = self._stored_after.setdefault(consumer, {})
         if all(after.get(p, 0) == 0 for p in Priority):  # a cursor starting over
             held_read.clear()
             stored_after.clear()
+            self._ram_after.pop(consumer, None)
         held = [
             _held_row(k, row)
             for k, row in self._memory.pending(self._masks[consumer], held_read)[:limit]
         ]
         held_read.update(r.id for r in held)
+        # A consumer's cursor is the id of the last row it got: a held event's (< 0) or a
+        # RAM row's (>= RAM_BASE) says nothing about the card's rows, and the reverse.
         cursor = {
-            p: after.get(p, 0) if after.get(p, 0) >= 0 else stored_after.get(p, 0) for p in Priority
+            p: a if 0 <= (a := after.get(p, 0)) < RAM_BASE else stored_after.get(p, 0)
+            for p in Priority
         }
+        last = after.get(Priority.TELEMETRY, 0)
+        ram_cursor = last - RAM_BASE if last >= RAM_BASE else self._ram_after.get(consumer, 0)
         try:
-            rows = self._read(consumer, cursor, limit - len(held)) if len(held) < limit else []
+            rows = (
+                self._read(consumer, cursor, ram_cursor, limit - len(held))
+                if len(held) < limit
+                else []
+            )
         except sqlite3.DatabaseError as exc:
             if not dbrecovery.is_damage(exc):
                 raise
@@ -90,10 +116,15 @@ class OutboxReader:
             self._report_damage(str(exc))
             return held
         for row in rows:
-            stored_after[row.priority] = max(stored_after.get(row.priority, 0), row.id)
+            if row.id >= RAM_BASE:
+                self._ram_after[consumer] = max(ram_cursor, row.id - RAM_BASE)
+            else:
+                stored_after[row.priority] = max(stored_after.get(row.priority, 0), row.id)
         return held + rows
 
-    def _read(self, consumer: str, after: dict[Priority, int], limit: int) -> list[Row]:
+    def _read(
+        self, consumer: str, after: dict[Priority, int], ram_after: int, limit: int
+    ) -> list[Row]:
         mask = self._masks[consumer]
         rows: list[Row] = []
         self._conn.execute("BEGIN")  # one snapshot for both priorities
@@ -104,18 +135,12 @@ class OutboxReader:
                 cursor = self._conn.execute(
                     by_prio(self._SELECT, prio), (after.get(prio, 0), mask, limit - len(rows))
                 )
-                rows.extend(
-                    Row(
-                        id=i,
-                        seq=s,
-                        priority=Priority(p),
-                        topic=t,
-                        payload=bytes(b),
-                        created=c,
-                        retain=bool(r),
-                    )
-                    for i, s, p, t, b, c, r in cursor
+                rows.extend(_rows(cursor))
+            if self._ram_path is not None and len(rows) < limit:
+                cursor = self._conn.execute(
+                    self._SELECT_RAM, (RAM_BASE, ram_after, mask, limit - len(rows))
                 )
+                rows.extend(_rows(cursor))
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("COMMIT")
@@ -123,6 +148,21 @@ class OutboxReader:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[Row]:
+    return [
+        Row(
+            id=i,
+            seq=s,
+            priority=Priority(p),
+            topic=t,
+            payload=bytes(b),
+            created=c,
+            retain=bool(r),
+        )
+        for i, s, p, t, b, c, r in cursor
+    ]
 
 
 def _held_row(row_id: int, row: NewRow) -> Row:

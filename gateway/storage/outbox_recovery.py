@@ -106,12 +106,16 @@ def _after_rebuild(
     return {"store": "outbox", **salvage.as_dict(), "lost_seq": lost}
 
 
-def stored_next_seq(conn: sqlite3.Connection, fallback: int) -> int:
-    """The next seq to hand out after a failed commit: `fallback`, or the stored one if higher."""
+def stored_next_seq(conn: sqlite3.Connection, fallback: int, ram: bool = False) -> int:
+    """The next seq to hand out after a failed commit: `fallback`, or the stored one if higher.
+
+    With the memory tier the exact value is in the RAM file (the card holds a reservation).
+    """
     # A failed COMMIT may still have reached the disk (e.g. an fsync error after the
     # write): take the stored value if it is higher, so no seq is handed out twice.
+    db = "ram" if ram else "main"
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        row = conn.execute(f"SELECT value FROM {db}.meta WHERE key = 'next_seq'").fetchone()
         return max(fallback, int(row[0]))
     except sqlite3.Error:
         return fallback

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.storage.diskspace import Room
 from gateway.storage.outbox_memory import Unstored
 
-__all__ = ["FULL_HOLD_S", "FullDisk", "checkpoint"]
+__all__ = ["FULL_HOLD_S", "BoundWarnings", "FullDisk", "checkpoint"]
 
 log = logging.getLogger("gateway.storage.outbox")
 
@@ -91,3 +91,29 @@ def checkpoint(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         log.debug("outbox checkpoint on a full disk failed: %s", exc)
+
+
+class BoundWarnings:
+    """Says, at most once a minute each, that the outbox bound dropped telemetry or holds
+    more events than it (events are kept)."""
+
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self._drop = self._events = -float("inf")
+
+    def check(self, dropped: int, events: int, dropped_so_far: int) -> None:
+        now = time.monotonic()
+        if dropped and now - self._drop >= 60:
+            self._drop = now
+            log.warning(
+                "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
+                self.max_messages,
+                dropped_so_far,
+            )
+        if events > self.max_messages and now - self._events >= 60:
+            self._events = now
+            log.warning(
+                "outbox holds %d undelivered events, over its bound of %d: events are kept",
+                events,
+                self.max_messages,
+            )

@@ -34,6 +34,9 @@ __all__ = [
 log = logging.getLogger("gateway.storage.outbox")
 
 SCHEMA_VERSION = 2
+# Row ids of the memory tier's file (gateway.storage.outbox_ram) are offset by this:
+# card ids (AUTOINCREMENT) stay far below, so one id says which file holds the row.
+RAM_BASE = 1 << 50
 # `pending` is a signed 64-bit integer: bits 0..62 keep it positive.
 MAX_CONSUMERS = 63
 
@@ -63,7 +66,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('dropped_teleme
 """
 
 _INSERT = (
-    "INSERT INTO messages"
+    "INSERT INTO {db}.messages"
     " (seq, prio, channel, device_kind, topic, payload, created, pending, retain)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -175,83 +178,146 @@ def write_batch(
     max_messages: int,
     *,
     dropped: int = 0,
+    ram: bool = False,
 ) -> BatchOutcome:
     """Insert, acknowledge, enforce the bound and commit, as one transaction.
 
     `acks` holds (consumer mask, row ids); `dropped` is telemetry refused before it was
-    stored (its seqs, below `next_seq`, are skipped) to add to the dropped counter.  `next_seq` is stored in the same transaction
-    as the rows carrying the seqs below it, so a seq is never handed out twice.  On any
-    error the transaction is rolled back and the error raised: nothing of the batch
-    is stored.
+    stored (its seqs, below `next_seq`, are skipped) to add to the dropped counter.
+    `next_seq` is stored in the same transaction as the rows carrying the seqs below
+    it, so a seq is never handed out twice.  On any error the transaction is rolled
+    back and the error raised: nothing of the batch is stored.
+
+    With `ram` (gateway.storage.outbox_ram attached) it is two transactions, never one
+    over both files (SQLite makes such a one atomic per file only): first the card's
+    (events, alarm states, counters, the acks of card rows), then the RAM file's
+    (telemetry, its acks, the exact `next_seq`).  The writer numbers a batch's card
+    rows before its telemetry, so a crash between the two leaves no gap: the numbers
+    of the lost telemetry were never published and are given again.  A RAM file that
+    refuses the write (a full tmpfs) sends the telemetry to the card instead.
     """
     new_depth = dict(depth)
     counters: dict[str, int] = {}
-    with transaction(conn):
-        if rows:
-            conn.executemany(
-                _INSERT,
-                [
-                    (
-                        r.seq,
-                        int(r.prio),
-                        r.channel,
-                        r.device_kind,
-                        r.topic,
-                        r.payload,
-                        r.created,
-                        r.pending,
-                        int(r.retain),
-                    )
-                    for r in rows
-                ],
+    card_rows = [r for r in rows if not (ram and r.prio is Priority.TELEMETRY)]
+    ram_rows = [r for r in rows if ram and r.prio is Priority.TELEMETRY]
+    card_acks, ram_acks = _acks_by_file(acks)
+    pruned = 0
+    if not ram or card_rows or card_acks or increments or dropped:
+        with transaction(conn):
+            _insert(conn, "main", card_rows, new_depth)
+            if not ram and (rows or dropped):
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+            if dropped:
+                conn.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (dropped,)
+                )
+            _ack(conn, "main", card_acks, new_depth)
+            pruned = _prune(conn, new_depth, max_messages)
+            for key in increments:
+                (value,) = conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key)"
+                    " DO UPDATE SET value = value + 1 RETURNING value",
+                    (key,),
+                ).fetchone()
+                counters[key] = int(value)
+    if ram and (ram_rows or ram_acks or card_rows or dropped):
+        try:
+            with transaction(conn):
+                _insert(conn, "ram", ram_rows, new_depth)
+                conn.execute("INSERT OR REPLACE INTO ram.meta VALUES ('next_seq', ?)", (next_seq,))
+                _ack(conn, "ram", ram_acks, new_depth)
+        except sqlite3.Error as exc:
+            if not ram_rows:
+                raise
+            log.error(
+                "outbox: the RAM file refused %d readings (%s): stored on disk", len(ram_rows), exc
             )
-            for r in rows:
-                new_depth[r.prio] += 1
-        if rows or dropped:
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
-        if dropped:
-            conn.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (dropped,)
-            )
-        for mask, ids in acks:
-            id_list = json.dumps(list(ids))
-            conn.execute(
-                "UPDATE messages SET pending = pending & ~? "
-                "WHERE id IN (SELECT value FROM json_each(?))",
-                (mask, id_list),
-            )
-            deleted = conn.execute(
-                "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))"
-                " AND pending = 0 RETURNING prio",
-                (id_list,),
-            ).fetchall()
-            for (prio,) in deleted:
-                new_depth[Priority(prio)] -= 1
-        pruned = 0
-        excess = sum(new_depth.values()) - max_messages
-        if excess > 0 and new_depth[Priority.TELEMETRY] > 0:
-            pruned = conn.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE prio = ?"
-                " ORDER BY id LIMIT ?)",
-                (int(Priority.TELEMETRY), excess),
-            ).rowcount
-            new_depth[Priority.TELEMETRY] -= pruned
-            conn.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (pruned,)
-            )
-        for key in increments:
-            (value,) = conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key)"
-                " DO UPDATE SET value = value + 1 RETURNING value",
-                (key,),
-            ).fetchone()
-            counters[key] = int(value)
-        oldest = _oldest_created(conn)
-    return BatchOutcome(new_depth, pruned, oldest, counters)
+            with transaction(conn):
+                _insert(conn, "main", ram_rows, new_depth)
+                conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = 'next_seq'", (next_seq,)
+                )
+    return BatchOutcome(new_depth, pruned, _oldest_created(conn, ram), counters)
+
+
+def _insert(
+    conn: sqlite3.Connection, db: str, rows: Sequence[NewRow], depth: dict[Priority, int]
+) -> None:
+    if rows:
+        conn.executemany(_INSERT.format(db=db), [_values(r) for r in rows])
+        for r in rows:
+            depth[r.prio] += 1
+
+
+def _ack(
+    conn: sqlite3.Connection,
+    db: str,
+    acks: Sequence[tuple[int, list[int]]],
+    depth: dict[Priority, int],
+) -> None:
+    for mask, ids in acks:
+        id_list = json.dumps(ids)
+        conn.execute(
+            f"UPDATE {db}.messages SET pending = pending & ~? "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (mask, id_list),
+        )
+        deleted = conn.execute(
+            f"DELETE FROM {db}.messages WHERE id IN (SELECT value FROM json_each(?))"
+            " AND pending = 0 RETURNING prio",
+            (id_list,),
+        ).fetchall()
+        for (prio,) in deleted:
+            depth[Priority(prio)] -= 1
+
+
+def _prune(conn: sqlite3.Connection, depth: dict[Priority, int], max_messages: int) -> int:
+    """Delete the oldest telemetry on the card beyond the bound; how many."""
+    excess = sum(depth.values()) - max_messages
+    if excess <= 0 or depth[Priority.TELEMETRY] <= 0:
+        return 0
+    pruned = int(
+        conn.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE prio = ?"
+            " ORDER BY id LIMIT ?)",
+            (int(Priority.TELEMETRY), excess),
+        ).rowcount
+    )
+    depth[Priority.TELEMETRY] -= pruned
+    conn.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped_telemetry'", (pruned,))
+    return pruned
+
+
+def _acks_by_file(
+    acks: Iterable[tuple[int, Sequence[int]]],
+) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
+    """(card acks, RAM acks): card ids as they are, RAM ids less `RAM_BASE`."""
+    card: list[tuple[int, list[int]]] = []
+    ram: list[tuple[int, list[int]]] = []
+    for mask, ids in acks:
+        if low := [i for i in ids if i < RAM_BASE]:
+            card.append((mask, low))
+        if high := [i - RAM_BASE for i in ids if i >= RAM_BASE]:
+            ram.append((mask, high))
+    return card, ram
+
+
+def _values(r: NewRow) -> tuple[object, ...]:
+    return (
+        r.seq,
+        int(r.prio),
+        r.channel,
+        r.device_kind,
+        r.topic,
+        r.payload,
+        r.created,
+        r.pending,
+        int(r.retain),
+    )
 
 
 def lowest_pending(
-    conn: sqlite3.Connection, masks: Mapping[str, int], next_seq: int
+    conn: sqlite3.Connection, masks: Mapping[str, int], next_seq: int, ram: bool = False
 ) -> dict[str, int]:
     """Consumer name -> lowest seq still waiting for it, or `next_seq` if none waits.
 
@@ -276,6 +342,14 @@ def lowest_pending(
             )
             is not None
         ]
+        if ram:
+            row = conn.execute(
+                "SELECT seq FROM ram.messages WHERE seq > 0 AND (pending & ?) != 0"
+                " ORDER BY id LIMIT 1",
+                (mask,),
+            ).fetchone()
+            if row is not None:
+                found.append(row[0])
         lowest[name] = min(found, default=next_seq)
     return lowest
 
@@ -335,7 +409,14 @@ def repair_after_salvage(
     return merged
 
 
-def _oldest_created(conn: sqlite3.Connection) -> float | None:
+def _oldest_created(conn: sqlite3.Connection, ram: bool = False) -> float | None:
     # ids grow with time, so the lowest id is the oldest row: one primary-key lookup.
-    row = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
-    return None if row is None else float(row[0])
+    # Card rows are older than RAM rows, except events, which go to the card at once.
+    found = [
+        float(row[0])
+        for db in (("main", "ram") if ram else ("main",))
+        if (
+            row := conn.execute(f"SELECT created FROM {db}.messages ORDER BY id LIMIT 1").fetchone()
+        )
+    ]
+    return min(found, default=None)

@@ -14,9 +14,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from gateway.sdk.model import Priority
 from gateway.storage.outbox_sql import NewRow
+from gateway.storage.sqlitestore import SyncMode
 
 __all__ = [
     "STOP",
@@ -32,6 +35,7 @@ __all__ = [
     "Recover",
     "Request",
     "Row",
+    "Settings",
     "Snapshot",
     "Staged",
     "fail",
@@ -290,3 +294,20 @@ class Handoff:
         self.lock = threading.Lock()
         self.queued = 0
         self.shed = 0
+
+
+class Settings(Protocol):
+    """What the writer reads of its outbox's settings (`gateway.storage.outbox.Outbox`)."""
+
+    path: Path
+    max_messages: int
+    commit_interval_ms: int
+    quiet_ms: float
+    sync: SyncMode
+    consumers: tuple[Consumer, ...]
+    # The memory tier's file (gateway.storage.outbox_ram), None: telemetry goes to the card.
+    ram_path: Path | None
+    spill_after_s: float
+    # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
+    # outbox stores about its own faults: a rebuilt file, a full disk.
+    on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None

@@ -20,8 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.sdk.model import Priority
 from gateway.storage import dbrecovery
@@ -29,19 +28,19 @@ from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room, no_room
 from gateway.storage.outbox_batch import gather
 from gateway.storage.outbox_memory import Unstored
+from gateway.storage.outbox_ram import CardAcks, RamTier
 from gateway.storage.outbox_recovery import open_file, reopen_damaged, stored_next_seq
-from gateway.storage.outbox_room import FullDisk, checkpoint
+from gateway.storage.outbox_room import BoundWarnings, FullDisk, checkpoint
 from gateway.storage.outbox_types import (
     STOP,
     Ack,
     Batch,
-    Consumer,
     Handoff,
     Increment,
-    OutboxItem,
     Put,
     Recover,
     Request,
+    Settings,
     Snapshot,
     Staged,
     fail,
@@ -49,7 +48,6 @@ from gateway.storage.outbox_types import (
     new_row,
     settle_waiters,
 )
-from gateway.storage.sqlitestore import SyncMode
 
 __all__ = ["Settings", "Writer"]
 
@@ -57,20 +55,6 @@ log = logging.getLogger("gateway.storage.outbox")
 
 _WARN_EVERY_S = 60.0
 _LOWEST_EVERY_S = 0.5
-
-
-class Settings(Protocol):
-    """What the writer reads of its outbox's settings (`gateway.storage.outbox.Outbox`)."""
-
-    path: Path
-    max_messages: int
-    commit_interval_ms: int
-    quiet_ms: float
-    sync: SyncMode
-    consumers: tuple[Consumer, ...]
-    # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
-    # outbox stores about its own faults: a rebuilt file, a full disk.
-    on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None
 
 
 class Writer:
@@ -97,11 +81,15 @@ class Writer:
         self._conn: sqlite3.Connection
         self._next_seq = 0
         self._retry_acks: list[Ack] = []
-        self._warned_drop = self._warned_events = self._warned_room = -math.inf
+        self._warned_room = -math.inf
+        self._bound_warnings = BoundWarnings(cfg.max_messages)
         self._lowest_stale = False
         self._lowest_at = -math.inf
         self._dropped_owed = 0  # dropped while nothing could be written
         self._batch_dropped = 0
+        self.ram = None if cfg.ram_path is None else RamTier(cfg.ram_path, cfg.spill_after_s)
+        self._card_acks = CardAcks()
+        self._stopping = False
 
     def open(self) -> sql.StoredState:
         """Open (or rebuild) the file, make the reserve, start the thread; the state found."""
@@ -117,18 +105,28 @@ class Writer:
                 self.cfg.path,
             )
         self._next_seq = state.next_seq
+        depth = dict(state.depth)
+        skipped = None
+        if self.ram is not None:
+            resumed = self.ram.attach(self._conn, state.next_seq)
+            self._next_seq, skipped = resumed.next_seq, resumed.skipped
+            depth[Priority.TELEMETRY] += resumed.kept_rows
         self.snap = Snapshot(
-            depth=state.depth,
+            depth=depth,
             oldest_created=state.oldest_created,
             dropped_telemetry=state.dropped_telemetry,
-            lowest_seq=sql.lowest_pending(self._conn, self.masks, state.next_seq),
+            lowest_seq=sql.lowest_pending(
+                self._conn, self.masks, self._next_seq, self.ram is not None
+            ),
         )
         self._lowest_at = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self.thread.start()
         if opened.report is not None:
             self.report(opened.report)
-        return state
+        if skipped is not None:
+            self.report(RamTier.unclean_report(self.cfg.path, skipped))
+        return replace(state, next_seq=self._next_seq)
 
     def _recover(self, reason: str) -> None:
         """Rebuild the damaged file under the writer and carry on with the new one."""
@@ -138,7 +136,10 @@ class Writer:
         self._conn, state = opened.conn, opened.state
         if opened.rebuilt:
             self.generation += 1
-        self._next_seq = max(self._next_seq, state.next_seq)
+        if self.ram is not None:
+            self.ram.reattach(self._conn, self._next_seq)
+        else:
+            self._next_seq = max(self._next_seq, state.next_seq)
         self.snap = replace(
             self.snap,
             depth=state.depth,
@@ -163,12 +164,19 @@ class Writer:
         stopping = False
         while not stopping:
             batch, stopping = self._collect()
+            self._stopping = stopping  # the last commit takes the waiting card acks too
             try:
                 self._commit(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
                 log.exception("outbox writer failed on a batch of %d requests", len(batch))
                 fail(batch, exc)
         self._store_held_events()
+        if self.ram is not None:
+            try:
+                moved = self.ram.close(self._conn, self._next_seq)
+                log.info("outbox: %d unacknowledged readings moved from memory to disk", moved)
+            except sqlite3.Error:
+                log.exception("outbox: readings in memory could not be moved to disk at close")
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
@@ -201,24 +209,35 @@ class Writer:
         )
 
     def _next_request(self) -> Request | None:
-        """Block for the next request; while `lowest_seq` is stale, refresh it when idle."""
-        while self._lowest_stale:
-            wait = self._lowest_at + _LOWEST_EVERY_S - time.monotonic()
+        """Block for the next request; when idle, refresh a stale `lowest_seq`, spill, ack."""
+        while True:
+            lowest = self._lowest_at + _LOWEST_EVERY_S if self._lowest_stale else None
+            spill = None if self.ram is None else self.ram.next_spill()
+            due = [t for t in (lowest, spill, self._card_acks.due_at()) if t is not None]
+            if not due:
+                return self.handoff.queue.get()
             try:
-                return (
-                    self.handoff.queue.get(timeout=wait)
-                    if wait > 0
-                    else self.handoff.queue.get_nowait()
-                )
+                return self.handoff.queue.get(timeout=max(0.0, min(due) - time.monotonic()))
             except queue.Empty:
-                self._refresh_lowest()
-        return self.handoff.queue.get()
+                self._spill_due()
+                if (acks_at := self._card_acks.due_at()) and time.monotonic() >= acks_at:
+                    self._commit([])
+                if self._lowest_stale and time.monotonic() >= self._lowest_at + _LOWEST_EVERY_S:
+                    self._refresh_lowest()
+
+    def _spill_due(self) -> None:
+        """Move to the card what waited in RAM too long, or beyond the RAM file's bound."""
+        if self.ram is not None and self.ram.spill_due(self._conn):
+            self.snap = replace(self.snap, commits=self.snap.commits + 1)
+            self._lowest_stale = True
 
     def _refresh_lowest(self) -> None:
         self._lowest_stale = False
         self._lowest_at = time.monotonic()
         try:
-            lowest = sql.lowest_pending(self._conn, self.masks, self._next_seq)
+            lowest = sql.lowest_pending(
+                self._conn, self.masks, self._next_seq, self.ram is not None
+            )
         except sqlite3.Error as exc:
             log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
             return
@@ -229,6 +248,7 @@ class Writer:
             self._commit_batch(batch)
         finally:
             settle_waiters(batch)
+        self._spill_due()  # a busy queue never leaves the writer idle long enough
         self._lowest_stale = True
         if time.monotonic() - self._lowest_at >= _LOWEST_EVERY_S:
             self._refresh_lowest()
@@ -247,8 +267,14 @@ class Writer:
         # Each shed reading gets a seq nobody receives: the platform sees the gap.
         seq = self._next_seq + shed
         self._batch_dropped = shed  # readings of this batch whose seq nobody will get
+        puts = [r for r in batch if isinstance(r, Put)]
+        if self.ram is not None:
+            # Card rows numbered before telemetry: see outbox_sql.write_batch (no gap if
+            # a crash falls between its two commits).  Per device and channel the order
+            # stays as it came.
+            puts.sort(key=lambda p: p.item.priority is Priority.TELEMETRY)
         # Payloads are built before the transaction opens: a failing one fails alone.
-        for put in (r for r in batch if isinstance(r, Put)):
+        for put in puts:
             if not put.future.set_running_or_notify_cancel():
                 continue  # cancelled before it was stored: it never will be
             numbered = put.item.sequenced
@@ -266,6 +292,7 @@ class Writer:
         if self.disk.short_of_room():
             staged = self._shed_telemetry(staged, "disk almost full: telemetry shed")
         staged += self._memory_back()
+        acks = self._acks_now(acks, staged, bool(increments))
         if not (staged or acks or increments or self._batch_dropped or self._dropped_owed):
             return
         try:
@@ -290,7 +317,7 @@ class Writer:
                 sum(len(a.ids) for a in acks),
             )
             self._retry_acks = acks
-            self._next_seq = stored_next_seq(self._conn, self._next_seq)
+            self._next_seq = stored_next_seq(self._conn, self._next_seq, self.ram is not None)
             # Nobody waits for offered telemetry: it is shed, and gets its seq (a gap)
             # with the next commit that succeeds, like the readings shed before.
             with self.handoff.lock:
@@ -298,6 +325,7 @@ class Writer:
             fail_staged(staged, increments, f"outbox commit failed: {exc}", exc)
             return
         self._next_seq = seq
+        self._note_ram(staged)
         snap = self.snap
         self.snap = replace(
             snap,
@@ -307,9 +335,15 @@ class Writer:
             accepted=snap.accepted + len(staged),
             commits=snap.commits + 1,
             bytes_written=snap.bytes_written
-            + sum(len(st.row.payload) + len(st.row.topic.encode()) for st in staged),
+            + sum(
+                len(st.row.payload) + len(st.row.topic.encode())
+                for st in staged
+                if self.ram is None or st.row.prio is not Priority.TELEMETRY
+            ),
         )
-        self._warn_about_bound(out)
+        self._bound_warnings.check(
+            out.dropped, out.depth[Priority.EVENT], self.snap.dropped_telemetry
+        )
         if self.disk.full:
             checkpoint(self._conn)
         for st in staged:
@@ -320,6 +354,23 @@ class Writer:
         if staged:
             self.events_committed += sum(1 for st in staged if st.row.prio is Priority.EVENT)
             self._notify()
+
+    def _acks_now(self, acks: list[Ack], staged: list[Staged], increments: bool) -> list[Ack]:
+        """The acks to commit now (with the memory tier, card rows' wait for a card write)."""
+        if self.ram is None:
+            return acks
+        card_write = bool(
+            increments
+            or self._batch_dropped
+            or self._dropped_owed
+            or any(st.row.prio is not Priority.TELEMETRY for st in staged)
+        )
+        return self._card_acks.now(acks, card_write, self._stopping)
+
+    def _note_ram(self, staged: list[Staged]) -> None:
+        """Tell the memory tier this commit put telemetry in RAM (its spill clock starts)."""
+        if self.ram is not None:
+            self.ram.noted(self._conn, sum(1 for st in staged if st.row.prio is Priority.TELEMETRY))
 
     def _notify(self) -> None:
         for listener in self.listeners:
@@ -350,6 +401,8 @@ class Writer:
             return self._write(batch)
 
     def _write(self, batch: Batch) -> sql.BatchOutcome:
+        if self.ram is not None:
+            self.ram.ensure_reserved(self._conn, batch.next_seq)
         out = sql.write_batch(
             self._conn,
             [st.row for st in batch.staged],
@@ -360,6 +413,7 @@ class Writer:
             self.cfg.max_messages,
             # Owed: dropped while nothing could be written, already in the snapshot.
             dropped=self._batch_dropped + self._dropped_owed,
+            ram=self.ram is not None,
         )
         self._dropped_owed = 0
         return out
@@ -393,21 +447,3 @@ class Writer:
         if self.disk.full:
             return []
         return [Staged(None, row, False) for row in self.memory.take_all()]
-
-    def _warn_about_bound(self, out: sql.BatchOutcome) -> None:
-        now = time.monotonic()
-        if out.dropped and now - self._warned_drop >= _WARN_EVERY_S:
-            self._warned_drop = now
-            log.warning(
-                "outbox full (%d messages): oldest telemetry dropped, %d dropped so far",
-                self.cfg.max_messages,
-                self.snap.dropped_telemetry,
-            )
-        events = out.depth[Priority.EVENT]
-        if events > self.cfg.max_messages and now - self._warned_events >= _WARN_EVERY_S:
-            self._warned_events = now
-            log.warning(
-                "outbox holds %d undelivered events, over its bound of %d: events are kept",
-                events,
-                self.cfg.max_messages,
-            )
