@@ -19,6 +19,7 @@ import pytest
 
 from community_protocol.names import DOCUMENT_FILES
 from community_protocol.schemas import validator
+from gateway.storage.outbox_ram import ram_file
 from tests.harness import GATEWAY, GatewayProc, Received, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 
@@ -234,6 +235,67 @@ def test_kill_9_with_backlog_then_restart_backlog_arrives_and_seq_continues(
     newer = [d["seq"] for d in docs if d["seq"] > max(backlog)]
     assert newer, "the restarted gateway published nothing new"
     assert min(newer) == max(backlog) + 1
+
+
+def test_kill_9_while_connected_loses_no_reading_and_skips_no_number(
+    tmp_path: Path, broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    # Readings wait in the outbox's memory tier for the broker's acknowledgement: the
+    # kernel keeps that file when the process is killed, and the next run sends them.
+    config = write_config(tmp_path / "gw.yaml", broker.url, [*meters(2, 20), smoke(every_s=0.5)])
+    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
+    gw = run_gateway(config)
+    assert sub.wait(lambda ms: len(ms) > 100), gw.log()
+    gw.kill()
+    top = max(d["seq"] for d in data_messages(sub))
+    gw2 = run_gateway(config)
+    assert sub.wait(lambda _: max(d["seq"] for d in data_messages(sub)) > top + 100), gw2.log()
+    assert gw2.terminate() == 0
+    assert_nothing_lost(sub, config)
+    assert "unclean_stop" not in gw2.log()
+
+
+def test_a_power_cut_is_reported_with_the_numbers_it_may_have_cost(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    broker = own_broker
+    broker.start()
+    config = outage_config(tmp_path, broker, [*meters(2, 20), smoke(every_s=0.5)])
+    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
+    gw = run_gateway(config)
+    assert sub.wait(lambda ms: len(ms) > 100), gw.log()
+    broker.stop()  # readings now wait in RAM, unacknowledged
+    kept = len(stored_seqs(config))
+    gw.kill()
+    ram = list(Path("/dev/shm").glob("community-gateway-*/outbox-*.db"))
+    ram = [p for p in ram if ram_file(config.parent / "outbox.db", p.parent) == p]
+    assert ram, "the memory tier's file, kept by the kernel"
+    for path in ram[0].parent.glob(ram[0].name + "*"):  # a reboot empties the tmpfs
+        path.unlink()
+    on_card = outbox_seqs(config)
+    assert len(on_card) >= kept
+    broker.start()
+    gw2 = run_gateway(config)
+    assert sub.wait(
+        lambda ms: any(
+            m.json().get("event", {}).get("data", {}).get("problem") == "unclean_stop"
+            for m in ms
+            if m.topic.endswith("/events")
+        )
+    ), gw2.log()
+    assert gw2.terminate() == 0
+    [report] = [
+        d["event"]["data"]
+        for d in data_messages(sub)
+        if d.get("event", {}).get("data", {}).get("problem") == "unclean_stop"
+    ]
+    [[first, last]] = report["lost_seq"]
+    received = {d["seq"] for d in data_messages(sub)} | outbox_seqs(config)
+    missing = set(range(1, max(received) + 1)) - received
+    assert missing, "readings were waiting in RAM when the power went"
+    assert missing <= set(range(first, last + 1)), (sorted(missing)[:5], first, last)
+    assert on_card <= received, "what was on the card survives the power cut"
+    assert_valid(sub.snapshot())
 
 
 def test_last_will_marks_a_dead_gateway_offline_with_its_session(

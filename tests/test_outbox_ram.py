@@ -169,7 +169,14 @@ def _kill_9_streaming(tiered: Tiered) -> list[int]:
     """A writer process streaming readings with the tier, killed with SIGKILL mid-stream."""
     tiered.card.parent.mkdir(parents=True)
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.outbox_writer", str(tiered.card), "stream", str(tiered.ram_dir)],
+        [
+            sys.executable,
+            "-m",
+            "tests.outbox_writer",
+            str(tiered.card),
+            "stream",
+            str(tiered.ram_dir),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

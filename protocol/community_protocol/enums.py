@@ -156,6 +156,7 @@ class StorageProblem(StrEnum):
     DAMAGED = "damaged"
     FULL = "full"
     RECOVERED = "recovered"
+    UNCLEAN_STOP = "unclean_stop"  # restarted after a power cut: RAM-held readings lost
 
 
 class ClockState(StrEnum):
