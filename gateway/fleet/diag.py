@@ -29,17 +29,18 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from community_protocol.topics import CommandPath
 from gateway.host import Host
-from gateway.install.checkall import run_before_devices
-from gateway.install.checks import CheckResult, Status
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.driver import DeviceSpec, ReadResult
 from gateway.sdk.registry import available_drivers
 
 from .logring import LEVELS, LogRing
+
+if TYPE_CHECKING:
+    from gateway.install.checks import CheckResult
 
 __all__ = ["MAX_LOG_LINES", "Diagnostics", "RequestLimits", "attach", "process_ring"]
 
@@ -285,6 +286,11 @@ class Diagnostics:
         return self._one_at_a_time(self._run_checks(args.get("devices", True)))
 
     async def _run_checks(self, devices: bool) -> dict[str, Any]:
+        # `gateway check`'s code (about 0.5 MB with what it imports) loads on the first
+        # diag/check: most gateways never get one (docs/benchmarks.md, issue 16).
+        from gateway.install.checkall import run_before_devices
+        from gateway.install.checks import CheckResult, Status
+
         host = self.host
         # On the config file the gateway runs; blocking (sockets, files): in a thread.
         results, _, problems = await asyncio.to_thread(run_before_devices, host.config_path)

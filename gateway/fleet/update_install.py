@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -108,6 +107,10 @@ def fetch(url: str, manifest: Manifest, into: Path, *, timeout_s: float = 30.0) 
 
 def _unpack(archive: Path, into: Path) -> Path:
     """The bundle's top folder, unpacked into `into` (no links out, no absolute paths)."""
+    # tarfile (and the compression modules it loads) only when a bundle comes: every
+    # gateway holds this module for the health gate of a release, few ever unpack one.
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(into, filter="data")
