@@ -13,13 +13,14 @@ It costs the same at any t, never goes backwards, agrees with the reported power
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 
-from gateway.sdk.model import Reading
+from gateway.sdk.model import Reading, Unit, ValueType
 
 from .noise import noise_after, prefix, salt, unit_interval
-from .profile import Profile, ReadingSource
+from .profile import Demand, Profile, ReadingSource, ReadingSpec
 
 __all__ = ["EPOCH", "MeterModel"]
 
@@ -32,6 +33,32 @@ _EPOCH_S = EPOCH.timestamp()
 _DAY = 86400.0
 _HOUR = 3600.0
 _TWO_PI = 2 * math.pi
+
+
+# What readings() does for one reading, worked out once per profile.
+_Step = tuple[str, ReadingSource, Unit, ValueType, int, float, str | None]
+
+
+# Both tables depend on the profile alone: shared by its meters, not rebuilt for each
+# (a meter model held 2.8 KB, now 0.6 KB: docs/benchmarks.md, issue 16).
+@functools.cache
+def _curve_tables(demand: Demand) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The hourly factors scaled to a daily mean of 1 (hour 24 = hour 0), and their
+    running integral: cum[h] is the integral from midnight to the start of hour h."""
+    norm = 24 / sum(demand.hourly)
+    g = tuple(f * norm for f in (*demand.hourly, demand.hourly[0]))
+    cum = [0.0]
+    for h in range(24):
+        cum.append(cum[-1] + (g[h] + g[h + 1]) / 2 * _HOUR)
+    return g, tuple(cum)
+
+
+@functools.cache
+def _plan_of(readings: tuple[ReadingSpec, ...]) -> tuple[_Step, ...]:
+    return tuple(
+        (r.name, r.source, r.unit, r.value_type, r.digits, r.per_demand_hour or 0.0, r.divisor)
+        for r in readings
+    )
 
 
 class MeterModel:
@@ -62,12 +89,7 @@ class MeterModel:
     ) -> None:
         self.profile = profile
         d = profile.demand
-        norm = 24 / sum(d.hourly)
-        self._g = [f * norm for f in (*d.hourly, d.hourly[0])]
-        # _cum[h]: integral of the curve from midnight to the start of hour h.
-        self._cum = [0.0]
-        for h in range(24):
-            self._cum.append(self._cum[-1] + (self._g[h] + self._g[h + 1]) / 2 * _HOUR)
+        self._g, self._cum = _curve_tables(d)
         self._mean = d.mean * scale
         self._amp = d.noise
         self._step = d.noise_step_s
@@ -80,11 +102,7 @@ class MeterModel:
         }
         install_x = unit_interval(seed, salt(device_id), salt("installed")) * _INSTALL_SPREAD_S
         self._installed = (install_x, self._integral(install_x))
-        # What readings() does for each reading, worked out once.
-        self._plan = [
-            (r.name, r.source, r.unit, r.value_type, r.digits, r.per_demand_hour or 0.0, r.divisor)
-            for r in profile.readings
-        ]
+        self._plan = _plan_of(profile.readings)
 
     @property
     def installed(self) -> datetime:

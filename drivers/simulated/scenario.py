@@ -130,8 +130,19 @@ def telemetry_phase(settings: SimulatedSettings, device_id: str) -> float:
 
 def schedule(settings: SimulatedSettings, device_id: str) -> Iterator[Due]:
     """Everything due for one device, in time order; endless if anything repeats."""
+    start = _availability(settings)
+    period = settings.telemetry_period_s
+    if not settings.events and not settings.offline:
+        # A plain meter: "online" at 0, then its readings, already in order.  Without the
+        # merge and the outage filter its stream holds 0.7 KB instead of 2.4 KB (issue 16).
+        ticks = () if period is None else _telemetry(period, telemetry_phase(settings, device_id))
+        return itertools.chain(start, ticks)
+    return _merged(settings, device_id, start)
+
+
+def _merged(settings: SimulatedSettings, device_id: str, online: list[Due]) -> Iterator[Due]:
     keys = (settings.seed, salt(device_id))
-    streams: list[Iterator[Due]] = [iter(_availability(settings))]
+    streams: list[Iterator[Due]] = [iter(online)]
     for i, rule in enumerate(settings.events):
         streams.extend(_rule_streams(rule, i, keys))
     period = settings.telemetry_period_s

@@ -172,6 +172,24 @@ def test_telemetry_every_interval_starting_within_the_first_one() -> None:
     assert len(got) == 20
 
 
+def test_a_plain_meter_streams_what_one_with_a_later_outage_streams_until_then() -> None:
+    # A meter without events or outages takes a shorter path than the general merge;
+    # an outage a day away sends the same meter down the general one.
+    plain = settings("meter", profile="household_electricity", telemetry_interval_s=5)
+    later = settings(
+        "meter",
+        profile="household_electricity",
+        telemetry_interval_s=5,
+        offline=[{"at_s": 86400, "for_s": 60}],
+    )
+    got = until(schedule(plain, "m-1"), 3600)
+    assert [(d, d.action) for d in got] == [
+        (d, d.action) for d in until(schedule(later, "m-1"), 3600)
+    ]
+    assert (got[0].t, got[0].action) == (0.0, Availability(True))
+    assert len(ticks(got)) == 720
+
+
 def test_default_interval_is_10_s_and_rate_hz_overrides_it() -> None:
     slow = ticks(until(schedule(settings("meter", profile="household_water"), "m-1"), 100))
     fast = ticks(
