@@ -110,12 +110,24 @@ def floor_mb() -> float:
     return int(out.stdout.split()[-1]) / 1024
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM (peak) of a running process, in kB."""
+def _status_kb(pid: int, *keys: str) -> tuple[int, ...]:
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    return tuple(int(fields[k].split()[0]) for k in keys)
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM (peak) of a running process, in kB."""
+    rss, peak = _status_kb(pid, "VmRSS", "VmHWM")
+    return rss, peak
+
+
+def loaded_split_mb(pid: int) -> tuple[float, float]:
+    """RSS in anonymous memory (Python's objects, malloc) and in mapped files (the
+    interpreter, shared libraries, extension modules), MB: what a change can move."""
+    anon, files = _status_kb(pid, "RssAnon", "RssFile")
+    return anon / 1024, files / 1024
 
 
 def help_once(tree: Tree) -> tuple[float, float]:
@@ -218,8 +230,9 @@ def ready_once(tree: Tree, work: Path, broker: Mosquitto) -> tuple[float, float]
 
 def loaded_rss(
     tree: Tree, work: Path, broker: Mosquitto, devices: list[dict[str, Any]], seconds: float
-) -> tuple[float, float]:
-    """RSS and peak RSS (MB) of `gateway run` after `seconds` at READY with `devices`."""
+) -> tuple[float, float, float, float]:
+    """RSS, peak RSS, and RSS anonymous and file-backed (MB) of `gateway run` after
+    `seconds` at READY with `devices`."""
     # Shipped defaults, but for the broker, the outbox's folder and a fast health report.
     config = write_config(work / "gw.yaml", broker.url, devices, outbox={"commit_interval_ms": 50})
     gw = ReadyGateway(tree, config, work)
@@ -229,9 +242,10 @@ def loaded_rss(
         if gw.proc.poll() is not None:
             raise RuntimeError(f"{tree.label}: the gateway exited; see {work}/gateway.log")
         rss, peak = rss_kb(gw.proc.pid)
+        anon, files = loaded_split_mb(gw.proc.pid)
     finally:
         gw.stop()
-    return rss / 1024, peak / 1024
+    return rss / 1024, peak / 1024, anon, files
 
 
 def _versus(figure: float, base: float | None, unit: str, fmt: str = ".2f") -> str:
@@ -261,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         server = None
         try:
             ready = interleaved(trees, args.runs, lambda t, _: ready_once(t, work, broker))
-            m1: dict[str, tuple[float, float]] = {}
-            m2: dict[str, tuple[float, float]] = {}
+            m1: dict[str, tuple[float, float, float, float]] = {}
+            m2: dict[str, tuple[float, float, float, float]] = {}
             if not args.skip_rss:
                 port = free_port()
                 server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
@@ -301,12 +315,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ("m2", "500 simulated devices", m2, 50),
         ):
             if now in table:
-                rss, peak = table[now]
+                rss, peak, anon, files = table[now]
                 base_rss = table[b][0] if b in table else None
                 print(
                     f"({key.upper()}) RSS, {name}, after {args.rss_seconds:g} s:"
                     f" {_versus(rss, base_rss, 'MB', '.1f')}, peak {peak:.1f} MB"
-                    f"  [target < {target} MB]"
+                    f" (anonymous {anon:.1f} MB, files {files:.1f} MB)  [target < {target} MB]"
                 )
                 figures[f"{key}_rss_mb"] = round(rss, 1)
     return figures
