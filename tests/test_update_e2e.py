@@ -10,25 +10,43 @@ small stand-in for systemd's Restart=always and sends `cmd/update` for B:
   back to A after `update_max_starts` starts, before importing B again;
 - B cannot reach the broker within `update_trial_s`: B switches back itself; A then
   opens the outbox and alarm databases B wrote and delivers everything, no seq lost.
+
+And B delivered over MQTT in chunks (community_protocol.chunks) instead of a URL:
+
+- sent by the fleet's own `roll_update(..., bundle=...)`: installed and committed;
+- a chunk damaged on the way (the others redelivered and out of order): refused by
+  its SHA-256, nothing installed, the staging file gone;
+- an announce whose manifest is not signed: refused with the reason, no transfer
+  opened, chunks that follow dropped;
+- half the chunks, then SIGTERM and a new start: the same announce resumes with the
+  chunks kept on disk, a second transfer is refused meanwhile, and B commits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+import paho.mqtt.publish as publish
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from community_protocol.chunks import Transfer, chunk_count, encode_chunk
 from community_protocol.ed25519 import generate_key, load_private_key, sign_update
+from community_protocol.topics import CommandPath
 from gateway.fleet import launch
 from gateway.fleet.update import check_manifest
 from gateway.fleet.update_install import Layout, install_release
@@ -38,7 +56,7 @@ from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester
 from tests.test_install_script import make_bundle
 
-# One worker builds the bundles once for all three (./scripts/test: --dist loadgroup).
+# One worker builds the bundles once for all of them (./scripts/test: --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.xdist_group("update-bundles")]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,3 +299,175 @@ def test_a_release_that_cannot_reach_the_broker_switches_back_and_nothing_is_los
     got = seqs(site.events.snapshot())
     assert got == list(range(got[0], got[-1] + 1)), "a seq is missing"
     assert "alarm database" not in site.service.log()  # A opened B's files without a word
+
+
+# ---- the bundle delivered over MQTT in chunks (docs/fleet.md, "Updates over MQTT") ------
+
+
+def _announce(site: Site, manifest: dict[str, Any], transfer: Transfer) -> dict[str, Any]:
+    body = {"manifest": manifest, "transfer": transfer.as_dict()}
+    return site.req.ask(f"{site.base}/cmd/update", json.dumps(body).encode(), timeout=30)
+
+
+def _transfer(bundle: Path, chunk_size: int = 64 * 1024) -> tuple[bytes, Transfer]:
+    data = bundle.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    count = chunk_count(len(data), chunk_size)
+    return data, Transfer(uuid.uuid4().hex, len(data), digest, chunk_size, count)
+
+
+def _staging(site: Site) -> Path:
+    return site.config.parent / "state" / "update" / "transfer"
+
+
+def test_an_update_sent_over_mqtt_in_chunks_installs_and_commits(
+    site: Site, broker: Mosquitto
+) -> None:
+    from community_central.broker import BrokerSettings
+    from community_central.fleet import Fleet, Selector
+    from community_central.fleet.update import roll_update
+
+    prefix, ident = site.base.rsplit("/", 2)[0], site.base.split("/")[-2:]
+    fleet = Fleet(BrokerSettings(broker.url, prefix), settle_s=0.5)
+    # Small chunks, so that the bundle takes hundreds of them (out of the broker's
+    # order nothing is guaranteed across a resend; the gateway places each by index).
+    started = time.monotonic()
+    report = roll_update(
+        fleet, Selector.parse(["/".join(ident)]), site.kit.b.manifest, None,
+        bundle=site.kit.b.bundle, chunk_size=16 * 1024, wait_s=400,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    [[outcome]] = report.waves
+    assert outcome.result == "committed", (outcome, site.service.log()[-4000:])
+    assert wait_for(lambda: site.running() == B, 30)
+    assert not _staging(site).exists()  # handed to the install, then deleted
+    size = site.kit.b.bundle.stat().st_size
+    print(
+        f"\nover MQTT: {size} bytes in {chunk_count(size, 16 * 1024)} chunks, committed in {took:.1f} s"
+    )
+
+
+def test_a_damaged_chunk_is_refused_and_nothing_changes(site: Site, broker: Mosquitto) -> None:
+    data, transfer = _transfer(site.kit.b.bundle)
+    reply = _announce(site, site.kit.b.manifest, transfer)
+    assert reply["ok"] and reply["result"]["missing"] == [[0, transfer.chunks - 1]], reply
+    assert (_staging(site) / "bundle.part").exists()
+    # Redelivered and out of order: chunk 0 twice, the rest backwards; one byte of
+    # chunk 2 flipped on the way.
+    order = [0, *reversed(range(transfer.chunks)), 0]
+    _deliver(site, broker.port, data, transfer, order, damaged=2)
+    event = site.wait_update("refused", 60)
+    assert "does not have the SHA-256 the manifest says" in event["reason"], event
+    assert event["version"] == B
+    assert not _staging(site).exists() and not (site.config.parent / "state" / "releases").exists()
+    assert site.running() == A and site.state().get("trial") is None
+
+
+def test_an_unsigned_announce_is_ignored_with_its_reason(site: Site, broker: Mosquitto) -> None:
+    unsigned = {k: v for k, v in site.kit.b.manifest.items() if k != "auth"}
+    data, transfer = _transfer(site.kit.b.bundle)
+    reply = _announce(site, unsigned, transfer)
+    assert not reply["ok"] and reply["status"] == "refused", reply
+    assert "manifest" in reply["error"] and "sign" in reply["error"], reply
+    assert site.wait_update("refused", 10)["version"] == B
+    assert not _staging(site).exists()
+    # Chunks that follow open nothing: they are dropped and counted, nothing is written.
+    for index in range(3):
+        offset, length = transfer.span(index)
+        publish.single(
+            f"{site.base}/cmd/{CommandPath.UPDATE_CHUNK}",
+            encode_chunk(transfer.id, index, data[offset : offset + length]),
+            qos=1, hostname="127.0.0.1", port=broker.port,
+        )  # fmt: skip
+    assert not _staging(site).exists() and site.running() == A
+    healths = site.events.matching("/health")
+    assert healths[-1].json()["update"]["transfer"] is None
+
+
+def _publish_chunks(
+    port: int,
+    base: str,
+    data: bytes,
+    transfer: Transfer,
+    indexes: Any,
+    *,
+    damaged: int | None = None,
+) -> None:
+    """Publish chunks as the platform does (QoS 1, each confirmed); one byte of `damaged` flipped."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for index in indexes:
+            offset, length = transfer.span(index)
+            chunk = bytearray(data[offset : offset + length])
+            if index == damaged:
+                chunk[100] ^= 0x01
+            payload = encode_chunk(transfer.id, index, bytes(chunk))
+            client.publish(
+                f"{base}/cmd/{CommandPath.UPDATE_CHUNK}", payload, qos=1
+            ).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _deliver(
+    site: Site,
+    port: int,
+    data: bytes,
+    transfer: Transfer,
+    indexes: Any,
+    *,
+    damaged: int | None = None,
+) -> None:
+    """Send `indexes`, then what the gateway still lacks, as the platform does, until
+    it lacks nothing (a chunk dropped on a full queue is asked for again) or it has
+    judged the bundle (a `refused` event)."""
+    _publish_chunks(port, site.base, data, transfer, indexes, damaged=damaged)
+    for _ in range(20):
+        if any(u["result"] == "refused" for u in site.updates()):
+            return
+        reply = _announce(site, site.kit.b.manifest, transfer)
+        missing = reply["result"]["missing"] if reply["ok"] else []
+        if not missing:
+            return
+        again = [i for first, last in missing for i in range(first, last + 1)]
+        _publish_chunks(port, site.base, data, transfer, again, damaged=damaged)
+    raise AssertionError("the gateway still lacks chunks after 20 rounds")
+
+
+def _transfer_health(site: Site) -> dict[str, Any] | None:
+    healths = site.events.matching("/health")
+    part: dict[str, Any] | None = healths[-1].json()["update"].get("transfer") if healths else None
+    return part
+
+
+def test_a_transfer_resumes_after_a_restart_of_the_gateway(site: Site, broker: Mosquitto) -> None:
+    data, transfer = _transfer(site.kit.b.bundle)
+    assert _announce(site, site.kit.b.manifest, transfer)["ok"]
+    half = transfer.chunks // 2
+    _publish_chunks(broker.port, site.base, data, transfer, range(half))
+    received = lambda: (_transfer_health(site) or {}).get("received", 0)  # noqa: E731
+    assert wait_for(lambda: received() > 0, 15)
+    # Stopped as systemd stops it (SIGTERM), and started again by Restart=always.
+    proc = site.service.proc
+    assert proc is not None
+    proc.terminate()
+    assert wait_for(lambda: len(site.service.exits) == 1, 30)
+    assert wait_for(
+        lambda: site.service.proc is not proc and "resuming the transfer" in site.service.log(), 60
+    )
+    # What it had is still there; it asks only for the rest.
+    kept = received()
+    reply = _announce(site, site.kit.b.manifest, transfer)
+    assert reply["ok"] and reply["result"]["received"] >= kept > 0, reply
+    first, last = reply["result"]["missing"][-1]
+    assert first <= half and last == transfer.chunks - 1, reply
+    # A second transfer is refused while this one is open, saying which runs.
+    _, other = _transfer(site.kit.b.bundle)
+    refused = _announce(site, site.kit.b.manifest, other)
+    assert not refused["ok"] and f"the transfer {transfer.id}" in refused["error"], refused
+    _deliver(site, broker.port, data, transfer, range(half, transfer.chunks))
+    site.wait_update("committed", 300)
+    assert wait_for(lambda: site.running() == B, 30)

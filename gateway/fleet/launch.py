@@ -35,6 +35,7 @@ __all__ = [
     "main",
     "point",
     "read_state",
+    "write_json",
     "write_state",
 ]
 
@@ -64,11 +65,15 @@ def read_state(state_dir: Path) -> dict[str, Any]:
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:
     """Replace the state file atomically and durably."""
-    path = state_dir / STATE_FILE
+    write_json(state_dir / STATE_FILE, state)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Replace `path` by `doc` as JSON atomically and durably (its folder is made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
+        json.dump(doc, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -26,10 +26,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from community_protocol.chunks import ChunkError, Transfer
 from community_protocol.enums import GatewayEventType, UpdateResult
 from community_protocol.topics import CommandPath
 from gateway.host import Host
@@ -38,8 +40,10 @@ from gateway.sdk.model import DeviceRef
 
 from . import launch
 from .events import gateway_event
-from .update import UpdateRefused, check_manifest, local_databases, schema_problems
+from .update import Manifest, UpdateRefused, check_manifest, local_databases, schema_problems
+from .update_chunks import Staged, Staging
 from .update_install import Layout, commit, fetch, install_release, rollback, switch
+from .update_transfer import ChunkReceiver
 
 __all__ = ["ENV_FACTORY", "ENV_RELEASES", "UpdateService", "attach", "running_version"]
 
@@ -69,9 +73,13 @@ class UpdateService:
         *,
         max_starts: int,
         deadline_s: float,
+        receiver: ChunkReceiver | None = None,
     ) -> None:
         self.host = host
         self.layout = layout
+        # Updates over MQTT (None without the launcher: every update is refused then).
+        self.receiver = receiver
+        self.staging = receiver.staging if receiver is not None else None
         self.keys = keys
         self.max_starts = max_starts
         self.deadline_s = deadline_s
@@ -84,33 +92,53 @@ class UpdateService:
     # ---- the command -------------------------------------------------------------------
 
     async def command(self, cmd: Command) -> tuple[str, Any]:
-        """Check an update now; fetch, build and switch to it in the background."""
+        """Check an update now; fetch (or receive), build and switch to it in the background."""
         try:
+            progress = await self._resumed(cmd.args)
+            if progress is not None:
+                return "accepted", progress
             manifest, url = self._check(cmd.args)
+            if url is None:
+                return "accepted", await self._announce(manifest, cmd.args)
         except UpdateRefused as exc:
             claimed = cmd.args.get("manifest")
             named = claimed.get("version") if isinstance(claimed, dict) else None
             await self.audit(UpdateResult.REFUSED, str(named or "?"), str(exc))
             raise CommandFailed(str(exc), status="refused") from None
-        self._busy = True
-        task = asyncio.get_running_loop().create_task(self._install(manifest, url))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        assert self.layout is not None
+        download = self.layout.download
+        self._start_install(
+            manifest,
+            lambda: fetch(url, manifest, download),
+            lambda archive: archive.unlink(missing_ok=True),
+        )
         return "accepted", {"version": manifest.version, "running": self.version}
 
-    def _check(self, args: Any) -> tuple[Any, str]:
+    def _check(self, args: Any) -> tuple[Any, str | None]:
+        """The manifest and the URL (None: the bundle comes over MQTT); UpdateRefused why not."""
         if self.layout is None:
             raise UpdateRefused(
                 f"this gateway was not started by the launcher ({ENV_RELEASES} unset): updates need it"
             )
         if self._busy:
             raise UpdateRefused("an update is being installed already")
+        staged = self.staging.staged if self.staging is not None else None
+        if staged is not None:
+            raise UpdateRefused(
+                f"the transfer {staged.transfer.id} of version {staged.manifest.get('version')}"
+                f" is in progress ({staged.received} of {staged.transfer.chunks} chunks); it"
+                f" ends after {self.receiver.idle_s if self.receiver else 0:g} s without chunks"
+            )
         trial = self.layout.state().get("trial")
         if isinstance(trial, dict):
             raise UpdateRefused(f"version {trial.get('version')} is on trial; wait for its result")
         url = args.get("url")
-        if not isinstance(url, str):
-            raise UpdateRefused("the command needs 'url', where the bundle is")
+        if "transfer" in args:
+            url = None
+        elif not isinstance(url, str):
+            raise UpdateRefused(
+                "the command needs 'url', where the bundle is, or 'transfer' (over MQTT)"
+            )
         manifest = check_manifest(args.get("manifest"), self.keys)
         if manifest.version == self.version:
             raise UpdateRefused(f"version {manifest.version} runs already")
@@ -119,17 +147,106 @@ class UpdateService:
             raise UpdateRefused("; ".join(problems))
         return manifest, url
 
-    async def _install(self, manifest: Any, url: str) -> None:
+    async def _resumed(self, args: Any) -> dict[str, Any] | None:
+        """The progress of the transfer `args` announces again (a resume), or None."""
+        staged = self.staging.staged if self.staging is not None else None
+        claimed = args.get("transfer")
+        if staged is None or not isinstance(claimed, dict):
+            return None
+        if claimed.get("id") != staged.transfer.id:
+            return None  # another transfer: _check refuses it, saying which runs
+        if args.get("manifest") != staged.manifest:
+            raise UpdateRefused(
+                f"the transfer {staged.transfer.id} was announced for another manifest"
+            )
+        if self.receiver is not None and not staged.complete:
+            self.receiver.touch()
+        return self._progress(staged)
+
+    def _progress(self, staged: Staged) -> dict[str, Any]:
+        return {
+            "version": staged.manifest.get("version"),
+            "running": self.version,
+            "transfer": staged.transfer.id,
+            "received": staged.received,
+            "chunks": staged.transfer.chunks,
+            "missing": staged.missing(),
+        }
+
+    async def _announce(self, manifest: Manifest, args: Any) -> dict[str, Any]:
+        """Open the transfer a signed announce names; its progress (nothing received yet)."""
+        assert self.staging is not None and self.receiver is not None
+        try:
+            transfer = Transfer.parse(args.get("transfer"))
+        except ChunkError as exc:
+            raise UpdateRefused(str(exc)) from None
+        staging = self.staging
+        staged = await asyncio.to_thread(staging.open, transfer, manifest, args["manifest"])
+        self.receiver.opened()
+        log.info(
+            "receiving version %s over MQTT: %d bytes in %d chunks (transfer %s)",
+            manifest.version, transfer.size, transfer.chunks, transfer.id,
+        )  # fmt: skip
+        return self._progress(staged)
+
+    async def received(self, staged: Staged) -> None:
+        """A transfer is complete: check its hash and install it as a fetched bundle would be."""
+        assert self.staging is not None
+        try:
+            manifest = check_manifest(staged.manifest, self.keys)
+        except UpdateRefused as exc:  # the keys changed since it was announced
+            await asyncio.to_thread(self.staging.discard)
+            await self.audit(UpdateResult.REFUSED, str(staged.manifest.get("version")), str(exc))
+            return
+        staging = self.staging
+        self._start_install(manifest, staging.finish, lambda _archive: staging.discard())
+
+    async def expired(self, staged: Staged, reason: str) -> None:
+        log.error("%s", reason)
+        await self.audit(UpdateResult.REFUSED, str(staged.manifest.get("version")), reason)
+
+    async def resume(self) -> None:
+        """A transfer a previous run left: taken up again if its manifest still verifies."""
+        if self.staging is None or self.receiver is None:
+            return
+        staged = await asyncio.to_thread(self.staging.load)
+        if staged is None:
+            return
+        try:
+            manifest = check_manifest(staged.manifest, self.keys)
+            if manifest.version == self.version:
+                raise UpdateRefused(f"version {manifest.version} runs already")
+        except UpdateRefused as exc:
+            await asyncio.to_thread(self.staging.discard)
+            await self.audit(UpdateResult.REFUSED, str(staged.manifest.get("version")), str(exc))
+            return
+        log.info(
+            "resuming the transfer %s of version %s: %d of %d chunks on disk",
+            staged.transfer.id, manifest.version, staged.received, staged.transfer.chunks,
+        )  # fmt: skip
+        self.receiver.opened()
+
+    def _start_install(
+        self, manifest: Manifest, obtain: Callable[[], Path], cleanup: Callable[[Path], None]
+    ) -> None:
+        self._busy = True
+        task = asyncio.get_running_loop().create_task(self._install(manifest, obtain, cleanup))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _install(
+        self, manifest: Manifest, obtain: Callable[[], Path], cleanup: Callable[[Path], None]
+    ) -> None:
         assert self.layout is not None
         layout = self.layout
         python = getattr(sys, "_base_executable", sys.executable)
 
         def work() -> Path:
-            archive = fetch(url, manifest, layout.download)
+            archive = obtain()
             try:
                 return install_release(layout, manifest, archive, python)
             finally:
-                archive.unlink(missing_ok=True)
+                cleanup(archive)
 
         started = time.monotonic()
         try:
@@ -229,9 +346,19 @@ class UpdateService:
         item = gateway_event(self.host, GatewayEventType.UPDATE, data)
         return await self.host.outbox.aput(item)
 
+    async def receive(self) -> None:
+        """The updates over MQTT: take up a transfer left by a previous run, then receive."""
+        if self.receiver is None:
+            return
+        await self.resume()
+        await self.receiver.run(self.received, self.expired)
+
     def health(self) -> dict[str, Any]:
         state = self.layout.state() if self.layout is not None else {}
-        return {"version": self.version, "trial": state.get("trial"), "last": state.get("last")}
+        part = {"version": self.version, "trial": state.get("trial"), "last": state.get("last")}
+        if self.receiver is not None:
+            part["transfer"] = self.receiver.health()
+        return part
 
 
 def attach(host: Host) -> UpdateService:
@@ -251,11 +378,20 @@ def attach(host: Host) -> UpdateService:
     if releases:
         factory = os.environ.get(ENV_FACTORY) or "/opt/community-gateway/venv"
         layout = Layout(Path(releases), Path(factory))
+    receiver = None
+    if layout is not None:
+        staging = Staging(layout.state_dir / "update" / "transfer", sec.update_max_bytes)
+        receiver = ChunkReceiver(staging, sec.update_transfer_idle_s)
     svc = UpdateService(
-        host, layout, keys, max_starts=sec.update_max_starts, deadline_s=sec.update_trial_s
-    )
+        host, layout, keys, max_starts=sec.update_max_starts, deadline_s=sec.update_trial_s,
+        receiver=receiver,
+    )  # fmt: skip
     host.add_command_route(CommandPath.UPDATE, svc.command)
+    # Chunks are raw bytes, not commands: watched, so the command inbox never sees them.
+    chunks = host.topics.command(CommandPath.UPDATE_CHUNK)
+    host.watch(chunks, receiver.on_chunk if receiver is not None else lambda _payload: None)
     host.add_availability_observer(svc.on_availability)
     host.add_service("update", svc.run)
+    host.add_service("update-transfer", svc.receive)
     host.add_health_part("update", svc.health)
     return svc

@@ -35,6 +35,20 @@ class SecurityConfig(BaseModel):
         description="A new release must reach the broker with its devices up within this time,"
         " or the previous one runs again",
     )
+    update_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1 << 30,
+        description="The largest bundle this gateway takes over MQTT; a bigger one is"
+        " refused before anything is written",
+    )
+    update_transfer_idle_s: float = Field(
+        600.0,
+        ge=5,
+        le=86_400,
+        description="An update over MQTT that receives no chunk for this long is dropped"
+        " and its file deleted",
+    )
     update_max_starts: int = Field(
         2,
         ge=1,

@@ -62,12 +62,14 @@ DOCUMENT_FILES: dict[SchemaName, str] = {
 ENVELOPE_NAMES: tuple[SchemaName, ...] = (SchemaName.TELEMETRY, SchemaName.EVENT)
 
 # Every schema file: the documents', plus the shared definitions (envelope) and the
-# command payloads, which carry no `schema` field.
+# command payloads (with the header line of an update's chunks), which carry no
+# `schema` field.
 SCHEMA_FILES: tuple[str, ...] = (
     "envelope",
     *DOCUMENT_FILES.values(),
     "command-request",
     "alarm-ack",
+    "update-chunk",
 )
 
 

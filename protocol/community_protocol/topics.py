@@ -58,6 +58,9 @@ class CommandPath:
     DIAG_COMMANDS = (DIAG_CHECK, DIAG_OUTBOX, DIAG_HEALTH, DIAG_LOGS, DIAG_READ, DIAG_RESTART)
     # Software updates (docs/fleet.md): a manifest signed by an update key, and a URL.
     UPDATE = "update"
+    # The chunks of an update delivered over MQTT (community_protocol.chunks): raw
+    # bytes behind a header line, not a JSON command; never answered.
+    UPDATE_CHUNK = "update/chunk"
     # The shapes of each family, as error messages show them.
     ALARM_ACK_FORM = "cmd/alarms/{alarm_id}/ack"
     REQUEST_STATUS_FORM = "cmd/requests/{code}/status"

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from community_protocol.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from community_protocol.ed25519 import generate_key, load_private_key
 
 from ..options import broker_options, broker_settings
@@ -215,8 +216,23 @@ def rollout(
 @fleet.command()
 @broker_options
 @click.argument("manifest_path", metavar="MANIFEST", type=_File)
-@click.argument("url")
+@click.argument("url", metavar="URL|BUNDLE")
 @click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "--via",
+    type=click.Choice(["url", "mqtt"]),
+    default="url",
+    show_default=True,
+    help="url: the gateways fetch the bundle from URL; mqtt: BUNDLE is the file here,"
+    " sent to each gateway over MQTT in chunks.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
+    default=DEFAULT_CHUNK_BYTES,
+    show_default=True,
+    help="Bytes per chunk with --via mqtt.",
+)
 @click.option(
     "--command-key",
     type=_File,
@@ -239,6 +255,8 @@ def update(
     manifest_path: Path,
     url: str,
     targets: tuple[str, ...],
+    via: str,
+    chunk_size: int,
     command_key: Path | None,
     canary: int,
     batch: int,
@@ -247,7 +265,7 @@ def update(
     as_json: bool,
     **kw: Any,
 ) -> None:
-    """Roll the release of MANIFEST (signed with an update key) out from URL, in waves."""
+    """Roll the release of MANIFEST (signed with an update key) out from URL (or BUNDLE), in waves."""
     from community_protocol.ed25519 import CommandSigner
 
     from .update import roll_update
@@ -268,8 +286,10 @@ def update(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--command-key") from exc
     try:
-        report = roll_update(Fleet(broker_settings(kw), db), selector, manifest, url, signer=signer,
-                             canary=canary, batch=batch, wait_s=wait)  # fmt: skip
+        bundle = Path(url) if via == "mqtt" else None
+        report = roll_update(Fleet(broker_settings(kw), db), selector, manifest,
+                             None if bundle else url, bundle=bundle, chunk_size=chunk_size,
+                             signer=signer, canary=canary, batch=batch, wait_s=wait)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="MANIFEST") from exc
     print_rollout(report, as_json, done="committed it")

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from community_protocol.chunks import DEFAULT_CHUNK_BYTES
 from community_protocol.documents import dumps, format_ts
 from community_protocol.ed25519 import CommandSigner
 from community_protocol.ids import Identity
@@ -28,8 +31,9 @@ from community_protocol.topics import CommandPath, Topics
 from ..broker import publish_properties
 from .api import NO_ANSWER, Fleet, PushOutcome, RolloutReport
 from .audit import AuditRow, AuditStore
+from .chunks import SENT, Bundle, SendResult, send_bundle
 from .inventory import GatewayView, Inventory, Selector
-from .link import FleetLink
+from .link import FleetLink, Incoming
 
 __all__ = ["COMMITTED", "roll_update"]
 
@@ -41,23 +45,37 @@ def roll_update(
     fleet: Fleet,
     selector: Selector,
     manifest: Mapping[str, Any],
-    url: str,
+    url: str | None,
     *,
+    bundle: Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
     signer: CommandSigner | None = None,
     canary: int = 1,
     batch: int = 10,
     wait_s: float = 900.0,
 ) -> RolloutReport:
-    """Update the selected gateways in waves (`canary`, then `batch` at a time)."""
+    """Update the selected gateways in waves (`canary`, then `batch` at a time).
+
+    The gateways fetch the bundle from `url`, or, with `bundle` (a file here) instead,
+    receive it over MQTT in chunks of `chunk_size` (`fleet.chunks`).
+    """
     release = manifest.get("version")
     if not isinstance(release, str) or not release:
         raise ValueError("the manifest has no 'version' (is it an update manifest?)")
+    if (url is None) == (bundle is None):
+        raise ValueError("give the bundle's URL, or the bundle file to send over MQTT")
+    source: str | Bundle
+    if bundle is not None:
+        source = Bundle.of(bundle, manifest, chunk_size)
+    else:
+        assert url is not None
+        source = url
     every = Topics.fleet(fleet.broker.prefix)
 
     def wave(
         link: FleetLink, _inv: Inventory, audit: AuditStore | None, views: list[GatewayView]
     ) -> list[PushOutcome]:
-        return _wave(fleet, link, audit, views, dict(manifest), release, url, signer, wait_s)
+        return _wave(fleet, link, audit, views, dict(manifest), release, source, signer, wait_s)
 
     return fleet.in_waves(
         selector, canary, batch, wave, COMMITTED,
@@ -72,16 +90,29 @@ def _wave(
     wave: list[GatewayView],
     manifest: dict[str, Any],
     release: str,
-    url: str,
+    source: str | Bundle,
     signer: CommandSigner | None,
     wait_s: float,
 ) -> list[PushOutcome]:
     pending: dict[str, tuple[GatewayView, str, float]] = {}
     by_request: dict[str, str] = {}
+    held: deque[Incoming] = deque()  # what arrived while a bundle was being sent
+    sent: dict[str, SendResult] = {}
+    url = source if isinstance(source, str) else f"mqtt:{source.path.name}"
+    deadline = time.monotonic() + wait_s
     for view in wave:
         identity = Identity(view.site, view.gateway)
         topics = Topics(fleet.broker.prefix, identity)
         request_id = uuid.uuid4().hex
+        if isinstance(source, Bundle):
+            pending[view.key] = (view, request_id, time.monotonic())
+            sent[view.key] = send_bundle(
+                link, topics, manifest, source, signer=signer, deadline=deadline, held=held
+            )
+            done = sent[view.key]
+            what = f"update sent over MQTT: {done.chunks_sent} chunks, {done.announces} announces"
+            _pushed(audit, view, release, url, signer, what)
+            continue
         # Stale after the wait: a gateway offline now must not install it next week.
         expires = format_ts(datetime.now(UTC) + timedelta(seconds=wait_s))
         fields = {"request_id": request_id, "expires": expires, "manifest": manifest, "url": url}
@@ -99,13 +130,7 @@ def _wave(
         )
         pending[view.key] = (view, request_id, time.monotonic())
         by_request[request_id] = view.key
-        if audit is not None:
-            audit.record(
-                AuditRow(
-                    time.time(), "pushed", view.site, view.gateway, None, "update sent",
-                    None, signer.key_id if signer else None, None, url, release=release,
-                )
-            )  # fmt: skip
+        _pushed(audit, view, release, url, signer, "update sent")
     outcomes: dict[str, PushOutcome] = {}
 
     def end(key: str, result: str, reason: str) -> None:
@@ -119,9 +144,11 @@ def _wave(
                          reason=o.reason, release=release)
             )  # fmt: skip
 
-    deadline = time.monotonic() + wait_s
+    for key, result in sent.items():
+        if result.result != SENT:
+            end(key, result.result, result.reason)
     while len(outcomes) < len(pending):
-        msg = link.receive(deadline)
+        msg = held.popleft() if held else link.receive(deadline)
         if msg is None:
             break
         parts = fleet.topics.split(msg.topic)
@@ -153,6 +180,23 @@ def _wave(
                 f"no end of the update within {wait_s:g} s (gateway {view.state or 'never seen'})",
             )
     return [outcomes[v.key] for v in wave]
+
+
+def _pushed(
+    audit: AuditStore | None,
+    view: GatewayView,
+    release: str,
+    url: str,
+    signer: CommandSigner | None,
+    what: str,
+) -> None:
+    if audit is not None:
+        audit.record(
+            AuditRow(
+                time.time(), "pushed", view.site, view.gateway, None, what,
+                None, signer.key_id if signer else None, None, url, release=release,
+            )
+        )  # fmt: skip
 
 
 def _refusal(payload: bytes, by_request: Mapping[str, str]) -> tuple[str, str] | None:
