@@ -63,10 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(CpuReport(config, json_path), "cpu-report")
 
 
-def _descendants_cpu(root: int) -> dict[int, float]:
-    """CPU seconds (own + waited children) of every live descendant of `root`, by pid."""
+def _descendants_cpu(root: int) -> dict[int, tuple[float, float]]:
+    """CPU seconds (own, of its waited children) of every live descendant of `root`."""
     parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    cpu: dict[int, tuple[float, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -80,8 +80,9 @@ def _descendants_cpu(root: int) -> dict[int, float]:
         pid = int(entry.name)
         parent[pid] = int(fields[1])
         # utime, stime, cutime, cstime are fields 14-17 (1-based) of the whole line.
-        cpu[pid] = sum(int(x) for x in fields[11:15]) / _TICK
-    found: dict[int, float] = {}
+        ticks = [int(x) for x in fields[11:15]]
+        cpu[pid] = ((ticks[0] + ticks[1]) / _TICK, (ticks[2] + ticks[3]) / _TICK)
+    found: dict[int, tuple[float, float]] = {}
     for pid in cpu:
         p, seen = parent.get(pid, 0), 0
         while p > 1 and seen < 64:
@@ -104,19 +105,24 @@ class _Meter:
 
     pid: int = field(default_factory=os.getpid)
     own: float = field(default_factory=_own_cpu)
-    live: dict[int, float] = field(default_factory=dict)
+    live: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def total(self) -> float:
-        return _own_cpu() + sum(_descendants_cpu(self.pid).values())
+        return _own_cpu() + sum(a + b for a, b in _descendants_cpu(self.pid).values())
 
     def take(self) -> float:
         own, live = _own_cpu(), _descendants_cpu(self.pid)
-        # A process charged before and gone now has its whole time in `own` (waited by
-        # us or by a descendant whose time is in `live`): take its earlier share off.
         spent = own - self.own
-        for pid, cpu in live.items():
-            spent += cpu - self.live.get(pid, 0.0)
-        spent -= sum(cpu for pid, cpu in self.live.items() if pid not in live)
+        waited = own - self.own  # where the time of a process that ended shows up
+        for pid, (mine, kids) in live.items():
+            was_mine, was_kids = self.live.get(pid, (0.0, 0.0))
+            spent += (mine - was_mine) + (kids - was_kids)
+            waited += kids - was_kids
+        # A process charged before and gone now: its whole time is in `waited` if we or
+        # a live descendant waited for it; then take off what was charged already. One
+        # nobody waited for (re-parented to init, as Chromium's helpers are) is not.
+        gone = sum(a + b for pid, (a, b) in self.live.items() if pid not in live)
+        spent -= min(gone, max(waited, 0.0))
         self.own, self.live = own, live
         return spent
 

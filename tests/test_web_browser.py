@@ -66,8 +66,22 @@ def gw(tmp_path: Path, broker: Mosquitto) -> Iterator[WebGateway]:
     g.stop()
 
 
+# The contexts a test opened, closed after it by `_close_pages`: a page left open in
+# the module's browser kept its timers and its event stream (reconnecting to a gateway
+# long stopped) running through every later test, costing CPU.
+_opened: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pages() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def _page(browser: Any, width: int = 1024, height: int = 768) -> Any:
     ctx = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    _opened.append(ctx)
     page = ctx.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
