@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.peers import free_port, wait_for
 
 __all__ = [
+    "SUBSCRIBER_CLIENTS",
     "ChildProcess",
     "FakeClock",
     "GatewayProc",
@@ -34,6 +36,8 @@ __all__ = [
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+# The clients of every Subscriber: tests/plugin.py stops one its test left running.
+SUBSCRIBER_CLIENTS: weakref.WeakSet[mqtt.Client] = weakref.WeakSet()
 
 
 def demo_config(folder: Path) -> Path:
@@ -120,7 +124,9 @@ class Subscriber:
 
     It keeps its session on the broker (fixed client id, no clean start, long session
     expiry), as a platform consumer would, so messages published while it is
-    reconnecting after a broker restart are still delivered to it.
+    reconnecting after a broker restart are still delivered to it. One the test does
+    not `stop()` is stopped after the test's fixtures (tests/plugin.py), so a test
+    that needs it stopped earlier (before its broker goes) stops it itself.
     """
 
     port: int
@@ -139,6 +145,7 @@ class Subscriber:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.client.reconnect_delay_set(1, 2)
+        SUBSCRIBER_CLIENTS.add(self.client)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not rc.is_failure:

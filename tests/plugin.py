@@ -6,9 +6,10 @@ Helpers that are not fixtures live in ordinary modules (tests/peers.py, tests/ha
 tests/recording.py, tests/driverkit.py) and are imported as such.
 
 Leaks: an MQTT client (paho) whose network thread a test started and never stopped is
-stopped after the test, with a warning that names the test (see
-`pytest_runtest_teardown`): such threads reconnected to brokers long gone, costing
-CPU and file descriptors for the rest of the worker's life.
+stopped after the test (see `pytest_runtest_teardown`): such threads reconnected to
+brokers long gone, costing CPU and file descriptors for the rest of the worker's life.
+A `Subscriber` (tests/harness.py) may rely on it; any other client gets a warning that
+names the test.
 
 Ordering: tests marked `slow` run first. With pytest-xdist (./scripts/test runs several
 workers) the long ones then start at once on their own workers while the many short ones
@@ -25,6 +26,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.harness import SUBSCRIBER_CLIENTS
 from tests.peers import Mosquitto, PtyPair, pty_pair
 from tests.recording import RecordingContext
 
@@ -121,17 +123,23 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         for t in threading.enumerate()
         if t.ident not in before and t.name.startswith(_PAHO_THREAD) and t.is_alive()
     ]
-    for thread in left:
-        # loop_start() runs the client's own bound method in the thread.
-        client = getattr(getattr(thread, "_target", None), "__self__", None)
-        if isinstance(client, mqtt.Client):
-            client.disconnect()
-            client.loop_stop()
-    if left:
-        names = ", ".join(t.name.removeprefix(_PAHO_THREAD) for t in left)
+    clients = [getattr(getattr(t, "_target", None), "__self__", None) for t in left]
+    stopping = [c for c in clients if isinstance(c, mqtt.Client)]
+    for client in stopping:  # all first: each loop then ends within its 1 s wait
+        client.disconnect()
+    for client in stopping:
+        client.loop_stop()
+    # A Subscriber is stopped here by design (tests/harness.py); any other client the
+    # test should have stopped itself.
+    named = [
+        t.name.removeprefix(_PAHO_THREAD)
+        for t, c in zip(left, clients, strict=True)
+        if not (isinstance(c, mqtt.Client) and c in SUBSCRIBER_CLIENTS)
+    ]
+    if named:
         warnings.warn(
-            f"{item.nodeid} left MQTT clients running ({names}): stopped after it; "
-            "stop them in the test or fixture (Subscriber.stop(), client.loop_stop())",
+            f"{item.nodeid} left MQTT clients running ({', '.join(named)}): stopped "
+            "after it; stop them in the test or fixture (client.loop_stop())",
             LeftRunning,
             stacklevel=1,
         )
