@@ -15,11 +15,11 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.bundles import shared_bundle
 from tests.harness import GATEWAY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,25 +284,10 @@ def test_a_real_install_builds_a_working_venv_that_systemd_accepts(tmp_path: Pat
     assert again.stdout == "", again.stdout
 
 
-def make_bundle(out: Path, tree: Path = ROOT) -> Path:
-    """A bundle of `tree` for this machine, made by its scripts/bundle into `out` (pip's cache)."""
-    made = subprocess.run(
-        ["bash", str(tree / "scripts" / "bundle"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
-    (found,) = out.glob("community-gateway-*.tar.gz")
-    assert made.stdout.splitlines()[-1].startswith(f"bundle: wrote {found} (")
-    return found
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A bundle of this checkout for this machine."""
-    yield make_bundle(tmp_path_factory.mktemp("bundle"))
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of this checkout for this machine (one per run, shared with the update tests)."""
+    return shared_bundle(tmp_path_factory)
 
 
 def beside(seen: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:

@@ -1,7 +1,8 @@
 """Software updates end to end: real bundles of this tree, the launcher restarted as systemd would, a real broker.
 
 Two bundles of this checkout are made by scripts/bundle (versions A and B: B is a copy
-of the tree with another version number), once per session.  A is installed as the
+of the tree with another version number), once per session; A is the one the install
+tests use too (tests/bundles.py builds it once per run).  A is installed as the
 "factory" venv; each test then runs the launcher (gateway/fleet/launch.py) under a
 small stand-in for systemd's Restart=always and sends `cmd/update` for B:
 
@@ -51,10 +52,10 @@ from gateway.fleet import launch
 from gateway.fleet.update import check_manifest
 from gateway.fleet.update_install import Layout, install_release
 from gateway.storage.outbox_sql import SCHEMA_VERSION
+from tests.bundles import make_bundle, own_copy, shared_bundle, tree_files
 from tests.harness import Received, Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester
-from tests.test_install_script import make_bundle
 
 # One worker builds the bundles once for all of them (./scripts/test: --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.xdist_group("update-bundles")]
@@ -97,20 +98,16 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     """Bundles A and B of this tree, their manifests, and A installed as the factory venv."""
     top = tmp_path_factory.mktemp("update-kit")
     key, public, _ = generate_key(top / "keys", "update")
-    bundle_a = make_bundle(top / "a")
     tree_b = top / "tree-b"
-    files = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        if (ROOT / name).is_file():
-            (tree_b / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tree_b / name)
+    for name in tree_files(ROOT):
+        (tree_b / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tree_b / name)
     pyproject = tree_b / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'version = "{A}"', f'version = "{B}"', 1))
+    # B first: the install tests, started at the same time on another worker, are
+    # building A meanwhile (shared_bundle), so this worker rarely waits for it.
     bundle_b = make_bundle(top / "b", tree_b)
+    bundle_a = own_copy(shared_bundle(tmp_path_factory), top / "a")  # manifests go beside it
     a = Release(bundle_a, manifest_for(bundle_a, key))
     b = Release(bundle_b, manifest_for(bundle_b, key))
     pub = load_private_key(key).public_key()
