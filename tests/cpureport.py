@@ -20,7 +20,9 @@ collection and the sum over its tests next to its whole CPU, so such gaps show.
 
 The terminal summary lists the top consumers by CPU (user + system seconds) and by wall
 time, per test and per file; `PYTEST_CPU_REPORT=path.json` also writes every figure
-there. Works with and without pytest-xdist (the figures ride on the test reports).
+there, its "files" part in the form of tests/durations.json, which orders the suite
+(tests/plugin.py): refresh that with
+`jq '{files, long: (.wall | with_entries(select(.value >= 8)))}' path.json`. Works with and without pytest-xdist (the figures ride on the test reports).
 """
 
 from __future__ import annotations
@@ -218,9 +220,10 @@ class CpuReport:
         for name, wall in sorted(self.wall.items(), key=lambda kv: -kv[1])[:_TOP]:
             write(f"{wall:8.2f} {self.cpu[name]:8.2f}  {name}")
         if self.json_path is not None:
-            self.json_path.write_text(
-                json.dumps(
-                    {"workers": self.workers, "tests": self.cpu, "wall": self.wall}, indent=1
-                )
-            )
+            files = {
+                name: {"cpu": round(cpu, 2), "wall": round(files_wall[name], 2)}
+                for name, cpu in sorted(files_cpu.items())
+            }
+            doc = {"workers": self.workers, "files": files, "tests": self.cpu, "wall": self.wall}
+            self.json_path.write_text(json.dumps(doc, indent=1))
             write(f"figures written to {self.json_path}")

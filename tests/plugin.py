@@ -11,13 +11,18 @@ brokers long gone, costing CPU and file descriptors for the rest of the worker's
 A `Subscriber` (tests/harness.py) may rely on it; any other client gets a warning that
 names the test.
 
-Ordering: tests marked `slow` run first. With pytest-xdist (./scripts/test runs several
-workers) the long ones then start at once on their own workers while the many short ones
-fill the others, instead of one worker finishing a 3-minute install test alone at the end.
+Ordering (longest first, so the workers of pytest-xdist end together): the tests that
+took 8 s or more in a measured run (tests/durations.json, written by the CPU report of
+tests/cpureport.py) and those marked `slow`, longest first; then the others file by
+file, the files that took longest first. Before, the ticket end-to-end tests (15-25 s
+each, collected last from central/tests) ended every run on a few busy workers. The
+short tests of a file stay together, so a module-scoped fixture (a browser) is not
+started again for each of them.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Generator, Iterator
@@ -74,12 +79,39 @@ def recording_ctx() -> RecordingContext:
     return RecordingContext()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, otherwise in collection order (a stable sort keeps it).
+DURATIONS = Path(__file__).with_name("durations.json")
+_UNMEASURED_SLOW_S = 60.0  # a `slow` test not measured yet: assume it is long
 
-    Every xdist worker collects and sorts the same way, as xdist requires.
+
+def _durations() -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds per file, and per test for the long ones, from tests/durations.json."""
+    try:
+        doc = json.loads(DURATIONS.read_text())
+        files = {name: float(f["wall"]) for name, f in doc["files"].items()}
+        return files, {nodeid: float(s) for nodeid, s in doc["long"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, {}  # no figures: the `slow` markers alone order the suite
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, longest first; then whole files, the longest first.
+
+    Every xdist worker collects and sorts the same way (the same file), as xdist requires.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    files, long = _durations()
+
+    def seconds(item: pytest.Item) -> float:
+        if item.nodeid.split("::")[0] in files:  # measured: long only if it took long
+            return long.get(item.nodeid, 0.0)
+        return _UNMEASURED_SLOW_S if item.get_closest_marker("slow") else 0.0
+
+    def key(item: pytest.Item) -> tuple[float, float]:
+        alone = seconds(item)
+        if alone:
+            return (0, -alone)
+        return (1, -files.get(item.nodeid.split("::")[0], 0.0))
+
+    items.sort(key=key)  # stable: collection order within a file
 
 
 _current: list[pytest.Item] = []  # the item whose setup runs now

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import cpureport
+from tests import cpureport, plugin
 from tests.peers import Mosquitto, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +148,12 @@ def test_the_cpu_report_charges_a_child_once(tmp_path: Path) -> None:
     after = meter.take()
     assert while_running > 0.2, while_running
     assert 0.55 < while_running + after < 1.0, (while_running, after)
+
+
+def test_the_recorded_durations_name_files_that_exist() -> None:
+    # tests/plugin.py orders the suite by them; a renamed file would silently lose its
+    # place (refresh: PYTEST_CPU_REPORT=run.json, then jq as tests/cpureport.py says).
+    files, long = plugin._durations()
+    assert files and long, "tests/durations.json is missing or unreadable"
+    assert [name for name in files if not (ROOT / name).is_file()] == []
+    assert {nodeid.split("::")[0] for nodeid in long} <= set(files)
