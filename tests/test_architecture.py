@@ -3,7 +3,13 @@
 Imports are read with `ast` from the source, every one of them: at module level, inside
 functions (lazy imports) and under `if TYPE_CHECKING:`, because a cycle hidden behind
 either is still a cycle in the design.  The import rules below are the ones each
-package's docstring states (gateway/*/__init__.py, gateway/host.py, drivers/__init__.py).
+package's docstring states (gateway/*/__init__.py, gateway/host.py, drivers/__init__.py,
+central/src/community_central/__init__.py and its fleet/__init__.py,
+protocol/community_protocol/__init__.py).
+
+The three import roots are checked together: the gateway (`gateway`, `drivers`), the
+central distribution (`community_central`, in central/src) and the contract both
+import (`community_protocol`, in protocol/).
 """
 
 from __future__ import annotations
@@ -45,18 +51,44 @@ CONFIG_MODULES = FEATURE_SETTINGS | {"gateway.storage.sqlitestore"}
 DRIVER_MODULES = ("gateway.sdk", "gateway.config.cli")
 
 
+# Top-level package -> the folder its folder is in (what its module names start from).
+BASES = {
+    "gateway": ROOT,
+    "drivers": ROOT,
+    "community_central": ROOT / "central" / "src",
+    "community_protocol": ROOT / "protocol",
+}
+# Whose modules make the import graph (drivers only import; their tests are not code).
+GRAPHED = ("gateway", "community_central", "community_protocol")
+
+# community_central.fleet may import, of community_central, only these (its docstring);
+# and of community_central only `cli` imports the fleet.
+FLEET_MAY_IMPORT = frozenset(
+    f"community_central.{m}" for m in ("broker", "database", "options", "yamlfile")
+)
+FLEET_IMPORTED_BY = frozenset({"community_central.cli"})
+# What each distribution's code must never import: the other product.
+NEVER = {
+    "gateway": ("community_central",),
+    "drivers": ("community_central",),
+    "community_central": ("gateway", "drivers"),
+    "community_protocol": ("gateway", "drivers", "community_central"),
+}
+
+
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    base = next((f for n, f in BASES.items() if path.is_relative_to(f / n)), ROOT)
+    parts = list(path.relative_to(base).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
 def _sources(top: str) -> list[Path]:
-    return sorted((ROOT / top).rglob("*.py"))
+    return sorted((BASES.get(top, ROOT) / top).rglob("*.py"))
 
 
-MODULES = frozenset(_module_name(p) for p in _sources("gateway"))
+MODULES = frozenset(_module_name(p) for top in GRAPHED for p in _sources(top))
 
 
 def _imports(path: Path, module: str | None = None) -> set[str]:
@@ -84,7 +116,7 @@ def _imports(path: Path, module: str | None = None) -> set[str]:
 
 
 def _resolve(name: str) -> str | None:
-    """The gateway module `name` (a module, or a name in one) comes from; None if outside."""
+    """The module of ours `name` (a module, or a name in one) comes from; None if outside."""
     parts = name.split(".")
     for i in range(len(parts), 1, -1):
         if ".".join(parts[:i]) in MODULES:
@@ -93,9 +125,9 @@ def _resolve(name: str) -> str | None:
 
 
 def _graph() -> dict[str, set[str]]:
-    """gateway module -> the gateway modules it imports (a package counts as its __init__)."""
+    """Module -> the modules of ours it imports (a package counts as its __init__)."""
     graph: dict[str, set[str]] = {}
-    for path in _sources("gateway"):
+    for path in (p for top in GRAPHED for p in _sources(top)):
         name = _module_name(path)
         edges: set[str] = set()
         own_packages = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
@@ -166,7 +198,7 @@ def _package(module: str) -> str:
     return module.split(".")[1]
 
 
-def test_no_import_cycle_between_gateway_modules() -> None:
+def test_no_import_cycle_between_modules() -> None:
     graph = _graph()
     loops = [_loop(graph, c) for c in _cycles(graph)]
     assert not loops, "import cycles (imports under TYPE_CHECKING and in functions count):\n" + (
@@ -204,8 +236,8 @@ def _rule_breaks() -> list[str]:
             breaks.append(f"{name}: gateway.{own} has no import rule in this test")
             continue
         for target in sorted(set(filter(None, map(_resolve, _imports(path))))):
-            if target == "gateway":
-                continue  # the version
+            if target == "gateway" or not target.startswith("gateway."):
+                continue  # the version; the other roots have rules of their own
             other = _package(target)
             if other == own or other in allowed:
                 continue
@@ -220,11 +252,39 @@ def test_each_gateway_package_imports_only_what_its_docstring_allows() -> None:
     assert not breaks, "imports against the package rules:\n" + "\n".join(breaks)
 
 
+def _central_breaks() -> list[str]:
+    breaks = []
+    for top, never in NEVER.items():
+        for path in _sources(top):
+            name = _module_name(path)
+            for target in sorted(_imports(path)):
+                if target.split(".")[0] in never:
+                    breaks.append(f"{path.relative_to(ROOT)}: {top} code imports {target}")
+                    continue
+                module = _resolve(target)
+                if module is None or not module.startswith("community_central."):
+                    continue
+                fleet = "community_central.fleet"
+                if name.startswith(fleet + ".") or name == fleet:
+                    if not module.startswith(fleet) and module not in FLEET_MAY_IMPORT:
+                        breaks.append(f"{path.relative_to(ROOT)}: the fleet imports {module}")
+                elif module.startswith(fleet) and name not in FLEET_IMPORTED_BY:
+                    breaks.append(f"{path.relative_to(ROOT)}: imports {module}")
+    return breaks
+
+
+def test_central_and_protocol_import_only_what_their_docstrings_allow() -> None:
+    breaks = _central_breaks()
+    assert not breaks, "imports against the package rules:\n" + "\n".join(breaks)
+
+
 def test_every_package_states_what_it_may_import() -> None:
     rules = [
         *(ROOT / "gateway").glob("*/__init__.py"),
         ROOT / "gateway" / "host.py",
         ROOT / "drivers" / "__init__.py",
+        *(ROOT / "central" / "src").glob("community_central/**/__init__.py"),
+        ROOT / "protocol" / "community_protocol" / "__init__.py",
     ]
     missing = [
         str(p.relative_to(ROOT))
@@ -240,8 +300,8 @@ def test_driver_code_imports_only_the_driver_kit() -> None:
         if "tests" in path.relative_to(ROOT).parts:
             continue  # a driver's tests run it inside the whole gateway
         for target in sorted(set(filter(None, map(_resolve, _imports(path))))):
-            if target == "gateway" or target.startswith(DRIVER_MODULES):
-                continue
+            if not target.startswith("gateway.") or target.startswith(DRIVER_MODULES):
+                continue  # the contract (community_protocol) is every driver's to use
             breaks.append(f"{path.relative_to(ROOT)}: imports {target}")
     assert not breaks, "driver code beyond the driver kit:\n" + "\n".join(breaks)
 
@@ -251,7 +311,7 @@ _SAYS_WHY = re.compile(r"over 450 lines", re.IGNORECASE)
 
 def _long_files() -> list[str]:
     long = []
-    for top in ("gateway", "drivers"):
+    for top in ("gateway", "drivers", "community_central", "community_protocol"):
         for path in _sources(top):
             lines = path.read_text().splitlines()
             if len(lines) > MAX_LINES and not _SAYS_WHY.search("\n".join(lines[:15])):

@@ -255,7 +255,6 @@ NOT_YET = frozenset(
     {
         "central/src/community_central/broker.py",
         "central/src/community_central/documents.py",
-        "central/src/community_central/store.py",
     }
 )
 

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from community_protocol.names import SchemaName, schema_ref
+
 from .contract import format_ts
 from .documents import AlarmDoc
 
@@ -186,7 +188,7 @@ class Ticket:
             return None if value is None else _fmt(value)
 
         return {
-            "schema": {"name": "community.ticket", "version": 1},
+            "schema": schema_ref(SchemaName.TICKET),
             "ticket_id": self.ticket_id,
             "version": self.version,
             "state": str(self.state),
