@@ -236,14 +236,13 @@ def _check_secrets(src: Located, cfg: GatewayConfig) -> list[Problem]:
 
 def _device_specs(
     src: Located, raw_devices: list[tuple[int, Any]], drivers: Mapping[str, DriverInfo]
-) -> tuple[list[DeviceSpec], list[DeviceConfig], list[Problem], bool]:
-    """Each device validated alone: specs, their sections, problems, and whether all built.
+) -> tuple[list[DeviceSpec], list[Problem], bool]:
+    """Each device validated alone: specs, problems, and whether all built.
 
     A device with an unknown or bad optional key is still built (without that key), so
     the checks across devices see it.
     """
     specs: list[DeviceSpec] = []
-    configs: list[DeviceConfig] = []
     problems: list[Problem] = []
     complete = True
     seen: dict[str, int] = {}
@@ -300,8 +299,7 @@ def _device_specs(
         loc = dev.location
         ref = DeviceRef(dev.id, dev.kind, Location(loc.building, loc.floor, loc.unit))
         specs.append(DeviceSpec(ref=ref, settings=settings, name=dev.name, driver=info.name))
-        configs.append(dev)
-    return specs, configs, problems, complete
+    return specs, problems, complete
 
 
 def device_conflicts(
@@ -392,7 +390,7 @@ def load_config(
         problems += (src.problem(p, m) for p, m in security_problems(cfg.security))
     raw_devices, found = _raw_devices(src)
     problems += found
-    specs, configs, found, complete = _device_specs(src, raw_devices, drivers)
+    specs, found, complete = _device_specs(src, raw_devices, drivers)
     problems += found
     conflicts: list[Problem] = []
     if complete:
@@ -409,5 +407,4 @@ def load_config(
         problems += conflicts
     if problems or cfg is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
-    cfg = cfg.model_copy(update={"devices": configs})
     return LoadedConfig(path=path, config=cfg, devices=tuple(specs), conflicts=tuple(conflicts))

@@ -80,7 +80,8 @@ def _service_rules(config: Path, folder: Path, boot: Path) -> list[str]:
     src = load_located(config)
     cfg = loaded.config
     named = list(paths_in(cfg, ()))
-    index = {dev.id: i for i, dev in enumerate(cfg.devices)}
+    # A config that loads has built every device, in the file's order.
+    index = {spec.id: i for i, spec in enumerate(loaded.devices)}
     for spec in loaded.devices:
         named += paths_in(spec.settings, ("devices", index[spec.id], "driver"))
     # Paths the service writes: only its state directory is writable (ProtectSystem=).
