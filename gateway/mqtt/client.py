@@ -1,8 +1,9 @@
 """The paho-mqtt adapter: builds a configured client and explains connection failures.
 
 Everything paho-specific that more than one module needs (the publisher, `gateway
-check`, the ticket service) lives here, so the rest of the code never sets TLS or
-credentials on a client itself.
+check`) lives here, so the rest of the code never sets TLS or credentials on a client
+itself; what central needs as well (`publish_properties`, `refused_credentials`) is
+community_protocol.mqtt's, re-exported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from community_protocol.mqtt import publish_properties, refused_credentials
 from gateway.config import BrokerConfig, MqttProtocol
 
 __all__ = [
@@ -69,14 +71,6 @@ def connect_properties(cfg: BrokerConfig) -> Properties:
     """MQTT 5 CONNECT properties of a persistent session: how long the broker keeps it."""
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = cfg.session_expiry_s
-    return props
-
-
-def publish_properties(**values: Any) -> Properties:
-    """PUBLISH properties from keyword names, e.g. ResponseTopic=..., CorrelationData=b'...'."""
-    props = Properties(PacketTypes.PUBLISH)
-    for name, value in values.items():
-        setattr(props, name, value)
     return props
 
 
@@ -133,12 +127,6 @@ def explain_connect_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot reach the broker: {exc.strerror}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def refused_credentials(reason_code: Any) -> bool:
-    """Whether a CONNACK refusal is about the user name or password (MQTT 5 and 3.1.1)."""
-    text = str(reason_code)
-    return "Not authorized" in text or "Bad user name or password" in text
 
 
 def reason_text(reason_code: Any) -> str:

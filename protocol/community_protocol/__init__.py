@@ -7,10 +7,12 @@ covers), `ed25519` (keys, signing and verifying: the `signing` extra), `schemas`
 JSON Schema files and their loader: jsonschema, the `validate` extra), `problems`
 (what is wrong in a file, as `file:line key.path: message`) and `yamlsource` (YAML read
 with the line of every key, hostile files refused: PyYAML, the `files` extra), which
-the gateway's config and central's routes and fleet configs share.
+the gateway's config and central's routes and fleet configs share, and `mqtt` (the
+paho-mqtt pieces both products' adapters use: the `mqtt` extra).
 
 May import: nothing outside the standard library, but jsonschema (lazily, in
-`schemas.validator`), cryptography (in `ed25519` only) and PyYAML (in `yamlsource` only).
+`schemas.validator`), cryptography (in `ed25519` only), PyYAML (in `yamlsource`
+only) and paho-mqtt (in `mqtt` only).
 """
 
 from .enums import (

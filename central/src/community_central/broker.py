@@ -1,28 +1,24 @@
 """How the central side reaches its broker: settings checked before any I/O, and paho.
 
-The central service's own small copy of what it needs from a broker connection (URL,
-credentials, CA, reconnect delays), so it depends on neither the gateway's config
-model nor its adapter.  paho stays behind `build_client`.
+The central side's broker settings (URL, credentials, CA, reconnect delays: command
+line options, not the gateway's config model) and `build_client`, which keeps paho
+behind it.  What does not depend on the settings (PUBLISH properties, credential
+refusals, a bounded stop) is the protocol's, shared with the gateway, re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
 import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from community_protocol.mqtt import publish_properties, refused_credentials, stop_loop
 
 MAX_SECRET_BYTES = 64 * 1024
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerSettings",
@@ -105,35 +101,3 @@ def build_client(cfg: BrokerSettings, client_id: str) -> mqtt.Client:
     client.max_inflight_messages_set(cfg.max_inflight)
     client.reconnect_delay_set(max(1, cfg.min_delay_s), max(1, cfg.max_delay_s))
     return client
-
-
-def publish_properties(**values: Any) -> Properties:
-    """PUBLISH properties from keyword names, e.g. ResponseTopic=..., CorrelationData=b'...'."""
-    props = Properties(PacketTypes.PUBLISH)
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
-
-
-def refused_credentials(reason_code: Any) -> bool:
-    """Whether a CONNACK refusal is about the user name or password."""
-    text = str(reason_code)
-    return "Not authorized" in text or "Bad user name or password" in text
-
-
-def stop_loop(client: mqtt.Client, name: str, timeout_s: float) -> bool:
-    """Disconnect and wait at most `timeout_s` for paho's network thread; whether it ended.
-
-    Not `loop_stop`: it joins without a timeout, and in paho 2.2 it reads the thread
-    twice while the thread clears it on exit, so a thread that ended in between makes
-    it raise AttributeError.
-    """
-    thread = client._thread  # paho names its network thread nowhere else
-    client.disconnect()
-    if thread is None or thread is threading.current_thread():
-        return True
-    thread.join(timeout_s)
-    if thread.is_alive():
-        log.warning("MQTT connection %s: paho did not stop within %.1f s", name, timeout_s)
-        return False
-    return True
