@@ -242,5 +242,6 @@ def test_a_running_gateway_imports_only_what_its_config_uses(tmp_path: Path) -> 
         # start: about 0.7 MB of a running gateway (docs/benchmarks.md, issue 16).
         "gateway.install",
         "tarfile",
+        "gateway.wellness.monitor",
     )
     assert [m for m in modules if m.startswith(unused)] == []

@@ -49,7 +49,6 @@ from gateway.security.guard import command_guard
 from gateway.sinks.sink import build_sinks
 from gateway.sinks.wiring import attach as attach_sinks
 from gateway.storage.outbox import OutboxItem
-from gateway.wellness.monitor import attach as attach_wellness
 
 __all__ = ["Gateway", "StorageEvents", "build_outbox"]
 
@@ -117,6 +116,9 @@ class Gateway(Hooks):
 
             attach_sms(self, cfg.notify.sms, listen=self.alarms.listen)
         if cfg.wellness.checks:
+            # Imported only when configured, like the web console and the SMS notifier.
+            from gateway.wellness.monitor import attach as attach_wellness
+
             attach_wellness(self)
         attach_fleet(self)
         # Software updates: the `update` command and the health gate of a new release.

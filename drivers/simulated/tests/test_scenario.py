@@ -76,6 +76,18 @@ def test_repeating_event_with_its_pair() -> None:
     ]
 
 
+def test_without_outages_events_stream_as_with_an_outage_after_them() -> None:
+    # Without offline windows the stream skips the outage filter; same items until one.
+    rule = {"every_s": 60, "jitter_s": 20, "type": "door.opened", "then_after_s": 5}
+    plain = settings("door", events=[{**rule, "then": "door.closed"}])
+    later = settings(
+        "door", events=[{**rule, "then": "door.closed"}], offline=[{"at_s": 86400, "for_s": 9}]
+    )
+    got = [(d, d.action) for d in until(schedule(plain, "door-1"), 3600)]
+    assert got == [(d, d.action) for d in until(schedule(later, "door-1"), 3600)]
+    assert len(events([d for d, _ in got])) == 120
+
+
 def test_start_s_sets_the_first_of_a_repeating_event() -> None:
     s = settings("elderly_alarm", events=[{"every_s": 300, "start_s": 45, "type": "elderly.sos"}])
     assert [t for t, _ in events(until(schedule(s, "sos-1"), 1000))] == [45, 345, 645, 945]
