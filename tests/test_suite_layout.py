@@ -72,10 +72,13 @@ def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path: Path) -> None:
         "def test_where(i):\n"
         "    print('worker', os.environ['PYTEST_XDIST_WORKER'])\n"
     )
+    # Two workers and no other installed plugin (hypothesis, typeguard): each of the
+    # three interpreters otherwise spent a second or more of CPU importing them.
     ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "3", "--dist", "loadgroup", "-v", "-p",
-         "no:cacheprovider", str(tmp_path / "test_grouped.py")],
+        [sys.executable, "-m", "pytest", "-p", "xdist.plugin", "-n", "2", "--dist",
+         "loadgroup", "-v", "-p", "no:cacheprovider", str(tmp_path / "test_grouped.py")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout + ran.stderr
     workers = {line.split()[0] for line in ran.stdout.splitlines() if " PASSED " in line}
@@ -123,10 +126,9 @@ def test_an_mqtt_client_a_test_leaves_running_is_stopped_and_named(tmp_path: Pat
         "    assert not [t for t in threading.enumerate() if t.name.startswith('paho')]\n"
     )
     ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
-         "-p", "no:randomly", "-W", "default", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "2 passed" in ran.stdout, ran.stdout
