@@ -19,6 +19,7 @@ import pytest
 from tests.fleet_harness import Platform, running_site, signed_desired
 from tests.harness import GatewayProc, Received, Subscriber, simulated_meter
 from tests.peers import Mosquitto, free_port, wait_for
+from tests.test_fleet_devices import _z2m_smoke
 from tests.test_fleet_e2e import _alarms, _wait_result
 from tests.web_harness import HttpClient, add_staff
 
@@ -27,19 +28,6 @@ pytestmark = pytest.mark.broker
 TRIAL_S = 10
 
 Site = tuple[Platform, GatewayProc, Subscriber]
-
-
-def _z2m_smoke(broker: Mosquitto) -> dict[str, Any]:
-    return {
-        "id": "z-smoke",
-        "kind": "smoke",
-        "location": {"building": "1", "floor": 2, "unit": "kitchen"},
-        "driver": {
-            "type": "zigbee2mqtt",
-            "friendly_name": "b1/kitchen_smoke",
-            "broker_url": f"mqtt://127.0.0.1:{broker.port}",
-        },
-    }
 
 
 def _sos(device_id: str, unit: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from ..broker import publish_properties
 from .api import NO_ANSWER
 from .link import FleetLink, Incoming
 
-__all__ = ["ANNOUNCE_WAIT_S", "SENT", "Bundle", "SendResult", "send_bundle"]
+__all__ = ["ANNOUNCE_WAIT_S", "SENT", "Bundle", "SendResult", "send_bundle", "send_update"]
 
 SENT, REFUSED = "sent", "refused"
 # How long one announce waits for the gateway's answer before it is sent again.
@@ -132,27 +132,8 @@ def _announce(
     held: deque[Incoming],
 ) -> dict[str, Any] | None:
     request_id = uuid.uuid4().hex
-    expires = format_ts(
-        datetime.now(UTC) + timedelta(seconds=max(1.0, deadline - time.monotonic()))
-    )
-    fields = {
-        "request_id": request_id,
-        "expires": expires,
-        "manifest": dict(manifest),
-        "transfer": transfer.as_dict(),
-    }
-    payload = (
-        signer.sign(topics.identity, CommandPath.UPDATE, fields) if signer is not None else fields
-    )
-    link.publish(
-        topics.command(CommandPath.UPDATE),
-        dumps(payload),
-        retain=False,
-        properties=publish_properties(
-            ResponseTopic=topics.central_reply(link.client_id),
-            CorrelationData=request_id.encode(),
-        ),
-    )
+    fields = {"manifest": dict(manifest), "transfer": transfer.as_dict()}
+    send_update(link, topics, request_id, fields, signer, max(1.0, deadline - time.monotonic()))
     # MQTT 5 gateways answer on our response topic, MQTT 3.1.1 ones on reply/update.
     replies = (topics.central_reply(link.client_id), topics.reply(CommandPath.UPDATE))
     until = min(deadline, time.monotonic() + ANNOUNCE_WAIT_S)
@@ -165,6 +146,30 @@ def _announce(
             return doc
         held.append(msg)
     return None
+
+
+def send_update(
+    link: FleetLink,
+    topics: Topics,
+    request_id: str,
+    fields: Mapping[str, Any],
+    signer: CommandSigner | None,
+    stale_after_s: float,
+) -> None:
+    """Publish one `cmd/update` command (signed when `signer`), its answer to our topic."""
+    # Stale after the wait: a gateway offline now must not install it next week.
+    expires = format_ts(datetime.now(UTC) + timedelta(seconds=stale_after_s))
+    body = {"request_id": request_id, "expires": expires, **fields}
+    payload = signer.sign(topics.identity, CommandPath.UPDATE, body) if signer is not None else body
+    link.publish(
+        topics.command(CommandPath.UPDATE),
+        dumps(payload),
+        retain=False,
+        properties=publish_properties(
+            ResponseTopic=topics.central_reply(link.client_id),
+            CorrelationData=request_id.encode(),
+        ),
+    )
 
 
 def _send(

@@ -18,20 +18,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from community_protocol.chunks import DEFAULT_CHUNK_BYTES
-from community_protocol.documents import dumps, format_ts
 from community_protocol.ed25519 import CommandSigner
 from community_protocol.ids import Identity
 from community_protocol.topics import CommandPath, Topics
 
-from ..broker import publish_properties
 from .api import NO_ANSWER, Fleet, PushOutcome, RolloutReport
 from .audit import AuditRow, AuditStore
-from .chunks import SENT, Bundle, SendResult, send_bundle
+from .chunks import SENT, Bundle, SendResult, send_bundle, send_update
 from .inventory import GatewayView, Inventory, Selector
 from .link import FleetLink, Incoming
 
@@ -113,21 +110,7 @@ def _wave(
             what = f"update sent over MQTT: {done.chunks_sent} chunks, {done.announces} announces"
             _pushed(audit, view, release, url, signer, what)
             continue
-        # Stale after the wait: a gateway offline now must not install it next week.
-        expires = format_ts(datetime.now(UTC) + timedelta(seconds=wait_s))
-        fields = {"request_id": request_id, "expires": expires, "manifest": manifest, "url": url}
-        payload = (
-            signer.sign(identity, CommandPath.UPDATE, fields) if signer is not None else fields
-        )
-        link.publish(
-            topics.command(CommandPath.UPDATE),
-            dumps(payload),
-            retain=False,
-            properties=publish_properties(
-                ResponseTopic=topics.central_reply(link.client_id),
-                CorrelationData=request_id.encode(),
-            ),
-        )
+        send_update(link, topics, request_id, {"manifest": manifest, "url": url}, signer, wait_s)
         pending[view.key] = (view, request_id, time.monotonic())
         by_request[request_id] = view.key
         _pushed(audit, view, release, url, signer, "update sent")
