@@ -61,25 +61,41 @@ def test_the_plugin_is_registered_once_in_the_root_conftest() -> None:
     assert registering == ["conftest.py"]
 
 
+def _pytest_in(
+    tmp_path: Path, files: dict[str, str], *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess on `files` written to tmp_path, with only the plugins `-p` names.
+
+    No other installed plugin (hypothesis, typeguard): each interpreter otherwise spent
+    a second or more of CPU importing them.
+    """
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})},
+    )
+
+
 def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path: Path) -> None:
     # ./scripts/test relies on `--dist loadgroup` for modules whose expensive fixtures
     # must be built once; pytest 9.2 with pytest-xdist 3.8 silently ignored the groups.
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    (tmp_path / "test_grouped.py").write_text(
+    grouped = (
         "import os, pytest\n"
         "@pytest.mark.xdist_group('one')\n"
         "@pytest.mark.parametrize('i', range(8))\n"
         "def test_where(i):\n"
         "    print('worker', os.environ['PYTEST_XDIST_WORKER'])\n"
     )
-    # Two workers and no other installed plugin (hypothesis, typeguard): each of the
-    # three interpreters otherwise spent a second or more of CPU importing them.
-    ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "xdist.plugin", "-n", "2", "--dist",
-         "loadgroup", "-v", "-p", "no:cacheprovider", str(tmp_path / "test_grouped.py")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
-    )  # fmt: skip
+    ran = _pytest_in(
+        tmp_path,
+        {"pytest.ini": "[pytest]\n", "test_grouped.py": grouped},
+        *("-p", "xdist.plugin", "-n", "2", "--dist", "loadgroup", "-v"),
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     workers = {line.split()[0] for line in ran.stdout.splitlines() if " PASSED " in line}
     assert len(workers) == 1 and ran.stdout.count(" PASSED ") == 8, ran.stdout
@@ -111,8 +127,7 @@ def test_a_broker_run_through_a_wrapper_is_gone_after_the_test(tmp_path: Path) -
 def test_an_mqtt_client_a_test_leaves_running_is_stopped_and_named(tmp_path: Path) -> None:
     # Tests that never stopped a Subscriber left paho threads reconnecting to dead
     # brokers for the rest of the worker's life; tests/plugin.py stops them.
-    (tmp_path / "conftest.py").write_text("pytest_plugins = ['tests.plugin']\n")
-    (tmp_path / "test_left.py").write_text(
+    left = (
         "import threading\n"
         "import paho.mqtt.client as mqtt\n"
         "from tests.harness import Subscriber\n"
@@ -125,11 +140,10 @@ def test_an_mqtt_client_a_test_leaves_running_is_stopped_and_named(tmp_path: Pat
         "def test_none_left():\n"
         "    assert not [t for t in threading.enumerate() if t.name.startswith('paho')]\n"
     )
-    ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
-    )  # fmt: skip
+    conftest = "pytest_plugins = ['tests.plugin']\n"
+    ran = _pytest_in(
+        tmp_path, {"conftest.py": conftest, "test_left.py": left}, env={"PYTHONPATH": str(ROOT)}
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "2 passed" in ran.stdout, ran.stdout
     # A Subscriber may rely on it (tests/harness.py); another client is named.
