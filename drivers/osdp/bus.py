@@ -125,10 +125,15 @@ class Bus:
         # start() and close() run in worker threads; a task cancelled while start() runs
         # calls close() at once, which must wait for start() or libosdp's thread leaks.
         self._lifecycle = threading.Lock()
+        # And close() may even run first (two free worker threads, close's takes the
+        # lock first): a closed bus never starts, or its thread would run on, unstopped.
+        self._closed = False
 
     def start(self) -> None:
         """Open the port and start libosdp's thread (blocking; run it in a worker thread)."""
         with self._lifecycle:
+            if self._closed:
+                raise BusError("closed before it started")
             self._start()
 
     def _start(self) -> None:
@@ -161,8 +166,9 @@ class Bus:
         self._cp.start()
 
     def close(self) -> None:
-        """Stop libosdp's thread and close the port (blocking, up to a few seconds)."""
+        """Stop libosdp's thread and close the port (blocking, up to a few seconds); final."""
         with self._lifecycle:
+            self._closed = True
             self._close()
 
     def _close(self) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from community_protocol.schemas import validator
 from drivers.osdp import DRIVER, OsdpDriver
+from drivers.osdp.bus import Bus, BusError, PdConfig
 from drivers.osdp.probe import read_once
 from drivers.osdp.pseudonym import card_pseudonym, pin_pseudonym
 from drivers.osdp.wiegand import encode
@@ -425,3 +426,16 @@ def test_cancelled_while_starting_leaves_no_thread(
 
     asyncio.run(body())
     # the bench fixture checks that libosdp's thread is gone
+
+
+def test_a_bus_closed_before_its_start_ran_never_starts(ptys: PtyPair) -> None:
+    # A task cancelled while `to_thread(bus.start)` waited for a worker thread queues
+    # `bus.close`; with two threads free, close could take the lock first and start
+    # then opened the port and left libosdp's (non-daemon) thread running: the worker
+    # process hung at its exit once in a parallel run.
+    before = set(threading.enumerate())
+    bus = Bus(str(ptys.a), 115200, [PdConfig(1, None, False, "lobby")], lambda _a, _e: None)
+    bus.close()
+    with pytest.raises(BusError, match="closed before it started"):
+        bus.start()
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
