@@ -99,6 +99,12 @@ def _fleet(prefix: str) -> list[Rule]:
         Rule("read", every.gateway_events),  # the `gateway.config` audit events
         Rule("read", every.config_reported),
         Rule("write", every.config_desired),
+        # Software updates (`fleet update`): the command, the bundle's chunks over MQTT,
+        # and the gateways' answers. Only a manifest signed by an update key installs.
+        Rule("write", every.command(CommandPath.UPDATE)),
+        Rule("write", every.command(CommandPath.UPDATE_CHUNK)),
+        Rule("read", every.central_reply("#")),
+        Rule("read", every.reply(CommandPath.UPDATE)),
     ]
 
 
