@@ -11,13 +11,13 @@ brokers long gone, costing CPU and file descriptors for the rest of the worker's
 A `Subscriber` (tests/harness.py) may rely on it; any other client gets a warning that
 names the test.
 
-Ordering (longest first, so the workers of pytest-xdist end together): the tests that
-took 8 s or more in a measured run (tests/durations.json, written by the CPU report of
-tests/cpureport.py) and those marked `slow`, longest first; then the others file by
-file, the files that took longest first. Before, the ticket end-to-end tests (15-25 s
-each, collected last from central/tests) ended every run on a few busy workers. The
-short tests of a file stay together, so a module-scoped fixture (a browser) is not
-started again for each of them.
+Ordering (longest first, so the workers of pytest-xdist end together): first the files
+with tests that took 8 s or more in a measured run (tests/durations.json, written by
+the CPU report of tests/cpureport.py; a file not measured yet: its `slow` tests), the
+file with the longest such test first and those tests first in it; then the other
+files, the longest first. Before, the ticket end-to-end tests (15-25 s each, collected
+last from central/tests) ended every run on a few busy workers. A file's tests stay
+together: taken apart, the browser tests launched Chromium again for each part.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def _durations() -> tuple[dict[str, float], dict[str, float]]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, longest first; then whole files, the longest first.
+    """Files with long tests first (by their longest), those tests first in them; then
+    the other files, the longest first. A file's tests stay together.
 
     Every xdist worker collects and sorts the same way (the same file), as xdist requires.
     """
@@ -105,13 +106,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return long.get(item.nodeid, 0.0)
         return _UNMEASURED_SLOW_S if item.get_closest_marker("slow") else 0.0
 
-    def key(item: pytest.Item) -> tuple[float, float]:
-        alone = seconds(item)
-        if alone:
-            return (0, -alone)
-        return (1, -files.get(item.nodeid.split("::")[0], 0.0))
+    longest: dict[str, float] = {}
+    for item in items:
+        name = item.nodeid.split("::")[0]
+        longest[name] = max(longest.get(name, 0.0), seconds(item))
 
-    items.sort(key=key)  # stable: collection order within a file
+    def key(item: pytest.Item) -> tuple[int, float, str, float]:
+        name = item.nodeid.split("::")[0]
+        if longest[name]:
+            return (0, -longest[name], name, -seconds(item))
+        return (1, -files.get(name, 0.0), name, 0.0)
+
+    items.sort(key=key)  # stable: collection order among a file's short tests
 
 
 _current: list[pytest.Item] = []  # the item whose setup runs now
