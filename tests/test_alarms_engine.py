@@ -746,6 +746,41 @@ def test_the_run_clock_is_marked_while_a_timer_runs_so_a_power_cut_keeps_it(tmp_
     outbox.close()
 
 
+def test_a_timer_far_away_is_marked_seldom_and_a_near_one_often(tmp_path: Path) -> None:
+    # Each mark is a synced write to the SD card: an escalation an hour away does not
+    # need one every 5 s (issue 16); one due in a minute does.
+    outbox = _outbox(tmp_path / "outbox.db")
+    outbox.open()
+    clock = ManualClock()
+
+    async def marks_over(escalate_s: int) -> int:
+        engine = _engine(
+            tmp_path / str(escalate_s), outbox, clock=clock, escalation={"critical": escalate_s}
+        )
+        (tmp_path / str(escalate_s)).mkdir()
+        engine.start()
+        task = asyncio.create_task(engine.run())
+        engine.observe(Event(SMOKE_REF, T0, EventType.SMOKE_ALARM))
+        seen: set[float] = set()
+        for _ in range(12):  # one minute in 5 s steps
+            clock.advance(5)
+            if engine._wake is not None:
+                engine._wake.set()
+            await asyncio.sleep(0.05)
+            mark = engine.store.run_mark()
+            if mark is not None:
+                seen.add(mark.run_s)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return len(seen)
+
+    near, far = asyncio.run(marks_over(90)), asyncio.run(marks_over(3600))
+    outbox.close()
+    assert near >= 8, near  # about every 5 s
+    assert far <= 2, far  # every 2 minutes (3600 s / 30)
+
+
 def test_records_with_wall_clock_deadlines_keep_what_was_left_of_them() -> None:
     b = book(critical=60)
     [fire] = b.signal(SMOKE, "smoke.alarm", s(0))

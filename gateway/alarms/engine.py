@@ -57,9 +57,15 @@ log = logging.getLogger(__name__)
 MAX_BY = 64
 MAX_NOTE = 500
 _POLL_S = 0.5  # how often queued `gateway ack`s are looked for (the brief says <= 1 s)
-# While a timer runs, the run clock's mark is stored this often: after a power cut the
-# timers lose at most this much of their progress (plus the time the host was off).
+# While a timer runs, the run clock's mark is stored every MARK_EVERY_S, or every
+# 1/MARK_SHARE of the time left to the nearest deadline when that is longer (at most
+# MARK_MAX_S): after a power cut a timer loses at most that much of its progress (plus
+# the time the host was off), so an escalation due in a minute loses 5 s, a closed
+# alarm's day of retention a few minutes, and a quiet estate's SD card is not written
+# every 5 s for a timer a day away (issue 16).
 MARK_EVERY_S = 5.0
+MARK_SHARE = 30
+MARK_MAX_S = 300.0
 _REPEATS = frozenset({"repeated", "repeated_damped"})
 
 # Switches the escalation output (a buzzer relay) on (True) or off (False).
@@ -222,7 +228,7 @@ class AlarmEngine:
                 deadline = book.next_deadline()
                 delay = _POLL_S
                 if deadline is not None:
-                    self._keep_mark()
+                    self._keep_mark(deadline - self.now().run)
                     delay = min(delay, max(0.01, deadline - self.now().run))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -231,9 +237,10 @@ class AlarmEngine:
         finally:
             self.close()
 
-    def _keep_mark(self) -> None:
+    def _keep_mark(self, time_left_s: float) -> None:
         assert self._run is not None
-        if self.clock.monotonic() - self._marked >= MARK_EVERY_S:
+        every = min(MARK_MAX_S, max(MARK_EVERY_S, time_left_s / MARK_SHARE))
+        if self.clock.monotonic() - self._marked >= every:
             # Counted from now, stored or not: the timers keep counting, the next mark
             # says where (and a save of changes stores the mark with them).
             self._marked = self.clock.monotonic()
