@@ -8,10 +8,11 @@ setting passed with `--outbox KEY=VALUE` is applied to both and every line then 
 (W) Writes at the demo's load: `config/demo.yaml` (7 flats' meters every 5 s, about 3
     telemetry messages a second, doors, alarms, the web console), its state in a folder
     on this machine's disk.  Figure: the gateway process's `write_bytes` from
-    /proc/PID/io over `--demo-s` seconds (what the kernel was asked to write to the
-    storage device, page by page) divided by the telemetry messages the subscriber
-    received meanwhile.  Baseline (same run): the size of those messages (topic and
-    payload), the least any store must write to keep them.
+    /proc/PID/io (what the kernel was asked to write to the storage device, page by
+    page) divided by the telemetry messages the subscriber received meanwhile, over the
+    demo's opening `--demo-s` seconds (its scripted incidents) and a steady
+    `--steady-s` window from 150 s on.  Baseline (same run, side by side): the same
+    demo with `outbox.memory_tier: false`, every reading committed to the card.
 (A) Data age at a 1 s poll: 32 Modbus TCP meters (eastron_sdm630, 20 float32 values
     each), each its own endpoint on a pymodbus server in a child process.  Age = the
     subscriber's receipt (wall clock) minus the message's `ts` (taken when the reading
@@ -20,7 +21,7 @@ setting passed with `--outbox KEY=VALUE` is applied to both and every line then 
     Baseline (same run): a paho QoS 1 publish of a message of the same size to the
     same subscriber, stamped just before the publish: the age an ideal gateway adds.
 
-    python -m scripts.bench_efficiency [--demo-s 60] [--age-s 30] [--outbox KEY=VALUE]
+    python -m scripts.bench_efficiency [--demo-s 60] [--steady-s 120] [--age-s 30] [--outbox KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -115,40 +116,96 @@ def _label(tuned: dict[str, Any]) -> str:
     return "TUNED " + ", ".join(f"{k}={v}" for k, v in tuned.items())
 
 
-def demo_writes(
-    work: Path, broker: Mosquitto, seconds: float, tuned: dict[str, Any]
-) -> dict[str, Any]:
-    """(W): write_bytes per telemetry message of `gateway run` on the demo config."""
+def _demo_config(
+    work: Path, broker: Mosquitto, prefix: str, outbox: dict[str, Any], meters_only: bool = False
+) -> Path:
     doc = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    if meters_only:  # the demo's telemetry alone: what storing a reading costs the card
+        doc["devices"] = [d for d in doc["devices"] if d["kind"] == "meter"]
+        doc["wellness"] = {"checks": []}
+        doc["alarms"].pop("escalation", None)
     work.mkdir(parents=True)
-    doc["broker"].update(url=broker.url, topic_prefix="bench-demo/v1")
-    doc["outbox"] = {"path": str(work / "outbox.db"), **tuned}
+    doc["broker"].update(url=broker.url, topic_prefix=prefix)
+    # Side by side on one broker: each its own MQTT client id and session.
+    doc["gateway"]["id"] = "gw-" + prefix.split("/")[0].removeprefix("bench-").replace("_", "-")
+    doc["outbox"] = {"path": str(work / "outbox.db"), **outbox}
     doc["gateway"]["state_dir"] = str(work)
     doc["web"].update(port=free_port(), staff_file=str(work / "staff.json"))
     config = work / "demo.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    sub = AgeSubscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
-    try:
-        with gateway_process(config) as proc:
-            # Past start-up (schema creation, the first checkpoint): the steady state.
-            wait_for(lambda: len(sub.ages) >= 20, timeout=30)
-            (n0, _, b0), io0, t0 = sub.mark(), proc_io(proc.pid), time.monotonic()
-            time.sleep(seconds)
-            (n1, _, b1), io1, t1 = sub.mark(), proc_io(proc.pid), time.monotonic()
-    finally:
-        sub.stop()
+    return config
+
+
+def _per_message(
+    before: tuple[tuple[int, int, int], dict[str, int], float],
+    after: tuple[tuple[int, int, int], dict[str, int], float],
+) -> dict[str, Any]:
+    (n0, _, b0), io0, t0 = before
+    (n1, _, b1), io1, t1 = after
     messages = max(n1 - n0, 1)
     written = io1["write_bytes"] - io0["write_bytes"]
-    hours = (t1 - t0) / 3600
     return {
         "telemetry": n1 - n0,
         "rate": (n1 - n0) / (t1 - t0),
         "write_bytes": written,
         "per_message": written / messages,
         "message_bytes": (b1 - b0) / messages,
-        "per_day_mb": written / hours * 24 / 1e6,
-        "syscw": io1["syscw"] - io0["syscw"],
+        "per_day_mb": written / ((t1 - t0) / 3600) * 24 / 1e6,
     }
+
+
+def demo_writes(
+    work: Path, broker: Mosquitto, opening_s: float, steady_s: float, tuned: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """(W): write_bytes per telemetry message of `gateway run` on the demo config.
+
+    Two gateways side by side, same time, same machine: the one measured (shipped
+    defaults, or `tuned`) and the baseline with `memory_tier: false` (every reading
+    committed to the card, as before issue 16's memory tier).  Two windows: the
+    demo's opening (its one-off incidents: a fire, an SOS, a forced door, a low
+    battery, in the first two minutes) and the steady state after it (doors every
+    40 s, an SOS every 5 minutes, motion every 10).
+    """
+    runs = {
+        "measured": (tuned, False),
+        "baseline": ({**tuned, "memory_tier": False}, False),
+        "meters": (tuned, True),
+        "meters_baseline": ({**tuned, "memory_tier": False}, True),
+    }
+    configs = {
+        name: _demo_config(work / name, broker, f"bench-{name}/v1", outbox, meters)
+        for name, (outbox, meters) in runs.items()
+    }
+    subs = {
+        name: AgeSubscriber(broker.port, f"{topic_base(c)}/devices/+/telemetry").start()
+        for name, c in configs.items()
+    }
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            procs = {n: stack.enter_context(gateway_process(c)) for n, c in configs.items()}
+            # Past start-up (schema creation, the first checkpoint).
+            wait_for(lambda: all(len(s.ages) >= 20 for s in subs.values()), timeout=60)
+
+            def mark() -> dict[str, Any]:
+                return {
+                    n: (subs[n].mark(), proc_io(p.pid), time.monotonic()) for n, p in procs.items()
+                }
+
+            start = mark()
+            time.sleep(opening_s)
+            opened = mark()
+            time.sleep(max(0.0, 150 - opening_s))  # the scripted incidents are over
+            steady = mark()
+            time.sleep(steady_s)
+            end = mark()
+        for name in runs:
+            out[f"{name}_opening"] = _per_message(start[name], opened[name])
+            out[f"{name}_steady"] = _per_message(steady[name], end[name])
+    finally:
+        for sub in subs.values():
+            sub.stop()
+    return out
 
 
 def data_age(
@@ -190,7 +247,8 @@ def data_age(
 
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--demo-s", type=float, default=60)
+    parser.add_argument("--demo-s", type=float, default=60, help="opening window")
+    parser.add_argument("--steady-s", type=float, default=120, help="steady window, from 150 s")
     parser.add_argument("--age-s", type=float, default=30)
     parser.add_argument("--outbox", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--skip", action="append", default=[], choices=["writes", "age"])
@@ -205,13 +263,22 @@ def main() -> dict[str, Any]:
         broker.start()
         try:
             if "writes" not in args.skip:
-                w = demo_writes(work / "demo", broker, args.demo_s, tuned)
-                print(
-                    f"(W) disk writes at the demo's load ({w['rate']:.1f} telemetry msg/s, {label}):"
-                    f" {w['per_message']:.0f} B per telemetry message"
-                    f"  (baseline: the message itself {w['message_bytes']:.0f} B;"
-                    f" {w['per_day_mb']:.0f} MB a day)  [target < 1024 B]"
-                )
+                w = demo_writes(work / "demo", broker, args.demo_s, args.steady_s, tuned)
+                for what, baseline, scope in (
+                    ("measured", "baseline", "whole demo"),
+                    ("meters", "meters_baseline", "its meters alone"),
+                ):
+                    for window in ("opening", "steady"):
+                        m, b = w[f"{what}_{window}"], w[f"{baseline}_{window}"]
+                        print(
+                            f"(W) disk writes at the demo's load, {scope}, {window}"
+                            f" ({m['rate']:.1f} telemetry msg/s, {label}):"
+                            f" {m['per_message']:.0f} B per telemetry message,"
+                            f" {m['per_day_mb']:.0f} MB a day"
+                            f"  (baseline memory_tier: false, same time: {b['per_message']:.0f} B,"
+                            f" {b['per_day_mb']:.0f} MB a day, {b['per_message'] / max(m['per_message'], 1):.1f}x;"
+                            f" the message itself {m['message_bytes']:.0f} B)  [target < 1024 B]"
+                        )
                 result["writes"] = w
             if "age" not in args.skip:
                 a = data_age(work / "age", broker, args.age_s, tuned)

@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.alarms.store import AlarmStore
+from gateway.sdk.clock import RunMark
 from gateway.sdk.model import Event, EventType
 from tests.driverkit import until
-from tests.test_alarms_engine import SMOKE_REF, T0, _engine, _outbox, _rows
+from tests.test_alarms_engine import SMOKE, SMOKE_REF, T0, _engine, _outbox, _rows, book, s
 
 
 def _stored_rev(db: Path, alarm_id: str) -> int | None:
@@ -77,3 +79,34 @@ def test_a_slow_alarm_database_does_not_block_the_loop_nor_publish_early(tmp_pat
     [(rev, on_disk)] = published  # the repeats wait for run(): at most one a second
     assert rev == 1 and on_disk is not None and on_disk >= rev, "published once it was on disk"
     assert len(rows) == 1 and rows[0].retain
+
+
+def _published_rev(db: Path, alarm_id: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(
+            conn.execute("SELECT published_rev FROM alarms WHERE id = ?", (alarm_id,)).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def test_a_published_rev_rides_along_with_the_next_write_not_its_own(tmp_path: Path) -> None:
+    # Each write alone is a synced commit on the SD card; a published rev lost in a
+    # crash only makes the next start publish that retained state again.
+    db = tmp_path / "alarms.db"
+    st = AlarmStore(db)
+    st.open()
+    st.start_writer()
+    b = book(new_id=st.new_id)
+    [fire] = b.signal(SMOKE, "smoke.alarm", s(0))
+    st.save_later([fire], RunMark(0.0, "boot", 0.0)).result(timeout=10)
+    done = st.mark_published_later(fire.alarm.id, 1)
+    time.sleep(0.3)
+    assert _published_rev(db, fire.alarm.id) == 0 and not done.done(), "not written alone"
+    st.save_mark_later(RunMark(1.0, "boot", 1.0)).result(timeout=10)
+    assert done.result(timeout=10) is None
+    assert _published_rev(db, fire.alarm.id) == 1, "stored with the run mark"
+    st.mark_published_later(fire.alarm.id, 2)
+    st.close()
+    assert _published_rev(db, fire.alarm.id) == 2, "and what is left, at close"

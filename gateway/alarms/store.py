@@ -17,7 +17,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +109,11 @@ class AlarmStore(SqliteStore):
         self._queued: list[Change] = []
         self._queued_mark: RunMark | None = None
         self._queued_save: Future[int] | None = None
+        # Published revs waiting to ride along with the next write (a save, a run mark,
+        # close): each stored alone was a synced commit on the SD card, and one lost in
+        # a crash only makes the start publish that retained state again (issue 16).
+        self._published: dict[str, int] = {}
+        self._published_done: Future[None] | None = None
 
     def opened(self, conn: sqlite3.Connection) -> None:
         """Read the id token and counter; a new database gets a fresh token."""
@@ -142,7 +147,24 @@ class AlarmStore(SqliteStore):
         _put_mark(self.conn, mark)
 
     def save_mark_later(self, mark: RunMark) -> Future[None]:
-        return self.write(lambda c: _put_mark(c, mark))
+        def put(c: sqlite3.Connection) -> None:
+            published, done = self._take_published()
+            try:
+                with transaction(c):
+                    _put_mark(c, mark)
+                    _put_published_all(c, published)
+            except BaseException as exc:
+                _settle(done, exc)
+                raise
+            _settle(done, None)
+
+        return self.write(put)
+
+    def _take_published(self) -> tuple[dict[str, int], Future[None] | None]:
+        with self._queue_lock:
+            published, done = self._published, self._published_done
+            self._published, self._published_done = {}, None
+        return published, done
 
     def save(self, changes: Sequence[Change], mark: RunMark | None = None) -> None:
         """Store the changes (rows, transitions) and the run clock's `mark` in one transaction.
@@ -171,8 +193,15 @@ class AlarmStore(SqliteStore):
         with self._queue_lock:
             changes, mark = self._queued, self._queued_mark
             self._queued, self._queued_save = [], None
-        # The counter as it is now: at least every id of these changes.
-        return self._save_backlog(c, changes, mark, self._next)
+        published, done = self._take_published()
+        try:
+            # The counter as it is now: at least every id of these changes.
+            stored = self._save_backlog(c, changes, mark, self._next, published)
+        except BaseException as exc:
+            _settle(done, exc)
+            raise
+        _settle(done, None)
+        return stored
 
     @property
     def backlog(self) -> int:
@@ -180,13 +209,21 @@ class AlarmStore(SqliteStore):
         return len(self._backlog)
 
     def _save_backlog(
-        self, c: sqlite3.Connection, changes: list[Change], mark: RunMark | None, next_n: int
+        self,
+        c: sqlite3.Connection,
+        changes: list[Change],
+        mark: RunMark | None,
+        next_n: int,
+        published: Mapping[str, int] | None = None,
     ) -> int:
         pending = [*self._backlog, *changes]
         if not pending:
+            if published:
+                with transaction(c):
+                    _put_published_all(c, published)
             return 0
         try:
-            self._save(c, pending, mark, next_n)
+            self._save(c, pending, mark, next_n, published)
         except sqlite3.Error:
             self._backlog = _bounded(pending)
             raise
@@ -194,21 +231,44 @@ class AlarmStore(SqliteStore):
         return len(pending)
 
     def _save(
-        self, c: sqlite3.Connection, changes: Sequence[Change], mark: RunMark | None, next_n: int
+        self,
+        c: sqlite3.Connection,
+        changes: Sequence[Change],
+        mark: RunMark | None,
+        next_n: int,
+        published: Mapping[str, int] | None = None,
     ) -> None:
         try:
-            _put_changes(c, changes, mark, next_n)
+            _put_changes(c, changes, mark, next_n, published)
         except sqlite3.OperationalError as exc:
             # A full card: the outbox's reserve next to us is there for alarms too.
             if not (no_room(exc) and release_reserves(self.path.parent)):
                 raise
-            _put_changes(c, changes, mark, next_n)
+            _put_changes(c, changes, mark, next_n, published)
 
     def mark_published(self, alarm_id: str, rev: int) -> None:
         _put_published(self.conn, alarm_id, rev)
 
     def mark_published_later(self, alarm_id: str, rev: int) -> Future[None]:
-        return self.write(lambda c: _put_published(c, alarm_id, rev))
+        """Remember `rev` as published; stored with the next write (see `_published`)."""
+        with self._queue_lock:
+            self._published[alarm_id] = max(rev, self._published.get(alarm_id, 0))
+            if self._published_done is None:
+                self._published_done = Future()
+            return self._published_done
+
+    def close(self) -> None:
+        """Store the published revs still waiting, then close (see `SqliteStore.close`)."""
+        if self._published and self._writer is not None:
+            published, done = self._take_published()
+
+            def put(c: sqlite3.Connection) -> None:
+                with transaction(c):
+                    _put_published_all(c, published)
+
+            fut = self.write(put)
+            fut.add_done_callback(lambda f: _settle(done, f.exception()))
+        super().close()
 
     def _alarms(
         self, where: str, args: Sequence[Any] = (), now: Instant | None = None
@@ -281,11 +341,16 @@ def _put_mark(c: sqlite3.Connection, mark: RunMark) -> None:
 
 
 def _put_changes(
-    c: sqlite3.Connection, changes: Sequence[Change], mark: RunMark | None, next_n: int
+    c: sqlite3.Connection,
+    changes: Sequence[Change],
+    mark: RunMark | None,
+    next_n: int,
+    published: Mapping[str, int] | None = None,
 ) -> None:
     with transaction(c):
         if mark is not None:
             _put_mark(c, mark)
+        _put_published_all(c, published or {})
         for ch in changes:
             a = ch.alarm
             rec = json.dumps(a.to_record(), separators=(",", ":"))
@@ -320,6 +385,19 @@ def _put_changes(
         # The counter as it was when the changes were handed over: ids given out
         # since are stored with their own alarms.
         c.execute("UPDATE meta SET value = ? WHERE key = 'next'", (str(next_n),))
+
+
+def _put_published_all(c: sqlite3.Connection, published: Mapping[str, int]) -> None:
+    for alarm_id, rev in published.items():
+        _put_published(c, alarm_id, rev)
+
+
+def _settle(done: Future[None] | None, exc: BaseException | None) -> None:
+    if done is not None and not done.done():
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
 
 
 def _put_published(c: sqlite3.Connection, alarm_id: str, rev: int) -> None:
