@@ -237,3 +237,29 @@ def test_a_ram_file_left_by_another_card_file_is_not_published(tiered: Tiered) -
     box = tiered()
     assert read(box) == []
     assert box.put(event(1)).result(timeout=10) == 1
+
+
+def test_a_delivered_event_is_not_waiting_while_its_ack_waits_for_a_card_write(
+    tiered: Tiered,
+) -> None:
+    # The ack of a card row rides along with the next card write (one synced commit
+    # fewer per event), but health and the update's health gate must see it delivered.
+    box = tiered()
+    seq = box.put(event(1)).result(timeout=10)
+    [row] = read(box)
+    box.ack("mqtt", [row.id])
+    assert wait_for(
+        lambda: box.stats().depth_events == 0 and box.stats().lowest_seq["mqtt"] > seq, 5
+    ), box.stats()
+
+    def on_card() -> int:
+        conn = sqlite3.connect(tiered.card)
+        try:
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+        finally:
+            conn.close()
+
+    assert on_card() == 1, "the ack is not written on its own"
+    box.put(event(2)).result(timeout=10)
+    assert wait_for(lambda: on_card() == 1, 5), "written with the next event: only that one left"
+    assert box.stats().depth_events == 1

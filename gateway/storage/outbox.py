@@ -310,10 +310,11 @@ class Outbox:
         now_io = read_write_bytes()
         if self._state != "new" and self._io_at_open is not None and now_io is not None:
             disk = (now_io - self._io_at_open) / hours
+        depth = {p: max(0, n - snap.delivered.get(p, 0)) for p, n in snap.depth.items()}
         return OutboxStats(
-            depth=sum(snap.depth.values()),
-            depth_events=snap.depth[Priority.EVENT],
-            depth_telemetry=snap.depth[Priority.TELEMETRY],
+            depth=sum(depth.values()),
+            depth_events=depth[Priority.EVENT],
+            depth_telemetry=depth[Priority.TELEMETRY],
             oldest_age_s=None
             if snap.oldest_created is None
             else max(0.0, time.time() - snap.oldest_created),

@@ -332,6 +332,14 @@ class CardAcks:
         self._held: list[Ack] = []
         self.since: float | None = None  # monotonic time of the oldest held
 
+    def held(self) -> dict[int, int]:
+        """Row id -> the consumers (mask) whose ack of it is held."""
+        out: dict[int, int] = {}
+        for ack in self._held:
+            for i in ack.ids:
+                out[i] = out.get(i, 0) | ack.mask
+        return out
+
     def due_at(self) -> float | None:
         return None if self.since is None else self.since + CARD_ACK_DELAY_S
 

@@ -317,16 +317,22 @@ def _values(r: NewRow) -> tuple[object, ...]:
 
 
 def lowest_pending(
-    conn: sqlite3.Connection, masks: Mapping[str, int], next_seq: int, ram: bool = False
+    conn: sqlite3.Connection,
+    masks: Mapping[str, int],
+    next_seq: int,
+    ram: bool = False,
+    held: Mapping[int, int] | None = None,
 ) -> dict[str, int]:
     """Consumer name -> lowest seq still waiting for it, or `next_seq` if none waits.
 
     Walks each priority from its oldest row (events by their index, telemetry by the
     table) and stops at the first one the consumer still holds: seq grows with id, so
-    that is the lowest.
+    that is the lowest.  `held`: row id -> consumers whose ack of it is not yet
+    written (outbox_ram.CardAcks): delivered, so not waiting.
     """
     lowest: dict[str, int] = {}
     for name, mask in masks.items():
+        skip = json.dumps([i for i, m in (held or {}).items() if m & mask])
         found = [
             row[0]
             for prio in Priority
@@ -334,10 +340,11 @@ def lowest_pending(
                 row := conn.execute(
                     by_prio(
                         "SELECT seq FROM messages WHERE prio = {prio} AND seq > 0"
-                        " AND (pending & ?) != 0 ORDER BY id LIMIT 1",
+                        " AND (pending & ?) != 0 AND id NOT IN (SELECT value FROM json_each(?))"
+                        " ORDER BY id LIMIT 1",
                         prio,
                     ),
-                    (mask,),
+                    (mask, skip),
                 ).fetchone()
             )
             is not None
@@ -407,6 +414,21 @@ def repair_after_salvage(
         else:
             merged.append([low, high])
     return merged
+
+
+def delivered(conn: sqlite3.Connection, held: Mapping[int, int]) -> dict[Priority, int]:
+    """Per priority, the card rows that `held` acks (id -> consumers) would delete."""
+    if not held:
+        return {}
+    out: dict[Priority, int] = {}
+    rows = conn.execute(
+        "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(held)),),
+    )
+    for row_id, prio, pending in rows:
+        if pending & ~held[row_id] == 0:
+            out[Priority(prio)] = out.get(Priority(prio), 0) + 1
+    return out
 
 
 def _oldest_created(conn: sqlite3.Connection, ram: bool = False) -> float | None:

@@ -171,6 +171,9 @@ class Snapshot:
     commits: int = 0
     bytes_written: int = 0
     lowest_seq: Mapping[str, int] = field(default_factory=dict)
+    # Card rows delivered to every consumer whose acks wait for a card write
+    # (outbox_ram.CardAcks): in `depth` above, not waiting any more.
+    delivered: Mapping[Priority, int] = field(default_factory=dict)
 
 
 def read_write_bytes() -> int | None:

@@ -235,9 +235,11 @@ class Writer:
         self._lowest_stale = False
         self._lowest_at = time.monotonic()
         try:
+            held = self._card_acks.held()
             lowest = sql.lowest_pending(
-                self._conn, self.masks, self._next_seq, self.ram is not None
+                self._conn, self.masks, self._next_seq, self.ram is not None, held
             )
+            self.snap = replace(self.snap, delivered=sql.delivered(self._conn, held))
         except sqlite3.Error as exc:
             log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
             return
@@ -330,6 +332,7 @@ class Writer:
         self.snap = replace(
             snap,
             depth=out.depth,
+            delivered=sql.delivered(self._conn, self._card_acks.held()),
             oldest_created=out.oldest_created,
             dropped_telemetry=snap.dropped_telemetry + out.dropped + self._batch_dropped,
             accepted=snap.accepted + len(staged),
@@ -359,12 +362,8 @@ class Writer:
         """The acks to commit now (with the memory tier, card rows' wait for a card write)."""
         if self.ram is None:
             return acks
-        card_write = bool(
-            increments
-            or self._batch_dropped
-            or self._dropped_owed
-            or any(st.row.prio is not Priority.TELEMETRY for st in staged)
-        )
+        cards = any(st.row.prio is not Priority.TELEMETRY for st in staged)
+        card_write = bool(increments or self._batch_dropped or self._dropped_owed or cards)
         return self._card_acks.now(acks, card_write, self._stopping)
 
     def _note_ram(self, staged: list[Staged]) -> None:
