@@ -136,6 +136,10 @@ def _demo_config(
     return config
 
 
+def _ratio(baseline: float, measured: float) -> str:
+    return f"{baseline / measured:.1f}x" if measured >= 1 else "none written"
+
+
 def _per_message(
     before: tuple[tuple[int, int, int], dict[str, int], float],
     after: tuple[tuple[int, int, int], dict[str, int], float],
@@ -276,7 +280,7 @@ def main() -> dict[str, Any]:
                             f" {m['per_message']:.0f} B per telemetry message,"
                             f" {m['per_day_mb']:.0f} MB a day"
                             f"  (baseline memory_tier: false, same time: {b['per_message']:.0f} B,"
-                            f" {b['per_day_mb']:.0f} MB a day, {b['per_message'] / max(m['per_message'], 1):.1f}x;"
+                            f" {b['per_day_mb']:.0f} MB a day, {_ratio(b['per_message'], m['per_message'])};"
                             f" the message itself {m['message_bytes']:.0f} B)  [target < 1024 B]"
                         )
                 result["writes"] = w
