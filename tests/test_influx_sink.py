@@ -48,6 +48,7 @@ from gateway.sinks.influx_mapping import InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig, RetryConfig
 from gateway.sinks.sink import build_sinks
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
+from gateway.storage.outbox_ram import default_ram_dir, ram_file
 from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -339,13 +340,20 @@ def sink_config(url: str, **changes: Any) -> InfluxConfig:
 
 
 def pending_for(db: Path, consumer: str) -> list[tuple[int, str, str]]:
-    """(seq, channel, device_kind) of every row still pending for `consumer`."""
+    """(seq, channel, device_kind) of every row still pending for `consumer`.
+
+    On the card and in the outbox's memory tier (the readings of the last second).
+    """
+    ram_dir = default_ram_dir()
+    ram = None if ram_dir is None else ram_file(db, ram_dir)
     with sqlite3.connect(db) as conn:
         (bit,) = conn.execute("SELECT bit FROM consumers WHERE name = ?", (consumer,)).fetchone()
-        return conn.execute(
-            "SELECT seq, channel, device_kind FROM messages WHERE pending & ? ORDER BY seq",
-            (1 << bit,),
-        ).fetchall()
+        query = "SELECT seq, channel, device_kind FROM {db}messages WHERE pending & ?"
+        rows = conn.execute(query.format(db=""), (1 << bit,)).fetchall()
+        if ram is not None and ram.exists():
+            conn.execute("ATTACH DATABASE ? AS ram", (str(ram),))
+            rows += conn.execute(query.format(db="ram."), (1 << bit,)).fetchall()
+        return sorted(set(rows))
 
 
 def test_only_meter_telemetry_is_queued_for_the_sink(tmp_path: Path) -> None:

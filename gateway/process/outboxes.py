@@ -43,7 +43,8 @@ def build_outbox(
         on_storage_fault=StorageEvents(loaded, Clock(loaded.config.clock.check)).item,
         reserve_bytes=cfg.reserve_bytes,
         ram_dir=ram_dir,
-        spill_after_s=cfg.spill_after_s,
+        # A sink acknowledges after its batch is written: readings wait for it in RAM.
+        spill_after_s=max([cfg.spill_after_s, *(s.batch_s + 1.0 for s in sinks)]),
     )
 
 

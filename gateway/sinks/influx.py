@@ -104,6 +104,10 @@ class InfluxSink:
 
     name = CONSUMER
 
+    @property
+    def batch_s(self) -> float:
+        return self.cfg.flush_interval_s
+
     def __init__(self, cfg: InfluxConfig) -> None:
         self.cfg = cfg
         self._outbox: Outbox | None = None

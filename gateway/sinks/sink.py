@@ -15,6 +15,15 @@ class Sink(Protocol):
 
     name: str
 
+    @property
+    def batch_s(self) -> float:
+        """How long this sink gathers rows before it writes and acknowledges them.
+
+        The outbox keeps readings in RAM at least this long (plus a second), so a
+        healthy sink's batching does not send them to the SD card.
+        """
+        ...
+
     def consumer(self) -> Consumer:
         """The outbox consumer, with `accepts` picking what this sink stores."""
         ...
