@@ -197,9 +197,15 @@ class ChildProcess:
     proc: subprocess.Popen[bytes] | None
 
     def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM and its exit status; one still running after `timeout` is killed, and
+        the test fails (TimeoutExpired) instead of leaving it running after the run."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         assert self.proc is not None
