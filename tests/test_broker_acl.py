@@ -445,11 +445,12 @@ def test_the_fleet_tool_writes_desired_configs_and_each_gateway_reads_only_its_o
         # The gateway sees its own report come back (a trial commits on it); so does the tool.
         assert gw.publish(report) == 0
         assert wait_for(lambda: report in gw.topics() and report in fleet.topics(), timeout=10)
-        # The fleet tool configures and sends updates (the command and the bundle's
-        # chunks); it cannot command a gateway otherwise, nor speak for one.
-        # (16: accepted, no subscriber now; 135: not authorised.)
+        # The fleet tool configures, sends updates (the command and the bundle's
+        # chunks) and asks for diagnostics; it cannot command a gateway otherwise, nor
+        # speak for one.  (16: accepted, no subscriber now; 135: not authorised.)
         assert fleet.publish(f"{P}/site-a/gw-1/cmd/update") in (0, 16)
         assert fleet.publish(f"{P}/site-a/gw-1/cmd/update/chunk") in (0, 16)
+        assert fleet.publish(f"{P}/site-a/gw-1/cmd/diag/check") in (0, 16)
         assert fleet.publish(f"{P}/site-a/gw-1/cmd/alarms/a-1/ack") == 135
         assert fleet.publish(f"{P}/site-a/gw-1/status") == 135
     finally:

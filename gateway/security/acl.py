@@ -105,6 +105,9 @@ def _fleet(prefix: str) -> list[Rule]:
         Rule("write", every.command(CommandPath.UPDATE_CHUNK)),
         Rule("read", every.central_reply("#")),
         Rule("read", every.reply(CommandPath.UPDATE)),
+        # Remote diagnostics (`fleet diag`): signed requests, answered on reply/diag/...
+        Rule("write", every.command(f"{CommandPath.DIAG}/#")),
+        Rule("read", every.reply(f"{CommandPath.DIAG}/#")),
     ]
 
 
