@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -18,10 +19,30 @@ from pathlib import Path
 __all__ = ["Mosquitto", "PtyPair", "free_port", "pty_pair", "wait_for"]
 
 
+# Ports for the peers and gateways tests start come from below the kernel's ephemeral
+# range (32768-60999 on Linux), a slice per xdist worker, handed out in turn.  A port
+# the kernel picked (bind to 0) could be taken, between a test's stop and restart of a
+# server on it, by any outgoing connection of another test: "Address already in use"
+# on the restart (seen: test_requests_and_statuses_survive_a_restart).
+_PORTS_LOW, _PORTS_HIGH = 20_000, 32_000
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_SLICES = 8
+_slice = (_PORTS_HIGH - _PORTS_LOW) // _SLICES
+_first = _PORTS_LOW + (int(_WORKER) % _SLICES if _WORKER.isdigit() else 0) * _slice
+_next_port = itertools.cycle(range(_first, _first + _slice))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, outside the ephemeral range (see above)."""
+    for _ in range(_slice):
+        port = next(_next_port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_first}-{_first + _slice - 1}")
 
 
 def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> bool:

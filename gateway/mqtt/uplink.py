@@ -148,7 +148,15 @@ class Uplink:
         self._call(lambda: self.documents.keep(topic, payload, self._publish_now))
 
     def publish_health(self, doc: dict[str, Any]) -> None:
-        self._call(lambda: self._publish_now(self.topics.health, doc, qos=0, retain=False))
+        def send() -> None:
+            # The doc may have been built before the connection it goes out on (session
+            # 0 while the broker was down at start): it names the connection of now.
+            if self.session:
+                self._publish_now(
+                    self.topics.health, {**doc, "session": self.session}, qos=0, retain=False
+                )
+
+        self._call(send)
 
     def reply(self, reply: Reply, doc: dict[str, Any]) -> None:
         """Send the answer to a command handed to `on_command`; frees its queue place."""
