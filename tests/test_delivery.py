@@ -162,6 +162,20 @@ def outage_config(
     return write_config(tmp_path / "gw.yaml", peer.url, devices, broker=broker, **sections)
 
 
+def publishing(
+    config: Path,
+    broker: Mosquitto,
+    run_gateway: Callable[[Path], GatewayProc],
+    more_than: int,
+) -> tuple[Subscriber, GatewayProc]:
+    """A subscriber on the gateway's tree and the gateway, once more than `more_than`
+    messages have come."""
+    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
+    gw = run_gateway(config)
+    assert sub.wait(lambda ms: len(ms) > more_than), gw.log()
+    return sub, gw
+
+
 def test_broker_down_at_start_then_up_everything_arrives(
     tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
 ) -> None:
@@ -188,9 +202,7 @@ def test_broker_stopped_through_a_long_backlog_every_seq_arrives_in_order(
     broker = own_broker
     broker.start()
     config = outage_config(tmp_path, broker, [*meters(4, 25), smoke(every_s=0.5)])
-    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw = run_gateway(config)
-    assert sub.wait(lambda ms: len(ms) > 50), gw.log()
+    sub, gw = publishing(config, broker, run_gateway, more_than=50)
     broker.stop()
     # Down until the gateway has kept 600 messages (some 6 s of readings, several
     # reconnect attempts at the 1 s maximum delay), however slow the machine is.
@@ -243,9 +255,7 @@ def test_kill_9_while_connected_loses_no_reading_and_skips_no_number(
     # Readings wait in the outbox's memory tier for the broker's acknowledgement: the
     # kernel keeps that file when the process is killed, and the next run sends them.
     config = write_config(tmp_path / "gw.yaml", broker.url, [*meters(2, 20), smoke(every_s=0.5)])
-    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw = run_gateway(config)
-    assert sub.wait(lambda ms: len(ms) > 100), gw.log()
+    sub, gw = publishing(config, broker, run_gateway, more_than=100)
     gw.kill()
     top = max(d["seq"] for d in data_messages(sub))
     gw2 = run_gateway(config)
@@ -261,9 +271,7 @@ def test_a_power_cut_is_reported_with_the_numbers_it_may_have_cost(
     broker = own_broker
     broker.start()
     config = outage_config(tmp_path, broker, [*meters(2, 20), smoke(every_s=0.5)])
-    sub = Subscriber(broker.port, f"{topic_base(config)}/#").start()
-    gw = run_gateway(config)
-    assert sub.wait(lambda ms: len(ms) > 100), gw.log()
+    sub, gw = publishing(config, broker, run_gateway, more_than=100)
     broker.stop()  # readings now wait in RAM, unacknowledged
     kept = len(stored_seqs(config))
     gw.kill()

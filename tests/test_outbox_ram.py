@@ -30,24 +30,23 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "reading-%d-never-on-the-card"
 
 
-def reading(n: int) -> OutboxItem:
+def _item(prio: Priority, n: int, body: dict[str, Any]) -> OutboxItem:
+    telemetry = prio is Priority.TELEMETRY
     return OutboxItem(
-        priority=Priority.TELEMETRY,
-        channel="telemetry",
-        device_kind="meter",
-        topic=f"t/{n}",
-        build_payload=lambda seq: json.dumps({"seq": seq, "mark": MARK % n}).encode(),
+        priority=prio,
+        channel="telemetry" if telemetry else "events",
+        device_kind="meter" if telemetry else "door",
+        topic=f"{'t' if telemetry else 'e'}/{n}",
+        build_payload=lambda seq: json.dumps({"seq": seq, **body}).encode(),
     )
+
+
+def reading(n: int) -> OutboxItem:
+    return _item(Priority.TELEMETRY, n, {"mark": MARK % n})
 
 
 def event(n: int) -> OutboxItem:
-    return OutboxItem(
-        priority=Priority.EVENT,
-        channel="events",
-        device_kind="door",
-        topic=f"e/{n}",
-        build_payload=lambda seq: json.dumps({"seq": seq, "event": n}).encode(),
-    )
+    return _item(Priority.EVENT, n, {"event": n})
 
 
 class Tiered:

@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.storage.outbox_sql import RAM_BASE
+from gateway.storage.outbox_sql import MESSAGES_TABLE, RAM_BASE
 from gateway.storage.outbox_types import Ack
 from gateway.storage.sqlitestore import transaction as _tx
 
@@ -69,21 +69,12 @@ MAX_RAM_ROWS = 5_000
 # in a crash only costs a duplicate (at-least-once).
 CARD_ACK_DELAY_S = 30.0
 
-_RAM_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ram.messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    seq INTEGER NOT NULL,
-    prio INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    device_kind TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    created REAL NOT NULL,
-    pending INTEGER NOT NULL,
-    retain INTEGER NOT NULL DEFAULT 0
-);
+_RAM_SCHEMA = (
+    MESSAGES_TABLE.format(db="ram.")
+    + """
 CREATE TABLE IF NOT EXISTS ram.meta (key TEXT PRIMARY KEY, value);
 """
+)
 _COLUMNS = "seq, prio, channel, device_kind, topic, payload, created, pending, retain"
 
 

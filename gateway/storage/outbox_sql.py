@@ -40,8 +40,9 @@ RAM_BASE = 1 << 50
 # `pending` is a signed 64-bit integer: bits 0..62 keep it positive.
 MAX_CONSUMERS = 63
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
+# The messages table of the card file, and of the memory tier's (outbox_ram) as `ram`.
+MESSAGES_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     seq INTEGER NOT NULL,
     prio INTEGER NOT NULL,
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS messages (
     pending INTEGER NOT NULL,
     retain INTEGER NOT NULL DEFAULT 0
 );
+"""
+
+_SCHEMA = (
+    MESSAGES_TABLE.format(db="")
+    + """
 -- Only events are indexed (issue 16): telemetry, almost every row, is read in id order
 -- straight from the table, and a commit of telemetry writes one 4 KiB page fewer to
 -- the SD card.  No new schema version: an older release reads the file all the same
@@ -64,6 +70,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, bit INTEGER UNIQUE);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('dropped_telemetry', 0);
 """
+)
 
 _INSERT = (
     "INSERT INTO {db}.messages"
