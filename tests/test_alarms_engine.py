@@ -26,6 +26,7 @@ from gateway.sdk.clock import Clock, RunClock, RunMark
 from gateway.sdk.model import ClockState, DeviceRef, Event, EventType, Identity, Kind, Location
 from gateway.storage.outbox import Consumer, Outbox, Row
 from tests.driverkit import until
+from tests.peers import wait_for
 
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 SMOKE = DeviceInfo("smoke-1", "smoke", "Stairwell 2", {"building": "2", "floor": "2"})
@@ -603,6 +604,9 @@ def test_alarm_documents_take_no_seq_so_gaps_still_mean_dropped_telemetry(tmp_pa
         return seqs
 
     assert asyncio.run(scenario()) == [1, 2]
+    # close() hands the alarm's document to the outbox; its commit may come a moment
+    # later (seen under load): wait for it, as the uplink would.
+    assert wait_for(lambda: any("/alarms/" in r.topic for r in _rows(outbox)), 10)
     rows = _rows(outbox)
     outbox.close()
     # The alarm's document goes out once its write is on disk, so after the second
