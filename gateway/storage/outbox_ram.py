@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -37,9 +38,11 @@ import sqlite3
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.sdk.model import Priority
 from gateway.storage.outbox_sql import MESSAGES_TABLE, RAM_BASE
 from gateway.storage.outbox_types import Ack
 from gateway.storage.sqlitestore import transaction as _tx
@@ -51,6 +54,7 @@ __all__ = [
     "CardAcks",
     "RamTier",
     "default_ram_dir",
+    "delivered",
     "ram_file",
 ]
 
@@ -350,3 +354,18 @@ class CardAcks:
             out += self._held
             self._held, self.since = [], None
         return out
+
+
+def delivered(conn: sqlite3.Connection, held: Mapping[int, int]) -> dict[Priority, int]:
+    """Per priority, the card rows that `held` acks (id -> consumers) would delete."""
+    if not held:
+        return {}
+    out: dict[Priority, int] = {}
+    rows = conn.execute(
+        "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(held)),),
+    )
+    for row_id, prio, pending in rows:
+        if pending & ~held[row_id] == 0:
+            out[Priority(prio)] = out.get(Priority(prio), 0) + 1
+    return out

@@ -423,21 +423,6 @@ def repair_after_salvage(
     return merged
 
 
-def delivered(conn: sqlite3.Connection, held: Mapping[int, int]) -> dict[Priority, int]:
-    """Per priority, the card rows that `held` acks (id -> consumers) would delete."""
-    if not held:
-        return {}
-    out: dict[Priority, int] = {}
-    rows = conn.execute(
-        "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(held)),),
-    )
-    for row_id, prio, pending in rows:
-        if pending & ~held[row_id] == 0:
-            out[Priority(prio)] = out.get(Priority(prio), 0) + 1
-    return out
-
-
 def _oldest_created(conn: sqlite3.Connection, ram: bool = False) -> float | None:
     # ids grow with time, so the lowest id is the oldest row: one primary-key lookup.
     # Card rows are older than RAM rows, except events, which go to the card at once.

@@ -28,7 +28,7 @@ from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room, no_room
 from gateway.storage.outbox_batch import gather
 from gateway.storage.outbox_memory import Unstored
-from gateway.storage.outbox_ram import CardAcks, RamTier
+from gateway.storage.outbox_ram import CardAcks, RamTier, delivered
 from gateway.storage.outbox_recovery import open_file, reopen_damaged, stored_next_seq
 from gateway.storage.outbox_room import BoundWarnings, FullDisk, checkpoint
 from gateway.storage.outbox_types import (
@@ -239,7 +239,7 @@ class Writer:
             lowest = sql.lowest_pending(
                 self._conn, self.masks, self._next_seq, self.ram is not None, held
             )
-            self.snap = replace(self.snap, delivered=sql.delivered(self._conn, held))
+            self.snap = replace(self.snap, delivered=delivered(self._conn, held))
         except sqlite3.Error as exc:
             log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
             return
@@ -332,7 +332,7 @@ class Writer:
         self.snap = replace(
             snap,
             depth=out.depth,
-            delivered=sql.delivered(self._conn, self._card_acks.held()),
+            delivered=delivered(self._conn, self._card_acks.held()),
             oldest_created=out.oldest_created,
             dropped_telemetry=snap.dropped_telemetry + out.dropped + self._batch_dropped,
             accepted=snap.accepted + len(staged),
