@@ -389,6 +389,12 @@ def _outbox(path: Path) -> Outbox:
 
 
 def _rows(outbox: Outbox) -> list[Row]:
+    """What the outbox holds once everything handed to it so far is committed.
+
+    The engine hands alarm documents to the outbox without waiting for the commit; a
+    durable counter goes through the same writer queue, so it returns after them.
+    """
+    outbox.meta_increment("tests.barrier")
     reader = outbox.reader()
     try:
         return reader.next_batch("mqtt", {}, 1000)
