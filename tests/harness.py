@@ -231,7 +231,16 @@ class GatewayProc(ChildProcess):
             cmd += ["--broker-url", self.broker_url]
         log = open(self.config.parent / "gateway.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=log, env={**os.environ, **self.extra_env}
+            cmd,
+            stdout=log,
+            stderr=log,
+            # The outbox's memory tier goes beside the config, as systemd's runtime
+            # directory would: a gateway a test kills leaves nothing in /dev/shm.
+            env={
+                "RUNTIME_DIRECTORY": str(self.config.parent / "run"),
+                **os.environ,
+                **self.extra_env,
+            },
         )
         return self
 

@@ -48,7 +48,7 @@ from gateway.sinks.influx_mapping import InvalidPayload, to_points
 from gateway.sinks.settings import InfluxConfig, RetryConfig
 from gateway.sinks.sink import build_sinks
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
-from gateway.storage.outbox_ram import default_ram_dir, ram_file
+from gateway.storage.outbox_ram import ram_file
 from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config
 from tests.peers import Mosquitto, free_port, wait_for
 
@@ -344,13 +344,12 @@ def pending_for(db: Path, consumer: str) -> list[tuple[int, str, str]]:
 
     On the card and in the outbox's memory tier (the readings of the last second).
     """
-    ram_dir = default_ram_dir()
-    ram = None if ram_dir is None else ram_file(db, ram_dir)
+    ram = ram_file(db, db.parent / "run")  # tests.harness.GatewayProc's runtime directory
     with sqlite3.connect(db) as conn:
         (bit,) = conn.execute("SELECT bit FROM consumers WHERE name = ?", (consumer,)).fetchone()
         query = "SELECT seq, channel, device_kind FROM {db}messages WHERE pending & ?"
         rows = conn.execute(query.format(db=""), (1 << bit,)).fetchall()
-        if ram is not None and ram.exists():
+        if ram.exists():
             conn.execute("ATTACH DATABASE ? AS ram", (str(ram),))
             rows += conn.execute(query.format(db="ram."), (1 << bit,)).fetchall()
         return sorted(set(rows))
