@@ -175,9 +175,16 @@ def test_smoke_alarm_to_ticket_to_ack_to_resolved(
             assert told[0]["state"] == "open"
         else:  # workers publish the changes they made: keep the highest version
             assert told[-1]["version"] == max(d["version"] for d in told)
-            # Told by different workers, "open" may arrive after a later change; the
-            # version says which came first.
-            assert min(told, key=lambda d: d["version"])["state"] == "open"
+            first = min(told, key=lambda d: d["version"])
+            if interrupt is _worker_kill and first["version"] > 1:
+                # The killed worker opened the ticket and died before telling it; staff
+                # acknowledged before the others took its untold ticket over, so they
+                # tell its current state (test_tickets_workers covers the takeover).
+                assert first["state"] == "acknowledged", told
+            else:
+                # Told by different workers, "open" may arrive after a later change;
+                # the version says which came first.
+                assert first["state"] == "open", told
         assert {d["ticket_id"] for d in told} == {"T-000001"}
         assert "acknowledged" in [d["state"] for d in told]
         assert told[-1]["acknowledged_by"] == STAFF

@@ -8,12 +8,15 @@ subscriptions) and the store on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from community_central import TicketStore, parse_alarm
 
 from central.tests.tickets_harness import Publisher, Workers, alarm_doc, tickets_in
+from tests.harness import Subscriber
 from tests.peers import Mosquitto, wait_for
 
 SITE = "sunrise-gardens"
@@ -90,4 +93,35 @@ def test_after_a_broker_restart_alarms_published_before_the_workers_resubscribed
             pub.stop()
         assert all("session resumed" in p.log() for p in svc.procs), svc.log()
     finally:
+        svc.terminate()
+
+
+def test_a_ticket_whose_worker_died_before_telling_it_is_told_by_the_others(
+    broker: Mosquitto, tmp_path: Path, db_target: str
+) -> None:
+    # A worker commits a new ticket and is killed before it publishes the event: the
+    # database then holds an opened ticket that nobody told staff about.  That state is
+    # made here directly, so the crash falls exactly between the commit and the publish.
+    prefix = f"t{uuid.uuid4().hex[:8]}/v1"
+    events = Subscriber(broker.port, f"{prefix}/central/tickets/+").start()
+    svc = Workers(broker.url, db_target, prefix, 2, tmp_path).start()
+    try:
+        _leader(svc)
+        store = TicketStore(db_target)
+        try:
+            raw = json.dumps(alarm_doc(SITE, "gw-0", "orphan-1")).encode()
+            doc = parse_alarm(SITE, "gw-0", "orphan-1", raw)
+            [applied] = store.apply_alarms([(doc, "fire-safety")], time.time())
+        finally:
+            store.close()
+        # The survivors see it unpublished and tell it, as it is: open.
+        assert events.wait(lambda ms: any(m.json()["state"] == "open" for m in ms), timeout=15), (
+            events.snapshot(),
+            svc.log(),
+        )
+        [told] = [m.json() for m in events.snapshot()]
+        assert told["ticket_id"] == "T-000001" and told["alarm"]["alarm_id"] == "orphan-1", told
+        assert told["version"] == applied.ticket.version, (told, applied)
+    finally:
+        events.stop()
         svc.terminate()
