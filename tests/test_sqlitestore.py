@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,66 @@ def test_an_older_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     assert store.conn.execute("SELECT text, tag FROM notes").fetchall() == [("kept", "old")]
     assert store.conn.execute("PRAGMA user_version").fetchone() == (2,)
     store.close()
+
+
+def _old_release_file(path: Path, rows: int) -> None:
+    """A store file as releases before issue 16 made it: 4 KiB pages, WAL."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(_V2 + "PRAGMA user_version = 2;")
+    conn.executemany("INSERT INTO notes (text) VALUES (?)", [(f"note {i}",) for i in range(rows)])
+    conn.commit()
+    conn.close()
+
+
+def _page_size(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:18], "big")
+
+
+def test_files_get_small_pages_and_a_small_older_file_is_rebuilt_with_its_rows(
+    tmp_path: Path,
+) -> None:
+    # Fewer bytes per synced commit on the card (issue 16): new files have 1 KiB pages,
+    # and an older file small enough to rebuild at the start gets them too.
+    fresh = Notes(tmp_path / "fresh.db")
+    fresh.open()
+    with fresh.transaction() as c:
+        c.execute("INSERT INTO notes (text) VALUES ('new')")
+    fresh.close()
+    assert _page_size(tmp_path / "fresh.db") == 1024
+    _old_release_file(tmp_path / "old.db", 500)
+    assert _page_size(tmp_path / "old.db") == 4096
+    store = Notes(tmp_path / "old.db")
+    store.open(create=False)
+    assert store.conn.execute("SELECT count(*), max(id) FROM notes").fetchone() == (500, 500)
+    assert store.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    store.close()
+    assert _page_size(tmp_path / "old.db") == 1024
+
+
+def test_an_older_file_in_use_elsewhere_keeps_its_pages_and_opens_at_once(
+    tmp_path: Path,
+) -> None:
+    # Another process holds the file (a `gateway outbox` reading it): no rebuild, and
+    # no wait for it either; the store works on the old pages.
+    path = tmp_path / "old.db"
+    _old_release_file(path, 10)
+    other = sqlite3.connect(path)
+    other.execute("BEGIN")
+    other.execute("SELECT count(*) FROM notes").fetchone()
+    try:
+        store = Notes(path)
+        started = time.monotonic()
+        store.open(create=False)
+        assert time.monotonic() - started < 2.0
+        with store.transaction() as c:
+            c.execute("INSERT INTO notes (text) VALUES ('more')")
+        assert store.conn.execute("SELECT count(*) FROM notes").fetchone() == (11,)
+        store.close()
+    finally:
+        other.close()
+    assert _page_size(path) == 4096
 
 
 def test_a_file_of_a_newer_gateway_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -111,7 +172,7 @@ def test_a_damaged_file_is_moved_aside_and_what_can_be_read_is_kept(tmp_path: Pa
         c.executemany("INSERT INTO notes (text) VALUES (?)", [("x" * 3000,)] * 40)
     store.close()
     data = bytearray(path.read_bytes())
-    page = 4096
+    page = int.from_bytes(data[16:18], "big")  # the header's page size
     data[page * 3 : page * 3 + 64] = b"\xff" * 64  # a leaf page of the table
     path.write_bytes(bytes(data))
     store.open()

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+PAGE_SIZE = 1024  # bytes per SQLite page of every store: see _small_pages
+REBUILD_MAX_BYTES = 16 * 1024 * 1024  # an older file this small is rebuilt at the start
+
 
 class SyncMode(StrEnum):
     """`full` survives power loss; `normal` survives a crash of the process only."""
@@ -60,6 +63,7 @@ def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
         if sync is None:
             conn.execute("PRAGMA query_only = ON")
             return conn
+        _small_pages(conn, path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode!r})")
@@ -72,6 +76,36 @@ def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _small_pages(conn: sqlite3.Connection, path: Path) -> None:
+    """Give a new file PAGE_SIZE pages; rebuild a small one that has others (best effort).
+
+    A synced commit writes one WAL frame per SQLite page it touched (a table leaf, an
+    index leaf, a counter), and the card is asked to write every 4 KiB file page those
+    frames fall in: with 4 KiB pages an event's commit costs about 16 KiB, with 1 KiB
+    pages about 7 (docs/benchmarks.md, issue 16).  A file made by an older release
+    keeps its pages unless it is small enough to rebuild in a moment at the start
+    (VACUUM, which needs the file to itself: another connection, a full disk or a
+    read-only folder leave it as it is, and it works as before).
+    """
+    if conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE:
+        return
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # taken when the file is made
+        return
+    try:
+        if path.stat().st_size > REBUILD_MAX_BYTES:
+            return
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA journal_mode = DELETE")  # a page size changes only outside WAL
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("VACUUM")
+        log.info("%s: rebuilt with %d-byte pages (fewer bytes written per commit)", path, PAGE_SIZE)
+    except (OSError, sqlite3.Error) as exc:
+        log.info("%s: keeps its page size for now (%s)", path, exc)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 5000")
 
 
 def rollback(conn: sqlite3.Connection) -> None:
