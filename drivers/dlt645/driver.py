@@ -23,6 +23,7 @@ from gateway.sdk.driver import (
     ReadResult,
 )
 from gateway.sdk.model import Event, EventType, Reading, Telemetry, ValueType
+from gateway.sdk.pacing import first_offsets
 from gateway.sdk.serialport import PortError
 
 __all__ = ["Dlt645Driver", "read_once"]
@@ -38,6 +39,7 @@ class _Meter:
     health: MeterHealth
     guard: CounterGuard = field(default_factory=CounterGuard)
     due: float = 0.0
+    phase: float = 0.0  # added once to the first interval (gateway.sdk.pacing)
     ever_answered: bool = False
     refused: set[str] = field(default_factory=set)  # readings already logged as refused
 
@@ -106,6 +108,10 @@ class Dlt645Driver(Driver):
 
     async def _run_bus(self, port: str, specs: list[DeviceSpec]) -> None:
         meters = self._meters_of(specs)
+        # All at once now, then spread over the interval (gateway.sdk.pacing).
+        offsets = first_offsets([m.settings.poll_interval_s for m in meters])
+        for meter, offset in zip(meters, offsets, strict=True):
+            meter.phase = offset
         link = SerialLink(meters[0].settings.bus, self.ctx.logger)
         self._links.append(link)
         open_error = ""
@@ -138,7 +144,8 @@ class Dlt645Driver(Driver):
     def _schedule(self, meter: _Meter) -> None:
         now = time.monotonic()
         # Keep the cadence of a healthy meter; never schedule in the past after a slow poll.
-        meter.due = max(meter.due + meter.health.next_delay(), now)
+        meter.due = max(meter.due + meter.health.next_delay() + meter.phase, now)
+        meter.phase = 0.0
 
     async def _handle(self, meter: _Meter, result: PollResult) -> None:
         self._polls += 1

@@ -29,6 +29,7 @@ from gateway.sdk.driver import (
     ReadResult,
 )
 from gateway.sdk.model import Event, EventType, Message, Reading, Telemetry, ValueType
+from gateway.sdk.pacing import first_offsets
 
 from .counters import CounterGuard, Verdict
 from .decode import DataType
@@ -90,6 +91,7 @@ class _Device:
     flags: dict[str, bool] = field(default_factory=dict)
     bad_points: dict[str, str] = field(default_factory=dict)  # logged until they decode again
     next_due: float = 0.0
+    phase: float = 0.0  # added once to the first interval (gateway.sdk.pacing)
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -158,8 +160,10 @@ class ModbusDriver(Driver):
     async def _poll_bus(self, link: Link, devs: list[_Device]) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for dev in devs:
-            dev.next_due = start
+        # All at once now, then spread over the interval (gateway.sdk.pacing).
+        offsets = first_offsets([d.settings.poll_interval_s for d in devs])
+        for dev, offset in zip(devs, offsets, strict=True):
+            dev.next_due, dev.phase = start, offset
         task = asyncio.current_task()
         while True:
             # Python 3.11's wait_for (inside pymodbus) drops a cancellation that arrives
@@ -181,7 +185,8 @@ class ModbusDriver(Driver):
             now = loop.time()
             if ok:
                 # Keep the rhythm; after an overrun poll now, but never in a burst.
-                dev.next_due = max(dev.next_due + dev.settings.poll_interval_s, now)
+                dev.next_due = max(dev.next_due + dev.settings.poll_interval_s + dev.phase, now)
+                dev.phase = 0.0
             else:
                 dev.next_due = now + dev.health.next_delay()
 
