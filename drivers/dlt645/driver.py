@@ -50,6 +50,7 @@ class Dlt645Driver(Driver):
     def __init__(self, devices: Sequence[DeviceSpec], ctx: DriverContext) -> None:
         super().__init__(devices, ctx)
         self._meters: dict[str, _Meter] = {}
+        self._phases: dict[str, float] = {}  # added to each meter's first interval
         self._links: list[SerialLink] = []
         self._stats = DriverHealth(devices_total=len(devices))
         self._polls = 0
@@ -63,6 +64,9 @@ class Dlt645Driver(Driver):
         by_port: dict[str, list[DeviceSpec]] = defaultdict(list)
         for spec in specs:
             by_port[spec.settings_as(Dlt645Settings).bus.port].append(spec)
+        # All at once now, then spread over the interval, across buses (gateway.sdk.pacing).
+        offsets = first_offsets([s.settings_as(Dlt645Settings).poll_interval_s for s in specs])
+        self._phases = {spec.id: offset for spec, offset in zip(specs, offsets, strict=True)}
         async with asyncio.TaskGroup() as group:
             for port, specs in by_port.items():
                 group.create_task(self._keep_bus(port, specs), name=f"dlt645 {port}")
@@ -100,7 +104,10 @@ class Dlt645Driver(Driver):
         for spec in specs:
             s = spec.settings_as(Dlt645Settings)
             meter = self._meters.get(spec.id) or _Meter(
-                spec, s, MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s)
+                spec,
+                s,
+                MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s),
+                phase=self._phases.get(spec.id, 0.0),
             )
             self._meters[spec.id] = meter
             meters.append(meter)
@@ -108,10 +115,6 @@ class Dlt645Driver(Driver):
 
     async def _run_bus(self, port: str, specs: list[DeviceSpec]) -> None:
         meters = self._meters_of(specs)
-        # All at once now, then spread over the interval (gateway.sdk.pacing).
-        offsets = first_offsets([m.settings.poll_interval_s for m in meters])
-        for meter, offset in zip(meters, offsets, strict=True):
-            meter.phase = offset
         link = SerialLink(meters[0].settings.bus, self.ctx.logger)
         self._links.append(link)
         open_error = ""

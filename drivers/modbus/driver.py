@@ -142,6 +142,11 @@ class ModbusDriver(Driver):
             buses.setdefault(dev.settings.bus.key, []).append(dev)
         for key, devs in buses.items():
             self._links[key] = Link(devs[0].settings.bus, self.ctx.logger)
+        # All at once now, then spread over the interval, across buses: 32 meters of
+        # their own address each burst as much as 32 on one line (gateway.sdk.pacing).
+        offsets = first_offsets([d.settings.poll_interval_s for d in self._devs])
+        for dev, offset in zip(self._devs, offsets, strict=True):
+            dev.phase = offset
         try:
             async with asyncio.TaskGroup() as tg:
                 for key, devs in buses.items():
@@ -160,10 +165,8 @@ class ModbusDriver(Driver):
     async def _poll_bus(self, link: Link, devs: list[_Device]) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        # All at once now, then spread over the interval (gateway.sdk.pacing).
-        offsets = first_offsets([d.settings.poll_interval_s for d in devs])
-        for dev, offset in zip(devs, offsets, strict=True):
-            dev.next_due, dev.phase = start, offset
+        for dev in devs:
+            dev.next_due = start
         task = asyncio.current_task()
         while True:
             # Python 3.11's wait_for (inside pymodbus) drops a cancellation that arrives

@@ -5,7 +5,7 @@ Lives here: `model` (the normalised message: readings, events, device refs), `dr
 point), `profiles` (device profiles as data, file:line errors), `yamlsource` and
 `problems` (YAML read with the line of every key, hostile files refused; problems as
 file:line key path: re-exported from `community_protocol`, shared with central),
-`backoff`, `pacing` (when the devices of one bus are polled), `serialport` (a serial
+`backoff`, `pacing` (when a driver's devices are polled), `serialport` (a serial
 line read from the event loop), `secrets`, `files`, `clock` (wall and monotonic run
 clock), `capacity` and `devicechecks` (what `validate` and
 `check` ask of a driver).

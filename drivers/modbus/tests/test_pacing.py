@@ -1,12 +1,12 @@
-"""A bus's meters: all read when the gateway starts, then spread over their interval
-(gateway.sdk.pacing), against a real pymodbus server on loopback TCP."""
+"""A driver's meters: all read when the gateway starts, then in groups spread over their
+interval (gateway.sdk.pacing), against a real pymodbus server on loopback TCP."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 
+from gateway.sdk.pacing import GROUP, first_offsets
 from tests.peers import free_port
 from tests.recording import HistoryContext
 
@@ -15,38 +15,48 @@ from .peers import ModbusPeer
 from .test_tcp import device, tcp
 
 
-def test_meters_on_one_bus_are_all_read_at_the_start_then_spread_over_the_interval(
+def test_groups_of_devices_share_the_interval_evenly() -> None:
+    assert first_offsets([10.0] * GROUP) == [0.0] * GROUP  # one burst: nothing to spread
+    three = first_offsets([10.0] * (2 * GROUP + 1))
+    assert sorted(set(three)) == [0.0, 10 / 3, 20 / 3]
+    assert three.count(0.0) == GROUP and three[-1] == 20 / 3
+    assert first_offsets([1.0, 60.0], group=1) == [0.0, 30.0]  # each its own interval's share
+    assert first_offsets([]) == []
+
+
+def test_meters_are_all_read_at_the_start_then_in_groups_over_the_interval(
     tmp_path: Path, ctx: HistoryContext
 ) -> None:
-    # Four meters on one endpoint, 0.8 s apart: all four at once when the gateway
-    # starts (the installer sees every meter), then each in its own quarter of the
-    # interval, so their readings never reach the outbox in one burst.
+    # GROUP + 4 meters at 1 s: all at once when the gateway starts (the installer sees
+    # every meter), then the first GROUP together and the last 4 half an interval later,
+    # so their readings reach the outbox in two short bursts instead of one long one.
     port = free_port()
-    peer = ModbusPeer([meter_unit(u, "eastron_sdm120", voltage=230.0 + u) for u in (1, 2, 3, 4)])
-    names = [f"m{u}" for u in (1, 2, 3, 4)]
-    devices = "".join(
-        device(f"m{u}", "eastron_sdm120", u, tcp(port), interval=0.8) for u in (1, 2, 3, 4)
-    )
+    units = list(range(1, GROUP + 5))
+    peer = ModbusPeer([meter_unit(u, "eastron_sdm120", voltage=200.0 + u) for u in units])
+    names = [f"m{u}" for u in units]
+    devices = "".join(device(f"m{u}", "eastron_sdm120", u, tcp(port), interval=1.0) for u in units)
 
     async def scenario() -> None:
         await peer.start_tcp(port)
         try:
             async with running(specs(tmp_path, devices), ctx):
                 await wait_until(
-                    lambda: all(len(telemetry(ctx.messages, n)) >= 3 for n in names), timeout=15
+                    lambda: all(len(telemetry(ctx.messages, n)) >= 3 for n in names), timeout=20
                 )
         finally:
             await peer.stop()
 
     asyncio.run(scenario())
-    first = [telemetry(ctx.messages, n)[0].ts.timestamp() for n in names]
-    assert max(first) - min(first) < 0.2, first
-    # From the second round on, meter i comes i/4 of the interval after meter 0.
+
+    def at(name: str, round_: int) -> float:
+        return telemetry(ctx.messages, name)[round_].ts.timestamp()
+
+    first = [at(n, 0) for n in names]
+    assert max(first) - min(first) < 0.3, first
     for round_ in (1, 2):
-        at = [telemetry(ctx.messages, n)[round_].ts.timestamp() for n in names]
-        gaps = [b - a for a, b in itertools.pairwise(at)]
-        assert all(0.1 < g < 0.3 for g in gaps), (round_, gaps)
-    # And each keeps its interval.
-    for n in names:
-        ts = [t.ts.timestamp() for t in telemetry(ctx.messages, n)[1:3]]
-        assert 0.7 < ts[1] - ts[0] < 0.9, (n, ts)
+        early = [at(n, round_) for n in names[:GROUP]]
+        late = [at(n, round_) for n in names[GROUP:]]
+        assert max(early) - min(early) < 0.3, (round_, early)
+        assert 0.35 < min(late) - min(early) < 0.65, (round_, early, late)
+    for n in names:  # and each keeps its interval
+        assert 0.85 < at(n, 2) - at(n, 1) < 1.15, n
