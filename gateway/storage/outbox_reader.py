@@ -127,8 +127,14 @@ class OutboxReader:
     ) -> list[Row]:
         mask = self._masks[consumer]
         rows: list[Row] = []
-        self._conn.execute("BEGIN")  # one snapshot for both priorities
+        self._conn.execute("BEGIN")  # one snapshot per file, for both priorities
         try:
+            # RAM's snapshot before the card's: each file's starts at its first read, and
+            # a spill commits a row's card copy before it deletes the RAM one, so a later
+            # card snapshot has every row this RAM snapshot lacks.  The other way round
+            # a row spilled in between was in neither, and came after newer ones.
+            if self._ram_path is not None:
+                self._conn.execute("SELECT 1 FROM ram.messages LIMIT 1").fetchall()
             for prio in sorted(Priority):
                 if len(rows) >= limit:
                     break
@@ -140,7 +146,7 @@ class OutboxReader:
                 cursor = self._conn.execute(
                     self._SELECT_RAM, (RAM_BASE, ram_after, mask, limit - len(rows))
                 )
-                rows.extend(_rows(cursor))
+                rows.extend(_rows(cursor))  # a row in both files is sent twice
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("COMMIT")
