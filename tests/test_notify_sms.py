@@ -131,7 +131,8 @@ def test_network_errors_are_retried_and_logged_once(
     async def scenario() -> None:
         async with running(_cfg(port), db) as n:
             n.observe(alarm_doc())
-            await until(lambda: len(sim.texts()) == 1)
+            # Sent, and recorded as sent (the modem's answer comes before the record).
+            await until(lambda: len(sim.texts()) == 1 and n.health()["sent"] == 1)
 
     asyncio.run(scenario())
     assert _rows(db) == [("A1", 0, "warden", "sent", 4)]
