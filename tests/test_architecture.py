@@ -325,3 +325,26 @@ def test_no_file_over_450_lines_unless_it_says_why() -> None:
         f"over {MAX_LINES} lines (split by concern, or say in the first 15 lines why the "
         f"file is 'over {MAX_LINES} lines'):\n" + "\n".join(long)
     )
+
+
+def test_no_asyncio_wait_for_in_code_that_runs_in_the_gateway_or_central() -> None:
+    # Python 3.11's asyncio.wait_for returns the result and drops a cancellation that
+    # arrives in the same moment: a loop around it then never ends, and the gateway hung
+    # at stop (an OSDP bus under load, found by a stress run). asyncio.timeout() keeps the
+    # cancellation; use it.
+    found = []
+    for folder in ("gateway", "drivers", "central/src", "protocol"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "tests" in path.relative_to(ROOT).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "wait_for"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "asyncio"
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, "asyncio.wait_for (use `async with asyncio.timeout(...)`): " + ", ".join(
+        found
+    )

@@ -273,7 +273,8 @@ class GpioDriver(Driver):
                     None if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / _NS)
                 )
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
+                    async with asyncio.timeout(timeout):
+                        item = await queue.get()
                 except TimeoutError:
                     pass
                 else:

@@ -200,7 +200,8 @@ class OsdpDriver(Driver):
         next_poll = 0.0
         while True:
             try:
-                address, raw, ts = await asyncio.wait_for(queue.get(), _TICK_S)
+                async with asyncio.timeout(_TICK_S):
+                    address, raw, ts = await queue.get()
             except TimeoutError:
                 pass
             else:

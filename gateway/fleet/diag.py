@@ -330,7 +330,8 @@ async def _read_one(spec: DeviceSpec) -> dict[str, Any] | str:
         # bus.  Its readings are in the telemetry; diag/restart re-opens it.
         return f"on serial port {ports[0].path}, held by the running driver {spec.driver}"
     try:
-        result: ReadResult = await asyncio.wait_for(info.read_once(spec), DEVICE_READ_S)
+        async with asyncio.timeout(DEVICE_READ_S):
+            result: ReadResult = await info.read_once(spec)
     except TimeoutError:
         return f"no result within {DEVICE_READ_S:g} s"
     except Exception as exc:

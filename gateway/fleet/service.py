@@ -221,7 +221,8 @@ class FleetService:
             if deadline - time.monotonic() <= 0:
                 break
             try:
-                await asyncio.wait_for(self._wake.wait(), max(left, 0.0))
+                async with asyncio.timeout(max(left, 0.0)):
+                    await self._wake.wait()
             except TimeoutError:
                 continue
             self._wake.clear()

@@ -140,7 +140,8 @@ class ChunkReceiver:
             if self._open() is not None:
                 timeout = min(timeout, max(0.0, self._touched + self.idle_s - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             batch = self._take()
             staged = self._open()

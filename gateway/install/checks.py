@@ -406,7 +406,8 @@ async def _read_one(spec: DeviceSpec, info: DriverInfo | None, timeout_s: float)
     if info is None or info.read_once is None:
         return _skip(name, f"driver {spec.driver} cannot read a device on demand")
     try:
-        result: ReadResult = await asyncio.wait_for(info.read_once(spec), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            result: ReadResult = await info.read_once(spec)
     except TimeoutError:
         return _fail(name, f"no result within {timeout_s:.0f} s", "check wiring and address")
     except Exception as exc:

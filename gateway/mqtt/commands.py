@@ -201,7 +201,8 @@ class CommandRouter:
                 known = ", ".join(sorted(self._handlers)) or "none"
                 raise CommandFailed(f"unknown command {path!r} (known: {known})")
             try:
-                status, result = await asyncio.wait_for(handler(cmd), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    status, result = await handler(cmd)
             except TimeoutError as exc:
                 # A handler that hangs would hold its place in the command queue for good.
                 raise CommandFailed(f"no result within {self.timeout_s:g} s") from exc

@@ -140,7 +140,8 @@ class SmsNotifier:
                 await self._take_docs()
                 await self._send_due()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._wait_s())
+                    async with asyncio.timeout(self._wait_s()):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             # Queued behind a call a cancellation left running: closing the SQLite

@@ -120,7 +120,8 @@ class SerialPort:
         """
         if not self._data.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._data.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._data.wait()
         self._data.clear()
         self.check()
 

@@ -138,7 +138,8 @@ async def _next_or_gone(
         if left <= 0:
             return _Tick.BEAT
         try:
-            return await asyncio.wait_for(q.get(), min(left, _GONE_CHECK_S))
+            async with asyncio.timeout(min(left, _GONE_CHECK_S)):
+                return await q.get()
         except TimeoutError:
             continue
 

@@ -265,7 +265,8 @@ class Wellness:
             if not self._pending.empty():
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _send(self, event: Event) -> None:
         self._own.add(event.msg_id)
