@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 PAGE_SIZE = 1024  # bytes per SQLite page of every store: see _small_pages
 REBUILD_MAX_BYTES = 16 * 1024 * 1024  # an older file this small is rebuilt at the start
+BUSY_MS = 5000  # how long a statement waits for another connection's lock
 
 
 class SyncMode(StrEnum):
@@ -59,7 +60,7 @@ def connect(path: Path, *, sync: SyncMode | None) -> sqlite3.Connection:
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         if sync is None:
             conn.execute("PRAGMA query_only = ON")
             return conn
@@ -105,7 +106,7 @@ def _small_pages(conn: sqlite3.Connection, path: Path) -> None:
     except (OSError, sqlite3.Error) as exc:
         log.info("%s: keeps its page size for now (%s)", path, exc)
     finally:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
 
 
 def rollback(conn: sqlite3.Connection) -> None:
