@@ -10,7 +10,6 @@ those of a device that cannot be reached; a meter's counter keeps counting meanw
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
@@ -58,6 +57,7 @@ class TelemetryTick:
 
 
 Action = Availability | ScriptedEvent | TelemetryTick
+_TICK = TelemetryTick()  # one for every meter: it holds nothing
 
 # At the same instant: availability first (an outage starting at t swallows what is
 # due at t), then events, then readings.
@@ -78,33 +78,103 @@ def _due(t: float, seq: int, action: Action) -> Due:
     return Due(t, _RANK[type(action)], seq, action)
 
 
-def _occurrences(rule: EventRule, keys: tuple[int, ...]) -> Iterator[float]:
-    if rule.every_s is None:
-        yield rule.first_s
-        return
-    for k in itertools.count():
-        jitter = rule.jitter_s * noise(*keys, k) if rule.jitter_s else 0.0
-        # Jitter may not move the first occurrence before the start.
-        yield max(0.0, rule.first_s + k * rule.every_s + jitter)
+class _Occurrences:
+    """The times a rule's event is due (plus `after`), as an iterator of `Due`.
+
+    A small object rather than a generator: a generator's frame costs about 0.5 KB,
+    and a site of 500 simulated devices holds two or three of them per device (M2 of
+    issue 16, the RSS with 500 devices).
+    """
+
+    __slots__ = ("_action", "_after", "_k", "_keys", "_rule", "_seq")
+
+    def __init__(
+        self, rule: EventRule, keys: tuple[int, ...], seq: int, action: Action, after: float
+    ) -> None:
+        self._rule, self._keys, self._seq, self._action = rule, keys, seq, action
+        self._after = after
+        self._k = 0
+
+    def __iter__(self) -> _Occurrences:
+        return self
+
+    def __next__(self) -> Due:
+        rule, k = self._rule, self._k
+        if rule.every_s is None:
+            if k > 0:
+                raise StopIteration
+            t = rule.first_s
+        else:
+            jitter = rule.jitter_s * noise(*self._keys, k) if rule.jitter_s else 0.0
+            # Jitter may not move the first occurrence before the start.
+            t = max(0.0, rule.first_s + k * rule.every_s + jitter)
+        self._k = k + 1
+        return _due(t + self._after, self._seq, self._action)
 
 
 def _rule_streams(rule: EventRule, index: int, keys: tuple[int, ...]) -> list[Iterator[Due]]:
     keys = (*keys, index)
     main = ScriptedEvent(rule.type, rule.data)
-    streams: list[Iterator[Due]] = [(_due(t, 2 * index, main) for t in _occurrences(rule, keys))]
+    streams: list[Iterator[Due]] = [_Occurrences(rule, keys, 2 * index, main, 0.0)]
     if rule.then is not None and rule.then_after_s is not None:
-        after, second = rule.then_after_s, ScriptedEvent(rule.then, {})
+        second = ScriptedEvent(rule.then, {})
         # A stream of its own: with jitter, a pair's second event can come after the
-        # next pair's first one would in a single stream, and merge needs order.
-        streams.append(_due(t + after, 2 * index + 1, second) for t in _occurrences(rule, keys))
+        # next pair's first one would in a single stream, and merging needs order.
+        streams.append(_Occurrences(rule, keys, 2 * index + 1, second, rule.then_after_s))
     return streams
 
 
-def _telemetry(period: float, phase: float) -> Iterator[Due]:
-    tick = TelemetryTick()
-    for k in itertools.count():
+class _Ticks:
+    """A meter's readings: one `Due` every `period` seconds from `phase`, endless."""
+
+    __slots__ = ("_k", "_period", "_phase")
+
+    def __init__(self, period: float, phase: float) -> None:
+        self._period, self._phase, self._k = period, phase, 0
+
+    def __iter__(self) -> _Ticks:
+        return self
+
+    def __next__(self) -> Due:
+        k = self._k
+        self._k = k + 1
         # Multiplying, not adding, so a day at 10 Hz does not drift.
-        yield _due(phase + k * period, 0, tick)
+        return _due(self._phase + k * self._period, 0, _TICK)
+
+
+class _Merge:
+    """Streams each in time order merged into one, as `heapq.merge` but without its
+    generator: a device has at most a few streams, so the earliest head is found by a
+    scan; equal heads go in stream order, as heapq.merge's do."""
+
+    __slots__ = ("_heads",)
+
+    def __init__(self, streams: list[Iterator[Due]]) -> None:
+        heads: list[tuple[Due, Iterator[Due]]] = []
+        for stream in streams:
+            first = next(stream, None)
+            if first is not None:
+                heads.append((first, stream))
+        self._heads = heads
+
+    def __iter__(self) -> _Merge:
+        return self
+
+    def __next__(self) -> Due:
+        heads = self._heads
+        if not heads:
+            raise StopIteration
+        best = 0
+        for i in range(1, len(heads)):
+            if heads[i][0] < heads[best][0]:
+                best = i
+        due, stream = heads[best]
+        following = next(stream, None)
+        if following is None:
+            del heads[best]
+        else:
+            heads[best] = (following, stream)
+        return due
 
 
 def _availability(settings: SimulatedSettings) -> list[Due]:
@@ -133,9 +203,9 @@ def schedule(settings: SimulatedSettings, device_id: str) -> Iterator[Due]:
     start = _availability(settings)
     period = settings.telemetry_period_s
     if not settings.events and not settings.offline:
-        # A plain meter: "online" at 0, then its readings, already in order.  Without the
-        # merge and the outage filter its stream holds 0.7 KB instead of 2.4 KB (issue 16).
-        ticks = () if period is None else _telemetry(period, telemetry_phase(settings, device_id))
+        # A plain meter: "online" at 0, then its readings, already in order: no merge
+        # and no outage filter to hold (issue 16).
+        ticks = () if period is None else _Ticks(period, telemetry_phase(settings, device_id))
         return itertools.chain(start, ticks)
     return _merged(settings, device_id, start)
 
@@ -147,10 +217,10 @@ def _merged(settings: SimulatedSettings, device_id: str, online: list[Due]) -> I
         streams.extend(_rule_streams(rule, i, keys))
     period = settings.telemetry_period_s
     if period is not None:
-        streams.append(_telemetry(period, telemetry_phase(settings, device_id)))
+        streams.append(_Ticks(period, telemetry_phase(settings, device_id)))
     if not settings.offline:
-        return heapq.merge(*streams)  # nothing to drop: no filter (0.7 KB a device)
-    return _outside_outages(heapq.merge(*streams), settings)
+        return _Merge(streams)  # nothing to drop: no filter
+    return _outside_outages(_Merge(streams), settings)
 
 
 def _outside_outages(merged: Iterator[Due], settings: SimulatedSettings) -> Iterator[Due]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.simulated.meter import EPOCH, MeterModel
 from drivers.simulated.profile import load_profile
@@ -17,6 +20,7 @@ from drivers.simulated.scenario import (
     Due,
     ScriptedEvent,
     TelemetryTick,
+    _Merge,
     schedule,
 )
 from drivers.simulated.settings import SimulatedSettings
@@ -344,3 +348,17 @@ def test_utc_offset_moves_the_curve_to_local_time() -> None:
     assert east.demand(DAY_START + timedelta(hours=16)) > utc.demand(
         DAY_START + timedelta(hours=16)
     )
+
+
+@given(st.lists(st.lists(st.integers(0, 5), max_size=6), max_size=5))
+def test_streams_merge_as_heapq_merge_would_with_ties_in_stream_order(
+    times: list[list[int]],
+) -> None:
+    # schedule() merges a device's streams without heapq.merge's generator (memory,
+    # issue 16); the order must stay heapq's, equal items in the order of their streams.
+    streams = [
+        [Due(float(t), 1, 0, ScriptedEvent(EventType("door.opened"), {"s": i})) for t in sorted(ts)]
+        for i, ts in enumerate(times)
+    ]
+    want = [d.action for d in heapq.merge(*(iter(x) for x in streams))]
+    assert [d.action for d in _Merge([iter(x) for x in streams])] == want
