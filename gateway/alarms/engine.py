@@ -131,7 +131,7 @@ class AlarmEngine:
         self.path = path
         self.topics = topics
         self.identity: Identity = topics.identity
-        self.devices = dict(devices)
+        self.devices = devices
         self.outbox = outbox
         self.output = output
         self.clock: TimeSource = Clock(ClockCheck.KERNEL) if clock is None else clock

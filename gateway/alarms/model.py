@@ -6,6 +6,7 @@ the engine's run clock (gateway.sdk.clock.RunClock), which NTP steps never move.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,17 @@ from community_protocol.enums import AckVia, AlarmState, AlarmType, Severity
 from community_protocol.names import SchemaName, schema_ref
 from gateway.sdk.model import ClockState, DeviceRef, Identity, format_ts
 
-__all__ = ["Ack", "Alarm", "AlarmState", "Change", "DeviceInfo", "Instant", "Via", "parse_ts"]
+__all__ = [
+    "Ack",
+    "Alarm",
+    "AlarmState",
+    "Change",
+    "DeviceInfo",
+    "Devices",
+    "Instant",
+    "Via",
+    "parse_ts",
+]
 
 
 # Where an acknowledgement came from (the alarm document's `ack.via`).
@@ -61,6 +72,30 @@ class DeviceInfo:
             "name": self.name,
             "location": dict(self.location),
         }
+
+
+class Devices(Mapping[str, DeviceInfo]):
+    """The site's devices by id, each as a `DeviceInfo` made when an alarm asks for it.
+
+    Alarms are raised by few of a site's devices: a copy of every one made in advance
+    (its location as a dict) cost 0.25 KB a device, 0.12 MB of the 500-device RSS
+    (issue 16).
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, devices: Iterable[tuple[DeviceRef, str]]) -> None:
+        self._refs = {ref.id: (ref, name) for ref, name in devices}
+
+    def __getitem__(self, device_id: str) -> DeviceInfo:
+        ref, name = self._refs[device_id]
+        return DeviceInfo.of(ref, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
 
 
 @dataclass(frozen=True, slots=True)

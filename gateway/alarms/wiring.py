@@ -7,7 +7,7 @@ from gateway.host import Host
 
 from .commands import alarms_handler
 from .engine import AlarmEngine, OutputSwitch
-from .model import DeviceInfo
+from .model import Devices
 from .settings import AlarmsConfig
 
 __all__ = ["attach"]
@@ -33,7 +33,7 @@ def attach(host: Host) -> AlarmEngine:
         cfg,
         path=cfg.store_path(config.outbox.path),
         topics=host.topics,
-        devices={s.id: DeviceInfo.of(s.ref, s.name) for s in host.devices},
+        devices=Devices((s.ref, s.name) for s in host.devices),
         outbox=host.outbox,
         output=_output(host, cfg),
         clock=host.clock,

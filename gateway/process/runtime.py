@@ -21,7 +21,7 @@ from typing import Any
 from community_protocol.topics import CommandPath, Topics
 from gateway import __version__
 from gateway.alarms.engine import AlarmEngine
-from gateway.alarms.model import DeviceInfo
+from gateway.alarms.model import Devices
 from gateway.alarms.wiring import attach as attach_alarms
 from gateway.config import GatewayConfig, LoadedConfig, conflicting_devices
 from gateway.fleet.diag import attach as attach_diag
@@ -176,7 +176,7 @@ class Gateway(Hooks):
         drivers run on untouched.
         """
         self.loaded = loaded
-        self.alarms.devices = {s.id: DeviceInfo.of(s.ref, s.name) for s in loaded.devices}
+        self.alarms.devices = Devices((s.ref, s.name) for s in loaded.devices)
         await cancel_all([t for n, t in self._driver_tasks.items() if n in drivers])
         plan = self._plan()
         for name in sorted(drivers):
