@@ -23,7 +23,7 @@ from gateway.sdk.driver import (
     ReadResult,
 )
 from gateway.sdk.model import Event, EventType, Reading, Telemetry, ValueType
-from gateway.sdk.pacing import first_offsets
+from gateway.sdk.pacing import Cadence, first_offsets
 from gateway.sdk.serialport import PortError
 
 __all__ = ["Dlt645Driver", "read_once"]
@@ -38,8 +38,7 @@ class _Meter:
     settings: Dlt645Settings
     health: MeterHealth
     guard: CounterGuard = field(default_factory=CounterGuard)
-    due: float = 0.0
-    phase: float = 0.0  # added once to the first interval (gateway.sdk.pacing)
+    cadence: Cadence = field(default_factory=Cadence)
     ever_answered: bool = False
     refused: set[str] = field(default_factory=set)  # readings already logged as refused
 
@@ -107,7 +106,7 @@ class Dlt645Driver(Driver):
                 spec,
                 s,
                 MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s),
-                phase=self._phases.get(spec.id, 0.0),
+                cadence=Cadence(phase=self._phases.get(spec.id, 0.0)),
             )
             self._meters[spec.id] = meter
             meters.append(meter)
@@ -120,8 +119,8 @@ class Dlt645Driver(Driver):
         open_error = ""
         try:
             while True:
-                meter = min(meters, key=lambda m: m.due)
-                await asyncio.sleep(max(0.0, meter.due - time.monotonic()))
+                meter = min(meters, key=lambda m: m.cadence.due)
+                await asyncio.sleep(max(0.0, meter.cadence.due - time.monotonic()))
                 if not link.is_open:
                     try:
                         link.open()
@@ -145,10 +144,9 @@ class Dlt645Driver(Driver):
             link.close()
 
     def _schedule(self, meter: _Meter) -> None:
-        now = time.monotonic()
         # Keep the cadence of a healthy meter; never schedule in the past after a slow poll.
-        meter.due = max(meter.due + meter.health.next_delay() + meter.phase, now)
-        meter.phase = 0.0
+        # The delay is the interval, or a failing meter's backoff (MeterHealth).
+        meter.cadence.keep(meter.health.next_delay(), time.monotonic())
 
     async def _handle(self, meter: _Meter, result: PollResult) -> None:
         self._polls += 1

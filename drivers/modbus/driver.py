@@ -29,7 +29,7 @@ from gateway.sdk.driver import (
     ReadResult,
 )
 from gateway.sdk.model import Event, EventType, Message, Reading, Telemetry, ValueType
-from gateway.sdk.pacing import first_offsets
+from gateway.sdk.pacing import Cadence, first_offsets
 
 from .counters import CounterGuard, Verdict
 from .decode import DataType
@@ -90,8 +90,7 @@ class _Device:
     guards: dict[str, CounterGuard]
     flags: dict[str, bool] = field(default_factory=dict)
     bad_points: dict[str, str] = field(default_factory=dict)  # logged until they decode again
-    next_due: float = 0.0
-    phase: float = 0.0  # added once to the first interval (gateway.sdk.pacing)
+    cadence: Cadence = field(default_factory=Cadence)
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -146,7 +145,7 @@ class ModbusDriver(Driver):
         # their own address each burst as much as 32 on one line (gateway.sdk.pacing).
         offsets = first_offsets([d.settings.poll_interval_s for d in self._devs])
         for dev, offset in zip(self._devs, offsets, strict=True):
-            dev.phase = offset
+            dev.cadence.phase = offset
         try:
             async with asyncio.TaskGroup() as tg:
                 for key, devs in buses.items():
@@ -166,7 +165,7 @@ class ModbusDriver(Driver):
         loop = asyncio.get_running_loop()
         start = loop.time()
         for dev in devs:
-            dev.next_due = start
+            dev.cadence.due = start
         task = asyncio.current_task()
         while True:
             # Python 3.11's wait_for (inside pymodbus) drops a cancellation that arrives
@@ -174,8 +173,8 @@ class ModbusDriver(Driver):
             # this check a busy bus would poll on after SIGTERM, forever.
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError
-            dev = min(devs, key=lambda d: d.next_due)
-            delay = dev.next_due - loop.time()
+            dev = min(devs, key=lambda d: d.cadence.due)
+            delay = dev.cadence.due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
@@ -188,10 +187,9 @@ class ModbusDriver(Driver):
             now = loop.time()
             if ok:
                 # Keep the rhythm; after an overrun poll now, but never in a burst.
-                dev.next_due = max(dev.next_due + dev.settings.poll_interval_s + dev.phase, now)
-                dev.phase = 0.0
+                dev.cadence.keep(dev.settings.poll_interval_s, now)
             else:
-                dev.next_due = now + dev.health.next_delay()
+                dev.cadence.retry(dev.health.next_delay(), now)
 
     def _error(self, text: str) -> None:
         self._errors += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.sdk.pacing import GROUP, first_offsets
+from gateway.sdk.pacing import GROUP, Cadence, first_offsets
 from tests.peers import free_port
 from tests.recording import HistoryContext
 
@@ -62,3 +62,15 @@ def test_meters_are_all_read_at_the_start_then_in_groups_over_the_interval(
         assert min(at(n, round_) for n in late) - min(at(n, round_) for n in early) > 0.25
     for n in names:  # and each keeps its interval
         assert 0.8 < at(n, 2) - at(n, 1) < 1.6, n
+
+
+def test_a_cadence_adds_its_phase_once_keeps_it_through_failures_and_never_falls_behind() -> None:
+    c = Cadence(due=100.0, phase=0.5)
+    c.retry(2.0, now=100.1)  # a failed first poll: backoff from now, the phase kept
+    assert (c.due, c.phase) == (102.1, 0.5)
+    c.keep(1.0, now=102.2)  # the first success: interval plus the phase, once
+    assert (c.due, c.phase) == (103.6, 0.0)
+    c.keep(1.0, now=103.7)
+    assert c.due == 104.6  # the rhythm, not the time the poll ended
+    c.keep(1.0, now=107.0)  # a poll that overran: due now, not a burst of missed ones
+    assert c.due == 107.0
