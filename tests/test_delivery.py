@@ -481,3 +481,36 @@ def test_an_alarm_overtakes_a_telemetry_backlog(
     data = [m for m in sub.snapshot() if not m.topic.endswith("availability")]
     first_event = next(i for i, m in enumerate(data) if m.topic.endswith("/events"))
     assert first_event < 20, f"the alarm came after {first_event} backlog readings"
+
+
+@pytest.mark.broker
+def test_an_event_the_broker_had_is_not_sent_again_after_it_restarts(
+    tmp_path: Path, own_broker: Mosquitto, run_gateway: Callable[[Path], GatewayProc]
+) -> None:
+    # With the memory tier an event's acknowledgement waits for the next card write (up
+    # to 30 s), and a quiet site makes none: a reconnection within that time read the
+    # event as still pending and sent it again.  The uplink now commits the acks first.
+    broker = own_broker
+    broker.start()
+    door = {
+        "id": "door-1",
+        "kind": "door",
+        "location": {"building": "1"},
+        "driver": {"type": "simulated", "events": [{"type": "door.opened", "at_s": 0.5}]},
+    }  # an event that raises no alarm: no alarm state follows it to write the card
+    config = outage_config(tmp_path, broker, [*meters(1, 5), door])
+    base = topic_base(config)
+    events = Subscriber(broker.port, f"{base}/devices/+/events").start()
+    readings = Subscriber(broker.port, f"{base}/devices/+/telemetry").start()
+    gw = run_gateway(config)
+    assert events.wait(lambda ms: len(ms) == 1, timeout=20), gw.log()
+    # Readings published after the event were acknowledged after it, so the event's
+    # PUBACK has been handled by then.
+    after = len(readings.snapshot())
+    assert readings.wait(lambda ms: len(ms) >= after + 5), gw.log()
+    broker.stop()
+    broker.start()
+    since = len(readings.snapshot())
+    assert readings.wait(lambda ms: len(ms) >= since + 10, timeout=20), gw.log()
+    assert [m.json()["seq"] for m in events.snapshot()] == [events.snapshot()[0].json()["seq"]]
+    assert gw.terminate() == 0

@@ -23,10 +23,8 @@ are admitted and answered by `inbound`; the retained documents are built by `ret
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import queue
 import select
 import threading
@@ -44,9 +42,10 @@ from gateway.mqtt.inbound import CommandHandler, CommandInbox, Reply
 from gateway.mqtt.retained import FeatureDocuments, StateDocs
 from gateway.mqtt.sessions import SessionNumbers
 from gateway.mqtt.stats import PublishStats
+from gateway.mqtt.wakeup import WakePipe
 from gateway.sdk.backoff import Backoff
 from gateway.sdk.model import ClockState, DeviceRef, Identity, Priority
-from gateway.storage.outbox import Outbox, OutboxReader
+from gateway.storage.outbox import Outbox, OutboxError, OutboxReader
 
 __all__ = ["CONSUMER", "CommandHandler", "PublishStats", "Reply", "SessionNumbers", "Uplink"]
 
@@ -87,7 +86,7 @@ class Uplink:
         )
         self.gate = self.inbox.gate
         self._actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = WakePipe()
         self._stop = threading.Event()
         self._flush_deadline = 0.0
         self._thread: threading.Thread | None = None
@@ -124,13 +123,10 @@ class Uplink:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout=flush_s + 5)
-        with contextlib.suppress(OSError):
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        self._wakeup.close()
 
     def wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        self._wakeup.wake()
 
     def alive(self) -> bool:
         """True while the uplink thread is looping (for the systemd watchdog)."""
@@ -241,7 +237,14 @@ class Uplink:
         self._connects += 1
         self._connected = True
         self._inflight.clear()
-        self._after = {p: 0 for p in Priority}  # resend everything still in the outbox
+        # Resend everything still in the outbox, but not what the broker acknowledged
+        # before: its acks wait for a card write (up to 30 s), so write them first.
+        self._commit_acks()
+        try:
+            self.outbox.flush_acks()
+        except (OutboxError, RuntimeError) as exc:  # a full card, or closing: sent again
+            log.warning("outbox: acknowledgements not committed before resending: %s", exc)
+        self._after = {p: 0 for p in Priority}
         self._more = True
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
@@ -275,7 +278,7 @@ class Uplink:
         self._commit_acks()
 
     def _wait(self, timeout: float, client: mqtt.Client | None) -> None:
-        rlist: list[Any] = [self._wake_r]
+        rlist: list[Any] = [self._wakeup]
         wlist: list[Any] = []
         sock = client.socket() if client is not None else None
         if sock is not None:
@@ -286,9 +289,8 @@ class Uplink:
             readable, writable, _ = select.select(rlist, wlist, [], timeout)
         except (OSError, ValueError):
             readable, writable = [], []
-        if self._wake_r in readable:
-            with contextlib.suppress(OSError):
-                os.read(self._wake_r, 4096)
+        if self._wakeup in readable:
+            self._wakeup.drain()
             self._more = True
         if client is None:
             return

@@ -256,6 +256,15 @@ class Outbox:
         self._enqueue(request)
         return request.future.result()
 
+    def flush_acks(self) -> None:
+        """Commit now the acknowledgements held for the next card write (outbox_ram.CardAcks).
+
+        For a consumer about to read everything still pending again (the uplink after a
+        reconnection): what the broker already acknowledged is then no longer pending,
+        and is not sent twice.  Counted in the meta row `ack_flushes`.
+        """
+        self.meta_increment("ack_flushes")
+
     def _enqueue(self, request: Request) -> None:
         with self._handoff.lock:
             if self._state != "open":
