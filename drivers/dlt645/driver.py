@@ -106,7 +106,9 @@ class Dlt645Driver(Driver):
                 spec,
                 s,
                 MeterHealth(s.poll_interval_s, s.offline_after, s.backoff_max_s),
-                cadence=Cadence(phase=self._phases.get(spec.id, 0.0)),
+                # Due now, and the rhythm counted from now: from 0 (the monotonic
+                # clock's epoch) the second poll came at once and the phase was lost.
+                cadence=Cadence(time.monotonic(), self._phases.get(spec.id, 0.0)),
             )
             self._meters[spec.id] = meter
             meters.append(meter)
