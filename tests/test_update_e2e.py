@@ -475,5 +475,11 @@ def test_a_transfer_resumes_after_a_restart_of_the_gateway(site: Site, broker: M
     # Chunk `half` is left out, as chunks in flight at the stop are lost: the platform
     # learns it from the next announce's `missing` and sends it again.
     _deliver(site, broker.port, data, transfer, range(half + 1, transfer.chunks))
+    # Announced again while it installs (a platform that missed the last answer): the
+    # same update is in progress with nothing missing, not refused as a second one.
+    assert wait_for(lambda: f"installing version {B}" in site.service.log(), 60)
+    again = _announce(site, site.kit.b.manifest, transfer)
+    assert again["ok"] and again["result"]["missing"] == [], (again, site.service.log()[-3000:])
+    assert again["result"]["installing"] is True, again
     site.wait_update("committed", 300)
     assert wait_for(lambda: site.running() == B, 30)

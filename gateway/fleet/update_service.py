@@ -85,6 +85,9 @@ class UpdateService:
         self.deadline_s = deadline_s
         self.version = running_version()
         self._busy = False
+        # The signed manifest being installed and the answer its update command got:
+        # the same update asked for again meanwhile is answered so, not refused.
+        self._installing: tuple[Any, dict[str, Any]] | None = None
         self._seen_up: set[DeviceRef] = set()
         self._up = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,6 +96,9 @@ class UpdateService:
 
     async def command(self, cmd: Command) -> tuple[str, Any]:
         """Check an update now; fetch (or receive), build and switch to it in the background."""
+        if self._installing is not None and cmd.args.get("manifest") == self._installing[0]:
+            # A platform that missed the answer, or announces a finished transfer again.
+            return "accepted", {**self._installing[1], "installing": True}
         try:
             progress = await self._resumed(cmd.args)
             if progress is not None:
@@ -107,12 +113,14 @@ class UpdateService:
             raise CommandFailed(str(exc), status="refused") from None
         assert self.layout is not None
         download = self.layout.download
+        answer = {"version": manifest.version, "running": self.version}
         self._start_install(
             manifest,
             lambda: fetch(url, manifest, download),
             lambda archive: archive.unlink(missing_ok=True),
+            (cmd.args["manifest"], answer),
         )
-        return "accepted", {"version": manifest.version, "running": self.version}
+        return "accepted", answer
 
     def _check(self, args: Any) -> tuple[Any, str | None]:
         """The manifest and the URL (None: the bundle comes over MQTT); UpdateRefused why not."""
@@ -199,7 +207,12 @@ class UpdateService:
             await self.audit(UpdateResult.REFUSED, str(staged.manifest.get("version")), str(exc))
             return
         staging = self.staging
-        self._start_install(manifest, staging.finish, lambda _archive: staging.discard())
+        self._start_install(
+            manifest,
+            staging.finish,
+            lambda _archive: staging.discard(),
+            (staged.manifest, {**self._progress(staged), "missing": []}),
+        )
 
     async def expired(self, staged: Staged, reason: str) -> None:
         log.error("%s", reason)
@@ -227,9 +240,14 @@ class UpdateService:
         self.receiver.opened()
 
     def _start_install(
-        self, manifest: Manifest, obtain: Callable[[], Path], cleanup: Callable[[Path], None]
+        self,
+        manifest: Manifest,
+        obtain: Callable[[], Path],
+        cleanup: Callable[[Path], None],
+        asked: tuple[Any, dict[str, Any]],
     ) -> None:
         self._busy = True
+        self._installing = asked
         task = asyncio.get_running_loop().create_task(self._install(manifest, obtain, cleanup))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -249,6 +267,7 @@ class UpdateService:
                 cleanup(archive)
 
         started = time.monotonic()
+        log.info("installing version %s beside the running %s", manifest.version, self.version)
         try:
             venv = await asyncio.to_thread(work)
             log.info(
@@ -259,6 +278,7 @@ class UpdateService:
             switch(layout, manifest, venv, max_starts=self.max_starts, deadline_s=self.deadline_s)
         except (UpdateRefused, OSError) as exc:
             self._busy = False
+            self._installing = None
             log.error("update to version %s refused: %s", manifest.version, exc)
             await self.audit(UpdateResult.REFUSED, manifest.version, str(exc))
             return
