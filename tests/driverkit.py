@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,11 @@ import yaml
 from gateway.config import ConfigError, load_config
 from gateway.sdk.driver import DeviceSpec, Driver, DriverHealth, DriverInfo
 from gateway.sdk.model import Event, EventType
+from gateway.sdk.pacing import GROUP
 from tests.recording import RecordingContext
 
 __all__ = [
+    "assert_paced",
     "config_head",
     "config_problem_lines",
     "config_problems",
@@ -204,3 +206,23 @@ def run_driver(
         return driver.health()
 
     return asyncio.run(main())
+
+
+def assert_paced(times: Mapping[str, Sequence[float]], interval: float) -> None:
+    """Meters (in config order, GROUP + a few) polled as gateway.sdk.pacing says.
+
+    `times[name][k]` is when meter `name`'s k-th reading was taken (three at least).
+    All are read at the start; in the next two rounds the first GROUP come before the
+    rest, which come at least a quarter of the interval later; each keeps its interval.
+    Bounds that only load can stretch, never meet without pacing: a loaded machine
+    delays polls, it does not bring a later group forward.
+    """
+    names = list(times)
+    early, late = names[:GROUP], names[GROUP:]
+    assert late, "more meters than one group are needed to see the groups"
+    assert max(times[n][0] for n in names) < min(times[n][1] for n in names)
+    for k in (1, 2):
+        assert max(times[n][k] for n in early) < min(times[n][k] for n in late), k
+        assert min(times[n][k] for n in late) - min(times[n][k] for n in early) > interval / 4
+    for n in names:
+        assert 0.8 * interval < times[n][2] - times[n][1] < 1.6 * interval, n
