@@ -13,15 +13,18 @@
         messages and a large one) cannot be written, reports each future's outcome,
         raises the limit again and commits one more message: every step one JSON line.
 
-stdout is the protocol with the parent; logs go to stderr.
+stdout is the protocol with the parent; logs go to stderr.  `start` and
+`kill_9_streaming` are the parent's side.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +33,39 @@ from gateway.sdk.model import Priority
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem
 
 CONSUMER = "mqtt"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(*args: str | Path) -> subprocess.Popen[str]:
+    """This module as a child process with `args` (DB MODE [RAM_DIR]); its stdout a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.outbox_writer", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def kill_9_streaming(db: Path, at_least: int, ram_dir: Path | None = None) -> list[int]:
+    """Stream into `db` (with the memory tier in `ram_dir`) in a child killed with SIGKILL
+    once it reported `at_least` commits; the seqs it reported, also those it flushed
+    while dying."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    child = start(db, "stream", *([ram_dir] if ram_dir is not None else []))
+    assert child.stdout is not None
+    reported: list[int] = []
+    try:
+        for line in child.stdout:
+            reported.append(json.loads(line)["seq"])
+            if len(reported) >= at_least:
+                break
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        rest = child.communicate(timeout=10)[0]
+    reported += [json.loads(line)["seq"] for line in rest.splitlines() if line.endswith("}")]
+    assert len(reported) >= at_least
+    return reported
 
 
 def _report(**fields: object) -> None:

@@ -6,10 +6,7 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,9 +20,10 @@ from gateway.sdk.model import Priority
 from gateway.storage import dbrecovery
 from gateway.storage import outbox_sql as sql
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem, Row
+from tests import outbox_writer
+from tests.outbox_writer import kill_9_streaming
 from tests.peers import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENT, TELEMETRY = Priority.EVENT, Priority.TELEMETRY
 
 
@@ -326,32 +324,9 @@ def test_meta_increment_is_durable_and_listeners_hear_commits(opener: Opener) ->
     assert opener().meta_increment("mqtt_session") == 3
 
 
-def _run_writer(db: Path, mode: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.outbox_writer", str(db), mode],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 def test_kill_9_loses_no_committed_message_and_reuses_no_seq(opener: Opener) -> None:
-    opener.path.parent.mkdir(parents=True)
-    child = _run_writer(opener.path, "stream")
-    assert child.stdout is not None
-    reported: list[int] = []
-    try:
-        for line in child.stdout:
-            reported.append(json.loads(line)["seq"])
-            if len(reported) >= 2000:
-                break
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        rest = child.communicate(timeout=10)[0]
     # Lines the child flushed before it died were committed too.
-    reported += [json.loads(line)["seq"] for line in rest.splitlines() if line.endswith("}")]
-    assert len(reported) >= 2000
+    reported = kill_9_streaming(opener.path, 2000)
 
     outbox = opener()
     stored = read_all(outbox)
@@ -366,7 +341,7 @@ def test_kill_9_loses_no_committed_message_and_reuses_no_seq(opener: Opener) -> 
 
 def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on(opener: Opener) -> None:
     opener.path.parent.mkdir(parents=True)
-    child = _run_writer(opener.path, "diskfull")
+    child = outbox_writer.start(opener.path, "diskfull")
     out, _ = child.communicate(timeout=60)
     assert child.returncode == 0
     steps = [json.loads(line) for line in out.splitlines()]

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,9 +23,9 @@ from gateway.config import SyncMode
 from gateway.sdk.model import Priority
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem, Row
 from gateway.storage.outbox_ram import RAM_BASE, SEQ_BLOCK, ram_file
+from tests.outbox_writer import kill_9_streaming
 from tests.peers import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 MARK = "reading-%d-never-on-the-card"
 
 
@@ -169,34 +165,7 @@ def test_a_clean_stop_moves_the_rest_to_the_card_for_any_release(tiered: Tiered)
 
 def _kill_9_streaming(tiered: Tiered) -> list[int]:
     """A writer process streaming readings with the tier, killed with SIGKILL mid-stream."""
-    tiered.card.parent.mkdir(parents=True)
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.outbox_writer",
-            str(tiered.card),
-            "stream",
-            str(tiered.ram_dir),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert child.stdout is not None
-    reported: list[int] = []
-    try:
-        for line in child.stdout:
-            reported.append(json.loads(line)["seq"])
-            if len(reported) >= 1500:
-                break
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        rest = child.communicate(timeout=10)[0]
-    reported += [json.loads(line)["seq"] for line in rest.splitlines() if line.endswith("}")]
-    assert len(reported) >= 1500
-    return reported
+    return kill_9_streaming(tiered.card, 1500, tiered.ram_dir)
 
 
 def test_kill_9_loses_no_reading_in_ram_and_counting_goes_on_exactly(tiered: Tiered) -> None:
