@@ -18,7 +18,6 @@ import importlib
 import inspect
 from collections.abc import Mapping
 from importlib.machinery import PathFinder
-from importlib.metadata import entry_points
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,10 @@ class LazyGroup(click.Group):
     def table(self, *, with_plugins: bool = True) -> dict[str, str]:
         """Every lazy command's name and target, the plugins' included when asked."""
         if with_plugins and self.plugins is not None and self._plugin_table is None:
+            # Here, not at the top: importlib.metadata brings email, zipfile and csv
+            # (about 30 ms), which a command found in `lazy` never needs.
+            from importlib.metadata import entry_points
+
             self._plugin_table = {ep.name: ep.value for ep in entry_points(group=self.plugins)}
         return {**(self._plugin_table or {}), **self.lazy}
 
