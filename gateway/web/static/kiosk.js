@@ -56,9 +56,15 @@
       document.addEventListener(type, touched, { passive: true, capture: true });
     });
     document.getElementById("idle-more").addEventListener("click", touched);
-    setInterval(function () {
+    const ticking = setInterval(function () {
       const left = idle - Math.floor((Date.now() - last) / 1000);
-      if (left <= 0) { window.location.assign(main.dataset.home); return; }
+      if (left <= 0) {
+        // Once: a home page slower than a second to load was asked for again at each
+        // tick, and each new request aborted the one before.
+        clearInterval(ticking);
+        window.location.assign(main.dataset.home);
+        return;
+      }
       if (left <= warn) {
         text.textContent = main.dataset.idleText.replace("{n}", String(left));
         dialog.hidden = false;
