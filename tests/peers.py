@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import os
 import shutil
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Mosquitto", "PtyPair", "free_port", "pty_pair", "wait_for"]
+__all__ = ["Mosquitto", "PtyPair", "clear_dead_faketime", "free_port", "pty_pair", "wait_for"]
 
 
 # Ports for the peers and gateways tests start come from below the kernel's ephemeral
@@ -110,6 +111,8 @@ class Mosquitto:
 
     def start(self) -> None:
         conf = self._write_conf()
+        if self.command[0] == "faketime":
+            clear_dead_faketime()
         # A session of its own: a wrapper (faketime) runs mosquitto as its child, and
         # ending only the wrapper left that broker running after the tests.
         self.proc = subprocess.Popen(
@@ -196,3 +199,17 @@ def pty_pair(workdir: Path) -> Iterator[PtyPair]:
         for p in (a, b):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
+
+
+def clear_dead_faketime() -> None:
+    """Remove what killed `faketime` wrappers left in /dev/shm.
+
+    The wrapper names its semaphore and shared memory after its own pid and removes
+    them when it ends; one killed with SIGKILL (`Mosquitto.kill()`) leaves them, and a
+    later wrapper that gets the same pid fails with "sem_open: File exists".
+    """
+    for leftover in glob.glob("/dev/shm/sem.faketime_sem_*") + glob.glob("/dev/shm/faketime_shm_*"):
+        pid = leftover.rsplit("_", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import cpureport, plugin
-from tests.peers import Mosquitto, wait_for
+from tests.peers import Mosquitto, clear_dead_faketime, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("tests", "drivers", "central", "protocol")
@@ -173,3 +173,20 @@ def test_the_recorded_durations_name_files_that_exist() -> None:
     assert files and long, "tests/durations.json is missing or unreadable"
     assert [name for name in files if not (ROOT / name).is_file()] == []
     assert {nodeid.split("::")[0] for nodeid in long} <= set(files)
+
+
+def test_what_a_killed_faketime_left_in_dev_shm_is_cleared_before_the_next_one() -> None:
+    # A wrapper killed with SIGKILL leaves its semaphore named after its pid; a later
+    # wrapper with that pid failed to start ("sem_open: File exists", a stress-ng run).
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(f"/dev/shm/sem.faketime_sem_{dead.pid}")
+    alive = Path(f"/dev/shm/sem.faketime_sem_{os.getpid()}")
+    stale.write_bytes(b"")
+    alive.write_bytes(b"")
+    try:
+        clear_dead_faketime()
+        assert not stale.exists() and alive.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+        alive.unlink(missing_ok=True)
