@@ -84,9 +84,9 @@ class UpdateService:
         self.max_starts = max_starts
         self.deadline_s = deadline_s
         self.version = running_version()
-        self._busy = False
-        # The signed manifest being installed and the answer its update command got:
-        # the same update asked for again meanwhile is answered so, not refused.
+        # The signed manifest being installed (None: no install runs) and the answer its
+        # update command got: the same update asked for again meanwhile is answered so,
+        # another one refused.
         self._installing: tuple[Any, dict[str, Any]] | None = None
         self._seen_up: set[DeviceRef] = set()
         self._up = asyncio.Event()
@@ -128,7 +128,7 @@ class UpdateService:
             raise UpdateRefused(
                 f"this gateway was not started by the launcher ({ENV_RELEASES} unset): updates need it"
             )
-        if self._busy:
+        if self._installing is not None:
             raise UpdateRefused("an update is being installed already")
         staged = self.staging.staged if self.staging is not None else None
         if staged is not None:
@@ -211,7 +211,7 @@ class UpdateService:
             manifest,
             staging.finish,
             lambda _archive: staging.discard(),
-            (staged.manifest, {**self._progress(staged), "missing": []}),
+            (staged.manifest, self._progress(staged)),  # complete: nothing missing
         )
 
     async def expired(self, staged: Staged, reason: str) -> None:
@@ -246,7 +246,6 @@ class UpdateService:
         cleanup: Callable[[Path], None],
         asked: tuple[Any, dict[str, Any]],
     ) -> None:
-        self._busy = True
         self._installing = asked
         task = asyncio.get_running_loop().create_task(self._install(manifest, obtain, cleanup))
         self._tasks.add(task)
@@ -277,7 +276,6 @@ class UpdateService:
             )
             switch(layout, manifest, venv, max_starts=self.max_starts, deadline_s=self.deadline_s)
         except (UpdateRefused, OSError) as exc:
-            self._busy = False
             self._installing = None
             log.error("update to version %s refused: %s", manifest.version, exc)
             await self.audit(UpdateResult.REFUSED, manifest.version, str(exc))
