@@ -13,6 +13,7 @@ from typing import Any
 
 from community_protocol.enums import AckVia, AlarmState, AlarmType, Severity
 from community_protocol.names import SchemaName, schema_ref
+from gateway.sdk.driver import DeviceSpec
 from gateway.sdk.model import ClockState, DeviceRef, Identity, format_ts
 
 __all__ = [
@@ -84,8 +85,8 @@ class Devices(Mapping[str, DeviceInfo]):
 
     __slots__ = ("_refs",)
 
-    def __init__(self, devices: Iterable[tuple[DeviceRef, str]]) -> None:
-        self._refs = {ref.id: (ref, name) for ref, name in devices}
+    def __init__(self, specs: Iterable[DeviceSpec]) -> None:
+        self._refs = {s.id: (s.ref, s.name) for s in specs}
 
     def __getitem__(self, device_id: str) -> DeviceInfo:
         ref, name = self._refs[device_id]

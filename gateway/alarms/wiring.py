@@ -33,7 +33,7 @@ def attach(host: Host) -> AlarmEngine:
         cfg,
         path=cfg.store_path(config.outbox.path),
         topics=host.topics,
-        devices=Devices((s.ref, s.name) for s in host.devices),
+        devices=Devices(host.devices),
         outbox=host.outbox,
         output=_output(host, cfg),
         clock=host.clock,

@@ -176,7 +176,7 @@ class Gateway(Hooks):
         drivers run on untouched.
         """
         self.loaded = loaded
-        self.alarms.devices = Devices((s.ref, s.name) for s in loaded.devices)
+        self.alarms.devices = Devices(loaded.devices)
         await cancel_all([t for n, t in self._driver_tasks.items() if n in drivers])
         plan = self._plan()
         for name in sorted(drivers):
