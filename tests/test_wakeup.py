@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import select
 import threading
+
+import pytest
 
 from gateway.mqtt.wakeup import WakePipe
 
@@ -24,4 +27,14 @@ def test_wakeups_past_a_full_pipe_return_at_once_and_one_drain_clears_them() -> 
         assert select.select([pipe], [], [], 0)[0] == [pipe]
     finally:
         pipe.close()
-    pipe.wake()  # after close: ignored, as a late wake-up at shutdown must be
+    # The freed numbers go to the next file opened (here a pipe): a late wake-up at
+    # shutdown must not write into it.
+    r, w = os.pipe()
+    try:
+        pipe.wake()
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 1)
+    finally:
+        os.close(r)
+        os.close(w)

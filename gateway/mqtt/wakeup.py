@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 __all__ = ["WakePipe"]
 
@@ -20,13 +21,17 @@ class WakePipe:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        # After close() the numbers may belong to another file: a late wake() (the
+        # writer's last commit at shutdown) must not write a byte into it.
+        self._closing = threading.Lock()
 
     def fileno(self) -> int:
         return self._r
 
     def wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
-            os.write(self._w, b"\0")
+        with self._closing, contextlib.suppress(OSError):  # full: a wake-up is pending
+            if self._w >= 0:
+                os.write(self._w, b"\0")
 
     def drain(self) -> None:
         with contextlib.suppress(OSError):
@@ -34,6 +39,9 @@ class WakePipe:
                 pass
 
     def close(self) -> None:
-        for fd in (self._r, self._w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._closing:
+            fds, self._r, self._w = (self._r, self._w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
