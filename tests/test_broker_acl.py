@@ -26,8 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from community_central import TicketStore
-from community_central.store import AckStatus
+from community_central.store import AckStatus, TicketStore
 from paho.mqtt.enums import CallbackAPIVersion
 
 from central.tests.tickets_harness import TicketServiceProc, alarm_doc, tickets_in

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from community_central import Ticket, TicketState
 from community_central.contract import validator
+from community_central.records import Ticket, TicketState
 
 from central.tests.tickets_harness import Workers, tickets_cli, tickets_in
 from tests.harness import GATEWAY, GatewayProc, Subscriber, topic_base, write_config

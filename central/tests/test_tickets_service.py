@@ -21,10 +21,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from community_central import TicketState, TicketStore, load_routes
 from community_central.broker import publish_properties
 from community_central.contract import validator
-from community_central.store import AckStatus
+from community_central.records import TicketState
+from community_central.routing import load_routes
+from community_central.store import AckStatus, TicketStore
 from paho.mqtt.enums import CallbackAPIVersion
 
 from central.tests.tickets_harness import (

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from community_central import AlarmDoc, BadAlarm, TicketState, TicketStore, parse_alarm
 from community_central.contract import validator
-from community_central.store import AckStatus, format_ticket_id, parse_ticket_id
+from community_central.documents import AlarmDoc, BadAlarm, parse_alarm
+from community_central.records import TicketState
+from community_central.store import AckStatus, TicketStore, format_ticket_id, parse_ticket_id
 
 from central.tests.tickets_harness import alarm_doc, tickets_cli
 

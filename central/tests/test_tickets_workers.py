@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from community_central import TicketStore, parse_alarm
+from community_central.documents import parse_alarm
+from community_central.store import TicketStore
 
 from central.tests.tickets_harness import Publisher, Workers, alarm_doc, tickets_in
 from tests.harness import Subscriber

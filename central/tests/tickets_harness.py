@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from community_central import Ticket, TicketStore
 from community_central.broker import stop_loop
 from community_central.contract import format_ts, validator
+from community_central.records import Ticket
+from community_central.store import TicketStore
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import ChildProcess

@@ -6,26 +6,8 @@ reads the alarm contract (docs/mqtt-api.md, "Alarms"); see central/docs/tickets.
 
 May import: `community_protocol` and third-party packages; never `gateway` or
 `drivers` (tests/test_architecture.py).  Only `cli` imports the `fleet` package.
+
+Nothing is imported here: `community-central list` and `ack`, what staff type, load the
+ticket store alone, not the service's MQTT client and schemas.  Import from the modules
+(`community_central.store`, `.service`, `.documents`, `.routing`).
 """
-
-from __future__ import annotations
-
-from .documents import AlarmDoc, BadAlarm, parse_alarm
-from .routing import DEFAULT_TEAMS, Routes, load_routes
-from .service import ServiceConfig, TicketService
-from .store import AckStatus, Ticket, TicketState, TicketStore
-
-__all__ = [
-    "DEFAULT_TEAMS",
-    "AckStatus",
-    "AlarmDoc",
-    "BadAlarm",
-    "Routes",
-    "ServiceConfig",
-    "Ticket",
-    "TicketService",
-    "TicketState",
-    "TicketStore",
-    "load_routes",
-    "parse_alarm",
-]

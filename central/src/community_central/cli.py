@@ -12,18 +12,17 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .database import is_url
 from .fair import Budget
-from .lifecycle import run_until_signalled
 from .options import broker_options, broker_settings
-from .routing import load_routes
-from .service import ServiceConfig, TicketService
-from .store import AckStatus, Ticket, TicketState, TicketStore, parse_ticket_id
-from .yamlfile import ConfigError
+from .records import AckStatus, Ticket, TicketState, parse_ticket_id
+
+if TYPE_CHECKING:
+    from .store import TicketStore
 
 __all__ = ["main", "percentile"]
 
@@ -56,17 +55,18 @@ db_option = click.option(
 
 
 def _open(db_path: str | Path) -> TicketStore:
-    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
-    try:
-        import psycopg
+    from .store import TicketStore
 
-        errors += (psycopg.Error,)
-    except ImportError:
-        if is_url(db_path):
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+    if is_url(db_path):  # psycopg costs a SQLite user a tenth of a second: only for a URL
+        try:
+            import psycopg
+        except ImportError:
             raise click.BadParameter(
                 "PostgreSQL needs psycopg: pip install 'community-central[postgres]'",
                 param_hint="--db",
             ) from None
+        errors += (psycopg.Error,)
     try:
         return TicketStore(db_path)
     except errors as exc:
@@ -75,7 +75,21 @@ def _open(db_path: str | Path) -> TicketStore:
         raise click.BadParameter(f"{shown}: {reason}", param_hint="--db") from exc
 
 
-@click.group()
+class _Main(click.Group):
+    """The top group; `fleet` is imported only when it is asked for (or for `--help`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "fleet"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "fleet":
+            from .fleet.cli import fleet
+
+            return fleet
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Main)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -177,6 +191,13 @@ def serve(
     **broker_kw: Any,
 ) -> None:
     """Open a ticket for every alarm of every gateway, and deliver acknowledgements."""
+    # The service's modules (paho, the contract's schemas, pydantic) are imported here,
+    # not at the top: `list`, `ack` and `stats` are what staff type, and need none of them.
+    from .lifecycle import run_until_signalled
+    from .routing import load_routes
+    from .service import ServiceConfig, TicketService
+    from .yamlfile import ConfigError
+
     client_id = client_id or _default_client_id()
     for name, value in (("--client-id", client_id), ("--group", group)):
         if not _LEVEL.match(value):
@@ -394,13 +415,3 @@ def stats(db_path: str | Path, as_json: bool) -> None:
         f"  ({len(acked)} acknowledged)"
     )
     click.echo("counters: " + ("  ".join(f"{k}={v}" for k, v in counters.items()) or "none"))
-
-
-def _register() -> None:
-    # Imported here so the ticket commands do not load the fleet's modules.
-    from .fleet.cli import fleet
-
-    main.add_command(fleet)
-
-
-_register()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from community_protocol.topics import DEFAULT_PREFIX
 
-from .broker import BrokerSettings
+if TYPE_CHECKING:
+    from .broker import BrokerSettings
 
 __all__ = ["broker_options", "broker_settings"]
 
@@ -57,6 +58,8 @@ def broker_settings(kw: dict[str, Any]) -> BrokerSettings:
     click.BadParameter names the option at fault, including a password file that
     cannot be read.
     """
+    from .broker import BrokerSettings  # paho: only for the commands that connect
+
     try:
         broker = BrokerSettings(
             kw.pop("broker_url"),

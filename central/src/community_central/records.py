@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from community_protocol.names import SchemaName, schema_ref
 
 from .contract import format_ts
-from .documents import AlarmDoc
+
+if TYPE_CHECKING:
+    from .documents import AlarmDoc
 
 __all__ = [
     "SCHEMA",

@@ -21,10 +21,9 @@ import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .database import Database, open_database
-from .documents import AlarmDoc
 from .records import (
     SCHEMA,
     TICKET_COLUMNS,
@@ -38,6 +37,9 @@ from .records import (
     ticket_from_row,
     ticket_state,
 )
+
+if TYPE_CHECKING:
+    from .documents import AlarmDoc
 
 __all__ = [
     "AckRequest",
