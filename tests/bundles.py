@@ -8,6 +8,11 @@ tree's files, under a file lock, so the second worker waits for the first one's 
 instead of making its own (and an edit to the tree during the run makes a new one). The
 bundle is only read; a test that writes beside it (a manifest) links it into a folder of
 its own first (`own_copy`).
+
+The update tests' second release B differs from A in its version alone, so `derive_bundle`
+makes it from A's bundle: the gateway's wheel built again from B's tree, every other
+wheel A's. scripts/bundle would ask the package index for every dependency again
+(about 8 s of CPU of its 17); A's build is what tests that script.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
 
-__all__ = ["make_bundle", "own_copy", "shared_bundle", "tree_files"]
+__all__ = ["derive_bundle", "make_bundle", "own_copy", "shared_bundle", "tree_files"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +57,44 @@ def make_bundle(out: Path, tree: Path = ROOT) -> Path:
     (found,) = out.glob("community-gateway-*.tar.gz")
     assert made.stdout.splitlines()[-1].startswith(f"bundle: wrote {found} (")
     return found
+
+
+def derive_bundle(base: Path, tree: Path, out: Path) -> Path:
+    """`base` (a bundle) as scripts/bundle would make it of `tree`, whose version differs.
+
+    Only the gateway's own wheel is built (from `tree`); the protocol's and the
+    dependencies' wheels are `base`'s, the tree's files are `tree`'s, and BUNDLE and
+    wheels/SHA256SUMS are written again, in the layout scripts/bundle writes.
+    """
+    version = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["version"]
+    work = out / "work"
+    with tarfile.open(base) as archive:
+        archive.extractall(work, filter="tar")
+    (old,) = work.iterdir()
+    name = old.name.rsplit("-", 1)[0] + f"-{version}"  # community-gateway-<version>
+    new = work / name
+    shutil.copytree(tree, new)  # a copy of a tree's files (tree_files), as the kit makes
+    wheels = old / "wheels"
+    for wheel in wheels.glob("community_gateway-*.whl"):
+        wheel.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--disable-pip-version-check", "--wheel-dir", str(wheels), str(tree)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    wheels.rename(new / "wheels")
+    sums = "".join(
+        f"{hashlib.sha256(w.read_bytes()).hexdigest()}  {w.name}\n"
+        for w in sorted((new / "wheels").glob("*.whl"))
+    )
+    (new / "wheels" / "SHA256SUMS").write_text(sums)
+    stamp = (old / "BUNDLE").read_text().replace(f"version={old.name.rsplit('-', 1)[1]}\n", "")
+    (new / "BUNDLE").write_text(stamp.replace("\narch=", f"\nversion={version}\narch=", 1))
+    shutil.rmtree(old)
+    bundle = out / base.name.replace(old.name, name, 1)
+    subprocess.run(["tar", "-czf", str(bundle), "-C", str(work), name], check=True)
+    shutil.rmtree(work)
+    return bundle
 
 
 def _tree_key(tree: Path) -> str:

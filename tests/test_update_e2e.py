@@ -1,8 +1,9 @@
 """Software updates end to end: real bundles of this tree, the launcher restarted as systemd would, a real broker.
 
-Two bundles of this checkout are made by scripts/bundle (versions A and B: B is a copy
-of the tree with another version number), once per session; A is the one the install
-tests use too (tests/bundles.py builds it once per run).  A is installed as the
+Two bundles of this checkout, once per session: A made by scripts/bundle (the one the
+install tests use too; tests/bundles.py builds it once per run), and B, a copy of the
+tree with another version number, derived from A with its own gateway wheel
+(tests/bundles.py, `derive_bundle`).  A is installed as the
 "factory" venv; each test then runs the launcher (gateway/fleet/launch.py) under a
 small stand-in for systemd's Restart=always and sends `cmd/update` for B:
 
@@ -52,7 +53,7 @@ from gateway.fleet import launch
 from gateway.fleet.update import check_manifest
 from gateway.fleet.update_install import Layout, install_release
 from gateway.storage.outbox_sql import SCHEMA_VERSION
-from tests.bundles import make_bundle, own_copy, shared_bundle, tree_files
+from tests.bundles import derive_bundle, own_copy, shared_bundle, tree_files
 from tests.harness import Received, Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
 from tests.test_commands import Requester
@@ -104,10 +105,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
         shutil.copy2(ROOT / name, tree_b / name)
     pyproject = tree_b / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'version = "{A}"', f'version = "{B}"', 1))
-    # B first: the install tests, started at the same time on another worker, are
-    # building A meanwhile (shared_bundle), so this worker rarely waits for it.
-    bundle_b = make_bundle(top / "b", tree_b)
     bundle_a = own_copy(shared_bundle(tmp_path_factory), top / "a")  # manifests go beside it
+    bundle_b = derive_bundle(bundle_a, tree_b, top / "b")
     a = Release(bundle_a, manifest_for(bundle_a, key))
     b = Release(bundle_b, manifest_for(bundle_b, key))
     pub = load_private_key(key).public_key()
