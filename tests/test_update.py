@@ -34,7 +34,7 @@ from gateway.fleet.update import (
     release_schemas,
     schema_problems,
 )
-from gateway.fleet.update_install import Layout, commit, fetch, rollback, switch
+from gateway.fleet.update_install import Layout, commit, fetch, make_venv, rollback, switch
 from gateway.storage.outbox_sql import SCHEMA_VERSION
 from tests.peers import free_port
 
@@ -295,3 +295,31 @@ def test_state_writes_are_atomic_renames(tmp_path: Path) -> None:
     assert json.loads((tmp_path / launch.STATE_FILE).read_text()) == {"trial": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "update"]
     assert [p.name for p in (tmp_path / "update").iterdir()] == ["state.json"]
+
+
+def _pip_in(venv: Path) -> tuple[int, list[str]]:
+    """`pip --version`'s exit status in `venv`, and the top-level names beside pip."""
+    ran = subprocess.run(
+        [str(venv / "bin/python"), "-I", "-m", "pip", "--version"], capture_output=True
+    )
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    return ran.returncode, sorted(
+        p.name.split("-")[0] for p in site.iterdir() if not p.name.startswith("_")
+    )
+
+
+def test_a_release_venv_gets_the_running_releases_pip_for_the_update_after(tmp_path: Path) -> None:
+    python = getattr(sys, "_base_executable", sys.executable)
+    make_venv(python, tmp_path / "venv", tmp_path)
+    status, names = _pip_in(tmp_path / "venv")
+    assert status == 0  # the next update builds its venv with this one's pip
+    assert set(names) == {"pip"}, names  # copied, not ensurepip's pip and setuptools
+
+
+def test_without_a_pip_of_its_own_the_release_venv_is_made_by_ensurepip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pip", None)  # a running release without pip
+    make_venv(getattr(sys, "_base_executable", sys.executable), tmp_path / "venv", tmp_path)
+    status, names = _pip_in(tmp_path / "venv")
+    assert status == 0 and "pip" in names, names
