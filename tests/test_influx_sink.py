@@ -342,16 +342,21 @@ def sink_config(url: str, **changes: Any) -> InfluxConfig:
 def pending_for(db: Path, consumer: str) -> list[tuple[int, str, str]]:
     """(seq, channel, device_kind) of every row still pending for `consumer`.
 
-    On the card and in the outbox's memory tier (the readings of the last second).
+    On the card and in the outbox's memory tier (the readings of the last second). The
+    memory tier is read first: a row only ever moves from it to the card (card row
+    committed, then the memory row deleted), so a move between the two reads shows the
+    row once or twice, never not at all; card first could miss it (a run with eight
+    workers did).
     """
     ram = ram_file(db, db.parent / "run")  # tests.harness.GatewayProc's runtime directory
     with sqlite3.connect(db) as conn:
         (bit,) = conn.execute("SELECT bit FROM consumers WHERE name = ?", (consumer,)).fetchone()
         query = "SELECT seq, channel, device_kind FROM {db}messages WHERE pending & ?"
-        rows = conn.execute(query.format(db=""), (1 << bit,)).fetchall()
+        rows = []
         if ram.exists():
             conn.execute("ATTACH DATABASE ? AS ram", (str(ram),))
             rows += conn.execute(query.format(db="ram."), (1 << bit,)).fetchall()
+        rows += conn.execute(query.format(db=""), (1 << bit,)).fetchall()
         return sorted(set(rows))
 
 
