@@ -35,7 +35,15 @@ from gateway.fleet.update import (
     release_schemas,
     schema_problems,
 )
-from gateway.fleet.update_install import Layout, commit, fetch, make_venv, rollback, switch
+from gateway.fleet.update_install import (
+    Layout,
+    commit,
+    fetch,
+    make_venv,
+    rollback,
+    running_pip,
+    switch,
+)
 from gateway.storage.outbox_sql import SCHEMA_VERSION
 from tests.peers import free_port
 
@@ -319,10 +327,21 @@ def test_a_release_venv_gets_the_running_releases_pip_for_the_update_after(tmp_p
     assert set(names) == {"pip"}, names  # copied, not ensurepip's pip and setuptools
 
 
-def test_without_a_pip_of_its_own_the_release_venv_is_made_by_ensurepip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "pip", None)  # a running release without pip
-    make_venv(getattr(sys, "_base_executable", sys.executable), tmp_path / "venv", tmp_path)
+def test_without_a_pip_of_its_own_the_release_venv_is_made_by_ensurepip(tmp_path: Path) -> None:
+    make_venv(getattr(sys, "_base_executable", sys.executable), tmp_path / "venv", tmp_path, pip=[])
     status, names = _pip_in(tmp_path / "venv")
     assert status == 0 and "pip" in names, names
+
+
+def test_looking_for_the_running_pip_leaves_setuptools_importable() -> None:
+    # A test worker failed importing setuptools after find_spec("pip") had made its
+    # distutils shim stand down; the update service must not do that to its process.
+    code = (
+        "import sys; from gateway.fleet.update_install import running_pip\n"
+        "assert running_pip(getattr(sys, '_base_executable', sys.executable))\n"
+        "import setuptools"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    other = running_pip("/nonexistent/python3")
+    assert other == []  # another interpreter's venv gets its own pip, from ensurepip

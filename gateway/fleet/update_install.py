@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import shutil
@@ -43,6 +42,7 @@ __all__ = [
     "install_release",
     "make_venv",
     "rollback",
+    "running_pip",
     "switch",
 ]
 
@@ -163,32 +163,33 @@ def _run(cmd: list[str], what: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def _running_pip(python: str) -> list[Path]:
-    """The running release's pip (its package and metadata folders), if `python` is ours."""
+def running_pip(python: str) -> list[Path]:
+    """The running release's pip (its package and metadata folders), if `python` is ours.
+
+    Found through its metadata, not `find_spec("pip")`: asking the import system for
+    pip makes setuptools' distutils shim stand down for the rest of the process.
+    """
     if os.path.realpath(python) != os.path.realpath(getattr(sys, "_base_executable", "")):
         return []  # another interpreter: its pip must be its own
     try:
-        spec = importlib.util.find_spec("pip")
-        version = importlib.metadata.version("pip")
-    except (ImportError, ValueError):
+        dist = importlib.metadata.distribution("pip")
+    except importlib.metadata.PackageNotFoundError:
         return []
-    if spec is None or spec.origin is None:
-        return []
-    package = Path(spec.origin).parent
-    found = [package, package.parent / f"pip-{version}.dist-info"]
+    found = [Path(str(dist.locate_file(name))) for name in ("pip", f"pip-{dist.version}.dist-info")]
     return found if all(p.is_dir() for p in found) else []
 
 
-def make_venv(python: str, venv: Path, cwd: Path) -> None:
+def make_venv(python: str, venv: Path, cwd: Path, pip: list[Path] | None = None) -> None:
     """A virtualenv with pip in it, for the bundle's wheels.
 
     `python -m venv` runs ensurepip, which installs pip and setuptools from its wheels
     and compiles them: 3.2 s of CPU on an x86 VM, several times that on a Pi. The running
-    release's pip, for the same interpreter, is that program installed and compiled
-    already, so its files are copied instead (a tenth of a second); without one,
-    ensurepip as before. The new release gets a pip either way, for the update after.
+    release's pip (`running_pip`, unless `pip` names the folders), for the same
+    interpreter, is that program installed and compiled already, so its files are copied
+    instead (a tenth of a second); without one, ensurepip as before. The new release
+    gets a pip either way, for the update after.
     """
-    pip = _running_pip(python)
+    pip = running_pip(python) if pip is None else pip
     if not pip:
         _run([python, "-I", "-m", "venv", str(venv)], "making the virtualenv", cwd)
         return
