@@ -9,6 +9,7 @@ receiver drops every chunk until a transfer is open, and ends an idle one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import random
@@ -24,7 +25,14 @@ from community_protocol.chunks import (
     encode_chunk,
     missing_ranges,
 )
-from gateway.fleet.update import Manifest, UpdateRefused
+from gateway.fleet.update import (
+    MIN_BLOCK_BYTES,
+    Blocks,
+    Manifest,
+    UpdateRefused,
+    archive_blocks,
+    block_hashes,
+)
 from gateway.fleet.update_chunks import Staged, Staging
 from gateway.fleet.update_transfer import ChunkReceiver
 from tests.driverkit import until
@@ -101,14 +109,15 @@ def test_a_restart_keeps_the_synced_chunks_and_asks_for_the_rest(tmp_path: Path)
     data = _bundle()
     transfer, manifest = _parts(data)
     first = Staging(tmp_path / "transfer", 1 << 30)
-    first.open(transfer, manifest, {"version": "9.9.9"})
+    doc = {"version": "9.9.9", "archive": {"size": len(data)}}  # as signed, in short
+    first.open(transfer, manifest, doc)
     for index in (0, 1, 2, 5):
         first.write(index, _chunk(data, transfer, index))
     first.flush()
     first.write(6, _chunk(data, transfer, 6))  # written, not yet synced nor recorded
     again = Staging(tmp_path / "transfer", 1 << 30)
     staged = again.load()
-    assert staged is not None and staged.manifest == {"version": "9.9.9"}
+    assert staged is not None and staged.manifest == doc
     assert staged.missing() == [[3, 4], [6, transfer.chunks - 1]]
     for index in range(transfer.chunks):
         again.write(index, _chunk(data, transfer, index))
@@ -185,3 +194,90 @@ def test_free_disk_is_checked_before_writing(tmp_path: Path) -> None:
     with pytest.raises(UpdateRefused, match="MiB free"):
         Staging(tmp_path / "transfer", 1 << 62).open(big, huge, {})
     assert not any(os.scandir(tmp_path / "transfer"))
+
+
+# ---- block hashes: a damaged or forged chunk costs its block, not the transfer ------
+
+
+def _with_blocks(data: bytes, chunk_size: int) -> tuple[Transfer, Manifest, Blocks]:
+    digest = hashlib.sha256(data).hexdigest()
+    size = MIN_BLOCK_BYTES
+    blocks = Blocks(
+        size,
+        tuple(hashlib.sha256(data[i : i + size]).hexdigest() for i in range(0, len(data), size)),
+    )
+    transfer = Transfer(
+        "t-blocks-01", len(data), digest, chunk_size, chunk_count(len(data), chunk_size)
+    )
+    manifest = Manifest(
+        "9.9.9", "b.tar.gz", len(data), digest, "x86_64", "3.11", {}, "k" * 16, blocks
+    )
+    return transfer, manifest, blocks
+
+
+def test_a_forged_chunk_costs_its_block_which_is_asked_for_again(tmp_path: Path) -> None:
+    # Chunks of 48 KiB do not divide a block (1 MiB): chunk 21 lies across blocks 0 and 1.
+    data = random.Random(7).randbytes(2 * MIN_BLOCK_BYTES + 5000)
+    transfer, manifest, _ = _with_blocks(data, 48 * 1024)
+    doc = {
+        "archive": {
+            "size": len(data),
+            "blocks": {"size": MIN_BLOCK_BYTES, "sha256": list(manifest.blocks.sha256)},
+        }
+    }  # type: ignore[union-attr]
+    staging = Staging(tmp_path / "transfer", 1 << 30)
+    staging.open(transfer, manifest, doc)
+    forged = 30  # in block 1; it arrives before the real one, which is then dropped
+    staging.write(forged, bytes(len(_chunk(data, transfer, forged))))
+    for index in range(transfer.chunks):
+        staging.write(index, _chunk(data, transfer, index))
+    staged = staging.staged
+    assert staged is not None and not staged.complete and staged.bad_blocks == 1
+    # Block 1 is bytes 1 MiB .. 2 MiB: chunks 21 (shared with block 0) to 42 (shared with 2).
+    assert staged.missing() == [[21, 42]]
+    staging.flush()
+    again = Staging(tmp_path / "transfer", 1 << 30)  # a restart keeps the good blocks
+    resumed = again.load()
+    assert resumed is not None and resumed.missing() == [[21, 42]] and resumed.blocks is not None
+    for index in range(21, 43):
+        again.write(index, _chunk(data, transfer, index))
+    assert resumed.complete and resumed.bad_blocks == 0
+    assert again.finish().read_bytes() == data
+
+
+def test_without_block_hashes_a_damaged_chunk_still_fails_the_whole_bundle(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(MIN_BLOCK_BYTES + 100)
+    transfer, manifest, _ = _with_blocks(data, 64 * 1024)
+    staging = Staging(tmp_path / "transfer", 1 << 30)
+    staging.open(transfer, dataclasses.replace(manifest, blocks=None), {})  # an older manifest
+    staging.write(3, bytes(64 * 1024))
+    for index in range(transfer.chunks):
+        staging.write(index, _chunk(data, transfer, index))
+    assert staging.staged is not None and staging.staged.complete
+    with pytest.raises(UpdateRefused, match="SHA-256"):
+        staging.finish()
+
+
+@pytest.mark.parametrize(
+    ("blocks", "why"),
+    [
+        ({"size": MIN_BLOCK_BYTES, "sha256": []}, "do not cover"),
+        ({"size": 4096, "sha256": ["0" * 64]}, "do not cover"),
+        ({"size": MIN_BLOCK_BYTES, "sha256": ["XYZ"]}, "64 lowercase hex digits"),
+        ([1, 2], "must be"),
+    ],
+)
+def test_malformed_block_hashes_are_refused_saying_what(blocks: object, why: str) -> None:
+    with pytest.raises(UpdateRefused, match=why):
+        archive_blocks({"archive": {"size": 5000, "blocks": blocks}})
+
+
+def test_the_manifest_has_a_hash_per_block_of_the_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar.gz"
+    data = random.Random(9).randbytes(3 * MIN_BLOCK_BYTES + 1)
+    archive.write_bytes(data)
+    written = block_hashes(archive)
+    assert written["size"] == MIN_BLOCK_BYTES and len(written["sha256"]) == 4
+    assert written["sha256"][3] == hashlib.sha256(data[3 * MIN_BLOCK_BYTES :]).hexdigest()
+    parsed = archive_blocks({"archive": {"size": len(data), "blocks": written}})
+    assert parsed is not None and parsed.sha256 == tuple(written["sha256"])

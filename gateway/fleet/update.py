@@ -6,7 +6,8 @@ manifest that says what it is, signed Ed25519 by an update key the gateway trust
 
     {"kind": "community-gateway-update", "version": "0.2.0",
      "archive": {"name": "community-gateway-0.2.0-py311-x86_64.tar.gz",
-                 "size": 31457280, "sha256": "64 hex digits"},
+                 "size": 31457280, "sha256": "64 hex digits",
+                 "blocks": {"size": 1048576, "sha256": ["64 hex digits", ...]}},
      "arch": "x86_64", "python": "3.11",
      "schemas": {"outbox": {"min": 0, "max": 2}, "alarm database": {"min": 0, "max": 1}, ...},
      "auth": {"key_id": "16 hex digits", "sig": "base64 of 64 bytes"}}
@@ -18,10 +19,16 @@ has would still open in THIS release after a rollback: a release that would migr
 a file past the version this one reads is refused with that reason (migrations are
 forward-only; such a release is installed on site, see docs/fleet.md).  The archive's
 size and hash are checked while it is fetched (`gateway.fleet.update_install`).
+
+`archive.blocks` (optional, written by this release's `make_manifest`) holds the hash
+of each block of the archive: a bundle sent over MQTT in chunks is checked block by
+block as it arrives, so a chunk damaged or forged on the way costs its block, asked
+for again, not the whole transfer (`gateway.fleet.update_chunks`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import re
 import sqlite3
@@ -44,9 +51,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KIND",
+    "Blocks",
     "LocalDatabase",
     "Manifest",
     "UpdateRefused",
+    "archive_blocks",
+    "block_hashes",
     "check_manifest",
     "local_databases",
     "make_manifest",
@@ -59,10 +69,26 @@ _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A bundle is tens of MB; anything far larger is not one of ours.
 MAX_ARCHIVE_BYTES = 1 << 30
+# Blocks of at least 1 MiB, and at most 256 of them (the manifest rides in a command).
+MIN_BLOCK_BYTES = 1 << 20
+MAX_BLOCKS = 256
 
 
 class UpdateRefused(Exception):
     """An update that must not be installed; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """The archive's hash per block: block i is bytes [i * size, (i + 1) * size)."""
+
+    size: int
+    sha256: tuple[str, ...]
+
+    def span(self, index: int, total: int) -> tuple[int, int]:
+        """(offset, length) of block `index` in an archive of `total` bytes."""
+        offset = index * self.size
+        return offset, min(self.size, total - offset)
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,7 @@ class Manifest:
     python: str
     schemas: Mapping[str, tuple[int, int]]  # database name -> (min, max) file version
     key_id: str
+    blocks: Blocks | None = None  # absent in manifests of releases before it
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,40 @@ def _schemas(doc: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
             raise UpdateRefused(f"manifest schemas.{name}: min {low} > max {high}")
         out[str(name)] = (low, high)
     return out
+
+
+def archive_blocks(doc: Mapping[str, Any]) -> Blocks | None:
+    """The `archive.blocks` of a manifest (None without them); UpdateRefused when malformed."""
+    archive = _field(doc, "archive", dict)
+    raw = archive.get("blocks")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise UpdateRefused("manifest archive.blocks must be {'size': N, 'sha256': [...]}")
+    size = _field(raw, "size", int, "archive.blocks.")
+    hashes = _field(raw, "sha256", list, "archive.blocks.")
+    total = _field(archive, "size", int, "archive.")
+    if size < MIN_BLOCK_BYTES or total < 1 or len(hashes) != -(-total // size):
+        raise UpdateRefused(
+            f"manifest archive.blocks: {len(hashes)} hashes of {size}-byte blocks do not"
+            f" cover {total} bytes (blocks of at least {MIN_BLOCK_BYTES})"
+        )
+    if not all(isinstance(h, str) and _SHA256.match(h) for h in hashes):
+        raise UpdateRefused("manifest archive.blocks.sha256 must be 64 lowercase hex digits each")
+    return Blocks(size, tuple(hashes))
+
+
+def block_hashes(archive: Path) -> dict[str, Any]:
+    """`archive.blocks` of a manifest for `archive`: at least 1 MiB a block, at most 256."""
+    total = archive.stat().st_size
+    size = MIN_BLOCK_BYTES
+    while -(-total // size) > MAX_BLOCKS:
+        size *= 2
+    hashes = []
+    with open(archive, "rb") as f:
+        while block := f.read(size):
+            hashes.append(hashlib.sha256(block).hexdigest())
+    return {"size": size, "sha256": hashes}
 
 
 def check_manifest(
@@ -153,7 +214,8 @@ def check_manifest(
             f"version {version} is built for {want_arch} with Python {want_py};"
             f" this gateway is {have_arch} with Python {have_py}"
         )
-    return Manifest(version, name, size, digest, want_arch, want_py, _schemas(doc), kid)
+    blocks = archive_blocks(doc)
+    return Manifest(version, name, size, digest, want_arch, want_py, _schemas(doc), kid, blocks)
 
 
 def _file_version(path: Path) -> int | None:
@@ -244,7 +306,12 @@ def make_manifest(
     body = {
         "kind": KIND,
         "version": version,
-        "archive": {"name": archive.name, "size": archive.stat().st_size, "sha256": sha256},
+        "archive": {
+            "name": archive.name,
+            "size": archive.stat().st_size,
+            "sha256": sha256,
+            "blocks": block_hashes(archive),
+        },
         "arch": arch,
         "python": python,
         "schemas": release_schemas(),

@@ -11,9 +11,13 @@ size is refused over the configured limit, or when the disk has not room for the
 and its install, before anything is written.  A chunk lands at its own offset, so a
 redelivered chunk, or one out of order, changes nothing.  The bitmap is written after
 the data it describes is synced (`flush`), so after a restart or a power cut the chunks
-it names are on disk, and only the others are asked for again.  A complete bundle is
+it names are on disk, and only the others are asked for again.  When the signed manifest
+has the archive's block hashes (`archive.blocks`), each block is checked the moment its
+last chunk lands: a block that does not match (a chunk damaged, or forged by someone
+who may publish on `cmd/`, arriving before the real one) has its chunks forgotten, so
+they are asked for again, and the rest of the transfer stands.  A complete bundle is
 checked against the manifest's SHA-256 before it is handed to the install (`finish`);
-anything wrong discards the whole folder.  Blocking: called in a thread.
+anything wrong there discards the whole folder.  Blocking: called in a thread.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 from community_protocol.chunks import ChunkError, Transfer, missing_ranges
 
 from . import launch
-from .update import Manifest, UpdateRefused
+from .update import Blocks, Manifest, UpdateRefused, archive_blocks
 
 __all__ = ["INSTALL_ROOM", "Staged", "Staging"]
 
@@ -51,6 +55,8 @@ class Staged:
     transfer: Transfer
     manifest: dict[str, Any]  # the signed manifest as announced (checked again at a start)
     have: bytearray = field(default_factory=bytearray)
+    blocks: Blocks | None = None  # the manifest's block hashes, when it has them
+    bad_blocks: int = 0  # blocks that did not match and were asked for again
 
     @property
     def received(self) -> int:
@@ -103,7 +109,7 @@ class Staging:
         # Sparse: the file takes room as chunks arrive, within the size checked above.
         with open(self.part, "wb") as f:
             f.truncate(transfer.size)
-        self.staged = Staged(transfer, doc, bytearray(-(-transfer.chunks // 8)))
+        self.staged = Staged(transfer, doc, bytearray(-(-transfer.chunks // 8)), manifest.blocks)
         self._save()
         return self.staged
 
@@ -118,14 +124,15 @@ class Staging:
                 raise ValueError("the bitmap does not fit the transfer")
             if self.part.stat().st_size != transfer.size:
                 raise ValueError("the staged bundle has the wrong size")
+            blocks = archive_blocks(manifest)
         except FileNotFoundError:
             self.discard()
             return None
-        except (OSError, ValueError, KeyError, TypeError, ChunkError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ChunkError, UpdateRefused) as exc:
             log.warning("update transfer in %s discarded: %s", self.folder, exc)
             self.discard()
             return None
-        self.staged = Staged(transfer, manifest, have)
+        self.staged = Staged(transfer, manifest, have, blocks)
         return self.staged
 
     def write(self, index: int, data: bytes) -> bool:
@@ -145,7 +152,36 @@ class Staging:
             os.close(fd)
         staged.have[index // 8] |= 1 << (index % 8)
         self._dirty = True
+        if staged.blocks is not None:
+            self._check_blocks(staged, staged.blocks, offset, length)
         return True
+
+    def _check_blocks(self, staged: Staged, blocks: Blocks, offset: int, length: int) -> None:
+        """Hash each block the chunk at `offset` completes; forget the chunks of a bad one."""
+        transfer = staged.transfer
+        for b in range(offset // blocks.size, (offset + length - 1) // blocks.size + 1):
+            start, size = blocks.span(b, transfer.size)
+            chunks = range(
+                start // transfer.chunk_size, (start + size - 1) // transfer.chunk_size + 1
+            )
+            if not all(staged.has(c) for c in chunks):
+                continue
+            with open(self.part, "rb") as f:
+                f.seek(start)
+                digest = hashlib.sha256(f.read(size)).hexdigest()
+            if digest == blocks.sha256[b]:
+                continue
+            for c in chunks:
+                staged.have[c // 8] &= ~(1 << (c % 8)) & 0xFF
+            staged.bad_blocks += 1
+            log.warning(
+                "update transfer %s: block %d (chunks %d-%d) does not have the manifest's"
+                " SHA-256 (a chunk damaged or replaced on the way); asking for it again",
+                transfer.id,
+                b,
+                chunks[0],
+                chunks[-1],
+            )
 
     def flush(self) -> None:
         """Sync the chunks written, then record them: the bitmap never names unsynced data."""
