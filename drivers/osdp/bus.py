@@ -21,7 +21,7 @@ from typing import Any
 import osdp
 import serial
 
-__all__ = ["Bus", "BusError", "PdConfig", "Queued", "SerialChannel", "thread_safe_sink"]
+__all__ = ["Bus", "BusError", "PdConfig", "Queued", "SerialChannel", "answered", "thread_safe_sink"]
 
 EventSink = Callable[[int, dict[str, Any]], None]  # (address, libosdp event dict)
 Queued = tuple[int, dict[str, Any], float]  # (address, event, monotonic time it came)
@@ -229,6 +229,14 @@ class Bus:
             "serial_number": pd_id.serial_number & 0xFFFFFFFF,
             "firmware_version": pd_id.firmware_version & 0xFFFFFF,
         }
+
+
+def answered(bus: Bus, address: int) -> bool:
+    """True if the reader at `address` has sent libosdp its ID report (all zero until then)."""
+    try:
+        return any(bus.identity(address).values())
+    except Exception:  # a closed bus or a C-level refusal: no evidence it answered
+        return False
 
 
 def thread_safe_sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Queued]) -> EventSink:

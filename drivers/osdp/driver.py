@@ -22,7 +22,7 @@ from gateway.sdk.driver import DeviceSpec, Driver, DriverContext, DriverHealth
 from gateway.sdk.model import Event, EventType
 
 from .allowlist import AllowList
-from .bus import Bus, BusError, PdConfig, Queued, thread_safe_sink
+from .bus import Bus, BusError, PdConfig, Queued, answered, thread_safe_sink
 from .events import (
     CardRead,
     KeyPress,
@@ -254,7 +254,10 @@ class OsdpDriver(Driver):
             if ts <= r.quiet_until:
                 return
             if key_refused(event, r.settings, ts, r.attempt) and r.online is not True:
-                r.sc_failed = True
+                # Fast is not enough: on a busy line libosdp drops a silent reader as fast
+                # for another reader's late reply ("Invalid pd address"). A refused key
+                # comes from a reader that answered the ID request; a silent one has none.
+                r.sc_failed = await asyncio.to_thread(answered, bus, r.address)
             elif (
                 event.type is NotificationType.PD_STATUS
                 and event.arg0 == 0
