@@ -368,7 +368,9 @@ class Uplink:
             return
         self._acked.append(row_id)
         self._acked_total += 1
-        self._more = True  # room in the window again
+        # Room in the window, but not a reason to read: a pump that ran out of room
+        # left `_more` set, and new rows come with the writer's wake-up.  Reading on
+        # every PUBACK was an empty query per burst's acknowledgements (issue 16).
 
     def _commit_acks(self) -> None:
         if self._acked:
