@@ -8,8 +8,7 @@ outlive the process (an alarm's escalation) on a `RunClock`.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import json
 import math
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from gateway.sdk.model import ClockState
 
@@ -34,15 +34,26 @@ class ClockCheck(StrEnum):
 _TIME_ERROR = 5  # adjtimex() return value: clock not synchronised (STA_UNSYNC set)
 
 
-class _Timex(ctypes.Structure):
+@functools.cache
+def _adjtimex() -> Any:
+    """libc's adjtimex and a buffer for its struct timex, looked up once.
+
+    `ctypes.CDLL(None)` is the process's own symbols, libc's among them:
+    `ctypes.util.find_library("c")` ran `/sbin/ldconfig -p` in a child process at
+    every check, once a second for as long as the gateway ran.  ctypes itself loads
+    here, so a gateway that trusts its clock never imports it.
+    """
+    import ctypes
+
     # struct timex is 208 bytes on 64-bit Linux; only the return value is read, but the
     # kernel writes the whole struct, so reserve generously.
-    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 512)]
+    timex = ctypes.create_string_buffer(512)
+    call = ctypes.CDLL(None, use_errno=True).adjtimex
+    return lambda: call(timex)
 
 
 def _kernel_synced() -> bool:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    state = libc.adjtimex(ctypes.byref(_Timex()))
+    state = _adjtimex()()
     return bool(state >= 0 and state != _TIME_ERROR)
 
 
