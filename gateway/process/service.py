@@ -9,6 +9,7 @@ import sys
 import threading
 
 from gateway.config import LoadedConfig
+from gateway.process import instance
 from gateway.process.runtime import Gateway
 from gateway.process.sdnotify import Notifier
 from gateway.process.stopsignal import StopSignals
@@ -98,5 +99,14 @@ def serve(
     `signals` are the stop handlers `gateway run` installed before its imports
     (`stopsignal.catch()`); without them the handlers start with the event loop.
     """
+    try:
+        lock = instance.hold(loaded.config.outbox.path)
+    except instance.InstanceHeld as exc:
+        log.error("%s", exc)
+        return 1
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    return asyncio.run(_main(loaded, broker_url, signals or StopSignals()))
+    try:
+        return asyncio.run(_main(loaded, broker_url, signals or StopSignals()))
+    finally:
+        if lock is not None:
+            os.close(lock)
