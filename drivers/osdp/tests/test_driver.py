@@ -315,12 +315,12 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
 
     recording_ctx.set_available = record  # type: ignore[method-assign]
     asyncio.run(body())
-    # Online, offline, online again. (Under a loaded machine libosdp may time out a poll
-    # of the reader after that and call it offline once more: the line, not the driver.)
-    assert went[0] == (True, ""), went
-    down = next(i for i, (ok, _) in enumerate(went) if ok is False)
+    # Online, offline, online again. (Under load libosdp may drop a reader for a line error
+    # before or after that, and the driver says so: the line, not the driver.)
+    up = went.index((True, ""))
+    down = next(i for i, (ok, _) in enumerate(went) if ok is False and i > up)
     assert (True, "") in went[down:], went
-    (reason,) = {r for ok, r in went if not ok}
+    (reason,) = {r for ok, r in went[up:] if not ok}
     assert (
         reason
         == f"reader at address 2 on {bench.ptys.a}: stopped replying (power, cable, or the reader was replaced)"
