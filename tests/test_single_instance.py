@@ -33,14 +33,22 @@ def _second(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_second_gateway_on_the_same_outbox_is_refused_and_the_first_goes_on(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
+def _started(tmp_path: Path, broker: Mosquitto) -> tuple[Path, Subscriber, GatewayProc]:
+    """A gateway on one simulated meter, and a subscriber that has seen it send."""
     config = write_config(tmp_path / "gw.yaml", broker.url, [simulated_meter("m-1", 5)])
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
     first = GatewayProc(config).start()
+    if not sub.wait(lambda ms: len(ms) >= 3, timeout=30):
+        first.kill()
+        raise AssertionError(first.log())
+    return config, sub, first
+
+
+def test_a_second_gateway_on_the_same_outbox_is_refused_and_the_first_goes_on(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config, sub, first = _started(tmp_path, broker)
     try:
-        assert sub.wait(lambda ms: len(ms) >= 5, timeout=30), first.log()
         second = _second(config)
         assert second.returncode == 1, second.stderr
         assert f"another gateway process (pid {first.proc.pid})" in second.stderr  # type: ignore[union-attr]
@@ -59,13 +67,8 @@ def test_a_second_gateway_on_the_same_outbox_is_refused_and_the_first_goes_on(
 def test_a_gateway_killed_with_sigkill_leaves_no_lock_behind(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    config = write_config(tmp_path / "gw.yaml", broker.url, [simulated_meter("m-1", 5)])
-    sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
-    first = GatewayProc(config).start()
-    try:
-        assert sub.wait(lambda ms: len(ms) >= 3, timeout=30), first.log()
-    finally:
-        first.kill()
+    config, sub, first = _started(tmp_path, broker)
+    first.kill()
     assert (tmp_path / "outbox.db.lock").exists()
     again = GatewayProc(config).start()
     try:
