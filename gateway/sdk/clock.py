@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from gateway.sdk.model import ClockState
 
@@ -35,7 +34,7 @@ _TIME_ERROR = 5  # adjtimex() return value: clock not synchronised (STA_UNSYNC s
 
 
 @functools.cache
-def _adjtimex() -> Any:
+def _adjtimex() -> Callable[[], int]:
     """libc's adjtimex and a buffer for its struct timex, looked up once.
 
     `ctypes.CDLL(None)` is the process's own symbols, libc's among them:
@@ -49,7 +48,7 @@ def _adjtimex() -> Any:
     # kernel writes the whole struct, so reserve generously.
     timex = ctypes.create_string_buffer(512)
     call = ctypes.CDLL(None, use_errno=True).adjtimex
-    return lambda: call(timex)
+    return lambda: int(call(timex))
 
 
 def _kernel_synced() -> bool:
