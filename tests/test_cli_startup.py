@@ -243,5 +243,11 @@ def test_a_running_gateway_imports_only_what_its_config_uses(tmp_path: Path) -> 
         "gateway.install",
         "tarfile",
         "gateway.wellness.monitor",
+        # The update machinery, with no update at hand (gateway.fleet.update_front).
+        "gateway.fleet.update_service",
+        "gateway.fleet.update_install",
+        "gateway.fleet.update_chunks",
+        "gateway.fleet.update_transfer",
     )
     assert [m for m in modules if m.startswith(unused)] == []
+    assert "gateway.fleet.update" not in modules

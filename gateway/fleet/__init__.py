@@ -30,6 +30,8 @@ Software updates (docs/fleet.md, "Software updates"):
 - `update`: the signed update manifest, its checks, and the database guard;
 - `update_install`: fetching, building a release beside the running one, switching,
   committing or rolling back;
+- `update_front`: what every running gateway holds of the feature (the command route,
+  the health part), loading `update_service` only when an update is at hand;
 - `update_service`: the `update` command and the health gate in the running gateway;
 - `events`: the `gateway.config` and `gateway.update` audit events as outbox items;
 - `launch`: the service's launcher (standard library only, imports no release), which

@@ -27,13 +27,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from community_protocol.chunks import ChunkError, Transfer
 from community_protocol.enums import GatewayEventType, UpdateResult
-from community_protocol.topics import CommandPath
 from gateway.host import Host
 from gateway.mqtt.commands import Command, CommandFailed
 from gateway.sdk.model import DeviceRef
@@ -42,24 +40,15 @@ from . import launch
 from .events import gateway_event
 from .update import Manifest, UpdateRefused, check_manifest, local_databases, schema_problems
 from .update_chunks import Staged, Staging
+from .update_front import ENV_RELEASES, TRANSFER_DIR
 from .update_install import Layout, commit, fetch, install_release, rollback, switch
 from .update_transfer import ChunkReceiver
 
-__all__ = ["ENV_FACTORY", "ENV_RELEASES", "UpdateService", "attach", "running_version"]
+__all__ = ["UpdateService", "build"]
 
 log = logging.getLogger(__name__)
 
-ENV_RELEASES = "COMMUNITY_GATEWAY_RELEASES"
-ENV_FACTORY = "COMMUNITY_GATEWAY_FACTORY"
 UPLINK = "mqtt"  # gateway.mqtt.uplink.CONSUMER
-
-
-def running_version() -> str:
-    """The installed version of the program that runs."""
-    try:
-        return version("community-gateway")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class UpdateService:
@@ -71,6 +60,7 @@ class UpdateService:
         layout: Layout | None,
         keys: list[Any],
         *,
+        version: str,
         max_starts: int,
         deadline_s: float,
         receiver: ChunkReceiver | None = None,
@@ -83,7 +73,7 @@ class UpdateService:
         self.keys = keys
         self.max_starts = max_starts
         self.deadline_s = deadline_s
-        self.version = running_version()
+        self.version = version
         # The signed manifest being installed (None: no install runs) and the answer its
         # update command got: the same update asked for again meanwhile is answered so,
         # another one refused.
@@ -364,11 +354,12 @@ class UpdateService:
         item = gateway_event(self.host, GatewayEventType.UPDATE, data)
         return await self.host.outbox.aput(item)
 
-    async def receive(self) -> None:
+    async def receive(self, *, resume: bool = True) -> None:
         """The updates over MQTT: take up a transfer left by a previous run, then receive."""
         if self.receiver is None:
             return
-        await self.resume()
+        if resume:
+            await self.resume()
         await self.receiver.run(self.received, self.expired)
 
     def health(self) -> dict[str, Any]:
@@ -379,8 +370,8 @@ class UpdateService:
         return part
 
 
-def attach(host: Host) -> UpdateService:
-    """Plug the update feature into `host`; updates are refused while no update key is trusted."""
+def build(host: Host, dirs: tuple[Path, Path] | None, version: str) -> UpdateService:
+    """The update service for `host`; `dirs`: the launcher's state folder and factory venv."""
     sec = host.config.security
     keys: list[Any] = []
     if sec.update_keys:
@@ -391,25 +382,12 @@ def attach(host: Host) -> UpdateService:
                 keys.append(load_public_key(path))
             except ValueError as exc:  # `gateway validate` says so too
                 log.error("security.update_keys: %s", exc)
-    releases = os.environ.get(ENV_RELEASES)
-    layout = None
-    if releases:
-        factory = os.environ.get(ENV_FACTORY) or "/opt/community-gateway/venv"
-        layout = Layout(Path(releases), Path(factory))
+    layout = Layout(*dirs) if dirs is not None else None
     receiver = None
     if layout is not None:
-        staging = Staging(layout.state_dir / "update" / "transfer", sec.update_max_bytes)
+        staging = Staging(layout.state_dir.joinpath(*TRANSFER_DIR), sec.update_max_bytes)
         receiver = ChunkReceiver(staging, sec.update_transfer_idle_s)
-    svc = UpdateService(
-        host, layout, keys, max_starts=sec.update_max_starts, deadline_s=sec.update_trial_s,
-        receiver=receiver,
+    return UpdateService(
+        host, layout, keys, version=version, max_starts=sec.update_max_starts,
+        deadline_s=sec.update_trial_s, receiver=receiver,
     )  # fmt: skip
-    host.add_command_route(CommandPath.UPDATE, svc.command)
-    # Chunks are raw bytes, not commands: watched, so the command inbox never sees them.
-    chunks = host.topics.command(CommandPath.UPDATE_CHUNK)
-    host.watch(chunks, receiver.on_chunk if receiver is not None else lambda _payload: None)
-    host.add_availability_observer(svc.on_availability)
-    host.add_service("update", svc.run)
-    host.add_service("update-transfer", svc.receive)
-    host.add_health_part("update", svc.health)
-    return svc

@@ -122,7 +122,7 @@ class Gateway(Hooks):
             attach_wellness(self)
         attach_fleet(self)
         # Software updates: the `update` command and the health gate of a new release.
-        from gateway.fleet.update_service import attach as attach_update
+        from gateway.fleet.update_front import attach as attach_update
 
         attach_update(self)
         # Always attached: without a trusted key it refuses every request, saying why.
