@@ -36,7 +36,7 @@ from .decode import DataType
 from .faults import DeviceHealth, Fault, FaultKind, LinkFault, Transition
 from .link import Link, quiet_pymodbus
 from .plan import DevicePlan, plan_device
-from .points import Decoded, decode_points, raw_hex
+from .points import Decoded, PointsDecoder, decode_points, raw_hex
 from .profile import Emit, Point, Profile
 from .settings import BusKey, ModbusSettings, check_devices
 
@@ -86,6 +86,7 @@ class _Device:
     settings: ModbusSettings
     profile: Profile
     plan: DevicePlan
+    decoder: PointsDecoder
     health: DeviceHealth
     guards: dict[str, CounterGuard]
     flags: dict[str, bool] = field(default_factory=dict)
@@ -102,11 +103,13 @@ class _Device:
             for p in prof.points
             if p.type is ValueType.COUNTER and p.emit is Emit.TELEMETRY
         }
+        plan = plan_device(prof.points, max_gap=s.gap, profile=prof)
         return cls(
             spec=spec,
             settings=s,
             profile=prof,
-            plan=plan_device(prof.points, max_gap=s.gap, profile=prof),
+            plan=plan,
+            decoder=PointsDecoder(prof.points, plan),
             health=DeviceHealth(s.offline_after, s.poll_interval_s, s.backoff_max_s),
             guards=guards,
         )
@@ -220,7 +223,7 @@ class ModbusDriver(Driver):
         if not outcome.faults and dev.health.logged:
             dev.health.clear_logged()
             self.ctx.logger.info("modbus device %s: answering normally again", dev.where)
-        decoded = decode_points(dev.profile.points, dev.plan, outcome.results, outcome.failed)
+        decoded = dev.decoder.decode(outcome.results, outcome.failed)
         messages.extend(self._messages(dev, decoded))
         self._send(dev, messages)
         return True

@@ -12,7 +12,7 @@ installer's knob; 0 merges only adjacent points.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .profile import Point, Profile, Table
 
@@ -109,13 +109,24 @@ class DevicePlan:
     reads: tuple[Read, ...]
     spans: tuple[Span, ...]
     point_spans: tuple[tuple[int, ...], ...]  # per profile point, indices into spans
+    # Per span: the read that carries it, and where in that read's reply its words are
+    # (from, to).  Worked out once; every point of every poll looks them up.
+    span_reads: tuple[int, ...] = field(init=False)
+    span_words: tuple[tuple[int, int], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        where = {s: r for r, read in enumerate(self.reads) for s in read.spans}
+        span_reads = tuple(where[s] for s in range(len(self.spans)))
+        words = []
+        for span, r in zip(self.spans, span_reads, strict=True):
+            lo = span.address - self.reads[r].start
+            words.append((lo, lo + span.count))
+        object.__setattr__(self, "span_reads", span_reads)
+        object.__setattr__(self, "span_words", tuple(words))
 
     def read_of(self, span_index: int) -> int:
         """Which read carries span `span_index`."""
-        for r, read in enumerate(self.reads):
-            if span_index in read.spans:
-                return r
-        raise KeyError(span_index)
+        return self.span_reads[span_index]
 
     def registers_requested(self) -> int:
         return sum(r.count for r in self.reads if not r.table.is_bits)

@@ -9,11 +9,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .decode import DataType, DecodeError, decode
+from .decode import DataType, DecodeError, Decoder, decoder
 from .plan import DevicePlan
 from .profile import Point
 
-__all__ = ["Decoded", "decode_points", "raw_hex", "tidy"]
+__all__ = ["Decoded", "PointsDecoder", "decode_points", "raw_hex", "tidy"]
 
 # Significant digits a value can carry, by source type; more would publish binary noise
 # (229.8000030517578 for a float32 229.8, or 229.80000000000001 for 2298 x 0.1).
@@ -50,33 +50,95 @@ def raw_hex(point: Point, raw: Sequence[int]) -> str:
     return " ".join(f"0x{w:04X}" for w in raw)
 
 
-def _scaled(point: Point, raw: int | float) -> float | int:
-    value = raw * point.scale + point.offset
-    if (
-        isinstance(raw, int)
-        and float(point.scale).is_integer()
-        and float(point.offset).is_integer()
-    ):
-        return int(value)
-    return tidy(value, _DIGITS.get(point.decode, _INT_DIGITS))
+class PointsDecoder:
+    """A device's points against its plan, worked out once; `decode` runs at every poll.
+
+    For each point: where its words are in which read's reply, its decoder (made once per
+    data type and order), and how its scale applies.  A poll then does no lookups but
+    the replies' (docs/benchmarks.md, issue 16: decoding was a quarter of the gateway's
+    CPU at a 1 s poll).
+    """
+
+    __slots__ = ("_points", "_reads")
+
+    def __init__(self, points: Sequence[Point], plan: DevicePlan) -> None:
+        self._reads = plan.reads
+        self._points = tuple(
+            _PointCodec.of(p, tuple((plan.span_reads[s], *plan.span_words[s]) for s in spans))
+            for p, spans in zip(points, plan.point_spans, strict=True)
+        )
+
+    def decode(
+        self, results: Mapping[int, Sequence[int]], failed: Mapping[int, str] | None = None
+    ) -> list[Decoded]:
+        """Every point's value from the words (or bits) each successful read returned.
+
+        `results` maps a read's index in the plan's reads to what it returned; a point
+        whose read is missing gets value None and the read's entry in `failed` as its error.
+        """
+        failed = failed or {}
+        out: list[Decoded] = []
+        for codec in self._points:
+            words: list[Sequence[int]] = []
+            error = ""
+            for r, lo, hi in codec.spans:
+                got = results.get(r)
+                if got is None:
+                    error = failed.get(r, "not read")
+                    break
+                if len(got) < hi:
+                    error = f"short reply: {len(got)} values for {self._reads[r]}"
+                    break
+                words.append(got[lo:hi])
+            if error:
+                out.append(Decoded(codec.point, None, (), error, read_failed=True))
+            else:
+                out.append(codec.decode(words))
+        return out
 
 
-def _one(point: Point, words: list[Sequence[int]]) -> Decoded:
-    raw = tuple(int(w) for part in words for w in part)
-    try:
-        value = decode(words[0], point.decode, point.order, point.bit)
-        if isinstance(value, bool):
-            return Decoded(point, value, raw)
-        if isinstance(value, float) and not math.isfinite(value):
-            return Decoded(point, None, raw, f"the meter reports no value ({value})")
-        if point.fraction is not None:
-            part = decode(words[1], point.fraction.decode, point.fraction.order)
-            if isinstance(part, float) and not math.isfinite(part):
-                return Decoded(point, None, raw, f"the meter reports no value ({part})")
-            value = value + part * point.fraction.scale
-    except DecodeError as exc:
-        return Decoded(point, None, raw, str(exc))
-    return Decoded(point, _scaled(point, value), raw)
+@dataclass(frozen=True, slots=True)
+class _PointCodec:
+    point: Point
+    spans: tuple[tuple[int, int, int], ...]  # per span: its read, and its words' from, to
+    value: Decoder
+    fraction: Decoder | None
+    whole: bool  # scale and offset are whole numbers: an integer register stays an int
+    digits: int
+
+    @classmethod
+    def of(cls, point: Point, spans: tuple[tuple[int, int, int], ...]) -> _PointCodec:
+        frac = point.fraction
+        return cls(
+            point,
+            spans,
+            decoder(point.decode, point.order, point.bit),
+            decoder(frac.decode, frac.order) if frac is not None else None,
+            float(point.scale).is_integer() and float(point.offset).is_integer(),
+            _DIGITS.get(point.decode, _INT_DIGITS),
+        )
+
+    def decode(self, words: list[Sequence[int]]) -> Decoded:
+        point = self.point
+        raw = tuple(words[0]) if len(words) == 1 else tuple(w for part in words for w in part)
+        try:
+            value = self.value(words[0])
+            if isinstance(value, bool):
+                return Decoded(point, value, raw)
+            if isinstance(value, float) and not math.isfinite(value):
+                return Decoded(point, None, raw, f"the meter reports no value ({value})")
+            if self.fraction is not None:
+                assert point.fraction is not None
+                part = self.fraction(words[1])
+                if isinstance(part, float) and not math.isfinite(part):
+                    return Decoded(point, None, raw, f"the meter reports no value ({part})")
+                value = value + part * point.fraction.scale
+        except DecodeError as exc:
+            return Decoded(point, None, raw, str(exc))
+        scaled = value * point.scale + point.offset
+        if self.whole and isinstance(value, int):
+            return Decoded(point, int(scaled), raw)
+        return Decoded(point, tidy(scaled, self.digits), raw)
 
 
 def decode_points(
@@ -85,29 +147,5 @@ def decode_points(
     results: Mapping[int, Sequence[int]],
     failed: Mapping[int, str] | None = None,
 ) -> list[Decoded]:
-    """Every point's value from the words (or bits) each successful read returned.
-
-    `results` maps a read's index in `plan.reads` to what it returned; a point whose read
-    is missing gets value None and the read's entry in `failed` as its error.
-    """
-    failed = failed or {}
-    out: list[Decoded] = []
-    for point, span_ids in zip(points, plan.point_spans, strict=True):
-        words: list[Sequence[int]] = []
-        error = ""
-        for s in span_ids:
-            r = plan.read_of(s)
-            if r not in results:
-                error = failed.get(r, "not read")
-                break
-            read, span = plan.reads[r], plan.spans[s]
-            got = results[r]
-            lo = span.address - read.start
-            if len(got) < lo + span.count:
-                error = f"short reply: {len(got)} values for {read}"
-                break
-            words.append(got[lo : lo + span.count])
-        out.append(
-            Decoded(point, None, (), error, read_failed=True) if error else _one(point, words)
-        )
-    return out
+    """`PointsDecoder(points, plan).decode(results, failed)`, for a single read."""
+    return PointsDecoder(points, plan).decode(results, failed)

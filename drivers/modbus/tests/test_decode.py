@@ -1,17 +1,34 @@
-"""Register decoding against byte vectors from meter manuals, and encode/decode round trips."""
+"""Register decoding against byte vectors from meter manuals, and encode/decode round trips.
+
+Every vector runs through both decoders: the general `decode` and the one a poll uses,
+made once per data type and order (`decoder`); a property test holds them equal on any
+words, wrong ones included.
+"""
 
 from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.decode import ByteOrder, DataType, DecodeError, decode, encode
+from drivers.modbus.decode import ByteOrder, DataType, DecodeError, decode, decoder, encode
 
 A, B, C, D = ByteOrder.ABCD, ByteOrder.BADC, ByteOrder.CDAB, ByteOrder.DCBA
+
+Decode = Callable[..., int | float | bool]
+
+
+def _made_once(
+    registers: Sequence[int], dtype: DataType, order: ByteOrder = A, bit: int | None = None
+) -> int | float | bool:
+    return decoder(dtype, order, bit)(registers)
+
+
+both = pytest.mark.parametrize("decode_", [decode, _made_once], ids=["general", "made-once"])
 
 
 @pytest.mark.parametrize(
@@ -49,10 +66,11 @@ A, B, C, D = ByteOrder.ABCD, ByteOrder.BADC, ByteOrder.CDAB, ByteOrder.DCBA
         ([0x9999, 0x9999], DataType.BCD32, A, 99999999),
     ],
 )
+@both
 def test_decode_vectors(
-    registers: list[int], dtype: DataType, order: ByteOrder, expected: float
+    decode_: Decode, registers: list[int], dtype: DataType, order: ByteOrder, expected: float
 ) -> None:
-    assert decode(registers, dtype, order) == expected
+    assert decode_(registers, dtype, order) == expected
 
 
 @pytest.mark.parametrize(
@@ -65,13 +83,17 @@ def test_decode_vectors(
         (0x0008, 11, B, True),  # the same bit from a meter that swaps bytes
     ],
 )
-def test_bit_of_a_register(word: int, bit: int, order: ByteOrder, expected: bool) -> None:
-    assert decode([word], DataType.BIT, order, bit=bit) is expected
+@both
+def test_bit_of_a_register(
+    decode_: Decode, word: int, bit: int, order: ByteOrder, expected: bool
+) -> None:
+    assert decode_([word], DataType.BIT, order, bit=bit) is expected
 
 
-def test_bool_is_one_coil() -> None:
-    assert decode([1], DataType.BOOL) is True
-    assert decode([0], DataType.BOOL) is False
+@both
+def test_bool_is_one_coil(decode_: Decode) -> None:
+    assert decode_([1], DataType.BOOL) is True
+    assert decode_([0], DataType.BOOL) is False
 
 
 @pytest.mark.parametrize(
@@ -87,15 +109,17 @@ def test_bool_is_one_coil() -> None:
         ([1, 0], DataType.BOOL, None, "bool takes one bit"),
     ],
 )
+@both
 def test_decode_refuses_what_cannot_be_a_value(
-    registers: list[int], dtype: DataType, bit: int | None, message: str
+    decode_: Decode, registers: list[int], dtype: DataType, bit: int | None, message: str
 ) -> None:
     with pytest.raises(DecodeError, match=message):
-        decode(registers, dtype, bit=bit)
+        decode_(registers, dtype, bit=bit)
 
 
-def test_nan_comes_back_for_the_caller_to_judge() -> None:
-    assert math.isnan(float(decode([0x7FC0, 0x0000], DataType.FLOAT32)))
+@both
+def test_nan_comes_back_for_the_caller_to_judge(decode_: Decode) -> None:
+    assert math.isnan(float(decode_([0x7FC0, 0x0000], DataType.FLOAT32)))
 
 
 def test_encode_refuses_values_that_do_not_fit() -> None:
@@ -144,3 +168,24 @@ def test_any_words_decoded_and_encoded_again_are_the_same_words(
 ) -> None:
     value = decode(registers, DataType.UINT32, order)
     assert encode(value, DataType.UINT32, order) == registers
+
+
+def _outcome(decode_: Decode, registers: list[int], dtype: DataType, order: ByteOrder) -> object:
+    try:
+        value = decode_(registers, dtype, order, bit=3)
+    except DecodeError as exc:
+        return ("refused", str(exc))
+    return struct.pack(">d", value) if isinstance(value, float) else value  # NaN == NaN
+
+
+@given(
+    registers=st.lists(st.integers(-2, 0x10001), max_size=5),
+    dtype=st.sampled_from(list(DataType)),
+    order=orders,
+)
+def test_the_decoder_made_once_is_the_general_decode(
+    registers: list[int], dtype: DataType, order: ByteOrder
+) -> None:
+    assert _outcome(_made_once, registers, dtype, order) == _outcome(
+        decode, registers, dtype, order
+    )

@@ -85,8 +85,9 @@ def test_shipped_profiles_need_few_reads() -> None:
         assert all(r.count <= prof.max_registers_per_read for r in plan.reads)
 
 
-def test_every_point_span_belongs_to_the_read_that_covers_it() -> None:
-    prof = load_profile("dynaflox_ultrad")
+@pytest.mark.parametrize("name", ["dynaflox_ultrad", "eastron_sdm630", "moxa_e1210_fire_zones"])
+def test_every_point_span_belongs_to_the_read_that_covers_it(name: str) -> None:
+    prof = load_profile(name)
     plan = plan_device(prof.points, max_gap=0, profile=prof)
     for spans in plan.point_spans:
         for s in spans:
@@ -94,6 +95,8 @@ def test_every_point_span_belongs_to_the_read_that_covers_it() -> None:
             span = plan.spans[s]
             assert read.table is span.table
             assert read.start <= span.address and span.end <= read.end
+            # Where a poll finds the span's words in that read's reply.
+            assert plan.span_words[s] == (span.address - read.start, span.end - read.start)
 
 
 def test_wire_chars_of_a_read() -> None:
