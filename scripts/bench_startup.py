@@ -71,18 +71,26 @@ class Tree:
         return [sys.executable, "-c", prelude + MAIN, *args]
 
     def env(self, **extra: str) -> dict[str, str]:
-        path = os.pathsep.join(p for p in (str(self.path), os.environ.get("PYTHONPATH")) if p)
+        # Its own protocol package too, when it has one: `community_protocol` moved
+        # between releases.
+        protocol = self.path / "protocol"
+        own = [str(self.path), *([str(protocol)] if protocol.is_dir() else [])]
+        path = os.pathsep.join(p for p in (*own, os.environ.get("PYTHONPATH")) if p)
         return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 @contextlib.contextmanager
 def baseline_tree(rev: str, work: Path) -> Iterator[Tree | None]:
     """The tree at `rev` in a folder of `work`, or None when git cannot give it."""
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "gateway", "drivers"],
-        capture_output=True,
-        timeout=120,
-    )
+
+    def archive(*paths: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, *paths], capture_output=True, timeout=120
+        )
+
+    out = archive("gateway", "drivers", "protocol")
+    if out.returncode != 0:  # a tree from before the protocol package
+        out = archive("gateway", "drivers")
     if out.returncode != 0:
         print(f"baseline {rev}: not available ({out.stderr.decode().strip()})")
         yield None
