@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.fleet import launch
-from gateway.fleet.update_front import TRANSFER_DIR, UpdateFront, work_left
+from gateway.fleet.update_front import UpdateFront, work_left
 from gateway.host import Host
 from tests.harness import simulated_meter, write_config
 
@@ -43,7 +43,7 @@ def test_a_start_loads_the_update_service_only_for_work_left(
 
 
 def test_a_transfer_left_on_disk_is_work_an_empty_folder_is_not(tmp_path: Path) -> None:
-    folder = tmp_path.joinpath(*TRANSFER_DIR)
+    folder = tmp_path.joinpath(*launch.TRANSFER_DIR)
     folder.mkdir(parents=True)
     assert not work_left(tmp_path)
     (folder / "transfer.json").write_text("{}")

@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ENV_FACTORY",
+    "ENV_RELEASES",
     "STATE_FILE",
+    "TRANSFER_DIR",
     "choose",
     "main",
     "point",
@@ -42,8 +45,13 @@ __all__ = [
 # Inside the service's state folder (/var/lib/community-gateway: the only place the
 # sandboxed service may write, so the running gateway can switch releases itself).
 STATE_FILE = "update/state.json"
+TRANSFER_DIR = ("update", "transfer")  # a transfer over MQTT, staged by the running gateway
 CURRENT = "current"
 DEFAULT_STATE_DIR = Path("/var/lib/community-gateway")
+# What the launcher tells the gateway it starts (gateway.fleet.update_front): where the
+# releases and their state are, and the installed venv that runs without `current`.
+ENV_RELEASES = "COMMUNITY_GATEWAY_RELEASES"
+ENV_FACTORY = "COMMUNITY_GATEWAY_FACTORY"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -155,9 +163,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"launch: {note}\n")
         sys.stderr.flush()
     program = venv / "bin" / "gateway"
-    # The running gateway finds the releases here (gateway.fleet.update_service).
-    os.environ["COMMUNITY_GATEWAY_RELEASES"] = str(state_dir)
-    os.environ["COMMUNITY_GATEWAY_FACTORY"] = str(factory)
+    os.environ[ENV_RELEASES] = str(state_dir)
+    os.environ[ENV_FACTORY] = str(factory)
     try:
         os.execv(program, [str(program), *args])
     except OSError as exc:

@@ -31,12 +31,7 @@ from . import launch
 if TYPE_CHECKING:
     from .update_service import UpdateService
 
-__all__ = ["ENV_FACTORY", "ENV_RELEASES", "UpdateFront", "attach", "running_version"]
-
-ENV_RELEASES = "COMMUNITY_GATEWAY_RELEASES"
-ENV_FACTORY = "COMMUNITY_GATEWAY_FACTORY"
-# Where a transfer over MQTT is staged, under the state folder (update_service's Staging).
-TRANSFER_DIR = ("update", "transfer")
+__all__ = ["UpdateFront", "attach", "running_version", "work_left"]
 
 
 def running_version() -> str:
@@ -49,10 +44,10 @@ def running_version() -> str:
 
 def launcher_dirs() -> tuple[Path, Path] | None:
     """The state folder and the factory venv the launcher named, or None without it."""
-    releases = os.environ.get(ENV_RELEASES)
+    releases = os.environ.get(launch.ENV_RELEASES)
     if not releases:
         return None
-    factory = os.environ.get(ENV_FACTORY) or "/opt/community-gateway/venv"
+    factory = os.environ.get(launch.ENV_FACTORY) or "/opt/community-gateway/venv"
     return Path(releases), Path(factory)
 
 
@@ -62,7 +57,7 @@ def work_left(state_dir: Path) -> bool:
     last = state.get("last")
     if isinstance(state.get("trial"), dict) or (isinstance(last, dict) and not last.get("audited")):
         return True
-    transfer = state_dir.joinpath(*TRANSFER_DIR)
+    transfer = state_dir.joinpath(*launch.TRANSFER_DIR)
     try:
         return any(transfer.iterdir())
     except OSError:  # no folder: no transfer

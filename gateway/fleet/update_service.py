@@ -40,7 +40,6 @@ from . import launch
 from .events import gateway_event
 from .update import Manifest, UpdateRefused, check_manifest, local_databases, schema_problems
 from .update_chunks import Staged, Staging
-from .update_front import ENV_RELEASES, TRANSFER_DIR
 from .update_install import Layout, commit, fetch, install_release, rollback, switch
 from .update_transfer import ChunkReceiver
 
@@ -116,7 +115,7 @@ class UpdateService:
         """The manifest and the URL (None: the bundle comes over MQTT); UpdateRefused why not."""
         if self.layout is None:
             raise UpdateRefused(
-                f"this gateway was not started by the launcher ({ENV_RELEASES} unset): updates need it"
+                f"this gateway was not started by the launcher ({launch.ENV_RELEASES} unset): updates need it"
             )
         if self._installing is not None:
             raise UpdateRefused("an update is being installed already")
@@ -385,7 +384,7 @@ def build(host: Host, dirs: tuple[Path, Path] | None, version: str) -> UpdateSer
     layout = Layout(*dirs) if dirs is not None else None
     receiver = None
     if layout is not None:
-        staging = Staging(layout.state_dir.joinpath(*TRANSFER_DIR), sec.update_max_bytes)
+        staging = Staging(layout.state_dir.joinpath(*launch.TRANSFER_DIR), sec.update_max_bytes)
         receiver = ChunkReceiver(staging, sec.update_transfer_idle_s)
     return UpdateService(
         host, layout, keys, version=version, max_starts=sec.update_max_starts,
