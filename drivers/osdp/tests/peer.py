@@ -8,15 +8,18 @@ boundary; everything above it is the real libosdp on both ends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import osdp
 import serial
 
-__all__ = ["ReaderPeer", "SharedLine"]
+__all__ = ["ReaderPeer", "SharedLine", "swipe_until"]
 
 
 class SharedLine:
@@ -163,3 +166,21 @@ class ReaderPeer:
                 "report": bytes([int(active), 0]),
             }
         )
+
+
+async def swipe_until(
+    peer: ReaderPeer, data: bytes, seen: Callable[[], bool], *, every_s: float = 3.0, tries: int = 5
+) -> None:
+    """Present the card until `seen()`, again every `every_s`, as a person whose card
+    the reader missed does.  On a shared line a reply can be lost: libosdp's control
+    panel takes a late reply of one reader for another's ("Invalid pd address"),
+    restarts that session, and the event the reply carried is not sent again.
+    TimeoutError after `tries` presentations."""
+    for _ in range(tries):
+        peer.card(data)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every_s):
+                while not seen():
+                    await asyncio.sleep(0.01)
+                return
+    raise TimeoutError(f"the card was presented {tries} times and never seen")
