@@ -18,28 +18,18 @@ import pytest
 from gateway.config import load_config
 from gateway.process.runtime import Gateway
 from gateway.storage.outbox_reader import OutboxReader
-from tests.harness import Subscriber, topic_base, write_config
+from tests.harness import Subscriber, simulated_meter, topic_base, write_config
 from tests.peers import Mosquitto, wait_for
-
-
-def meter(i: int) -> dict[str, Any]:
-    return {
-        "id": f"meter-{i}",
-        "kind": "meter",
-        "location": {"building": "1", "floor": 1, "unit": f"10{i}"},
-        "driver": {
-            "type": "simulated",
-            "profile": "household_electricity",
-            "rate_hz": 10,
-            "seed": i,
-        },
-    }
 
 
 def test_the_uplink_reads_the_outbox_once_per_commit_not_once_per_puback(
     tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write_config(tmp_path / "gw.yaml", broker.url, [meter(1), meter(2)])
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker.url,
+        [simulated_meter("meter-1", 10), simulated_meter("meter-2", 10)],
+    )
     loaded = load_config(config)
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/telemetry").start()
     reads = {"rows": 0, "empty": 0}

@@ -102,7 +102,7 @@ class _PointCodec:
     point: Point
     spans: tuple[tuple[int, int, int], ...]  # per span: its read, and its words' from, to
     value: Decoder
-    fraction: Decoder | None
+    fraction: tuple[Decoder, float] | None  # the fraction part's decoder and scale
     whole: bool  # scale and offset are whole numbers: an integer register stays an int
     digits: int
 
@@ -113,7 +113,7 @@ class _PointCodec:
             point,
             spans,
             decoder(point.decode, point.order, point.bit),
-            decoder(frac.decode, frac.order) if frac is not None else None,
+            (decoder(frac.decode, frac.order), frac.scale) if frac is not None else None,
             float(point.scale).is_integer() and float(point.offset).is_integer(),
             _DIGITS.get(point.decode, _INT_DIGITS),
         )
@@ -128,11 +128,11 @@ class _PointCodec:
             if isinstance(value, float) and not math.isfinite(value):
                 return Decoded(point, None, raw, f"the meter reports no value ({value})")
             if self.fraction is not None:
-                assert point.fraction is not None
-                part = self.fraction(words[1])
+                fraction, scale = self.fraction
+                part = fraction(words[1])
                 if isinstance(part, float) and not math.isfinite(part):
                     return Decoded(point, None, raw, f"the meter reports no value ({part})")
-                value = value + part * point.fraction.scale
+                value = value + part * scale
         except DecodeError as exc:
             return Decoded(point, None, raw, str(exc))
         scaled = value * point.scale + point.offset

@@ -38,6 +38,7 @@ __all__ = [
     "main",
     "point",
     "read_state",
+    "unreported",
     "write_json",
     "write_state",
 ]
@@ -69,6 +70,12 @@ def read_state(state_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def unreported(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The last outcome the launcher wrote (a roll-back) and no running gateway reported yet."""
+    last = state.get("last")
+    return last if isinstance(last, dict) and not last.get("audited") else None
 
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:

@@ -54,8 +54,7 @@ def launcher_dirs() -> tuple[Path, Path] | None:
 def work_left(state_dir: Path) -> bool:
     """Whether a start finds update work to do before any command asks for it."""
     state = launch.read_state(state_dir)
-    last = state.get("last")
-    if isinstance(state.get("trial"), dict) or (isinstance(last, dict) and not last.get("audited")):
+    if isinstance(state.get("trial"), dict) or launch.unreported(state) is not None:
         return True
     transfer = state_dir.joinpath(*launch.TRANSFER_DIR)
     try:

@@ -290,8 +290,8 @@ class UpdateService:
         if self.layout is None:
             return
         state = self.layout.state()
-        last = state.get("last")
-        if isinstance(last, dict) and not last.get("audited"):
+        last = launch.unreported(state)
+        if last is not None:
             # Written by the launcher, which rolled back a release before this start.
             result = str(last.get("result"))
             known = result in {str(r) for r in UpdateResult}

@@ -8,7 +8,6 @@ boundary; everything above it is the real libosdp on both ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -18,6 +17,8 @@ from typing import Any
 
 import osdp
 import serial
+
+from tests.driverkit import until
 
 __all__ = ["ReaderPeer", "SharedLine", "swipe_until"]
 
@@ -179,8 +180,6 @@ async def swipe_until(
     for _ in range(tries):
         peer.card(data)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every_s):
-                while not seen():
-                    await asyncio.sleep(0.01)
-                return
+            await until(seen, timeout=every_s)
+            return
     raise TimeoutError(f"the card was presented {tries} times and never seen")
