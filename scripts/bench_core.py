@@ -189,14 +189,24 @@ def gateway_rate(work: Path, broker: Mosquitto, seconds: float, base: float) -> 
 def alarm_latency(
     work: Path, broker: Mosquitto, telemetry_rate: float, seconds: float
 ) -> list[float]:
-    """Event created (its `ts`) to subscriber received, in ms, while telemetry flows."""
+    """Event created (its `ts`) to subscriber received, in ms, while telemetry flows.
+
+    Like (2), the window starts once the gateway runs: 1 s after the first alarm
+    arrived (its start-up, which holds the GIL for imports and a first full garbage
+    collection, is not what an alarm meets on a running gateway).
+    """
     n_meters = 50
     devices = _meters(n_meters, telemetry_rate / n_meters) + _alarms(10, 1.0)
     config = shipped_outbox(write_config(work / "latency" / "gw.yaml", broker.url, devices))
     sub = Subscriber(broker.port, f"{topic_base(config)}/devices/+/events").start()
     gw = GatewayProc(config).start()
     try:
+        wait_for(lambda: sub.snapshot(), timeout=30)
+        time.sleep(1)
+        start = time.time()
         time.sleep(seconds)
+        end = time.time()
+        time.sleep(0.5)  # the window's last alarms on their way
     finally:
         gw.terminate()
         sub.stop()
@@ -204,6 +214,8 @@ def alarm_latency(
     for m in sub.snapshot():
         doc = m.json()
         created = datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
+        if not start <= created < end:
+            continue
         # m.at is monotonic; the offset to wall time was measured at start (same machine).
         latencies.append((m.at + _MONO_TO_WALL - created) * 1000)
     return latencies
@@ -345,7 +357,7 @@ def main() -> dict[str, Any]:
             p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
             base_lat = paho_age(broker.port, 200, 500)
             print(
-                f"(3) alarm latency at {half:.0f} msg/s telemetry (shipped defaults):"
+                f"(3) alarm latency at {half:.0f} msg/s telemetry, gateway running (shipped defaults):"
                 f" p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(lat)} alarms"
                 f"  (baseline paho QoS 1 publish: p50 {pct(base_lat, 0.5):.1f} ms,"
                 f" p99 {pct(base_lat, 0.99):.1f} ms)  [target p99 < 10 ms]"
