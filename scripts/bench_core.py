@@ -342,10 +342,21 @@ def main() -> dict[str, Any]:
         broker = Mosquitto(work / "broker", persistence=False)
         broker.start()
         try:
-            base = baseline(broker.port, args.baseline_messages)
-            print(f"(1) baseline paho QoS 1 publish loop:      {base:8.0f} msg/s")
+            # This VM's paho rate moved by 40 % between runs minutes apart (8,817 and
+            # 6,215 msg/s): (1) is the median of runs before and after (2), all printed.
+            bases = [baseline(broker.port, args.baseline_messages) for _ in range(2)]
+            print(
+                "(1) baseline paho QoS 1 publish loop:"
+                f" {statistics.fmean(bases):8.0f} msg/s (runs {', '.join(f'{b:.0f}' for b in bases)})"
+            )
             print("(2) gateway end to end, simulated drivers -> outbox -> broker -> subscriber:")
-            offered, rate = gateway_rate(work, broker, args.seconds / 2, base)
+            offered, rate = gateway_rate(work, broker, args.seconds / 2, statistics.fmean(bases))
+            bases.append(baseline(broker.port, args.baseline_messages))
+            base = statistics.median(bases)
+            print(
+                f"    paho again after (2): {bases[-1]:.0f} msg/s; (1) is the median of the"
+                f" three, {base:.0f} msg/s"
+            )
             print(
                 f"    sustained (shipped defaults): {rate:6.0f} msg/s = {rate / base:.0%} of (1)"
                 "  [target >= 80%]"
@@ -370,6 +381,7 @@ def main() -> dict[str, Any]:
             broker.kill()
     result = {
         "baseline_msg_s": round(base),
+        "baseline_runs": [round(b) for b in bases],
         "gateway_msg_s": round(rate),
         "gateway_offered_msg_s": round(offered),
         "ratio": round(rate / base, 3),
