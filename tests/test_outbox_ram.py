@@ -22,6 +22,7 @@ import pytest
 from gateway.config import SyncMode
 from gateway.sdk.model import Priority
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem, Row
+from gateway.storage.outbox_batch import QUIET_MS
 from gateway.storage.outbox_ram import RAM_BASE, SEQ_BLOCK, ram_file
 from tests.outbox_writer import kill_9_streaming
 from tests.peers import wait_for
@@ -57,7 +58,14 @@ class Tiered:
         self.opened: list[Outbox] = []
         self.reports: list[Mapping[str, Any]] = []
 
-    def __call__(self, *, spill_after_s: float = 600, ram: bool = True) -> Outbox:
+    def __call__(
+        self,
+        *,
+        spill_after_s: float = 600,
+        ram: bool = True,
+        commit_interval_ms: int = 0,
+        quiet_ms: float = QUIET_MS,
+    ) -> Outbox:
         def fault(data: Mapping[str, Any]) -> OutboxItem:
             self.reports.append(dict(data))
             return event(-1)
@@ -65,12 +73,13 @@ class Tiered:
         box = Outbox(
             self.card,
             max_messages=100_000,
-            commit_interval_ms=0,
             sync=SyncMode.FULL,
             consumers=[Consumer("mqtt")],
             on_storage_fault=fault,
             ram_dir=self.ram_dir if ram else None,
             spill_after_s=spill_after_s,
+            commit_interval_ms=commit_interval_ms,
+            quiet_ms=quiet_ms,
         )
         box.open()
         self.opened.append(box)
@@ -234,6 +243,24 @@ def test_a_delivered_event_is_not_waiting_while_its_ack_waits_for_a_card_write(
     box.put(event(2)).result(timeout=10)
     assert wait_for(lambda: on_card() == 1, 5), "written with the next event: only that one left"
     assert box.stats().depth_events == 1
+
+
+def test_an_alarm_is_readable_before_the_readings_committed_with_it(tiered: Tiered) -> None:
+    # An event commits at once with whatever is queued before it; the uplink is woken
+    # when the card has it, not after the readings' commit to the RAM file too.
+    box = tiered(commit_interval_ms=5000, quiet_ms=1000)  # the readings wait for company
+    reader = box.reader()
+    seen: list[list[Priority]] = []
+    box.add_listener(lambda: seen.append([r.priority for r in reader.next_batch("mqtt", {}, 99)]))
+    try:
+        for n in range(5):
+            assert box.offer(reading(n))
+        box.put(event(1)).result(timeout=10)
+        assert wait_for(lambda: len(seen) >= 2, 5), seen
+    finally:
+        reader.close()
+    assert seen[0] == [Priority.EVENT], seen
+    assert sorted(seen[-1]) == [Priority.EVENT] + [Priority.TELEMETRY] * 5, seen
 
 
 def test_a_reading_moved_to_the_card_while_being_read_keeps_its_place(tiered: Tiered) -> None:

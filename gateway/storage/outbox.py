@@ -304,12 +304,12 @@ class Outbox:
 
     def events_committed(self) -> int:
         """How many events were committed since `open()`; grows, read lock-free."""
-        return self._writer.events_committed
+        return self._writer.news.events
 
     def add_listener(self, fn: Callable[[], None]) -> None:
         """Call `fn()` in the writer thread after each commit that stored rows; keep it short."""
         with self._handoff.lock:
-            self._writer.listeners = (*self._writer.listeners, fn)
+            self._writer.news.listeners = (*self._writer.news.listeners, fn)
 
     def stats(self) -> OutboxStats:
         """Current figures, from counters the writer keeps; no database access."""

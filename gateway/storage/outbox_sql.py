@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.sdk.model import Priority
@@ -186,6 +186,7 @@ def write_batch(
     *,
     dropped: int = 0,
     ram: bool = False,
+    on_card: Callable[[int], None] | None = None,
 ) -> BatchOutcome:
     """Insert, acknowledge, enforce the bound and commit, as one transaction.
 
@@ -202,6 +203,9 @@ def write_batch(
     rows before its telemetry, so a crash between the two leaves no gap: the numbers
     of the lost telemetry were never published and are given again.  A RAM file that
     refuses the write (a full tmpfs) sends the telemetry to the card instead.
+    `on_card(events)` is called once the card's transaction committed `events` events,
+    before the RAM file's transaction: an alarm may be read and published without
+    waiting for the readings that came with it.
     """
     new_depth = dict(depth)
     counters: dict[str, int] = {}
@@ -227,6 +231,9 @@ def write_batch(
                     (key,),
                 ).fetchone()
                 counters[key] = int(value)
+        events = sum(1 for r in card_rows if r.prio is Priority.EVENT)
+        if ram and events and on_card is not None:
+            on_card(events)
     if ram and (ram_rows or ram_acks or card_rows or dropped):
         try:
             with transaction(conn):

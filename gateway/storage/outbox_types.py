@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "STOP",
     "Ack",
     "Batch",
+    "CommitNews",
     "Consumer",
     "Handoff",
     "Increment",
@@ -44,6 +46,8 @@ __all__ = [
     "read_write_bytes",
     "settle_waiters",
 ]
+
+log = logging.getLogger("gateway.storage.outbox")
 
 
 class OutboxError(Exception):
@@ -314,3 +318,41 @@ class Settings(Protocol):
     # Builds the `gateway.storage` event (runtime: it knows the envelope) that the
     # outbox stores about its own faults: a rebuilt file, a full disk.
     on_storage_fault: Callable[[Mapping[str, Any]], OutboxItem] | None
+
+
+@dataclass
+class CommitNews:
+    """What the writer tells the readers: how many events it committed, and a wake-up.
+
+    `events` grows with every event committed and is read lock-free: an uplink that
+    sees it grow fetches them at once instead of waiting for room in its in-flight
+    window (alarm latency).  `listeners` are called in the writer thread after each
+    commit that stored rows; the tuple is replaced whole, never changed in place.
+    """
+
+    listeners: tuple[Callable[[], None], ...] = ()
+    events: int = 0
+    _told: int = 0  # the batch's events announced when the card had them
+
+    def new_batch(self) -> None:
+        self._told = 0
+
+    def card_committed(self, events: int) -> None:
+        """The card has a batch's `events` before its readings go to the RAM file: the
+        uplinks publish them meanwhile (alarm latency, issue 16)."""
+        self.events += events
+        self._told += events
+        self.notify()
+
+    def batch_committed(self, events: int) -> None:
+        """The whole batch is stored, `events` of it events: wake the readers for the rest."""
+        self.events += events - self._told
+        self._told = 0
+        self.notify()
+
+    def notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("outbox listener %r failed", listener)

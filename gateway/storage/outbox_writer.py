@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.storage.outbox_types import (
     STOP,
     Ack,
     Batch,
+    CommitNews,
     Handoff,
     Increment,
     Put,
@@ -73,10 +74,7 @@ class Writer:
         self.generation = 0  # +1 per rebuild: readers reopen the new file
         self.masks: dict[str, int] = {}
         self.snap = Snapshot(depth={p: 0 for p in Priority})
-        self.listeners: tuple[Callable[[], None], ...] = ()
-        # Events committed so far: an uplink that sees it grow fetches them at once
-        # instead of waiting for room in its in-flight window (alarm latency).
-        self.events_committed = 0
+        self.news = CommitNews()  # read by the uplinks: events committed, wake-ups
         self.thread: threading.Thread | None = None
         self._conn: sqlite3.Connection
         self._next_seq = 0
@@ -256,6 +254,7 @@ class Writer:
             self._refresh_lowest()
 
     def _commit_batch(self, batch: list[Request]) -> None:
+        self.news.new_batch()
         for request in batch:
             if isinstance(request, Recover) and request.generation == self.generation:
                 self._recover(request.reason)
@@ -355,8 +354,7 @@ class Writer:
         for inc in increments:
             inc.future.set_result(out.counters[inc.key])
         if staged:
-            self.events_committed += sum(1 for st in staged if st.row.prio is Priority.EVENT)
-            self._notify()
+            self.news.batch_committed(sum(1 for st in staged if st.row.prio is Priority.EVENT))
 
     def _acks_now(self, acks: list[Ack], staged: list[Staged], increments: bool) -> list[Ack]:
         """The acks to commit now (with the memory tier, card rows' wait for a card write)."""
@@ -370,13 +368,6 @@ class Writer:
         """Tell the memory tier this commit put telemetry in RAM (its spill clock starts)."""
         if self.ram is not None:
             self.ram.noted(self._conn, sum(1 for st in staged if st.row.prio is Priority.TELEMETRY))
-
-    def _notify(self) -> None:
-        for listener in self.listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("outbox listener %r failed", listener)
 
     def _write_with_fallbacks(self, batch: Batch) -> sql.BatchOutcome:
         """Commit; rebuild a damaged file, or free the reserve for events, and try again.
@@ -413,6 +404,7 @@ class Writer:
             # Owed: dropped while nothing could be written, already in the snapshot.
             dropped=self._batch_dropped + self._dropped_owed,
             ram=self.ram is not None,
+            on_card=self.news.card_committed,
         )
         self._dropped_owed = 0
         return out
@@ -439,7 +431,7 @@ class Writer:
         for st in events:
             if st.future is not None:
                 st.future.set_result(st.row.seq)
-        self._notify()
+        self.news.notify()
 
     def _memory_back(self) -> list[Staged]:
         """Events held in memory, to store now that there is room (ids change, seqs stay)."""
