@@ -104,8 +104,7 @@ def test_card_keypad_and_tamper_become_events_without_raw_numbers(
     caplog.set_level(logging.DEBUG)
     peer = bench.reader(1)
     specs = bench.specs(
-        # Short for the test, not so short that a busy machine's poll gap ends "12".
-        ("lobby", {"address": 1, "keypad_timeout_s": 1.0}),
+        ("lobby", {"address": 1, "keypad_timeout_s": 1.0}),  # 0.3 s ended "12" when busy
         ("elsewhere", {"address": 1, "port": str(bench.tmp / "no-such-tty")}),
     )
     driver = OsdpDriver(specs, recording_ctx)
@@ -287,6 +286,9 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
     )
     driver = OsdpDriver(specs, recording_ctx)
 
+    def lobby_reads() -> int:
+        return types(recording_ctx, "lobby").count(E.ACCESS_CARD_READ)
+
     async def body() -> None:
         async with running(driver):
             await until(
@@ -295,15 +297,13 @@ def test_two_readers_on_one_bus_one_fails_and_comes_back(
             bikes.stop()  # powered off
             # libosdp probes a silent reader for about 8 s before it calls it offline.
             await until(lambda: recording_ctx.availability["bikes"][0] is False, timeout=15)
-            lobby.card(CARD)
-            await until(lambda: E.ACCESS_CARD_READ in types(recording_ctx, "lobby"))
+            # Lost too if libosdp, probing bikes, takes it as stray ("Invalid pd address").
+            await swipe_until(lobby, CARD, lambda: lobby_reads() >= 1)
             assert online(recording_ctx, "lobby")()
             bench.line.inject(bytes(range(256)) + b"\x53\x01\xff\xff" * 20)  # noise on the line
             bikes.start()
             await until(online(recording_ctx, "bikes"), timeout=10)
-            await swipe_until(
-                lobby, OTHER, lambda: types(recording_ctx, "lobby").count(E.ACCESS_CARD_READ) >= 2
-            )
+            await swipe_until(lobby, OTHER, lambda: lobby_reads() >= 2)
             # libosdp gives up on the silent reader late under load (KeyError below).
             await until(lambda: "cellar" in recording_ctx.availability, timeout=15)
 
