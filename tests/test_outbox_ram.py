@@ -23,7 +23,8 @@ from gateway.config import SyncMode
 from gateway.sdk.model import Priority
 from gateway.storage.outbox import Consumer, Outbox, OutboxItem, Row
 from gateway.storage.outbox_batch import QUIET_MS
-from gateway.storage.outbox_ram import RAM_BASE, SEQ_BLOCK, ram_file
+from gateway.storage.outbox_ram import RAM_BASE, SEQ_BLOCK, CardAcks, ram_file
+from gateway.storage.outbox_types import Ack
 from tests.outbox_writer import kill_9_streaming
 from tests.peers import wait_for
 
@@ -299,3 +300,37 @@ def test_a_reading_moved_to_the_card_while_being_read_keeps_its_place(tiered: Ti
     assert len(first) > 200, len(first)
     late = [(a, b) for a, b in itertools.pairwise(first) if b < a]
     assert not late, late[:5]
+
+
+def test_acks_of_spilled_readings_go_to_the_card_with_the_next_commit(tiered: Tiered) -> None:
+    # A spill writes the card: the acks held for a card write go with the next commit.
+    # Held for the next event or 30 s instead, a backlog that spilled every second piled
+    # up tens of thousands of them, and every commit counted them again: the longer the
+    # backlog, the slower the gateway drained it (issue 16).
+    box = tiered(spill_after_s=0.2)
+    for n in range(50):
+        box.offer(reading(n))
+    committed(box, 50)
+    assert wait_for(lambda: len(tiered.card_rows()) == 50, 10), "spilled after 0.2 s"
+    box.ack("mqtt", [r.id for r in read(box)])
+    for n in range(50, 60):  # readings only, no event: they spill in turn
+        box.offer(reading(n))
+    assert wait_for(lambda: sorted(s for _, s in tiered.card_rows()) == list(range(51, 61)), 10)
+
+
+def test_held_acks_deliver_a_row_once_every_consumer_has_acked_it() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, prio INTEGER, pending INTEGER)")
+    rows = [(1, Priority.EVENT, 0b11), (2, Priority.TELEMETRY, 0b11), (3, Priority.TELEMETRY, 1)]
+    conn.executemany("INSERT INTO messages VALUES (?, ?, ?)", rows)
+    acks = CardAcks()
+    assert acks.now([Ack(0b01, (1, 2, 3))], card_write=False, stopping=False) == []
+    assert acks.delivered(conn) == {Priority.TELEMETRY: 1}  # 3; 1 and 2 wait for 0b10
+    acks.now([Ack(0b10, (2,))], card_write=False, stopping=False)
+    assert acks.delivered(conn) == {Priority.TELEMETRY: 2}
+    acks.now([Ack(0b10, (1, 2))], card_write=False, stopping=False)  # 2 twice: once
+    assert acks.delivered(conn) == {Priority.EVENT: 1, Priority.TELEMETRY: 2}
+    assert acks.held() == {1: 0b11, 2: 0b11, 3: 0b01}
+    flushed = acks.now([], card_write=True, stopping=False)
+    assert [(a.mask, a.ids) for a in flushed] == [(1, (1, 2, 3)), (2, (2,)), (2, (1, 2))]
+    assert (acks.delivered(conn), dict(acks.held())) == ({}, {})

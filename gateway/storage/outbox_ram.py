@@ -54,7 +54,6 @@ __all__ = [
     "CardAcks",
     "RamTier",
     "default_ram_dir",
-    "delivered",
     "ram_file",
 ]
 
@@ -321,19 +320,26 @@ def _remove(path: Path) -> None:
 
 
 class CardAcks:
-    """Acks of card rows held back for a commit that writes the card anyway."""
+    """Acks of card rows held back for a commit that writes the card anyway.
+
+    What they would deliver is kept up to date as acks come (`delivered`), each row
+    read once: after an outage the held acks of spilled readings reach tens of
+    thousands, and counting them all again after every commit made the writer slower
+    the longer the backlog, until it fell behind for good (issue 16).
+    """
 
     def __init__(self) -> None:
         self._held: list[Ack] = []
         self.since: float | None = None  # monotonic time of the oldest held
+        self._masks: dict[int, int] = {}  # row id -> the consumers whose ack is held
+        self._unread: set[int] = set()  # held ids not yet looked at in `delivered`
+        self._rows: dict[int, tuple[Priority, int]] = {}  # id -> (prio, pending) stored
+        self._covered: set[int] = set()  # ids the held acks would delete
+        self._counts: dict[Priority, int] = {}
 
-    def held(self) -> dict[int, int]:
-        """Row id -> the consumers (mask) whose ack of it is held."""
-        out: dict[int, int] = {}
-        for ack in self._held:
-            for i in ack.ids:
-                out[i] = out.get(i, 0) | ack.mask
-        return out
+    def held(self) -> Mapping[int, int]:
+        """Row id -> the consumers (mask) whose ack of it is held (do not modify)."""
+        return self._masks
 
     def due_at(self) -> float | None:
         return None if self.since is None else self.since + CARD_ACK_DELAY_S
@@ -346,6 +352,9 @@ class CardAcks:
                 out.append(Ack(ack.mask, ram_ids))
             if card_ids := tuple(i for i in ack.ids if i < RAM_BASE):
                 self._held.append(Ack(ack.mask, card_ids))
+                for i in card_ids:
+                    self._masks[i] = self._masks.get(i, 0) | ack.mask
+                self._unread.update(card_ids)
         if not self._held:
             return out
         if self.since is None:
@@ -353,19 +362,23 @@ class CardAcks:
         if card_write or stopping or time.monotonic() >= self.since + CARD_ACK_DELAY_S:
             out += self._held
             self._held, self.since = [], None
+            self._masks, self._unread, self._rows, self._covered = {}, set(), {}, set()
+            self._counts = {}
         return out
 
-
-def delivered(conn: sqlite3.Connection, held: Mapping[int, int]) -> dict[Priority, int]:
-    """Per priority, the card rows that `held` acks (id -> consumers) would delete."""
-    if not held:
-        return {}
-    out: dict[Priority, int] = {}
-    rows = conn.execute(
-        "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(held)),),
-    )
-    for row_id, prio, pending in rows:
-        if pending & ~held[row_id] == 0:
-            out[Priority(prio)] = out.get(Priority(prio), 0) + 1
-    return out
+    def delivered(self, conn: sqlite3.Connection) -> dict[Priority, int]:
+        """Per priority, the card rows the held acks would delete."""
+        if self._unread:
+            new = [i for i in self._unread if i not in self._rows]
+            for row_id, prio, pending in conn.execute(
+                "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(new),),
+            ):
+                self._rows[row_id] = (Priority(prio), pending)
+            for i in self._unread:
+                row = self._rows.get(i)  # None: gone (pruned), nothing left to delete
+                if row is not None and i not in self._covered and row[1] & ~self._masks[i] == 0:
+                    self._covered.add(i)
+                    self._counts[row[0]] = self._counts.get(row[0], 0) + 1
+            self._unread = set()
+        return dict(self._counts)

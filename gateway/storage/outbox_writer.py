@@ -28,7 +28,7 @@ from gateway.storage import outbox_sql as sql
 from gateway.storage.diskspace import Room, no_room
 from gateway.storage.outbox_batch import gather
 from gateway.storage.outbox_memory import Unstored
-from gateway.storage.outbox_ram import CardAcks, RamTier, delivered
+from gateway.storage.outbox_ram import CardAcks, RamTier
 from gateway.storage.outbox_recovery import open_file, reopen_damaged, stored_next_seq
 from gateway.storage.outbox_room import BoundWarnings, FullDisk, checkpoint
 from gateway.storage.outbox_types import (
@@ -88,6 +88,7 @@ class Writer:
         self.ram = None if cfg.ram_path is None else RamTier(cfg.ram_path, cfg.spill_after_s)
         self._card_acks = CardAcks()
         self._stopping = False
+        self._spilled = False  # a spill wrote the card since the last batch
 
     def open(self) -> sql.StoredState:
         """Open (or rebuild) the file, make the reserve, start the thread; the state found."""
@@ -228,6 +229,9 @@ class Writer:
         if self.ram is not None and self.ram.spill_due(self._conn):
             self.snap = replace(self.snap, commits=self.snap.commits + 1)
             self._lowest_stale = True
+            # The card was written: held acks go with the next commit, not 30 s later
+            # (in a backlog that spills, tens of thousands of them slowed every commit).
+            self._spilled = True
 
     def _refresh_lowest(self) -> None:
         self._lowest_stale = False
@@ -237,7 +241,7 @@ class Writer:
             lowest = sql.lowest_pending(
                 self._conn, self.masks, self._next_seq, self.ram is not None, held
             )
-            self.snap = replace(self.snap, delivered=delivered(self._conn, held))
+            self.snap = replace(self.snap, delivered=self._card_acks.delivered(self._conn))
         except sqlite3.Error as exc:
             log.warning("outbox: cannot read the lowest waiting seq: %s", exc)
             return
@@ -331,7 +335,7 @@ class Writer:
         self.snap = replace(
             snap,
             depth=out.depth,
-            delivered=delivered(self._conn, self._card_acks.held()),
+            delivered=self._card_acks.delivered(self._conn),
             oldest_created=out.oldest_created,
             dropped_telemetry=snap.dropped_telemetry + out.dropped + self._batch_dropped,
             accepted=snap.accepted + len(staged),
@@ -362,6 +366,7 @@ class Writer:
             return acks
         cards = any(st.row.prio is not Priority.TELEMETRY for st in staged)
         card_write = bool(increments or self._batch_dropped or self._dropped_owed or cards)
+        card_write, self._spilled = card_write or self._spilled, False
         return self._card_acks.now(acks, card_write, self._stopping)
 
     def _note_ram(self, staged: list[Staged]) -> None:
