@@ -288,8 +288,9 @@ class _Catching:
 
     def __init__(self, port: int, topic: str) -> None:
         self.seqs: set[int] = set()
-        self.first_lost: int | None = None  # set when the outage starts
-        self.caught_up: float | None = None  # monotonic time
+        self.first_lost = 0  # the first seq the outage held back
+        self.back: float | None = None  # monotonic time the broker came back
+        self.caught_up: float | None = None
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"drain-{uuid.uuid4()}")
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)  # after each restart
@@ -301,7 +302,7 @@ class _Catching:
         doc = json.loads(msg.payload)
         with self._lock:
             self.seqs.add(doc["seq"])
-            if self.first_lost is None or self.caught_up is not None:
+            if self.back is None or self.caught_up is not None:
                 return
             age = time.time() - datetime.fromisoformat(doc["ts"]).timestamp()
             if age < 0.5 and all(s in self.seqs for s in range(self.first_lost, doc["seq"])):
@@ -328,10 +329,11 @@ def drain(work: Path, rate: float, outage_s: float) -> tuple[float, int, float]:
         broker.stop()
         time.sleep(outage_s)
         broker.start()
-        back, got = time.monotonic(), len(sub.seqs)
+        got = len(sub.seqs)
+        sub.back = time.monotonic()
         wait_for(lambda: sub.caught_up is not None, timeout=max(120.0, 4 * outage_s))
         assert sub.caught_up is not None
-        took = sub.caught_up - back
+        took = sub.caught_up - sub.back
         drained = (len(sub.seqs) - got) / took
         top = max(sub.seqs)
         lost = sum(1 for s in range(sub.first_lost, top) if s not in sub.seqs)
