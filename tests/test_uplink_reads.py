@@ -9,6 +9,8 @@ so a PUBACK (room in the window) is no reason to look again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.config import load_config
+from gateway.mqtt.connect import connect
 from gateway.process.runtime import Gateway
 from gateway.storage.outbox_reader import OutboxReader
 from tests.harness import Subscriber, simulated_meter, topic_base, write_config
@@ -61,3 +64,40 @@ def test_the_uplink_reads_the_outbox_once_per_commit_not_once_per_puback(
     # a read per PUBACK on top made it two or three empty reads per read with rows.
     assert reads["rows"] >= 10, reads
     assert reads["empty"] <= reads["rows"] * 1.5 + 3, reads
+
+
+def test_a_connection_is_one_socket_so_that_a_publish_is_one_write(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    # paho's client.loop() makes a socket pair to wake a loop thread, and then writes a
+    # byte to it at every publish: a system call per message for nothing, since the
+    # uplink runs its own loop (issue 16).  Connecting must leave the broker's socket only.
+    cfg = load_config(
+        write_config(tmp_path / "gw.yaml", broker.url, [simulated_meter("meter-1", 1)])
+    ).config.broker
+    before = _sockets()
+    client = connect(
+        cfg,
+        "one-socket",
+        will=("test/will", b""),
+        on_message=lambda *_: None,
+        stop=threading.Event(),
+        report=lambda message: pytest.fail(message),
+        track=lambda _client: None,
+    )
+    assert client is not None and client.is_connected()
+    try:
+        assert len(_sockets() - before) == 1, "the broker's socket, and nothing else"
+    finally:
+        client.disconnect()
+        client.loop_write()
+
+
+def _sockets() -> set[str]:
+    """The sockets this process holds open ("socket:[inode]")."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:"):
+                found.add(target)
+    return found

@@ -7,6 +7,7 @@ Every failure (DNS, refused, TLS, a refusing broker, no CONNACK) is reported thr
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -28,6 +29,31 @@ __all__ = ["CONNACK_TIMEOUT_S", "PROBE_TIMEOUT_S", "connect", "probe"]
 
 PROBE_TIMEOUT_S = 2.0
 CONNACK_TIMEOUT_S = 10.0
+
+
+def _turn(client: mqtt.Client, timeout: float) -> bool:
+    """One turn of the network loop, as the uplink makes them; False: the connection is gone.
+
+    Not `client.loop()`: that makes a socket pair for waking a loop thread, and paho then
+    writes a byte to it at every publish for the rest of the connection: a system call
+    per message for nothing, since no loop thread waits on it.  A paho QoS 1 publish
+    loop alone took 49 to 57 µs of CPU per message with it, 45 to 48 µs without.
+    """
+    sock = client.socket()
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS bytes decrypted already: select misses them
+    if pending is not None and pending() > 0:
+        readable, writable = True, False
+    else:
+        want = [sock] if client.want_write() else []
+        r, w, _ = select.select([sock], want, [], timeout)
+        readable, writable = bool(r), bool(w)
+    if readable and client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+        return False
+    if writable and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+        return False
+    return client.loop_misc() == mqtt.MQTT_ERR_SUCCESS
 
 
 def probe(cfg: BrokerConfig, report: Callable[[str], None]) -> bool:
@@ -84,7 +110,7 @@ def connect(
             client.connect(cfg.host, cfg.port, cfg.keepalive_s)
         deadline = time.monotonic() + CONNACK_TIMEOUT_S
         while "rc" not in result and time.monotonic() < deadline and not stop.is_set():
-            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+            if not _turn(client, 0.1):
                 break  # the broker closed the connection: no CONNACK will come
     except Exception as exc:  # DNS, refused, TLS: every one is reported, then retried
         report(explain_connect_error(exc))
