@@ -124,6 +124,16 @@ def committed(box: Outbox, n: int) -> None:
     assert wait_for(lambda: box.stats().accepted_total >= n and box.stats().queued == 0, 10)
 
 
+def spilled(tiered: Tiered, n: int) -> Outbox:
+    """An outbox whose first `n` readings were not acknowledged in time: on the card."""
+    box = tiered(spill_after_s=0.2)
+    for k in range(n):
+        box.offer(reading(k))
+    committed(box, n)
+    assert wait_for(lambda: len(tiered.card_rows()) == n, 10), "spilled after 0.2 s"
+    return box
+
+
 def test_readings_acknowledged_in_time_never_reach_the_card(tiered: Tiered) -> None:
     box = tiered()
     for n in range(200):
@@ -145,11 +155,7 @@ def test_readings_acknowledged_in_time_never_reach_the_card(tiered: Tiered) -> N
 
 
 def test_readings_not_acknowledged_in_time_go_to_the_card(tiered: Tiered) -> None:
-    box = tiered(spill_after_s=0.2)
-    for n in range(50):
-        box.offer(reading(n))
-    committed(box, 50)
-    assert wait_for(lambda: len(tiered.card_rows()) == 50, 10), "spilled after 0.2 s"
+    box = spilled(tiered, 50)
     assert sorted(seq for _, seq in tiered.card_rows()) == list(range(1, 51))
     # The reader finds them on the card now, once each, and an ack deletes them.
     rows = read(box)
@@ -307,11 +313,7 @@ def test_acks_of_spilled_readings_go_to_the_card_with_the_next_commit(tiered: Ti
     # Held for the next event or 30 s instead, a backlog that spilled every second piled
     # up tens of thousands of them, and every commit counted them again: the longer the
     # backlog, the slower the gateway drained it (issue 16).
-    box = tiered(spill_after_s=0.2)
-    for n in range(50):
-        box.offer(reading(n))
-    committed(box, 50)
-    assert wait_for(lambda: len(tiered.card_rows()) == 50, 10), "spilled after 0.2 s"
+    box = spilled(tiered, 50)
     box.ack("mqtt", [r.id for r in read(box)])
     for n in range(50, 60):  # readings only, no event: they spill in turn
         box.offer(reading(n))
