@@ -369,12 +369,13 @@ class CardAcks:
     def delivered(self, conn: sqlite3.Connection) -> dict[Priority, int]:
         """Per priority, the card rows the held acks would delete."""
         if self._unread:
-            new = [i for i in self._unread if i not in self._rows]
-            for row_id, prio, pending in conn.execute(
-                "SELECT id, prio, pending FROM messages WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(new),),
-            ):
-                self._rows[row_id] = (Priority(prio), pending)
+            if new := [i for i in self._unread if i not in self._rows]:
+                for row_id, prio, pending in conn.execute(
+                    "SELECT id, prio, pending FROM messages"
+                    " WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(new),),
+                ):
+                    self._rows[row_id] = (Priority(prio), pending)
             for i in self._unread:
                 row = self._rows.get(i)  # None: gone (pruned), nothing left to delete
                 if row is not None and i not in self._covered and row[1] & ~self._masks[i] == 0:
