@@ -332,7 +332,7 @@ class CommitNews:
 
     listeners: tuple[Callable[[], None], ...] = ()
     events: int = 0
-    _told: int = 0  # the batch's events announced when the card had them
+    _told: int = field(default=0, init=False)  # the batch's events told at the card's commit
 
     def new_batch(self) -> None:
         self._told = 0
